@@ -1,0 +1,3 @@
+//! `glass`: fully transparent LLM pretraining.
+
+fn main() {}

@@ -1,0 +1,154 @@
+//! Crash-safe file writes and content hashes: a file either has its complete new content
+//! or does not exist under its final name, so an interrupted run never leaves a file that
+//! looks valid but is not.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{IoContext, Result};
+
+/// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename,
+/// fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |f| f.write_all(bytes))
+}
+
+/// Like [`write_atomic`], with the content produced by `fill` writing into the temp file.
+pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).at(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp).at(&tmp)?;
+        fill(&mut f).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+        drop(f);
+        std::fs::rename(&tmp, path).at(path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Fsyncs a directory so a rename or removal inside it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+/// Removes a file if present (durably), so a stale file cannot be mistaken for a new one.
+pub fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).at(path),
+    }
+}
+
+/// Hex sha256 of a byte slice.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Hex sha256 and length of a file, streamed so memory stays bounded.
+pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
+    let mut f = File::open(path).at(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).at(path)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((hex::encode(h.finalize()), n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.bin");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(sha256_file(&p).unwrap(), (sha256_hex(b"two"), 3));
+    }
+}
+
+/// A file being written under a temp name, hashed as it is written; [`AtomicFile::commit`]
+/// makes it durable under its final name, and dropping it uncommitted removes the temp.
+pub struct AtomicFile {
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    out: Option<std::io::BufWriter<File>>,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl AtomicFile {
+    /// Starts writing `path` (its directory is created).
+    pub fn create(path: &Path) -> Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).at(dir)?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let f = File::create(&tmp).at(&tmp)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tmp,
+            out: Some(std::io::BufWriter::with_capacity(1 << 20, f)),
+            hasher: Sha256::new(),
+            len: 0,
+        })
+    }
+
+    /// Appends bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        self.out.as_mut().expect("open").write_all(bytes).at(&self.tmp)
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Flushes, fsyncs, renames into place and fsyncs the directory; returns (sha256, bytes).
+    pub fn commit(mut self) -> Result<(String, u64)> {
+        let out = self.out.take().expect("open");
+        let f = out.into_inner().map_err(|e| e.into_error()).at(&self.tmp)?;
+        f.sync_all().at(&self.tmp)?;
+        drop(f);
+        std::fs::rename(&self.tmp, &self.path).at(&self.path)?;
+        sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
+        let hash = std::mem::replace(&mut self.hasher, Sha256::new());
+        Ok((hex::encode(hash.finalize()), self.len))
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.out.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}

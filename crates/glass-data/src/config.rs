@@ -1,0 +1,424 @@
+//! The `[data]` table of a run's `glass.toml`: everything the training order depends on.
+//!
+//! Every struct denies unknown keys, so a typo is an error naming the key rather than a
+//! silently different dataset. Other top-level tables of the run config are ignored here.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::embedded::EmbeddedSet;
+use crate::error::{DataError, IoContext, Result};
+
+/// Name of the run config file inside a run directory.
+pub const RUN_CONFIG_FILE: &str = "glass.toml";
+
+/// The whole data configuration: seed, row geometry, tokenizer, sources and stages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Seed of every random choice (document shuffles, row shuffles, FIM cuts).
+    pub seed: u64,
+    /// Tokens per training input; rows hold `seq_len + 1` tokens (inputs and shifted targets).
+    pub seq_len: usize,
+    /// Rows in one global batch (one optimizer step), for every world size.
+    pub rows_per_step: usize,
+    /// Steps per chunk file, equal to the checkpoint interval: chunk k is exactly the data
+    /// between checkpoints k-1 and k.
+    pub steps_per_chunk: u64,
+    /// Token integer width on disk; `auto` picks u16 when the vocabulary fits.
+    #[serde(default)]
+    pub token_dtype: DtypeChoice,
+    /// How the tokenizer is obtained and which special tokens frame documents.
+    pub tokenizer: TokenizerConfig,
+    /// Named inputs; documents get ids `(source, file, line)`.
+    pub sources: Vec<SourceConfig>,
+    /// Curriculum stages, trained in order.
+    pub stages: Vec<StageConfig>,
+    /// Held-out rows for validation loss, from sources no stage trains on.
+    #[serde(default)]
+    pub validation: Option<ValidationConfig>,
+}
+
+/// Token integer width requested in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtypeChoice {
+    /// u16 when every id fits, else u32.
+    #[default]
+    Auto,
+    /// Little-endian u16; the vocabulary must have at most 65,536 ids.
+    U16,
+    /// Little-endian u32.
+    U32,
+}
+
+/// Tokenizer settings: either a `tokenizer.json` to load or a byte-level BPE to train.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerConfig {
+    /// An existing HF `tokenizer.json` (relative to the run directory), e.g. LLaMA's.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Train a byte-level BPE of this many ids (special tokens included) on the sources.
+    #[serde(default)]
+    pub vocab_size: Option<usize>,
+    /// Sources the BPE is trained on (default: every source some stage trains on).
+    #[serde(default)]
+    pub train_sources: Option<Vec<String>>,
+    /// Minimum pair frequency for a BPE merge.
+    #[serde(default = "default_min_frequency")]
+    pub min_frequency: u64,
+    /// End-of-document token, appended after every document when `add_eos`.
+    #[serde(default = "default_eos")]
+    pub eos: String,
+    /// Append `eos` after every document (Amber packs documents with EOS between them).
+    #[serde(default = "default_true")]
+    pub add_eos: bool,
+    /// Beginning-of-document token, prepended when `add_bos`.
+    #[serde(default)]
+    pub bos: Option<String>,
+    /// Prepend `bos` before every document.
+    #[serde(default)]
+    pub add_bos: bool,
+    /// Fill-in-the-middle sentinels (added to the vocabulary when missing).
+    #[serde(default)]
+    pub fim: FimTokens,
+}
+
+/// The three fill-in-the-middle sentinel strings (StarCoder's PSM format).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FimTokens {
+    /// Precedes the prefix.
+    pub prefix: String,
+    /// Precedes the middle (the part the model learns to fill).
+    pub middle: String,
+    /// Precedes the suffix.
+    pub suffix: String,
+}
+
+impl Default for FimTokens {
+    fn default() -> Self {
+        Self {
+            prefix: "<|fim_prefix|>".into(),
+            middle: "<|fim_middle|>".into(),
+            suffix: "<|fim_suffix|>".into(),
+        }
+    }
+}
+
+fn default_min_frequency() -> u64 {
+    2
+}
+fn default_eos() -> String {
+    "<|endoftext|>".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// What a source reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Plain-text files; one file is one document.
+    Text,
+    /// JSON Lines; one line is one document, its text in `text_field`.
+    Jsonl,
+    /// A source-code tree filtered by `extensions`; one file is one document.
+    Code,
+    /// Data compiled into Glass (see [`EmbeddedSet`]).
+    Embedded,
+}
+
+/// What to do with a JSONL line that does not parse or lacks the text field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BadInput {
+    /// Stop with an error naming file and line.
+    #[default]
+    Error,
+    /// Skip it and count it in the manifest.
+    Skip,
+}
+
+/// One named input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Unique name used by stages, metadata and the manifest.
+    pub name: String,
+    /// How the files are read.
+    pub kind: SourceKind,
+    /// Files, directories (walked recursively) or glob patterns, relative to the run directory.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// File extensions kept (without dot); required for `code`, optional for `text`.
+    #[serde(default)]
+    pub extensions: Vec<String>,
+    /// JSONL field holding the document text.
+    #[serde(default)]
+    pub text_field: Option<String>,
+    /// JSONL field holding a document id, kept in the document table.
+    #[serde(default)]
+    pub id_field: Option<String>,
+    /// JSONL fields kept as per-document metadata.
+    #[serde(default)]
+    pub metadata_fields: Vec<String>,
+    /// Malformed JSONL lines: error (default) or skip and count.
+    #[serde(default)]
+    pub bad_lines: BadInput,
+    /// Documents that are not valid UTF-8: error (default) or skip and count.
+    #[serde(default)]
+    pub invalid_utf8: BadInput,
+    /// Which embedded collection, for kind `embedded`.
+    #[serde(default)]
+    pub embedded: Option<EmbeddedSet>,
+}
+
+/// One curriculum stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// Name shown in stats and the manifest.
+    pub name: String,
+    /// Token budget; rounded up to whole steps of `rows_per_step * (seq_len + 1)` tokens.
+    pub tokens: u64,
+    /// Share of rows per source; must sum to 1.
+    pub weights: BTreeMap<String, f64>,
+    /// Fill-in-the-middle rate per source (fraction of documents transformed).
+    #[serde(default)]
+    pub fim_rate: BTreeMap<String, f64>,
+}
+
+/// Which held-out sources make the validation rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// Sources packed, in order, into validation rows; no stage may train on them.
+    pub sources: Vec<String>,
+    /// Maximum number of validation rows.
+    pub rows: usize,
+}
+
+impl DataConfig {
+    /// Reads `run_dir/glass.toml` and returns its validated `[data]` table.
+    pub fn load(run_dir: &Path) -> Result<Self> {
+        let path = run_dir.join(RUN_CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).at(&path)?;
+        Self::from_run_toml(&text)
+    }
+
+    /// Parses a whole run config, takes its `[data]` table and validates it; other
+    /// top-level tables belong to other parts of Glass and are ignored.
+    pub fn from_run_toml(text: &str) -> Result<Self> {
+        let value: toml::Value =
+            toml::from_str(text).map_err(|e| DataError::Config(format!("glass.toml: {e}")))?;
+        let data = value
+            .get("data")
+            .ok_or_else(|| DataError::Config("glass.toml has no [data] table".into()))?
+            .clone();
+        let cfg: DataConfig = data
+            .try_into()
+            .map_err(|e: toml::de::Error| DataError::Config(format!("[data]: {}", e.message())))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The sha256 of the canonical JSON form: two configs with equal hashes give the same data.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).expect("config serializes");
+        hex::encode(Sha256::digest(json))
+    }
+
+    /// Index of a source by name.
+    pub fn source_index(&self, name: &str) -> Option<usize> {
+        self.sources.iter().position(|s| s.name == name)
+    }
+
+    /// Sources that some stage trains on (positive weight), in config order.
+    pub fn training_sources(&self) -> Vec<usize> {
+        (0..self.sources.len())
+            .filter(|&i| {
+                let n = &self.sources[i].name;
+                self.stages.iter().any(|s| s.weights.get(n).is_some_and(|w| *w > 0.0))
+            })
+            .collect()
+    }
+
+    /// Sources that are tokenized at all: training sources plus validation sources.
+    pub fn used_sources(&self) -> Vec<usize> {
+        let mut used = self.training_sources();
+        if let Some(v) = &self.validation {
+            used.extend(v.sources.iter().filter_map(|n| self.source_index(n)));
+        }
+        used.sort_unstable();
+        used.dedup();
+        used
+    }
+
+    /// Checks everything that can be checked without reading sources.
+    pub fn validate(&self) -> Result<()> {
+        let err = |m: String| Err(DataError::Config(m));
+        if self.seq_len == 0 {
+            return err("seq_len must be at least 1".into());
+        }
+        if self.rows_per_step == 0 {
+            return err("rows_per_step must be at least 1".into());
+        }
+        if self.steps_per_chunk == 0 {
+            return err("steps_per_chunk must be at least 1".into());
+        }
+        self.validate_tokenizer()?;
+        if self.sources.is_empty() {
+            return err("no [[data.sources]] declared".into());
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            validate_source(s)?;
+            if self.sources[..i].iter().any(|o| o.name == s.name) {
+                return err(format!("source name `{}` declared twice", s.name));
+            }
+        }
+        if self.stages.is_empty() {
+            return err("no [[data.stages]] declared".into());
+        }
+        for st in &self.stages {
+            self.validate_stage(st)?;
+        }
+        if let Some(v) = &self.validation {
+            if v.sources.is_empty() || v.rows == 0 {
+                return err("[data.validation] needs at least one source and rows >= 1".into());
+            }
+            for n in &v.sources {
+                if self.source_index(n).is_none() {
+                    return err(format!("[data.validation] names unknown source `{n}`"));
+                }
+                if self.training_sources().iter().any(|&i| &self.sources[i].name == n) {
+                    return err(format!(
+                        "validation source `{n}` is also trained on; held-out data must stay held out"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_tokenizer(&self) -> Result<()> {
+        let t = &self.tokenizer;
+        let err = |m: &str| Err(DataError::Config(format!("[data.tokenizer]: {m}")));
+        match (&t.path, t.vocab_size) {
+            (Some(_), Some(_)) => return err("set either `path` (load) or `vocab_size` (train), not both"),
+            (None, None) => return err("set `path` to load a tokenizer.json or `vocab_size` to train one"),
+            (None, Some(v)) if v < 300 => {
+                return err("vocab_size must be at least 300 (256 bytes plus special tokens and merges)")
+            }
+            (Some(_), None) if t.train_sources.is_some() => {
+                return err("`train_sources` only applies when training (`vocab_size`)")
+            }
+            _ => {}
+        }
+        if let (DtypeChoice::U16, Some(v)) = (self.token_dtype, t.vocab_size) {
+            if v > 65536 {
+                return Err(DataError::Config(format!(
+                    "vocab_size {v} does not fit token_dtype u16 (at most 65536 ids)"
+                )));
+            }
+        }
+        if t.add_bos && t.bos.is_none() {
+            return err("add_bos = true needs a `bos` token");
+        }
+        if let Some(ts) = &t.train_sources {
+            for n in ts {
+                if self.source_index(n).is_none() {
+                    return err(&format!("train_sources names unknown source `{n}`"));
+                }
+            }
+        }
+        let names = [&t.eos, &t.fim.prefix, &t.fim.middle, &t.fim.suffix];
+        if names.iter().any(|n| n.is_empty()) || t.bos.as_ref().is_some_and(|b| b.is_empty()) {
+            return err("special token strings must not be empty");
+        }
+        Ok(())
+    }
+
+    fn validate_stage(&self, st: &StageConfig) -> Result<()> {
+        let err = |m: String| Err(DataError::Config(format!("stage `{}`: {m}", st.name)));
+        if st.tokens == 0 {
+            return err("tokens must be at least 1".into());
+        }
+        if st.weights.is_empty() {
+            return err("no weights".into());
+        }
+        let mut sum = 0.0;
+        for (n, w) in &st.weights {
+            if self.source_index(n).is_none() {
+                return err(format!("weight for unknown source `{n}`"));
+            }
+            if !(w.is_finite() && *w >= 0.0) {
+                return err(format!("weight of `{n}` must be a finite number >= 0, got {w}"));
+            }
+            sum += w;
+        }
+        if (sum - 1.0).abs() > 1e-6 {
+            return err(format!("weights sum to {sum}, not 1"));
+        }
+        for (n, r) in &st.fim_rate {
+            if !st.weights.get(n).is_some_and(|w| *w > 0.0) {
+                return err(format!("fim_rate for `{n}`, which this stage does not train on"));
+            }
+            if !(r.is_finite() && (0.0..=1.0).contains(r)) {
+                return err(format!("fim_rate of `{n}` must be in [0, 1], got {r}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any stage applies fill-in-the-middle.
+    pub fn uses_fim(&self) -> bool {
+        self.stages.iter().any(|s| s.fim_rate.values().any(|r| *r > 0.0))
+    }
+}
+
+fn validate_source(s: &SourceConfig) -> Result<()> {
+    let err = |m: &str| Err(DataError::Config(format!("source `{}`: {m}", s.name)));
+    if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(DataError::Config(format!(
+            "source name `{}` must be non-empty ASCII letters, digits, `_` or `-`",
+            s.name
+        )));
+    }
+    let jsonl_only = s.text_field.is_some() || s.id_field.is_some() || !s.metadata_fields.is_empty();
+    match s.kind {
+        SourceKind::Embedded => {
+            if s.embedded.is_none() {
+                return err("kind = \"embedded\" needs `embedded` (english, english-held-out, english-all, code)");
+            }
+            if !s.paths.is_empty() || !s.extensions.is_empty() || jsonl_only {
+                return err("an embedded source takes no paths, extensions or JSONL fields");
+            }
+        }
+        kind => {
+            if s.embedded.is_some() {
+                return err("`embedded` only applies to kind = \"embedded\"");
+            }
+            if s.paths.is_empty() {
+                return err("`paths` is empty");
+            }
+            match kind {
+                SourceKind::Jsonl if s.text_field.is_none() => return err("kind = \"jsonl\" needs `text_field`"),
+                SourceKind::Code if s.extensions.is_empty() => return err("kind = \"code\" needs `extensions`"),
+                SourceKind::Text | SourceKind::Code if jsonl_only => {
+                    return err("text_field, id_field and metadata_fields only apply to jsonl")
+                }
+                _ => {}
+            }
+        }
+    }
+    if s.bad_lines == BadInput::Skip && s.kind != SourceKind::Jsonl {
+        return err("bad_lines only applies to jsonl");
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Glass data layer: sources, tokenizer, mixing, and training-order chunk files.

@@ -1,0 +1,401 @@
+//! Token stores: the tokenized documents of one source, written by one shard job.
+//!
+//! Shard job `i` of `n` tokenizes the units whose global index is `i (mod n)`; the stores
+//! of all shards together are read as one document list in unit order ([`SourceView`]),
+//! which is why any `--shard` split yields the same chunks as a single-machine run.
+//!
+//! Files under `data/tokens/SOURCE/`, with stem `I-of-N`:
+//! `.tokens` (ids, little-endian), `.docs` ([`DocRecord`]s), `.meta.jsonl` (optional JSONL
+//! ids/metadata, one line per document) and `.json` ([`StoreHeader`], written last).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{sha256_file, AtomicFile};
+use crate::dtype::TokenDtype;
+use crate::error::{DataError, IoContext, Result};
+use crate::sources::UnitCounts;
+
+/// Bytes per [`DocRecord`] on disk.
+pub const DOC_RECORD_BYTES: usize = 40;
+
+/// Where one document's tokens are and which input it came from (40 bytes, little-endian:
+/// `tok_start u64, n_tokens u32, unit u32, line u64, byte_start u64, byte_len u64`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocRecord {
+    /// Offset (in tokens) of the document in its store's `.tokens` file.
+    pub tok_start: u64,
+    /// Number of tokens.
+    pub n_tokens: u32,
+    /// Index of the unit (input file) within the source.
+    pub unit: u32,
+    /// 1-based JSONL line, or 0 for a whole-file document.
+    pub line: u64,
+    /// Byte offset of the record in its file.
+    pub byte_start: u64,
+    /// Byte length of the record.
+    pub byte_len: u64,
+}
+
+impl DocRecord {
+    /// The on-disk bytes.
+    pub fn to_bytes(&self) -> [u8; DOC_RECORD_BYTES] {
+        let mut b = [0u8; DOC_RECORD_BYTES];
+        b[0..8].copy_from_slice(&self.tok_start.to_le_bytes());
+        b[8..12].copy_from_slice(&self.n_tokens.to_le_bytes());
+        b[12..16].copy_from_slice(&self.unit.to_le_bytes());
+        b[16..24].copy_from_slice(&self.line.to_le_bytes());
+        b[24..32].copy_from_slice(&self.byte_start.to_le_bytes());
+        b[32..40].copy_from_slice(&self.byte_len.to_le_bytes());
+        b
+    }
+
+    /// Parses the on-disk bytes.
+    pub fn from_bytes(b: &[u8]) -> Self {
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        Self { tok_start: u64_at(0), n_tokens: u32_at(8), unit: u32_at(12), line: u64_at(16), byte_start: u64_at(24), byte_len: u64_at(32) }
+    }
+}
+
+/// One input file as a store recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitRecord {
+    /// Unit index within the source.
+    pub index: u32,
+    /// Unit path (document id prefix).
+    pub path: String,
+    /// First document of this unit in the store.
+    pub first_doc: u64,
+    /// Documents kept.
+    pub n_docs: u64,
+    /// Tokens of those documents.
+    pub n_tokens: u64,
+    /// Documents that were empty (no text or no tokens) and so were skipped.
+    pub empty_docs: u64,
+    /// Hash and skip counts of the input.
+    #[serde(flatten)]
+    pub counts: UnitCounts,
+}
+
+/// A file of the store and its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileHash {
+    /// File name relative to the store's directory.
+    pub file: String,
+    /// sha256 of its bytes.
+    pub sha256: String,
+    /// Its length.
+    pub bytes: u64,
+}
+
+/// The header of one store, written after its data files, so its presence marks a
+/// complete store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreHeader {
+    /// `glass-token-store-v1`.
+    pub format: String,
+    /// Source name.
+    pub source: String,
+    /// This shard's index.
+    pub shard: u32,
+    /// Number of shards.
+    pub n_shards: u32,
+    /// Token width.
+    pub dtype: TokenDtype,
+    /// sha256 of the tokenizer.json used.
+    pub tokenizer_sha256: String,
+    /// sha256 of the source's config entry.
+    pub source_config_sha256: String,
+    /// Documents in the store.
+    pub n_docs: u64,
+    /// Tokens in the store.
+    pub n_tokens: u64,
+    /// Units this shard tokenized, in order.
+    pub units: Vec<UnitRecord>,
+    /// The `.tokens` file.
+    pub tokens: FileHash,
+    /// The `.docs` file.
+    pub docs: FileHash,
+    /// The `.meta.jsonl` file, when the source keeps ids or metadata.
+    pub meta: Option<FileHash>,
+}
+
+/// Format tag of [`StoreHeader`].
+pub const STORE_FORMAT: &str = "glass-token-store-v1";
+
+/// Paths of one store's files.
+pub fn store_stem(tokens_dir: &Path, source: &str, shard: u32, n_shards: u32) -> PathBuf {
+    tokens_dir.join(source).join(format!("{shard:05}-of-{n_shards:05}"))
+}
+
+fn with_ext(stem: &Path, ext: &str) -> PathBuf {
+    let mut s = stem.as_os_str().to_os_string();
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+/// Writes one store incrementally.
+pub struct StoreWriter {
+    stem: PathBuf,
+    header: StoreHeader,
+    tokens: AtomicFile,
+    docs: AtomicFile,
+    meta: Option<AtomicFile>,
+    buf: Vec<u8>,
+}
+
+impl StoreWriter {
+    /// Starts the store of `header.source`, shard `header.shard`.
+    pub fn create(tokens_dir: &Path, header: StoreHeader, with_meta: bool) -> Result<Self> {
+        let stem = store_stem(tokens_dir, &header.source, header.shard, header.n_shards);
+        crate::atomic::remove_if_exists(&with_ext(&stem, ".json"))?;
+        Ok(Self {
+            tokens: AtomicFile::create(&with_ext(&stem, ".tokens"))?,
+            docs: AtomicFile::create(&with_ext(&stem, ".docs"))?,
+            meta: if with_meta { Some(AtomicFile::create(&with_ext(&stem, ".meta.jsonl"))?) } else { None },
+            stem,
+            header,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Starts a unit; its documents follow.
+    pub fn begin_unit(&mut self, index: u32, path: &str) {
+        self.header.units.push(UnitRecord {
+            index,
+            path: path.to_string(),
+            first_doc: self.header.n_docs,
+            n_docs: 0,
+            n_tokens: 0,
+            empty_docs: 0,
+            counts: UnitCounts::default(),
+        });
+    }
+
+    /// Appends one document of the current unit; an empty one is counted and skipped.
+    pub fn push_doc(&mut self, ids: &[u32], line: u64, byte_start: u64, byte_len: u64, meta: Option<&serde_json::Value>) -> Result<()> {
+        let unit = self.header.units.last_mut().expect("begin_unit first");
+        if ids.is_empty() {
+            unit.empty_docs += 1;
+            return Ok(());
+        }
+        let n_tokens = u32::try_from(ids.len())
+            .map_err(|_| DataError::Format(format!("{}:{line}: document has more than 2^32 tokens", unit.path)))?;
+        let rec = DocRecord { tok_start: self.header.n_tokens, n_tokens, unit: unit.index, line, byte_start, byte_len };
+        unit.n_docs += 1;
+        unit.n_tokens += ids.len() as u64;
+        self.header.n_docs += 1;
+        self.header.n_tokens += ids.len() as u64;
+        self.buf.clear();
+        self.header.dtype.encode(ids, &mut self.buf);
+        self.tokens.write(&self.buf)?;
+        self.docs.write(&rec.to_bytes())?;
+        if let Some(m) = &mut self.meta {
+            let mut line = serde_json::to_vec(meta.unwrap_or(&serde_json::Value::Null)).expect("json");
+            line.push(b'\n');
+            m.write(&line)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the current unit with its input hash and skip counts.
+    pub fn end_unit(&mut self, counts: UnitCounts) {
+        self.header.units.last_mut().expect("begin_unit first").counts = counts;
+    }
+
+    /// Commits the data files, then the header; returns the header.
+    pub fn finish(mut self) -> Result<StoreHeader> {
+        let name = |ext: &str| with_ext(&self.stem, ext).file_name().expect("name").to_string_lossy().into_owned();
+        let (sha, bytes) = self.tokens.commit()?;
+        self.header.tokens = FileHash { file: name(".tokens"), sha256: sha, bytes };
+        let (sha, bytes) = self.docs.commit()?;
+        self.header.docs = FileHash { file: name(".docs"), sha256: sha, bytes };
+        if let Some(m) = self.meta.take() {
+            let (sha, bytes) = m.commit()?;
+            self.header.meta = Some(FileHash { file: name(".meta.jsonl"), sha256: sha, bytes });
+        }
+        let json = serde_json::to_vec_pretty(&self.header).expect("json");
+        crate::atomic::write_atomic(&with_ext(&self.stem, ".json"), &json)?;
+        Ok(self.header)
+    }
+}
+
+/// Reads a store's header, or `None` when it is absent (an unfinished store).
+pub fn read_header(tokens_dir: &Path, source: &str, shard: u32, n_shards: u32) -> Result<Option<StoreHeader>> {
+    let path = with_ext(&store_stem(tokens_dir, source, shard, n_shards), ".json");
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| DataError::Format(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).at(path),
+    }
+}
+
+/// Whether the data files still hash to what the header says.
+pub fn files_match(tokens_dir: &Path, h: &StoreHeader) -> Result<bool> {
+    let dir = tokens_dir.join(&h.source);
+    for f in [Some(&h.tokens), Some(&h.docs), h.meta.as_ref()].into_iter().flatten() {
+        let p = dir.join(&f.file);
+        if !p.exists() || sha256_file(&p)? != (f.sha256.clone(), f.bytes) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Shard counts that have at least one store header for `source`.
+pub fn shard_counts_present(tokens_dir: &Path, source: &str) -> Vec<u32> {
+    let mut v: Vec<u32> = std::fs::read_dir(tokens_dir.join(source))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    let stem = n.strip_suffix(".json")?;
+                    stem.split_once("-of-")?.1.parse().ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// A read-only byte buffer of a whole file (memory-mapped; empty files need no map).
+pub(crate) enum Bytes {
+    Map(memmap2::Mmap),
+    Empty,
+}
+
+impl Bytes {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let f = File::open(path).at(path)?;
+        if f.metadata().at(path)?.len() == 0 {
+            return Ok(Self::Empty);
+        }
+        // SAFETY: store files are written once under a temp name and renamed into place;
+        // nothing writes to them while they are mapped.
+        let map = unsafe { memmap2::Mmap::map(&f) }.at(path)?;
+        Ok(Self::Map(map))
+    }
+
+    pub(crate) fn get(&self) -> &[u8] {
+        match self {
+            Self::Map(m) => m,
+            Self::Empty => &[],
+        }
+    }
+}
+
+struct OpenStore {
+    tokens: Bytes,
+    docs: Bytes,
+    meta: Option<Vec<String>>,
+}
+
+/// All shards' stores of one source, read as one document list in unit order.
+pub struct SourceView {
+    /// Source name.
+    pub name: String,
+    dtype: TokenDtype,
+    stores: Vec<OpenStore>,
+    /// `(global first doc, shard, unit record)` per unit, in unit order.
+    units: Vec<(u64, usize, UnitRecord)>,
+    n_docs: u64,
+    n_tokens: u64,
+}
+
+impl SourceView {
+    /// Opens the stores of all `headers` (one per shard, in shard order).
+    pub fn open(tokens_dir: &Path, headers: &[StoreHeader]) -> Result<Self> {
+        let first = headers.first().ok_or_else(|| DataError::Format("no stores".into()))?;
+        let dir = tokens_dir.join(&first.source);
+        let mut stores = Vec::new();
+        let mut units = Vec::new();
+        for (s, h) in headers.iter().enumerate() {
+            let meta = match &h.meta {
+                Some(m) => {
+                    let p = dir.join(&m.file);
+                    let text = std::fs::read_to_string(&p).at(&p)?;
+                    Some(text.lines().map(str::to_string).collect())
+                }
+                None => None,
+            };
+            stores.push(OpenStore { tokens: Bytes::open(&dir.join(&h.tokens.file))?, docs: Bytes::open(&dir.join(&h.docs.file))?, meta });
+            units.extend(h.units.iter().map(|u| (0u64, s, u.clone())));
+        }
+        units.sort_by_key(|u| u.2.index);
+        for (i, u) in units.iter().enumerate() {
+            if u.2.index as usize != i {
+                return Err(DataError::Format(format!("source `{}`: shard stores do not cover unit {i} exactly once", first.source)));
+            }
+        }
+        let mut n_docs = 0;
+        for u in &mut units {
+            u.0 = n_docs;
+            n_docs += u.2.n_docs;
+        }
+        let n_tokens = headers.iter().map(|h| h.n_tokens).sum();
+        Ok(Self { name: first.source.clone(), dtype: first.dtype, stores, units, n_docs, n_tokens })
+    }
+
+    /// Documents in the source.
+    pub fn n_docs(&self) -> u64 {
+        self.n_docs
+    }
+
+    /// Tokens in the source.
+    pub fn n_tokens(&self) -> u64 {
+        self.n_tokens
+    }
+
+    /// The units in order.
+    pub fn units(&self) -> impl Iterator<Item = &UnitRecord> {
+        self.units.iter().map(|u| &u.2)
+    }
+
+    fn locate(&self, doc: u64) -> (usize, u64) {
+        let i = self.units.partition_point(|u| u.0 <= doc) - 1;
+        let (start, shard, rec) = &self.units[i];
+        (*shard, rec.first_doc + (doc - start))
+    }
+
+    /// The record of global document `doc`.
+    pub fn doc(&self, doc: u64) -> DocRecord {
+        let (shard, local) = self.locate(doc);
+        let off = local as usize * DOC_RECORD_BYTES;
+        DocRecord::from_bytes(&self.stores[shard].docs.get()[off..off + DOC_RECORD_BYTES])
+    }
+
+    /// Number of tokens of document `doc`.
+    pub fn doc_len(&self, doc: u64) -> u32 {
+        self.doc(doc).n_tokens
+    }
+
+    /// The path of the unit holding document `doc` and its line: the document's stable id.
+    pub fn doc_id(&self, doc: u64) -> (String, u64) {
+        let r = self.doc(doc);
+        (self.units[r.unit as usize].2.path.clone(), r.line)
+    }
+
+    /// The JSONL id/metadata of `doc`, when the source keeps them.
+    pub fn doc_meta(&self, doc: u64) -> Option<serde_json::Value> {
+        let (shard, local) = self.locate(doc);
+        let line = self.stores[shard].meta.as_ref()?.get(local as usize)?;
+        serde_json::from_str(line).ok()
+    }
+
+    /// Appends tokens `[start, start + len)` of document `doc` to `out`.
+    pub fn doc_tokens(&self, doc: u64, start: u32, len: u32, out: &mut Vec<u32>) {
+        let (shard, local) = self.locate(doc);
+        let off = local as usize * DOC_RECORD_BYTES;
+        let rec = DocRecord::from_bytes(&self.stores[shard].docs.get()[off..off + DOC_RECORD_BYTES]);
+        let w = self.dtype.width();
+        let a = (rec.tok_start as usize + start as usize) * w;
+        self.dtype.decode(&self.stores[shard].tokens.get()[a..a + len as usize * w], out);
+    }
+}

@@ -1,0 +1,200 @@
+//! Incremental decoding with a KV cache, and greedy / seeded temperature + top-p sampling.
+//!
+//! Decoding reuses the training kernels (norms, RoPE, the per-head attention routine,
+//! the head GEMM), so cached logits agree with full-sequence logits to rounding.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::gemm::{matmul, Mat, Threads};
+use crate::model::Model;
+use crate::ops::attention::head_forward;
+use crate::ops::lm_head::{self, HeadDims};
+use crate::ops::{embedding, norm, swiglu};
+use crate::parallel::SharedMut;
+use crate::EngineError;
+
+/// Keys and values of every position decoded so far, per layer `[max_seq, KV·hd]`.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    /// An empty cache sized for the model's `max_seq_len`.
+    pub fn new(model: &Model) -> Self {
+        let c = &model.cfg;
+        let cap = c.max_seq_len;
+        let kv = c.kv_dim();
+        KvCache { k: vec![vec![0.0; cap * kv]; c.n_layers], v: vec![vec![0.0; cap * kv]; c.n_layers], len: 0, capacity: cap }
+    }
+    /// Positions cached so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// True before the first token.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Forgets everything (reuse the allocation for a new prompt).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+impl Model {
+    /// Feeds `tokens` after the cached positions and returns their logits
+    /// `[tokens.len(), vocab]`; the cache grows by `tokens.len()`.
+    pub fn forward_cached(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, EngineError> {
+        let cfg = &self.cfg;
+        let n = tokens.len();
+        let pos0 = cache.len;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if pos0 + n > cache.capacity {
+            return Err(EngineError::Input(format!("{} positions exceed max_seq_len {}", pos0 + n, cache.capacity)));
+        }
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(EngineError::Input(format!("token {t} is outside the vocabulary (size {})", cfg.vocab_size)));
+        }
+        let p = &self.params;
+        let lay = &self.layout;
+        let (d, f, hd) = (cfg.d_model, cfg.ffn_hidden, cfg.head_dim());
+        let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
+        let (w, kvd, ad) = ((nh + 2 * nkv) * hd, nkv * hd, nh * hd);
+        let group = nh / nkv;
+        let scale = cfg.attention_scale();
+        let mut x = vec![0.0f32; n * d];
+        let mut ln = vec![0.0f32; n * d];
+        let (mut mean, mut rstd) = (vec![0.0f32; n], vec![0.0f32; n]);
+        let mut qkv = vec![0.0f32; n * w];
+        let mut att = vec![0.0f32; n * ad];
+        let mut gu = vec![0.0f32; n * 2 * f];
+        let mut h = vec![0.0f32; n * f];
+        embedding::forward(&p[lay.embed..lay.embed + cfg.vocab_size * d], tokens, &mut x, d, cfg.mup.embedding_multiplier);
+        for (l, bo) in lay.blocks.iter().enumerate() {
+            norm::forward(cfg.norm, cfg.norm_eps, &x, &p[bo.norm1_w..bo.norm1_w + d], bo.norm1_b.map(|o| &p[o..o + d]), &mut ln, &mut mean, &mut rstd, d);
+            matmul(Threads::Pool, n, w, d, Mat::n(&ln, d), Mat::t(&p[bo.qkv..bo.qkv + w * d], d), &mut qkv, w, 1.0, false);
+            let rope = self.rope();
+            qkv.par_chunks_mut(w).enumerate().for_each(|(r, row)| {
+                rope.rotate(row, nh, hd, pos0 + r, false);
+                rope.rotate(&mut row[ad..], nkv, hd, pos0 + r, false);
+            });
+            let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
+            for r in 0..n {
+                kc[(pos0 + r) * kvd..(pos0 + r + 1) * kvd].copy_from_slice(&qkv[r * w + ad..r * w + ad + kvd]);
+                vc[(pos0 + r) * kvd..(pos0 + r + 1) * kvd].copy_from_slice(&qkv[r * w + ad + kvd..r * w + w]);
+            }
+            let (kc, vc) = (&cache.k[l], &cache.v[l]);
+            let att_ptr = SharedMut::new(&mut att);
+            (0..nh).into_par_iter().for_each_init(
+                || (Vec::new(), vec![0.0f32; n]),
+                |(scores, lse), hh| {
+                    let g = hh / group;
+                    // SAFETY: head `hh` writes only columns hh·hd..(hh+1)·hd of `att`.
+                    let out = unsafe { &mut att_ptr.slice()[hh * hd..] };
+                    head_forward(Mat::n(&qkv[hh * hd..], w), Mat::t(&kc[g * hd..], kvd), Mat::n(&vc[g * hd..], kvd), out, ad, lse, n, pos0, hd, scale, scores);
+                },
+            );
+            matmul(Threads::Pool, n, d, ad, Mat::n(&att, ad), Mat::t(&p[bo.o..bo.o + d * ad], ad), &mut x, d, 1.0, true);
+            norm::forward(cfg.norm, cfg.norm_eps, &x, &p[bo.norm2_w..bo.norm2_w + d], bo.norm2_b.map(|o| &p[o..o + d]), &mut ln, &mut mean, &mut rstd, d);
+            matmul(Threads::Pool, n, 2 * f, d, Mat::n(&ln, d), Mat::t(&p[bo.gate_up..bo.gate_up + 2 * f * d], d), &mut gu, 2 * f, 1.0, false);
+            swiglu::forward(&gu, &mut h, f);
+            matmul(Threads::Pool, n, d, f, Mat::n(&h, f), Mat::t(&p[bo.down..bo.down + d * f], f), &mut x, d, 1.0, true);
+        }
+        norm::forward(cfg.norm, cfg.norm_eps, &x, &p[lay.norm_f_w..lay.norm_f_w + d], lay.norm_f_b.map(|o| &p[o..o + d]), &mut ln, &mut mean, &mut rstd, d);
+        cache.len += n;
+        let hdims = HeadDims { d, vocab: cfg.vocab_size, mult: cfg.mup.output_logit_multiplier };
+        let mut logits = vec![0.0f32; n * cfg.vocab_size];
+        lm_head::logits(hdims, &ln, &p[lay.head..lay.head + cfg.vocab_size * d], n, &mut logits);
+        Ok(logits)
+    }
+
+    /// Generates up to `max_new` tokens after `prompt`, calling `on_token` as each one is
+    /// chosen (streaming); stops early when `on_token` returns false.
+    pub fn generate(&self, prompt: &[u32], max_new: usize, sampler: &mut Sampler, mut on_token: impl FnMut(u32) -> bool) -> Result<Vec<u32>, EngineError> {
+        if prompt.is_empty() {
+            return Err(EngineError::Input("empty prompt".into()));
+        }
+        let mut cache = KvCache::new(self);
+        let v = self.cfg.vocab_size;
+        let logits = self.forward_cached(prompt, &mut cache)?;
+        let mut last = logits[(prompt.len() - 1) * v..].to_vec();
+        let mut out = Vec::new();
+        for _ in 0..max_new {
+            if cache.len() >= cache.capacity {
+                break;
+            }
+            let t = sampler.sample(&last);
+            out.push(t);
+            if !on_token(t) {
+                break;
+            }
+            last = self.forward_cached(&[t], &mut cache)?;
+        }
+        Ok(out)
+    }
+}
+
+/// How the next token is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingConfig {
+    /// `0` means greedy (argmax).
+    pub temperature: f32,
+    /// Nucleus mass kept (`1` keeps everything).
+    pub top_p: f32,
+    /// Seed of the sampling stream.
+    pub seed: u64,
+}
+
+/// A seeded sampler: the same config and logits always give the same tokens.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    cfg: SamplingConfig,
+    rng: ChaCha8Rng,
+}
+
+impl Sampler {
+    /// Starts the stream for `cfg.seed`.
+    pub fn new(cfg: SamplingConfig) -> Self {
+        Sampler { cfg, rng: ChaCha8Rng::seed_from_u64(cfg.seed) }
+    }
+
+    /// Picks one token id from `logits`.
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        let argmax = || logits.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32;
+        if self.cfg.temperature <= 0.0 {
+            return argmax();
+        }
+        let t = self.cfg.temperature;
+        let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut probs: Vec<(u32, f64)> = logits.iter().enumerate().map(|(i, &z)| (i as u32, (((z - m) / t) as f64).exp())).collect();
+        // Stable order: by probability, then by id, so ties never depend on sort internals.
+        probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let total: f64 = probs.iter().map(|p| p.1).sum();
+        let mut kept = 0;
+        let mut mass = 0.0;
+        for (_, p) in &probs {
+            mass += p / total;
+            kept += 1;
+            if mass >= self.cfg.top_p as f64 {
+                break;
+            }
+        }
+        let probs = &probs[..kept];
+        let kept_total: f64 = probs.iter().map(|p| p.1).sum();
+        let mut u = self.rng.gen::<f64>() * kept_total;
+        for (id, p) in probs {
+            if u < *p {
+                return *id;
+            }
+            u -= p;
+        }
+        probs[kept - 1].0
+    }
+}

@@ -1,0 +1,35 @@
+//! Glass engine: the LLaMA-family pretraining math on CPU, written out layer by layer.
+//!
+//! One forward and one backward function per layer (the llm.c way), activations and
+//! gradients in buffers allocated once, matrix products through one swappable GEMM
+//! function, and every reduction in a fixed order so results are bit-identical for any
+//! thread count.
+
+pub mod config;
+pub mod generate;
+pub mod gemm;
+pub mod layout;
+pub mod model;
+pub mod ops;
+pub mod optim;
+pub mod parallel;
+
+pub use config::{AttentionScale, LrMultipliers, ModelConfig, MupConfig, NormKind, PRESETS};
+pub use generate::{KvCache, Sampler, SamplingConfig};
+pub use layout::{ParamGroup, ParamLayout, TensorView};
+pub use model::{Model, StepStats};
+pub use optim::{AdamW, AdamWConfig};
+
+/// Everything the engine can refuse, with enough context to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A configuration value is missing, unknown or inconsistent.
+    #[error("invalid model config: {0}")]
+    Config(String),
+    /// Inputs do not fit the model (token id out of range, sequence too long, ...).
+    #[error("invalid input: {0}")]
+    Input(String),
+    /// A tensor has the wrong name, shape or length.
+    #[error("tensor mismatch: {0}")]
+    Tensor(String),
+}

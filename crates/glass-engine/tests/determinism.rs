@@ -1,0 +1,57 @@
+//! Same seed ⇒ same bits; 1 thread vs 2 threads ⇒ same bits.
+
+mod common;
+
+use glass_engine::{AdamW, AdamWConfig, Model};
+
+fn train(threads: usize, seed: u64) -> Vec<f32> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    pool.install(|| {
+        let mut cfg = common::small_cfg();
+        cfg.vocab_size = 300; // > lm-head row chunk
+        let seq = 70;
+        let mut model = Model::new(&cfg, seed).unwrap();
+        let mut opt = AdamW::new(AdamWConfig::default(), model.params.len());
+        for step in 0..3 {
+            let rows = common::tokens(4 * (seq + 1), cfg.vocab_size, step);
+            model.train_step(&mut opt, &rows, seq, 2, 1e-3).unwrap();
+        }
+        model.params
+    })
+}
+
+#[test]
+fn same_seed_same_bits() {
+    let a = train(2, 42);
+    let b = train(2, 42);
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    let c = train(2, 43);
+    assert!(a.iter().zip(&c).any(|(x, y)| x.to_bits() != y.to_bits()), "seed must matter");
+}
+
+#[test]
+fn thread_count_does_not_change_bits() {
+    let one = train(1, 5);
+    let two = train(2, 5);
+    let four = train(4, 5);
+    let diff = one.iter().zip(&two).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+    assert_eq!(diff, 0, "{diff} parameters differ between 1 and 2 threads");
+    assert!(one.iter().zip(&four).all(|(x, y)| x.to_bits() == y.to_bits()), "1 vs 4 threads differ");
+}
+
+#[test]
+fn gradient_accumulation_equals_full_batch() {
+    let cfg = common::small_cfg();
+    let seq = 12;
+    let rows = common::tokens(4 * (seq + 1), cfg.vocab_size, 9);
+    let run = |micro| {
+        let mut m = Model::new(&cfg, 1).unwrap();
+        let mut opt = AdamW::new(AdamWConfig { grad_clip: 0.0, ..AdamWConfig::default() }, m.params.len());
+        let s = m.train_step(&mut opt, &rows, seq, micro, 1e-3).unwrap();
+        (m.grads, s.loss)
+    };
+    let (g4, l4) = run(4);
+    let (g1, l1) = run(1);
+    assert!((l4 - l1).abs() < 1e-6, "{l4} vs {l1}");
+    assert!(common::rel_err(&g1, &g4) < 1e-5);
+}
