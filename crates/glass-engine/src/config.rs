@@ -43,7 +43,12 @@ pub struct LrMultipliers {
 
 impl Default for LrMultipliers {
     fn default() -> Self {
-        Self { embedding: 1.0, hidden: 1.0, norm: 1.0, output: 1.0 }
+        Self {
+            embedding: 1.0,
+            hidden: 1.0,
+            norm: 1.0,
+            output: 1.0,
+        }
     }
 }
 
@@ -150,7 +155,8 @@ impl ModelConfig {
 
     /// Rejects shapes the engine cannot run, naming the offending field.
     pub fn validate(&self) -> Result<(), EngineError> {
-        let bad = |field: &str, why: String| Err(EngineError::Config(format!("model.{field}: {why}")));
+        let bad =
+            |field: &str, why: String| Err(EngineError::Config(format!("model.{field}: {why}")));
         for (name, v) in [
             ("vocab_size", self.vocab_size),
             ("d_model", self.d_model),
@@ -165,13 +171,28 @@ impl ModelConfig {
             }
         }
         if self.d_model % self.n_heads != 0 {
-            return bad("n_heads", format!("d_model {} is not divisible by n_heads {}", self.d_model, self.n_heads));
+            return bad(
+                "n_heads",
+                format!(
+                    "d_model {} is not divisible by n_heads {}",
+                    self.d_model, self.n_heads
+                ),
+            );
         }
         if self.n_heads % self.n_kv_heads != 0 {
-            return bad("n_kv_heads", format!("n_heads {} is not a multiple of n_kv_heads {}", self.n_heads, self.n_kv_heads));
+            return bad(
+                "n_kv_heads",
+                format!(
+                    "n_heads {} is not a multiple of n_kv_heads {}",
+                    self.n_heads, self.n_kv_heads
+                ),
+            );
         }
         if !(self.rotary_fraction > 0.0 && self.rotary_fraction <= 1.0) {
-            return bad("rotary_fraction", format!("{} is outside (0, 1]", self.rotary_fraction));
+            return bad(
+                "rotary_fraction",
+                format!("{} is outside (0, 1]", self.rotary_fraction),
+            );
         }
         if self.rotary_dim() == 0 {
             return bad("rotary_fraction", "rotates no dimension of a head".into());
@@ -184,7 +205,8 @@ impl ModelConfig {
 
     /// Parses a `[model]` table (or a bare model TOML) and validates it.
     pub fn from_toml(text: &str) -> Result<Self, EngineError> {
-        let cfg: ModelConfig = toml::from_str(text).map_err(|e| EngineError::Config(e.to_string()))?;
+        let cfg: ModelConfig =
+            toml::from_str(text).map_err(|e| EngineError::Config(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -212,7 +234,10 @@ impl ModelConfig {
             // The engine benchmark's second row.
             "small" => base(32000, 512, 8, 8, 1376, 512),
             // LLaMA-7B exactly as LLM360 Amber trained it.
-            "amber-7b" => ModelConfig { norm_eps: 1e-6, ..base(32000, 4096, 32, 32, 11008, 2048) },
+            "amber-7b" => ModelConfig {
+                norm_eps: 1e-6,
+                ..base(32000, 4096, 32, 32, 11008, 2048)
+            },
             // CrystalCoder: LLaMA-7B shapes with LayerNorm, 25% partial rotary and muP.
             // Hidden lr multiplier 1/16 = base width 256 / width 4096.
             "crystalcoder-7b" => ModelConfig {
@@ -222,7 +247,10 @@ impl ModelConfig {
                     embedding_multiplier: 14.6,
                     output_logit_multiplier: 0.13875,
                     attention_scale: AttentionScale::InvD,
-                    lr_multipliers: LrMultipliers { hidden: 0.0625, ..LrMultipliers::default() },
+                    lr_multipliers: LrMultipliers {
+                        hidden: 0.0625,
+                        ..LrMultipliers::default()
+                    },
                 },
                 ..base(32032, 4096, 32, 32, 11008, 2048)
             },
@@ -259,7 +287,10 @@ mod tests {
     #[test]
     fn amber_has_llama7b_parameter_count() {
         // LLaMA-7B: 6,738,415,616 parameters.
-        assert_eq!(ModelConfig::preset("amber-7b").unwrap().n_params(), 6_738_415_616);
+        assert_eq!(
+            ModelConfig::preset("amber-7b").unwrap().n_params(),
+            6_738_415_616
+        );
     }
 
     #[test]

@@ -30,7 +30,12 @@ impl KvCache {
         let c = &model.cfg;
         let cap = c.max_seq_len;
         let kv = c.kv_dim();
-        KvCache { k: vec![vec![0.0; cap * kv]; c.n_layers], v: vec![vec![0.0; cap * kv]; c.n_layers], len: 0, capacity: cap }
+        KvCache {
+            k: vec![vec![0.0; cap * kv]; c.n_layers],
+            v: vec![vec![0.0; cap * kv]; c.n_layers],
+            len: 0,
+            capacity: cap,
+        }
     }
     /// Positions cached so far.
     pub fn len(&self) -> usize {
@@ -49,7 +54,11 @@ impl KvCache {
 impl Model {
     /// Feeds `tokens` after the cached positions and returns their logits
     /// `[tokens.len(), vocab]`; the cache grows by `tokens.len()`.
-    pub fn forward_cached(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, EngineError> {
+    pub fn forward_cached(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>, EngineError> {
         let cfg = &self.cfg;
         let n = tokens.len();
         let pos0 = cache.len;
@@ -57,10 +66,17 @@ impl Model {
             return Ok(Vec::new());
         }
         if pos0 + n > cache.capacity {
-            return Err(EngineError::Input(format!("{} positions exceed max_seq_len {}", pos0 + n, cache.capacity)));
+            return Err(EngineError::Input(format!(
+                "{} positions exceed max_seq_len {}",
+                pos0 + n,
+                cache.capacity
+            )));
         }
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-            return Err(EngineError::Input(format!("token {t} is outside the vocabulary (size {})", cfg.vocab_size)));
+            return Err(EngineError::Input(format!(
+                "token {t} is outside the vocabulary (size {})",
+                cfg.vocab_size
+            )));
         }
         let p = &self.params;
         let lay = &self.layout;
@@ -76,10 +92,37 @@ impl Model {
         let mut att = vec![0.0f32; n * ad];
         let mut gu = vec![0.0f32; n * 2 * f];
         let mut h = vec![0.0f32; n * f];
-        embedding::forward(&p[lay.embed..lay.embed + cfg.vocab_size * d], tokens, &mut x, d, cfg.mup.embedding_multiplier);
+        embedding::forward(
+            &p[lay.embed..lay.embed + cfg.vocab_size * d],
+            tokens,
+            &mut x,
+            d,
+            cfg.mup.embedding_multiplier,
+        );
         for (l, bo) in lay.blocks.iter().enumerate() {
-            norm::forward(cfg.norm, cfg.norm_eps, &x, &p[bo.norm1_w..bo.norm1_w + d], bo.norm1_b.map(|o| &p[o..o + d]), &mut ln, &mut mean, &mut rstd, d);
-            matmul(Threads::Pool, n, w, d, Mat::n(&ln, d), Mat::t(&p[bo.qkv..bo.qkv + w * d], d), &mut qkv, w, 1.0, false);
+            norm::forward(
+                cfg.norm,
+                cfg.norm_eps,
+                &x,
+                &p[bo.norm1_w..bo.norm1_w + d],
+                bo.norm1_b.map(|o| &p[o..o + d]),
+                &mut ln,
+                &mut mean,
+                &mut rstd,
+                d,
+            );
+            matmul(
+                Threads::Pool,
+                n,
+                w,
+                d,
+                Mat::n(&ln, d),
+                Mat::t(&p[bo.qkv..bo.qkv + w * d], d),
+                &mut qkv,
+                w,
+                1.0,
+                false,
+            );
             let rope = self.rope();
             qkv.par_chunks_mut(w).enumerate().for_each(|(r, row)| {
                 rope.rotate(row, nh, hd, pos0 + r, false);
@@ -87,8 +130,10 @@ impl Model {
             });
             let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
             for r in 0..n {
-                kc[(pos0 + r) * kvd..(pos0 + r + 1) * kvd].copy_from_slice(&qkv[r * w + ad..r * w + ad + kvd]);
-                vc[(pos0 + r) * kvd..(pos0 + r + 1) * kvd].copy_from_slice(&qkv[r * w + ad + kvd..r * w + w]);
+                kc[(pos0 + r) * kvd..(pos0 + r + 1) * kvd]
+                    .copy_from_slice(&qkv[r * w + ad..r * w + ad + kvd]);
+                vc[(pos0 + r) * kvd..(pos0 + r + 1) * kvd]
+                    .copy_from_slice(&qkv[r * w + ad + kvd..r * w + w]);
             }
             let (kc, vc) = (&cache.k[l], &cache.v[l]);
             let att_ptr = SharedMut::new(&mut att);
@@ -98,26 +143,107 @@ impl Model {
                     let g = hh / group;
                     // SAFETY: head `hh` writes only columns hh·hd..(hh+1)·hd of `att`.
                     let out = unsafe { &mut att_ptr.slice()[hh * hd..] };
-                    head_forward(Mat::n(&qkv[hh * hd..], w), Mat::t(&kc[g * hd..], kvd), Mat::n(&vc[g * hd..], kvd), out, ad, lse, n, pos0, hd, scale, scores);
+                    head_forward(
+                        Mat::n(&qkv[hh * hd..], w),
+                        Mat::t(&kc[g * hd..], kvd),
+                        Mat::n(&vc[g * hd..], kvd),
+                        out,
+                        ad,
+                        lse,
+                        n,
+                        pos0,
+                        hd,
+                        scale,
+                        scores,
+                    );
                 },
             );
-            matmul(Threads::Pool, n, d, ad, Mat::n(&att, ad), Mat::t(&p[bo.o..bo.o + d * ad], ad), &mut x, d, 1.0, true);
-            norm::forward(cfg.norm, cfg.norm_eps, &x, &p[bo.norm2_w..bo.norm2_w + d], bo.norm2_b.map(|o| &p[o..o + d]), &mut ln, &mut mean, &mut rstd, d);
-            matmul(Threads::Pool, n, 2 * f, d, Mat::n(&ln, d), Mat::t(&p[bo.gate_up..bo.gate_up + 2 * f * d], d), &mut gu, 2 * f, 1.0, false);
+            matmul(
+                Threads::Pool,
+                n,
+                d,
+                ad,
+                Mat::n(&att, ad),
+                Mat::t(&p[bo.o..bo.o + d * ad], ad),
+                &mut x,
+                d,
+                1.0,
+                true,
+            );
+            norm::forward(
+                cfg.norm,
+                cfg.norm_eps,
+                &x,
+                &p[bo.norm2_w..bo.norm2_w + d],
+                bo.norm2_b.map(|o| &p[o..o + d]),
+                &mut ln,
+                &mut mean,
+                &mut rstd,
+                d,
+            );
+            matmul(
+                Threads::Pool,
+                n,
+                2 * f,
+                d,
+                Mat::n(&ln, d),
+                Mat::t(&p[bo.gate_up..bo.gate_up + 2 * f * d], d),
+                &mut gu,
+                2 * f,
+                1.0,
+                false,
+            );
             swiglu::forward(&gu, &mut h, f);
-            matmul(Threads::Pool, n, d, f, Mat::n(&h, f), Mat::t(&p[bo.down..bo.down + d * f], f), &mut x, d, 1.0, true);
+            matmul(
+                Threads::Pool,
+                n,
+                d,
+                f,
+                Mat::n(&h, f),
+                Mat::t(&p[bo.down..bo.down + d * f], f),
+                &mut x,
+                d,
+                1.0,
+                true,
+            );
         }
-        norm::forward(cfg.norm, cfg.norm_eps, &x, &p[lay.norm_f_w..lay.norm_f_w + d], lay.norm_f_b.map(|o| &p[o..o + d]), &mut ln, &mut mean, &mut rstd, d);
+        norm::forward(
+            cfg.norm,
+            cfg.norm_eps,
+            &x,
+            &p[lay.norm_f_w..lay.norm_f_w + d],
+            lay.norm_f_b.map(|o| &p[o..o + d]),
+            &mut ln,
+            &mut mean,
+            &mut rstd,
+            d,
+        );
         cache.len += n;
-        let hdims = HeadDims { d, vocab: cfg.vocab_size, mult: cfg.mup.output_logit_multiplier };
+        let hdims = HeadDims {
+            d,
+            vocab: cfg.vocab_size,
+            mult: cfg.mup.output_logit_multiplier,
+        };
         let mut logits = vec![0.0f32; n * cfg.vocab_size];
-        lm_head::logits(hdims, &ln, &p[lay.head..lay.head + cfg.vocab_size * d], n, &mut logits);
+        lm_head::logits(
+            hdims,
+            &ln,
+            &p[lay.head..lay.head + cfg.vocab_size * d],
+            n,
+            &mut logits,
+        );
         Ok(logits)
     }
 
     /// Generates up to `max_new` tokens after `prompt`, calling `on_token` as each one is
     /// chosen (streaming); stops early when `on_token` returns false.
-    pub fn generate(&self, prompt: &[u32], max_new: usize, sampler: &mut Sampler, mut on_token: impl FnMut(u32) -> bool) -> Result<Vec<u32>, EngineError> {
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        max_new: usize,
+        sampler: &mut Sampler,
+        mut on_token: impl FnMut(u32) -> bool,
+    ) -> Result<Vec<u32>, EngineError> {
         if prompt.is_empty() {
             return Err(EngineError::Input("empty prompt".into()));
         }
@@ -162,18 +288,37 @@ pub struct Sampler {
 impl Sampler {
     /// Starts the stream for `cfg.seed`.
     pub fn new(cfg: SamplingConfig) -> Self {
-        Sampler { cfg, rng: ChaCha8Rng::seed_from_u64(cfg.seed) }
+        Sampler {
+            cfg,
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+        }
     }
 
     /// Picks one token id from `logits`.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        let argmax = || logits.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32;
+        let argmax = || {
+            logits
+                .iter()
+                .enumerate()
+                .fold((0usize, f32::NEG_INFINITY), |b, (i, &x)| {
+                    if x > b.1 {
+                        (i, x)
+                    } else {
+                        b
+                    }
+                })
+                .0 as u32
+        };
         if self.cfg.temperature <= 0.0 {
             return argmax();
         }
         let t = self.cfg.temperature;
         let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let mut probs: Vec<(u32, f64)> = logits.iter().enumerate().map(|(i, &z)| (i as u32, (((z - m) / t) as f64).exp())).collect();
+        let mut probs: Vec<(u32, f64)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &z)| (i as u32, (((z - m) / t) as f64).exp()))
+            .collect();
         // Stable order: by probability, then by id, so ties never depend on sort internals.
         probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let total: f64 = probs.iter().map(|p| p.1).sum();

@@ -97,34 +97,112 @@ impl ParamLayout {
         let mut push = |name: String, shape: Vec<usize>, group: ParamGroup| -> usize {
             let offset = next;
             next += shape.iter().product::<usize>();
-            tensors.push(TensorView { name, shape, offset, group });
+            tensors.push(TensorView {
+                name,
+                shape,
+                offset,
+                group,
+            });
             offset
         };
-        let embed = push("model.embed_tokens.weight".into(), vec![cfg.vocab_size, d], ParamGroup::Embedding);
+        let embed = push(
+            "model.embed_tokens.weight".into(),
+            vec![cfg.vocab_size, d],
+            ParamGroup::Embedding,
+        );
         let mut blocks = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let p = format!("model.layers.{i}");
-            let norm1_w = push(format!("{p}.input_layernorm.weight"), vec![d], ParamGroup::Norm);
-            let norm1_b = ln.then(|| push(format!("{p}.input_layernorm.bias"), vec![d], ParamGroup::Norm));
-            let qkv = push(format!("{p}.self_attn.q_proj.weight"), vec![cfg.n_heads * hd, d], ParamGroup::Hidden);
-            push(format!("{p}.self_attn.k_proj.weight"), vec![cfg.n_kv_heads * hd, d], ParamGroup::Hidden);
-            push(format!("{p}.self_attn.v_proj.weight"), vec![cfg.n_kv_heads * hd, d], ParamGroup::Hidden);
-            let o = push(format!("{p}.self_attn.o_proj.weight"), vec![d, cfg.n_heads * hd], ParamGroup::Hidden);
-            let norm2_w = push(format!("{p}.post_attention_layernorm.weight"), vec![d], ParamGroup::Norm);
-            let norm2_b = ln.then(|| push(format!("{p}.post_attention_layernorm.bias"), vec![d], ParamGroup::Norm));
-            let gate_up = push(format!("{p}.mlp.gate_proj.weight"), vec![cfg.ffn_hidden, d], ParamGroup::Hidden);
-            push(format!("{p}.mlp.up_proj.weight"), vec![cfg.ffn_hidden, d], ParamGroup::Hidden);
-            let down = push(format!("{p}.mlp.down_proj.weight"), vec![d, cfg.ffn_hidden], ParamGroup::Hidden);
-            blocks.push(BlockOffsets { norm1_w, norm1_b, qkv, o, norm2_w, norm2_b, gate_up, down });
+            let norm1_w = push(
+                format!("{p}.input_layernorm.weight"),
+                vec![d],
+                ParamGroup::Norm,
+            );
+            let norm1_b = ln.then(|| {
+                push(
+                    format!("{p}.input_layernorm.bias"),
+                    vec![d],
+                    ParamGroup::Norm,
+                )
+            });
+            let qkv = push(
+                format!("{p}.self_attn.q_proj.weight"),
+                vec![cfg.n_heads * hd, d],
+                ParamGroup::Hidden,
+            );
+            push(
+                format!("{p}.self_attn.k_proj.weight"),
+                vec![cfg.n_kv_heads * hd, d],
+                ParamGroup::Hidden,
+            );
+            push(
+                format!("{p}.self_attn.v_proj.weight"),
+                vec![cfg.n_kv_heads * hd, d],
+                ParamGroup::Hidden,
+            );
+            let o = push(
+                format!("{p}.self_attn.o_proj.weight"),
+                vec![d, cfg.n_heads * hd],
+                ParamGroup::Hidden,
+            );
+            let norm2_w = push(
+                format!("{p}.post_attention_layernorm.weight"),
+                vec![d],
+                ParamGroup::Norm,
+            );
+            let norm2_b = ln.then(|| {
+                push(
+                    format!("{p}.post_attention_layernorm.bias"),
+                    vec![d],
+                    ParamGroup::Norm,
+                )
+            });
+            let gate_up = push(
+                format!("{p}.mlp.gate_proj.weight"),
+                vec![cfg.ffn_hidden, d],
+                ParamGroup::Hidden,
+            );
+            push(
+                format!("{p}.mlp.up_proj.weight"),
+                vec![cfg.ffn_hidden, d],
+                ParamGroup::Hidden,
+            );
+            let down = push(
+                format!("{p}.mlp.down_proj.weight"),
+                vec![d, cfg.ffn_hidden],
+                ParamGroup::Hidden,
+            );
+            blocks.push(BlockOffsets {
+                norm1_w,
+                norm1_b,
+                qkv,
+                o,
+                norm2_w,
+                norm2_b,
+                gate_up,
+                down,
+            });
         }
         let norm_f_w = push("model.norm.weight".into(), vec![d], ParamGroup::Norm);
         let norm_f_b = ln.then(|| push("model.norm.bias".into(), vec![d], ParamGroup::Norm));
         let head = if cfg.tie_embeddings {
             embed
         } else {
-            push("lm_head.weight".into(), vec![cfg.vocab_size, d], ParamGroup::Output)
+            push(
+                "lm_head.weight".into(),
+                vec![cfg.vocab_size, d],
+                ParamGroup::Output,
+            )
         };
-        ParamLayout { tensors, embed, blocks, norm_f_w, norm_f_b, head, total: next }
+        ParamLayout {
+            tensors,
+            embed,
+            blocks,
+            norm_f_w,
+            norm_f_b,
+            head,
+            total: next,
+        }
     }
 
     /// Total number of parameters.

@@ -5,9 +5,10 @@
 //! function, and every reduction in a fixed order so results are bit-identical for any
 //! thread count.
 
+pub mod bench;
 pub mod config;
-pub mod generate;
 pub mod gemm;
+pub mod generate;
 pub mod layout;
 pub mod model;
 pub mod ops;

@@ -166,7 +166,14 @@ impl Model {
         cfg.validate()?;
         let layout = ParamLayout::new(cfg);
         let n = layout.total();
-        Ok(Model { cfg: cfg.clone(), rope: Rope::new(cfg), params: vec![0.0; n], grads: vec![0.0; n], layout, ws: None })
+        Ok(Model {
+            cfg: cfg.clone(),
+            rope: Rope::new(cfg),
+            params: vec![0.0; n],
+            grads: vec![0.0; n],
+            layout,
+            ws: None,
+        })
     }
 
     /// The RoPE tables (shared with KV-cache decoding).
@@ -180,7 +187,11 @@ impl Model {
     }
 
     fn check_tokens(&self, tokens: &[u32], what: &str) -> Result<(), EngineError> {
-        if let Some((i, &t)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= self.cfg.vocab_size) {
+        if let Some((i, &t)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t as usize >= self.cfg.vocab_size)
+        {
             return Err(EngineError::Input(format!(
                 "{what} token {t} at position {i} is outside the vocabulary (size {})",
                 self.cfg.vocab_size
@@ -207,12 +218,20 @@ impl Model {
             self.ws = None; // free the old shape before allocating the new one
             self.ws = Some(Workspace::new(&self.cfg, batch, seq));
         }
-        self.ws.as_mut().expect("workspace").tokens.copy_from_slice(inputs);
+        self.ws
+            .as_mut()
+            .expect("workspace")
+            .tokens
+            .copy_from_slice(inputs);
         Ok(())
     }
 
     fn head_dims(&self) -> HeadDims {
-        HeadDims { d: self.cfg.d_model, vocab: self.cfg.vocab_size, mult: self.cfg.mup.output_logit_multiplier }
+        HeadDims {
+            d: self.cfg.d_model,
+            vocab: self.cfg.vocab_size,
+            mult: self.cfg.mup.output_logit_multiplier,
+        }
     }
 
     /// Runs the blocks and the final norm, saving every activation.
@@ -226,16 +245,50 @@ impl Model {
         let (d, f, hd) = (cfg.d_model, cfg.ffn_hidden, cfg.head_dim());
         let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
         let w = (nh + 2 * nkv) * hd;
-        let dims = AttnDims { batch, seq, heads: nh, kv_heads: nkv, hd, scale: cfg.attention_scale() };
+        let dims = AttnDims {
+            batch,
+            seq,
+            heads: nh,
+            kv_heads: nkv,
+            hd,
+            scale: cfg.attention_scale(),
+        };
         let wte = &p[lay.embed..lay.embed + cfg.vocab_size * d];
-        embedding::forward(wte, &ws.tokens, &mut ws.resid[0], d, cfg.mup.embedding_multiplier);
+        embedding::forward(
+            wte,
+            &ws.tokens,
+            &mut ws.resid[0],
+            d,
+            cfg.mup.embedding_multiplier,
+        );
         for (l, bo) in lay.blocks.iter().enumerate() {
             let (before, after) = ws.resid.split_at_mut(l + 1);
             let x = &before[l];
             let x_next = &mut after[0];
             let a = &mut ws.blocks[l];
-            norm::forward(cfg.norm, cfg.norm_eps, x, &p[bo.norm1_w..bo.norm1_w + d], bo.norm1_b.map(|o| &p[o..o + d]), &mut a.ln1, &mut a.ln1_mean, &mut a.ln1_rstd, d);
-            matmul(Threads::Pool, n, w, d, Mat::n(&a.ln1, d), Mat::t(&p[bo.qkv..bo.qkv + w * d], d), &mut a.qkv, w, 1.0, false);
+            norm::forward(
+                cfg.norm,
+                cfg.norm_eps,
+                x,
+                &p[bo.norm1_w..bo.norm1_w + d],
+                bo.norm1_b.map(|o| &p[o..o + d]),
+                &mut a.ln1,
+                &mut a.ln1_mean,
+                &mut a.ln1_rstd,
+                d,
+            );
+            matmul(
+                Threads::Pool,
+                n,
+                w,
+                d,
+                Mat::n(&a.ln1, d),
+                Mat::t(&p[bo.qkv..bo.qkv + w * d], d),
+                &mut a.qkv,
+                w,
+                1.0,
+                false,
+            );
             let rope = &self.rope;
             a.qkv.par_chunks_mut(w).enumerate().for_each(|(r, row)| {
                 let pos = r % seq;
@@ -244,28 +297,99 @@ impl Model {
             });
             attention::forward(dims, &a.qkv, &mut a.att, &mut a.lse);
             a.xmid.copy_from_slice(x);
-            matmul(Threads::Pool, n, d, nh * hd, Mat::n(&a.att, nh * hd), Mat::t(&p[bo.o..bo.o + d * nh * hd], nh * hd), &mut a.xmid, d, 1.0, true);
-            norm::forward(cfg.norm, cfg.norm_eps, &a.xmid, &p[bo.norm2_w..bo.norm2_w + d], bo.norm2_b.map(|o| &p[o..o + d]), &mut a.ln2, &mut a.ln2_mean, &mut a.ln2_rstd, d);
-            matmul(Threads::Pool, n, 2 * f, d, Mat::n(&a.ln2, d), Mat::t(&p[bo.gate_up..bo.gate_up + 2 * f * d], d), &mut a.gu, 2 * f, 1.0, false);
+            matmul(
+                Threads::Pool,
+                n,
+                d,
+                nh * hd,
+                Mat::n(&a.att, nh * hd),
+                Mat::t(&p[bo.o..bo.o + d * nh * hd], nh * hd),
+                &mut a.xmid,
+                d,
+                1.0,
+                true,
+            );
+            norm::forward(
+                cfg.norm,
+                cfg.norm_eps,
+                &a.xmid,
+                &p[bo.norm2_w..bo.norm2_w + d],
+                bo.norm2_b.map(|o| &p[o..o + d]),
+                &mut a.ln2,
+                &mut a.ln2_mean,
+                &mut a.ln2_rstd,
+                d,
+            );
+            matmul(
+                Threads::Pool,
+                n,
+                2 * f,
+                d,
+                Mat::n(&a.ln2, d),
+                Mat::t(&p[bo.gate_up..bo.gate_up + 2 * f * d], d),
+                &mut a.gu,
+                2 * f,
+                1.0,
+                false,
+            );
             swiglu::forward(&a.gu, &mut a.h, f);
             x_next.copy_from_slice(&a.xmid);
-            matmul(Threads::Pool, n, d, f, Mat::n(&a.h, f), Mat::t(&p[bo.down..bo.down + d * f], f), x_next, d, 1.0, true);
+            matmul(
+                Threads::Pool,
+                n,
+                d,
+                f,
+                Mat::n(&a.h, f),
+                Mat::t(&p[bo.down..bo.down + d * f], f),
+                x_next,
+                d,
+                1.0,
+                true,
+            );
         }
         let x = &ws.resid[cfg.n_layers];
-        norm::forward(cfg.norm, cfg.norm_eps, x, &p[lay.norm_f_w..lay.norm_f_w + d], lay.norm_f_b.map(|o| &p[o..o + d]), &mut ws.lnf, &mut ws.lnf_mean, &mut ws.lnf_rstd, d);
+        norm::forward(
+            cfg.norm,
+            cfg.norm_eps,
+            x,
+            &p[lay.norm_f_w..lay.norm_f_w + d],
+            lay.norm_f_b.map(|o| &p[o..o + d]),
+            &mut ws.lnf,
+            &mut ws.lnf_mean,
+            &mut ws.lnf_rstd,
+            d,
+        );
     }
 
     /// Forward and backward of one micro-batch (`batch` sequences of `seq` tokens),
     /// adding its gradients into [`Model::grads`]. `grad_scale` multiplies every row's
     /// loss gradient: use `1 / tokens_in_step` so accumulated micro-batches give the
     /// gradient of the step's mean loss. Returns the *sum* of the row losses.
-    pub fn forward_backward(&mut self, inputs: &[u32], targets: &[u32], batch: usize, seq: usize, grad_scale: f32) -> Result<f64, EngineError> {
+    pub fn forward_backward(
+        &mut self,
+        inputs: &[u32],
+        targets: &[u32],
+        batch: usize,
+        seq: usize,
+        grad_scale: f32,
+    ) -> Result<f64, EngineError> {
         self.prepare(inputs, batch, seq)?;
         if targets.len() != inputs.len() {
-            return Err(EngineError::Input(format!("{} targets for {} inputs", targets.len(), inputs.len())));
+            return Err(EngineError::Input(format!(
+                "{} targets for {} inputs",
+                targets.len(),
+                inputs.len()
+            )));
         }
-        if let Some((i, &t)) = targets.iter().enumerate().find(|(_, &t)| t != lm_head::IGNORE && t as usize >= self.cfg.vocab_size) {
-            return Err(EngineError::Input(format!("target token {t} at position {i} is outside the vocabulary (size {})", self.cfg.vocab_size)));
+        if let Some((i, &t)) = targets
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t != lm_head::IGNORE && t as usize >= self.cfg.vocab_size)
+        {
+            return Err(EngineError::Input(format!(
+                "target token {t} at position {i} is outside the vocabulary (size {})",
+                self.cfg.vocab_size
+            )));
         }
         self.forward_trunk();
         self.backward(targets, grad_scale);
@@ -275,21 +399,45 @@ impl Model {
 
     /// Forward only: per-position cross-entropy (natural log) for `targets`, `0` where a
     /// target is [`lm_head::IGNORE`]. Used for validation loss and evaluation.
-    pub fn forward_losses(&mut self, inputs: &[u32], targets: &[u32], batch: usize, seq: usize) -> Result<Vec<f32>, EngineError> {
+    pub fn forward_losses(
+        &mut self,
+        inputs: &[u32],
+        targets: &[u32],
+        batch: usize,
+        seq: usize,
+    ) -> Result<Vec<f32>, EngineError> {
         self.prepare(inputs, batch, seq)?;
-        if let Some((i, &t)) = targets.iter().enumerate().find(|(_, &t)| t != lm_head::IGNORE && t as usize >= self.cfg.vocab_size) {
-            return Err(EngineError::Input(format!("target token {t} at position {i} is outside the vocabulary")));
+        if let Some((i, &t)) = targets
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t != lm_head::IGNORE && t as usize >= self.cfg.vocab_size)
+        {
+            return Err(EngineError::Input(format!(
+                "target token {t} at position {i} is outside the vocabulary"
+            )));
         }
         self.forward_trunk();
         let hdims = self.head_dims();
         let head = &self.params[self.layout.head..self.layout.head + hdims.vocab * hdims.d];
         let ws = self.ws.as_mut().expect("prepared");
-        lm_head::forward(hdims, &ws.lnf, head, targets, &mut ws.losses, &mut ws.logits_buf);
+        lm_head::forward(
+            hdims,
+            &ws.lnf,
+            head,
+            targets,
+            &mut ws.losses,
+            &mut ws.logits_buf,
+        );
         Ok(ws.losses.clone())
     }
 
     /// Forward only: the full logits `[batch·seq, vocab]` (tests and small evaluations).
-    pub fn forward_logits(&mut self, inputs: &[u32], batch: usize, seq: usize) -> Result<Vec<f32>, EngineError> {
+    pub fn forward_logits(
+        &mut self,
+        inputs: &[u32],
+        batch: usize,
+        seq: usize,
+    ) -> Result<Vec<f32>, EngineError> {
         self.prepare(inputs, batch, seq)?;
         self.forward_trunk();
         let hdims = self.head_dims();
@@ -311,32 +459,147 @@ impl Model {
         let (d, f, hd) = (cfg.d_model, cfg.ffn_hidden, cfg.head_dim());
         let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
         let w = (nh + 2 * nkv) * hd;
-        let dims = AttnDims { batch, seq, heads: nh, kv_heads: nkv, hd, scale: cfg.attention_scale() };
-        let hdims = HeadDims { d, vocab: cfg.vocab_size, mult: cfg.mup.output_logit_multiplier };
+        let dims = AttnDims {
+            batch,
+            seq,
+            heads: nh,
+            kv_heads: nkv,
+            hd,
+            scale: cfg.attention_scale(),
+        };
+        let hdims = HeadDims {
+            d,
+            vocab: cfg.vocab_size,
+            mult: cfg.mup.output_logit_multiplier,
+        };
         let vd = cfg.vocab_size * d;
 
         // Head + loss → dL/d(lnf) in `dln`.
         {
             let (head, dhead) = (&p[lay.head..lay.head + vd], &mut g[lay.head..lay.head + vd]);
-            lm_head::forward_backward(hdims, &ws.lnf, head, targets, grad_scale, &mut ws.losses, &mut ws.dln, dhead, &mut ws.logits_buf);
+            lm_head::forward_backward(
+                hdims,
+                &ws.lnf,
+                head,
+                targets,
+                grad_scale,
+                &mut ws.losses,
+                &mut ws.dln,
+                dhead,
+                &mut ws.logits_buf,
+            );
         }
         ws.dres.par_iter_mut().for_each(|x| *x = 0.0);
-        norm_backward(cfg, p, g, lay.norm_f_w, lay.norm_f_b, &ws.resid[cfg.n_layers], &ws.lnf_mean, &ws.lnf_rstd, &ws.dln, &mut ws.dres);
+        norm_backward(
+            cfg,
+            p,
+            g,
+            lay.norm_f_w,
+            lay.norm_f_b,
+            &ws.resid[cfg.n_layers],
+            &ws.lnf_mean,
+            &ws.lnf_rstd,
+            &ws.dln,
+            &mut ws.dres,
+        );
 
         for (l, bo) in lay.blocks.iter().enumerate().rev() {
-            let BlockOffsets { qkv, o, gate_up, down, .. } = *bo;
+            let BlockOffsets {
+                qkv,
+                o,
+                gate_up,
+                down,
+                ..
+            } = *bo;
             let a = &ws.blocks[l];
             // x_next = xmid + h·Wdownᵀ
-            matmul(Threads::Pool, n, f, d, Mat::n(&ws.dres, d), Mat::n(&p[down..down + d * f], f), &mut ws.dh, f, 1.0, false);
-            matmul(Threads::Pool, d, f, n, Mat::t(&ws.dres, d), Mat::n(&a.h, f), &mut g[down..down + d * f], f, 1.0, true);
+            matmul(
+                Threads::Pool,
+                n,
+                f,
+                d,
+                Mat::n(&ws.dres, d),
+                Mat::n(&p[down..down + d * f], f),
+                &mut ws.dh,
+                f,
+                1.0,
+                false,
+            );
+            matmul(
+                Threads::Pool,
+                d,
+                f,
+                n,
+                Mat::t(&ws.dres, d),
+                Mat::n(&a.h, f),
+                &mut g[down..down + d * f],
+                f,
+                1.0,
+                true,
+            );
             swiglu::backward(&a.gu, &ws.dh, &mut ws.dgu, f);
-            matmul(Threads::Pool, n, d, 2 * f, Mat::n(&ws.dgu, 2 * f), Mat::n(&p[gate_up..gate_up + 2 * f * d], d), &mut ws.dln, d, 1.0, false);
-            matmul(Threads::Pool, 2 * f, d, n, Mat::t(&ws.dgu, 2 * f), Mat::n(&a.ln2, d), &mut g[gate_up..gate_up + 2 * f * d], d, 1.0, true);
-            norm_backward(cfg, p, g, bo.norm2_w, bo.norm2_b, &a.xmid, &a.ln2_mean, &a.ln2_rstd, &ws.dln, &mut ws.dres);
+            matmul(
+                Threads::Pool,
+                n,
+                d,
+                2 * f,
+                Mat::n(&ws.dgu, 2 * f),
+                Mat::n(&p[gate_up..gate_up + 2 * f * d], d),
+                &mut ws.dln,
+                d,
+                1.0,
+                false,
+            );
+            matmul(
+                Threads::Pool,
+                2 * f,
+                d,
+                n,
+                Mat::t(&ws.dgu, 2 * f),
+                Mat::n(&a.ln2, d),
+                &mut g[gate_up..gate_up + 2 * f * d],
+                d,
+                1.0,
+                true,
+            );
+            norm_backward(
+                cfg,
+                p,
+                g,
+                bo.norm2_w,
+                bo.norm2_b,
+                &a.xmid,
+                &a.ln2_mean,
+                &a.ln2_rstd,
+                &ws.dln,
+                &mut ws.dres,
+            );
             // xmid = x + att·Woᵀ
             let ad = nh * hd;
-            matmul(Threads::Pool, n, ad, d, Mat::n(&ws.dres, d), Mat::n(&p[o..o + d * ad], ad), &mut ws.datt, ad, 1.0, false);
-            matmul(Threads::Pool, d, ad, n, Mat::t(&ws.dres, d), Mat::n(&a.att, ad), &mut g[o..o + d * ad], ad, 1.0, true);
+            matmul(
+                Threads::Pool,
+                n,
+                ad,
+                d,
+                Mat::n(&ws.dres, d),
+                Mat::n(&p[o..o + d * ad], ad),
+                &mut ws.datt,
+                ad,
+                1.0,
+                false,
+            );
+            matmul(
+                Threads::Pool,
+                d,
+                ad,
+                n,
+                Mat::t(&ws.dres, d),
+                Mat::n(&a.att, ad),
+                &mut g[o..o + d * ad],
+                ad,
+                1.0,
+                true,
+            );
             attention::backward(dims, &a.qkv, &a.att, &a.lse, &ws.datt, &mut ws.dqkv);
             let rope = &self.rope;
             ws.dqkv.par_chunks_mut(w).enumerate().for_each(|(r, row)| {
@@ -344,20 +607,69 @@ impl Model {
                 rope.rotate(row, nh, hd, pos, true);
                 rope.rotate(&mut row[nh * hd..], nkv, hd, pos, true);
             });
-            matmul(Threads::Pool, n, d, w, Mat::n(&ws.dqkv, w), Mat::n(&p[qkv..qkv + w * d], d), &mut ws.dln, d, 1.0, false);
-            matmul(Threads::Pool, w, d, n, Mat::t(&ws.dqkv, w), Mat::n(&a.ln1, d), &mut g[qkv..qkv + w * d], d, 1.0, true);
-            norm_backward(cfg, p, g, bo.norm1_w, bo.norm1_b, &ws.resid[l], &a.ln1_mean, &a.ln1_rstd, &ws.dln, &mut ws.dres);
+            matmul(
+                Threads::Pool,
+                n,
+                d,
+                w,
+                Mat::n(&ws.dqkv, w),
+                Mat::n(&p[qkv..qkv + w * d], d),
+                &mut ws.dln,
+                d,
+                1.0,
+                false,
+            );
+            matmul(
+                Threads::Pool,
+                w,
+                d,
+                n,
+                Mat::t(&ws.dqkv, w),
+                Mat::n(&a.ln1, d),
+                &mut g[qkv..qkv + w * d],
+                d,
+                1.0,
+                true,
+            );
+            norm_backward(
+                cfg,
+                p,
+                g,
+                bo.norm1_w,
+                bo.norm1_b,
+                &ws.resid[l],
+                &a.ln1_mean,
+                &a.ln1_rstd,
+                &ws.dln,
+                &mut ws.dres,
+            );
         }
-        embedding::backward(&mut g[lay.embed..lay.embed + vd], &ws.tokens, &ws.dres, d, cfg.mup.embedding_multiplier);
+        embedding::backward(
+            &mut g[lay.embed..lay.embed + vd],
+            &ws.tokens,
+            &ws.dres,
+            d,
+            cfg.mup.embedding_multiplier,
+        );
     }
 
     /// One optimizer step over `rows` (packed rows of `seq + 1` tokens), run as
     /// micro-batches of `micro_batch` rows whose gradients accumulate; the loss is the
     /// mean over every target token of the step. Gradients are zeroed first.
-    pub fn train_step(&mut self, opt: &mut AdamW, rows: &[u32], seq: usize, micro_batch: usize, lr: f32) -> Result<StepStats, EngineError> {
+    pub fn train_step(
+        &mut self,
+        opt: &mut AdamW,
+        rows: &[u32],
+        seq: usize,
+        micro_batch: usize,
+        lr: f32,
+    ) -> Result<StepStats, EngineError> {
         let row_len = seq + 1;
         if rows.is_empty() || rows.len() % row_len != 0 || micro_batch == 0 {
-            return Err(EngineError::Input(format!("{} tokens do not form rows of {row_len}", rows.len())));
+            return Err(EngineError::Input(format!(
+                "{} tokens do not form rows of {row_len}",
+                rows.len()
+            )));
         }
         let n_rows = rows.len() / row_len;
         let scale = 1.0 / (n_rows * seq) as f32;
@@ -369,7 +681,10 @@ impl Model {
         }
         let mult = self.cfg.mup.lr_multipliers;
         let grad_norm = opt.step(&mut self.params, &mut self.grads, &self.layout, lr, &mult);
-        Ok(StepStats { loss: loss_sum / (n_rows * seq) as f64, grad_norm })
+        Ok(StepStats {
+            loss: loss_sum / (n_rows * seq) as f64,
+            grad_norm,
+        })
     }
 
     /// Mean loss of the last micro-batch's rows (diagnostics).
@@ -380,7 +695,18 @@ impl Model {
 
 /// Norm backward with the weight/bias gradient slices cut out of the flat buffer.
 #[allow(clippy::too_many_arguments)]
-fn norm_backward(cfg: &ModelConfig, p: &[f32], g: &mut [f32], w_off: usize, b_off: Option<usize>, x: &[f32], mean: &[f32], rstd: &[f32], dy: &[f32], dx: &mut [f32]) {
+fn norm_backward(
+    cfg: &ModelConfig,
+    p: &[f32],
+    g: &mut [f32],
+    w_off: usize,
+    b_off: Option<usize>,
+    x: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+) {
     let d = cfg.d_model;
     let w = &p[w_off..w_off + d];
     // Weight and bias are adjacent in the layout (bias right after weight).

@@ -31,7 +31,15 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, grad_clip: 1.0, decay_embeddings: false, decay_norms: false }
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            grad_clip: 1.0,
+            decay_embeddings: false,
+            decay_norms: false,
+        }
     }
 }
 
@@ -51,7 +59,12 @@ pub struct AdamW {
 impl AdamW {
     /// Fresh state for `n_params` parameters.
     pub fn new(cfg: AdamWConfig, n_params: usize) -> Self {
-        AdamW { cfg, m: vec![0.0; n_params], v: vec![0.0; n_params], step: 0 }
+        AdamW {
+            cfg,
+            m: vec![0.0; n_params],
+            v: vec![0.0; n_params],
+            step: 0,
+        }
     }
 
     /// Global L2 norm of `grads`, summed in a thread-count-independent order.
@@ -69,9 +82,20 @@ impl AdamW {
 
     /// Clips `grads` to the configured global norm and applies one AdamW update with base
     /// learning rate `lr` scaled per group by `mult`. Returns the pre-clip gradient norm.
-    pub fn step(&mut self, params: &mut [f32], grads: &mut [f32], layout: &ParamLayout, lr: f32, mult: &LrMultipliers) -> f64 {
+    pub fn step(
+        &mut self,
+        params: &mut [f32],
+        grads: &mut [f32],
+        layout: &ParamLayout,
+        lr: f32,
+        mult: &LrMultipliers,
+    ) -> f64 {
         let norm = Self::grad_norm(grads);
-        let coef = if self.cfg.grad_clip > 0.0 { (self.cfg.grad_clip as f64 / (norm + 1e-6)).min(1.0) as f32 } else { 1.0 };
+        let coef = if self.cfg.grad_clip > 0.0 {
+            (self.cfg.grad_clip as f64 / (norm + 1e-6)).min(1.0) as f32
+        } else {
+            1.0
+        };
         self.step += 1;
         let t = self.step as i32;
         let (b1, b2, eps) = (self.cfg.beta1, self.cfg.beta2, self.cfg.eps);
@@ -85,13 +109,21 @@ impl AdamW {
                 ParamGroup::Output => mult.output,
             };
             let glr = lr * gm;
-            let decay = if self.decays(tv.group) { 1.0 - glr * self.cfg.weight_decay } else { 1.0 };
+            let decay = if self.decays(tv.group) {
+                1.0 - glr * self.cfg.weight_decay
+            } else {
+                1.0
+            };
             let step_size = (glr as f64 / bc1) as f32;
             let r = tv.range();
             params[r.clone()]
                 .par_chunks_mut(REDUCE_CHUNK)
                 .zip(grads[r.clone()].par_chunks_mut(REDUCE_CHUNK))
-                .zip(self.m[r.clone()].par_chunks_mut(REDUCE_CHUNK).zip(self.v[r].par_chunks_mut(REDUCE_CHUNK)))
+                .zip(
+                    self.m[r.clone()]
+                        .par_chunks_mut(REDUCE_CHUNK)
+                        .zip(self.v[r].par_chunks_mut(REDUCE_CHUNK)),
+                )
                 .for_each(|((p, g), (m, v))| {
                     for i in 0..p.len() {
                         let gi = g[i] * coef;

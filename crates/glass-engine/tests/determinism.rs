@@ -5,7 +5,10 @@ mod common;
 use glass_engine::{AdamW, AdamWConfig, Model};
 
 fn train(threads: usize, seed: u64) -> Vec<f32> {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
     pool.install(|| {
         let mut cfg = common::small_cfg();
         cfg.vocab_size = 300; // > lm-head row chunk
@@ -26,7 +29,10 @@ fn same_seed_same_bits() {
     let b = train(2, 42);
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
     let c = train(2, 43);
-    assert!(a.iter().zip(&c).any(|(x, y)| x.to_bits() != y.to_bits()), "seed must matter");
+    assert!(
+        a.iter().zip(&c).any(|(x, y)| x.to_bits() != y.to_bits()),
+        "seed must matter"
+    );
 }
 
 #[test]
@@ -34,9 +40,18 @@ fn thread_count_does_not_change_bits() {
     let one = train(1, 5);
     let two = train(2, 5);
     let four = train(4, 5);
-    let diff = one.iter().zip(&two).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+    let diff = one
+        .iter()
+        .zip(&two)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count();
     assert_eq!(diff, 0, "{diff} parameters differ between 1 and 2 threads");
-    assert!(one.iter().zip(&four).all(|(x, y)| x.to_bits() == y.to_bits()), "1 vs 4 threads differ");
+    assert!(
+        one.iter()
+            .zip(&four)
+            .all(|(x, y)| x.to_bits() == y.to_bits()),
+        "1 vs 4 threads differ"
+    );
 }
 
 #[test]
@@ -46,7 +61,13 @@ fn gradient_accumulation_equals_full_batch() {
     let rows = common::tokens(4 * (seq + 1), cfg.vocab_size, 9);
     let run = |micro| {
         let mut m = Model::new(&cfg, 1).unwrap();
-        let mut opt = AdamW::new(AdamWConfig { grad_clip: 0.0, ..AdamWConfig::default() }, m.params.len());
+        let mut opt = AdamW::new(
+            AdamWConfig {
+                grad_clip: 0.0,
+                ..AdamWConfig::default()
+            },
+            m.params.len(),
+        );
         let s = m.train_step(&mut opt, &rows, seq, micro, 1e-3).unwrap();
         (m.grads, s.loss)
     };

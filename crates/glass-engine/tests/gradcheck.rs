@@ -16,17 +16,31 @@ fn check(cfg: &ModelConfig) {
     let targets = common::tokens(batch * seq, cfg.vocab_size, 2);
     let scale = 1.0 / (batch * seq) as f32;
     model.zero_grads();
-    model.forward_backward(&inputs, &targets, batch, seq, scale).unwrap();
+    model
+        .forward_backward(&inputs, &targets, batch, seq, scale)
+        .unwrap();
     let grads = model.grads.clone();
     let base = model.params.clone();
     let loss_at = |m: &mut Model, p: &[f32]| -> f64 {
         m.params.copy_from_slice(p);
-        m.forward_losses(&inputs, &targets, batch, seq).unwrap().iter().map(|&l| l as f64).sum::<f64>() * scale as f64
+        m.forward_losses(&inputs, &targets, batch, seq)
+            .unwrap()
+            .iter()
+            .map(|&l| l as f64)
+            .sum::<f64>()
+            * scale as f64
     };
     let mut failures = Vec::new();
     for (ti, t) in model.layout.clone().tensors().iter().enumerate() {
-        let dir: Vec<f32> = common::tokens(t.len(), 2001, ti as u64 + 11).iter().map(|&x| x as f32 / 1000.0 - 1.0).collect();
-        let analytic: f64 = grads[t.range()].iter().zip(&dir).map(|(g, u)| *g as f64 * *u as f64).sum();
+        let dir: Vec<f32> = common::tokens(t.len(), 2001, ti as u64 + 11)
+            .iter()
+            .map(|&x| x as f32 / 1000.0 - 1.0)
+            .collect();
+        let analytic: f64 = grads[t.range()]
+            .iter()
+            .zip(&dir)
+            .map(|(g, u)| *g as f64 * *u as f64)
+            .sum();
         let eps = 1e-3f32 / (dir.iter().map(|u| u * u).sum::<f32>().sqrt());
         let shifted = |sign: f32| {
             let mut p = base.clone();
@@ -36,9 +50,13 @@ fn check(cfg: &ModelConfig) {
             p
         };
         let (plus, minus) = (shifted(1.0), shifted(-1.0));
-        let numeric = (loss_at(&mut model, &plus) - loss_at(&mut model, &minus)) / (2.0 * eps as f64);
+        let numeric =
+            (loss_at(&mut model, &plus) - loss_at(&mut model, &minus)) / (2.0 * eps as f64);
         let err = (numeric - analytic).abs() / analytic.abs().max(1e-1);
-        eprintln!("{}: analytic {analytic:.6e} vs numeric {numeric:.6e} (rel {err:.2e})", t.name);
+        eprintln!(
+            "{}: analytic {analytic:.6e} vs numeric {numeric:.6e} (rel {err:.2e})",
+            t.name
+        );
         if err > 2e-2 {
             failures.push(t.name.clone());
         }
@@ -72,13 +90,23 @@ fn long_sequences_cross_attention_blocks() {
     let inputs = common::tokens(batch * seq, cfg.vocab_size, 5);
     let targets = common::tokens(batch * seq, cfg.vocab_size, 6);
     model.zero_grads();
-    model.forward_backward(&inputs, &targets, batch, seq, 1.0).unwrap();
+    model
+        .forward_backward(&inputs, &targets, batch, seq, 1.0)
+        .unwrap();
     let g = model.grads.clone();
-    let t = model.layout.get("model.layers.0.self_attn.q_proj.weight").unwrap().clone();
+    let t = model
+        .layout
+        .get("model.layers.0.self_attn.q_proj.weight")
+        .unwrap()
+        .clone();
     let base = model.params.clone();
     let total = |m: &mut Model, p: &[f32]| {
         m.params.copy_from_slice(p);
-        m.forward_losses(&inputs, &targets, batch, seq).unwrap().iter().map(|&l| l as f64).sum::<f64>()
+        m.forward_losses(&inputs, &targets, batch, seq)
+            .unwrap()
+            .iter()
+            .map(|&l| l as f64)
+            .sum::<f64>()
     };
     let eps = 1e-2f32;
     for idx in [t.offset, t.offset + 5, t.offset + t.len() - 1] {
@@ -88,6 +116,10 @@ fn long_sequences_cross_attention_blocks() {
         p[idx] -= 2.0 * eps;
         let lm = total(&mut model, &p);
         let num = (lp - lm) / (2.0 * eps as f64);
-        assert!((num - g[idx] as f64).abs() < 2e-2 * (g[idx].abs() as f64).max(1e-2), "param {idx}: {num} vs {}", g[idx]);
+        assert!(
+            (num - g[idx] as f64).abs() < 2e-2 * (g[idx].abs() as f64).max(1e-2),
+            "param {idx}: {num} vs {}",
+            g[idx]
+        );
     }
 }

@@ -32,7 +32,11 @@ fn sampling_is_seeded_and_greedy_is_argmax() {
     let model = Model::new(&cfg, 2).unwrap();
     let prompt = [1u32, 2, 3];
     let run = |temperature, seed| {
-        let mut s = Sampler::new(SamplingConfig { temperature, top_p: 0.9, seed });
+        let mut s = Sampler::new(SamplingConfig {
+            temperature,
+            top_p: 0.9,
+            seed,
+        });
         model.generate(&prompt, 20, &mut s, |_| true).unwrap()
     };
     assert_eq!(run(1.0, 5), run(1.0, 5));
@@ -41,6 +45,11 @@ fn sampling_is_seeded_and_greedy_is_argmax() {
     let mut cache = KvCache::new(&model);
     let logits = model.forward_cached(&prompt, &mut cache).unwrap();
     let last = &logits[2 * cfg.vocab_size..];
-    let am = last.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
+    let am = last
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0 as u32;
     assert_eq!(greedy[0], am);
 }

@@ -10,6 +10,7 @@
 
 use rayon::prelude::*;
 
+use super::fastmath;
 use crate::gemm::{matmul, Mat, Threads};
 use crate::parallel::SharedMut;
 
@@ -67,14 +68,19 @@ pub fn head_forward(
         let nk = pos0 + i0 + bq;
         scores.resize(bq * nk, 0.0);
         let s = &mut scores[..bq * nk];
-        let qb = Mat { data: &q.data[i0 * q.ld..], ..q };
+        let qb = Mat {
+            data: &q.data[i0 * q.ld..],
+            ..q
+        };
         matmul(Threads::Single, bq, nk, hd, qb, k, s, nk, scale, false);
         for (ii, row) in s.chunks_exact_mut(nk).enumerate() {
             let valid = pos0 + i0 + ii + 1;
-            let m = row[..valid].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let m = row[..valid]
+                .iter()
+                .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
             let mut sum = 0.0f32;
             for x in &mut row[..valid] {
-                *x = (*x - m).exp();
+                *x = fastmath::exp(*x - m);
                 sum += *x;
             }
             let inv = 1.0 / sum;
@@ -84,34 +90,67 @@ pub fn head_forward(
             row[valid..].fill(0.0);
             lse[i0 + ii] = m + sum.ln();
         }
-        matmul(Threads::Single, bq, hd, nk, Mat::n(s, nk), v, &mut out[i0 * out_ld..], out_ld, 1.0, false);
+        matmul(
+            Threads::Single,
+            bq,
+            hd,
+            nk,
+            Mat::n(s, nk),
+            v,
+            &mut out[i0 * out_ld..],
+            out_ld,
+            1.0,
+            false,
+        );
         i0 += bq;
     }
 }
 
 /// Training forward: `att[b·T + t, h·hd..]` and `lse[(b·H + h)·T + t]`.
 pub fn forward(dims: AttnDims, qkv: &[f32], att: &mut [f32], lse: &mut [f32]) {
-    let AttnDims { seq: t, heads: nh, kv_heads: nkv, hd, .. } = dims;
+    let AttnDims {
+        seq: t,
+        heads: nh,
+        kv_heads: nkv,
+        hd,
+        ..
+    } = dims;
     let w = dims.qkv_width();
     let att_ld = nh * hd;
     let att_ptr = SharedMut::new(att);
-    lse.par_chunks_mut(t).enumerate().for_each_init(Vec::new, |scores, (idx, lse_bh)| {
-        let (b, h) = (idx / nh, idx % nh);
-        let g = h / dims.group();
-        let base = b * t * w;
-        let q = Mat::n(&qkv[base + h * hd..], w);
-        let k = Mat::t(&qkv[base + (nh + g) * hd..], w);
-        let v = Mat::n(&qkv[base + (nh + nkv + g) * hd..], w);
-        // SAFETY: task (b, h) writes only rows b·T.. and columns h·hd..(h+1)·hd of `att`.
-        let att_all = unsafe { att_ptr.slice() };
-        let out = &mut att_all[b * t * att_ld + h * hd..];
-        head_forward(q, k, v, out, att_ld, lse_bh, t, 0, hd, dims.scale, scores);
-    });
+    lse.par_chunks_mut(t)
+        .enumerate()
+        .for_each_init(Vec::new, |scores, (idx, lse_bh)| {
+            let (b, h) = (idx / nh, idx % nh);
+            let g = h / dims.group();
+            let base = b * t * w;
+            let q = Mat::n(&qkv[base + h * hd..], w);
+            let k = Mat::t(&qkv[base + (nh + g) * hd..], w);
+            let v = Mat::n(&qkv[base + (nh + nkv + g) * hd..], w);
+            // SAFETY: task (b, h) writes only rows b·T.. and columns h·hd..(h+1)·hd of `att`.
+            let att_all = unsafe { att_ptr.slice() };
+            let out = &mut att_all[b * t * att_ld + h * hd..];
+            head_forward(q, k, v, out, att_ld, lse_bh, t, 0, hd, dims.scale, scores);
+        });
 }
 
 /// Training backward: overwrites `dqkv` with the gradients of q, k and v.
-pub fn backward(dims: AttnDims, qkv: &[f32], att: &[f32], lse: &[f32], datt: &[f32], dqkv: &mut [f32]) {
-    let AttnDims { batch, seq: t, heads: nh, kv_heads: nkv, hd, scale } = dims;
+pub fn backward(
+    dims: AttnDims,
+    qkv: &[f32],
+    att: &[f32],
+    lse: &[f32],
+    datt: &[f32],
+    dqkv: &mut [f32],
+) {
+    let AttnDims {
+        batch,
+        seq: t,
+        heads: nh,
+        kv_heads: nkv,
+        hd,
+        scale,
+    } = dims;
     let w = dims.qkv_width();
     let att_ld = nh * hd;
     let dptr = SharedMut::new(dqkv);
@@ -145,19 +184,44 @@ pub fn backward(dims: AttnDims, qkv: &[f32], att: &[f32], lse: &[f32], datt: &[f
                     let oblk = &att[(b * t + i0) * att_ld + qc..];
                     let doblk = &datt[(b * t + i0) * att_ld + qc..];
                     // P = exp(scale·Q Kᵀ − lse), causal.
-                    matmul(Threads::Single, bq, nk, hd, Mat::n(qblk, w), Mat::t(kmat, w), p, nk, scale, false);
+                    matmul(
+                        Threads::Single,
+                        bq,
+                        nk,
+                        hd,
+                        Mat::n(qblk, w),
+                        Mat::t(kmat, w),
+                        p,
+                        nk,
+                        scale,
+                        false,
+                    );
                     // dP = dO Vᵀ.
-                    matmul(Threads::Single, bq, nk, hd, Mat::n(doblk, att_ld), Mat::t(vmat, w), dp, nk, 1.0, false);
+                    matmul(
+                        Threads::Single,
+                        bq,
+                        nk,
+                        hd,
+                        Mat::n(doblk, att_ld),
+                        Mat::t(vmat, w),
+                        dp,
+                        nk,
+                        1.0,
+                        false,
+                    );
                     for ii in 0..bq {
                         let valid = i0 + ii + 1;
                         let prow = &mut p[ii * nk..(ii + 1) * nk];
                         let dprow = &mut dp[ii * nk..(ii + 1) * nk];
-                        let (o, d_o) = (&oblk[ii * att_ld..ii * att_ld + hd], &doblk[ii * att_ld..ii * att_ld + hd]);
+                        let (o, d_o) = (
+                            &oblk[ii * att_ld..ii * att_ld + hd],
+                            &doblk[ii * att_ld..ii * att_ld + hd],
+                        );
                         // D = rowsum(dO ∘ O) = Σ_j P·dP.
                         let dsum: f32 = o.iter().zip(d_o).map(|(a, b)| a * b).sum();
                         let l = lse_bh[i0 + ii];
                         for j in 0..valid {
-                            let pj = (prow[j] - l).exp();
+                            let pj = fastmath::exp(prow[j] - l);
                             prow[j] = pj;
                             dprow[j] = scale * pj * (dprow[j] - dsum);
                         }
@@ -166,11 +230,44 @@ pub fn backward(dims: AttnDims, qkv: &[f32], att: &[f32], lse: &[f32], datt: &[f
                     }
                     // dQ = dS K ; dK += dSᵀ Q ; dV += Pᵀ dO.
                     let dq = &mut dall[base + i0 * w + qc..];
-                    matmul(Threads::Single, bq, hd, nk, Mat::n(dp, nk), Mat::n(kmat, w), dq, w, 1.0, false);
+                    matmul(
+                        Threads::Single,
+                        bq,
+                        hd,
+                        nk,
+                        Mat::n(dp, nk),
+                        Mat::n(kmat, w),
+                        dq,
+                        w,
+                        1.0,
+                        false,
+                    );
                     let dk = &mut dall[base + kc..];
-                    matmul(Threads::Single, nk, hd, bq, Mat::t(dp, nk), Mat::n(qblk, w), dk, w, 1.0, true);
+                    matmul(
+                        Threads::Single,
+                        nk,
+                        hd,
+                        bq,
+                        Mat::t(dp, nk),
+                        Mat::n(qblk, w),
+                        dk,
+                        w,
+                        1.0,
+                        true,
+                    );
                     let dv = &mut dall[base + vc..];
-                    matmul(Threads::Single, nk, hd, bq, Mat::t(p, nk), Mat::n(doblk, att_ld), dv, w, 1.0, true);
+                    matmul(
+                        Threads::Single,
+                        nk,
+                        hd,
+                        bq,
+                        Mat::t(p, nk),
+                        Mat::n(doblk, att_ld),
+                        dv,
+                        w,
+                        1.0,
+                        true,
+                    );
                     i0 += bq;
                 }
             }

@@ -4,12 +4,14 @@ use rayon::prelude::*;
 
 /// `x[r] = wte[tokens[r]] · mult`.
 pub fn forward(wte: &[f32], tokens: &[u32], x: &mut [f32], d: usize, mult: f32) {
-    x.par_chunks_mut(d).zip(tokens.par_iter()).for_each(|(xr, &t)| {
-        let e = &wte[t as usize * d..(t as usize + 1) * d];
-        for j in 0..d {
-            xr[j] = e[j] * mult;
-        }
-    });
+    x.par_chunks_mut(d)
+        .zip(tokens.par_iter())
+        .for_each(|(xr, &t)| {
+            let e = &wte[t as usize * d..(t as usize + 1) * d];
+            for j in 0..d {
+                xr[j] = e[j] * mult;
+            }
+        });
 }
 
 /// `dwte[tokens[r]] += dx[r] · mult`, in row order (a scatter; sequential keeps it

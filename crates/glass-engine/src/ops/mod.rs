@@ -6,6 +6,7 @@
 
 pub mod attention;
 pub mod embedding;
+pub mod fastmath;
 pub mod lm_head;
 pub mod norm;
 pub mod rope;

@@ -47,7 +47,11 @@ pub fn row_stats(kind: NormKind, eps: f32, xr: &[f32]) -> (f32, f32) {
         }
         NormKind::LayerNorm => {
             let mu = xr.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var = xr.iter().map(|&v| (v as f64 - mu) * (v as f64 - mu)).sum::<f64>() / n;
+            let var = xr
+                .iter()
+                .map(|&v| (v as f64 - mu) * (v as f64 - mu))
+                .sum::<f64>()
+                / n;
             (mu as f32, (1.0 / (var + eps as f64).sqrt()) as f32)
         }
     }
@@ -83,7 +87,11 @@ pub fn backward(
                 s_dx += dxhat * xhat;
             }
             let inv = 1.0 / c as f64;
-            let mean_d = if kind == NormKind::LayerNorm { (s_d * inv) as f32 } else { 0.0 };
+            let mean_d = if kind == NormKind::LayerNorm {
+                (s_d * inv) as f32
+            } else {
+                0.0
+            };
             let mean_dx = (s_dx * inv) as f32;
             for j in 0..c {
                 let dxhat = dyr[j] * w[j];
@@ -95,34 +103,45 @@ pub fn backward(
 }
 
 /// `dw[j] += Σ_rows dy·xhat`, `db[j] += Σ_rows dy`, reduced per column block.
-fn param_grads(x: &[f32], mean: &[f32], rstd: &[f32], dy: &[f32], dw: &mut [f32], db: Option<&mut [f32]>, c: usize) {
+fn param_grads(
+    x: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    c: usize,
+) {
     let rows = rstd.len();
     let mut db_local = db;
     let mut db_blocks: Vec<Option<&mut [f32]>> = match db_local.as_deref_mut() {
         Some(d) => d.chunks_mut(COL_BLOCK).map(Some).collect(),
         None => (0..c.div_ceil(COL_BLOCK)).map(|_| None).collect(),
     };
-    dw.par_chunks_mut(COL_BLOCK).zip(db_blocks.par_iter_mut()).enumerate().for_each(|(blk, (dwb, dbb))| {
-        let j0 = blk * COL_BLOCK;
-        let width = dwb.len();
-        let mut acc_w = [0.0f64; COL_BLOCK];
-        let mut acc_b = [0.0f64; COL_BLOCK];
-        for r in 0..rows {
-            let (m, s) = (mean[r], rstd[r]);
-            let xr = &x[r * c + j0..r * c + j0 + width];
-            let dyr = &dy[r * c + j0..r * c + j0 + width];
-            for j in 0..width {
-                acc_w[j] += (dyr[j] * ((xr[j] - m) * s)) as f64;
-                acc_b[j] += dyr[j] as f64;
+    dw.par_chunks_mut(COL_BLOCK)
+        .zip(db_blocks.par_iter_mut())
+        .enumerate()
+        .for_each(|(blk, (dwb, dbb))| {
+            let j0 = blk * COL_BLOCK;
+            let width = dwb.len();
+            let mut acc_w = [0.0f64; COL_BLOCK];
+            let mut acc_b = [0.0f64; COL_BLOCK];
+            for r in 0..rows {
+                let (m, s) = (mean[r], rstd[r]);
+                let xr = &x[r * c + j0..r * c + j0 + width];
+                let dyr = &dy[r * c + j0..r * c + j0 + width];
+                for j in 0..width {
+                    acc_w[j] += (dyr[j] * ((xr[j] - m) * s)) as f64;
+                    acc_b[j] += dyr[j] as f64;
+                }
             }
-        }
-        for j in 0..width {
-            dwb[j] += acc_w[j] as f32;
-        }
-        if let Some(dbb) = dbb.as_deref_mut() {
             for j in 0..width {
-                dbb[j] += acc_b[j] as f32;
+                dwb[j] += acc_w[j] as f32;
             }
-        }
-    });
+            if let Some(dbb) = dbb.as_deref_mut() {
+                for j in 0..width {
+                    dbb[j] += acc_b[j] as f32;
+                }
+            }
+        });
 }

@@ -30,7 +30,12 @@ impl Rope {
                 sin[p * half + j] = ang.sin() as f32;
             }
         }
-        Rope { cos, sin, half, max_pos }
+        Rope {
+            cos,
+            sin,
+            half,
+            max_pos,
+        }
     }
 
     /// Largest position + 1 the tables cover.

@@ -3,29 +3,33 @@
 use rayon::prelude::*;
 
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + super::fastmath::exp(-x))
 }
 
 /// `gu` rows are `[gate (f) | up (f)]`; writes `h` rows of width `f`.
 pub fn forward(gu: &[f32], h: &mut [f32], f: usize) {
-    h.par_chunks_mut(f).zip(gu.par_chunks(2 * f)).for_each(|(hr, gur)| {
-        let (g, u) = gur.split_at(f);
-        for j in 0..f {
-            hr[j] = g[j] * sigmoid(g[j]) * u[j];
-        }
-    });
+    h.par_chunks_mut(f)
+        .zip(gu.par_chunks(2 * f))
+        .for_each(|(hr, gur)| {
+            let (g, u) = gur.split_at(f);
+            for j in 0..f {
+                hr[j] = g[j] * sigmoid(g[j]) * u[j];
+            }
+        });
 }
 
 /// Writes `dgu = [dgate | dup]` from `dh`.
 pub fn backward(gu: &[f32], dh: &[f32], dgu: &mut [f32], f: usize) {
-    dgu.par_chunks_mut(2 * f).zip(gu.par_chunks(2 * f).zip(dh.par_chunks(f))).for_each(|(dr, (gur, dhr))| {
-        let (g, u) = gur.split_at(f);
-        let (dg, du) = dr.split_at_mut(f);
-        for j in 0..f {
-            let s = sigmoid(g[j]);
-            let silu = g[j] * s;
-            du[j] = dhr[j] * silu;
-            dg[j] = dhr[j] * u[j] * s * (1.0 + g[j] * (1.0 - s));
-        }
-    });
+    dgu.par_chunks_mut(2 * f)
+        .zip(gu.par_chunks(2 * f).zip(dh.par_chunks(f)))
+        .for_each(|(dr, (gur, dhr))| {
+            let (g, u) = gur.split_at(f);
+            let (dg, du) = dr.split_at_mut(f);
+            for j in 0..f {
+                let s = sigmoid(g[j]);
+                let silu = g[j] * s;
+                du[j] = dhr[j] * silu;
+                dg[j] = dhr[j] * u[j] * s * (1.0 + g[j] * (1.0 - s));
+            }
+        });
 }

@@ -33,7 +33,15 @@ pub fn tokens(n: usize, vocab: usize, salt: u64) -> Vec<u32> {
 /// Max |a−b| / max |b|.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
-    let num = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).abs()).fold(0.0, f64::max);
-    let den = b.iter().map(|y| (*y as f64).abs()).fold(0.0, f64::max).max(1e-30);
+    let num = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).abs())
+        .fold(0.0, f64::max);
+    let den = b
+        .iter()
+        .map(|y| (*y as f64).abs())
+        .fold(0.0, f64::max)
+        .max(1e-30);
     num / den
 }

@@ -1,0 +1,80 @@
+//! `glass bench`: engine and data throughput, printed as text and optionally JSON.
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use glass_engine::bench::{gemm_peak, train_bench};
+use glass_engine::ModelConfig;
+
+/// What to measure.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Full training steps (forward + backward + AdamW) on random tokens.
+    Train(TrainArgs),
+    /// Raw sgemm throughput of the engine's GEMM backend.
+    Gemm {
+        /// Square matrix size.
+        #[arg(long, default_value_t = 2048)]
+        n: usize,
+    },
+}
+
+/// Options of `glass bench train`.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Model preset (`tiny`: batch 8 × 256; `small`: batch 4 × 512).
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Sequences per step (default: the preset's benchmark batch).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Tokens per sequence (default: the preset's benchmark length).
+    #[arg(long)]
+    seq: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The benchmark shapes the engine targets were set for.
+fn default_shape(preset: &str, cfg: &ModelConfig) -> (usize, usize) {
+    match preset {
+        "tiny" => (8, 256),
+        "small" => (4, 512),
+        _ => (1, cfg.max_seq_len),
+    }
+}
+
+/// Runs one bench subcommand.
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Gemm { n } => {
+            let p = gemm_peak(n, 5);
+            println!(
+                "sgemm {n}³: {:.1} GFLOP/s ({} threads)",
+                p.gflops,
+                rayon::current_num_threads()
+            );
+        }
+        BenchCommand::Train(a) => {
+            let cfg = ModelConfig::preset(&a.preset)?;
+            let (b, s) = default_shape(&a.preset, &cfg);
+            let (b, s) = (a.batch.unwrap_or(b), a.seq.unwrap_or(s));
+            let r = train_bench(&a.preset, &cfg, b, s, a.steps, a.warmup)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} (batch {} × seq {}, {} threads): {:.0} tokens/s, {:.1} ms/step, {:.1} GFLOP/s, MFU {:.0}% of {:.1} GFLOP/s GEMM peak, peak RSS {:.0} MiB, loss {:.3}",
+                    r.model, r.batch, r.seq, r.threads, r.tokens_per_s, r.step_ms, r.gflops, 100.0 * r.mfu, r.gemm_peak_gflops, r.peak_rss_mib, r.last_loss
+                );
+            }
+        }
+    }
+    Ok(())
+}

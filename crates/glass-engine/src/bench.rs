@@ -1,0 +1,151 @@
+//! Engine benchmarks: GEMM peak and full training steps (forward + backward + AdamW).
+//!
+//! Numbers, not assertions: `glass bench train` prints them so they can be compared with
+//! `bench/pytorch_reference.py` on the same machine.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::gemm::{matmul, Mat, Threads};
+use crate::{AdamW, AdamWConfig, Model, ModelConfig};
+
+/// Result of [`gemm_peak`].
+#[derive(Debug, Clone, Serialize)]
+pub struct GemmPeak {
+    /// Square matrix size.
+    pub n: usize,
+    /// Best observed GFLOP/s over the repetitions.
+    pub gflops: f64,
+}
+
+/// Measures sgemm throughput on an `n³` product (best of `reps`).
+pub fn gemm_peak(n: usize, reps: usize) -> GemmPeak {
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut c = vec![0.0f32; n * n];
+    let mut best = f64::MAX;
+    for _ in 0..reps.max(1) + 1 {
+        let t = Instant::now();
+        matmul(
+            Threads::Pool,
+            n,
+            n,
+            n,
+            Mat::n(&a, n),
+            Mat::n(&b, n),
+            &mut c,
+            n,
+            1.0,
+            false,
+        );
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    GemmPeak {
+        n,
+        gflops: 2.0 * (n as f64).powi(3) / best / 1e9,
+    }
+}
+
+/// Model FLOPs of one training step over `tokens` tokens of length-`seq` sequences:
+/// 6 per matmul parameter per token, plus causal attention (forward 2·T·d per token per
+/// layer, times 3 for forward + backward).
+pub fn train_flops_per_token(cfg: &ModelConfig, seq: usize) -> f64 {
+    let d = cfg.d_model as f64;
+    let hd = cfg.head_dim() as f64;
+    let per_layer = d * (cfg.n_heads as f64 + 2.0 * cfg.n_kv_heads as f64) * hd
+        + d * cfg.n_heads as f64 * hd
+        + 3.0 * d * cfg.ffn_hidden as f64;
+    let matmul_params = cfg.n_layers as f64 * per_layer + cfg.vocab_size as f64 * d;
+    let attn = 3.0 * cfg.n_layers as f64 * 2.0 * seq as f64 * cfg.n_heads as f64 * hd;
+    6.0 * matmul_params + attn
+}
+
+/// Result of [`train_bench`].
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainBench {
+    /// Preset or description of the model.
+    pub model: String,
+    /// Rayon threads used.
+    pub threads: usize,
+    /// Sequences per step.
+    pub batch: usize,
+    /// Tokens per sequence.
+    pub seq: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// Mean wall time per step, ms.
+    pub step_ms: f64,
+    /// Training tokens per second.
+    pub tokens_per_s: f64,
+    /// Achieved model GFLOP/s.
+    pub gflops: f64,
+    /// Model-FLOPs utilisation against the measured GEMM peak.
+    pub mfu: f64,
+    /// Measured GEMM peak, GFLOP/s.
+    pub gemm_peak_gflops: f64,
+    /// Peak resident memory of the process, MiB.
+    pub peak_rss_mib: f64,
+    /// Final loss (sanity: finite and falling from ln(vocab)).
+    pub last_loss: f64,
+}
+
+/// Runs `warmup + steps` AdamW steps on random tokens and times the last `steps`.
+pub fn train_bench(
+    name: &str,
+    cfg: &ModelConfig,
+    batch: usize,
+    seq: usize,
+    steps: usize,
+    warmup: usize,
+) -> Result<TrainBench, crate::EngineError> {
+    let mut model = Model::new(cfg, 0)?;
+    let mut opt = AdamW::new(AdamWConfig::default(), model.params.len());
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut rows = vec![0u32; batch * (seq + 1)];
+    let mut last_loss = f64::NAN;
+    let mut elapsed = 0.0;
+    for i in 0..warmup + steps {
+        for t in rows.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *t = (state % cfg.vocab_size as u64) as u32;
+        }
+        let t0 = Instant::now();
+        last_loss = model.train_step(&mut opt, &rows, seq, batch, 3e-4)?.loss;
+        if i >= warmup {
+            elapsed += t0.elapsed().as_secs_f64();
+        }
+    }
+    let step_s = elapsed / steps.max(1) as f64;
+    let tokens = (batch * seq) as f64;
+    let gflops = train_flops_per_token(cfg, seq) * tokens / step_s / 1e9;
+    let peak = gemm_peak(1024, 3).gflops;
+    Ok(TrainBench {
+        model: name.to_string(),
+        threads: rayon::current_num_threads(),
+        batch,
+        seq,
+        steps,
+        step_ms: step_s * 1e3,
+        tokens_per_s: tokens / step_s,
+        gflops,
+        mfu: gflops / peak,
+        gemm_peak_gflops: peak,
+        peak_rss_mib: peak_rss_mib(),
+        last_loss,
+    })
+}
+
+/// Peak resident set size of this process in MiB (Linux `VmHWM`; 0 elsewhere).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
