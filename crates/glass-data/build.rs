@@ -28,8 +28,18 @@ fn collect(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
 fn table(name: &str, root: &Path, prefix: &str, files: &[PathBuf], code: &mut String) {
     writeln!(code, "pub(crate) static {name}: &[(&str, &str)] = &[").unwrap();
     for f in files {
-        let rel = f.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
-        writeln!(code, "    ({:?}, include_str!({:?})),", format!("{prefix}{rel}"), f.display().to_string()).unwrap();
+        let rel = f
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        writeln!(
+            code,
+            "    ({:?}, include_str!({:?})),",
+            format!("{prefix}{rel}"),
+            f.display().to_string()
+        )
+        .unwrap();
     }
     writeln!(code, "];").unwrap();
 }
@@ -43,18 +53,27 @@ fn main() {
 
     let mut text = Vec::new();
     collect(&corpus, "txt", &mut text);
-    let key = |p: &PathBuf, root: &Path| p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+    let key =
+        |p: &PathBuf, root: &Path| p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
     text.sort_by_key(|p| key(p, &corpus));
 
     let mut rust = Vec::new();
     let in_workspace = crates.join("../Cargo.toml").exists();
-    let code_root = if in_workspace { crates.clone() } else { manifest.join("src") };
+    let code_root = if in_workspace {
+        crates.clone()
+    } else {
+        manifest.join("src")
+    };
     collect(&code_root, "rs", &mut rust);
     rust.sort_by_key(|p| key(p, &code_root));
 
     let mut code = String::new();
     table("CORPUS", &corpus, "", &text, &mut code);
-    let prefix = if in_workspace { "crates/" } else { "crates/glass-data/src/" };
+    let prefix = if in_workspace {
+        "crates/"
+    } else {
+        "crates/glass-data/src/"
+    };
     table("CODE", &code_root, prefix, &rust, &mut code);
     writeln!(
         code,

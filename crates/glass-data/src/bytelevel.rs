@@ -21,7 +21,8 @@ fn byte_chars() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..=255u32 {
-        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let printable =
+            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
         table[b as usize] = if printable {
             char::from_u32(b).expect("valid")
         } else {
@@ -98,7 +99,11 @@ pub(crate) fn safe_segments(text: &str) -> impl Iterator<Item = &str> {
             return None;
         }
         while i + 1 < b.len() {
-            let cut = b[i] == b'\n' && b[i - 1].is_ascii() && !is_space(b[i - 1]) && b[i + 1].is_ascii() && !is_space(b[i + 1]);
+            let cut = b[i] == b'\n'
+                && b[i - 1].is_ascii()
+                && !is_space(b[i - 1])
+                && b[i + 1].is_ascii()
+                && !is_space(b[i + 1]);
             i += 1;
             if cut && i - start >= 4096 {
                 let seg = &text[start..i];
@@ -114,9 +119,12 @@ pub(crate) fn safe_segments(text: &str) -> impl Iterator<Item = &str> {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Piece bytes → ids.
+type PieceCache = FxHashMap<Box<[u8]>, Box<[u32]>>;
+
 thread_local! {
     /// Per-thread piece cache: (encoder id, piece bytes → ids). Output never depends on it.
-    static CACHE: RefCell<(u64, FxHashMap<Box<[u8]>, Box<[u32]>>)> = RefCell::new((0, FxHashMap::default()));
+    static CACHE: RefCell<(u64, PieceCache)> = RefCell::new((0, FxHashMap::default()));
 }
 
 const CACHE_LIMIT: usize = 1 << 18;
@@ -131,11 +139,19 @@ pub(crate) struct FastByteLevel {
 impl FastByteLevel {
     /// A new encoder; its id keeps per-thread caches of different tokenizers apart.
     pub(crate) fn new() -> Self {
-        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), chars: byte_chars() }
+        Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            chars: byte_chars(),
+        }
     }
 
     /// Appends the ids of ASCII `text` to `out`, using `bpe` for pieces not yet cached.
-    pub(crate) fn encode_ascii(&self, bpe: &BPE, text: &[u8], out: &mut Vec<u32>) -> tokenizers::Result<()> {
+    pub(crate) fn encode_ascii(
+        &self,
+        bpe: &BPE,
+        text: &[u8],
+        out: &mut Vec<u32>,
+    ) -> tokenizers::Result<()> {
         CACHE.with(|cell| {
             let mut guard = cell.borrow_mut();
             let (owner, cache) = &mut *guard;
@@ -153,7 +169,8 @@ impl FastByteLevel {
                 } else {
                     mapped.clear();
                     mapped.extend(piece.iter().map(|&b| self.chars[b as usize]));
-                    let ids: Box<[u32]> = bpe.tokenize(&mapped)?.into_iter().map(|t| t.id).collect();
+                    let ids: Box<[u32]> =
+                        bpe.tokenize(&mapped)?.into_iter().map(|t| t.id).collect();
                     out.extend_from_slice(&ids);
                     cache.insert(piece.into(), ids);
                 }
@@ -183,7 +200,10 @@ mod tests {
     #[test]
     fn follows_the_gpt2_pattern() {
         assert_eq!(pieces("Hello world"), ["Hello", " world"]);
-        assert_eq!(pieces("it's   here!!\n\nx"), ["it", "'s", "  ", " here", "!!", "\n", "\n", "x"]);
+        assert_eq!(
+            pieces("it's   here!!\n\nx"),
+            ["it", "'s", "  ", " here", "!!", "\n", "\n", "x"]
+        );
         assert_eq!(pieces("a  \n"), ["a", "  \n"]);
         assert_eq!(pieces("x.'S 12ab"), ["x", ".'", "S", " 12", "ab"]);
         assert_eq!(pieces("\t!"), ["\t", "!"]);

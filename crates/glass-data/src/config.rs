@@ -244,7 +244,9 @@ impl DataConfig {
         (0..self.sources.len())
             .filter(|&i| {
                 let n = &self.sources[i].name;
-                self.stages.iter().any(|s| s.weights.get(n).is_some_and(|w| *w > 0.0))
+                self.stages
+                    .iter()
+                    .any(|s| s.weights.get(n).is_some_and(|w| *w > 0.0))
             })
             .collect()
     }
@@ -296,7 +298,11 @@ impl DataConfig {
                 if self.source_index(n).is_none() {
                     return err(format!("[data.validation] names unknown source `{n}`"));
                 }
-                if self.training_sources().iter().any(|&i| &self.sources[i].name == n) {
+                if self
+                    .training_sources()
+                    .iter()
+                    .any(|&i| &self.sources[i].name == n)
+                {
                     return err(format!(
                         "validation source `{n}` is also trained on; held-out data must stay held out"
                     ));
@@ -310,10 +316,16 @@ impl DataConfig {
         let t = &self.tokenizer;
         let err = |m: &str| Err(DataError::Config(format!("[data.tokenizer]: {m}")));
         match (&t.path, t.vocab_size) {
-            (Some(_), Some(_)) => return err("set either `path` (load) or `vocab_size` (train), not both"),
-            (None, None) => return err("set `path` to load a tokenizer.json or `vocab_size` to train one"),
+            (Some(_), Some(_)) => {
+                return err("set either `path` (load) or `vocab_size` (train), not both")
+            }
+            (None, None) => {
+                return err("set `path` to load a tokenizer.json or `vocab_size` to train one")
+            }
             (None, Some(v)) if v < 300 => {
-                return err("vocab_size must be at least 300 (256 bytes plus special tokens and merges)")
+                return err(
+                    "vocab_size must be at least 300 (256 bytes plus special tokens and merges)",
+                )
             }
             (Some(_), None) if t.train_sources.is_some() => {
                 return err("`train_sources` only applies when training (`vocab_size`)")
@@ -358,7 +370,9 @@ impl DataConfig {
                 return err(format!("weight for unknown source `{n}`"));
             }
             if !(w.is_finite() && *w >= 0.0) {
-                return err(format!("weight of `{n}` must be a finite number >= 0, got {w}"));
+                return err(format!(
+                    "weight of `{n}` must be a finite number >= 0, got {w}"
+                ));
             }
             sum += w;
         }
@@ -367,7 +381,9 @@ impl DataConfig {
         }
         for (n, r) in &st.fim_rate {
             if !st.weights.get(n).is_some_and(|w| *w > 0.0) {
-                return err(format!("fim_rate for `{n}`, which this stage does not train on"));
+                return err(format!(
+                    "fim_rate for `{n}`, which this stage does not train on"
+                ));
             }
             if !(r.is_finite() && (0.0..=1.0).contains(r)) {
                 return err(format!("fim_rate of `{n}` must be in [0, 1], got {r}"));
@@ -378,19 +394,27 @@ impl DataConfig {
 
     /// Whether any stage applies fill-in-the-middle.
     pub fn uses_fim(&self) -> bool {
-        self.stages.iter().any(|s| s.fim_rate.values().any(|r| *r > 0.0))
+        self.stages
+            .iter()
+            .any(|s| s.fim_rate.values().any(|r| *r > 0.0))
     }
 }
 
 fn validate_source(s: &SourceConfig) -> Result<()> {
     let err = |m: &str| Err(DataError::Config(format!("source `{}`: {m}", s.name)));
-    if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if s.name.is_empty()
+        || !s
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         return Err(DataError::Config(format!(
             "source name `{}` must be non-empty ASCII letters, digits, `_` or `-`",
             s.name
         )));
     }
-    let jsonl_only = s.text_field.is_some() || s.id_field.is_some() || !s.metadata_fields.is_empty();
+    let jsonl_only =
+        s.text_field.is_some() || s.id_field.is_some() || !s.metadata_fields.is_empty();
     match s.kind {
         SourceKind::Embedded => {
             if s.embedded.is_none() {
@@ -408,8 +432,12 @@ fn validate_source(s: &SourceConfig) -> Result<()> {
                 return err("`paths` is empty");
             }
             match kind {
-                SourceKind::Jsonl if s.text_field.is_none() => return err("kind = \"jsonl\" needs `text_field`"),
-                SourceKind::Code if s.extensions.is_empty() => return err("kind = \"code\" needs `extensions`"),
+                SourceKind::Jsonl if s.text_field.is_none() => {
+                    return err("kind = \"jsonl\" needs `text_field`")
+                }
+                SourceKind::Code if s.extensions.is_empty() => {
+                    return err("kind = \"code\" needs `extensions`")
+                }
                 SourceKind::Text | SourceKind::Code if jsonl_only => {
                     return err("text_field, id_field and metadata_fields only apply to jsonl")
                 }

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::config::{
-    BadInput, DataConfig, DtypeChoice, FimTokens, SourceConfig, SourceKind, StageConfig, TokenizerConfig,
-    ValidationConfig,
+    BadInput, DataConfig, DtypeChoice, FimTokens, SourceConfig, SourceKind, StageConfig,
+    TokenizerConfig, ValidationConfig,
 };
 use crate::embedded::EmbeddedSet;
 
@@ -30,7 +30,12 @@ impl DataConfig {
     /// embedded data; 129-token rows small enough for a CPU model; held-out works for
     /// validation.
     pub fn default_demo() -> Self {
-        let w = |pairs: &[(&str, f64)]| pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>();
+        let w = |pairs: &[(&str, f64)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect::<BTreeMap<_, _>>()
+        };
         DataConfig {
             seed: 1234,
             seq_len: 128,
@@ -67,7 +72,10 @@ impl DataConfig {
                     fim_rate: w(&[("code", 0.5)]),
                 },
             ],
-            validation: Some(ValidationConfig { sources: vec!["heldout".into()], rows: 64 }),
+            validation: Some(ValidationConfig {
+                sources: vec!["heldout".into()],
+                rows: 64,
+            }),
         }
     }
 }

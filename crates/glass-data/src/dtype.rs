@@ -42,16 +42,28 @@ impl TokenDtype {
     pub fn encode(self, ids: &[u32], out: &mut Vec<u8>) {
         out.reserve(ids.len() * self.width());
         match self {
-            Self::U16 => ids.iter().for_each(|&t| out.extend_from_slice(&(t as u16).to_le_bytes())),
-            Self::U32 => ids.iter().for_each(|&t| out.extend_from_slice(&t.to_le_bytes())),
+            Self::U16 => ids
+                .iter()
+                .for_each(|&t| out.extend_from_slice(&(t as u16).to_le_bytes())),
+            Self::U32 => ids
+                .iter()
+                .for_each(|&t| out.extend_from_slice(&t.to_le_bytes())),
         }
     }
 
     /// Appends the ids stored in `bytes`.
     pub fn decode(self, bytes: &[u8], out: &mut Vec<u32>) {
         match self {
-            Self::U16 => out.extend(bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)),
-            Self::U32 => out.extend(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+            Self::U16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32),
+            ),
+            Self::U32 => out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            ),
         }
     }
 }

@@ -6,8 +6,11 @@ include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
 
 /// Works kept out of the default training sources, for held-out perplexity and cloze
 /// evaluation: a model must never have seen them.
-pub const HELD_OUT_WORKS: &[&str] =
-    &["shakespeare/macbeth.txt", "shakespeare/twelfth_night.txt", "milton/comus.txt"];
+pub const HELD_OUT_WORKS: &[&str] = &[
+    "shakespeare/macbeth.txt",
+    "shakespeare/twelfth_night.txt",
+    "milton/comus.txt",
+];
 
 /// Which embedded collection a source of kind `embedded` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -74,6 +77,8 @@ mod tests {
     fn code_is_sorted_and_includes_this_crate() {
         let code = embedded_code();
         assert!(code.windows(2).all(|w| w[0].0 < w[1].0));
-        assert!(code.iter().any(|(p, _)| *p == "crates/glass-data/src/embedded.rs"));
+        assert!(code
+            .iter()
+            .any(|(p, _)| *p == "crates/glass-data/src/embedded.rs"));
     }
 }

@@ -1,1 +1,38 @@
 //! Glass data layer: sources, tokenizer, mixing, and training-order chunk files.
+//!
+//! The batch at every step is a pure function of the `[data]` config and its seed — never
+//! of world size, thread count or resume point — and every row records which source,
+//! document and token offsets it holds. See `docs/data-format.md` for the on-disk format.
+
+#![warn(missing_docs)]
+
+pub mod atomic;
+pub mod bench;
+mod bytelevel;
+pub mod chunk;
+pub mod cli;
+pub mod config;
+mod demo;
+pub mod dtype;
+pub mod embedded;
+pub mod error;
+pub mod inspect;
+pub mod manifest;
+pub mod order;
+pub mod pack;
+pub mod prepare;
+mod progress;
+pub mod reader;
+pub mod sources;
+pub mod store;
+pub mod tokenizer;
+
+pub use bench::{BenchDataArgs, BenchReport};
+pub use config::DataConfig;
+pub use demo::default_demo_toml;
+pub use embedded::{embedded_code, embedded_work, embedded_works, HELD_OUT_WORKS};
+pub use error::{DataError, Result};
+pub use manifest::{verify, Manifest, VerifyReport};
+pub use prepare::{prepare, PrepareOptions, PrepareReport, Shard};
+pub use reader::PreparedData;
+pub use tokenizer::GlassTokenizer;

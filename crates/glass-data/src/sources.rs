@@ -66,7 +66,10 @@ pub struct UnitCounts {
 }
 
 fn src_err(src: &SourceConfig, message: String) -> DataError {
-    DataError::Source { source_name: src.name.clone(), message }
+    DataError::Source {
+        source_name: src.name.clone(),
+        message,
+    }
 }
 
 /// Lists a source's units, sorted by path; a pattern matching nothing is an error.
@@ -75,7 +78,11 @@ pub fn list_units(src: &SourceConfig, run_dir: &Path) -> Result<Vec<Unit>> {
         let set = src.embedded.expect("validated");
         return Ok(embedded_set(set)
             .into_iter()
-            .map(|(n, t)| Unit { path: format!("embedded:{n}"), location: UnitLocation::Embedded(t), bytes: t.len() as u64 })
+            .map(|(n, t)| Unit {
+                path: format!("embedded:{n}"),
+                location: UnitLocation::Embedded(t),
+                bytes: t.len() as u64,
+            })
             .collect());
     }
     let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -85,14 +92,20 @@ pub fn list_units(src: &SourceConfig, run_dir: &Path) -> Result<Vec<Unit>> {
         } else {
             src.extensions.iter().map(|s| s.as_str()).collect()
         };
-        exts.is_empty() || p.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.contains(&e))
+        exts.is_empty()
+            || p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| exts.contains(&e))
     };
     for pattern in &src.paths {
         let full = run_dir.join(pattern);
         let mut matched = Vec::new();
         if pattern.contains(['*', '?', '[']) {
-            let pat = full.to_str().ok_or_else(|| src_err(src, format!("path `{pattern}` is not UTF-8")))?;
-            let paths = glob::glob(pat).map_err(|e| src_err(src, format!("bad glob `{pattern}`: {e}")))?;
+            let pat = full
+                .to_str()
+                .ok_or_else(|| src_err(src, format!("path `{pattern}` is not UTF-8")))?;
+            let paths =
+                glob::glob(pat).map_err(|e| src_err(src, format!("bad glob `{pattern}`: {e}")))?;
             for p in paths {
                 let p = p.map_err(|e| src_err(src, format!("glob `{pattern}`: {e}")))?;
                 matched.push(p);
@@ -100,7 +113,10 @@ pub fn list_units(src: &SourceConfig, run_dir: &Path) -> Result<Vec<Unit>> {
         } else if full.exists() {
             matched.push(full.clone());
         } else {
-            return Err(src_err(src, format!("path `{pattern}` does not exist ({})", full.display())));
+            return Err(src_err(
+                src,
+                format!("path `{pattern}` does not exist ({})", full.display()),
+            ));
         }
         let mut n_matched = 0usize;
         for m in matched {
@@ -128,7 +144,11 @@ pub fn list_units(src: &SourceConfig, run_dir: &Path) -> Result<Vec<Unit>> {
         .into_iter()
         .map(|(path, p)| {
             let bytes = std::fs::metadata(&p).at(&p)?.len();
-            Ok(Unit { path, location: UnitLocation::File(p), bytes })
+            Ok(Unit {
+                path,
+                location: UnitLocation::File(p),
+                bytes,
+            })
         })
         .collect()
 }
@@ -139,10 +159,14 @@ fn display_path(p: &Path, run_dir: &Path) -> String {
 }
 
 fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> std::io::Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
     entries.sort();
     for p in entries {
-        if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
             continue;
         }
         if p.is_dir() {
@@ -156,16 +180,21 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> std::io::Result<()> {
 
 /// Reads every document of `unit` in order, calling `emit` for each; returns the unit's
 /// hash and the counts of skipped input, per the source's bad-input policy.
-pub fn read_unit(src: &SourceConfig, unit: &Unit, emit: &mut dyn FnMut(RawDoc) -> Result<()>) -> Result<UnitCounts> {
+pub fn read_unit(
+    src: &SourceConfig,
+    unit: &Unit,
+    emit: &mut dyn FnMut(RawDoc) -> Result<()>,
+) -> Result<UnitCounts> {
     let mut counts = UnitCounts::default();
-    let whole = |bytes: Vec<u8>, counts: &mut UnitCounts, emit: &mut dyn FnMut(RawDoc) -> Result<()>| {
+    let whole = |bytes: Vec<u8>,
+                 counts: &mut UnitCounts,
+                 emit: &mut dyn FnMut(RawDoc) -> Result<()>| {
         counts.sha256 = hex::encode(Sha256::digest(&bytes));
         counts.bytes = bytes.len() as u64;
         let len = bytes.len() as u64;
         match String::from_utf8(bytes) {
             Ok(text) => emit(RawDoc { line: 0, byte_start: 0, byte_len: len, text, meta: None }),
-            Err(e) if src.invalid_utf8 == BadInput::Skip => {
-                let _ = e;
+            Err(_) if src.invalid_utf8 == BadInput::Skip => {
                 counts.invalid_utf8 += 1;
                 Ok(())
             }
@@ -180,7 +209,9 @@ pub fn read_unit(src: &SourceConfig, unit: &Unit, emit: &mut dyn FnMut(RawDoc) -
         (UnitLocation::File(p), SourceKind::Jsonl) => read_jsonl(src, unit, p, &mut counts, emit)?,
         (UnitLocation::File(p), _) => {
             let mut bytes = Vec::new();
-            File::open(p).and_then(|mut f| f.read_to_end(&mut bytes)).at(p)?;
+            File::open(p)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .at(p)?;
             whole(bytes, &mut counts, emit)?
         }
     }
@@ -227,7 +258,13 @@ fn read_jsonl(
                 Ok(())
             } else {
                 let hint = if utf8 { "invalid_utf8" } else { "bad_lines" };
-                Err(src_err(src, format!("{}:{line}: {msg} (set {hint} = \"skip\" to skip and count such lines)", unit.path)))
+                Err(src_err(
+                    src,
+                    format!(
+                        "{}:{line}: {msg} (set {hint} = \"skip\" to skip and count such lines)",
+                        unit.path
+                    ),
+                ))
             }
         };
         if std::str::from_utf8(body).is_err() {
@@ -248,16 +285,28 @@ fn read_jsonl(
         let meta = if src.id_field.is_some() || !src.metadata_fields.is_empty() {
             let mut m = serde_json::Map::new();
             if let Some(id) = &src.id_field {
-                m.insert("id".into(), value.get(id).cloned().unwrap_or(serde_json::Value::Null));
+                m.insert(
+                    "id".into(),
+                    value.get(id).cloned().unwrap_or(serde_json::Value::Null),
+                );
             }
             for f in &src.metadata_fields {
-                m.insert(f.clone(), value.get(f).cloned().unwrap_or(serde_json::Value::Null));
+                m.insert(
+                    f.clone(),
+                    value.get(f).cloned().unwrap_or(serde_json::Value::Null),
+                );
             }
             Some(serde_json::Value::Object(m))
         } else {
             None
         };
-        emit(RawDoc { line, byte_start: start, byte_len: n as u64, text: text.to_string(), meta })?;
+        emit(RawDoc {
+            line,
+            byte_start: start,
+            byte_len: n as u64,
+            text: text.to_string(),
+            meta,
+        })?;
     }
     counts.sha256 = hex::encode(hasher.finalize());
     counts.bytes = offset;

@@ -56,7 +56,14 @@ impl DocRecord {
     pub fn from_bytes(b: &[u8]) -> Self {
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
-        Self { tok_start: u64_at(0), n_tokens: u32_at(8), unit: u32_at(12), line: u64_at(16), byte_start: u64_at(24), byte_len: u64_at(32) }
+        Self {
+            tok_start: u64_at(0),
+            n_tokens: u32_at(8),
+            unit: u32_at(12),
+            line: u64_at(16),
+            byte_start: u64_at(24),
+            byte_len: u64_at(32),
+        }
     }
 }
 
@@ -128,7 +135,9 @@ pub const STORE_FORMAT: &str = "glass-token-store-v1";
 
 /// Paths of one store's files.
 pub fn store_stem(tokens_dir: &Path, source: &str, shard: u32, n_shards: u32) -> PathBuf {
-    tokens_dir.join(source).join(format!("{shard:05}-of-{n_shards:05}"))
+    tokens_dir
+        .join(source)
+        .join(format!("{shard:05}-of-{n_shards:05}"))
 }
 
 fn with_ext(stem: &Path, ext: &str) -> PathBuf {
@@ -155,7 +164,11 @@ impl StoreWriter {
         Ok(Self {
             tokens: AtomicFile::create(&with_ext(&stem, ".tokens"))?,
             docs: AtomicFile::create(&with_ext(&stem, ".docs"))?,
-            meta: if with_meta { Some(AtomicFile::create(&with_ext(&stem, ".meta.jsonl"))?) } else { None },
+            meta: if with_meta {
+                Some(AtomicFile::create(&with_ext(&stem, ".meta.jsonl"))?)
+            } else {
+                None
+            },
             stem,
             header,
             buf: Vec::new(),
@@ -176,15 +189,33 @@ impl StoreWriter {
     }
 
     /// Appends one document of the current unit; an empty one is counted and skipped.
-    pub fn push_doc(&mut self, ids: &[u32], line: u64, byte_start: u64, byte_len: u64, meta: Option<&serde_json::Value>) -> Result<()> {
+    pub fn push_doc(
+        &mut self,
+        ids: &[u32],
+        line: u64,
+        byte_start: u64,
+        byte_len: u64,
+        meta: Option<&serde_json::Value>,
+    ) -> Result<()> {
         let unit = self.header.units.last_mut().expect("begin_unit first");
         if ids.is_empty() {
             unit.empty_docs += 1;
             return Ok(());
         }
-        let n_tokens = u32::try_from(ids.len())
-            .map_err(|_| DataError::Format(format!("{}:{line}: document has more than 2^32 tokens", unit.path)))?;
-        let rec = DocRecord { tok_start: self.header.n_tokens, n_tokens, unit: unit.index, line, byte_start, byte_len };
+        let n_tokens = u32::try_from(ids.len()).map_err(|_| {
+            DataError::Format(format!(
+                "{}:{line}: document has more than 2^32 tokens",
+                unit.path
+            ))
+        })?;
+        let rec = DocRecord {
+            tok_start: self.header.n_tokens,
+            n_tokens,
+            unit: unit.index,
+            line,
+            byte_start,
+            byte_len,
+        };
         unit.n_docs += 1;
         unit.n_tokens += ids.len() as u64;
         self.header.n_docs += 1;
@@ -194,7 +225,8 @@ impl StoreWriter {
         self.tokens.write(&self.buf)?;
         self.docs.write(&rec.to_bytes())?;
         if let Some(m) = &mut self.meta {
-            let mut line = serde_json::to_vec(meta.unwrap_or(&serde_json::Value::Null)).expect("json");
+            let mut line =
+                serde_json::to_vec(meta.unwrap_or(&serde_json::Value::Null)).expect("json");
             line.push(b'\n');
             m.write(&line)?;
         }
@@ -203,19 +235,41 @@ impl StoreWriter {
 
     /// Ends the current unit with its input hash and skip counts.
     pub fn end_unit(&mut self, counts: UnitCounts) {
-        self.header.units.last_mut().expect("begin_unit first").counts = counts;
+        self.header
+            .units
+            .last_mut()
+            .expect("begin_unit first")
+            .counts = counts;
     }
 
     /// Commits the data files, then the header; returns the header.
     pub fn finish(mut self) -> Result<StoreHeader> {
-        let name = |ext: &str| with_ext(&self.stem, ext).file_name().expect("name").to_string_lossy().into_owned();
+        let name = |ext: &str| {
+            with_ext(&self.stem, ext)
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned()
+        };
         let (sha, bytes) = self.tokens.commit()?;
-        self.header.tokens = FileHash { file: name(".tokens"), sha256: sha, bytes };
+        self.header.tokens = FileHash {
+            file: name(".tokens"),
+            sha256: sha,
+            bytes,
+        };
         let (sha, bytes) = self.docs.commit()?;
-        self.header.docs = FileHash { file: name(".docs"), sha256: sha, bytes };
+        self.header.docs = FileHash {
+            file: name(".docs"),
+            sha256: sha,
+            bytes,
+        };
         if let Some(m) = self.meta.take() {
             let (sha, bytes) = m.commit()?;
-            self.header.meta = Some(FileHash { file: name(".meta.jsonl"), sha256: sha, bytes });
+            self.header.meta = Some(FileHash {
+                file: name(".meta.jsonl"),
+                sha256: sha,
+                bytes,
+            });
         }
         let json = serde_json::to_vec_pretty(&self.header).expect("json");
         crate::atomic::write_atomic(&with_ext(&self.stem, ".json"), &json)?;
@@ -224,7 +278,12 @@ impl StoreWriter {
 }
 
 /// Reads a store's header, or `None` when it is absent (an unfinished store).
-pub fn read_header(tokens_dir: &Path, source: &str, shard: u32, n_shards: u32) -> Result<Option<StoreHeader>> {
+pub fn read_header(
+    tokens_dir: &Path,
+    source: &str,
+    shard: u32,
+    n_shards: u32,
+) -> Result<Option<StoreHeader>> {
     let path = with_ext(&store_stem(tokens_dir, source, shard, n_shards), ".json");
     match std::fs::read(&path) {
         Ok(b) => serde_json::from_slice(&b)
@@ -238,7 +297,10 @@ pub fn read_header(tokens_dir: &Path, source: &str, shard: u32, n_shards: u32) -
 /// Whether the data files still hash to what the header says.
 pub fn files_match(tokens_dir: &Path, h: &StoreHeader) -> Result<bool> {
     let dir = tokens_dir.join(&h.source);
-    for f in [Some(&h.tokens), Some(&h.docs), h.meta.as_ref()].into_iter().flatten() {
+    for f in [Some(&h.tokens), Some(&h.docs), h.meta.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         let p = dir.join(&f.file);
         if !p.exists() || sha256_file(&p)? != (f.sha256.clone(), f.bytes) {
             return Ok(false);
@@ -312,7 +374,9 @@ pub struct SourceView {
 impl SourceView {
     /// Opens the stores of all `headers` (one per shard, in shard order).
     pub fn open(tokens_dir: &Path, headers: &[StoreHeader]) -> Result<Self> {
-        let first = headers.first().ok_or_else(|| DataError::Format("no stores".into()))?;
+        let first = headers
+            .first()
+            .ok_or_else(|| DataError::Format("no stores".into()))?;
         let dir = tokens_dir.join(&first.source);
         let mut stores = Vec::new();
         let mut units = Vec::new();
@@ -325,13 +389,20 @@ impl SourceView {
                 }
                 None => None,
             };
-            stores.push(OpenStore { tokens: Bytes::open(&dir.join(&h.tokens.file))?, docs: Bytes::open(&dir.join(&h.docs.file))?, meta });
+            stores.push(OpenStore {
+                tokens: Bytes::open(&dir.join(&h.tokens.file))?,
+                docs: Bytes::open(&dir.join(&h.docs.file))?,
+                meta,
+            });
             units.extend(h.units.iter().map(|u| (0u64, s, u.clone())));
         }
         units.sort_by_key(|u| u.2.index);
         for (i, u) in units.iter().enumerate() {
             if u.2.index as usize != i {
-                return Err(DataError::Format(format!("source `{}`: shard stores do not cover unit {i} exactly once", first.source)));
+                return Err(DataError::Format(format!(
+                    "source `{}`: shard stores do not cover unit {i} exactly once",
+                    first.source
+                )));
             }
         }
         let mut n_docs = 0;
@@ -340,7 +411,14 @@ impl SourceView {
             n_docs += u.2.n_docs;
         }
         let n_tokens = headers.iter().map(|h| h.n_tokens).sum();
-        Ok(Self { name: first.source.clone(), dtype: first.dtype, stores, units, n_docs, n_tokens })
+        Ok(Self {
+            name: first.source.clone(),
+            dtype: first.dtype,
+            stores,
+            units,
+            n_docs,
+            n_tokens,
+        })
     }
 
     /// Documents in the source.
@@ -393,9 +471,13 @@ impl SourceView {
     pub fn doc_tokens(&self, doc: u64, start: u32, len: u32, out: &mut Vec<u32>) {
         let (shard, local) = self.locate(doc);
         let off = local as usize * DOC_RECORD_BYTES;
-        let rec = DocRecord::from_bytes(&self.stores[shard].docs.get()[off..off + DOC_RECORD_BYTES]);
+        let rec =
+            DocRecord::from_bytes(&self.stores[shard].docs.get()[off..off + DOC_RECORD_BYTES]);
         let w = self.dtype.width();
         let a = (rec.tok_start as usize + start as usize) * w;
-        self.dtype.decode(&self.stores[shard].tokens.get()[a..a + len as usize * w], out);
+        self.dtype.decode(
+            &self.stores[shard].tokens.get()[a..a + len as usize * w],
+            out,
+        );
     }
 }

@@ -58,7 +58,11 @@ fn tk_err(e: impl std::fmt::Display) -> DataError {
 fn special_strings(cfg: &TokenizerConfig) -> Vec<String> {
     let mut v = vec![cfg.eos.clone()];
     v.extend(cfg.bos.clone());
-    v.extend([cfg.fim.prefix.clone(), cfg.fim.middle.clone(), cfg.fim.suffix.clone()]);
+    v.extend([
+        cfg.fim.prefix.clone(),
+        cfg.fim.middle.clone(),
+        cfg.fim.suffix.clone(),
+    ]);
     let mut seen = std::collections::BTreeSet::new();
     v.retain(|s| seen.insert(s.clone()));
     v
@@ -67,23 +71,39 @@ fn special_strings(cfg: &TokenizerConfig) -> Vec<String> {
 /// Trains a byte-level BPE of `cfg.vocab_size` ids on `texts` and returns its
 /// `tokenizer.json` bytes. All 256 bytes are in the base alphabet, so any text encodes
 /// losslessly; special tokens take the first ids.
-pub fn train_bpe(cfg: &TokenizerConfig, texts: impl Iterator<Item = String> + Send) -> Result<Vec<u8>> {
-    let vocab = cfg.vocab_size.ok_or_else(|| tk_err("training needs vocab_size"))?;
+pub fn train_bpe(
+    cfg: &TokenizerConfig,
+    texts: impl Iterator<Item = String> + Send,
+) -> Result<Vec<u8>> {
+    let vocab = cfg
+        .vocab_size
+        .ok_or_else(|| tk_err("training needs vocab_size"))?;
     let mut trainer = BpeTrainer::builder()
         .vocab_size(vocab)
         .min_frequency(cfg.min_frequency)
         .show_progress(false)
-        .special_tokens(special_strings(cfg).into_iter().map(|s| AddedToken::from(s, true)).collect())
+        .special_tokens(
+            special_strings(cfg)
+                .into_iter()
+                .map(|s| AddedToken::from(s, true))
+                .collect(),
+        )
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
         .build();
-    let mut tok = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, PostProcessorWrapper, ByteLevelDecoder>::new()
-        .with_model(BPE::default())
-        .with_normalizer(None)
-        .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
-        .with_post_processor(None)
-        .with_decoder(Some(ByteLevelDecoder::default()))
-        .build()
-        .map_err(tk_err)?;
+    let mut tok = TokenizerBuilder::<
+        BPE,
+        NormalizerWrapper,
+        ByteLevel,
+        PostProcessorWrapper,
+        ByteLevelDecoder,
+    >::new()
+    .with_model(BPE::default())
+    .with_normalizer(None)
+    .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
+    .with_post_processor(None)
+    .with_decoder(Some(ByteLevelDecoder::default()))
+    .build()
+    .map_err(tk_err)?;
     tok.train(&mut trainer, texts).map_err(tk_err)?;
     Ok(tok.to_string(false).map_err(tk_err)?.into_bytes())
 }
@@ -92,12 +112,21 @@ pub fn train_bpe(cfg: &TokenizerConfig, texts: impl Iterator<Item = String> + Se
 /// `tokenizer.json` bytes and the strings added, so the run records the change.
 pub fn add_missing_specials(json: &[u8], wanted: &[String]) -> Result<(Vec<u8>, Vec<String>)> {
     let mut tok = Tokenizer::from_bytes(json).map_err(tk_err)?;
-    let missing: Vec<String> = wanted.iter().filter(|s| tok.token_to_id(s).is_none()).cloned().collect();
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|s| tok.token_to_id(s).is_none())
+        .cloned()
+        .collect();
     if missing.is_empty() {
         return Ok((json.to_vec(), missing));
     }
-    tok.add_special_tokens(&missing.iter().map(|s| AddedToken::from(s.clone(), true)).collect::<Vec<_>>())
-        .map_err(tk_err)?;
+    tok.add_special_tokens(
+        missing
+            .iter()
+            .map(|s| AddedToken::from(s.clone(), true))
+            .collect::<Vec<_>>(),
+    )
+    .map_err(tk_err)?;
     Ok((tok.to_string(false).map_err(tk_err)?.into_bytes(), missing))
 }
 
@@ -108,9 +137,12 @@ impl GlassTokenizer {
         let mut inner = Tokenizer::from_bytes(bytes).map_err(tk_err)?;
         inner.set_encode_special_tokens(true);
         let id = |s: &str| inner.token_to_id(s);
-        let eos = id(&cfg.eos).ok_or_else(|| tk_err(format!("EOS token `{}` is not in the vocabulary", cfg.eos)))?;
+        let eos = id(&cfg.eos)
+            .ok_or_else(|| tk_err(format!("EOS token `{}` is not in the vocabulary", cfg.eos)))?;
         let bos = match &cfg.bos {
-            Some(b) => Some(id(b).ok_or_else(|| tk_err(format!("BOS token `{b}` is not in the vocabulary")))?),
+            Some(b) => Some(
+                id(b).ok_or_else(|| tk_err(format!("BOS token `{b}` is not in the vocabulary")))?,
+            ),
             None => None,
         };
         let specials = SpecialIds {
@@ -120,9 +152,18 @@ impl GlassTokenizer {
             fim_middle: id(&cfg.fim.middle),
             fim_suffix: id(&cfg.fim.suffix),
         };
-        let vocab_size = inner.get_vocab(true).values().max().map_or(0, |m| *m as usize + 1);
+        let vocab_size = inner
+            .get_vocab(true)
+            .values()
+            .max()
+            .map_or(0, |m| *m as usize + 1);
         let fast = Self::fast_path_applies(&inner).then(FastByteLevel::new);
-        Ok(Self { inner, fast, specials, vocab_size })
+        Ok(Self {
+            inner,
+            fast,
+            specials,
+            vocab_size,
+        })
     }
 
     /// Loads a `tokenizer.json` file.
@@ -134,7 +175,8 @@ impl GlassTokenizer {
     /// The fast encoder is exact only for a plain GPT-2 byte-level BPE: no normalizer, the
     /// byte-level regex split without prefix space, no dropout, no non-special added tokens.
     fn fast_path_applies(t: &Tokenizer) -> bool {
-        let bpe_ok = matches!(t.get_model(), ModelWrapper::BPE(b) if b.dropout.is_none_or(|d| d == 0.0));
+        let bpe_ok =
+            matches!(t.get_model(), ModelWrapper::BPE(b) if b.dropout.is_none_or(|d| d == 0.0));
         let pre_ok = matches!(t.get_pre_tokenizer(), Some(PreTokenizerWrapper::ByteLevel(b)) if !b.add_prefix_space && b.use_regex);
         let added_ok = t.get_added_tokens_decoder().values().all(|a| a.special);
         bpe_ok && pre_ok && added_ok && t.get_normalizer().is_none()
@@ -156,7 +198,8 @@ impl GlassTokenizer {
             (Some(fast), ModelWrapper::BPE(bpe)) => {
                 for seg in safe_segments(text) {
                     if seg.is_ascii() {
-                        fast.encode_ascii(bpe, seg.as_bytes(), out).map_err(tk_err)?;
+                        fast.encode_ascii(bpe, seg.as_bytes(), out)
+                            .map_err(tk_err)?;
                     } else {
                         self.encode_hf(seg, out)?;
                     }

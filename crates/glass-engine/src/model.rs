@@ -653,23 +653,13 @@ impl Model {
         );
     }
 
-    /// One optimizer step over `rows` (packed rows of `seq + 1` tokens), run as
-    /// micro-batches of `micro_batch` rows whose gradients accumulate; the loss is the
-    /// mean over every target token of the step. Gradients are zeroed first.
-    pub fn train_step(
-        &mut self,
-        opt: &mut AdamW,
-        rows: &[u32],
-        seq: usize,
-        micro_batch: usize,
-        lr: f32,
-    ) -> Result<StepStats, EngineError> {
+    /// Forward and backward over `rows` (packed rows of `seq + 1` tokens) as
+    /// micro-batches of `micro_batch` rows; gradients are zeroed first and then hold the
+    /// gradient of the mean loss over every target token. Returns that mean loss.
+    pub fn accumulate_gradients(&mut self, rows: &[u32], seq: usize, micro_batch: usize) -> Result<f64, EngineError> {
         let row_len = seq + 1;
         if rows.is_empty() || rows.len() % row_len != 0 || micro_batch == 0 {
-            return Err(EngineError::Input(format!(
-                "{} tokens do not form rows of {row_len}",
-                rows.len()
-            )));
+            return Err(EngineError::Input(format!("{} tokens do not form rows of {row_len}", rows.len())));
         }
         let n_rows = rows.len() / row_len;
         let scale = 1.0 / (n_rows * seq) as f32;
@@ -679,12 +669,21 @@ impl Model {
             let (inputs, targets) = split_rows(mb, seq);
             loss_sum += self.forward_backward(&inputs, &targets, mb.len() / row_len, seq, scale)?;
         }
+        Ok(loss_sum / (n_rows * seq) as f64)
+    }
+
+    /// One full optimizer step: [`Model::accumulate_gradients`] then AdamW at `lr`
+    /// (scaled per group by the config's muP multipliers).
+    pub fn train_step(&mut self, opt: &mut AdamW, rows: &[u32], seq: usize, micro_batch: usize, lr: f32) -> Result<StepStats, EngineError> {
+        let loss = self.accumulate_gradients(rows, seq, micro_batch)?;
+        let grad_norm = self.apply_optimizer(opt, lr);
+        Ok(StepStats { loss, grad_norm })
+    }
+
+    /// Clips and applies the accumulated gradients; returns the pre-clip gradient norm.
+    pub fn apply_optimizer(&mut self, opt: &mut AdamW, lr: f32) -> f64 {
         let mult = self.cfg.mup.lr_multipliers;
-        let grad_norm = opt.step(&mut self.params, &mut self.grads, &self.layout, lr, &mult);
-        Ok(StepStats {
-            loss: loss_sum / (n_rows * seq) as f64,
-            grad_norm,
-        })
+        opt.step(&mut self.params, &mut self.grads, &self.layout, lr, &mult)
     }
 
     /// Mean loss of the last micro-batch's rows (diagnostics).

@@ -1,0 +1,177 @@
+//! `glass train`, `info`, `verify`, `metrics`: argument parsing and printing only.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::Args;
+use glass_run::{Metrics, TrainOptions};
+
+/// Options of `glass train`.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Run directory (with glass.toml and prepared data).
+    pub run: PathBuf,
+    /// Branch: start from a checkpoint of another run (requires --checkpoint).
+    #[arg(long, requires = "checkpoint")]
+    pub from: Option<PathBuf>,
+    /// Checkpoint index of --from to start from.
+    #[arg(long)]
+    pub checkpoint: Option<u32>,
+    /// Fault injection: make the loss NaN the first time step S runs (repeatable).
+    #[arg(long = "inject-nan-at-step", value_name = "S")]
+    pub inject_nan: Vec<u64>,
+    /// Stop once this data step is reached (resume later with plain `glass train`).
+    #[arg(long, value_name = "STEP")]
+    pub until_step: Option<u64>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Runs `glass train`.
+pub fn train(a: TrainArgs) -> Result<()> {
+    let opts = TrainOptions {
+        inject_nan_at: a.inject_nan,
+        from: a.from.map(|f| (f, a.checkpoint.unwrap_or(0))),
+        until_step: a.until_step,
+        progress: !a.quiet,
+    };
+    let r = glass_run::train(&a.run, &opts)?;
+    let resumed = r.resumed_from.map_or(String::new(), |k| format!(" (resumed from checkpoint {k})"));
+    println!(
+        "trained {} to step {}/{}{resumed}; {} checkpoints written; validation loss {}",
+        a.run.display(),
+        r.step,
+        r.n_steps,
+        r.checkpoints_written,
+        r.final_val_loss.map_or("n/a".into(), |v| format!("{v:.4}"))
+    );
+    if !r.guard_skips.is_empty() {
+        println!("guard skipped steps {:?} (see `glass metrics {} --events`)", r.guard_skips, a.run.display());
+    }
+    Ok(())
+}
+
+/// Runs `glass info`.
+pub fn info(run: &Path, json: bool) -> Result<()> {
+    let i = glass_run::info(run)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&i)?);
+        return Ok(());
+    }
+    println!("run {} (format v{}), config {}, data {}", i.run_id, i.format_version, &i.config_sha256[..12], &i.data_manifest_sha256[..12]);
+    if let Some(p) = &i.parent {
+        println!("branched from {} checkpoint {} ({})", p.run_dir, p.checkpoint, &p.checkpoint_sha256[..12]);
+    }
+    println!("{:>5} {:>9} {:>12} {:>9}  {:<64}  dir", "ckpt", "step", "tokens", "val_loss", "sha256");
+    for c in &i.checkpoints {
+        let vl = c.val_loss.map_or("-".into(), |v| format!("{v:.4}"));
+        println!("{:>5} {:>9} {:>12} {:>9}  {:<64}  {}", c.index, c.step, c.tokens, vl, c.sha256, c.dir);
+    }
+    Ok(())
+}
+
+/// Runs `glass verify`.
+pub fn verify(run: &Path, replay: Option<u32>, json: bool) -> Result<()> {
+    if let Some(k) = replay {
+        let r = glass_run::replay(run, k)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            println!("replayed steps {}..{} from checkpoint {} to {}:", r.from_step, r.to_step, k - 1, k);
+            for (name, want, got) in &r.files {
+                println!("  {name:<22} {} {}", if want == got { "identical" } else { "DIFFERS  " }, got);
+            }
+        }
+        if !r.identical {
+            bail!("checkpoint {k} is NOT what checkpoint {} and the data produce", k - 1);
+        }
+        if !json {
+            println!("checkpoint {k} is bit-identical to its replay");
+        }
+        return Ok(());
+    }
+    let r = glass_run::verify_run(run)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        for p in &r.problems {
+            println!("MISMATCH {}: {}", p.path, p.problem);
+        }
+        for p in &r.data_problems {
+            println!("MISMATCH {p}");
+        }
+        println!("checked {} checkpoint files and {} data files", r.checkpoint_files, r.data_files);
+    }
+    if !r.ok() {
+        bail!("{} file(s) do not match the manifest", r.problems.len() + r.data_problems.len());
+    }
+    if !json {
+        println!("all files match the manifests");
+    }
+    Ok(())
+}
+
+/// Options of `glass metrics`.
+#[derive(Args)]
+pub struct MetricsArgs {
+    /// Run directory.
+    pub run: PathBuf,
+    /// Print JSON.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV (per-step rows).
+    #[arg(long)]
+    pub csv: bool,
+    /// Show the events table instead of steps.
+    #[arg(long)]
+    pub events: bool,
+    /// Show per-checkpoint validation metrics instead of steps.
+    #[arg(long)]
+    pub checkpoints: bool,
+}
+
+/// Runs `glass metrics`.
+pub fn metrics(a: MetricsArgs) -> Result<()> {
+    if !a.run.join(glass_run::metrics::METRICS_FILE).exists() {
+        bail!("{}: no metrics yet; run `glass train {}` first", a.run.display(), a.run.display());
+    }
+    let m = Metrics::open(&a.run)?;
+    if a.events {
+        let ev = m.events()?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&ev)?);
+        } else {
+            println!("id,step,kind,detail,wall_time");
+            for e in ev {
+                println!("{},{},{},{},{:.3}", e.id, e.step.map_or(String::new(), |s| s.to_string()), e.kind, csv_field(&e.detail), e.wall_time);
+            }
+        }
+    } else if a.checkpoints {
+        let rows = m.checkpoints()?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        } else {
+            println!("checkpoint,step,tokens,val_loss,val_bpb");
+            for r in rows {
+                let f = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
+                println!("{},{},{},{},{}", r.checkpoint, r.step, r.tokens, f(r.val_loss), f(r.val_bpb));
+            }
+        }
+    } else {
+        let rows = m.steps()?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        } else {
+            println!("step,loss,lr,grad_norm,tokens,tokens_per_s,wall_time");
+            for r in rows {
+                println!("{},{:.6},{:.6e},{:.6},{},{:.1},{:.3}", r.step, r.loss, r.lr, r.grad_norm, r.tokens, r.tokens_per_s, r.wall_time);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn csv_field(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}

@@ -1,0 +1,222 @@
+//! Chunk files: the rows of one checkpoint interval in training order, as raw
+//! little-endian arrays anyone can read (`numpy.fromfile`), plus a JSON header.
+//!
+//! `chunks/chunk-NNNNN.tokens`: `[n_rows, row_len]` ids (u16 or u32);
+//! `chunks/chunk-NNNNN.segments`: [`Segment`] records sorted by (row, pos);
+//! `chunks/chunk-NNNNN.json`: [`ChunkHeader`], written last, so its presence marks a
+//! complete chunk. Validation rows use the same layout under the stem `validation`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{remove_if_exists, sha256_file, sha256_hex, write_atomic};
+use crate::dtype::TokenDtype;
+use crate::error::{DataError, IoContext, Result};
+use crate::pack::{ChunkRows, Segment, SEGMENT_BYTES};
+use crate::store::FileHash;
+
+/// Format tag of [`ChunkHeader`].
+pub const CHUNK_FORMAT: &str = "glass-chunk-v1";
+
+/// The segment record layout, written into every header so readers need no other spec.
+pub const SEGMENT_FIELDS: &[(&str, &str)] = &[
+    ("row", "<u4"),
+    ("pos", "<u4"),
+    ("len", "<u4"),
+    ("kind", "<u4"),
+    ("source", "<u4"),
+    ("epoch", "<u4"),
+    ("doc", "<u8"),
+    ("doc_tok", "<u8"),
+];
+
+/// Header of one chunk (or of the validation rows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkHeader {
+    /// `glass-chunk-v1`.
+    pub format: String,
+    /// Chunk index (`null` for validation rows).
+    pub chunk: Option<u64>,
+    /// First global step (0 for validation).
+    pub first_step: u64,
+    /// Steps in the chunk (0 for validation).
+    pub n_steps: u64,
+    /// First global row (`first_step * rows_per_step`).
+    pub first_row: u64,
+    /// Rows in the file.
+    pub n_rows: u64,
+    /// Tokens per row (`seq_len + 1`).
+    pub row_len: usize,
+    /// Token width.
+    pub dtype: TokenDtype,
+    /// Segment records in the file.
+    pub n_segments: u64,
+    /// Segment record layout as numpy dtype fields.
+    pub segment_fields: Vec<(String, String)>,
+    /// The tokens file.
+    pub tokens: FileHash,
+    /// The segments file.
+    pub segments: FileHash,
+    /// sha256 of the data config the chunk was built from.
+    pub config_sha256: String,
+    /// sha256 of the tokenizer.json.
+    pub tokenizer_sha256: String,
+}
+
+/// Path stem of chunk `c` under `chunks_dir`.
+pub fn chunk_stem(c: u64) -> String {
+    format!("chunk-{c:05}")
+}
+
+fn file(dir: &Path, stem: &str, ext: &str) -> PathBuf {
+    dir.join(format!("{stem}.{ext}"))
+}
+
+/// Identity fields a header must carry to be reused.
+#[derive(Debug, Clone)]
+pub struct ChunkMeta {
+    /// Chunk index, or `None` for validation.
+    pub chunk: Option<u64>,
+    /// First step.
+    pub first_step: u64,
+    /// Steps.
+    pub n_steps: u64,
+    /// First global row.
+    pub first_row: u64,
+    /// Row length.
+    pub row_len: usize,
+    /// Token width.
+    pub dtype: TokenDtype,
+    /// Config hash.
+    pub config_sha256: String,
+    /// Tokenizer hash.
+    pub tokenizer_sha256: String,
+}
+
+/// Writes one chunk unless an identical complete one is already there (resume); returns
+/// its header and whether it was written.
+pub fn write_chunk(
+    dir: &Path,
+    stem: &str,
+    meta: &ChunkMeta,
+    rows: &ChunkRows,
+) -> Result<(ChunkHeader, bool)> {
+    let mut tok_bytes = Vec::new();
+    meta.dtype.encode(&rows.tokens, &mut tok_bytes);
+    let mut seg_bytes = Vec::with_capacity(rows.segments.len() * SEGMENT_BYTES);
+    for s in &rows.segments {
+        seg_bytes.extend_from_slice(&s.to_bytes());
+    }
+    let header = ChunkHeader {
+        format: CHUNK_FORMAT.into(),
+        chunk: meta.chunk,
+        first_step: meta.first_step,
+        n_steps: meta.n_steps,
+        first_row: meta.first_row,
+        n_rows: rows.n_rows,
+        row_len: meta.row_len,
+        dtype: meta.dtype,
+        n_segments: rows.segments.len() as u64,
+        segment_fields: SEGMENT_FIELDS
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+        tokens: FileHash {
+            file: format!("{stem}.tokens"),
+            sha256: sha256_hex(&tok_bytes),
+            bytes: tok_bytes.len() as u64,
+        },
+        segments: FileHash {
+            file: format!("{stem}.segments"),
+            sha256: sha256_hex(&seg_bytes),
+            bytes: seg_bytes.len() as u64,
+        },
+        config_sha256: meta.config_sha256.clone(),
+        tokenizer_sha256: meta.tokenizer_sha256.clone(),
+    };
+    let json_path = file(dir, stem, "json");
+    if let Ok(existing) = read_header(dir, stem) {
+        if existing == header && file_ok(dir, &header.tokens)? && file_ok(dir, &header.segments)? {
+            return Ok((header, false));
+        }
+    }
+    remove_if_exists(&json_path)?;
+    write_atomic(&file(dir, stem, "tokens"), &tok_bytes)?;
+    write_atomic(&file(dir, stem, "segments"), &seg_bytes)?;
+    write_atomic(
+        &json_path,
+        &serde_json::to_vec_pretty(&header).expect("json"),
+    )?;
+    Ok((header, true))
+}
+
+fn file_ok(dir: &Path, f: &FileHash) -> Result<bool> {
+    let p = dir.join(&f.file);
+    Ok(p.exists() && sha256_file(&p)? == (f.sha256.clone(), f.bytes))
+}
+
+/// Reads a chunk header.
+pub fn read_header(dir: &Path, stem: &str) -> Result<ChunkHeader> {
+    let p = file(dir, stem, "json");
+    let bytes = std::fs::read(&p).at(&p)?;
+    let h: ChunkHeader = serde_json::from_slice(&bytes)
+        .map_err(|e| DataError::Format(format!("{}: {e}", p.display())))?;
+    if h.format != CHUNK_FORMAT {
+        return Err(DataError::Format(format!(
+            "{}: unknown format `{}`",
+            p.display(),
+            h.format
+        )));
+    }
+    Ok(h)
+}
+
+/// Reads all segment records of a chunk.
+pub fn read_segments(dir: &Path, h: &ChunkHeader) -> Result<Vec<Segment>> {
+    let p = dir.join(&h.segments.file);
+    let bytes = std::fs::read(&p).at(&p)?;
+    if bytes.len() as u64 != h.n_segments * SEGMENT_BYTES as u64 {
+        return Err(DataError::Format(format!(
+            "{}: {} bytes, header says {} segments",
+            p.display(),
+            bytes.len(),
+            h.n_segments
+        )));
+    }
+    bytes
+        .chunks_exact(SEGMENT_BYTES)
+        .map(|b| {
+            Segment::from_bytes(b)
+                .ok_or_else(|| DataError::Format(format!("{}: unknown segment kind", p.display())))
+        })
+        .collect()
+}
+
+/// Reads rows `[first, first + n)` of a chunk's tokens into `out` (as u32).
+pub fn read_rows(
+    dir: &Path,
+    h: &ChunkHeader,
+    first: u64,
+    n: u64,
+    out: &mut Vec<u32>,
+) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    if first + n > h.n_rows {
+        return Err(DataError::Range(format!(
+            "rows {first}..{} outside chunk of {} rows",
+            first + n,
+            h.n_rows
+        )));
+    }
+    let p = dir.join(&h.tokens.file);
+    let mut f = std::fs::File::open(&p).at(&p)?;
+    let w = h.dtype.width() as u64;
+    let row_bytes = h.row_len as u64 * w;
+    let mut buf = vec![0u8; (n * row_bytes) as usize];
+    f.seek(SeekFrom::Start(first * row_bytes))
+        .and_then(|_| f.read_exact(&mut buf))
+        .at(&p)?;
+    h.dtype.decode(&buf, out);
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! The run's data manifest: what was built from what, with every file's sha256, so anyone
+//! can check a released run byte for byte (`glass data verify`).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::sha256_file;
+use crate::config::{DataConfig, SourceKind};
+use crate::dtype::TokenDtype;
+use crate::error::{DataError, Result};
+use crate::pack::StageStats;
+use crate::store::UnitRecord;
+use crate::tokenizer::SpecialIds;
+
+/// Format tag of [`Manifest`].
+pub const MANIFEST_FORMAT: &str = "glass-data-manifest-v1";
+/// File name of the manifest inside `RUN/data/`.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// The tokenizer as the run used it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenizerRecord {
+    /// `tokenizer.json`, relative to `RUN/data/`.
+    pub file: String,
+    /// Its sha256.
+    pub sha256: String,
+    /// One more than the largest id.
+    pub vocab_size: usize,
+    /// Token width of every token file.
+    pub dtype: TokenDtype,
+    /// Ids of the framing tokens.
+    pub specials: SpecialIds,
+    /// Whether it was trained from the sources (else loaded from `config.tokenizer.path`).
+    pub trained: bool,
+    /// Special tokens added to a loaded tokenizer (FIM sentinels it lacked).
+    pub added_tokens: Vec<String>,
+}
+
+/// One source: its inputs with their hashes and what reading them kept and skipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    /// Source name.
+    pub name: String,
+    /// Source kind.
+    pub kind: SourceKind,
+    /// `train`, `validation` or `tokenizer` (only used to train the tokenizer).
+    pub role: String,
+    /// Documents kept.
+    pub docs: u64,
+    /// Tokens of those documents.
+    pub tokens: u64,
+    /// Malformed JSONL lines skipped.
+    pub bad_lines: u64,
+    /// Documents or lines skipped for invalid UTF-8.
+    pub invalid_utf8: u64,
+    /// Blank JSONL lines skipped.
+    pub blank_lines: u64,
+    /// Empty documents skipped.
+    pub empty_docs: u64,
+    /// Shard jobs whose stores hold the source.
+    pub n_shards: u32,
+    /// Every input file (or embedded file) with its hash and counts.
+    pub units: Vec<UnitRecord>,
+}
+
+/// One chunk in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    /// Chunk index.
+    pub index: u64,
+    /// First step.
+    pub first_step: u64,
+    /// Steps.
+    pub n_steps: u64,
+    /// Header path relative to `RUN/data/`.
+    pub header: String,
+}
+
+/// A hashed file, relative to `RUN/data/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// Path relative to `RUN/data/`.
+    pub path: String,
+    /// sha256.
+    pub sha256: String,
+    /// Length in bytes.
+    pub bytes: u64,
+}
+
+/// Everything `prepare` produced and what it was made from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// `glass-data-manifest-v1`.
+    pub format: String,
+    /// The `[data]` table used.
+    pub config: DataConfig,
+    /// Its sha256 ([`DataConfig::hash`]).
+    pub config_sha256: String,
+    /// Tokens per row (`seq_len + 1`).
+    pub row_len: usize,
+    /// Total optimizer steps.
+    pub n_steps: u64,
+    /// Chunk files.
+    pub n_chunks: u64,
+    /// The tokenizer.
+    pub tokenizer: TokenizerRecord,
+    /// Sources, in config order (unused sources omitted).
+    pub sources: Vec<SourceRecord>,
+    /// Per-stage, per-source numbers.
+    pub stages: Vec<StageStats>,
+    /// Chunks in order.
+    pub chunks: Vec<ChunkRecord>,
+    /// Header of the validation rows, when configured.
+    pub validation: Option<String>,
+    /// Every file under `RUN/data/` except this manifest, with its hash.
+    pub files: Vec<ManifestFile>,
+}
+
+impl Manifest {
+    /// Reads `RUN/data/manifest.json`.
+    pub fn load(run_dir: &Path) -> Result<Self> {
+        let p = run_dir.join("data").join(MANIFEST_FILE);
+        let bytes = std::fs::read(&p).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                DataError::Format(format!(
+                    "{} not found: run `glass data prepare` first (or it did not finish)",
+                    p.display()
+                ))
+            } else {
+                DataError::Io {
+                    path: p.clone(),
+                    source: e,
+                }
+            }
+        })?;
+        let m: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| DataError::Format(format!("{}: {e}", p.display())))?;
+        if m.format != MANIFEST_FORMAT {
+            return Err(DataError::Format(format!(
+                "{}: unknown format `{}`",
+                p.display(),
+                m.format
+            )));
+        }
+        Ok(m)
+    }
+}
+
+/// One problem `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mismatch {
+    /// File relative to the run directory.
+    pub path: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Result of re-hashing a run's data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// Files checked.
+    pub checked: usize,
+    /// Bytes hashed.
+    pub bytes: u64,
+    /// sha256 of the manifest itself (pin this to pin the whole dataset).
+    pub manifest_sha256: String,
+    /// Every mismatch, by file.
+    pub mismatches: Vec<Mismatch>,
+}
+
+/// Re-hashes every file in the manifest, and checks the run config still matches.
+pub fn verify(run_dir: &Path) -> Result<VerifyReport> {
+    let m = Manifest::load(run_dir)?;
+    let data = run_dir.join("data");
+    let mut r = VerifyReport {
+        manifest_sha256: sha256_file(&data.join(MANIFEST_FILE))?.0,
+        ..Default::default()
+    };
+    for f in &m.files {
+        let p = data.join(&f.path);
+        let shown = format!("data/{}", f.path);
+        r.checked += 1;
+        if !p.exists() {
+            r.mismatches.push(Mismatch {
+                path: shown,
+                problem: "missing".into(),
+            });
+            continue;
+        }
+        let (sha, bytes) = sha256_file(&p)?;
+        r.bytes += bytes;
+        if bytes != f.bytes {
+            r.mismatches.push(Mismatch {
+                path: shown,
+                problem: format!("{bytes} bytes, manifest says {}", f.bytes),
+            });
+        } else if sha != f.sha256 {
+            r.mismatches.push(Mismatch {
+                path: shown,
+                problem: format!("sha256 {sha}, manifest says {}", f.sha256),
+            });
+        }
+    }
+    match DataConfig::load(run_dir) {
+        Ok(cfg) if cfg.hash() != m.config_sha256 => r.mismatches.push(Mismatch {
+            path: crate::config::RUN_CONFIG_FILE.into(),
+            problem: "[data] differs from the config the data was prepared with; rerun `glass data prepare`".into(),
+        }),
+        Ok(_) => {}
+        Err(e) => r.mismatches.push(Mismatch { path: crate::config::RUN_CONFIG_FILE.into(), problem: e.to_string() }),
+    }
+    Ok(r)
+}
+
+/// Hashes `path` (relative to `data_dir`) into a manifest entry.
+pub(crate) fn hash_entry(data_dir: &Path, rel: &str) -> Result<ManifestFile> {
+    let (sha256, bytes) = sha256_file(&data_dir.join(rel))?;
+    Ok(ManifestFile {
+        path: rel.to_string(),
+        sha256,
+        bytes,
+    })
+}

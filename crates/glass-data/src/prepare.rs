@@ -1,0 +1,740 @@
+//! `glass data prepare`: tokenizer, tokenization (optionally as `--shard i/N` jobs),
+//! packing into chunk files, validation rows and the manifest, in that order.
+//!
+//! Every step is resumable: tokenized stores and chunks are reused only when their headers
+//! name the same config, tokenizer and input hashes and their files still hash right; the
+//! manifest is removed first and written last, so a run is usable only once complete.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::atomic::{remove_if_exists, sha256_file, sha256_hex, write_atomic};
+use crate::chunk::{chunk_stem, write_chunk, ChunkMeta};
+use crate::config::DataConfig;
+use crate::dtype::TokenDtype;
+use crate::error::{DataError, IoContext, Result};
+use crate::manifest::{
+    hash_entry, ChunkRecord, Manifest, ManifestFile, SourceRecord, TokenizerRecord, MANIFEST_FILE,
+    MANIFEST_FORMAT,
+};
+use crate::order::Plan;
+use crate::pack::{pack_validation, Framing, Packer};
+use crate::progress::Progress;
+use crate::sources::{list_units, read_unit, RawDoc, Unit, UnitCounts, UnitLocation};
+use crate::store::{
+    files_match, read_header, shard_counts_present, FileHash, SourceView, StoreHeader, StoreWriter,
+    STORE_FORMAT,
+};
+use crate::tokenizer::{add_missing_specials, train_bpe, GlassTokenizer};
+
+/// One shard job out of `count`: tokenizes the units whose global index is `index (mod count)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This job's index, `0..count`.
+    pub index: u32,
+    /// Number of jobs.
+    pub count: u32,
+}
+
+impl FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (i, n) = s.split_once('/').ok_or("expected i/N, e.g. 0/4")?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad shard index `{i}`"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad shard count `{n}`"))?;
+        if count == 0 || index >= count {
+            return Err(format!("shard {index}/{count}: need 0 <= i < N"));
+        }
+        Ok(Self { index, count })
+    }
+}
+
+/// How to run `prepare`.
+#[derive(Debug, Clone, Default)]
+pub struct PrepareOptions {
+    /// Only tokenize this shard (no chunks); combine later with a plain `prepare`.
+    pub shard: Option<Shard>,
+    /// Only obtain the tokenizer (run once before shard jobs).
+    pub tokenizer_only: bool,
+    /// Worker threads (default: all cores). Never changes the output.
+    pub threads: Option<usize>,
+    /// Draw a progress bar on a terminal.
+    pub progress: bool,
+}
+
+/// What a `prepare` call did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PrepareReport {
+    /// Shard count of the stores used.
+    pub n_shards: u32,
+    /// Shards tokenized by this call.
+    pub shards_tokenized: Vec<u32>,
+    /// Shards reused from an earlier call.
+    pub shards_reused: Vec<u32>,
+    /// Tokens produced by tokenization in this call.
+    pub tokens_tokenized: u64,
+    /// Input bytes tokenized in this call.
+    pub bytes_tokenized: u64,
+    /// Seconds spent tokenizing.
+    pub tokenize_seconds: f64,
+    /// Chunks written.
+    pub chunks_written: u64,
+    /// Chunks already present and identical.
+    pub chunks_reused: u64,
+    /// Total steps of the run.
+    pub n_steps: u64,
+    /// Whether chunks and manifest are complete (false for shard and tokenizer-only jobs).
+    pub complete: bool,
+}
+
+/// Prepares `run_dir`'s data per its `glass.toml` `[data]` table.
+pub fn prepare(run_dir: &Path, opts: &PrepareOptions) -> Result<PrepareReport> {
+    match opts.threads {
+        Some(t) => rayon::ThreadPoolBuilder::new()
+            .num_threads(t.max(1))
+            .build()
+            .map_err(|e| DataError::Config(format!("thread pool: {e}")))?
+            .install(|| Prepare::new(run_dir)?.run(opts)),
+        None => Prepare::new(run_dir)?.run(opts),
+    }
+}
+
+/// State shared by the steps of one `prepare`.
+struct Prepare {
+    run_dir: PathBuf,
+    data: PathBuf,
+    cfg: DataConfig,
+    units: Vec<Option<Vec<Unit>>>,
+    unit_sha: HashMap<(usize, usize), String>,
+}
+
+fn unit_sha(unit: &Unit) -> Result<String> {
+    match &unit.location {
+        UnitLocation::Embedded(t) => Ok(sha256_hex(t.as_bytes())),
+        UnitLocation::File(p) => Ok(sha256_file(p)?.0),
+    }
+}
+
+fn source_config_sha(cfg: &DataConfig, s: usize) -> String {
+    sha256_hex(&serde_json::to_vec(&cfg.sources[s]).expect("json"))
+}
+
+impl Prepare {
+    fn new(run_dir: &Path) -> Result<Self> {
+        let cfg = DataConfig::load(run_dir)?;
+        let used = cfg.used_sources();
+        let mut units = vec![None; cfg.sources.len()];
+        let mut needed = used.clone();
+        if let Some(ts) = &cfg.tokenizer.train_sources {
+            needed.extend(ts.iter().filter_map(|n| cfg.source_index(n)));
+        }
+        for s in needed {
+            if units[s].is_none() {
+                units[s] = Some(list_units(&cfg.sources[s], run_dir)?);
+            }
+        }
+        Ok(Self {
+            run_dir: run_dir.to_path_buf(),
+            data: run_dir.join("data"),
+            cfg,
+            units,
+            unit_sha: HashMap::new(),
+        })
+    }
+
+    fn unit_hash(&mut self, s: usize, u: usize) -> Result<String> {
+        if let Some(h) = self.unit_sha.get(&(s, u)) {
+            return Ok(h.clone());
+        }
+        let h = unit_sha(&self.units[s].as_ref().expect("listed")[u])?;
+        self.unit_sha.insert((s, u), h.clone());
+        Ok(h)
+    }
+
+    fn run(mut self, opts: &PrepareOptions) -> Result<PrepareReport> {
+        std::fs::create_dir_all(&self.data).at(&self.data)?;
+        remove_if_exists(&self.data.join(MANIFEST_FILE))?;
+        let (tok, tok_rec) = self.tokenizer()?;
+        let mut report = PrepareReport::default();
+        if opts.tokenizer_only {
+            return Ok(report);
+        }
+        let tokens_dir = self.data.join("tokens");
+        let n = match opts.shard {
+            Some(s) => s.count,
+            None => self.choose_shard_count(&tokens_dir),
+        };
+        report.n_shards = n;
+        let jobs: Vec<u32> = match opts.shard {
+            Some(s) => vec![s.index],
+            None => (0..n).collect(),
+        };
+        let mut todo = Vec::new();
+        for j in jobs {
+            if self.shard_is_current(&tokens_dir, &tok_rec, j, n)? {
+                report.shards_reused.push(j);
+            } else {
+                todo.push(j);
+            }
+        }
+        if !todo.is_empty() {
+            let total: u64 = todo
+                .iter()
+                .map(|&j| {
+                    self.assigned(j, n)
+                        .iter()
+                        .map(|&(s, u)| self.units[s].as_ref().expect("listed")[u].bytes)
+                        .sum::<u64>()
+                })
+                .sum();
+            let progress = Progress::new(total, opts.progress);
+            for &j in &todo {
+                self.tokenize_shard(&tokens_dir, &tok, &tok_rec, j, n, &progress)?;
+                report.shards_tokenized.push(j);
+            }
+            progress.finish();
+            (
+                report.tokens_tokenized,
+                report.bytes_tokenized,
+                report.tokenize_seconds,
+            ) = progress.totals();
+        }
+        if opts.shard.is_some() {
+            return Ok(report);
+        }
+        self.build(&tokens_dir, &tok, tok_rec, n, &mut report)?;
+        report.complete = true;
+        Ok(report)
+    }
+
+    /// Loads or trains the tokenizer into `data/tokenizer.json`.
+    fn tokenizer(&mut self) -> Result<(GlassTokenizer, TokenizerRecord)> {
+        let path = self.data.join("tokenizer.json");
+        let tcfg = self.cfg.tokenizer.clone();
+        let (bytes, trained, added) = if let Some(p) = &tcfg.path {
+            let src = self.run_dir.join(p);
+            let raw = std::fs::read(&src).at(&src)?;
+            let mut wanted = Vec::new();
+            if self.cfg.uses_fim() {
+                wanted.extend([
+                    tcfg.fim.prefix.clone(),
+                    tcfg.fim.middle.clone(),
+                    tcfg.fim.suffix.clone(),
+                ]);
+            }
+            let (bytes, added) = add_missing_specials(&raw, &wanted)?;
+            (bytes, false, added)
+        } else {
+            let train: Vec<usize> = match &tcfg.train_sources {
+                Some(names) => names
+                    .iter()
+                    .filter_map(|n| self.cfg.source_index(n))
+                    .collect(),
+                None => self.cfg.training_sources(),
+            };
+            let mut key_parts = vec![serde_json::to_value(&tcfg).expect("json")];
+            for &s in &train {
+                for u in 0..self.units[s].as_ref().expect("listed").len() {
+                    let h = self.unit_hash(s, u)?;
+                    key_parts.push(serde_json::json!([
+                        self.cfg.sources[s].name,
+                        self.units[s].as_ref().expect("listed")[u].path,
+                        h
+                    ]));
+                }
+            }
+            let key = sha256_hex(&serde_json::to_vec(&key_parts).expect("json"));
+            let key_path = self.data.join("tokenizer.key");
+            let reuse = std::fs::read_to_string(&key_path)
+                .ok()
+                .is_some_and(|k| k.trim() == key)
+                && path.exists();
+            let bytes = if reuse {
+                std::fs::read(&path).at(&path)?
+            } else {
+                remove_if_exists(&key_path)?;
+                let bytes = self.train_tokenizer(&train)?;
+                write_atomic(&path, &bytes)?;
+                write_atomic(&key_path, key.as_bytes())?;
+                bytes
+            };
+            (bytes, true, vec![])
+        };
+        if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+            write_atomic(&path, &bytes)?;
+        }
+        let tok = GlassTokenizer::from_json(&bytes, &tcfg)?;
+        if self.cfg.uses_fim()
+            && (tok.specials().fim_prefix.is_none()
+                || tok.specials().fim_middle.is_none()
+                || tok.specials().fim_suffix.is_none())
+        {
+            return Err(DataError::Tokenizer(
+                "FIM is configured but its sentinel tokens are missing".into(),
+            ));
+        }
+        let dtype = TokenDtype::for_vocab(self.cfg.token_dtype, tok.vocab_size())?;
+        let rec = TokenizerRecord {
+            file: "tokenizer.json".into(),
+            sha256: sha256_hex(&bytes),
+            vocab_size: tok.vocab_size(),
+            dtype,
+            specials: tok.specials(),
+            trained,
+            added_tokens: added,
+        };
+        Ok((tok, rec))
+    }
+
+    fn train_tokenizer(&self, train: &[usize]) -> Result<Vec<u8>> {
+        let error = std::sync::Mutex::new(None::<DataError>);
+        let docs = train.iter().flat_map(|&s| {
+            let src = &self.cfg.sources[s];
+            self.units[s]
+                .as_ref()
+                .expect("listed")
+                .iter()
+                .flat_map(|u| {
+                    let mut texts = Vec::new();
+                    if let Err(e) = read_unit(src, u, &mut |d| {
+                        texts.push(d.text);
+                        Ok(())
+                    }) {
+                        error.lock().expect("lock").get_or_insert(e);
+                    }
+                    texts
+                })
+        });
+        let bytes = train_bpe(&self.cfg.tokenizer, docs)?;
+        if let Some(e) = error.into_inner().expect("lock") {
+            return Err(e);
+        }
+        Ok(bytes)
+    }
+
+    /// `(source, unit)` pairs of shard `j` of `n`: global unit index ≡ j (mod n), counting
+    /// the used sources' units in config order.
+    fn assigned(&self, j: u32, n: u32) -> Vec<(usize, usize)> {
+        let mut g = 0u64;
+        let mut out = Vec::new();
+        for s in self.cfg.used_sources() {
+            for u in 0..self.units[s].as_ref().expect("listed").len() {
+                if g % n as u64 == j as u64 {
+                    out.push((s, u));
+                }
+                g += 1;
+            }
+        }
+        out
+    }
+
+    fn choose_shard_count(&self, tokens_dir: &Path) -> u32 {
+        let used = self.cfg.used_sources();
+        let mut counts: Vec<u32> = used
+            .iter()
+            .flat_map(|&s| shard_counts_present(tokens_dir, &self.cfg.sources[s].name))
+            .collect();
+        counts.sort_unstable();
+        counts.dedup();
+        let present = |n: u32| -> usize {
+            used.iter()
+                .map(|&s| {
+                    (0..n)
+                        .filter(|&j| {
+                            read_header(tokens_dir, &self.cfg.sources[s].name, j, n)
+                                .ok()
+                                .flatten()
+                                .is_some()
+                        })
+                        .count()
+                })
+                .sum()
+        };
+        let complete = |n: u32| present(n) == used.len() * n as usize;
+        if let Some(&n) = counts.iter().rev().find(|&&n| complete(n)) {
+            return n;
+        }
+        counts
+            .iter()
+            .copied()
+            .max_by_key(|&n| (present(n), n))
+            .unwrap_or(1)
+    }
+
+    fn shard_is_current(
+        &mut self,
+        tokens_dir: &Path,
+        tok: &TokenizerRecord,
+        j: u32,
+        n: u32,
+    ) -> Result<bool> {
+        let assigned = self.assigned(j, n);
+        for s in self.cfg.used_sources() {
+            let Some(h) = read_header(tokens_dir, &self.cfg.sources[s].name, j, n)
+                .ok()
+                .flatten()
+            else {
+                return Ok(false);
+            };
+            let mine: Vec<usize> = assigned.iter().filter(|a| a.0 == s).map(|a| a.1).collect();
+            let ok = h.format == STORE_FORMAT
+                && h.tokenizer_sha256 == tok.sha256
+                && h.dtype == tok.dtype
+                && h.source_config_sha256 == source_config_sha(&self.cfg, s)
+                && h.units.len() == mine.len()
+                && h.units.iter().zip(&mine).all(|(r, &u)| {
+                    r.index as usize == u
+                        && r.path == self.units[s].as_ref().expect("listed")[u].path
+                });
+            if !ok {
+                return Ok(false);
+            }
+            for (r, &u) in h.units.iter().zip(&mine) {
+                if r.counts.sha256 != self.unit_hash(s, u)? {
+                    return Ok(false);
+                }
+            }
+            if !files_match(tokens_dir, &h)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn tokenize_shard(
+        &self,
+        tokens_dir: &Path,
+        tok: &GlassTokenizer,
+        rec: &TokenizerRecord,
+        j: u32,
+        n: u32,
+        progress: &Progress,
+    ) -> Result<()> {
+        let assigned = self.assigned(j, n);
+        for s in self.cfg.used_sources() {
+            let src = &self.cfg.sources[s];
+            let empty = FileHash {
+                file: String::new(),
+                sha256: String::new(),
+                bytes: 0,
+            };
+            let header = StoreHeader {
+                format: STORE_FORMAT.into(),
+                source: src.name.clone(),
+                shard: j,
+                n_shards: n,
+                dtype: rec.dtype,
+                tokenizer_sha256: rec.sha256.clone(),
+                source_config_sha256: source_config_sha(&self.cfg, s),
+                n_docs: 0,
+                n_tokens: 0,
+                units: vec![],
+                tokens: empty.clone(),
+                docs: empty,
+                meta: None,
+            };
+            let with_meta = src.id_field.is_some() || !src.metadata_fields.is_empty();
+            let mut writer = StoreWriter::create(tokens_dir, header, with_meta)?;
+            let mut batch = Batch::default();
+            for &(_, u) in assigned.iter().filter(|a| a.0 == s) {
+                let unit = &self.units[s].as_ref().expect("listed")[u];
+                batch.items.push(Item::Begin(u as u32, unit.path.clone()));
+                let counts = read_unit(src, unit, &mut |d| {
+                    batch.bytes += d.text.len();
+                    batch.items.push(Item::Doc(d));
+                    if batch.bytes >= BATCH_BYTES {
+                        batch.flush(tok, &mut writer, progress)?;
+                    }
+                    Ok(())
+                })?;
+                batch.items.push(Item::End(counts));
+            }
+            batch.flush(tok, &mut writer, progress)?;
+            writer.finish()?;
+        }
+        Ok(())
+    }
+
+    fn build(
+        &mut self,
+        tokens_dir: &Path,
+        tok: &GlassTokenizer,
+        tok_rec: TokenizerRecord,
+        n: u32,
+        report: &mut PrepareReport,
+    ) -> Result<()> {
+        let cfg = self.cfg.clone();
+        let config_sha256 = cfg.hash();
+        let mut views: Vec<Option<SourceView>> = (0..cfg.sources.len()).map(|_| None).collect();
+        let mut records = Vec::new();
+        let mut files = vec![hash_entry(&self.data, "tokenizer.json")?];
+        let train = cfg.training_sources();
+        for s in cfg.used_sources() {
+            let name = &cfg.sources[s].name;
+            let headers: Vec<StoreHeader> = (0..n)
+                .map(|j| {
+                    read_header(tokens_dir, name, j, n)?
+                        .ok_or_else(|| DataError::Format(format!("store {name} {j}/{n} missing")))
+                })
+                .collect::<Result<_>>()?;
+            let view = SourceView::open(tokens_dir, &headers)?;
+            let units: Vec<_> = view.units().cloned().collect();
+            let sum =
+                |f: &dyn Fn(&crate::store::UnitRecord) -> u64| units.iter().map(f).sum::<u64>();
+            let rec = SourceRecord {
+                name: name.clone(),
+                kind: cfg.sources[s].kind,
+                role: if train.contains(&s) {
+                    "train".into()
+                } else {
+                    "validation".into()
+                },
+                docs: view.n_docs(),
+                tokens: view.n_tokens(),
+                bad_lines: sum(&|u| u.counts.bad_lines),
+                invalid_utf8: sum(&|u| u.counts.invalid_utf8),
+                blank_lines: sum(&|u| u.counts.blank_lines),
+                empty_docs: sum(&|u| u.empty_docs),
+                n_shards: n,
+                units,
+            };
+            if view.n_docs() == 0 {
+                return Err(DataError::Source {
+                    source_name: name.clone(),
+                    message: format!(
+                        "no documents left ({} empty, {} malformed lines, {} invalid UTF-8 skipped)",
+                        rec.empty_docs, rec.bad_lines, rec.invalid_utf8
+                    ),
+                });
+            }
+            for h in &headers {
+                let dir = format!("tokens/{name}");
+                files.push(hash_entry(
+                    &self.data,
+                    &format!("{dir}/{:05}-of-{:05}.json", h.shard, n),
+                )?);
+                for f in [Some(&h.tokens), Some(&h.docs), h.meta.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    files.push(ManifestFile {
+                        path: format!("{dir}/{}", f.file),
+                        sha256: f.sha256.clone(),
+                        bytes: f.bytes,
+                    });
+                }
+            }
+            records.push(rec);
+            views[s] = Some(view);
+        }
+        self.remove_stale_stores(tokens_dir, n)?;
+
+        let framing = Framing::new(&cfg, tok.specials());
+        let plan = Plan::new(&cfg);
+        report.n_steps = plan.n_steps;
+        let chunks_dir = self.data.join("chunks");
+        std::fs::create_dir_all(&chunks_dir).at(&chunks_dir)?;
+        let mut packer = Packer::new(&cfg, framing, &views);
+        let mut chunks = Vec::new();
+        for c in 0..plan.n_chunks() {
+            let rows = packer.next_chunk();
+            let (a, b) = plan.chunk_steps(c);
+            let meta = ChunkMeta {
+                chunk: Some(c),
+                first_step: a,
+                n_steps: b - a,
+                first_row: a * plan.rows_per_step,
+                row_len: plan.row_len,
+                dtype: tok_rec.dtype,
+                config_sha256: config_sha256.clone(),
+                tokenizer_sha256: tok_rec.sha256.clone(),
+            };
+            let stem = chunk_stem(c);
+            let (h, written) = write_chunk(&chunks_dir, &stem, &meta, &rows)?;
+            if written {
+                report.chunks_written += 1;
+            } else {
+                report.chunks_reused += 1;
+            }
+            for f in [&h.tokens, &h.segments] {
+                files.push(ManifestFile {
+                    path: format!("chunks/{}", f.file),
+                    sha256: f.sha256.clone(),
+                    bytes: f.bytes,
+                });
+            }
+            files.push(hash_entry(&self.data, &format!("chunks/{stem}.json"))?);
+            chunks.push(ChunkRecord {
+                index: c,
+                first_step: a,
+                n_steps: b - a,
+                header: format!("chunks/{stem}.json"),
+            });
+        }
+        remove_stale_chunks(&chunks_dir, plan.n_chunks())?;
+        let stages = packer.stats().to_vec();
+
+        let validation = match &cfg.validation {
+            Some(v) => {
+                let vs: Vec<(u32, &SourceView)> = v
+                    .sources
+                    .iter()
+                    .filter_map(|n| cfg.source_index(n))
+                    .map(|s| (s as u32, views[s].as_ref().expect("validation view")))
+                    .collect();
+                let rows = pack_validation(&vs, &framing, plan.row_len, v.rows as u64);
+                if rows.n_rows == 0 {
+                    return Err(DataError::Config(format!(
+                        "validation sources hold less than one row of {} tokens",
+                        plan.row_len
+                    )));
+                }
+                let meta = ChunkMeta {
+                    chunk: None,
+                    first_step: 0,
+                    n_steps: 0,
+                    first_row: 0,
+                    row_len: plan.row_len,
+                    dtype: tok_rec.dtype,
+                    config_sha256: config_sha256.clone(),
+                    tokenizer_sha256: tok_rec.sha256.clone(),
+                };
+                let (h, _) = write_chunk(&self.data, "validation", &meta, &rows)?;
+                for f in [&h.tokens, &h.segments] {
+                    files.push(ManifestFile {
+                        path: f.file.clone(),
+                        sha256: f.sha256.clone(),
+                        bytes: f.bytes,
+                    });
+                }
+                files.push(hash_entry(&self.data, "validation.json")?);
+                Some("validation.json".to_string())
+            }
+            None => {
+                for ext in ["json", "tokens", "segments"] {
+                    remove_if_exists(&self.data.join(format!("validation.{ext}")))?;
+                }
+                None
+            }
+        };
+
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT.into(),
+            config: cfg.clone(),
+            config_sha256,
+            row_len: plan.row_len,
+            n_steps: plan.n_steps,
+            n_chunks: plan.n_chunks(),
+            tokenizer: tok_rec,
+            sources: records,
+            stages,
+            chunks,
+            validation,
+            files,
+        };
+        write_atomic(
+            &self.data.join(MANIFEST_FILE),
+            &serde_json::to_vec_pretty(&manifest).expect("json"),
+        )?;
+        Ok(())
+    }
+
+    fn remove_stale_stores(&self, tokens_dir: &Path, n: u32) -> Result<()> {
+        let Ok(rd) = std::fs::read_dir(tokens_dir) else {
+            return Ok(());
+        };
+        let used: Vec<String> = self
+            .cfg
+            .used_sources()
+            .iter()
+            .map(|&s| self.cfg.sources[s].name.clone())
+            .collect();
+        let keep_suffix = format!("-of-{n:05}");
+        for dir in rd.flatten() {
+            let name = dir.file_name().to_string_lossy().into_owned();
+            let keep_dir = used.contains(&name);
+            let Ok(files) = std::fs::read_dir(dir.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let fname = f.file_name().to_string_lossy().into_owned();
+                let stem = fname.split('.').next().unwrap_or("");
+                let ours = stem.contains("-of-");
+                if ours && !(keep_dir && stem.ends_with(&keep_suffix)) {
+                    remove_if_exists(&f.path())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn remove_stale_chunks(dir: &Path, n_chunks: u64) -> Result<()> {
+    for f in std::fs::read_dir(dir).at(dir)?.flatten() {
+        let name = f.file_name().to_string_lossy().into_owned();
+        let idx = name
+            .strip_prefix("chunk-")
+            .and_then(|r| r.split('.').next())
+            .and_then(|i| i.parse::<u64>().ok());
+        if idx.is_some_and(|i| i >= n_chunks) {
+            remove_if_exists(&f.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Documents are tokenized in parallel in batches of about this many bytes.
+const BATCH_BYTES: usize = 8 << 20;
+
+enum Item {
+    Begin(u32, String),
+    Doc(RawDoc),
+    End(UnitCounts),
+}
+
+#[derive(Default)]
+struct Batch {
+    items: Vec<Item>,
+    bytes: usize,
+}
+
+impl Batch {
+    /// Encodes the batch's documents on all threads, then writes them in input order.
+    fn flush(
+        &mut self,
+        tok: &GlassTokenizer,
+        writer: &mut StoreWriter,
+        progress: &Progress,
+    ) -> Result<()> {
+        let docs: Vec<&RawDoc> = self
+            .items
+            .iter()
+            .filter_map(|i| if let Item::Doc(d) = i { Some(d) } else { None })
+            .collect();
+        let encoded: Vec<Result<Vec<u32>>> = docs.par_iter().map(|d| tok.encode(&d.text)).collect();
+        let mut encoded = encoded.into_iter();
+        for item in self.items.drain(..) {
+            match item {
+                Item::Begin(u, path) => writer.begin_unit(u, &path),
+                Item::Doc(d) => {
+                    let ids = encoded.next().expect("one per doc")?;
+                    writer.push_doc(&ids, d.line, d.byte_start, d.byte_len, d.meta.as_ref())?;
+                    progress.inc(d.byte_len, ids.len() as u64);
+                }
+                Item::End(c) => writer.end_unit(c),
+            }
+        }
+        self.bytes = 0;
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! Reading prepared data for training: the global batch of any step, any rank's slice of
+//! it, validation rows, and the tokenizer — all from `RUN/data/` as the manifest lists it.
+
+use std::path::{Path, PathBuf};
+
+use crate::chunk::{read_header, read_rows, read_segments, ChunkHeader};
+use crate::error::{DataError, Result};
+use crate::manifest::Manifest;
+use crate::order::rank_rows;
+use crate::pack::Segment;
+use crate::store::{read_header as read_store_header, SourceView};
+use crate::tokenizer::{GlassTokenizer, SpecialIds};
+
+/// A prepared run's data, opened for reading.
+#[derive(Debug)]
+pub struct PreparedData {
+    data_dir: PathBuf,
+    manifest: Manifest,
+    chunks: Vec<ChunkHeader>,
+    validation: Option<ChunkHeader>,
+}
+
+impl PreparedData {
+    /// Opens `run_dir/data` (fails if `prepare` has not completed).
+    pub fn open(run_dir: &Path) -> Result<Self> {
+        let manifest = Manifest::load(run_dir)?;
+        let data_dir = run_dir.join("data");
+        let chunks_dir = data_dir.join("chunks");
+        let chunks = manifest
+            .chunks
+            .iter()
+            .map(|c| read_header(&chunks_dir, &crate::chunk::chunk_stem(c.index)))
+            .collect::<Result<Vec<_>>>()?;
+        let validation = match &manifest.validation {
+            Some(_) => Some(read_header(&data_dir, "validation")?),
+            None => None,
+        };
+        Ok(Self {
+            data_dir,
+            manifest,
+            chunks,
+            validation,
+        })
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Tokens per training input (rows hold one more).
+    pub fn seq_len(&self) -> usize {
+        self.manifest.config.seq_len
+    }
+
+    /// Tokens per row: `seq_len + 1` (inputs and shifted targets).
+    pub fn row_len(&self) -> usize {
+        self.manifest.row_len
+    }
+
+    /// Rows per global batch.
+    pub fn rows_per_step(&self) -> usize {
+        self.manifest.config.rows_per_step
+    }
+
+    /// Steps in the run.
+    pub fn n_steps(&self) -> u64 {
+        self.manifest.n_steps
+    }
+
+    /// Steps per chunk (the checkpoint interval).
+    pub fn steps_per_chunk(&self) -> u64 {
+        self.manifest.config.steps_per_chunk
+    }
+
+    /// Chunk files.
+    pub fn n_chunks(&self) -> u64 {
+        self.manifest.n_chunks
+    }
+
+    /// Embedding-table size a model needs (one more than the largest id).
+    pub fn vocab_size(&self) -> usize {
+        self.manifest.tokenizer.vocab_size
+    }
+
+    /// EOS, BOS and FIM ids.
+    pub fn specials(&self) -> SpecialIds {
+        self.manifest.tokenizer.specials
+    }
+
+    /// Path of the run's `tokenizer.json`.
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.data_dir.join(&self.manifest.tokenizer.file)
+    }
+
+    /// Loads the run's tokenizer (for decoding samples and encoding prompts).
+    pub fn tokenizer(&self) -> Result<GlassTokenizer> {
+        GlassTokenizer::from_file(&self.tokenizer_path(), &self.manifest.config.tokenizer)
+    }
+
+    /// Name of the stage `step` belongs to.
+    pub fn stage_of(&self, step: u64) -> &str {
+        let i = self
+            .manifest
+            .stages
+            .iter()
+            .rposition(|s| s.first_step <= step)
+            .unwrap_or(0);
+        &self.manifest.stages[i].name
+    }
+
+    fn locate(&self, step: u64) -> Result<(&ChunkHeader, u64)> {
+        if step >= self.n_steps() {
+            return Err(DataError::Range(format!(
+                "step {step} is past the end of the data ({} steps)",
+                self.n_steps()
+            )));
+        }
+        let c = &self.chunks[(step / self.steps_per_chunk()) as usize];
+        Ok((c, (step - c.first_step) * self.rows_per_step() as u64))
+    }
+
+    /// Fills `out` with the global batch of `step`: `rows_per_step` rows of `row_len`
+    /// tokens, row-major. The same for every world size.
+    pub fn batch(&self, step: u64, out: &mut Vec<u32>) -> Result<()> {
+        self.rows(step, 0, 1, out)
+    }
+
+    /// The rows `[a, b)` of the global batch that `rank` of `world_size` takes: contiguous
+    /// slices, so ranks `0..world_size` concatenated give the global batch.
+    pub fn rank_rows(&self, rank: usize, world_size: usize) -> Result<(usize, usize)> {
+        let b = self.rows_per_step();
+        if world_size == 0 || rank >= world_size || world_size > b {
+            return Err(DataError::Range(format!(
+                "rank {rank} of world size {world_size}: need rank < world_size <= rows_per_step ({b})"
+            )));
+        }
+        let (x, y) = rank_rows(b as u64, rank as u64, world_size as u64);
+        Ok((x as usize, y as usize))
+    }
+
+    /// Fills `out` with `rank`'s slice of the global batch of `step`. When `world_size`
+    /// does not divide `rows_per_step`, ranks get ⌊B/W⌋ or ⌈B/W⌉ rows; weight gradients by
+    /// row count so the update equals the single-process one.
+    pub fn rows(
+        &self,
+        step: u64,
+        rank: usize,
+        world_size: usize,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        let (a, b) = self.rank_rows(rank, world_size)?;
+        let (chunk, first) = self.locate(step)?;
+        out.clear();
+        read_rows(
+            &self.data_dir.join("chunks"),
+            chunk,
+            first + a as u64,
+            (b - a) as u64,
+            out,
+        )
+    }
+
+    /// Segments of each row of `step`'s global batch (row indices relative to the batch).
+    pub fn batch_segments(&self, step: u64) -> Result<Vec<Vec<Segment>>> {
+        let (chunk, first) = self.locate(step)?;
+        let b = self.rows_per_step() as u64;
+        let mut rows = vec![Vec::new(); b as usize];
+        for mut s in read_segments(&self.data_dir.join("chunks"), chunk)? {
+            let r = s.row as u64;
+            if r >= first && r < first + b {
+                s.row = (r - first) as u32;
+                rows[(r - first) as usize].push(s);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Number of validation rows (0 when none are configured).
+    pub fn n_validation_rows(&self) -> u64 {
+        self.validation.as_ref().map_or(0, |v| v.n_rows)
+    }
+
+    /// Fills `out` with all validation rows (row-major, `row_len` each); returns their count.
+    pub fn validation(&self, out: &mut Vec<u32>) -> Result<u64> {
+        out.clear();
+        match &self.validation {
+            Some(v) => {
+                read_rows(&self.data_dir, v, 0, v.n_rows, out)?;
+                Ok(v.n_rows)
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// The tokenized documents of source `name`, for mapping segments back to document ids.
+    pub fn source_view(&self, name: &str) -> Result<SourceView> {
+        let rec = self
+            .manifest
+            .sources
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| DataError::Range(format!("no source `{name}` in this run")))?;
+        let tokens_dir = self.data_dir.join("tokens");
+        let headers = (0..rec.n_shards)
+            .map(|j| {
+                read_store_header(&tokens_dir, name, j, rec.n_shards)?.ok_or_else(|| {
+                    DataError::Format(format!("store {name} {j}/{} missing", rec.n_shards))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        SourceView::open(&tokens_dir, &headers)
+    }
+}

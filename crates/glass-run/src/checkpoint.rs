@@ -1,0 +1,241 @@
+//! Checkpoints: weights and optimizer state as safetensors, plus a JSON state file.
+//!
+//! A checkpoint directory is written under a temporary name and renamed into place only
+//! when every file is complete and fsynced; it counts as published once the run manifest
+//! lists it with its hashes. The checkpoint's identity is the sha256 of its `state.json`,
+//! which itself records the sha256 of the two tensor files.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use glass_data::atomic::{sha256_file, sync_dir, write_atomic};
+use glass_engine::{AdamW, Model};
+use safetensors::{Dtype, SafeTensors, View};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io, Result, RunError};
+
+/// Weights file name inside a checkpoint directory.
+pub const MODEL_FILE: &str = "model.safetensors";
+/// Optimizer-state file name.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// State file name.
+pub const STATE_FILE: &str = "state.json";
+
+/// Everything besides tensors that a bit-identical resume needs, plus provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointState {
+    /// Run format version that wrote it.
+    pub format_version: u32,
+    /// Position in the checkpoint plan (0 = initial weights).
+    pub index: u32,
+    /// Optimizer steps of the data stream completed (the data cursor: next step to run).
+    pub step: u64,
+    /// Training tokens consumed (skipped steps included: their data was seen and dropped).
+    pub tokens: u64,
+    /// Learning rate of the last completed step.
+    pub lr: f32,
+    /// AdamW's step counter (bias correction), which excludes skipped steps.
+    pub optimizer_step: u64,
+    /// Seed of the weight initialisation. Training itself draws no random numbers (no
+    /// dropout) and the data order is a pure function of `[data]`, so this is the whole
+    /// RNG state.
+    pub init_seed: u64,
+    /// Steps skipped so far (configured or by the guard).
+    pub skipped_steps: Vec<u64>,
+    /// Recent losses for the guard's spike rule.
+    pub recent_losses: Vec<f64>,
+    /// sha256 of `glass.toml`.
+    pub config_sha256: String,
+    /// sha256 of the data manifest.
+    pub data_manifest_sha256: String,
+    /// Hash of the checkpoint this one continues from (`None` for a fresh index 0).
+    pub parent_checkpoint_sha256: Option<String>,
+    /// sha256 of `model.safetensors`.
+    pub model_sha256: String,
+    /// sha256 of `optimizer.safetensors`.
+    pub optimizer_sha256: String,
+    /// Held-out loss (nats per token) at this checkpoint.
+    pub val_loss: Option<f64>,
+    /// Held-out bits per UTF-8 byte.
+    pub val_bpb: Option<f64>,
+}
+
+/// A file of a checkpoint with its hash, as listed in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the run directory.
+    pub path: String,
+    /// Hex sha256.
+    pub sha256: String,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+struct F32View<'a> {
+    data: &'a [f32],
+    shape: Vec<usize>,
+}
+
+impl View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(bytemuck::cast_slice(self.data))
+    }
+    fn data_len(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+/// Writes named views of `buffers` (one per prefix) as one safetensors file, fsynced.
+fn write_tensors(path: &Path, model: &Model, buffers: &[(&str, &[f32])], meta: HashMap<String, String>) -> Result<()> {
+    let mut views = Vec::new();
+    for (prefix, buf) in buffers {
+        for t in model.layout.tensors() {
+            views.push((format!("{prefix}{}", t.name), F32View { data: &buf[t.range()], shape: t.shape.clone() }));
+        }
+    }
+    safetensors::serialize_to_file(views, &Some(meta), path)
+        .map_err(|e| RunError::Checkpoint { path: path.into(), msg: e.to_string() })?;
+    File::open(path).and_then(|f| f.sync_all()).map_err(io(path))
+}
+
+/// Copies the tensors named `prefix + layout name` from a safetensors file into `dst`.
+fn read_tensors(path: &Path, model: &Model, dsts: &mut [(&str, &mut [f32])]) -> Result<()> {
+    let file = File::open(path).map_err(io(path))?;
+    // SAFETY: the map is read-only and dropped before returning; a concurrent writer
+    // would only corrupt the values read, which the hash check upstream detects.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io(path))?;
+    let err = |msg: String| RunError::Checkpoint { path: path.into(), msg };
+    let st = SafeTensors::deserialize(&map).map_err(|e| err(format!("not a valid safetensors file ({e}); the file is truncated or corrupt")))?;
+    for (prefix, dst) in dsts.iter_mut() {
+        for t in model.layout.tensors() {
+            let name = format!("{prefix}{}", t.name);
+            let v = st.tensor(&name).map_err(|_| err(format!("missing tensor `{name}`")))?;
+            if v.dtype() != Dtype::F32 || v.shape() != t.shape.as_slice() {
+                return Err(err(format!("tensor `{name}` is {:?} {:?}, expected F32 {:?}", v.dtype(), v.shape(), t.shape)));
+            }
+            let out: &mut [u8] = bytemuck::cast_slice_mut(&mut dst[t.range()]);
+            out.copy_from_slice(v.data());
+        }
+    }
+    Ok(())
+}
+
+/// Directory name of checkpoint `index` at `step`.
+pub fn dir_name(index: u32, step: u64) -> String {
+    format!("ckpt-{index:04}-step-{step:08}")
+}
+
+/// Writes a complete checkpoint directory atomically and returns its files (relative to
+/// `run_dir`) and the checkpoint hash (sha256 of `state.json`). `state`'s file hashes
+/// are filled in here.
+pub fn write(run_dir: &Path, model: &Model, opt: &AdamW, state: &mut CheckpointState) -> Result<(Vec<FileEntry>, String)> {
+    let ckpt_root = run_dir.join("checkpoints");
+    std::fs::create_dir_all(&ckpt_root).map_err(io(&ckpt_root))?;
+    let name = dir_name(state.index, state.step);
+    let final_dir = ckpt_root.join(&name);
+    let tmp_dir = ckpt_root.join(format!(".{name}.tmp"));
+    if tmp_dir.exists() {
+        std::fs::remove_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
+    }
+    if final_dir.exists() {
+        // Left by a crash after the rename but before the manifest listed it: never
+        // published, so it is rebuilt from the same bits.
+        std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
+    }
+    std::fs::create_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
+    let meta = |kind: &str| {
+        HashMap::from([
+            ("format".to_string(), "glass".to_string()),
+            ("kind".to_string(), kind.to_string()),
+            ("step".to_string(), state.step.to_string()),
+        ])
+    };
+    write_tensors(&tmp_dir.join(MODEL_FILE), model, &[("", &model.params)], meta("model"))?;
+    crate::fault::point("after-model-write");
+    let mut opt_meta = meta("optimizer");
+    opt_meta.insert("adamw_step".into(), opt.step.to_string());
+    write_tensors(&tmp_dir.join(OPTIMIZER_FILE), model, &[("exp_avg.", &opt.m), ("exp_avg_sq.", &opt.v)], opt_meta)?;
+    crate::fault::point("after-optimizer-write");
+    state.model_sha256 = sha256_file(&tmp_dir.join(MODEL_FILE))?.0;
+    state.optimizer_sha256 = sha256_file(&tmp_dir.join(OPTIMIZER_FILE))?.0;
+    let state_bytes = serde_json::to_vec_pretty(state).expect("state serialises");
+    write_atomic(&tmp_dir.join(STATE_FILE), &state_bytes)?;
+    sync_dir(&tmp_dir)?;
+    std::fs::rename(&tmp_dir, &final_dir).map_err(io(&final_dir))?;
+    sync_dir(&ckpt_root)?;
+    crate::fault::point("after-checkpoint-rename");
+    let rel = |f: &str| format!("checkpoints/{name}/{f}");
+    let state_sha = glass_data::atomic::sha256_hex(&state_bytes);
+    let files = vec![
+        FileEntry { path: rel(MODEL_FILE), sha256: state.model_sha256.clone(), bytes: file_len(&final_dir.join(MODEL_FILE))? },
+        FileEntry { path: rel(OPTIMIZER_FILE), sha256: state.optimizer_sha256.clone(), bytes: file_len(&final_dir.join(OPTIMIZER_FILE))? },
+        FileEntry { path: rel(STATE_FILE), sha256: state_sha.clone(), bytes: state_bytes.len() as u64 },
+    ];
+    Ok((files, state_sha))
+}
+
+fn file_len(p: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(p).map_err(io(p))?.len())
+}
+
+/// Verifies `files` against their recorded hashes.
+pub fn verify_files(run_dir: &Path, files: &[FileEntry]) -> Result<()> {
+    for f in files {
+        let p = run_dir.join(&f.path);
+        let (sha, _) = sha256_file(&p).map_err(|e| RunError::Checkpoint { path: p.clone(), msg: format!("{e}; the checkpoint is incomplete") })?;
+        if sha != f.sha256 {
+            return Err(RunError::HashMismatch { path: p, expected: f.sha256.clone(), actual: sha });
+        }
+    }
+    Ok(())
+}
+
+/// Loads a checkpoint directory into `model` and `opt` after checking every file's hash
+/// against `files` (from the manifest). Returns its state.
+pub fn load(run_dir: &Path, files: &[FileEntry], model: &mut Model, opt: &mut AdamW) -> Result<CheckpointState> {
+    verify_files(run_dir, files)?;
+    let find = |name: &str| -> Result<PathBuf> {
+        files
+            .iter()
+            .find(|f| f.path.ends_with(name))
+            .map(|f| run_dir.join(&f.path))
+            .ok_or_else(|| RunError::Invalid(format!("manifest entry lacks {name}")))
+    };
+    let state_path = find(STATE_FILE)?;
+    let state: CheckpointState = serde_json::from_slice(&std::fs::read(&state_path).map_err(io(&state_path))?)
+        .map_err(|e| RunError::Checkpoint { path: state_path.clone(), msg: e.to_string() })?;
+    let mut params = std::mem::take(&mut model.params);
+    let r = read_tensors(&find(MODEL_FILE)?, model, &mut [("", &mut params)]);
+    model.params = params;
+    r?;
+    let (mut m, mut v) = (std::mem::take(&mut opt.m), std::mem::take(&mut opt.v));
+    let r = read_tensors(&find(OPTIMIZER_FILE)?, model, &mut [("exp_avg.", &mut m), ("exp_avg_sq.", &mut v)]);
+    opt.m = m;
+    opt.v = v;
+    r?;
+    opt.step = state.optimizer_step;
+    Ok(state)
+}
+
+/// Loads only the weights of a checkpoint (evaluation, export), hash-checked.
+pub fn load_weights(run_dir: &Path, files: &[FileEntry], model: &mut Model) -> Result<()> {
+    verify_files(run_dir, files)?;
+    let f = files
+        .iter()
+        .find(|f| f.path.ends_with(MODEL_FILE))
+        .ok_or_else(|| RunError::Invalid("manifest entry lacks the model file".into()))?;
+    let mut params = std::mem::take(&mut model.params);
+    let r = read_tensors(&run_dir.join(&f.path), model, &mut [("", &mut params)]);
+    model.params = params;
+    r
+}

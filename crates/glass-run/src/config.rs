@@ -1,0 +1,280 @@
+//! `glass.toml`: the one file that, with the data, determines every bit of a run.
+//!
+//! Top-level tables: `[run]`, `[model]`, `[optim]`, `[train]`, `[checkpoints]`,
+//! `[guard]` and `[data]` (owned by `glass-data`). Unknown tables and keys are errors
+//! naming the key.
+
+use std::path::{Path, PathBuf};
+
+use glass_engine::{AdamWConfig, ModelConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RunError};
+
+/// Name of the config file inside a run directory.
+pub const CONFIG_FILE: &str = "glass.toml";
+
+const TABLES: &[&str] = &["run", "model", "optim", "train", "checkpoints", "guard", "data"];
+
+/// `[run]`: identity and seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Human-readable name.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Seed of the weight initialisation (the data order has its own seed in `[data]`).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_name() -> String {
+    "glass-run".into()
+}
+
+/// `[optim]`: AdamW plus the learning-rate schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Peak learning rate (Amber: 3e-4).
+    pub lr: f32,
+    /// Floor reached by the cosine decay at the last step (Amber: 3e-5).
+    pub min_lr: f32,
+    /// Linear warm-up steps (Amber: 2000).
+    pub warmup_steps: u64,
+    /// AdamW hyperparameters.
+    #[serde(flatten)]
+    pub adamw: AdamWConfig,
+}
+
+/// `[train]`: how a step's global batch is computed on this machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Rows per micro-batch (gradient accumulation); does not change the result's math,
+    /// only rounding, so it is part of the config.
+    pub micro_batch_rows: usize,
+}
+
+/// `[checkpoints]`: the checkpoint plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSection {
+    /// Also checkpoint at steps 1, 2, 4, 8, … before the first chunk boundary (Pythia).
+    #[serde(default)]
+    pub log_spaced_early: bool,
+}
+
+/// What the guard skips after a bad step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SkipUnit {
+    /// Only the offending step's batch.
+    Batch,
+    /// The rest of the offending data chunk.
+    Chunk,
+}
+
+/// `[guard]`: NaN / spike handling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardSection {
+    /// A loss above `spike_factor ×` the mean of the previous `spike_window` losses counts
+    /// as a spike; `0` disables spike detection (non-finite values are always caught).
+    #[serde(default)]
+    pub spike_factor: f64,
+    /// Losses averaged for the spike rule.
+    #[serde(default = "default_window")]
+    pub spike_window: usize,
+    /// What to skip after rolling back.
+    #[serde(default = "default_skip")]
+    pub skip: SkipUnit,
+    /// Steps whose data is skipped from the start (no update is made for them).
+    #[serde(default)]
+    pub skip_steps: Vec<u64>,
+}
+
+fn default_window() -> usize {
+    20
+}
+fn default_skip() -> SkipUnit {
+    SkipUnit::Batch
+}
+
+impl Default for GuardSection {
+    fn default() -> Self {
+        GuardSection { spike_factor: 0.0, spike_window: default_window(), skip: SkipUnit::Batch, skip_steps: vec![] }
+    }
+}
+
+/// A parsed, validated `glass.toml`.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// `[run]`.
+    pub run: RunSection,
+    /// `[model]` resolved (preset plus overrides).
+    pub model: ModelConfig,
+    /// `[optim]`.
+    pub optim: OptimConfig,
+    /// `[train]`.
+    pub train: TrainSection,
+    /// `[checkpoints]`.
+    pub checkpoints: CheckpointSection,
+    /// `[guard]`.
+    pub guard: GuardSection,
+    /// The file's exact text (hashed into the manifest).
+    pub text: String,
+}
+
+impl RunConfig {
+    /// Reads and validates `RUN/glass.toml`.
+    pub fn load(run_dir: &Path) -> Result<Self> {
+        let path = run_dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| RunError::Config {
+            path: path.clone(),
+            msg: format!("cannot read ({e}); create the run with `glass init {}`", run_dir.display()),
+        })?;
+        Self::parse(&text, &path)
+    }
+
+    /// Parses config text; `path` only labels errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let err = |msg: String| RunError::Config { path: path.to_path_buf(), msg };
+        let value: toml::Table = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        for key in value.keys() {
+            if !TABLES.contains(&key.as_str()) {
+                return Err(err(format!("unknown table `[{key}]`; expected one of {}", TABLES.join(", "))));
+            }
+        }
+        let table = |name: &str| value.get(name).cloned().unwrap_or(toml::Value::Table(Default::default()));
+        fn section<T: serde::de::DeserializeOwned>(v: toml::Value, name: &str, path: &Path) -> Result<T> {
+            T::deserialize(v).map_err(|e| RunError::Config { path: path.to_path_buf(), msg: format!("[{name}]: {e}") })
+        }
+        let model = resolve_model(table("model"), path)?;
+        let optim: OptimConfig = section(table("optim"), "optim", path)?;
+        let train: TrainSection = section(table("train"), "train", path)?;
+        let cfg = RunConfig {
+            run: section(table("run"), "run", path)?,
+            model,
+            optim,
+            train,
+            checkpoints: section(table("checkpoints"), "checkpoints", path)?,
+            guard: section(table("guard"), "guard", path)?,
+            text: text.to_string(),
+        };
+        if cfg.train.micro_batch_rows == 0 {
+            return Err(err("[train] micro_batch_rows must be at least 1".into()));
+        }
+        if !(cfg.optim.lr > 0.0) || cfg.optim.min_lr < 0.0 || cfg.optim.min_lr > cfg.optim.lr {
+            return Err(err("[optim] needs lr > 0 and 0 <= min_lr <= lr".into()));
+        }
+        Ok(cfg)
+    }
+
+    /// Path of the config inside `run_dir`.
+    pub fn path(run_dir: &Path) -> PathBuf {
+        run_dir.join(CONFIG_FILE)
+    }
+}
+
+/// `[model]` is either a full model table or `preset = "NAME"` plus overriding keys.
+fn resolve_model(v: toml::Value, path: &Path) -> Result<ModelConfig> {
+    let err = |msg: String| RunError::Config { path: path.to_path_buf(), msg: format!("[model]: {msg}") };
+    let mut table = match v {
+        toml::Value::Table(t) => t,
+        _ => return Err(err("must be a table".into())),
+    };
+    let merged = match table.remove("preset") {
+        Some(toml::Value::String(name)) => {
+            let base = ModelConfig::preset(&name).map_err(|e| err(e.to_string()))?;
+            let mut base_table = toml::Table::try_from(&base).map_err(|e| err(e.to_string()))?;
+            for (k, v) in table {
+                if !base_table.contains_key(&k) {
+                    return Err(err(format!("unknown key `{k}`")));
+                }
+                base_table.insert(k, v);
+            }
+            base_table
+        }
+        Some(_) => return Err(err("`preset` must be a string".into())),
+        None => table,
+    };
+    let cfg = ModelConfig::deserialize(toml::Value::Table(merged)).map_err(|e| err(e.to_string()))?;
+    cfg.validate().map_err(|e| err(e.to_string()))?;
+    Ok(cfg)
+}
+
+/// The learning rate at `step` (0-based): linear warm-up to `lr` over `warmup_steps`,
+/// then cosine decay to `min_lr` at `total_steps`.
+pub fn lr_at(o: &OptimConfig, step: u64, total_steps: u64) -> f32 {
+    if step < o.warmup_steps {
+        return o.lr * (step + 1) as f32 / o.warmup_steps as f32;
+    }
+    let span = total_steps.saturating_sub(o.warmup_steps).max(1) as f64;
+    let progress = ((step - o.warmup_steps) as f64 / span).min(1.0);
+    let cos = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+    (o.min_lr as f64 + (o.lr - o.min_lr) as f64 * cos) as f32
+}
+
+/// The commented `glass.toml` written by `glass init` (everything but `[data]`).
+pub fn init_toml(preset: &str, name: &str) -> Result<String> {
+    let model = ModelConfig::preset(preset).map_err(|e| RunError::Invalid(e.to_string()))?;
+    let amber = preset == "amber-7b" || preset == "crystalcoder-7b";
+    let (lr, min_lr, warmup) = if amber { ("3e-4", "3e-5", 2000) } else { ("3e-3", "3e-4", 20) };
+    let micro = if amber { 4 } else { 16 };
+    let _ = model;
+    Ok(format!(
+        r#"# Glass run configuration. With the data below and the seeds, this file determines
+# every bit of the run: same file + same data => bit-identical checkpoints on any
+# number of threads. Unknown keys are errors.
+
+[run]
+name = "{name}"
+# Seed of the weight initialisation.
+seed = 0
+
+[model]
+# A named preset ({presets}); any model key below overrides it,
+# e.g. `n_layers = 2` or a whole table of vocab_size, d_model, n_layers, n_heads,
+# n_kv_heads, ffn_hidden, max_seq_len, norm, norm_eps, rope_theta, rotary_fraction,
+# tie_embeddings and [model.mup]. vocab_size must equal the tokenizer's.
+preset = "{preset}"
+
+[optim]
+# AdamW with linear warm-up then cosine decay to min_lr at the last step
+# (Amber: 3e-4 -> 3e-5, 2000 warm-up steps, betas 0.9/0.95, wd 0.1, clip 1.0).
+lr = {lr}
+min_lr = {min_lr}
+warmup_steps = {warmup}
+beta1 = 0.9
+beta2 = 0.95
+eps = 1e-8
+weight_decay = 0.1
+grad_clip = 1.0
+decay_embeddings = false
+decay_norms = false
+
+[train]
+# Rows per micro-batch; the step's global batch ([data] rows_per_step) is accumulated
+# from micro-batches of this size.
+micro_batch_rows = {micro}
+
+[checkpoints]
+# One checkpoint per data chunk (LLM360-style) is always written, plus step 0.
+# Also checkpoint at steps 1, 2, 4, 8, ... inside the first chunk (Pythia-style):
+log_spaced_early = true
+
+[guard]
+# Non-finite loss or gradient norm => roll back to the last checkpoint, skip, record.
+# Spike rule: loss > spike_factor x mean of the last spike_window losses (0 = off).
+spike_factor = 0.0
+spike_window = 20
+# Skip the offending "batch" or the rest of its "chunk".
+skip = "batch"
+# Steps whose data is skipped from the start.
+skip_steps = []
+
+"#,
+        presets = glass_engine::PRESETS.join(", "),
+    ))
+}

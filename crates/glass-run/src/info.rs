@@ -1,0 +1,93 @@
+//! `glass init` and `glass info`.
+
+use std::path::Path;
+
+use glass_data::atomic::write_atomic;
+use serde::Serialize;
+
+use crate::config::{init_toml, RunConfig, CONFIG_FILE};
+use crate::error::{io, Result, RunError};
+use crate::manifest::{Parent, RunManifest};
+
+/// Creates `run_dir` with a complete, commented `glass.toml` for `preset` and the
+/// default embedded-data curriculum. Refuses to overwrite an existing config.
+pub fn init(run_dir: &Path, preset: &str) -> Result<()> {
+    let path = run_dir.join(CONFIG_FILE);
+    if path.exists() {
+        return Err(RunError::Invalid(format!("{} already exists; choose a new run directory", path.display())));
+    }
+    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+    let name = run_dir.file_name().map_or("glass-run".into(), |n| n.to_string_lossy().into_owned());
+    let mut text = init_toml(preset, &name)?;
+    text.push_str(&glass_data::default_demo_toml());
+    // The model's vocabulary must match the tokenizer the [data] table trains.
+    let data = glass_data::DataConfig::from_run_toml(&text)?;
+    if let Some(v) = data.tokenizer.vocab_size {
+        text = text.replacen(&format!("preset = \"{preset}\"\n"), &format!("preset = \"{preset}\"\nvocab_size = {v}\n"), 1);
+    }
+    RunConfig::parse(&text, &path)?;
+    write_atomic(&path, text.as_bytes())?;
+    Ok(())
+}
+
+/// One checkpoint as `glass info` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointInfo {
+    /// Index.
+    pub index: u32,
+    /// Step.
+    pub step: u64,
+    /// Tokens.
+    pub tokens: u64,
+    /// Held-out loss.
+    pub val_loss: Option<f64>,
+    /// Directory relative to the run.
+    pub dir: String,
+    /// Checkpoint hash (sha256 of state.json).
+    pub sha256: String,
+    /// Files with their hashes.
+    pub files: Vec<crate::checkpoint::FileEntry>,
+}
+
+/// `glass info` output.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    /// Run id.
+    pub run_id: String,
+    /// Format version.
+    pub format_version: u32,
+    /// sha256 of glass.toml at start.
+    pub config_sha256: String,
+    /// sha256 of the data manifest.
+    pub data_manifest_sha256: String,
+    /// Lineage.
+    pub parent: Option<Parent>,
+    /// Checkpoints.
+    pub checkpoints: Vec<CheckpointInfo>,
+}
+
+/// Summarises a run's published checkpoints.
+pub fn info(run_dir: &Path) -> Result<RunInfo> {
+    let m = RunManifest::require(run_dir)?;
+    let checkpoints = m
+        .checkpoints
+        .iter()
+        .map(|c| CheckpointInfo {
+            index: c.index,
+            step: c.step,
+            tokens: c.tokens,
+            val_loss: c.val_loss,
+            dir: c.files.first().map_or(String::new(), |f| f.path.rsplit_once('/').map_or("", |x| x.0).to_string()),
+            sha256: c.sha256.clone(),
+            files: c.files.clone(),
+        })
+        .collect();
+    Ok(RunInfo {
+        run_id: m.run_id,
+        format_version: m.format_version,
+        config_sha256: m.config_sha256,
+        data_manifest_sha256: m.data_manifest_sha256,
+        parent: m.parent,
+        checkpoints,
+    })
+}

@@ -1,0 +1,24 @@
+//! Glass runs: a pretraining run is a directory that holds its own release — config,
+//! data, every checkpoint with optimizer state, metrics, events — with a manifest of
+//! hashes that anyone can verify, down to replaying an interval bit for bit.
+//!
+//! The layout is specified in `docs/run-format.md`.
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod fault;
+pub mod info;
+pub mod lock;
+pub mod manifest;
+pub mod metrics;
+pub mod train;
+pub mod verify;
+
+pub use config::{init_toml, lr_at, RunConfig};
+pub use error::{Result, RunError};
+pub use info::{info, init, RunInfo};
+pub use manifest::RunManifest;
+pub use metrics::Metrics;
+pub use train::{checkpoint_plan, train, TrainOptions, TrainReport};
+pub use verify::{replay, verify_run, ReplayReport, RunVerifyReport};

@@ -1,0 +1,114 @@
+//! `RUN/manifest.json`: the list of published checkpoints with the sha256 of every file,
+//! plus the run's identity and lineage. Rewritten atomically after each checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use glass_data::atomic::write_atomic;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::FileEntry;
+use crate::error::{io, Result, RunError};
+
+/// Run directory format version written by this build (see docs/run-format.md).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// File name of the run manifest.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Where a branched run came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Parent {
+    /// Parent run id.
+    pub run_id: String,
+    /// Parent run directory as given on the command line.
+    pub run_dir: String,
+    /// Checkpoint index in the parent.
+    pub checkpoint: u32,
+    /// Hash of that checkpoint (sha256 of its state.json).
+    pub checkpoint_sha256: String,
+}
+
+/// One published checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointEntry {
+    /// Position in the plan.
+    pub index: u32,
+    /// Data step reached.
+    pub step: u64,
+    /// Tokens consumed.
+    pub tokens: u64,
+    /// Checkpoint hash (sha256 of state.json).
+    pub sha256: String,
+    /// Held-out loss at this checkpoint.
+    pub val_loss: Option<f64>,
+    /// Its files.
+    pub files: Vec<FileEntry>,
+}
+
+/// The run manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunManifest {
+    /// Format version.
+    pub format_version: u32,
+    /// Stable id: derived from the config hash and the parent.
+    pub run_id: String,
+    /// sha256 of glass.toml when the run started.
+    pub config_sha256: String,
+    /// sha256 of the data manifest.
+    pub data_manifest_sha256: String,
+    /// Lineage of a branched run.
+    pub parent: Option<Parent>,
+    /// Published checkpoints in order.
+    pub checkpoints: Vec<CheckpointEntry>,
+}
+
+impl RunManifest {
+    /// Path of the manifest in `run_dir`.
+    pub fn path(run_dir: &Path) -> PathBuf {
+        run_dir.join(MANIFEST_FILE)
+    }
+
+    /// Loads the manifest if the run has started.
+    pub fn load(run_dir: &Path) -> Result<Option<Self>> {
+        let path = Self::path(run_dir);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let v: Version = serde_json::from_slice(&bytes).map_err(|e| RunError::Checkpoint { path: path.clone(), msg: e.to_string() })?;
+        if v.format_version > FORMAT_VERSION {
+            return Err(RunError::NewerFormat { path, found: v.format_version, supported: FORMAT_VERSION });
+        }
+        let m = serde_json::from_slice(&bytes).map_err(|e| RunError::Checkpoint { path, msg: e.to_string() })?;
+        Ok(Some(m))
+    }
+
+    /// Loads the manifest or explains that the run has not trained yet.
+    pub fn require(run_dir: &Path) -> Result<Self> {
+        Self::load(run_dir)?.ok_or_else(|| {
+            RunError::Invalid(format!("{}: no checkpoints yet; run `glass train {}` first", run_dir.display(), run_dir.display()))
+        })
+    }
+
+    /// Writes the manifest atomically.
+    pub fn save(&self, run_dir: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).expect("manifest serialises");
+        write_atomic(&Self::path(run_dir), &bytes)?;
+        Ok(())
+    }
+
+    /// The entry for checkpoint `index`.
+    pub fn checkpoint(&self, index: u32) -> Result<&CheckpointEntry> {
+        self.checkpoints.iter().find(|c| c.index == index).ok_or_else(|| {
+            RunError::Invalid(format!(
+                "no published checkpoint {index}; this run has checkpoints 0..={}",
+                self.checkpoints.last().map_or(0, |c| c.index)
+            ))
+        })
+    }
+}

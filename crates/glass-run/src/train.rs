@@ -1,0 +1,448 @@
+//! `glass train`: the training loop with checkpoints, metrics, resume and the guard.
+//!
+//! Invariants: the batch at step s comes from the prepared data alone; the only state
+//! carried between steps is (weights, AdamW moments and counter, skipped steps, recent
+//! losses), all of which every checkpoint stores. Resuming from any checkpoint therefore
+//! recomputes the same bits, and a crash at any instant loses at most the steps since
+//! the last published checkpoint.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use glass_data::atomic::{sha256_file, sha256_hex};
+use glass_data::PreparedData;
+use glass_engine::{AdamW, Model};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use crate::checkpoint::{self, CheckpointState};
+use crate::config::{lr_at, RunConfig, SkipUnit};
+use crate::error::{Result, RunError};
+use crate::fault;
+use crate::lock::RunLock;
+use crate::manifest::{CheckpointEntry, Parent, RunManifest, FORMAT_VERSION};
+use crate::metrics::{now, CheckpointRow, Metrics, StepRow};
+
+/// Options of one `glass train` invocation (none of them changes the result, except
+/// `from`, which is recorded as lineage).
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Make the loss non-finite the first time these steps run (exercises the guard).
+    pub inject_nan_at: Vec<u64>,
+    /// Branch: start from checkpoint K of another run.
+    pub from: Option<(PathBuf, u32)>,
+    /// Stop (cleanly, after its checkpoint if any) once this step is reached.
+    pub until_step: Option<u64>,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// What a `glass train` invocation did.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    /// Data step reached.
+    pub step: u64,
+    /// Total steps of the run.
+    pub n_steps: u64,
+    /// Checkpoint resumed from, if any.
+    pub resumed_from: Option<u32>,
+    /// Checkpoints written by this invocation.
+    pub checkpoints_written: usize,
+    /// Held-out loss at the last checkpoint.
+    pub final_val_loss: Option<f64>,
+    /// Steps the guard skipped in this invocation.
+    pub guard_skips: Vec<u64>,
+}
+
+/// Checkpoint steps: 0, optional log-spaced early steps, then every chunk boundary.
+pub fn checkpoint_plan(n_steps: u64, steps_per_chunk: u64, log_spaced: bool) -> Vec<u64> {
+    let mut v = vec![0];
+    if log_spaced {
+        let mut s = 1;
+        while s < steps_per_chunk.min(n_steps) {
+            v.push(s);
+            s *= 2;
+        }
+    }
+    let mut k = steps_per_chunk.max(1);
+    while k < n_steps {
+        v.push(k);
+        k += steps_per_chunk.max(1);
+    }
+    v.push(n_steps);
+    v.dedup();
+    v
+}
+
+/// What happened to one data step.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StepOutcome {
+    /// The update was applied.
+    Applied { loss: f64, grad_norm: f64, lr: f32 },
+    /// The guard refused the step.
+    Rejected { reason: &'static str, loss: f64, grad_norm: f64 },
+}
+
+/// Everything loaded for training or replaying a run.
+pub(crate) struct Session {
+    pub run_dir: PathBuf,
+    pub cfg: RunConfig,
+    pub data: PreparedData,
+    pub model: Model,
+    pub opt: AdamW,
+    pub plan: Vec<u64>,
+    pub config_sha: String,
+    pub data_sha: String,
+    pub val_rows: Vec<u32>,
+    pub val_bytes: u64,
+    // Training state (what a checkpoint stores besides tensors).
+    pub step: u64,
+    pub tokens: u64,
+    pub last_lr: f32,
+    pub skips: BTreeSet<u64>,
+    pub recent: VecDeque<f64>,
+    pub parent_sha: Option<String>,
+}
+
+impl Session {
+    /// Opens the run's config and prepared data and builds an (uninitialised) model.
+    pub fn open(run_dir: &Path) -> Result<Self> {
+        let cfg = RunConfig::load(run_dir)?;
+        let data = PreparedData::open(run_dir)?;
+        let m = &cfg.model;
+        if m.vocab_size != data.vocab_size() {
+            return Err(RunError::Config {
+                path: RunConfig::path(run_dir),
+                msg: format!(
+                    "[model] vocab_size = {} but the prepared tokenizer has {} ids; set vocab_size = {}",
+                    m.vocab_size,
+                    data.vocab_size(),
+                    data.vocab_size()
+                ),
+            });
+        }
+        if m.max_seq_len < data.seq_len() {
+            return Err(RunError::Config {
+                path: RunConfig::path(run_dir),
+                msg: format!("[model] max_seq_len = {} is shorter than [data] seq_len = {}", m.max_seq_len, data.seq_len()),
+            });
+        }
+        let model = Model::zeros(m)?;
+        let opt = AdamW::new(cfg.optim.adamw, model.params.len());
+        let plan = checkpoint_plan(data.n_steps(), data.steps_per_chunk(), cfg.checkpoints.log_spaced_early);
+        let config_sha = sha256_hex(cfg.text.as_bytes());
+        let data_sha = sha256_file(&run_dir.join("data").join("manifest.json"))?.0;
+        let mut val_rows = Vec::new();
+        data.validation(&mut val_rows)?;
+        let val_bytes = if val_rows.is_empty() {
+            0
+        } else {
+            let tok = data.tokenizer()?;
+            let mut bytes = 0u64;
+            for row in val_rows.chunks(data.row_len()) {
+                bytes += tok.decode(&row[1..])?.len() as u64;
+            }
+            bytes
+        };
+        let skips = cfg.guard.skip_steps.iter().copied().collect();
+        Ok(Session {
+            run_dir: run_dir.to_path_buf(),
+            cfg,
+            data,
+            model,
+            opt,
+            plan,
+            config_sha,
+            data_sha,
+            val_rows,
+            val_bytes,
+            step: 0,
+            tokens: 0,
+            last_lr: 0.0,
+            skips,
+            recent: VecDeque::new(),
+            parent_sha: None,
+        })
+    }
+
+    fn tokens_per_step(&self) -> u64 {
+        (self.data.rows_per_step() * self.data.seq_len()) as u64
+    }
+
+    /// Restores the training state from a loaded checkpoint state.
+    pub fn restore(&mut self, st: &CheckpointState) {
+        self.step = st.step;
+        self.tokens = st.tokens;
+        self.last_lr = st.lr;
+        self.skips.extend(st.skipped_steps.iter().copied());
+        self.recent = st.recent_losses.iter().copied().collect();
+    }
+
+    /// Loads published checkpoint `entry` of this run.
+    pub fn load_checkpoint(&mut self, entry: &CheckpointEntry) -> Result<CheckpointState> {
+        let st = checkpoint::load(&self.run_dir, &entry.files, &mut self.model, &mut self.opt)?;
+        self.restore(&st);
+        self.parent_sha = Some(entry.sha256.clone());
+        Ok(st)
+    }
+
+    /// Held-out loss (nats/token) and bits per byte.
+    pub fn validate(&mut self) -> Result<(Option<f64>, Option<f64>)> {
+        if self.val_rows.is_empty() {
+            return Ok((None, None));
+        }
+        let seq = self.data.seq_len();
+        let rows_per_batch = self.cfg.train.micro_batch_rows.max(1);
+        let mut nats = 0.0f64;
+        let mut count = 0u64;
+        for chunk in self.val_rows.chunks(rows_per_batch * (seq + 1)) {
+            let (inp, tgt) = glass_engine::model::split_rows(chunk, seq);
+            let losses = self.model.forward_losses(&inp, &tgt, chunk.len() / (seq + 1), seq)?;
+            nats += losses.iter().map(|&l| l as f64).sum::<f64>();
+            count += losses.len() as u64;
+        }
+        let loss = nats / count as f64;
+        let bpb = (self.val_bytes > 0).then(|| nats / std::f64::consts::LN_2 / self.val_bytes as f64);
+        Ok((Some(loss), bpb))
+    }
+
+    /// Runs data step `self.step`: applies it, or reports why the guard rejected it
+    /// (then nothing was applied and the step counter did not move).
+    pub fn run_step(&mut self, inject_nan: bool, rows: &mut Vec<u32>) -> Result<StepOutcome> {
+        let step = self.step;
+        self.data.batch(step, rows)?;
+        let seq = self.data.seq_len();
+        let mut loss = self.model.accumulate_gradients(rows, seq, self.cfg.train.micro_batch_rows)?;
+        if inject_nan {
+            loss = f64::NAN;
+        }
+        let grad_norm = AdamW::grad_norm(&self.model.grads);
+        let g = &self.cfg.guard;
+        let spike = g.spike_factor > 0.0 && self.recent.len() >= g.spike_window.max(1) && {
+            let mean = self.recent.iter().sum::<f64>() / self.recent.len() as f64;
+            loss > g.spike_factor * mean
+        };
+        let reason = if !loss.is_finite() {
+            Some("non-finite loss")
+        } else if !grad_norm.is_finite() {
+            Some("non-finite gradient norm")
+        } else if spike {
+            Some("loss spike")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Ok(StepOutcome::Rejected { reason, loss, grad_norm });
+        }
+        let lr = lr_at(&self.cfg.optim, step, self.data.n_steps());
+        self.model.apply_optimizer(&mut self.opt, lr);
+        self.last_lr = lr;
+        self.recent.push_back(loss);
+        while self.recent.len() > self.cfg.guard.spike_window.max(1) {
+            self.recent.pop_front();
+        }
+        self.step += 1;
+        self.tokens += self.tokens_per_step();
+        Ok(StepOutcome::Applied { loss, grad_norm, lr })
+    }
+
+    /// Skips data step `self.step` (configured or guard skip): data consumed, no update.
+    pub fn skip_step(&mut self) {
+        self.step += 1;
+        self.tokens += self.tokens_per_step();
+    }
+
+    /// The state a checkpoint at the current position records.
+    pub fn state(&self, index: u32, val: (Option<f64>, Option<f64>)) -> CheckpointState {
+        CheckpointState {
+            format_version: FORMAT_VERSION,
+            index,
+            step: self.step,
+            tokens: self.tokens,
+            lr: self.last_lr,
+            optimizer_step: self.opt.step,
+            init_seed: self.cfg.run.seed,
+            skipped_steps: self.skips.iter().copied().filter(|&s| s < self.step).collect(),
+            recent_losses: self.recent.iter().copied().collect(),
+            config_sha256: self.config_sha.clone(),
+            data_manifest_sha256: self.data_sha.clone(),
+            parent_checkpoint_sha256: self.parent_sha.clone(),
+            model_sha256: String::new(),
+            optimizer_sha256: String::new(),
+            val_loss: val.0,
+            val_bpb: val.1,
+        }
+    }
+}
+
+/// File recording the steps the guard decided to skip (so a crash before the next
+/// checkpoint does not forget them).
+pub const GUARD_SKIPS_FILE: &str = "guard-skips.json";
+
+fn load_guard_skips(run_dir: &Path) -> Result<Vec<u64>> {
+    let p = run_dir.join(GUARD_SKIPS_FILE);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| RunError::Checkpoint { path: p, msg: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+        Err(e) => Err(crate::error::io(&p)(e)),
+    }
+}
+
+/// Validates, checkpoints, publishes in the manifest and records metrics.
+fn publish(s: &mut Session, manifest: &mut RunManifest, metrics: &Metrics, index: u32) -> Result<CheckpointEntry> {
+    let val = s.validate()?;
+    let mut state = s.state(index, val);
+    let (files, sha) = checkpoint::write(&s.run_dir, &s.model, &s.opt, &mut state)?;
+    let entry = CheckpointEntry { index, step: s.step, tokens: s.tokens, sha256: sha.clone(), val_loss: val.0, files };
+    manifest.checkpoints.push(entry.clone());
+    manifest.save(&s.run_dir)?;
+    fault::point("after-manifest");
+    metrics.checkpoint(&CheckpointRow { checkpoint: index, step: s.step, tokens: s.tokens, val_loss: val.0, val_bpb: val.1 })?;
+    s.parent_sha = Some(sha);
+    Ok(entry)
+}
+
+/// Trains `run_dir` from its last published checkpoint (or from scratch / a parent run)
+/// to the end of its data, checkpointing on the plan.
+pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
+    let _lock = RunLock::acquire(run_dir)?;
+    let mut s = Session::open(run_dir)?;
+    s.skips.extend(load_guard_skips(run_dir)?);
+    let metrics = Metrics::open(run_dir)?;
+    let n_steps = s.data.n_steps();
+    let mut report = TrainReport { step: 0, n_steps, resumed_from: None, checkpoints_written: 0, final_val_loss: None, guard_skips: vec![] };
+    let mut manifest = match RunManifest::load(run_dir)? {
+        Some(m) => {
+            if opts.from.is_some() {
+                return Err(RunError::Invalid(format!(
+                    "{} already has checkpoints; --from only starts a new run (use a new directory)",
+                    run_dir.display()
+                )));
+            }
+            let last = m.checkpoints.last().cloned().ok_or_else(|| RunError::Invalid("manifest lists no checkpoint".into()))?;
+            s.load_checkpoint(&last)?;
+            if m.config_sha256 != s.config_sha {
+                metrics.event(Some(s.step), "config_change", json!({"from": m.config_sha256, "to": s.config_sha}))?;
+            }
+            metrics.event(Some(s.step), "resume", json!({"checkpoint": last.index, "sha256": last.sha256}))?;
+            report.resumed_from = Some(last.index);
+            m
+        }
+        None => {
+            let parent = match &opts.from {
+                Some((other, k)) => Some(branch_from(&mut s, other, *k)?),
+                None => {
+                    s.model = Model::new(&s.cfg.model, s.cfg.run.seed)?;
+                    None
+                }
+            };
+            let id_src = format!("{}:{}", s.config_sha, parent.as_ref().map_or("", |p| p.checkpoint_sha256.as_str()));
+            let mut m = RunManifest {
+                format_version: FORMAT_VERSION,
+                run_id: sha256_hex(id_src.as_bytes())[..16].to_string(),
+                config_sha256: s.config_sha.clone(),
+                data_manifest_sha256: s.data_sha.clone(),
+                parent: parent.clone(),
+                checkpoints: vec![],
+            };
+            metrics.event(Some(0), "start", json!({"run_id": m.run_id, "parent": parent}))?;
+            publish(&mut s, &mut m, &metrics, 0)?;
+            report.checkpoints_written += 1;
+            m
+        }
+    };
+
+    let until = opts.until_step.unwrap_or(n_steps).min(n_steps);
+    let pb = if opts.progress { ProgressBar::new(n_steps) } else { ProgressBar::with_draw_target(Some(n_steps), ProgressDrawTarget::hidden()) };
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_position(s.step);
+    let mut rows = Vec::new();
+    let mut injected = BTreeSet::new();
+    let mut next_index = manifest.checkpoints.last().map_or(0, |c| c.index + 1);
+    while s.step < until {
+        let step = s.step;
+        if s.skips.contains(&step) {
+            let why = if s.cfg.guard.skip_steps.contains(&step) { "configured" } else { "guard" };
+            metrics.event(Some(step), "skip", json!({"reason": why, "rows": row_range(&s, step)}))?;
+            s.skip_step();
+        } else {
+            let inject = opts.inject_nan_at.contains(&step) && injected.insert(step);
+            let t0 = Instant::now();
+            match s.run_step(inject, &mut rows)? {
+                StepOutcome::Applied { loss, grad_norm, lr } => {
+                    let dt = t0.elapsed().as_secs_f64();
+                    let tps = s.tokens_per_step() as f64 / dt.max(1e-9);
+                    metrics.step(&StepRow { step, loss, lr: lr as f64, grad_norm, tokens: s.tokens, tokens_per_s: tps, wall_time: now() })?;
+                    pb.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
+                }
+                StepOutcome::Rejected { reason, loss, grad_norm } => {
+                    let skipped: Vec<u64> = match s.cfg.guard.skip {
+                        SkipUnit::Batch => vec![step],
+                        SkipUnit::Chunk => {
+                            let spc = s.data.steps_per_chunk().max(1);
+                            (step..((step / spc + 1) * spc).min(n_steps)).collect()
+                        }
+                    };
+                    s.skips.extend(skipped.iter().copied());
+                    let all: Vec<u64> = load_guard_skips(run_dir)?.into_iter().chain(skipped.iter().copied()).collect::<BTreeSet<_>>().into_iter().collect();
+                    glass_data::atomic::write_atomic(&run_dir.join(GUARD_SKIPS_FILE), &serde_json::to_vec(&all).expect("json"))?;
+                    report.guard_skips.extend(skipped.iter().copied());
+                    let last = manifest.checkpoints.last().cloned().expect("checkpoint 0 exists");
+                    metrics.event(
+                        Some(step),
+                        "rollback",
+                        json!({"reason": reason, "loss": loss, "grad_norm": grad_norm, "rows": row_range(&s, step),
+                               "skipped_steps": skipped, "to_checkpoint": last.index, "to_step": last.step}),
+                    )?;
+                    pb.println(format!("guard: {reason} at step {step}; rolled back to checkpoint {} (step {}), skipping {:?}", last.index, last.step, skipped));
+                    s.load_checkpoint(&last)?;
+                    pb.set_position(s.step);
+                    continue;
+                }
+            }
+        }
+        fault::point("after-step");
+        pb.set_position(s.step);
+        if s.plan.get(next_index as usize) == Some(&s.step) {
+            let e = publish(&mut s, &mut manifest, &metrics, next_index)?;
+            report.checkpoints_written += 1;
+            report.final_val_loss = e.val_loss;
+            next_index += 1;
+        }
+    }
+    pb.finish_and_clear();
+    if s.step == n_steps && report.resumed_from.is_none_or(|_| report.checkpoints_written > 0) {
+        metrics.event(Some(s.step), "finish", json!({"checkpoints": manifest.checkpoints.len()}))?;
+    }
+    report.step = s.step;
+    if report.final_val_loss.is_none() {
+        report.final_val_loss = manifest.checkpoints.last().and_then(|c| c.val_loss);
+    }
+    Ok(report)
+}
+
+fn row_range(s: &Session, step: u64) -> [u64; 2] {
+    let b = s.data.rows_per_step() as u64;
+    [step * b, (step + 1) * b]
+}
+
+/// Loads checkpoint `k` of `other` as the starting point of a new run.
+fn branch_from(s: &mut Session, other: &Path, k: u32) -> Result<Parent> {
+    let om = RunManifest::require(other)?;
+    let e = om.checkpoint(k)?.clone();
+    let ocfg = RunConfig::load(other)?;
+    if ocfg.model != s.cfg.model {
+        return Err(RunError::Config {
+            path: RunConfig::path(&s.run_dir),
+            msg: format!("[model] differs from {}'s; a branch must keep the parent's architecture", other.display()),
+        });
+    }
+    checkpoint::load(other, &e.files, &mut s.model, &mut s.opt)?;
+    s.parent_sha = Some(e.sha256.clone());
+    Ok(Parent { run_id: om.run_id, run_dir: other.display().to_string(), checkpoint: k, checkpoint_sha256: e.sha256 })
+}
