@@ -10,6 +10,17 @@ use glass_engine::ModelConfig;
 pub enum BenchCommand {
     /// Full training steps (forward + backward + AdamW) on random tokens.
     Train(TrainArgs),
+    /// Tokenize-and-pack throughput on the embedded corpus (vs the HF tokenizers package).
+    Data(glass_data::BenchDataArgs),
+    /// Checkpoint write and load throughput (GB/s) for a model preset.
+    Checkpoint {
+        /// Model preset.
+        #[arg(long, default_value = "small")]
+        preset: String,
+        /// Directory to write the checkpoints in.
+        #[arg(long, default_value = "target/bench-checkpoint")]
+        dir: std::path::PathBuf,
+    },
     /// Raw sgemm throughput of the engine's GEMM backend.
     Gemm {
         /// Square matrix size.
@@ -53,6 +64,16 @@ fn default_shape(preset: &str, cfg: &ModelConfig) -> (usize, usize) {
 /// Runs one bench subcommand.
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Data(a) => glass_data::cli::bench_data(&a)?,
+        BenchCommand::Checkpoint { preset, dir } => {
+            let r = glass_run::checkpoint::bench(&dir, &ModelConfig::preset(&preset)?)?;
+            println!(
+                "{preset}: {:.2} GB checkpoint (weights + optimizer) written at {:.2} GB/s (fsynced), loaded and hash-checked at {:.2} GB/s",
+                r.bytes as f64 / 1e9,
+                r.write_gb_s,
+                r.load_gb_s
+            );
+        }
         BenchCommand::Gemm { n } => {
             let p = gemm_peak(n, 5);
             println!(

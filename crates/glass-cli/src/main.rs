@@ -75,13 +75,18 @@ fn main() {
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
     if let Some(t) = cli.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()?;
     }
     match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Init { run, preset } => {
             glass_run::init(&run, &preset)?;
-            println!("created {}/glass.toml; next: glass data prepare {0} && glass train {0}", run.display());
+            println!(
+                "created {}/glass.toml; next: glass data prepare {0} && glass train {0}",
+                run.display()
+            );
             Ok(())
         }
         Command::Data(cmd) => glass_data::cli::run(cmd),

@@ -37,7 +37,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
         progress: !a.quiet,
     };
     let r = glass_run::train(&a.run, &opts)?;
-    let resumed = r.resumed_from.map_or(String::new(), |k| format!(" (resumed from checkpoint {k})"));
+    let resumed = r
+        .resumed_from
+        .map_or(String::new(), |k| format!(" (resumed from checkpoint {k})"));
     println!(
         "trained {} to step {}/{}{resumed}; {} checkpoints written; validation loss {}",
         a.run.display(),
@@ -47,7 +49,11 @@ pub fn train(a: TrainArgs) -> Result<()> {
         r.final_val_loss.map_or("n/a".into(), |v| format!("{v:.4}"))
     );
     if !r.guard_skips.is_empty() {
-        println!("guard skipped steps {:?} (see `glass metrics {} --events`)", r.guard_skips, a.run.display());
+        println!(
+            "guard skipped steps {:?} (see `glass metrics {} --events`)",
+            r.guard_skips,
+            a.run.display()
+        );
     }
     Ok(())
 }
@@ -59,14 +65,31 @@ pub fn info(run: &Path, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&i)?);
         return Ok(());
     }
-    println!("run {} (format v{}), config {}, data {}", i.run_id, i.format_version, &i.config_sha256[..12], &i.data_manifest_sha256[..12]);
+    println!(
+        "run {} (format v{}), config {}, data {}",
+        i.run_id,
+        i.format_version,
+        &i.config_sha256[..12],
+        &i.data_manifest_sha256[..12]
+    );
     if let Some(p) = &i.parent {
-        println!("branched from {} checkpoint {} ({})", p.run_dir, p.checkpoint, &p.checkpoint_sha256[..12]);
+        println!(
+            "branched from {} checkpoint {} ({})",
+            p.run_dir,
+            p.checkpoint,
+            &p.checkpoint_sha256[..12]
+        );
     }
-    println!("{:>5} {:>9} {:>12} {:>9}  {:<64}  dir", "ckpt", "step", "tokens", "val_loss", "sha256");
+    println!(
+        "{:>5} {:>9} {:>12} {:>9}  {:<64}  dir",
+        "ckpt", "step", "tokens", "val_loss", "sha256"
+    );
     for c in &i.checkpoints {
         let vl = c.val_loss.map_or("-".into(), |v| format!("{v:.4}"));
-        println!("{:>5} {:>9} {:>12} {:>9}  {:<64}  {}", c.index, c.step, c.tokens, vl, c.sha256, c.dir);
+        println!(
+            "{:>5} {:>9} {:>12} {:>9}  {:<64}  {}",
+            c.index, c.step, c.tokens, vl, c.sha256, c.dir
+        );
     }
     Ok(())
 }
@@ -78,13 +101,30 @@ pub fn verify(run: &Path, replay: Option<u32>, json: bool) -> Result<()> {
         if json {
             println!("{}", serde_json::to_string_pretty(&r)?);
         } else {
-            println!("replayed steps {}..{} from checkpoint {} to {}:", r.from_step, r.to_step, k - 1, k);
+            println!(
+                "replayed steps {}..{} from checkpoint {} to {}:",
+                r.from_step,
+                r.to_step,
+                k - 1,
+                k
+            );
             for (name, want, got) in &r.files {
-                println!("  {name:<22} {} {}", if want == got { "identical" } else { "DIFFERS  " }, got);
+                println!(
+                    "  {name:<22} {} {}",
+                    if want == got {
+                        "identical"
+                    } else {
+                        "DIFFERS  "
+                    },
+                    got
+                );
             }
         }
         if !r.identical {
-            bail!("checkpoint {k} is NOT what checkpoint {} and the data produce", k - 1);
+            bail!(
+                "checkpoint {k} is NOT what checkpoint {} and the data produce",
+                k - 1
+            );
         }
         if !json {
             println!("checkpoint {k} is bit-identical to its replay");
@@ -101,10 +141,16 @@ pub fn verify(run: &Path, replay: Option<u32>, json: bool) -> Result<()> {
         for p in &r.data_problems {
             println!("MISMATCH {p}");
         }
-        println!("checked {} checkpoint files and {} data files", r.checkpoint_files, r.data_files);
+        println!(
+            "checked {} checkpoint files and {} data files",
+            r.checkpoint_files, r.data_files
+        );
     }
     if !r.ok() {
-        bail!("{} file(s) do not match the manifest", r.problems.len() + r.data_problems.len());
+        bail!(
+            "{} file(s) do not match the manifest",
+            r.problems.len() + r.data_problems.len()
+        );
     }
     if !json {
         println!("all files match the manifests");
@@ -134,7 +180,11 @@ pub struct MetricsArgs {
 /// Runs `glass metrics`.
 pub fn metrics(a: MetricsArgs) -> Result<()> {
     if !a.run.join(glass_run::metrics::METRICS_FILE).exists() {
-        bail!("{}: no metrics yet; run `glass train {}` first", a.run.display(), a.run.display());
+        bail!(
+            "{}: no metrics yet; run `glass train {}` first",
+            a.run.display(),
+            a.run.display()
+        );
     }
     let m = Metrics::open(&a.run)?;
     if a.events {
@@ -144,7 +194,14 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
         } else {
             println!("id,step,kind,detail,wall_time");
             for e in ev {
-                println!("{},{},{},{},{:.3}", e.id, e.step.map_or(String::new(), |s| s.to_string()), e.kind, csv_field(&e.detail), e.wall_time);
+                println!(
+                    "{},{},{},{},{:.3}",
+                    e.id,
+                    e.step.map_or(String::new(), |s| s.to_string()),
+                    e.kind,
+                    csv_field(&e.detail),
+                    e.wall_time
+                );
             }
         }
     } else if a.checkpoints {
@@ -155,7 +212,14 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
             println!("checkpoint,step,tokens,val_loss,val_bpb");
             for r in rows {
                 let f = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
-                println!("{},{},{},{},{}", r.checkpoint, r.step, r.tokens, f(r.val_loss), f(r.val_bpb));
+                println!(
+                    "{},{},{},{},{}",
+                    r.checkpoint,
+                    r.step,
+                    r.tokens,
+                    f(r.val_loss),
+                    f(r.val_bpb)
+                );
             }
         }
     } else {
@@ -165,7 +229,10 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
         } else {
             println!("step,loss,lr,grad_norm,tokens,tokens_per_s,wall_time");
             for r in rows {
-                println!("{},{:.6},{:.6e},{:.6},{},{:.1},{:.3}", r.step, r.loss, r.lr, r.grad_norm, r.tokens, r.tokens_per_s, r.wall_time);
+                println!(
+                    "{},{:.6},{:.6e},{:.6},{},{:.1},{:.3}",
+                    r.step, r.loss, r.lr, r.grad_norm, r.tokens, r.tokens_per_s, r.wall_time
+                );
             }
         }
     }

@@ -40,7 +40,7 @@ impl DataConfig {
             seed: 1234,
             seq_len: 128,
             rows_per_step: 16,
-            steps_per_chunk: 50,
+            steps_per_chunk: 20,
             token_dtype: DtypeChoice::Auto,
             tokenizer: TokenizerConfig {
                 path: None,
@@ -61,13 +61,13 @@ impl DataConfig {
             stages: vec![
                 StageConfig {
                     name: "text".into(),
-                    tokens: 1_000_000,
+                    tokens: 500_000,
                     weights: w(&[("english", 1.0)]),
                     fim_rate: BTreeMap::new(),
                 },
                 StageConfig {
                     name: "text+code".into(),
-                    tokens: 500_000,
+                    tokens: 300_000,
                     weights: w(&[("english", 0.7), ("code", 0.3)]),
                     fim_rate: w(&[("code", 0.5)]),
                 },
@@ -92,7 +92,7 @@ pub fn default_demo_toml() -> String {
 seed = 1234             # seeds document shuffles, row shuffles and FIM cuts
 seq_len = 128           # rows hold seq_len + 1 tokens (inputs and shifted targets)
 rows_per_step = 16      # global batch in rows, identical for any world size
-steps_per_chunk = 50    # = checkpoint interval: chunk k is the data between checkpoints k-1 and k
+steps_per_chunk = 20    # = checkpoint interval: chunk k is the data between checkpoints k-1 and k
 token_dtype = "auto"    # "auto" | "u16" | "u32"
 
 [data.tokenizer]
@@ -139,12 +139,12 @@ embedded = "english-held-out"
 
 [[data.stages]]
 name = "text"
-tokens = 1000000        # rounded up to whole steps
+tokens = 500000         # rounded up to whole steps
 weights = { english = 1.0 }
 
 [[data.stages]]
 name = "text+code"
-tokens = 500000
+tokens = 300000
 weights = { english = 0.7, code = 0.3 }
 fim_rate = { code = 0.5 } # fill-in-the-middle on half of the code documents
 

@@ -530,6 +530,10 @@ pub fn pack_validation(
         }
     };
     let mut buf = Vec::new();
+    // Every document contributes at most an equal share (a prefix), so the rows cover
+    // all held-out documents instead of only the first one.
+    let total_docs: u64 = views.iter().map(|(_, v)| v.n_docs()).sum::<u64>().max(1);
+    let share = (max_rows * row_len as u64).div_ceil(total_docs).max(1);
     'outer: for &(source, view) in views {
         for doc in 0..view.n_docs() {
             if out.n_rows >= max_rows {
@@ -548,7 +552,9 @@ pub fn pack_validation(
                 );
             }
             buf.clear();
-            view.doc_tokens(doc, 0, view.doc_len(doc), &mut buf);
+            let len = (view.doc_len(doc) as u64).min(share) as u32;
+            let whole = len == view.doc_len(doc);
+            view.doc_tokens(doc, 0, len, &mut buf);
             push(
                 SegmentKind::Text,
                 source,
@@ -559,7 +565,7 @@ pub fn pack_validation(
                 &mut row,
                 &mut segs,
             );
-            if let Some(e) = framing.eos {
+            if let (Some(e), true) = (framing.eos, whole) {
                 push(
                     SegmentKind::Eos,
                     source,

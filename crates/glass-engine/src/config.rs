@@ -170,7 +170,7 @@ impl ModelConfig {
                 return bad(name, "must be positive".into());
             }
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return bad(
                 "n_heads",
                 format!(
@@ -179,7 +179,7 @@ impl ModelConfig {
                 ),
             );
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(
                 "n_kv_heads",
                 format!(
@@ -188,7 +188,10 @@ impl ModelConfig {
                 ),
             );
         }
-        if !(self.rotary_fraction > 0.0 && self.rotary_fraction <= 1.0) {
+        if self.rotary_fraction.is_nan()
+            || self.rotary_fraction <= 0.0
+            || self.rotary_fraction > 1.0
+        {
             return bad(
                 "rotary_fraction",
                 format!("{} is outside (0, 1]", self.rotary_fraction),
@@ -197,7 +200,7 @@ impl ModelConfig {
         if self.rotary_dim() == 0 {
             return bad("rotary_fraction", "rotates no dimension of a head".into());
         }
-        if !(self.norm_eps > 0.0) {
+        if self.norm_eps.is_nan() || self.norm_eps <= 0.0 {
             return bad("norm_eps", "must be positive".into());
         }
         Ok(())

@@ -656,10 +656,18 @@ impl Model {
     /// Forward and backward over `rows` (packed rows of `seq + 1` tokens) as
     /// micro-batches of `micro_batch` rows; gradients are zeroed first and then hold the
     /// gradient of the mean loss over every target token. Returns that mean loss.
-    pub fn accumulate_gradients(&mut self, rows: &[u32], seq: usize, micro_batch: usize) -> Result<f64, EngineError> {
+    pub fn accumulate_gradients(
+        &mut self,
+        rows: &[u32],
+        seq: usize,
+        micro_batch: usize,
+    ) -> Result<f64, EngineError> {
         let row_len = seq + 1;
-        if rows.is_empty() || rows.len() % row_len != 0 || micro_batch == 0 {
-            return Err(EngineError::Input(format!("{} tokens do not form rows of {row_len}", rows.len())));
+        if rows.is_empty() || !rows.len().is_multiple_of(row_len) || micro_batch == 0 {
+            return Err(EngineError::Input(format!(
+                "{} tokens do not form rows of {row_len}",
+                rows.len()
+            )));
         }
         let n_rows = rows.len() / row_len;
         let scale = 1.0 / (n_rows * seq) as f32;
@@ -674,7 +682,14 @@ impl Model {
 
     /// One full optimizer step: [`Model::accumulate_gradients`] then AdamW at `lr`
     /// (scaled per group by the config's muP multipliers).
-    pub fn train_step(&mut self, opt: &mut AdamW, rows: &[u32], seq: usize, micro_batch: usize, lr: f32) -> Result<StepStats, EngineError> {
+    pub fn train_step(
+        &mut self,
+        opt: &mut AdamW,
+        rows: &[u32],
+        seq: usize,
+        micro_batch: usize,
+        lr: f32,
+    ) -> Result<StepStats, EngineError> {
         let loss = self.accumulate_gradients(rows, seq, micro_batch)?;
         let grad_norm = self.apply_optimizer(opt, lr);
         Ok(StepStats { loss, grad_norm })

@@ -96,16 +96,31 @@ impl View for F32View<'_> {
 }
 
 /// Writes named views of `buffers` (one per prefix) as one safetensors file, fsynced.
-fn write_tensors(path: &Path, model: &Model, buffers: &[(&str, &[f32])], meta: HashMap<String, String>) -> Result<()> {
+fn write_tensors(
+    path: &Path,
+    model: &Model,
+    buffers: &[(&str, &[f32])],
+    meta: HashMap<String, String>,
+) -> Result<()> {
     let mut views = Vec::new();
     for (prefix, buf) in buffers {
         for t in model.layout.tensors() {
-            views.push((format!("{prefix}{}", t.name), F32View { data: &buf[t.range()], shape: t.shape.clone() }));
+            views.push((
+                format!("{prefix}{}", t.name),
+                F32View {
+                    data: &buf[t.range()],
+                    shape: t.shape.clone(),
+                },
+            ));
         }
     }
-    safetensors::serialize_to_file(views, &Some(meta), path)
-        .map_err(|e| RunError::Checkpoint { path: path.into(), msg: e.to_string() })?;
-    File::open(path).and_then(|f| f.sync_all()).map_err(io(path))
+    safetensors::serialize_to_file(views, &Some(meta), path).map_err(|e| RunError::Checkpoint {
+        path: path.into(),
+        msg: e.to_string(),
+    })?;
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io(path))
 }
 
 /// Copies the tensors named `prefix + layout name` from a safetensors file into `dst`.
@@ -114,14 +129,28 @@ fn read_tensors(path: &Path, model: &Model, dsts: &mut [(&str, &mut [f32])]) -> 
     // SAFETY: the map is read-only and dropped before returning; a concurrent writer
     // would only corrupt the values read, which the hash check upstream detects.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io(path))?;
-    let err = |msg: String| RunError::Checkpoint { path: path.into(), msg };
-    let st = SafeTensors::deserialize(&map).map_err(|e| err(format!("not a valid safetensors file ({e}); the file is truncated or corrupt")))?;
+    let err = |msg: String| RunError::Checkpoint {
+        path: path.into(),
+        msg,
+    };
+    let st = SafeTensors::deserialize(&map).map_err(|e| {
+        err(format!(
+            "not a valid safetensors file ({e}); the file is truncated or corrupt"
+        ))
+    })?;
     for (prefix, dst) in dsts.iter_mut() {
         for t in model.layout.tensors() {
             let name = format!("{prefix}{}", t.name);
-            let v = st.tensor(&name).map_err(|_| err(format!("missing tensor `{name}`")))?;
+            let v = st
+                .tensor(&name)
+                .map_err(|_| err(format!("missing tensor `{name}`")))?;
             if v.dtype() != Dtype::F32 || v.shape() != t.shape.as_slice() {
-                return Err(err(format!("tensor `{name}` is {:?} {:?}, expected F32 {:?}", v.dtype(), v.shape(), t.shape)));
+                return Err(err(format!(
+                    "tensor `{name}` is {:?} {:?}, expected F32 {:?}",
+                    v.dtype(),
+                    v.shape(),
+                    t.shape
+                )));
             }
             let out: &mut [u8] = bytemuck::cast_slice_mut(&mut dst[t.range()]);
             out.copy_from_slice(v.data());
@@ -138,7 +167,12 @@ pub fn dir_name(index: u32, step: u64) -> String {
 /// Writes a complete checkpoint directory atomically and returns its files (relative to
 /// `run_dir`) and the checkpoint hash (sha256 of `state.json`). `state`'s file hashes
 /// are filled in here.
-pub fn write(run_dir: &Path, model: &Model, opt: &AdamW, state: &mut CheckpointState) -> Result<(Vec<FileEntry>, String)> {
+pub fn write(
+    run_dir: &Path,
+    model: &Model,
+    opt: &AdamW,
+    state: &mut CheckpointState,
+) -> Result<(Vec<FileEntry>, String)> {
     let ckpt_root = run_dir.join("checkpoints");
     std::fs::create_dir_all(&ckpt_root).map_err(io(&ckpt_root))?;
     let name = dir_name(state.index, state.step);
@@ -153,18 +187,29 @@ pub fn write(run_dir: &Path, model: &Model, opt: &AdamW, state: &mut CheckpointS
         std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
     }
     std::fs::create_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
-    let meta = |kind: &str| {
-        HashMap::from([
-            ("format".to_string(), "glass".to_string()),
-            ("kind".to_string(), kind.to_string()),
-            ("step".to_string(), state.step.to_string()),
-        ])
+    // One metadata key only: safetensors writes the metadata map in hash order, so
+    // several keys would make the file bytes differ from run to run.
+    let meta = |kind: &str, extra: String| {
+        // No step either: identical tensors give identical files (and hashes).
+        HashMap::from([(
+            "glass".to_string(),
+            format!("{{\"kind\":\"{kind}\"{extra}}}"),
+        )])
     };
-    write_tensors(&tmp_dir.join(MODEL_FILE), model, &[("", &model.params)], meta("model"))?;
+    write_tensors(
+        &tmp_dir.join(MODEL_FILE),
+        model,
+        &[("", &model.params)],
+        meta("model", String::new()),
+    )?;
     crate::fault::point("after-model-write");
-    let mut opt_meta = meta("optimizer");
-    opt_meta.insert("adamw_step".into(), opt.step.to_string());
-    write_tensors(&tmp_dir.join(OPTIMIZER_FILE), model, &[("exp_avg.", &opt.m), ("exp_avg_sq.", &opt.v)], opt_meta)?;
+    let opt_meta = meta("optimizer", format!(",\"adamw_step\":{}", opt.step));
+    write_tensors(
+        &tmp_dir.join(OPTIMIZER_FILE),
+        model,
+        &[("exp_avg.", &opt.m), ("exp_avg_sq.", &opt.v)],
+        opt_meta,
+    )?;
     crate::fault::point("after-optimizer-write");
     state.model_sha256 = sha256_file(&tmp_dir.join(MODEL_FILE))?.0;
     state.optimizer_sha256 = sha256_file(&tmp_dir.join(OPTIMIZER_FILE))?.0;
@@ -177,9 +222,21 @@ pub fn write(run_dir: &Path, model: &Model, opt: &AdamW, state: &mut CheckpointS
     let rel = |f: &str| format!("checkpoints/{name}/{f}");
     let state_sha = glass_data::atomic::sha256_hex(&state_bytes);
     let files = vec![
-        FileEntry { path: rel(MODEL_FILE), sha256: state.model_sha256.clone(), bytes: file_len(&final_dir.join(MODEL_FILE))? },
-        FileEntry { path: rel(OPTIMIZER_FILE), sha256: state.optimizer_sha256.clone(), bytes: file_len(&final_dir.join(OPTIMIZER_FILE))? },
-        FileEntry { path: rel(STATE_FILE), sha256: state_sha.clone(), bytes: state_bytes.len() as u64 },
+        FileEntry {
+            path: rel(MODEL_FILE),
+            sha256: state.model_sha256.clone(),
+            bytes: file_len(&final_dir.join(MODEL_FILE))?,
+        },
+        FileEntry {
+            path: rel(OPTIMIZER_FILE),
+            sha256: state.optimizer_sha256.clone(),
+            bytes: file_len(&final_dir.join(OPTIMIZER_FILE))?,
+        },
+        FileEntry {
+            path: rel(STATE_FILE),
+            sha256: state_sha.clone(),
+            bytes: state_bytes.len() as u64,
+        },
     ];
     Ok((files, state_sha))
 }
@@ -192,9 +249,16 @@ fn file_len(p: &Path) -> Result<u64> {
 pub fn verify_files(run_dir: &Path, files: &[FileEntry]) -> Result<()> {
     for f in files {
         let p = run_dir.join(&f.path);
-        let (sha, _) = sha256_file(&p).map_err(|e| RunError::Checkpoint { path: p.clone(), msg: format!("{e}; the checkpoint is incomplete") })?;
+        let (sha, _) = sha256_file(&p).map_err(|e| RunError::Checkpoint {
+            path: p.clone(),
+            msg: format!("{e}; the checkpoint is incomplete"),
+        })?;
         if sha != f.sha256 {
-            return Err(RunError::HashMismatch { path: p, expected: f.sha256.clone(), actual: sha });
+            return Err(RunError::HashMismatch {
+                path: p,
+                expected: f.sha256.clone(),
+                actual: sha,
+            });
         }
     }
     Ok(())
@@ -202,7 +266,12 @@ pub fn verify_files(run_dir: &Path, files: &[FileEntry]) -> Result<()> {
 
 /// Loads a checkpoint directory into `model` and `opt` after checking every file's hash
 /// against `files` (from the manifest). Returns its state.
-pub fn load(run_dir: &Path, files: &[FileEntry], model: &mut Model, opt: &mut AdamW) -> Result<CheckpointState> {
+pub fn load(
+    run_dir: &Path,
+    files: &[FileEntry],
+    model: &mut Model,
+    opt: &mut AdamW,
+) -> Result<CheckpointState> {
     verify_files(run_dir, files)?;
     let find = |name: &str| -> Result<PathBuf> {
         files
@@ -212,14 +281,23 @@ pub fn load(run_dir: &Path, files: &[FileEntry], model: &mut Model, opt: &mut Ad
             .ok_or_else(|| RunError::Invalid(format!("manifest entry lacks {name}")))
     };
     let state_path = find(STATE_FILE)?;
-    let state: CheckpointState = serde_json::from_slice(&std::fs::read(&state_path).map_err(io(&state_path))?)
-        .map_err(|e| RunError::Checkpoint { path: state_path.clone(), msg: e.to_string() })?;
+    let state: CheckpointState = serde_json::from_slice(
+        &std::fs::read(&state_path).map_err(io(&state_path))?,
+    )
+    .map_err(|e| RunError::Checkpoint {
+        path: state_path.clone(),
+        msg: e.to_string(),
+    })?;
     let mut params = std::mem::take(&mut model.params);
     let r = read_tensors(&find(MODEL_FILE)?, model, &mut [("", &mut params)]);
     model.params = params;
     r?;
     let (mut m, mut v) = (std::mem::take(&mut opt.m), std::mem::take(&mut opt.v));
-    let r = read_tensors(&find(OPTIMIZER_FILE)?, model, &mut [("exp_avg.", &mut m), ("exp_avg_sq.", &mut v)]);
+    let r = read_tensors(
+        &find(OPTIMIZER_FILE)?,
+        model,
+        &mut [("exp_avg.", &mut m), ("exp_avg_sq.", &mut v)],
+    );
     opt.m = m;
     opt.v = v;
     r?;
@@ -238,4 +316,52 @@ pub fn load_weights(run_dir: &Path, files: &[FileEntry], model: &mut Model) -> R
     let r = read_tensors(&run_dir.join(&f.path), model, &mut [("", &mut params)]);
     model.params = params;
     r
+}
+
+/// Result of [`bench`].
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointBench {
+    /// Bytes written (model + optimizer + state).
+    pub bytes: u64,
+    /// Write throughput including fsync and hashing, GB/s.
+    pub write_gb_s: f64,
+    /// Load throughput including hash verification, GB/s.
+    pub load_gb_s: f64,
+}
+
+/// Writes and loads one checkpoint of a model of `cfg` under `dir` and times both.
+pub fn bench(dir: &Path, cfg: &glass_engine::ModelConfig) -> Result<CheckpointBench> {
+    let mut model = Model::new(cfg, 0)?;
+    let mut opt = AdamW::new(glass_engine::AdamWConfig::default(), model.params.len());
+    let mut state = CheckpointState {
+        format_version: crate::manifest::FORMAT_VERSION,
+        index: 1,
+        step: 1,
+        tokens: 0,
+        lr: 0.0,
+        optimizer_step: 0,
+        init_seed: 0,
+        skipped_steps: vec![],
+        recent_losses: vec![],
+        config_sha256: String::new(),
+        data_manifest_sha256: String::new(),
+        parent_checkpoint_sha256: None,
+        model_sha256: String::new(),
+        optimizer_sha256: String::new(),
+        val_loss: None,
+        val_bpb: None,
+    };
+    let t = std::time::Instant::now();
+    let (files, _) = write(dir, &model, &opt, &mut state)?;
+    let write_s = t.elapsed().as_secs_f64();
+    let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+    let t = std::time::Instant::now();
+    load(dir, &files, &mut model, &mut opt)?;
+    let load_s = t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(dir.join("checkpoints"));
+    Ok(CheckpointBench {
+        bytes,
+        write_gb_s: bytes as f64 / write_s / 1e9,
+        load_gb_s: bytes as f64 / load_s / 1e9,
+    })
 }

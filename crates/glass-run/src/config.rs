@@ -14,7 +14,15 @@ use crate::error::{Result, RunError};
 /// Name of the config file inside a run directory.
 pub const CONFIG_FILE: &str = "glass.toml";
 
-const TABLES: &[&str] = &["run", "model", "optim", "train", "checkpoints", "guard", "data"];
+const TABLES: &[&str] = &[
+    "run",
+    "model",
+    "optim",
+    "train",
+    "checkpoints",
+    "guard",
+    "data",
+];
 
 /// `[run]`: identity and seed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,7 +111,12 @@ fn default_skip() -> SkipUnit {
 
 impl Default for GuardSection {
     fn default() -> Self {
-        GuardSection { spike_factor: 0.0, spike_window: default_window(), skip: SkipUnit::Batch, skip_steps: vec![] }
+        GuardSection {
+            spike_factor: 0.0,
+            spike_window: default_window(),
+            skip: SkipUnit::Batch,
+            skip_steps: vec![],
+        }
     }
 }
 
@@ -132,23 +145,44 @@ impl RunConfig {
         let path = run_dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| RunError::Config {
             path: path.clone(),
-            msg: format!("cannot read ({e}); create the run with `glass init {}`", run_dir.display()),
+            msg: format!(
+                "cannot read ({e}); create the run with `glass init {}`",
+                run_dir.display()
+            ),
         })?;
         Self::parse(&text, &path)
     }
 
     /// Parses config text; `path` only labels errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let err = |msg: String| RunError::Config { path: path.to_path_buf(), msg };
+        let err = |msg: String| RunError::Config {
+            path: path.to_path_buf(),
+            msg,
+        };
         let value: toml::Table = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         for key in value.keys() {
             if !TABLES.contains(&key.as_str()) {
-                return Err(err(format!("unknown table `[{key}]`; expected one of {}", TABLES.join(", "))));
+                return Err(err(format!(
+                    "unknown table `[{key}]`; expected one of {}",
+                    TABLES.join(", ")
+                )));
             }
         }
-        let table = |name: &str| value.get(name).cloned().unwrap_or(toml::Value::Table(Default::default()));
-        fn section<T: serde::de::DeserializeOwned>(v: toml::Value, name: &str, path: &Path) -> Result<T> {
-            T::deserialize(v).map_err(|e| RunError::Config { path: path.to_path_buf(), msg: format!("[{name}]: {e}") })
+        let table = |name: &str| {
+            value
+                .get(name)
+                .cloned()
+                .unwrap_or(toml::Value::Table(Default::default()))
+        };
+        fn section<T: serde::de::DeserializeOwned>(
+            v: toml::Value,
+            name: &str,
+            path: &Path,
+        ) -> Result<T> {
+            T::deserialize(v).map_err(|e| RunError::Config {
+                path: path.to_path_buf(),
+                msg: format!("[{name}]: {e}"),
+            })
         }
         let model = resolve_model(table("model"), path)?;
         let optim: OptimConfig = section(table("optim"), "optim", path)?;
@@ -165,7 +199,11 @@ impl RunConfig {
         if cfg.train.micro_batch_rows == 0 {
             return Err(err("[train] micro_batch_rows must be at least 1".into()));
         }
-        if !(cfg.optim.lr > 0.0) || cfg.optim.min_lr < 0.0 || cfg.optim.min_lr > cfg.optim.lr {
+        if cfg.optim.lr.is_nan()
+            || cfg.optim.lr <= 0.0
+            || cfg.optim.min_lr < 0.0
+            || cfg.optim.min_lr > cfg.optim.lr
+        {
             return Err(err("[optim] needs lr > 0 and 0 <= min_lr <= lr".into()));
         }
         Ok(cfg)
@@ -179,7 +217,10 @@ impl RunConfig {
 
 /// `[model]` is either a full model table or `preset = "NAME"` plus overriding keys.
 fn resolve_model(v: toml::Value, path: &Path) -> Result<ModelConfig> {
-    let err = |msg: String| RunError::Config { path: path.to_path_buf(), msg: format!("[model]: {msg}") };
+    let err = |msg: String| RunError::Config {
+        path: path.to_path_buf(),
+        msg: format!("[model]: {msg}"),
+    };
     let mut table = match v {
         toml::Value::Table(t) => t,
         _ => return Err(err("must be a table".into())),
@@ -199,7 +240,8 @@ fn resolve_model(v: toml::Value, path: &Path) -> Result<ModelConfig> {
         Some(_) => return Err(err("`preset` must be a string".into())),
         None => table,
     };
-    let cfg = ModelConfig::deserialize(toml::Value::Table(merged)).map_err(|e| err(e.to_string()))?;
+    let cfg =
+        ModelConfig::deserialize(toml::Value::Table(merged)).map_err(|e| err(e.to_string()))?;
     cfg.validate().map_err(|e| err(e.to_string()))?;
     Ok(cfg)
 }
@@ -220,7 +262,11 @@ pub fn lr_at(o: &OptimConfig, step: u64, total_steps: u64) -> f32 {
 pub fn init_toml(preset: &str, name: &str) -> Result<String> {
     let model = ModelConfig::preset(preset).map_err(|e| RunError::Invalid(e.to_string()))?;
     let amber = preset == "amber-7b" || preset == "crystalcoder-7b";
-    let (lr, min_lr, warmup) = if amber { ("3e-4", "3e-5", 2000) } else { ("3e-3", "3e-4", 20) };
+    let (lr, min_lr, warmup) = if amber {
+        ("3e-4", "3e-5", 2000)
+    } else {
+        ("2e-3", "2e-4", 20)
+    };
     let micro = if amber { 4 } else { 16 };
     let _ = model;
     Ok(format!(

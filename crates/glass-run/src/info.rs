@@ -14,16 +14,25 @@ use crate::manifest::{Parent, RunManifest};
 pub fn init(run_dir: &Path, preset: &str) -> Result<()> {
     let path = run_dir.join(CONFIG_FILE);
     if path.exists() {
-        return Err(RunError::Invalid(format!("{} already exists; choose a new run directory", path.display())));
+        return Err(RunError::Invalid(format!(
+            "{} already exists; choose a new run directory",
+            path.display()
+        )));
     }
     std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
-    let name = run_dir.file_name().map_or("glass-run".into(), |n| n.to_string_lossy().into_owned());
+    let name = run_dir
+        .file_name()
+        .map_or("glass-run".into(), |n| n.to_string_lossy().into_owned());
     let mut text = init_toml(preset, &name)?;
     text.push_str(&glass_data::default_demo_toml());
     // The model's vocabulary must match the tokenizer the [data] table trains.
     let data = glass_data::DataConfig::from_run_toml(&text)?;
     if let Some(v) = data.tokenizer.vocab_size {
-        text = text.replacen(&format!("preset = \"{preset}\"\n"), &format!("preset = \"{preset}\"\nvocab_size = {v}\n"), 1);
+        text = text.replacen(
+            &format!("preset = \"{preset}\"\n"),
+            &format!("preset = \"{preset}\"\nvocab_size = {v}\n"),
+            1,
+        );
     }
     RunConfig::parse(&text, &path)?;
     write_atomic(&path, text.as_bytes())?;
@@ -77,7 +86,9 @@ pub fn info(run_dir: &Path) -> Result<RunInfo> {
             step: c.step,
             tokens: c.tokens,
             val_loss: c.val_loss,
-            dir: c.files.first().map_or(String::new(), |f| f.path.rsplit_once('/').map_or("", |x| x.0).to_string()),
+            dir: c.files.first().map_or(String::new(), |f| {
+                f.path.rsplit_once('/').map_or("", |x| x.0).to_string()
+            }),
             sha256: c.sha256.clone(),
             files: c.files.clone(),
         })

@@ -16,7 +16,12 @@ impl RunLock {
     /// Takes the lock or fails at once if another process holds it.
     pub fn acquire(run_dir: &Path) -> Result<Self> {
         let path = run_dir.join(".lock");
-        let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(io(&path))?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
         match file.try_lock() {
             Ok(()) => Ok(RunLock { _file: file }),
             Err(TryLockError::WouldBlock) => Err(RunError::Locked(path)),

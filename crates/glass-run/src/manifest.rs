@@ -80,18 +80,32 @@ impl RunManifest {
         struct Version {
             format_version: u32,
         }
-        let v: Version = serde_json::from_slice(&bytes).map_err(|e| RunError::Checkpoint { path: path.clone(), msg: e.to_string() })?;
+        let v: Version = serde_json::from_slice(&bytes).map_err(|e| RunError::Checkpoint {
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
         if v.format_version > FORMAT_VERSION {
-            return Err(RunError::NewerFormat { path, found: v.format_version, supported: FORMAT_VERSION });
+            return Err(RunError::NewerFormat {
+                path,
+                found: v.format_version,
+                supported: FORMAT_VERSION,
+            });
         }
-        let m = serde_json::from_slice(&bytes).map_err(|e| RunError::Checkpoint { path, msg: e.to_string() })?;
+        let m = serde_json::from_slice(&bytes).map_err(|e| RunError::Checkpoint {
+            path,
+            msg: e.to_string(),
+        })?;
         Ok(Some(m))
     }
 
     /// Loads the manifest or explains that the run has not trained yet.
     pub fn require(run_dir: &Path) -> Result<Self> {
         Self::load(run_dir)?.ok_or_else(|| {
-            RunError::Invalid(format!("{}: no checkpoints yet; run `glass train {}` first", run_dir.display(), run_dir.display()))
+            RunError::Invalid(format!(
+                "{}: no checkpoints yet; run `glass train {}` first",
+                run_dir.display(),
+                run_dir.display()
+            ))
         })
     }
 
@@ -104,11 +118,14 @@ impl RunManifest {
 
     /// The entry for checkpoint `index`.
     pub fn checkpoint(&self, index: u32) -> Result<&CheckpointEntry> {
-        self.checkpoints.iter().find(|c| c.index == index).ok_or_else(|| {
-            RunError::Invalid(format!(
-                "no published checkpoint {index}; this run has checkpoints 0..={}",
-                self.checkpoints.last().map_or(0, |c| c.index)
-            ))
-        })
+        self.checkpoints
+            .iter()
+            .find(|c| c.index == index)
+            .ok_or_else(|| {
+                RunError::Invalid(format!(
+                    "no published checkpoint {index}; this run has checkpoints 0..={}",
+                    self.checkpoints.last().map_or(0, |c| c.index)
+                ))
+            })
     }
 }

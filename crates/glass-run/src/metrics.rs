@@ -69,14 +69,19 @@ pub struct EventRow {
 
 /// Seconds since the Unix epoch (metadata only).
 pub fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Metrics {
     /// Opens (creating if needed) the run's metrics database.
     pub fn open(run_dir: &Path) -> Result<Self> {
         let path = run_dir.join(METRICS_FILE);
-        let sql = |source| RunError::Sql { path: path.clone(), source };
+        let sql = |source| RunError::Sql {
+            path: path.clone(),
+            source,
+        };
         let conn = Connection::open(&path).map_err(sql)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
@@ -94,7 +99,10 @@ impl Metrics {
     }
 
     fn sql(&self) -> impl Fn(rusqlite::Error) -> RunError + '_ {
-        move |source| RunError::Sql { path: self.path.clone(), source }
+        move |source| RunError::Sql {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Records (or, after a resume, replaces) one step.
@@ -102,7 +110,15 @@ impl Metrics {
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO steps VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![r.step as i64, r.loss, r.lr, r.grad_norm, r.tokens as i64, r.tokens_per_s, r.wall_time],
+                params![
+                    r.step as i64,
+                    r.loss,
+                    r.lr,
+                    r.grad_norm,
+                    r.tokens as i64,
+                    r.tokens_per_s,
+                    r.wall_time
+                ],
             )
             .map_err(self.sql())?;
         Ok(())
@@ -113,7 +129,13 @@ impl Metrics {
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO checkpoints VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![r.checkpoint, r.step as i64, r.tokens as i64, r.val_loss, r.val_bpb],
+                params![
+                    r.checkpoint,
+                    r.step as i64,
+                    r.tokens as i64,
+                    r.val_loss,
+                    r.val_bpb
+                ],
             )
             .map_err(self.sql())?;
         Ok(())
@@ -132,7 +154,10 @@ impl Metrics {
 
     /// Every step row in order.
     pub fn steps(&self) -> Result<Vec<StepRow>> {
-        let mut st = self.conn.prepare("SELECT * FROM steps ORDER BY step").map_err(self.sql())?;
+        let mut st = self
+            .conn
+            .prepare("SELECT * FROM steps ORDER BY step")
+            .map_err(self.sql())?;
         let rows = st
             .query_map([], |r| {
                 Ok(StepRow {
@@ -146,12 +171,16 @@ impl Metrics {
                 })
             })
             .map_err(self.sql())?;
-        rows.collect::<std::result::Result<_, _>>().map_err(self.sql())
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(self.sql())
     }
 
     /// Every checkpoint row in order.
     pub fn checkpoints(&self) -> Result<Vec<CheckpointRow>> {
-        let mut st = self.conn.prepare("SELECT * FROM checkpoints ORDER BY checkpoint").map_err(self.sql())?;
+        let mut st = self
+            .conn
+            .prepare("SELECT * FROM checkpoints ORDER BY checkpoint")
+            .map_err(self.sql())?;
         let rows = st
             .query_map([], |r| {
                 Ok(CheckpointRow {
@@ -163,12 +192,16 @@ impl Metrics {
                 })
             })
             .map_err(self.sql())?;
-        rows.collect::<std::result::Result<_, _>>().map_err(self.sql())
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(self.sql())
     }
 
     /// Every event in order.
     pub fn events(&self) -> Result<Vec<EventRow>> {
-        let mut st = self.conn.prepare("SELECT * FROM events ORDER BY id").map_err(self.sql())?;
+        let mut st = self
+            .conn
+            .prepare("SELECT * FROM events ORDER BY id")
+            .map_err(self.sql())?;
         let rows = st
             .query_map([], |r| {
                 Ok(EventRow {
@@ -180,6 +213,7 @@ impl Metrics {
                 })
             })
             .map_err(self.sql())?;
-        rows.collect::<std::result::Result<_, _>>().map_err(self.sql())
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(self.sql())
     }
 }

@@ -81,7 +81,11 @@ pub(crate) enum StepOutcome {
     /// The update was applied.
     Applied { loss: f64, grad_norm: f64, lr: f32 },
     /// The guard refused the step.
-    Rejected { reason: &'static str, loss: f64, grad_norm: f64 },
+    Rejected {
+        reason: &'static str,
+        loss: f64,
+        grad_norm: f64,
+    },
 }
 
 /// Everything loaded for training or replaying a run.
@@ -125,12 +129,20 @@ impl Session {
         if m.max_seq_len < data.seq_len() {
             return Err(RunError::Config {
                 path: RunConfig::path(run_dir),
-                msg: format!("[model] max_seq_len = {} is shorter than [data] seq_len = {}", m.max_seq_len, data.seq_len()),
+                msg: format!(
+                    "[model] max_seq_len = {} is shorter than [data] seq_len = {}",
+                    m.max_seq_len,
+                    data.seq_len()
+                ),
             });
         }
         let model = Model::zeros(m)?;
         let opt = AdamW::new(cfg.optim.adamw, model.params.len());
-        let plan = checkpoint_plan(data.n_steps(), data.steps_per_chunk(), cfg.checkpoints.log_spaced_early);
+        let plan = checkpoint_plan(
+            data.n_steps(),
+            data.steps_per_chunk(),
+            cfg.checkpoints.log_spaced_early,
+        );
         let config_sha = sha256_hex(cfg.text.as_bytes());
         let data_sha = sha256_file(&run_dir.join("data").join("manifest.json"))?.0;
         let mut val_rows = Vec::new();
@@ -198,12 +210,15 @@ impl Session {
         let mut count = 0u64;
         for chunk in self.val_rows.chunks(rows_per_batch * (seq + 1)) {
             let (inp, tgt) = glass_engine::model::split_rows(chunk, seq);
-            let losses = self.model.forward_losses(&inp, &tgt, chunk.len() / (seq + 1), seq)?;
+            let losses = self
+                .model
+                .forward_losses(&inp, &tgt, chunk.len() / (seq + 1), seq)?;
             nats += losses.iter().map(|&l| l as f64).sum::<f64>();
             count += losses.len() as u64;
         }
         let loss = nats / count as f64;
-        let bpb = (self.val_bytes > 0).then(|| nats / std::f64::consts::LN_2 / self.val_bytes as f64);
+        let bpb =
+            (self.val_bytes > 0).then(|| nats / std::f64::consts::LN_2 / self.val_bytes as f64);
         Ok((Some(loss), bpb))
     }
 
@@ -213,7 +228,9 @@ impl Session {
         let step = self.step;
         self.data.batch(step, rows)?;
         let seq = self.data.seq_len();
-        let mut loss = self.model.accumulate_gradients(rows, seq, self.cfg.train.micro_batch_rows)?;
+        let mut loss =
+            self.model
+                .accumulate_gradients(rows, seq, self.cfg.train.micro_batch_rows)?;
         if inject_nan {
             loss = f64::NAN;
         }
@@ -233,7 +250,11 @@ impl Session {
             None
         };
         if let Some(reason) = reason {
-            return Ok(StepOutcome::Rejected { reason, loss, grad_norm });
+            return Ok(StepOutcome::Rejected {
+                reason,
+                loss,
+                grad_norm,
+            });
         }
         let lr = lr_at(&self.cfg.optim, step, self.data.n_steps());
         self.model.apply_optimizer(&mut self.opt, lr);
@@ -244,7 +265,11 @@ impl Session {
         }
         self.step += 1;
         self.tokens += self.tokens_per_step();
-        Ok(StepOutcome::Applied { loss, grad_norm, lr })
+        Ok(StepOutcome::Applied {
+            loss,
+            grad_norm,
+            lr,
+        })
     }
 
     /// Skips data step `self.step` (configured or guard skip): data consumed, no update.
@@ -263,7 +288,12 @@ impl Session {
             lr: self.last_lr,
             optimizer_step: self.opt.step,
             init_seed: self.cfg.run.seed,
-            skipped_steps: self.skips.iter().copied().filter(|&s| s < self.step).collect(),
+            skipped_steps: self
+                .skips
+                .iter()
+                .copied()
+                .filter(|&s| s < self.step)
+                .collect(),
             recent_losses: self.recent.iter().copied().collect(),
             config_sha256: self.config_sha.clone(),
             data_manifest_sha256: self.data_sha.clone(),
@@ -283,22 +313,43 @@ pub const GUARD_SKIPS_FILE: &str = "guard-skips.json";
 fn load_guard_skips(run_dir: &Path) -> Result<Vec<u64>> {
     let p = run_dir.join(GUARD_SKIPS_FILE);
     match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| RunError::Checkpoint { path: p, msg: e.to_string() }),
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| RunError::Checkpoint {
+            path: p,
+            msg: e.to_string(),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
         Err(e) => Err(crate::error::io(&p)(e)),
     }
 }
 
 /// Validates, checkpoints, publishes in the manifest and records metrics.
-fn publish(s: &mut Session, manifest: &mut RunManifest, metrics: &Metrics, index: u32) -> Result<CheckpointEntry> {
+fn publish(
+    s: &mut Session,
+    manifest: &mut RunManifest,
+    metrics: &Metrics,
+    index: u32,
+) -> Result<CheckpointEntry> {
     let val = s.validate()?;
     let mut state = s.state(index, val);
     let (files, sha) = checkpoint::write(&s.run_dir, &s.model, &s.opt, &mut state)?;
-    let entry = CheckpointEntry { index, step: s.step, tokens: s.tokens, sha256: sha.clone(), val_loss: val.0, files };
+    let entry = CheckpointEntry {
+        index,
+        step: s.step,
+        tokens: s.tokens,
+        sha256: sha.clone(),
+        val_loss: val.0,
+        files,
+    };
     manifest.checkpoints.push(entry.clone());
     manifest.save(&s.run_dir)?;
     fault::point("after-manifest");
-    metrics.checkpoint(&CheckpointRow { checkpoint: index, step: s.step, tokens: s.tokens, val_loss: val.0, val_bpb: val.1 })?;
+    metrics.checkpoint(&CheckpointRow {
+        checkpoint: index,
+        step: s.step,
+        tokens: s.tokens,
+        val_loss: val.0,
+        val_bpb: val.1,
+    })?;
     s.parent_sha = Some(sha);
     Ok(entry)
 }
@@ -311,7 +362,14 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
     s.skips.extend(load_guard_skips(run_dir)?);
     let metrics = Metrics::open(run_dir)?;
     let n_steps = s.data.n_steps();
-    let mut report = TrainReport { step: 0, n_steps, resumed_from: None, checkpoints_written: 0, final_val_loss: None, guard_skips: vec![] };
+    let mut report = TrainReport {
+        step: 0,
+        n_steps,
+        resumed_from: None,
+        checkpoints_written: 0,
+        final_val_loss: None,
+        guard_skips: vec![],
+    };
     let mut manifest = match RunManifest::load(run_dir)? {
         Some(m) => {
             if opts.from.is_some() {
@@ -320,12 +378,24 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
                     run_dir.display()
                 )));
             }
-            let last = m.checkpoints.last().cloned().ok_or_else(|| RunError::Invalid("manifest lists no checkpoint".into()))?;
+            let last = m
+                .checkpoints
+                .last()
+                .cloned()
+                .ok_or_else(|| RunError::Invalid("manifest lists no checkpoint".into()))?;
             s.load_checkpoint(&last)?;
             if m.config_sha256 != s.config_sha {
-                metrics.event(Some(s.step), "config_change", json!({"from": m.config_sha256, "to": s.config_sha}))?;
+                metrics.event(
+                    Some(s.step),
+                    "config_change",
+                    json!({"from": m.config_sha256, "to": s.config_sha}),
+                )?;
             }
-            metrics.event(Some(s.step), "resume", json!({"checkpoint": last.index, "sha256": last.sha256}))?;
+            metrics.event(
+                Some(s.step),
+                "resume",
+                json!({"checkpoint": last.index, "sha256": last.sha256}),
+            )?;
             report.resumed_from = Some(last.index);
             m
         }
@@ -337,7 +407,11 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
                     None
                 }
             };
-            let id_src = format!("{}:{}", s.config_sha, parent.as_ref().map_or("", |p| p.checkpoint_sha256.as_str()));
+            let id_src = format!(
+                "{}:{}",
+                s.config_sha,
+                parent.as_ref().map_or("", |p| p.checkpoint_sha256.as_str())
+            );
             let mut m = RunManifest {
                 format_version: FORMAT_VERSION,
                 run_id: sha256_hex(id_src.as_bytes())[..16].to_string(),
@@ -346,7 +420,11 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
                 parent: parent.clone(),
                 checkpoints: vec![],
             };
-            metrics.event(Some(0), "start", json!({"run_id": m.run_id, "parent": parent}))?;
+            metrics.event(
+                Some(0),
+                "start",
+                json!({"run_id": m.run_id, "parent": parent}),
+            )?;
             publish(&mut s, &mut m, &metrics, 0)?;
             report.checkpoints_written += 1;
             m
@@ -354,7 +432,11 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
     };
 
     let until = opts.until_step.unwrap_or(n_steps).min(n_steps);
-    let pb = if opts.progress { ProgressBar::new(n_steps) } else { ProgressBar::with_draw_target(Some(n_steps), ProgressDrawTarget::hidden()) };
+    let pb = if opts.progress {
+        ProgressBar::new(n_steps)
+    } else {
+        ProgressBar::with_draw_target(Some(n_steps), ProgressDrawTarget::hidden())
+    };
     pb.set_style(
         ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} ETA {eta}")
             .expect("valid template")
@@ -367,20 +449,44 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
     while s.step < until {
         let step = s.step;
         if s.skips.contains(&step) {
-            let why = if s.cfg.guard.skip_steps.contains(&step) { "configured" } else { "guard" };
-            metrics.event(Some(step), "skip", json!({"reason": why, "rows": row_range(&s, step)}))?;
+            let why = if s.cfg.guard.skip_steps.contains(&step) {
+                "configured"
+            } else {
+                "guard"
+            };
+            metrics.event(
+                Some(step),
+                "skip",
+                json!({"reason": why, "rows": row_range(&s, step)}),
+            )?;
             s.skip_step();
         } else {
             let inject = opts.inject_nan_at.contains(&step) && injected.insert(step);
             let t0 = Instant::now();
             match s.run_step(inject, &mut rows)? {
-                StepOutcome::Applied { loss, grad_norm, lr } => {
+                StepOutcome::Applied {
+                    loss,
+                    grad_norm,
+                    lr,
+                } => {
                     let dt = t0.elapsed().as_secs_f64();
                     let tps = s.tokens_per_step() as f64 / dt.max(1e-9);
-                    metrics.step(&StepRow { step, loss, lr: lr as f64, grad_norm, tokens: s.tokens, tokens_per_s: tps, wall_time: now() })?;
+                    metrics.step(&StepRow {
+                        step,
+                        loss,
+                        lr: lr as f64,
+                        grad_norm,
+                        tokens: s.tokens,
+                        tokens_per_s: tps,
+                        wall_time: now(),
+                    })?;
                     pb.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
                 }
-                StepOutcome::Rejected { reason, loss, grad_norm } => {
+                StepOutcome::Rejected {
+                    reason,
+                    loss,
+                    grad_norm,
+                } => {
                     let skipped: Vec<u64> = match s.cfg.guard.skip {
                         SkipUnit::Batch => vec![step],
                         SkipUnit::Chunk => {
@@ -389,10 +495,22 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
                         }
                     };
                     s.skips.extend(skipped.iter().copied());
-                    let all: Vec<u64> = load_guard_skips(run_dir)?.into_iter().chain(skipped.iter().copied()).collect::<BTreeSet<_>>().into_iter().collect();
-                    glass_data::atomic::write_atomic(&run_dir.join(GUARD_SKIPS_FILE), &serde_json::to_vec(&all).expect("json"))?;
+                    let all: Vec<u64> = load_guard_skips(run_dir)?
+                        .into_iter()
+                        .chain(skipped.iter().copied())
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect();
+                    glass_data::atomic::write_atomic(
+                        &run_dir.join(GUARD_SKIPS_FILE),
+                        &serde_json::to_vec(&all).expect("json"),
+                    )?;
                     report.guard_skips.extend(skipped.iter().copied());
-                    let last = manifest.checkpoints.last().cloned().expect("checkpoint 0 exists");
+                    let last = manifest
+                        .checkpoints
+                        .last()
+                        .cloned()
+                        .expect("checkpoint 0 exists");
                     metrics.event(
                         Some(step),
                         "rollback",
@@ -416,8 +534,16 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
         }
     }
     pb.finish_and_clear();
-    if s.step == n_steps && report.resumed_from.is_none_or(|_| report.checkpoints_written > 0) {
-        metrics.event(Some(s.step), "finish", json!({"checkpoints": manifest.checkpoints.len()}))?;
+    if s.step == n_steps
+        && report
+            .resumed_from
+            .is_none_or(|_| report.checkpoints_written > 0)
+    {
+        metrics.event(
+            Some(s.step),
+            "finish",
+            json!({"checkpoints": manifest.checkpoints.len()}),
+        )?;
     }
     report.step = s.step;
     if report.final_val_loss.is_none() {
@@ -439,10 +565,18 @@ fn branch_from(s: &mut Session, other: &Path, k: u32) -> Result<Parent> {
     if ocfg.model != s.cfg.model {
         return Err(RunError::Config {
             path: RunConfig::path(&s.run_dir),
-            msg: format!("[model] differs from {}'s; a branch must keep the parent's architecture", other.display()),
+            msg: format!(
+                "[model] differs from {}'s; a branch must keep the parent's architecture",
+                other.display()
+            ),
         });
     }
     checkpoint::load(other, &e.files, &mut s.model, &mut s.opt)?;
     s.parent_sha = Some(e.sha256.clone());
-    Ok(Parent { run_id: om.run_id, run_dir: other.display().to_string(), checkpoint: k, checkpoint_sha256: e.sha256 })
+    Ok(Parent {
+        run_id: om.run_id,
+        run_dir: other.display().to_string(),
+        checkpoint: k,
+        checkpoint_sha256: e.sha256,
+    })
 }

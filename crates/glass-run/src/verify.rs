@@ -53,9 +53,15 @@ pub fn verify_run(run_dir: &Path) -> Result<RunVerifyReport> {
                 Ok((sha, len)) if sha == f.sha256 && len == f.bytes => {}
                 Ok((sha, len)) => problems.push(FileProblem {
                     path: f.path.clone(),
-                    problem: format!("sha256 {sha} ({len} bytes), manifest has {} ({} bytes)", f.sha256, f.bytes),
+                    problem: format!(
+                        "sha256 {sha} ({len} bytes), manifest has {} ({} bytes)",
+                        f.sha256, f.bytes
+                    ),
                 }),
-                Err(e) => problems.push(FileProblem { path: f.path.clone(), problem: e.to_string() }),
+                Err(e) => problems.push(FileProblem {
+                    path: f.path.clone(),
+                    problem: e.to_string(),
+                }),
             }
         }
     }
@@ -64,7 +70,11 @@ pub fn verify_run(run_dir: &Path) -> Result<RunVerifyReport> {
         checkpoint_files: n,
         problems,
         data_files: d.checked,
-        data_problems: d.mismatches.iter().map(|x| format!("{}: {}", x.path, x.problem)).collect(),
+        data_problems: d
+            .mismatches
+            .iter()
+            .map(|x| format!("{}: {}", x.path, x.problem))
+            .collect(),
     })
 }
 
@@ -87,18 +97,34 @@ pub struct ReplayReport {
 /// the resulting files bit for bit (by sha256) with the published ones.
 pub fn replay(run_dir: &Path, k: u32) -> Result<ReplayReport> {
     if k == 0 {
-        return Err(RunError::Invalid("checkpoint 0 is the starting point; replay proves checkpoints 1 and later".into()));
+        return Err(RunError::Invalid(
+            "checkpoint 0 is the starting point; replay proves checkpoints 1 and later".into(),
+        ));
     }
     let m = RunManifest::require(run_dir)?;
     let prev = m.checkpoint(k - 1)?.clone();
     let target = m.checkpoint(k)?.clone();
     checkpoint::verify_files(run_dir, &target.files)?;
-    let state_file = target.files.iter().find(|f| f.path.ends_with(STATE_FILE)).expect("state listed");
-    let target_state: CheckpointState = serde_json::from_slice(&std::fs::read(run_dir.join(&state_file.path)).map_err(crate::error::io(run_dir.join(&state_file.path)))?)
-        .map_err(|e| RunError::Checkpoint { path: run_dir.join(&state_file.path), msg: e.to_string() })?;
+    let state_file = target
+        .files
+        .iter()
+        .find(|f| f.path.ends_with(STATE_FILE))
+        .expect("state listed");
+    let target_state: CheckpointState = serde_json::from_slice(
+        &std::fs::read(run_dir.join(&state_file.path))
+            .map_err(crate::error::io(run_dir.join(&state_file.path)))?,
+    )
+    .map_err(|e| RunError::Checkpoint {
+        path: run_dir.join(&state_file.path),
+        msg: e.to_string(),
+    })?;
     let mut s = Session::open(run_dir)?;
     s.load_checkpoint(&prev)?;
-    s.skips = target_state.skipped_steps.iter().copied().collect::<BTreeSet<_>>();
+    s.skips = target_state
+        .skipped_steps
+        .iter()
+        .copied()
+        .collect::<BTreeSet<_>>();
     let from_step = s.step;
     let mut rows = Vec::new();
     while s.step < target.step {
@@ -107,7 +133,10 @@ pub fn replay(run_dir: &Path, k: u32) -> Result<ReplayReport> {
             continue;
         }
         if let StepOutcome::Rejected { reason, .. } = s.run_step(false, &mut rows)? {
-            return Err(RunError::Invalid(format!("replay: the guard rejected step {} ({reason}), which the run applied", s.step)));
+            return Err(RunError::Invalid(format!(
+                "replay: the guard rejected step {} ({reason}), which the run applied",
+                s.step
+            )));
         }
     }
     let val = s.validate()?;
@@ -122,10 +151,22 @@ pub fn replay(run_dir: &Path, k: u32) -> Result<ReplayReport> {
             .files
             .iter()
             .zip(&files)
-            .map(|(want, got)| (want.path.rsplit('/').next().unwrap_or("").to_string(), want.sha256.clone(), got.sha256.clone()))
+            .map(|(want, got)| {
+                (
+                    want.path.rsplit('/').next().unwrap_or("").to_string(),
+                    want.sha256.clone(),
+                    got.sha256.clone(),
+                )
+            })
             .collect();
         let identical = files.iter().all(|(_, a, b)| a == b);
-        ReplayReport { checkpoint: k, from_step, to_step: target.step, files, identical }
+        ReplayReport {
+            checkpoint: k,
+            from_step,
+            to_step: target.step,
+            files,
+            identical,
+        }
     });
     let _ = std::fs::remove_dir_all(&scratch);
     result

@@ -113,8 +113,7 @@ fn param_grads(
     c: usize,
 ) {
     let rows = rstd.len();
-    let mut db_local = db;
-    let mut db_blocks: Vec<Option<&mut [f32]>> = match db_local.as_deref_mut() {
+    let mut db_blocks: Vec<Option<&mut [f32]>> = match db {
         Some(d) => d.chunks_mut(COL_BLOCK).map(Some).collect(),
         None => (0..c.div_ceil(COL_BLOCK)).map(|_| None).collect(),
     };
