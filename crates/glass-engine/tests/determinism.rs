@@ -11,7 +11,7 @@ fn train(threads: usize, seed: u64) -> Vec<f32> {
         .unwrap();
     pool.install(|| {
         let mut cfg = common::small_cfg();
-        cfg.vocab_size = 300; // > lm-head row chunk
+        cfg.vocab_size = 300;
         let seq = 70;
         let mut model = Model::new(&cfg, seed).unwrap();
         let mut opt = AdamW::new(AdamWConfig::default(), model.params.len());

@@ -78,11 +78,11 @@ pub fn head_forward(
             let m = row[..valid]
                 .iter()
                 .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let mut sum = 0.0f32;
+            // Exponentiate in one pass (vectorised), sum in a second (fixed order).
             for x in &mut row[..valid] {
                 *x = fastmath::exp(*x - m);
-                sum += *x;
             }
+            let sum: f32 = row[..valid].iter().sum();
             let inv = 1.0 / sum;
             for x in &mut row[..valid] {
                 *x *= inv;

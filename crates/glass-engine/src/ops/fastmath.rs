@@ -14,7 +14,11 @@ const C2: f32 = -2.121_944_4e-4;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.336_55, 88.722_83);
-    let n = (x * LOG2E + 0.5).floor();
+    // floor() without a libm call (baseline x86-64 has no rounding instruction), so the
+    // function inlines and vectorises: truncate, then step down for negative fractions.
+    let t = x * LOG2E + 0.5;
+    let ti = t as i32;
+    let n = (ti - (t < ti as f32) as i32) as f32;
     let r = x - n * C1 - n * C2;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;

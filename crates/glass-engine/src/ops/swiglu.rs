@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + super::fastmath::exp(-x))
 }
