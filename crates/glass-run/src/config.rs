@@ -337,33 +337,72 @@ mod tests {
     fn init_config_parses_and_presets_resolve() {
         let c = RunConfig::parse(&base(), Path::new("glass.toml")).unwrap();
         assert_eq!(c.model, ModelConfig::preset("tiny").unwrap());
-        let c = RunConfig::parse(&base().replacen("preset = \"tiny\"\n", "preset = \"tiny\"\nn_layers = 2\n", 1), Path::new("g")).unwrap();
+        let c = RunConfig::parse(
+            &base().replacen(
+                "preset = \"tiny\"\n",
+                "preset = \"tiny\"\nn_layers = 2\n",
+                1,
+            ),
+            Path::new("g"),
+        )
+        .unwrap();
         assert_eq!(c.model.n_layers, 2);
     }
 
     #[test]
     fn unknown_keys_and_tables_are_named() {
-        let e = RunConfig::parse(&base().replacen("[optim]\n", "[optim]\nlrate = 1\n", 1), Path::new("g")).unwrap_err().to_string();
+        let e = RunConfig::parse(
+            &base().replacen("[optim]\n", "[optim]\nlrate = 1\n", 1),
+            Path::new("g"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("lrate"), "{e}");
-        let e = RunConfig::parse(&format!("{}\n[optimiser]\n", base()), Path::new("g")).unwrap_err().to_string();
+        let e = RunConfig::parse(&format!("{}\n[optimiser]\n", base()), Path::new("g"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("optimiser"), "{e}");
-        let e = RunConfig::parse(&base().replacen("preset = \"tiny\"\n", "preset = \"tiny\"\nlayers = 2\n", 1), Path::new("g")).unwrap_err().to_string();
+        let e = RunConfig::parse(
+            &base().replacen("preset = \"tiny\"\n", "preset = \"tiny\"\nlayers = 2\n", 1),
+            Path::new("g"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("layers"), "{e}");
     }
 
     #[test]
     fn schedule_warms_up_then_decays_to_floor() {
-        let o = OptimConfig { lr: 3e-4, min_lr: 3e-5, warmup_steps: 2000, adamw: AdamWConfig::default() };
+        let o = OptimConfig {
+            lr: 3e-4,
+            min_lr: 3e-5,
+            warmup_steps: 2000,
+            adamw: AdamWConfig::default(),
+        };
         assert!((lr_at(&o, 0, 10_000) - 3e-4 / 2000.0).abs() < 1e-12);
         assert!((lr_at(&o, 1999, 10_000) - 3e-4).abs() < 1e-9);
-        assert!((lr_at(&o, 6000, 10_000) - 1.65e-4).abs() < 1e-7, "half way: midpoint");
+        assert!(
+            (lr_at(&o, 6000, 10_000) - 1.65e-4).abs() < 1e-7,
+            "half way: midpoint"
+        );
         assert!((lr_at(&o, 10_000, 10_000) - 3e-5).abs() < 1e-9);
     }
 
     #[test]
     fn amber_preset_defaults_follow_llm360() {
         let c = RunConfig::parse(&init_toml("amber-7b", "a").unwrap(), Path::new("g")).unwrap();
-        assert_eq!((c.optim.lr, c.optim.min_lr, c.optim.warmup_steps), (3e-4, 3e-5, 2000));
-        assert_eq!((c.optim.adamw.beta1, c.optim.adamw.beta2, c.optim.adamw.weight_decay, c.optim.adamw.grad_clip), (0.9, 0.95, 0.1, 1.0));
+        assert_eq!(
+            (c.optim.lr, c.optim.min_lr, c.optim.warmup_steps),
+            (3e-4, 3e-5, 2000)
+        );
+        assert_eq!(
+            (
+                c.optim.adamw.beta1,
+                c.optim.adamw.beta2,
+                c.optim.adamw.weight_decay,
+                c.optim.adamw.grad_clip
+            ),
+            (0.9, 0.95, 0.1, 1.0)
+        );
     }
 }

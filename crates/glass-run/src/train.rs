@@ -587,7 +587,10 @@ mod tests {
 
     #[test]
     fn plan_has_step0_log_spaced_and_chunk_boundaries() {
-        assert_eq!(checkpoint_plan(100, 20, true), vec![0, 1, 2, 4, 8, 16, 20, 40, 60, 80, 100]);
+        assert_eq!(
+            checkpoint_plan(100, 20, true),
+            vec![0, 1, 2, 4, 8, 16, 20, 40, 60, 80, 100]
+        );
         assert_eq!(checkpoint_plan(50, 20, false), vec![0, 20, 40, 50]);
         // Amber: 360 chunks => 360 chunk checkpoints + step 0.
         assert_eq!(checkpoint_plan(360 * 10, 10, false).len(), 361);

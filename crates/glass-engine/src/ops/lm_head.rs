@@ -108,7 +108,18 @@ pub fn forward_backward(
     dw: &mut [f32],
     buf: &mut Vec<f32>,
 ) {
-    forward_backward_chunked(row_chunk(dims.vocab), dims, x, w, targets, grad_scale, losses, dx, dw, buf);
+    forward_backward_chunked(
+        row_chunk(dims.vocab),
+        dims,
+        x,
+        w,
+        targets,
+        grad_scale,
+        losses,
+        dx,
+        dw,
+        buf,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -184,14 +195,38 @@ mod tests {
     use super::*;
 
     fn run(chunk: usize, threads: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let dims = HeadDims { d: 8, vocab: 50, mult: 0.7 };
+        let dims = HeadDims {
+            d: 8,
+            vocab: 50,
+            mult: 0.7,
+        };
         let rows = 200;
-        let x: Vec<f32> = (0..rows * 8).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
-        let w: Vec<f32> = (0..50 * 8).map(|i| ((i * 13 % 11) as f32 - 5.0) / 5.0).collect();
+        let x: Vec<f32> = (0..rows * 8)
+            .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let w: Vec<f32> = (0..50 * 8)
+            .map(|i| ((i * 13 % 11) as f32 - 5.0) / 5.0)
+            .collect();
         let t: Vec<u32> = (0..rows).map(|i| (i * 7 % 50) as u32).collect();
         let (mut l, mut dx, mut dw) = (vec![0.0; rows], vec![0.0; rows * 8], vec![0.0; 50 * 8]);
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        pool.install(|| forward_backward_chunked(chunk, dims, &x, &w, &t, 0.01, &mut l, &mut dx, &mut dw, &mut Vec::new()));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            forward_backward_chunked(
+                chunk,
+                dims,
+                &x,
+                &w,
+                &t,
+                0.01,
+                &mut l,
+                &mut dx,
+                &mut dw,
+                &mut Vec::new(),
+            )
+        });
         (l, dx, dw)
     }
 
@@ -204,6 +239,10 @@ mod tests {
         }
         assert_eq!(whole.0, chunked.0);
         let one = run(64, 1);
-        assert!(one.2.iter().zip(&chunked.2).all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(one
+            .2
+            .iter()
+            .zip(&chunked.2)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 }
