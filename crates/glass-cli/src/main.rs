@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod generate;
 mod run_cmds;
 
 /// Fully transparent LLM pretraining: every token, checkpoint and metric of a run,
@@ -60,6 +61,8 @@ enum Command {
     },
     /// Print a run's metrics (per step, per checkpoint, events).
     Metrics(run_cmds::MetricsArgs),
+    /// Continue a prompt from a checkpoint (KV cache; greedy or seeded sampling).
+    Generate(generate::GenerateArgs),
     /// Measure engine and data-pipeline speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -94,6 +97,7 @@ fn real_main() -> Result<()> {
         Command::Info { run, json } => run_cmds::info(&run, json),
         Command::Verify { run, replay, json } => run_cmds::verify(&run, replay, json),
         Command::Metrics(a) => run_cmds::metrics(a),
+        Command::Generate(a) => generate::run(a),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -178,6 +178,26 @@ fn killed_runs_resume_bit_identical_and_replay_proves_checkpoints() {
         "{events}"
     );
 
+    // Generation from a checkpoint is deterministic for a seed.
+    let gen = |seed: &str| {
+        ok(&[
+            "generate",
+            &p(&a),
+            "--checkpoint",
+            "3",
+            "--prompt",
+            "To be",
+            "--max-tokens",
+            "12",
+            "--temperature",
+            "0.9",
+            "--seed",
+            seed,
+        ])
+    };
+    assert_eq!(gen("1"), gen("1"));
+    assert!(gen("1").starts_with("To be"));
+
     // Replay proof, then tamper detection.
     let out = ok(&["verify", &p(&a), "--replay", "4"]);
     assert!(out.contains("bit-identical"), "{out}");

@@ -211,8 +211,13 @@ pub fn write(
         opt_meta,
     )?;
     crate::fault::point("after-optimizer-write");
-    state.model_sha256 = sha256_file(&tmp_dir.join(MODEL_FILE))?.0;
-    state.optimizer_sha256 = sha256_file(&tmp_dir.join(OPTIMIZER_FILE))?.0;
+    // Hash both files at once: hashing, not the disk, bounds this on a fast disk.
+    let (m, o) = rayon::join(
+        || sha256_file(&tmp_dir.join(MODEL_FILE)),
+        || sha256_file(&tmp_dir.join(OPTIMIZER_FILE)),
+    );
+    state.model_sha256 = m?.0;
+    state.optimizer_sha256 = o?.0;
     let state_bytes = serde_json::to_vec_pretty(state).expect("state serialises");
     write_atomic(&tmp_dir.join(STATE_FILE), &state_bytes)?;
     sync_dir(&tmp_dir)?;
@@ -247,19 +252,22 @@ fn file_len(p: &Path) -> Result<u64> {
 
 /// Verifies `files` against their recorded hashes.
 pub fn verify_files(run_dir: &Path, files: &[FileEntry]) -> Result<()> {
-    for f in files {
-        let p = run_dir.join(&f.path);
-        let (sha, _) = sha256_file(&p).map_err(|e| RunError::Checkpoint {
-            path: p.clone(),
-            msg: format!("{e}; the checkpoint is incomplete"),
-        })?;
-        if sha != f.sha256 {
-            return Err(RunError::HashMismatch {
-                path: p,
-                expected: f.sha256.clone(),
-                actual: sha,
-            });
-        }
+    use rayon::prelude::*;
+    files.par_iter().try_for_each(|f| verify_file(run_dir, f))
+}
+
+fn verify_file(run_dir: &Path, f: &FileEntry) -> Result<()> {
+    let p = run_dir.join(&f.path);
+    let (sha, _) = sha256_file(&p).map_err(|e| RunError::Checkpoint {
+        path: p.clone(),
+        msg: format!("{e}; the checkpoint is incomplete"),
+    })?;
+    if sha != f.sha256 {
+        return Err(RunError::HashMismatch {
+            path: p,
+            expected: f.sha256.clone(),
+            actual: sha,
+        });
     }
     Ok(())
 }

@@ -102,3 +102,20 @@ pub fn info(run_dir: &Path) -> Result<RunInfo> {
         checkpoints,
     })
 }
+
+/// Loads the weights of checkpoint `index` (default: the latest) of a run, hash-checked,
+/// for evaluation and generation. Returns the model and the checkpoint's index.
+pub fn load_model(run_dir: &Path, index: Option<u32>) -> Result<(glass_engine::Model, u32)> {
+    let cfg = RunConfig::load(run_dir)?;
+    let m = RunManifest::require(run_dir)?;
+    let entry = match index {
+        Some(k) => m.checkpoint(k)?,
+        None => m
+            .checkpoints
+            .last()
+            .ok_or_else(|| RunError::Invalid("the run has no checkpoint".into()))?,
+    };
+    let mut model = glass_engine::Model::zeros(&cfg.model)?;
+    crate::checkpoint::load_weights(run_dir, &entry.files, &mut model)?;
+    Ok((model, entry.index))
+}

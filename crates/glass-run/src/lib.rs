@@ -17,7 +17,7 @@ pub mod verify;
 
 pub use config::{init_toml, lr_at, RunConfig};
 pub use error::{Result, RunError};
-pub use info::{info, init, RunInfo};
+pub use info::{info, init, load_model, RunInfo};
 pub use manifest::RunManifest;
 pub use metrics::Metrics;
 pub use train::{checkpoint_plan, train, TrainOptions, TrainReport};
