@@ -69,6 +69,13 @@ enum Command {
 }
 
 fn main() {
+    // Die quietly on a closed pipe (`glass data show … | head`), like other Unix tools,
+    // instead of panicking on the failed write.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     if let Err(e) = real_main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -21,6 +21,20 @@ pub use layout::{ParamGroup, ParamLayout, TensorView};
 pub use model::{Model, StepStats};
 pub use optim::{AdamW, AdamWConfig};
 
+/// Version of the engine's numerics: bumped whenever any kernel's rounding changes
+/// (operation order, GEMM backend or tiling, exp approximation). Two engines with the
+/// same numerics version produce the same bits; a checkpoint can only be replayed bit for
+/// bit by an engine with the version that wrote it.
+pub const NUMERICS_VERSION: u32 = 1;
+
+/// A string naming this engine and its numerics, recorded in every checkpoint.
+pub fn engine_id() -> String {
+    format!(
+        "glass-engine {} numerics {NUMERICS_VERSION}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
 /// Everything the engine can refuse, with enough context to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -30,6 +30,8 @@ pub const STATE_FILE: &str = "state.json";
 pub struct CheckpointState {
     /// Run format version that wrote it.
     pub format_version: u32,
+    /// Engine and numerics version that computed it ([`glass_engine::engine_id`]).
+    pub engine: String,
     /// Position in the checkpoint plan (0 = initial weights).
     pub index: u32,
     /// Optimizer steps of the data stream completed (the data cursor: next step to run).
@@ -343,6 +345,7 @@ pub fn bench(dir: &Path, cfg: &glass_engine::ModelConfig) -> Result<CheckpointBe
     let mut opt = AdamW::new(glass_engine::AdamWConfig::default(), model.params.len());
     let mut state = CheckpointState {
         format_version: crate::manifest::FORMAT_VERSION,
+        engine: glass_engine::engine_id(),
         index: 1,
         step: 1,
         tokens: 0,

@@ -282,6 +282,7 @@ impl Session {
     pub fn state(&self, index: u32, val: (Option<f64>, Option<f64>)) -> CheckpointState {
         CheckpointState {
             format_version: FORMAT_VERSION,
+            engine: glass_engine::engine_id(),
             index,
             step: self.step,
             tokens: self.tokens,

@@ -118,6 +118,13 @@ pub fn replay(run_dir: &Path, k: u32) -> Result<ReplayReport> {
         path: run_dir.join(&state_file.path),
         msg: e.to_string(),
     })?;
+    if target_state.engine != glass_engine::engine_id() {
+        return Err(RunError::Invalid(format!(
+            "checkpoint {k} was computed by {}, this is {}: a bit-identical replay needs the same engine numerics; use that glass version",
+            target_state.engine,
+            glass_engine::engine_id()
+        )));
+    }
     let mut s = Session::open(run_dir)?;
     s.load_checkpoint(&prev)?;
     s.skips = target_state
