@@ -7,11 +7,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::gemm::{matmul, Mat, Threads};
+use crate::gemm::Mat;
 use crate::model::Model;
 use crate::ops::attention::head_forward;
 use crate::ops::lm_head::{self, HeadDims};
-use crate::ops::{embedding, norm, swiglu};
+use crate::ops::{embedding, linear, norm, swiglu};
 use crate::parallel::SharedMut;
 use crate::EngineError;
 
@@ -111,18 +111,7 @@ impl Model {
                 &mut rstd,
                 d,
             );
-            matmul(
-                Threads::Pool,
-                n,
-                w,
-                d,
-                Mat::n(&ln, d),
-                Mat::t(&p[bo.qkv..bo.qkv + w * d], d),
-                &mut qkv,
-                w,
-                1.0,
-                false,
-            );
+            linear::forward(&ln, &p[bo.qkv..bo.qkv + w * d], &mut qkv, n, d, w, false);
             let rope = self.rope();
             qkv.par_chunks_mut(w).enumerate().for_each(|(r, row)| {
                 rope.rotate(row, nh, hd, pos0 + r, false);
@@ -158,18 +147,7 @@ impl Model {
                     );
                 },
             );
-            matmul(
-                Threads::Pool,
-                n,
-                d,
-                ad,
-                Mat::n(&att, ad),
-                Mat::t(&p[bo.o..bo.o + d * ad], ad),
-                &mut x,
-                d,
-                1.0,
-                true,
-            );
+            linear::forward(&att, &p[bo.o..bo.o + d * ad], &mut x, n, ad, d, true);
             norm::forward(
                 cfg.norm,
                 cfg.norm_eps,
@@ -181,31 +159,17 @@ impl Model {
                 &mut rstd,
                 d,
             );
-            matmul(
-                Threads::Pool,
-                n,
-                2 * f,
-                d,
-                Mat::n(&ln, d),
-                Mat::t(&p[bo.gate_up..bo.gate_up + 2 * f * d], d),
+            linear::forward(
+                &ln,
+                &p[bo.gate_up..bo.gate_up + 2 * f * d],
                 &mut gu,
+                n,
+                d,
                 2 * f,
-                1.0,
                 false,
             );
             swiglu::forward(&gu, &mut h, f);
-            matmul(
-                Threads::Pool,
-                n,
-                d,
-                f,
-                Mat::n(&h, f),
-                Mat::t(&p[bo.down..bo.down + d * f], f),
-                &mut x,
-                d,
-                1.0,
-                true,
-            );
+            linear::forward(&h, &p[bo.down..bo.down + d * f], &mut x, n, f, d, true);
         }
         norm::forward(
             cfg.norm,

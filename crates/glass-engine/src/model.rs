@@ -13,12 +13,11 @@ use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 
 use crate::config::ModelConfig;
-use crate::gemm::{matmul, Mat, Threads};
 use crate::layout::{BlockOffsets, ParamGroup, ParamLayout};
 use crate::ops::attention::{self, AttnDims};
 use crate::ops::lm_head::{self, HeadDims};
 use crate::ops::rope::Rope;
-use crate::ops::{embedding, norm, swiglu};
+use crate::ops::{embedding, linear, norm, swiglu};
 use crate::optim::AdamW;
 use crate::EngineError;
 
@@ -277,16 +276,13 @@ impl Model {
                 &mut a.ln1_rstd,
                 d,
             );
-            matmul(
-                Threads::Pool,
-                n,
-                w,
-                d,
-                Mat::n(&a.ln1, d),
-                Mat::t(&p[bo.qkv..bo.qkv + w * d], d),
+            linear::forward(
+                &a.ln1,
+                &p[bo.qkv..bo.qkv + w * d],
                 &mut a.qkv,
+                n,
+                d,
                 w,
-                1.0,
                 false,
             );
             let rope = &self.rope;
@@ -297,16 +293,13 @@ impl Model {
             });
             attention::forward(dims, &a.qkv, &mut a.att, &mut a.lse);
             a.xmid.copy_from_slice(x);
-            matmul(
-                Threads::Pool,
-                n,
-                d,
-                nh * hd,
-                Mat::n(&a.att, nh * hd),
-                Mat::t(&p[bo.o..bo.o + d * nh * hd], nh * hd),
+            linear::forward(
+                &a.att,
+                &p[bo.o..bo.o + d * nh * hd],
                 &mut a.xmid,
+                n,
+                nh * hd,
                 d,
-                1.0,
                 true,
             );
             norm::forward(
@@ -320,32 +313,18 @@ impl Model {
                 &mut a.ln2_rstd,
                 d,
             );
-            matmul(
-                Threads::Pool,
-                n,
-                2 * f,
-                d,
-                Mat::n(&a.ln2, d),
-                Mat::t(&p[bo.gate_up..bo.gate_up + 2 * f * d], d),
+            linear::forward(
+                &a.ln2,
+                &p[bo.gate_up..bo.gate_up + 2 * f * d],
                 &mut a.gu,
+                n,
+                d,
                 2 * f,
-                1.0,
                 false,
             );
             swiglu::forward(&a.gu, &mut a.h, f);
             x_next.copy_from_slice(&a.xmid);
-            matmul(
-                Threads::Pool,
-                n,
-                d,
-                f,
-                Mat::n(&a.h, f),
-                Mat::t(&p[bo.down..bo.down + d * f], f),
-                x_next,
-                d,
-                1.0,
-                true,
-            );
+            linear::forward(&a.h, &p[bo.down..bo.down + d * f], x_next, n, f, d, true);
         }
         let x = &ws.resid[cfg.n_layers];
         norm::forward(
@@ -513,54 +492,26 @@ impl Model {
             } = *bo;
             let a = &ws.blocks[l];
             // x_next = xmid + h·Wdownᵀ
-            matmul(
-                Threads::Pool,
-                n,
-                f,
-                d,
-                Mat::n(&ws.dres, d),
-                Mat::n(&p[down..down + d * f], f),
+            linear::backward(
+                &ws.dres,
+                &a.h,
+                &p[down..down + d * f],
                 &mut ws.dh,
-                f,
-                1.0,
-                false,
-            );
-            matmul(
-                Threads::Pool,
-                d,
-                f,
-                n,
-                Mat::t(&ws.dres, d),
-                Mat::n(&a.h, f),
                 &mut g[down..down + d * f],
+                n,
                 f,
-                1.0,
-                true,
+                d,
             );
             swiglu::backward(&a.gu, &ws.dh, &mut ws.dgu, f);
-            matmul(
-                Threads::Pool,
-                n,
-                d,
-                2 * f,
-                Mat::n(&ws.dgu, 2 * f),
-                Mat::n(&p[gate_up..gate_up + 2 * f * d], d),
+            linear::backward(
+                &ws.dgu,
+                &a.ln2,
+                &p[gate_up..gate_up + 2 * f * d],
                 &mut ws.dln,
-                d,
-                1.0,
-                false,
-            );
-            matmul(
-                Threads::Pool,
-                2 * f,
-                d,
-                n,
-                Mat::t(&ws.dgu, 2 * f),
-                Mat::n(&a.ln2, d),
                 &mut g[gate_up..gate_up + 2 * f * d],
+                n,
                 d,
-                1.0,
-                true,
+                2 * f,
             );
             norm_backward(
                 cfg,
@@ -576,29 +527,15 @@ impl Model {
             );
             // xmid = x + att·Woᵀ
             let ad = nh * hd;
-            matmul(
-                Threads::Pool,
-                n,
-                ad,
-                d,
-                Mat::n(&ws.dres, d),
-                Mat::n(&p[o..o + d * ad], ad),
+            linear::backward(
+                &ws.dres,
+                &a.att,
+                &p[o..o + d * ad],
                 &mut ws.datt,
-                ad,
-                1.0,
-                false,
-            );
-            matmul(
-                Threads::Pool,
-                d,
-                ad,
-                n,
-                Mat::t(&ws.dres, d),
-                Mat::n(&a.att, ad),
                 &mut g[o..o + d * ad],
+                n,
                 ad,
-                1.0,
-                true,
+                d,
             );
             attention::backward(dims, &a.qkv, &a.att, &a.lse, &ws.datt, &mut ws.dqkv);
             let rope = &self.rope;
@@ -607,29 +544,15 @@ impl Model {
                 rope.rotate(row, nh, hd, pos, true);
                 rope.rotate(&mut row[nh * hd..], nkv, hd, pos, true);
             });
-            matmul(
-                Threads::Pool,
-                n,
-                d,
-                w,
-                Mat::n(&ws.dqkv, w),
-                Mat::n(&p[qkv..qkv + w * d], d),
+            linear::backward(
+                &ws.dqkv,
+                &a.ln1,
+                &p[qkv..qkv + w * d],
                 &mut ws.dln,
-                d,
-                1.0,
-                false,
-            );
-            matmul(
-                Threads::Pool,
-                w,
-                d,
-                n,
-                Mat::t(&ws.dqkv, w),
-                Mat::n(&a.ln1, d),
                 &mut g[qkv..qkv + w * d],
+                n,
                 d,
-                1.0,
-                true,
+                w,
             );
             norm_backward(
                 cfg,
