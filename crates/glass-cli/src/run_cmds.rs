@@ -15,7 +15,7 @@ pub struct TrainArgs {
     #[arg(long, requires = "checkpoint")]
     pub from: Option<PathBuf>,
     /// Checkpoint index of --from to start from.
-    #[arg(long)]
+    #[arg(long, requires = "from")]
     pub checkpoint: Option<u32>,
     /// Fault injection: make the loss NaN the first time step S runs (repeatable).
     #[arg(long = "inject-nan-at-step", value_name = "S")]
@@ -69,15 +69,15 @@ pub fn info(run: &Path, json: bool) -> Result<()> {
         "run {} (format v{}), config {}, data {}",
         i.run_id,
         i.format_version,
-        &i.config_sha256[..12],
-        &i.data_manifest_sha256[..12]
+        short(&i.config_sha256),
+        short(&i.data_manifest_sha256)
     );
     if let Some(p) = &i.parent {
         println!(
             "branched from {} checkpoint {} ({})",
             p.run_dir,
             p.checkpoint,
-            &p.checkpoint_sha256[..12]
+            short(&p.checkpoint_sha256)
         );
     }
     println!(
@@ -241,4 +241,8 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
 
 fn csv_field(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn short(h: &str) -> &str {
+    h.get(..12).unwrap_or(h)
 }

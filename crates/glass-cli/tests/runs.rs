@@ -163,6 +163,11 @@ fn killed_runs_resume_bit_identical_and_replay_proves_checkpoints() {
     let out = ok(&["train", &p(&b), "--quiet"]);
     assert!(out.contains("resumed from checkpoint"), "{out}");
     assert_eq!(
+        checkpoints(&b),
+        checkpoints(&a),
+        "same config: the whole hash chain (state.json included) must match"
+    );
+    assert_eq!(
         tensor_hashes(&b),
         reference,
         "resumed run must publish the same checkpoints, bit for bit"

@@ -362,6 +362,13 @@ pub fn bench(dir: &Path, cfg: &glass_engine::ModelConfig) -> Result<CheckpointBe
         val_loss: None,
         val_bpb: None,
     };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    // A private directory, so benchmarking inside a run can never touch its checkpoints.
+    let scratch = tempfile::Builder::new()
+        .prefix(".bench-")
+        .tempdir_in(dir)
+        .map_err(io(dir))?;
+    let dir = scratch.path();
     let t = std::time::Instant::now();
     let (files, _) = write(dir, &model, &opt, &mut state)?;
     let write_s = t.elapsed().as_secs_f64();
@@ -369,7 +376,6 @@ pub fn bench(dir: &Path, cfg: &glass_engine::ModelConfig) -> Result<CheckpointBe
     let t = std::time::Instant::now();
     load(dir, &files, &mut model, &mut opt)?;
     let load_s = t.elapsed().as_secs_f64();
-    let _ = std::fs::remove_dir_all(dir.join("checkpoints"));
     Ok(CheckpointBench {
         bytes,
         write_gb_s: bytes as f64 / write_s / 1e9,

@@ -199,12 +199,21 @@ impl RunConfig {
         if cfg.train.micro_batch_rows == 0 {
             return Err(err("[train] micro_batch_rows must be at least 1".into()));
         }
-        if cfg.optim.lr.is_nan()
-            || cfg.optim.lr <= 0.0
-            || cfg.optim.min_lr < 0.0
-            || cfg.optim.min_lr > cfg.optim.lr
+        let o = &cfg.optim;
+        if !(o.lr.is_finite()
+            && o.lr > 0.0
+            && o.min_lr.is_finite()
+            && o.min_lr >= 0.0
+            && o.min_lr <= o.lr)
         {
-            return Err(err("[optim] needs lr > 0 and 0 <= min_lr <= lr".into()));
+            return Err(err(
+                "[optim] needs finite lr > 0 and 0 <= min_lr <= lr".into()
+            ));
+        }
+        if !(cfg.guard.spike_factor.is_finite() && cfg.guard.spike_factor >= 0.0) {
+            return Err(err(
+                "[guard] spike_factor must be >= 0 (0 disables the spike rule)".into(),
+            ));
         }
         Ok(cfg)
     }

@@ -358,6 +358,7 @@ fn publish(
 /// Trains `run_dir` from its last published checkpoint (or from scratch / a parent run)
 /// to the end of its data, checkpointing on the plan.
 pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
+    RunConfig::load(run_dir)?; // clear error for a missing or bad config before locking
     let _lock = RunLock::acquire(run_dir)?;
     let mut s = Session::open(run_dir)?;
     s.skips.extend(load_guard_skips(run_dir)?);
@@ -373,10 +374,24 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
     };
     let mut manifest = match RunManifest::load(run_dir)? {
         Some(m) => {
-            if opts.from.is_some() {
+            if let Some((other, k)) = &opts.from {
+                // Re-running the same branch command after a crash simply resumes.
+                let same = m.parent.as_ref().is_some_and(|p| {
+                    p.checkpoint == *k && Path::new(&p.run_dir) == other.as_path()
+                });
+                if !same {
+                    return Err(RunError::Invalid(format!(
+                        "{} already has checkpoints and is not a branch of {} checkpoint {k}; --from only starts a new run (use a new directory), plain `glass train` resumes",
+                        run_dir.display(),
+                        other.display()
+                    )));
+                }
+            }
+            if m.data_manifest_sha256 != s.data_sha {
                 return Err(RunError::Invalid(format!(
-                    "{} already has checkpoints; --from only starts a new run (use a new directory)",
-                    run_dir.display()
+                    "{}: the prepared data changed since this run started (data manifest {} → {}); resuming would train on different data — restore the data or start a new run",
+                    run_dir.join("data/manifest.json").display(),
+                    m.data_manifest_sha256, s.data_sha
                 )));
             }
             let last = m
@@ -384,6 +399,17 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
                 .last()
                 .cloned()
                 .ok_or_else(|| RunError::Invalid("manifest lists no checkpoint".into()))?;
+            if s.plan.get(last.index as usize) != Some(&last.step) {
+                return Err(RunError::Config {
+                    path: RunConfig::path(run_dir),
+                    msg: format!(
+                        "the checkpoint plan changed: checkpoint {} is at step {} but the config now puts it at {:?}; restore [checkpoints] log_spaced_early and [data] steps_per_chunk / stage tokens",
+                        last.index,
+                        last.step,
+                        s.plan.get(last.index as usize)
+                    ),
+                });
+            }
             s.load_checkpoint(&last)?;
             if m.config_sha256 != s.config_sha {
                 metrics.event(
@@ -401,6 +427,19 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
             m
         }
         None => {
+            let stale = run_dir.join("checkpoints").join(checkpoint::dir_name(0, 0));
+            if opts.from.is_none() && stale.exists() {
+                let st = std::fs::read(stale.join(checkpoint::STATE_FILE))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<CheckpointState>(&b).ok());
+                if st.is_some_and(|st| st.parent_checkpoint_sha256.is_some()) {
+                    return Err(RunError::Invalid(format!(
+                        "{}: an unpublished branch start exists; re-run the same `glass train {} --from … --checkpoint …` command",
+                        stale.display(),
+                        run_dir.display()
+                    )));
+                }
+            }
             let parent = match &opts.from {
                 Some((other, k)) => Some(branch_from(&mut s, other, *k)?),
                 None => {

@@ -65,6 +65,7 @@ pub fn verify_run(run_dir: &Path) -> Result<RunVerifyReport> {
             }
         }
     }
+    problems.extend(chain_problems(run_dir, &m));
     let d = glass_data::verify(run_dir)?;
     Ok(RunVerifyReport {
         checkpoint_files: n,
@@ -109,7 +110,11 @@ pub fn replay(run_dir: &Path, k: u32) -> Result<ReplayReport> {
         .files
         .iter()
         .find(|f| f.path.ends_with(STATE_FILE))
-        .expect("state listed");
+        .ok_or_else(|| {
+            RunError::Invalid(format!(
+                "manifest.json: checkpoint {k} lists no {STATE_FILE}"
+            ))
+        })?;
     let target_state: CheckpointState = serde_json::from_slice(
         &std::fs::read(run_dir.join(&state_file.path))
             .map_err(crate::error::io(run_dir.join(&state_file.path)))?,
@@ -126,6 +131,20 @@ pub fn replay(run_dir: &Path, k: u32) -> Result<ReplayReport> {
         )));
     }
     let mut s = Session::open(run_dir)?;
+    for (what, then, now) in [
+        ("glass.toml", &target_state.config_sha256, &s.config_sha),
+        (
+            "data/manifest.json",
+            &target_state.data_manifest_sha256,
+            &s.data_sha,
+        ),
+    ] {
+        if then != now {
+            return Err(RunError::Invalid(format!(
+                "checkpoint {k} was trained with {what} sha256 {then}, the run now has {now}; restore that {what} to replay"
+            )));
+        }
+    }
     s.load_checkpoint(&prev)?;
     s.skips = target_state
         .skipped_steps
@@ -148,33 +167,82 @@ pub fn replay(run_dir: &Path, k: u32) -> Result<ReplayReport> {
     }
     let val = s.validate()?;
     let mut state = s.state(k, val);
-    let scratch = run_dir.join(".replay");
-    if scratch.exists() {
-        std::fs::remove_dir_all(&scratch).map_err(crate::error::io(&scratch))?;
-    }
-    let written = checkpoint::write(&scratch, &s.model, &s.opt, &mut state);
-    let result = written.map(|(files, _)| {
-        let files: Vec<(String, String, String)> = target
+    // A private scratch directory per replay, so concurrent replays never collide.
+    let scratch = tempfile::Builder::new()
+        .prefix(".replay-")
+        .tempdir_in(run_dir)
+        .map_err(crate::error::io(run_dir))?;
+    let (files, state_sha) = checkpoint::write(scratch.path(), &s.model, &s.opt, &mut state)?;
+    let name = |p: &str| p.rsplit('/').next().unwrap_or("").to_string();
+    let mut compared = Vec::new();
+    for got in &files {
+        let want = target
             .files
             .iter()
-            .zip(&files)
-            .map(|(want, got)| {
-                (
-                    want.path.rsplit('/').next().unwrap_or("").to_string(),
-                    want.sha256.clone(),
-                    got.sha256.clone(),
-                )
+            .find(|w| name(&w.path) == name(&got.path))
+            .map_or(String::new(), |w| w.sha256.clone());
+        compared.push((name(&got.path), want, got.sha256.clone()));
+    }
+    let identical = compared.iter().all(|(_, a, b)| a == b) && state_sha == target.sha256;
+    Ok(ReplayReport {
+        checkpoint: k,
+        from_step,
+        to_step: target.step,
+        files: compared,
+        identical,
+    })
+}
+/// Checks the hash chain: each entry's hash is its state.json's, the state pins the listed
+/// tensor files, and each state names its predecessor.
+fn chain_problems(run_dir: &Path, m: &RunManifest) -> Vec<FileProblem> {
+    let mut out = Vec::new();
+    let mut prev: Option<String> = m.parent.as_ref().map(|p| p.checkpoint_sha256.clone());
+    for c in &m.checkpoints {
+        let listed = |suffix: &str| c.files.iter().find(|f| f.path.ends_with(suffix));
+        let Some(sf) = listed(STATE_FILE) else {
+            out.push(FileProblem {
+                path: "manifest.json".into(),
+                problem: format!("checkpoint {} lists no {STATE_FILE}", c.index),
+            });
+            continue;
+        };
+        let mut bad = |problem: String| {
+            out.push(FileProblem {
+                path: sf.path.clone(),
+                problem,
             })
-            .collect();
-        let identical = files.iter().all(|(_, a, b)| a == b);
-        ReplayReport {
-            checkpoint: k,
-            from_step,
-            to_step: target.step,
-            files,
-            identical,
+        };
+        if sf.sha256 != c.sha256 {
+            bad(format!(
+                "checkpoint {} hash {} is not its state.json's {}",
+                c.index, c.sha256, sf.sha256
+            ));
         }
-    });
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
+        match std::fs::read(run_dir.join(&sf.path))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<CheckpointState>(&b).ok())
+        {
+            None => bad("unreadable state".into()),
+            Some(st) => {
+                for (suffix, pinned) in [
+                    (checkpoint::MODEL_FILE, &st.model_sha256),
+                    (checkpoint::OPTIMIZER_FILE, &st.optimizer_sha256),
+                ] {
+                    if listed(suffix).map(|f| &f.sha256) != Some(pinned) {
+                        bad(format!(
+                            "state pins {suffix} {pinned}, the manifest lists another file"
+                        ));
+                    }
+                }
+                if (c.index > 0 || m.parent.is_some()) && st.parent_checkpoint_sha256 != prev {
+                    bad(format!(
+                        "predecessor {:?} does not match the previous checkpoint {:?}",
+                        st.parent_checkpoint_sha256, prev
+                    ));
+                }
+            }
+        }
+        prev = Some(c.sha256.clone());
+    }
+    out
 }
