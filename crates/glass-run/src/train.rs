@@ -410,7 +410,15 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
                     ),
                 });
             }
-            s.load_checkpoint(&last)?;
+            let st = s.load_checkpoint(&last)?;
+            // A crash right after the manifest listed it can leave its metrics row unwritten.
+            metrics.checkpoint(&CheckpointRow {
+                checkpoint: last.index,
+                step: st.step,
+                tokens: st.tokens,
+                val_loss: st.val_loss,
+                val_bpb: st.val_bpb,
+            })?;
             if m.config_sha256 != s.config_sha {
                 metrics.event(
                     Some(s.step),
