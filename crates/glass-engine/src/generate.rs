@@ -8,10 +8,10 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::gemm::Mat;
-use crate::model::Model;
+use crate::model::{norm_forward, Model};
 use crate::ops::attention::head_forward;
 use crate::ops::lm_head::{self, HeadDims};
-use crate::ops::{embedding, linear, norm, swiglu};
+use crate::ops::{embedding, linear, swiglu};
 use crate::parallel::SharedMut;
 use crate::EngineError;
 
@@ -100,16 +100,8 @@ impl Model {
             cfg.mup.embedding_multiplier,
         );
         for (l, bo) in lay.blocks.iter().enumerate() {
-            norm::forward(
-                cfg.norm,
-                cfg.norm_eps,
-                &x,
-                &p[bo.norm1_w..bo.norm1_w + d],
-                bo.norm1_b.map(|o| &p[o..o + d]),
-                &mut ln,
-                &mut mean,
-                &mut rstd,
-                d,
+            norm_forward(
+                cfg, p, bo.norm1_w, bo.norm1_b, &x, &mut ln, &mut mean, &mut rstd,
             );
             linear::forward(&ln, &p[bo.qkv..bo.qkv + w * d], &mut qkv, n, d, w, false);
             let rope = self.rope();
@@ -148,16 +140,8 @@ impl Model {
                 },
             );
             linear::forward(&att, &p[bo.o..bo.o + d * ad], &mut x, n, ad, d, true);
-            norm::forward(
-                cfg.norm,
-                cfg.norm_eps,
-                &x,
-                &p[bo.norm2_w..bo.norm2_w + d],
-                bo.norm2_b.map(|o| &p[o..o + d]),
-                &mut ln,
-                &mut mean,
-                &mut rstd,
-                d,
+            norm_forward(
+                cfg, p, bo.norm2_w, bo.norm2_b, &x, &mut ln, &mut mean, &mut rstd,
             );
             linear::forward(
                 &ln,
@@ -171,16 +155,15 @@ impl Model {
             swiglu::forward(&gu, &mut h, f);
             linear::forward(&h, &p[bo.down..bo.down + d * f], &mut x, n, f, d, true);
         }
-        norm::forward(
-            cfg.norm,
-            cfg.norm_eps,
+        norm_forward(
+            cfg,
+            p,
+            lay.norm_f_w,
+            lay.norm_f_b,
             &x,
-            &p[lay.norm_f_w..lay.norm_f_w + d],
-            lay.norm_f_b.map(|o| &p[o..o + d]),
             &mut ln,
             &mut mean,
             &mut rstd,
-            d,
         );
         cache.len += n;
         let hdims = HeadDims {

@@ -265,16 +265,15 @@ impl Model {
             let x = &before[l];
             let x_next = &mut after[0];
             let a = &mut ws.blocks[l];
-            norm::forward(
-                cfg.norm,
-                cfg.norm_eps,
+            norm_forward(
+                cfg,
+                p,
+                bo.norm1_w,
+                bo.norm1_b,
                 x,
-                &p[bo.norm1_w..bo.norm1_w + d],
-                bo.norm1_b.map(|o| &p[o..o + d]),
                 &mut a.ln1,
                 &mut a.ln1_mean,
                 &mut a.ln1_rstd,
-                d,
             );
             linear::forward(
                 &a.ln1,
@@ -302,16 +301,15 @@ impl Model {
                 d,
                 true,
             );
-            norm::forward(
-                cfg.norm,
-                cfg.norm_eps,
+            norm_forward(
+                cfg,
+                p,
+                bo.norm2_w,
+                bo.norm2_b,
                 &a.xmid,
-                &p[bo.norm2_w..bo.norm2_w + d],
-                bo.norm2_b.map(|o| &p[o..o + d]),
                 &mut a.ln2,
                 &mut a.ln2_mean,
                 &mut a.ln2_rstd,
-                d,
             );
             linear::forward(
                 &a.ln2,
@@ -327,16 +325,15 @@ impl Model {
             linear::forward(&a.h, &p[bo.down..bo.down + d * f], x_next, n, f, d, true);
         }
         let x = &ws.resid[cfg.n_layers];
-        norm::forward(
-            cfg.norm,
-            cfg.norm_eps,
+        norm_forward(
+            cfg,
+            p,
+            lay.norm_f_w,
+            lay.norm_f_b,
             x,
-            &p[lay.norm_f_w..lay.norm_f_w + d],
-            lay.norm_f_b.map(|o| &p[o..o + d]),
             &mut ws.lnf,
             &mut ws.lnf_mean,
             &mut ws.lnf_rstd,
-            d,
         );
     }
 
@@ -628,6 +625,32 @@ impl Model {
     pub fn last_losses(&self) -> &[f32] {
         self.ws.as_ref().map_or(&[], |w| &w.losses)
     }
+}
+
+/// Norm forward with the weight/bias slices cut out of the flat buffer.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn norm_forward(
+    cfg: &ModelConfig,
+    p: &[f32],
+    w_off: usize,
+    b_off: Option<usize>,
+    x: &[f32],
+    y: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+) {
+    let d = cfg.d_model;
+    norm::forward(
+        cfg.norm,
+        cfg.norm_eps,
+        x,
+        &p[w_off..w_off + d],
+        b_off.map(|o| &p[o..o + d]),
+        y,
+        mean,
+        rstd,
+        d,
+    );
 }
 
 /// Norm backward with the weight/bias gradient slices cut out of the flat buffer.
