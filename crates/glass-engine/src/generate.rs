@@ -166,11 +166,7 @@ impl Model {
             &mut rstd,
         );
         cache.len += n;
-        let hdims = HeadDims {
-            d,
-            vocab: cfg.vocab_size,
-            mult: cfg.mup.output_logit_multiplier,
-        };
+        let hdims = HeadDims::new(cfg);
         let mut logits = vec![0.0f32; n * cfg.vocab_size];
         lm_head::logits(
             hdims,

@@ -226,11 +226,7 @@ impl Model {
     }
 
     fn head_dims(&self) -> HeadDims {
-        HeadDims {
-            d: self.cfg.d_model,
-            vocab: self.cfg.vocab_size,
-            mult: self.cfg.mup.output_logit_multiplier,
-        }
+        HeadDims::new(&self.cfg)
     }
 
     /// Runs the blocks and the final norm, saving every activation.
@@ -244,14 +240,7 @@ impl Model {
         let (d, f, hd) = (cfg.d_model, cfg.ffn_hidden, cfg.head_dim());
         let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
         let w = (nh + 2 * nkv) * hd;
-        let dims = AttnDims {
-            batch,
-            seq,
-            heads: nh,
-            kv_heads: nkv,
-            hd,
-            scale: cfg.attention_scale(),
-        };
+        let dims = AttnDims::new(cfg, batch, seq);
         let wte = &p[lay.embed..lay.embed + cfg.vocab_size * d];
         embedding::forward(
             wte,
@@ -435,19 +424,8 @@ impl Model {
         let (d, f, hd) = (cfg.d_model, cfg.ffn_hidden, cfg.head_dim());
         let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
         let w = (nh + 2 * nkv) * hd;
-        let dims = AttnDims {
-            batch,
-            seq,
-            heads: nh,
-            kv_heads: nkv,
-            hd,
-            scale: cfg.attention_scale(),
-        };
-        let hdims = HeadDims {
-            d,
-            vocab: cfg.vocab_size,
-            mult: cfg.mup.output_logit_multiplier,
-        };
+        let dims = AttnDims::new(cfg, batch, seq);
+        let hdims = HeadDims::new(cfg);
         let vd = cfg.vocab_size * d;
 
         // Head + loss → dL/d(lnf) in `dln`.

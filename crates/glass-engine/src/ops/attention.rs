@@ -35,6 +35,18 @@ pub struct AttnDims {
 }
 
 impl AttnDims {
+    /// The attention shapes of `cfg` for a micro-batch of `batch × seq` tokens.
+    pub fn new(cfg: &crate::ModelConfig, batch: usize, seq: usize) -> Self {
+        AttnDims {
+            batch,
+            seq,
+            heads: cfg.n_heads,
+            kv_heads: cfg.n_kv_heads,
+            hd: cfg.head_dim(),
+            scale: cfg.attention_scale(),
+        }
+    }
+
     /// Width of one `qkv` row.
     pub fn qkv_width(&self) -> usize {
         (self.heads + 2 * self.kv_heads) * self.hd

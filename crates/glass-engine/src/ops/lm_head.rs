@@ -9,6 +9,17 @@ use rayon::prelude::*;
 use super::fastmath;
 use crate::gemm::{matmul, Mat, Threads};
 
+impl HeadDims {
+    /// The head shapes of `cfg`.
+    pub fn new(cfg: &crate::ModelConfig) -> Self {
+        HeadDims {
+            d: cfg.d_model,
+            vocab: cfg.vocab_size,
+            mult: cfg.mup.output_logit_multiplier,
+        }
+    }
+}
+
 /// Logits held at once (64 MiB of f32): large chunks keep the head GEMMs efficient and
 /// the weight-gradient accumulation passes few; the bound keeps memory flat in vocab.
 pub const LOGITS_BUDGET: usize = 1 << 24;
