@@ -21,6 +21,8 @@ pub enum BenchCommand {
         #[arg(long, default_value = "target/bench-checkpoint")]
         dir: std::path::PathBuf,
     },
+    /// Hugging Face export and import throughput (GB/s) for a model preset.
+    Hf(crate::hf::BenchHfArgs),
     /// Raw sgemm throughput of the engine's GEMM backend.
     Gemm {
         /// Square matrix size.
@@ -74,6 +76,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 r.load_gb_s
             );
         }
+        BenchCommand::Hf(a) => crate::hf::bench(a)?,
         BenchCommand::Gemm { n } => {
             let p = gemm_peak(n, 5);
             println!(

@@ -30,15 +30,31 @@ pub struct GenerateArgs {
     /// Sampling seed: the same seed gives the same tokens.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also write the prompt's token ids and logits (`[tokens][vocab]`, f32) as JSON to
+    /// this file, e.g. to compare with another implementation.
+    #[arg(long, value_name = "FILE")]
+    pub logits_out: Option<PathBuf>,
 }
 
 /// Runs `glass generate`, printing text as tokens are chosen.
 pub fn run(a: GenerateArgs) -> Result<()> {
     let (model, k) = glass_run::load_model(&a.run, a.checkpoint)?;
-    let data = glass_data::PreparedData::open(&a.run)?;
-    let tok = data.tokenizer()?;
+    let tok = glass_run::run_tokenizer(&a.run)?;
     let prompt = tok.encode(&a.prompt)?;
     anyhow::ensure!(!prompt.is_empty(), "the prompt encodes to no tokens");
+    if let Some(path) = &a.logits_out {
+        let mut cache = glass_engine::KvCache::new(&model);
+        let logits = model.forward_cached(&prompt, &mut cache)?;
+        let vocab = model.cfg.vocab_size;
+        let rows: Vec<&[f32]> = logits.chunks(vocab).collect();
+        let doc =
+            serde_json::json!({"checkpoint": k, "ids": prompt, "vocab": vocab, "logits": rows});
+        glass_data::atomic::write_atomic(path, &serde_json::to_vec(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        if a.max_tokens == 0 {
+            return Ok(());
+        }
+    }
     let eos = Some(tok.specials().eos);
     eprintln!("checkpoint {k}, {} prompt tokens", prompt.len());
     let mut sampler = Sampler::new(SamplingConfig {

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod generate;
+mod hf;
 mod run_cmds;
 
 /// Fully transparent LLM pretraining: every token, checkpoint and metric of a run,
@@ -63,6 +64,12 @@ enum Command {
     Metrics(run_cmds::MetricsArgs),
     /// Continue a prompt from a checkpoint (KV cache; greedy or seeded sampling).
     Generate(generate::GenerateArgs),
+    /// Write a checkpoint in another ecosystem's format (`export hf`).
+    #[command(subcommand)]
+    Export(hf::ExportCommand),
+    /// Create a run from another ecosystem's model folder (`import hf`).
+    #[command(subcommand)]
+    Import(hf::ImportCommand),
     /// Measure engine and data-pipeline speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -105,6 +112,8 @@ fn real_main() -> Result<()> {
         Command::Verify { run, replay, json } => run_cmds::verify(&run, replay, json),
         Command::Metrics(a) => run_cmds::metrics(a),
         Command::Generate(a) => generate::run(a),
+        Command::Export(cmd) => hf::export(cmd),
+        Command::Import(cmd) => hf::import(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

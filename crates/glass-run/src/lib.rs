@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod fault;
+pub mod import;
 pub mod info;
 pub mod lock;
 pub mod manifest;
@@ -17,8 +18,9 @@ pub mod verify;
 
 pub use config::{init_toml, lr_at, RunConfig};
 pub use error::{Result, RunError};
+pub use import::{create_imported_run, run_tokenizer, run_tokenizer_path, ImportedRun};
 pub use info::{info, init, load_model, RunInfo};
-pub use manifest::RunManifest;
+pub use manifest::{ImportSource, RunManifest};
 pub use metrics::Metrics;
 pub use train::{checkpoint_plan, train, TrainOptions, TrainReport};
 pub use verify::{replay, verify_run, ReplayReport, RunVerifyReport};

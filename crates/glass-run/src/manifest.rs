@@ -60,6 +60,23 @@ pub struct RunManifest {
     pub parent: Option<Parent>,
     /// Published checkpoints in order.
     pub checkpoints: Vec<CheckpointEntry>,
+    /// Where checkpoint 0 came from when the run was created by `glass import hf`
+    /// (absent for runs that initialised their own weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportSource>,
+}
+
+/// Provenance of an imported run: checkpoint 0 holds weights converted from a folder
+/// written elsewhere. The full record (every source file's sha256) is `import.json`,
+/// which checkpoint 0 lists among its files, so `glass verify` re-hashes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportSource {
+    /// Format of the source (`"huggingface"`).
+    pub format: String,
+    /// The source folder as given on the command line.
+    pub source_dir: String,
+    /// sha256 of `import.json`.
+    pub record_sha256: String,
 }
 
 impl RunManifest {

@@ -387,6 +387,18 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
                     )));
                 }
             }
+            let mut m = m;
+            if crate::import::adopts_data(&m) {
+                // An imported run is created before its data exists; its first `glass
+                // train` binds it to the data prepared since (see docs/run-format.md).
+                m.data_manifest_sha256 = s.data_sha.clone();
+                m.save(run_dir)?;
+                metrics.event(
+                    Some(0),
+                    "adopt_data",
+                    json!({"data_manifest_sha256": s.data_sha}),
+                )?;
+            }
             if m.data_manifest_sha256 != s.data_sha {
                 return Err(RunError::Invalid(format!(
                     "{}: the prepared data changed since this run started (data manifest {} → {}); resuming would train on different data — restore the data or start a new run",
@@ -467,6 +479,7 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
                 data_manifest_sha256: s.data_sha.clone(),
                 parent: parent.clone(),
                 checkpoints: vec![],
+                import: None,
             };
             metrics.event(
                 Some(0),

@@ -1,0 +1,159 @@
+//! `glass export hf`, `glass import hf` and `glass bench hf`: argument parsing and
+//! printing only; the work is in `glass-hf`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+/// Formats `glass export` writes.
+#[derive(Subcommand)]
+pub enum ExportCommand {
+    /// A checkpoint as a transformers LlamaForCausalLM folder (config, safetensors,
+    /// tokenizer, model card).
+    Hf(ExportHfArgs),
+}
+
+/// Formats `glass import` reads.
+#[derive(Subcommand)]
+pub enum ImportCommand {
+    /// A transformers LLaMA folder (safetensors or PyTorch .bin, single or sharded,
+    /// f32/f16/bf16) as a new run whose checkpoint 0 is its weights.
+    Hf(ImportHfArgs),
+}
+
+/// Options of `glass export hf`.
+#[derive(Args)]
+pub struct ExportHfArgs {
+    /// Run directory.
+    pub run: PathBuf,
+    /// Output folder (must not exist; it appears complete or not at all).
+    pub out: PathBuf,
+    /// Checkpoint index (default: the latest).
+    #[arg(long)]
+    pub checkpoint: Option<u32>,
+    /// Weight dtype: f32 (exact), bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Split weights into shards of at most this size (e.g. 5GB, 500MB).
+    #[arg(long, default_value = "5GB")]
+    pub max_shard_size: String,
+    /// Print a JSON report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `glass import hf`.
+#[derive(Args)]
+pub struct ImportHfArgs {
+    /// Hugging Face model folder (config.json, tokenizer.json, weights).
+    pub dir: PathBuf,
+    /// New run directory.
+    pub run: PathBuf,
+    /// Print a JSON report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `glass bench hf`.
+#[derive(Args)]
+pub struct BenchHfArgs {
+    /// Model preset.
+    #[arg(long, default_value = "small")]
+    pub preset: String,
+    /// Directory to write the folder in (a private subdirectory, removed afterwards).
+    #[arg(long, default_value = "target/bench-hf")]
+    pub dir: PathBuf,
+    /// Shard size (e.g. 5GB, 200MB).
+    #[arg(long, default_value = "5GB")]
+    pub max_shard_size: String,
+}
+
+/// Runs `glass export …`.
+pub fn export(cmd: ExportCommand) -> Result<()> {
+    let ExportCommand::Hf(a) = cmd;
+    let opts = glass_hf::ExportOptions {
+        checkpoint: a.checkpoint,
+        dtype: glass_hf::ExportDtype::parse(&a.dtype)?,
+        max_shard_bytes: glass_hf::parse_size(&a.max_shard_size)?,
+    };
+    let r = glass_hf::export(&a.run, &a.out, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "exported {} checkpoint {} (step {}) to {}: {} files, {:.3} GB of weights in {:.2} s ({:.2} GB/s)",
+        a.run.display(),
+        r.checkpoint,
+        r.step,
+        r.out.display(),
+        r.files.len() + 1,
+        r.weight_bytes as f64 / 1e9,
+        r.seconds,
+        r.weight_bytes as f64 / 1e9 / r.seconds.max(1e-9)
+    );
+    for f in &r.folds {
+        println!("  {f}");
+    }
+    Ok(())
+}
+
+/// Runs `glass import …`.
+pub fn import(cmd: ImportCommand) -> Result<()> {
+    let ImportCommand::Hf(a) = cmd;
+    let r = glass_hf::import(&a.dir, &a.run)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "imported {} ({}, {} file(s), {} tensors, {}) into {}: checkpoint 0 {} — {:.3} GB in {:.2} s ({:.2} GB/s)",
+        a.dir.display(),
+        r.format,
+        r.shards,
+        r.tensors,
+        r.dtypes.join("/"),
+        r.run_dir.display(),
+        &r.checkpoint_sha256[..16],
+        r.tensor_bytes as f64 / 1e9,
+        r.seconds,
+        r.tensor_bytes as f64 / 1e9 / r.seconds.max(1e-9)
+    );
+    if !r.ignored_config_keys.is_empty() {
+        println!(
+            "  config.json keys that do not change the function, not mapped: {}",
+            r.ignored_config_keys.join(", ")
+        );
+    }
+    if !r.skipped_tensors.is_empty() {
+        println!(
+            "  not imported (recomputed or tied): {}",
+            r.skipped_tensors.join(", ")
+        );
+    }
+    if let Some(n) = &r.vocab_note {
+        println!("  note: {n}");
+    }
+    println!(
+        "next: glass generate {0} --prompt …; for continued pretraining edit [data] in {0}/glass.toml, then glass data prepare {0} && glass train {0}",
+        r.run_dir.display()
+    );
+    Ok(())
+}
+
+/// Runs `glass bench hf`.
+pub fn bench(a: BenchHfArgs) -> Result<()> {
+    let cfg = glass_engine::ModelConfig::preset(&a.preset)?;
+    let r = glass_hf::bench::bench(&a.dir, &cfg, glass_hf::parse_size(&a.max_shard_size)?)?;
+    println!(
+        "{}: {:.3} GB of f32 weights exported (safetensors, fsynced) at {:.2} GB/s, imported at {:.2} GB/s (page cache warm); round trip {}",
+        a.preset,
+        r.bytes as f64 / 1e9,
+        r.export_gb_s,
+        r.import_gb_s,
+        if r.identical { "bit-identical" } else { "DIFFERS" }
+    );
+    anyhow::ensure!(r.identical, "the re-imported weights differ");
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! `glass bench hf`: weight export and import throughput on a preset-sized model.
+
+use std::path::Path;
+use std::time::Instant;
+
+use glass_engine::{Model, ModelConfig};
+use serde::Serialize;
+
+use crate::error::{io, Result};
+use crate::export::{write_weights, ExportDtype};
+use crate::hf_config::{to_hf, SpecialTokenIds};
+use crate::weights::{discover, load_into};
+
+/// Result of [`bench`].
+#[derive(Debug, Clone, Serialize)]
+pub struct HfBench {
+    /// Weight bytes written and read.
+    pub bytes: u64,
+    /// Export: f32 safetensors written and fsynced, GB/s.
+    pub export_gb_s: f64,
+    /// Import: mapped, converted into the flat buffer, GB/s (page cache warm).
+    pub import_gb_s: f64,
+    /// The re-imported weights equal the exported ones bit for bit.
+    pub identical: bool,
+}
+
+/// Exports a randomly initialised model of `cfg` as a transformers folder under `dir`
+/// (a private temporary subdirectory), imports it back, and times both.
+pub fn bench(dir: &Path, cfg: &ModelConfig, max_shard_bytes: u64) -> Result<HfBench> {
+    let model = Model::new(cfg, 0)?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".bench-hf-")
+        .tempdir_in(dir)
+        .map_err(io(dir))?;
+    let out = scratch.path();
+    let t = Instant::now();
+    let (config, _) = to_hf(cfg, SpecialTokenIds::default(), "float32")?;
+    glass_data::atomic::write_atomic(
+        &out.join("config.json"),
+        &serde_json::to_vec_pretty(&config).expect("json"),
+    )?;
+    write_weights(out, &model, ExportDtype::F32, max_shard_bytes)?;
+    let export_s = t.elapsed().as_secs_f64();
+    let bytes = (model.params.len() * 4) as u64;
+    let t = Instant::now();
+    let files = discover(out)?;
+    let mut back = Model::zeros(cfg)?;
+    load_into(&files, &mut back)?;
+    let import_s = t.elapsed().as_secs_f64();
+    let identical = back
+        .params
+        .iter()
+        .zip(&model.params)
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    Ok(HfBench {
+        bytes,
+        export_gb_s: bytes as f64 / export_s / 1e9,
+        import_gb_s: bytes as f64 / import_s / 1e9,
+        identical,
+    })
+}

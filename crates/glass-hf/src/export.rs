@@ -1,0 +1,460 @@
+//! `glass export hf`: one checkpoint of a run as a transformers `LlamaForCausalLM` folder.
+//!
+//! The folder is assembled in a temporary sibling directory (every file fsynced) and
+//! renamed into place, so it appears complete or not at all. `glass-export.json` and the
+//! model card list the sha256 of every file, and the card states exactly which run,
+//! checkpoint, step, tokens and data this is.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use glass_data::atomic::{sha256_file, sync_dir, write_atomic};
+use glass_engine::Model;
+use glass_run::checkpoint::CheckpointState;
+use glass_run::{RunConfig, RunManifest};
+use rayon::prelude::*;
+use safetensors::{Dtype, View};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::error::{file_err, io, HfError, Result};
+use crate::hf_config::{to_hf, Folds, SpecialTokenIds};
+
+/// Weight dtype of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportDtype {
+    /// f32: the checkpoint's values exactly (unless scales were folded).
+    F32,
+    /// bfloat16, rounded to nearest even.
+    BF16,
+    /// IEEE half, rounded to nearest even.
+    F16,
+}
+
+impl ExportDtype {
+    /// Parses `f32`, `bf16` or `f16`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "f32" | "float32" => Ok(Self::F32),
+            "bf16" | "bfloat16" => Ok(Self::BF16),
+            "f16" | "float16" => Ok(Self::F16),
+            _ => Err(HfError::Refused(format!(
+                "unknown dtype `{s}`; use f32, bf16 or f16"
+            ))),
+        }
+    }
+    fn torch_name(self) -> &'static str {
+        match self {
+            Self::F32 => "float32",
+            Self::BF16 => "bfloat16",
+            Self::F16 => "float16",
+        }
+    }
+    fn size(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            _ => 2,
+        }
+    }
+}
+
+/// Parses a shard size like `5GB`, `500MB`, `40KB`, `2GiB` or a plain byte count.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| HfError::Refused(format!("cannot parse size `{s}` (e.g. 5GB, 500MB)")))?;
+    let mult: f64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "KIB" => 1024.0,
+        "MIB" => 1024.0 * 1024.0,
+        "GIB" => 1024.0 * 1024.0 * 1024.0,
+        u => {
+            return Err(HfError::Refused(format!(
+                "unknown size unit `{u}` in `{s}` (B, KB, MB, GB, KiB, MiB, GiB)"
+            )))
+        }
+    };
+    let b = (n * mult).round();
+    if b < 1.0 {
+        return Err(HfError::Refused(format!("size `{s}` must be positive")));
+    }
+    Ok(b as u64)
+}
+
+/// Options of [`export`].
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Checkpoint index (default: the latest).
+    pub checkpoint: Option<u32>,
+    /// Weight dtype.
+    pub dtype: ExportDtype,
+    /// Largest weight shard in bytes before splitting (transformers' default is 5 GB).
+    pub max_shard_bytes: u64,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        Self {
+            checkpoint: None,
+            dtype: ExportDtype::F32,
+            max_shard_bytes: 5_000_000_000,
+        }
+    }
+}
+
+/// One file of an export.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct ExportedFile {
+    /// Name inside the folder.
+    pub path: String,
+    /// Hex sha256.
+    pub sha256: String,
+    /// Size.
+    pub bytes: u64,
+}
+
+/// What [`export`] wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    /// The folder.
+    pub out: PathBuf,
+    /// Checkpoint index.
+    pub checkpoint: u32,
+    /// Its step.
+    pub step: u64,
+    /// Every file with its hash.
+    pub files: Vec<ExportedFile>,
+    /// Bytes of weight files.
+    pub weight_bytes: u64,
+    /// Scales folded into the weights (empty when none).
+    pub folds: Vec<String>,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+struct Bytes<'a> {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Cow<'a, [u8]>,
+}
+
+impl View for Bytes<'_> {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn encode<'a>(v: &'a [f32], dtype: ExportDtype) -> (Dtype, Cow<'a, [u8]>) {
+    match dtype {
+        ExportDtype::F32 => (Dtype::F32, Cow::Borrowed(bytemuck::cast_slice(v))),
+        ExportDtype::BF16 => {
+            let out: Vec<u16> = v
+                .par_iter()
+                .map(|&x| half::bf16::from_f32(x).to_bits())
+                .collect();
+            (Dtype::BF16, Cow::Owned(bytemuck::cast_slice(&out).to_vec()))
+        }
+        ExportDtype::F16 => {
+            let out: Vec<u16> = v
+                .par_iter()
+                .map(|&x| half::f16::from_f32(x).to_bits())
+                .collect();
+            (Dtype::F16, Cow::Owned(bytemuck::cast_slice(&out).to_vec()))
+        }
+    }
+}
+
+/// Multiplies the folded scales into `model.params` (see [`Folds`]).
+pub fn apply_folds(model: &mut Model, f: &Folds) {
+    let lay = model.layout.clone();
+    let cfg = model.cfg.clone();
+    let scale = |p: &mut [f32], s: f32| {
+        if s != 1.0 {
+            p.iter_mut().for_each(|x| *x *= s);
+        }
+    };
+    let d = cfg.d_model;
+    scale(
+        &mut model.params[lay.embed..lay.embed + cfg.vocab_size * d],
+        f.embed,
+    );
+    if !cfg.tie_embeddings {
+        scale(
+            &mut model.params[lay.head..lay.head + cfg.vocab_size * d],
+            f.head,
+        );
+    }
+    scale(
+        &mut model.params[lay.norm_f_w..lay.norm_f_w + d],
+        f.final_norm,
+    );
+    let q_len = cfg.n_heads * cfg.head_dim() * d;
+    for b in &lay.blocks {
+        scale(&mut model.params[b.qkv..b.qkv + q_len], f.q);
+    }
+}
+
+/// Writes the weights of `model` as safetensors (sharded above `max_shard_bytes`) into
+/// `dir`; returns the file names written (index last when sharded).
+pub fn write_weights(
+    dir: &Path,
+    model: &Model,
+    dtype: ExportDtype,
+    max_shard_bytes: u64,
+) -> Result<Vec<String>> {
+    let tensors = model.layout.tensors();
+    let mut shards: Vec<Vec<usize>> = vec![vec![]];
+    let mut size = 0u64;
+    for (i, t) in tensors.iter().enumerate() {
+        let n = (t.len() * dtype.size()) as u64;
+        if !shards.last().expect("one").is_empty() && size + n > max_shard_bytes {
+            shards.push(vec![]);
+            size = 0;
+        }
+        shards.last_mut().expect("one").push(i);
+        size += n;
+    }
+    let total = shards.len();
+    let mut names = Vec::new();
+    let mut weight_map = serde_json::Map::new();
+    let mut total_size = 0u64;
+    // One metadata key: safetensors writes its metadata map in hash order, so a single
+    // key keeps the bytes deterministic. transformers requires `format`.
+    let meta = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
+    for (s, idx) in shards.iter().enumerate() {
+        let name = if total == 1 {
+            "model.safetensors".to_string()
+        } else {
+            format!("model-{:05}-of-{total:05}.safetensors", s + 1)
+        };
+        let views: Vec<(String, Bytes)> = idx
+            .iter()
+            .map(|&i| {
+                let t = &tensors[i];
+                let (dt, data) = encode(&model.params[t.range()], dtype);
+                total_size += data.len() as u64;
+                weight_map.insert(t.name.clone(), json!(name));
+                (
+                    t.name.clone(),
+                    Bytes {
+                        dtype: dt,
+                        shape: t.shape.clone(),
+                        data,
+                    },
+                )
+            })
+            .collect();
+        let path = dir.join(&name);
+        safetensors::serialize_to_file(views, &meta, &path)
+            .map_err(|e| file_err(&path, e.to_string()))?;
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&path))?;
+        names.push(name);
+    }
+    if total > 1 {
+        let index = json!({"metadata": {"total_size": total_size}, "weight_map": weight_map});
+        let name = "model.safetensors.index.json";
+        write_json(&dir.join(name), &index)?;
+        names.push(name.into());
+    }
+    Ok(names)
+}
+
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
+    let mut b = serde_json::to_vec_pretty(v).expect("json");
+    b.push(b'\n');
+    write_atomic(path, &b)?;
+    Ok(())
+}
+
+fn hash_files(dir: &Path, names: &[String]) -> Result<Vec<ExportedFile>> {
+    names
+        .par_iter()
+        .map(|n| {
+            let (sha256, bytes) = sha256_file(&dir.join(n))?;
+            Ok(ExportedFile {
+                path: n.clone(),
+                sha256,
+                bytes,
+            })
+        })
+        .collect()
+}
+
+/// Exports checkpoint `opts.checkpoint` (default: latest) of `run_dir` to the new folder
+/// `out`, refusing architectures transformers cannot express exactly.
+pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportReport> {
+    let t0 = Instant::now();
+    if out.exists() {
+        return Err(file_err(out, "already exists; export into a new directory"));
+    }
+    let cfg = RunConfig::load(run_dir)?;
+    let manifest = RunManifest::require(run_dir)?;
+    let entry = match opts.checkpoint {
+        Some(k) => manifest.checkpoint(k)?.clone(),
+        None => manifest
+            .checkpoints
+            .last()
+            .cloned()
+            .ok_or_else(|| HfError::Refused("the run has no checkpoint".into()))?,
+    };
+    let tok_path = glass_run::run_tokenizer_path(run_dir)?;
+    let tok = glass_run::run_tokenizer(run_dir)?;
+    let sp = tok.specials();
+    if tok.vocab_size() > cfg.model.vocab_size {
+        return Err(HfError::Refused(format!(
+            "{}: the tokenizer has {} ids but the model only {}; fix [model] vocab_size",
+            tok_path.display(),
+            tok.vocab_size(),
+            cfg.model.vocab_size
+        )));
+    }
+    let ids = SpecialTokenIds {
+        bos: sp.bos,
+        eos: Some(sp.eos),
+    };
+    let (config_json, folds) = to_hf(&cfg.model, ids, opts.dtype.torch_name())?;
+    let state_file = entry
+        .files
+        .iter()
+        .find(|f| f.path.ends_with(glass_run::checkpoint::STATE_FILE))
+        .ok_or_else(|| {
+            HfError::Refused(format!("checkpoint {} lists no state.json", entry.index))
+        })?;
+    let state_path = run_dir.join(&state_file.path);
+    let state: CheckpointState =
+        serde_json::from_slice(&std::fs::read(&state_path).map_err(io(&state_path))?)
+            .map_err(|e| file_err(&state_path, e.to_string()))?;
+    let (mut model, k) = glass_run::load_model(run_dir, Some(entry.index))?;
+    apply_folds(&mut model, &folds);
+
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+    let name = out
+        .file_name()
+        .map_or("export".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.export-"))
+        .tempdir_in(&parent)
+        .map_err(io(&parent))?;
+    let dir = tmp.path();
+    let mut names = write_weights(dir, &model, opts.dtype, opts.max_shard_bytes)?;
+    let weight_names = names.clone();
+    write_json(&dir.join("config.json"), &config_json)?;
+    write_json(
+        &dir.join("generation_config.json"),
+        &json!({"bos_token_id": sp.bos, "eos_token_id": sp.eos, "pad_token_id": null}),
+    )?;
+    let tok_bytes = std::fs::read(&tok_path).map_err(io(&tok_path))?;
+    write_atomic(&dir.join("tokenizer.json"), &tok_bytes)?;
+    let token = |id: Option<u32>| id.and_then(|i| tok.hf().id_to_token(i));
+    write_json(
+        &dir.join("tokenizer_config.json"),
+        &json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": token(sp.bos),
+            "eos_token": token(Some(sp.eos)),
+            "pad_token": null,
+            "unk_token": null,
+            "add_bos_token": false,
+            "add_eos_token": false,
+            "clean_up_tokenization_spaces": false,
+            "model_max_length": cfg.model.max_seq_len,
+        }),
+    )?;
+    names.extend(
+        [
+            "config.json",
+            "generation_config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ]
+        .map(String::from),
+    );
+    let mut files = hash_files(dir, &names)?;
+    let card = crate::card::model_card(&crate::card::CardInput {
+        run_name: &cfg.run.name,
+        manifest: &manifest,
+        entry: &entry,
+        state: &state,
+        model: &cfg.model,
+        dtype: opts.dtype.torch_name(),
+        folds: &folds,
+        files: &files,
+    });
+    write_atomic(&dir.join("README.md"), card.as_bytes())?;
+    files.extend(hash_files(dir, &["README.md".to_string()])?);
+    let weight_bytes = files
+        .iter()
+        .filter(|f| weight_names.contains(&f.path))
+        .map(|f| f.bytes)
+        .sum();
+    let record = json!({
+        "format_version": 1,
+        "glass_version": env!("CARGO_PKG_VERSION"),
+        "engine": glass_engine::engine_id(),
+        "run_id": manifest.run_id,
+        "run_name": cfg.run.name,
+        "checkpoint": entry.index,
+        "step": entry.step,
+        "tokens": entry.tokens,
+        "checkpoint_sha256": entry.sha256,
+        "config_sha256": state.config_sha256,
+        "data_manifest_sha256": state.data_manifest_sha256,
+        "val_loss": entry.val_loss,
+        "val_bpb": state.val_bpb,
+        "dtype": opts.dtype.torch_name(),
+        "folded": folds.notes,
+        "files": files,
+    });
+    write_json(&dir.join("glass-export.json"), &record)?;
+    sync_dir(dir)?;
+    let kept = tmp.keep();
+    std::fs::rename(&kept, out).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&kept);
+        io(out)(e)
+    })?;
+    sync_dir(&parent)?;
+    let folded = if folds.is_identity() {
+        vec![]
+    } else {
+        folds
+            .notes
+            .into_iter()
+            .filter(|n| n.contains("folded"))
+            .collect()
+    };
+    Ok(ExportReport {
+        out: out.to_path_buf(),
+        checkpoint: k,
+        step: entry.step,
+        files,
+        weight_bytes,
+        folds: folded,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}

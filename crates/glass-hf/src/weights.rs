@@ -1,0 +1,423 @@
+//! Reading a transformers weight folder tensor by tensor into Glass's flat f32 buffer.
+//!
+//! Four layouts, tried in transformers' order of preference: `model.safetensors.index.json`
+//! (sharded safetensors), `model.safetensors`, `pytorch_model.bin.index.json` (sharded
+//! PyTorch pickles) and `pytorch_model.bin`. Each shard is memory-mapped and each tensor
+//! converted (f32/f16/bf16/f64, any strides) straight into its view of the flat buffer, so
+//! peak memory is the model plus one mapped shard.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use glass_engine::Model;
+use rayon::prelude::*;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{file_err, io, tensor_err, Result};
+
+/// Element type of a source tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SrcDtype {
+    /// IEEE single.
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// IEEE double (rounded to f32 on import).
+    F64,
+}
+
+impl SrcDtype {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            SrcDtype::F32 => 4,
+            SrcDtype::F16 | SrcDtype::BF16 => 2,
+            SrcDtype::F64 => 8,
+        }
+    }
+}
+
+/// One tensor of a source file: a strided view of little-endian bytes.
+#[derive(Debug, Clone)]
+pub struct SrcTensor<'a> {
+    /// Its name in the state dict.
+    pub name: String,
+    /// Element type.
+    pub dtype: SrcDtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Strides in elements.
+    pub stride: Vec<usize>,
+    /// First element.
+    pub offset: usize,
+    /// The storage (or, for safetensors, the tensor's own bytes).
+    pub bytes: &'a [u8],
+}
+
+/// Row-major strides of `shape`.
+pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+#[inline]
+fn elem(dtype: SrcDtype, b: &[u8], i: usize) -> f32 {
+    match dtype {
+        SrcDtype::F32 => f32::from_le_bytes(b[4 * i..4 * i + 4].try_into().expect("4")),
+        SrcDtype::F16 => {
+            half::f16::from_bits(u16::from_le_bytes([b[2 * i], b[2 * i + 1]])).to_f32()
+        }
+        SrcDtype::BF16 => {
+            half::bf16::from_bits(u16::from_le_bytes([b[2 * i], b[2 * i + 1]])).to_f32()
+        }
+        SrcDtype::F64 => f64::from_le_bytes(b[8 * i..8 * i + 8].try_into().expect("8")) as f32,
+    }
+}
+
+fn convert_contiguous(dtype: SrcDtype, src: &[u8], dst: &mut [f32]) {
+    match dtype {
+        SrcDtype::F32 => {
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                *d = f32::from_le_bytes(s.try_into().expect("4"));
+            }
+        }
+        SrcDtype::F16 => {
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = half::f16::from_bits(u16::from_le_bytes([s[0], s[1]])).to_f32();
+            }
+        }
+        SrcDtype::BF16 => {
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = half::bf16::from_bits(u16::from_le_bytes([s[0], s[1]])).to_f32();
+            }
+        }
+        SrcDtype::F64 => {
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(8)) {
+                *d = f64::from_le_bytes(s.try_into().expect("8")) as f32;
+            }
+        }
+    }
+}
+
+impl SrcTensor<'_> {
+    /// Elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Writes the tensor's values, in row-major order, into `dst` (`numel` long).
+    pub fn convert_into(&self, dst: &mut [f32]) {
+        debug_assert_eq!(dst.len(), self.numel());
+        let size = self.dtype.size();
+        if self.stride == contiguous_strides(&self.shape) || self.numel() <= 1 {
+            let src = &self.bytes[self.offset * size..(self.offset + dst.len()) * size];
+            const CHUNK: usize = 1 << 16;
+            dst.par_chunks_mut(CHUNK)
+                .zip(src.par_chunks(CHUNK * size))
+                .for_each(|(d, s)| convert_contiguous(self.dtype, s, d));
+            return;
+        }
+        // Strided view (e.g. a transposed tensor saved as is): walk its indices.
+        let nd = self.shape.len();
+        let mut idx = vec![0usize; nd];
+        for d in dst.iter_mut() {
+            let at = self.offset
+                + idx
+                    .iter()
+                    .zip(&self.stride)
+                    .map(|(i, s)| i * s)
+                    .sum::<usize>();
+            *d = elem(self.dtype, self.bytes, at);
+            for k in (0..nd).rev() {
+                idx[k] += 1;
+                if idx[k] < self.shape[k] {
+                    break;
+                }
+                idx[k] = 0;
+            }
+        }
+    }
+}
+
+/// The tensors of one safetensors file, borrowing `map`.
+pub fn read_safetensors<'a>(map: &'a [u8], path: &Path) -> Result<Vec<SrcTensor<'a>>> {
+    let st = SafeTensors::deserialize(map).map_err(|e| {
+        file_err(
+            path,
+            format!("not a valid safetensors file ({e}); the file is truncated or corrupt"),
+        )
+    })?;
+    let mut out = Vec::new();
+    for (name, v) in st.tensors() {
+        let dtype = match v.dtype() {
+            Dtype::F32 => SrcDtype::F32,
+            Dtype::F16 => SrcDtype::F16,
+            Dtype::BF16 => SrcDtype::BF16,
+            Dtype::F64 => SrcDtype::F64,
+            other => return Err(tensor_err(
+                path,
+                name,
+                format!(
+                    "dtype {other:?} is not a float type glass can import (f32, f16, bf16, f64)"
+                ),
+            )),
+        };
+        out.push(SrcTensor {
+            stride: contiguous_strides(v.shape()),
+            shape: v.shape().to_vec(),
+            name,
+            dtype,
+            offset: 0,
+            bytes: v.data(),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Which of the four layouts a folder uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// safetensors, one file or index + shards.
+    Safetensors,
+    /// PyTorch zip pickles, one file or index + shards.
+    PytorchBin,
+}
+
+/// The weight files of a folder.
+#[derive(Debug, Clone)]
+pub struct WeightFiles {
+    /// File format.
+    pub format: WeightFormat,
+    /// The index file when sharded.
+    pub index: Option<PathBuf>,
+    /// Shards (or the one file), in name order.
+    pub shards: Vec<PathBuf>,
+    /// tensor name → shard file name, when sharded.
+    pub weight_map: Option<BTreeMap<String, String>>,
+}
+
+/// Finds the weights of a transformers folder.
+pub fn discover(dir: &Path) -> Result<WeightFiles> {
+    for (format, single, index) in [
+        (
+            WeightFormat::Safetensors,
+            "model.safetensors",
+            "model.safetensors.index.json",
+        ),
+        (
+            WeightFormat::PytorchBin,
+            "pytorch_model.bin",
+            "pytorch_model.bin.index.json",
+        ),
+    ] {
+        let ip = dir.join(index);
+        if ip.exists() {
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&ip).map_err(io(&ip))?)
+                    .map_err(|e| file_err(&ip, format!("not valid JSON: {e}")))?;
+            let wm = v
+                .get("weight_map")
+                .and_then(|w| w.as_object())
+                .ok_or_else(|| file_err(&ip, "has no `weight_map` object"))?;
+            let mut map = BTreeMap::new();
+            for (k, f) in wm {
+                let f = f
+                    .as_str()
+                    .ok_or_else(|| tensor_err(&ip, k, "weight_map value is not a file name"))?;
+                if f.contains('/') || f.contains('\\') || f.starts_with('.') {
+                    return Err(tensor_err(
+                        &ip,
+                        k,
+                        format!("shard `{f}` is not a plain file name in this folder"),
+                    ));
+                }
+                map.insert(k.clone(), f.to_string());
+            }
+            let mut shards: Vec<String> = map.values().cloned().collect();
+            shards.sort();
+            shards.dedup();
+            for s in &shards {
+                if !dir.join(s).exists() {
+                    return Err(file_err(
+                        &ip,
+                        format!("lists shard `{s}`, which is missing from the folder"),
+                    ));
+                }
+            }
+            return Ok(WeightFiles {
+                format,
+                index: Some(ip),
+                shards: shards.iter().map(|s| dir.join(s)).collect(),
+                weight_map: Some(map),
+            });
+        }
+        let sp = dir.join(single);
+        if sp.exists() {
+            return Ok(WeightFiles {
+                format,
+                index: None,
+                shards: vec![sp],
+                weight_map: None,
+            });
+        }
+    }
+    Err(file_err(
+        dir,
+        "no weights found: expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json",
+    ))
+}
+
+/// What [`load_into`] read.
+#[derive(Debug, Clone, Default)]
+pub struct LoadStats {
+    /// Tensors converted.
+    pub tensors: usize,
+    /// Source bytes of those tensors.
+    pub bytes: u64,
+    /// Source dtypes seen.
+    pub dtypes: Vec<String>,
+    /// Tensors deliberately not imported (recomputed RoPE buffers), by name.
+    pub skipped: Vec<String>,
+}
+
+/// RoPE inverse frequencies that older transformers saved as buffers; they are a pure
+/// function of the config, which Glass recomputes.
+fn is_rope_buffer(name: &str) -> bool {
+    name.ends_with(".self_attn.rotary_emb.inv_freq")
+}
+
+/// Converts every tensor of `files` into `model.params`, checking names, shapes and
+/// completeness against the model's layout.
+pub fn load_into(files: &WeightFiles, model: &mut Model) -> Result<LoadStats> {
+    let layout = model.layout.clone();
+    let by_name: BTreeMap<&str, usize> = layout
+        .tensors()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    let tied = model.cfg.tie_embeddings;
+    let mut filled = vec![false; layout.tensors().len()];
+    let mut stats = LoadStats::default();
+    let mut tied_head: Option<(PathBuf, Vec<f32>)> = None;
+    for shard in &files.shards {
+        let f = File::open(shard).map_err(io(shard))?;
+        // SAFETY: read-only map, dropped at the end of this iteration; a concurrent writer
+        // could only change the values read, never memory safety of this process.
+        let map = unsafe { memmap2::Mmap::map(&f) }.map_err(io(shard))?;
+        let tensors = match files.format {
+            WeightFormat::Safetensors => read_safetensors(&map, shard)?,
+            WeightFormat::PytorchBin => crate::torch_bin::read(&map, shard)?,
+        };
+        let shard_name = shard
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for t in tensors {
+            if let (Some(wm), Some(ip)) = (&files.weight_map, &files.index) {
+                match wm.get(&t.name) {
+                    Some(f) if *f == shard_name => {}
+                    Some(f) => {
+                        return Err(tensor_err(
+                            shard,
+                            &t.name,
+                            format!("is stored here but {} maps it to `{f}`", ip.display()),
+                        ))
+                    }
+                    None if is_rope_buffer(&t.name) => {}
+                    None => {
+                        return Err(tensor_err(
+                            ip,
+                            &t.name,
+                            format!("has no entry in the index, but `{shard_name}` holds it; the index is incomplete"),
+                        ))
+                    }
+                }
+            }
+            let dt = format!("{:?}", t.dtype).to_lowercase();
+            if !stats.dtypes.contains(&dt) {
+                stats.dtypes.push(dt);
+            }
+            if is_rope_buffer(&t.name) {
+                stats.skipped.push(t.name.clone());
+                continue;
+            }
+            if tied && t.name == "lm_head.weight" {
+                let mut v = vec![0.0f32; t.numel()];
+                if t.shape == layout.tensors()[0].shape {
+                    t.convert_into(&mut v);
+                }
+                tied_head = Some((shard.clone(), v));
+                continue;
+            }
+            let Some(&i) = by_name.get(t.name.as_str()) else {
+                return Err(tensor_err(
+                    shard,
+                    &t.name,
+                    "is not a parameter of the LLaMA model config.json describes (unknown architecture, biases, or a config that does not match the weights)",
+                ));
+            };
+            let view = &layout.tensors()[i];
+            if t.shape != view.shape {
+                return Err(tensor_err(
+                    shard,
+                    &t.name,
+                    format!(
+                        "has shape {:?}, but config.json implies {:?}",
+                        t.shape, view.shape
+                    ),
+                ));
+            }
+            if filled[i] {
+                return Err(tensor_err(shard, &t.name, "appears twice"));
+            }
+            t.convert_into(&mut model.params[view.range()]);
+            filled[i] = true;
+            stats.tensors += 1;
+            stats.bytes += (t.numel() * t.dtype.size()) as u64;
+        }
+    }
+    for (i, t) in layout.tensors().iter().enumerate() {
+        if !filled[i] {
+            let (path, why) = match (&files.index, &files.weight_map) {
+                (Some(ip), Some(wm)) if !wm.contains_key(&t.name) => {
+                    (ip.clone(), "has no entry in the index")
+                }
+                (Some(_), Some(wm)) => (
+                    shards_dir(files).join(&wm[&t.name]),
+                    "is listed in the index but missing from its shard",
+                ),
+                _ => (files.shards[0].clone(), "is missing"),
+            };
+            return Err(tensor_err(path, &t.name, why));
+        }
+    }
+    if let Some((path, head)) = tied_head {
+        let e = &model.params[layout.tensors()[0].range()];
+        if head.len() != e.len() || head.iter().zip(e).any(|(a, b)| a.to_bits() != b.to_bits()) {
+            return Err(tensor_err(
+                path,
+                "lm_head.weight",
+                "differs from model.embed_tokens.weight, but config.json sets tie_word_embeddings",
+            ));
+        }
+        stats
+            .skipped
+            .push("lm_head.weight (tied, equal to the embedding)".into());
+    }
+    Ok(stats)
+}
+
+fn shards_dir(files: &WeightFiles) -> PathBuf {
+    files.shards[0]
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}

@@ -1,0 +1,199 @@
+//! Runs whose checkpoint 0 comes from elsewhere (`glass import hf`), and the run-level
+//! tokenizer that generation and evaluation use before any data is prepared.
+//!
+//! An imported run is a normal run: checkpoint 0 is published with the usual files (the
+//! imported weights, zero AdamW moments, a state at step 0) plus `import.json`, the
+//! provenance record that names every source file with its sha256. It is created before
+//! any data exists, so its manifest's `data_manifest_sha256` is empty; the first
+//! `glass train` after `glass data prepare` adopts the prepared data (see
+//! [`adopts_data`]), and from then on the usual resume checks apply unchanged.
+
+use std::path::Path;
+
+use glass_data::atomic::{sha256_hex, sync_dir, write_atomic};
+use glass_data::{DataConfig, GlassTokenizer, PreparedData};
+use glass_engine::{AdamW, Model};
+use serde_json::json;
+
+use crate::checkpoint::{self, CheckpointState, FileEntry};
+use crate::config::RunConfig;
+use crate::error::{io, Result, RunError};
+use crate::manifest::{CheckpointEntry, ImportSource, RunManifest, FORMAT_VERSION};
+use crate::metrics::{CheckpointRow, Metrics};
+
+/// File name of the provenance record of an imported run.
+pub const IMPORT_FILE: &str = "import.json";
+
+/// The run's tokenizer: the prepared data's when `glass data prepare` has run (it may
+/// have added FIM sentinels), else the `tokenizer.json` that `[data.tokenizer] path`
+/// names. Generation and evaluation need only this, not prepared data.
+pub fn run_tokenizer(run_dir: &Path) -> Result<GlassTokenizer> {
+    if run_dir.join("data").join("manifest.json").exists() {
+        return Ok(PreparedData::open(run_dir)?.tokenizer()?);
+    }
+    let cfg = DataConfig::load(run_dir)?;
+    match &cfg.tokenizer.path {
+        Some(p) => Ok(GlassTokenizer::from_file(&run_dir.join(p), &cfg.tokenizer)?),
+        None => Err(RunError::Invalid(format!(
+            "{}: the run's tokenizer is trained by `glass data prepare {}`, which has not run yet",
+            run_dir.display(),
+            run_dir.display()
+        ))),
+    }
+}
+
+/// Path of the run's `tokenizer.json` (the one [`run_tokenizer`] loads).
+pub fn run_tokenizer_path(run_dir: &Path) -> Result<std::path::PathBuf> {
+    if run_dir.join("data").join("manifest.json").exists() {
+        return Ok(PreparedData::open(run_dir)?.tokenizer_path());
+    }
+    let cfg = DataConfig::load(run_dir)?;
+    cfg.tokenizer.path.map(|p| run_dir.join(p)).ok_or_else(|| {
+        RunError::Invalid(format!(
+            "{}: the run's tokenizer is trained by `glass data prepare {}`, which has not run yet",
+            run_dir.display(),
+            run_dir.display()
+        ))
+    })
+}
+
+/// True when `m` is an imported run that has not trained yet and so binds itself to the
+/// data prepared for it at its first `glass train`. Only the imported checkpoint 0 may be
+/// published, so no trained checkpoint can ever change the data it was trained on.
+pub fn adopts_data(m: &RunManifest) -> bool {
+    m.import.is_some()
+        && m.data_manifest_sha256.is_empty()
+        && m.checkpoints.len() == 1
+        && m.checkpoints[0].index == 0
+}
+
+/// What an imported run starts from.
+pub struct ImportedRun<'a> {
+    /// Complete `glass.toml` text; its `[model]` must equal `model.cfg`.
+    pub config_text: &'a str,
+    /// The converted weights.
+    pub model: &'a Model,
+    /// `tokenizer.json` bytes, written as `RUN/tokenizer.json`.
+    pub tokenizer_json: &'a [u8],
+    /// The provenance record, written as `RUN/import.json`.
+    pub record_json: &'a [u8],
+    /// Source folder as given on the command line.
+    pub source_dir: &'a str,
+}
+
+/// Creates `run_dir` with checkpoint 0 = `run.model` and returns its manifest. The run is
+/// assembled in a temporary sibling directory and renamed into place, so a failure
+/// leaves nothing behind and the run appears complete or not at all.
+pub fn create_imported_run(run_dir: &Path, run: &ImportedRun<'_>) -> Result<RunManifest> {
+    if run_dir.exists()
+        && std::fs::read_dir(run_dir)
+            .map_err(io(run_dir))?
+            .next()
+            .is_some()
+    {
+        return Err(RunError::Invalid(format!(
+            "{} already exists and is not empty; import into a new run directory",
+            run_dir.display()
+        )));
+    }
+    let cfg = RunConfig::parse(run.config_text, &RunConfig::path(run_dir))?;
+    if cfg.model != run.model.cfg {
+        return Err(RunError::Invalid(
+            "internal: the generated [model] differs from the imported weights' config".into(),
+        ));
+    }
+    let parent = match run_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+    let name = run_dir
+        .file_name()
+        .map_or("run".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.import-"))
+        .tempdir_in(&parent)
+        .map_err(io(&parent))?;
+    let dir = tmp.path();
+    write_atomic(
+        &dir.join(crate::config::CONFIG_FILE),
+        run.config_text.as_bytes(),
+    )?;
+    write_atomic(&dir.join("tokenizer.json"), run.tokenizer_json)?;
+    write_atomic(&dir.join(IMPORT_FILE), run.record_json)?;
+    let opt = AdamW::new(cfg.optim.adamw, run.model.params.len());
+    let config_sha = sha256_hex(run.config_text.as_bytes());
+    let record_sha = sha256_hex(run.record_json);
+    let mut state = CheckpointState {
+        format_version: FORMAT_VERSION,
+        engine: glass_engine::engine_id(),
+        index: 0,
+        step: 0,
+        tokens: 0,
+        lr: 0.0,
+        optimizer_step: 0,
+        init_seed: cfg.run.seed,
+        skipped_steps: vec![],
+        recent_losses: vec![],
+        config_sha256: config_sha.clone(),
+        data_manifest_sha256: String::new(),
+        parent_checkpoint_sha256: None,
+        model_sha256: String::new(),
+        optimizer_sha256: String::new(),
+        val_loss: None,
+        val_bpb: None,
+    };
+    let (mut files, sha) = checkpoint::write(dir, run.model, &opt, &mut state)?;
+    files.push(FileEntry {
+        path: IMPORT_FILE.into(),
+        sha256: record_sha.clone(),
+        bytes: run.record_json.len() as u64,
+    });
+    let manifest = RunManifest {
+        format_version: FORMAT_VERSION,
+        run_id: sha256_hex(format!("{config_sha}:{record_sha}").as_bytes())[..16].to_string(),
+        config_sha256: config_sha,
+        data_manifest_sha256: String::new(),
+        parent: None,
+        checkpoints: vec![CheckpointEntry {
+            index: 0,
+            step: 0,
+            tokens: 0,
+            sha256: sha,
+            val_loss: None,
+            files,
+        }],
+        import: Some(ImportSource {
+            format: "huggingface".into(),
+            source_dir: run.source_dir.to_string(),
+            record_sha256: record_sha.clone(),
+        }),
+    };
+    manifest.save(dir)?;
+    {
+        let metrics = Metrics::open(dir)?;
+        metrics.event(
+            Some(0),
+            "import",
+            json!({"format": "huggingface", "source_dir": run.source_dir, "record_sha256": record_sha}),
+        )?;
+        metrics.checkpoint(&CheckpointRow {
+            checkpoint: 0,
+            step: 0,
+            tokens: 0,
+            val_loss: None,
+            val_bpb: None,
+        })?;
+    }
+    sync_dir(dir)?;
+    if run_dir.exists() {
+        std::fs::remove_dir(run_dir).map_err(io(run_dir))?;
+    }
+    let dir = tmp.keep();
+    std::fs::rename(&dir, run_dir).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&dir);
+        io(run_dir)(e)
+    })?;
+    sync_dir(&parent)?;
+    Ok(manifest)
+}
