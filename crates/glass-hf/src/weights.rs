@@ -160,13 +160,15 @@ pub fn read_safetensors<'a>(map: &'a [u8], path: &Path) -> Result<Vec<SrcTensor<
             Dtype::F16 => SrcDtype::F16,
             Dtype::BF16 => SrcDtype::BF16,
             Dtype::F64 => SrcDtype::F64,
-            other => return Err(tensor_err(
-                path,
-                name,
-                format!(
+            other => {
+                return Err(tensor_err(
+                    path,
+                    name,
+                    format!(
                     "dtype {other:?} is not a float type glass can import (f32, f16, bf16, f64)"
                 ),
-            )),
+                ))
+            }
         };
         out.push(SrcTensor {
             stride: contiguous_strides(v.shape()),
