@@ -44,8 +44,7 @@ fn imported_run_generates_trains_verifies_and_exports() {
         "--logits-out",
         logits.to_str().unwrap(),
     ]);
-    let l: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&logits).unwrap()).unwrap();
+    let l: serde_json::Value = serde_json::from_slice(&std::fs::read(&logits).unwrap()).unwrap();
     assert_eq!(l["logits"][0].as_array().unwrap().len(), 300);
     assert!(ok(&["verify", r]).contains("all files match"));
     // Continued pretraining on a small slice of the embedded corpus.
@@ -65,16 +64,32 @@ fn imported_run_generates_trains_verifies_and_exports() {
     let ckpts = m["checkpoints"].as_array().unwrap();
     assert!(ckpts.len() >= 3, "{m}");
     assert!(!m["data_manifest_sha256"].as_str().unwrap().is_empty());
-    assert!(m["import"]["source_dir"].as_str().unwrap().ends_with("bin-sharded"));
+    assert!(m["import"]["source_dir"]
+        .as_str()
+        .unwrap()
+        .ends_with("bin-sharded"));
     // The imported checkpoint 0 is untouched, and the trained weights moved away from it.
-    assert_eq!(ckpts[0]["files"][0]["sha256"], "a552e91666a3ae76898cd83e4004f161b6e936e791fe42d319fd136fc7ced527");
-    assert_ne!(ckpts[1]["files"][0]["sha256"], ckpts[0]["files"][0]["sha256"]);
+    assert_eq!(
+        ckpts[0]["files"][0]["sha256"],
+        "a552e91666a3ae76898cd83e4004f161b6e936e791fe42d319fd136fc7ced527"
+    );
+    assert_ne!(
+        ckpts[1]["files"][0]["sha256"],
+        ckpts[0]["files"][0]["sha256"]
+    );
     assert!(ok(&["verify", r]).contains("all files match"));
     let replay = ok(&["verify", r, "--replay", "1", "--json"]);
     assert!(replay.contains("\"identical\": true"), "{replay}");
     // A trained checkpoint exports with its provenance in the card.
     let out = dir.path().join("hf-out");
-    ok(&["export", "hf", r, out.to_str().unwrap(), "--checkpoint", "2"]);
+    ok(&[
+        "export",
+        "hf",
+        r,
+        out.to_str().unwrap(),
+        "--checkpoint",
+        "2",
+    ]);
     let card = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(card.contains(m["checkpoints"][2]["sha256"].as_str().unwrap()));
     assert!(card.contains(m["data_manifest_sha256"].as_str().unwrap()));

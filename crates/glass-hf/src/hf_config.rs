@@ -120,10 +120,12 @@ pub fn to_hf(cfg: &ModelConfig, ids: SpecialTokenIds, torch_dtype: &str) -> Resu
         ));
     }
     let lr = lr_multipliers;
-    f.notes.push(format!(
+    if lr != glass_engine::LrMultipliers::default() {
+        f.notes.push(format!(
         "muP lr multipliers (embedding {}, hidden {}, norm {}, output {}) affect training only, not the exported function",
-        lr.embedding, lr.hidden, lr.norm, lr.output
-    ));
+            lr.embedding, lr.hidden, lr.norm, lr.output
+        ));
+    }
     let v = json!({
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
