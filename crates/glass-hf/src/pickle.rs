@@ -214,7 +214,7 @@ fn set_items(target: &mut Value, items: Vec<Value>, at: usize) -> Result<(), Str
     let Value::Dict(d) = target else {
         return Err(format!("SETITEM(S) on a non-dict at byte {at}"));
     };
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err(format!("odd SETITEMS at byte {at}"));
     }
     let mut it = items.into_iter();
