@@ -364,3 +364,70 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<HfModelInfo> {
         ignored,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// LLM360 Amber's published config.json (transformers 4.31 era: top-level rope
+    /// fields, `rope_scaling: null`).
+    const AMBER: &str = r#"{"architectures":["LlamaForCausalLM"],"bos_token_id":1,"eos_token_id":2,
+        "hidden_act":"silu","hidden_size":4096,"initializer_range":0.02,"intermediate_size":11008,
+        "max_position_embeddings":2048,"model_type":"llama","num_attention_heads":32,
+        "num_hidden_layers":32,"num_key_value_heads":32,"pretraining_tp":1,"rms_norm_eps":1e-06,
+        "rope_scaling":null,"tie_word_embeddings":false,"torch_dtype":"float32",
+        "transformers_version":"4.31.0","use_cache":true,"vocab_size":32000}"#;
+
+    fn parse(s: &str) -> Result<HfModelInfo> {
+        from_hf(&serde_json::from_str(s).unwrap(), Path::new("config.json"))
+    }
+
+    #[test]
+    fn amber_config_is_the_amber_preset() {
+        let info = parse(AMBER).unwrap();
+        assert_eq!(info.cfg.unwrap(), ModelConfig::preset("amber-7b").unwrap());
+        assert_eq!((info.bos_token_id, info.eos_token_id), (Some(1), Some(2)));
+        assert!(info.ignored.is_empty(), "{:?}", info.ignored);
+    }
+
+    #[test]
+    fn export_config_reads_back_identically() {
+        for p in ["tiny", "small", "amber-7b"] {
+            let mut cfg = ModelConfig::preset(p).unwrap();
+            cfg.n_kv_heads = cfg.n_heads / 2;
+            cfg.rope_theta = 500000.0;
+            cfg.norm_eps = 1e-6;
+            let (v, f) = to_hf(&cfg, SpecialTokenIds::default(), "float32").unwrap();
+            assert!(f.is_identity());
+            let back = from_hf(&v, Path::new("config.json")).unwrap();
+            assert_eq!(back.cfg.unwrap(), cfg, "{p}");
+            assert!(back.ignored.is_empty(), "{:?}", back.ignored);
+        }
+    }
+
+    #[test]
+    fn function_changing_fields_are_refused_by_name() {
+        for (edit, word) in [
+            (r#""rope_scaling":{"type":"linear","factor":2.0}"#, "linear"),
+            (
+                r#""rope_scaling":null,"attention_bias":true"#,
+                "attention_bias",
+            ),
+            (r#""rope_scaling":null,"hidden_act":"gelu""#, "gelu"),
+            (r#""rope_scaling":null,"head_dim":64"#, "head_dim"),
+            (
+                r#""rope_scaling":null,"partial_rotary_factor":0.25"#,
+                "partial_rotary_factor",
+            ),
+        ] {
+            let e = parse(&AMBER.replace(r#""rope_scaling":null"#, edit))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(word) && e.contains("config.json"), "{e}");
+        }
+        let e = parse(&AMBER.replace(r#""model_type":"llama""#, r#""model_type":"mistral""#))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mistral"), "{e}");
+    }
+}
