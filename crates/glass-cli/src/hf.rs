@@ -96,6 +96,9 @@ pub fn export(cmd: ExportCommand) -> Result<()> {
     for f in &r.folds {
         println!("  {f}");
     }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
     Ok(())
 }
 

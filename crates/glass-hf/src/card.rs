@@ -26,6 +26,8 @@ pub struct CardInput<'a> {
     pub folds: &'a Folds,
     /// Files already written, with hashes.
     pub files: &'a [ExportedFile],
+    /// sha256 of `glass.toml` as it is now (the `[model]` the export used).
+    pub config_sha256_now: &'a str,
 }
 
 fn or_none(s: &str) -> &str {
@@ -119,7 +121,7 @@ Every fact below can be checked against the run directory with `glass info` and
 | tokens seen | {tokens} |
 | checkpoint sha256 (its `state.json`) | `{ckpt_sha}` |
 | model.safetensors sha256 in the run | `{model_sha}` |
-| config sha256 (`glass.toml`) | `{config_sha}` |
+| config sha256 (`glass.toml`) | `{config_sha}`{config_now} |
 | data manifest sha256 | `{data_sha}` |
 | validation loss | {val} |
 | learning rate at this step | {lr} |
@@ -163,6 +165,14 @@ The tokenizer adds no special tokens; Glass framed training documents with EOS
         ckpt_sha = e.sha256,
         model_sha = c.state.model_sha256,
         config_sha = c.state.config_sha256,
+        config_now = if c.config_sha256_now == c.state.config_sha256 {
+            String::new()
+        } else {
+            format!(
+                " at this checkpoint; the file has changed since (now `{}`) and the architecture above is read from the current file",
+                c.config_sha256_now
+            )
+        },
         data_sha = or_none(&c.state.data_manifest_sha256),
         lr = c.state.lr,
         opt_steps = c.state.optimizer_step,

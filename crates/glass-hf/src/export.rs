@@ -139,6 +139,8 @@ pub struct ExportReport {
     pub weight_bytes: u64,
     /// Scales folded into the weights (empty when none).
     pub folds: Vec<String>,
+    /// Things the user should know (e.g. the config changed since the checkpoint).
+    pub warnings: Vec<String>,
     /// Wall time in seconds.
     pub seconds: f64,
 }
@@ -346,6 +348,14 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
     let state: CheckpointState =
         serde_json::from_slice(&std::fs::read(&state_path).map_err(io(&state_path))?)
             .map_err(|e| file_err(&state_path, e.to_string()))?;
+    let config_now = glass_data::atomic::sha256_hex(cfg.text.as_bytes());
+    let mut warnings = Vec::new();
+    if config_now != state.config_sha256 {
+        warnings.push(format!(
+            "glass.toml changed since checkpoint {} was written (sha256 {} then, {} now); the exported architecture is read from the current file",
+            entry.index, state.config_sha256, config_now
+        ));
+    }
     let (mut model, k) = glass_run::load_model(run_dir, Some(entry.index))?;
     apply_folds(&mut model, &folds);
 
@@ -405,6 +415,7 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
         dtype: opts.dtype.torch_name(),
         folds: &folds,
         files: &files,
+        config_sha256_now: &config_now,
     });
     write_atomic(&dir.join("README.md"), card.as_bytes())?;
     files.extend(hash_files(dir, &["README.md".to_string()])?);
@@ -424,6 +435,7 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
         "tokens": entry.tokens,
         "checkpoint_sha256": entry.sha256,
         "config_sha256": state.config_sha256,
+        "config_sha256_now": config_now,
         "data_manifest_sha256": state.data_manifest_sha256,
         "val_loss": entry.val_loss,
         "val_bpb": state.val_bpb,
@@ -455,6 +467,7 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
         files,
         weight_bytes,
         folds: folded,
+        warnings,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
