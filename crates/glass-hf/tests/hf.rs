@@ -18,6 +18,7 @@ struct Reference {
     logits: std::collections::BTreeMap<String, Vec<f64>>,
     variants: serde_json::Value,
     tokenizer_checks: serde_json::Value,
+    llama_tokenizer_checks: serde_json::Value,
 }
 
 fn reference() -> Reference {
@@ -50,6 +51,7 @@ fn reference() -> Reference {
         logits,
         variants: json["variants"].clone(),
         tokenizer_checks: json["tokenizer_checks"].clone(),
+        llama_tokenizer_checks: json["llama_tokenizer_checks"].clone(),
     }
 }
 
@@ -79,6 +81,7 @@ const IMPORTABLE: &[&str] = &[
     "f16-bin",
     "tied",
     "tied-bin",
+    "llama-tok",
 ];
 
 #[test]
@@ -487,4 +490,36 @@ fn broken_folders_name_file_and_tensor() {
         .to_string();
     assert!(e.contains("already"), "{e}");
     assert_eq!(std::fs::read(run.join("manifest.json")).unwrap(), before);
+}
+
+#[test]
+fn llama_style_tokenizer_imports_with_bos() {
+    let r = reference();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let rep = glass_hf::import(&fixtures().join("llama-tok"), &run).unwrap();
+    assert!(
+        rep.vocab_note.as_deref().unwrap().contains("204"),
+        "{rep:?}"
+    );
+    let data = glass_data::DataConfig::load(&run).unwrap();
+    assert_eq!(data.tokenizer.bos.as_deref(), Some("<s>"));
+    assert!(
+        data.tokenizer.add_bos,
+        "LlamaTokenizerFast with add_bos_token"
+    );
+    let tok = glass_run::run_tokenizer(&run).unwrap();
+    assert_eq!((tok.specials().bos, tok.specials().eos), (Some(1), 2));
+    for c in r.llama_tokenizer_checks.as_array().unwrap() {
+        let want: Vec<u32> = c["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let got = tok.encode(c["text"].as_str().unwrap()).unwrap();
+        assert_eq!(got, want, "{c}");
+        // The BOS that transformers' post-processor adds is what add_bos frames documents with.
+        assert_eq!(c["ids_with_bos"][0].as_u64(), Some(1));
+    }
 }
