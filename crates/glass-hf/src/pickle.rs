@@ -127,7 +127,19 @@ struct Machine<'a> {
     data: &'a [u8],
     pos: usize,
     stack: Vec<Item>,
-    memo: HashMap<u32, Value>,
+    memo: HashMap<u32, (Value, usize)>,
+    /// Values copied out of the memo so far, bounded so that a hostile pickle cannot
+    /// expand exponentially by fetching ever larger memoised containers.
+    copied: usize,
+}
+
+/// Number of values in `v`, containers included.
+fn nodes(v: &Value) -> usize {
+    1 + match v {
+        Value::Tuple(xs) | Value::List(xs) => xs.iter().map(nodes).sum(),
+        Value::Dict(kv) => kv.iter().map(|(k, v)| nodes(k) + nodes(v)).sum(),
+        _ => 0,
+    }
 }
 
 impl<'a> Machine<'a> {
@@ -196,15 +208,23 @@ impl<'a> Machine<'a> {
     }
     fn memo_put(&mut self, k: u32) -> Result<(), String> {
         let v = self.top()?.clone();
-        self.memo.insert(k, v);
+        let n = nodes(&v);
+        self.memo.insert(k, (v, n));
         Ok(())
     }
     fn memo_get(&mut self, k: u32) -> Result<(), String> {
-        let v = self
+        let (v, n) = self
             .memo
             .get(&k)
-            .cloned()
             .ok_or_else(|| format!("memo key {k} missing at byte {}", self.pos))?;
+        self.copied += n;
+        if self.copied > 16 * self.data.len() + (1 << 20) {
+            return Err(format!(
+                "refused: the pickle expands far beyond its size (memo fetch at byte {})",
+                self.pos
+            ));
+        }
+        let v = v.clone();
         self.push(v);
         Ok(())
     }
@@ -286,6 +306,7 @@ pub fn load(data: &[u8]) -> Result<Value, String> {
         pos: 0,
         stack: Vec::new(),
         memo: HashMap::new(),
+        copied: 0,
     };
     loop {
         let at = m.pos;
@@ -305,6 +326,9 @@ pub fn load(data: &[u8]) -> Result<Value, String> {
             b']' => m.push(Value::List(vec![])),
             b')' => m.push(Value::Tuple(vec![])),
             b'(' => m.stack.push(Item::Mark),
+            b'0' => {
+                m.stack.pop();
+            }
             b'N' => m.push(Value::None),
             0x88 => m.push(Value::Bool(true)),
             0x89 => m.push(Value::Bool(false)),
@@ -517,6 +541,18 @@ mod tests {
             (vec![2, 3], vec![3, 1])
         );
         assert_eq!(t.dtype, StorageDtype::F32);
+    }
+
+    #[test]
+    fn exponential_expansion_is_refused() {
+        // l = []; then 64 times: l = (l, l) via BINGET — 2^64 values if copied naively.
+        let mut p = b"\x80\x02]q\x00".to_vec();
+        for i in 0..64u8 {
+            p.extend_from_slice(&[b'h', i, b'h', i, 0x86, b'q', i + 1, b'0']);
+        }
+        p.extend_from_slice(b"h\x40.");
+        let e = load(&p).unwrap_err();
+        assert!(e.contains("expands"), "{e}");
     }
 
     #[test]

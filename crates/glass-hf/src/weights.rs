@@ -352,10 +352,19 @@ pub fn load_into(files: &WeightFiles, model: &mut Model) -> Result<LoadStats> {
                 continue;
             }
             if tied && t.name == "lm_head.weight" {
-                let mut v = vec![0.0f32; t.numel()];
-                if t.shape == layout.tensors()[0].shape {
-                    t.convert_into(&mut v);
+                if t.shape != layout.tensors()[0].shape {
+                    return Err(tensor_err(
+                        shard,
+                        &t.name,
+                        format!(
+                            "has shape {:?}, but the tied embedding is {:?}",
+                            t.shape,
+                            layout.tensors()[0].shape
+                        ),
+                    ));
                 }
+                let mut v = vec![0.0f32; t.numel()];
+                t.convert_into(&mut v);
                 tied_head = Some((shard.clone(), v));
                 continue;
             }
