@@ -80,6 +80,21 @@ fn imported_run_generates_trains_verifies_and_exports() {
     assert!(ok(&["verify", r]).contains("all files match"));
     let replay = ok(&["verify", r, "--replay", "1", "--json"]);
     assert!(replay.contains("\"identical\": true"), "{replay}");
+    // Adoption happens once: after training, changed data is refused like in any run.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("tokens = 4000", "tokens = 6000");
+    std::fs::write(&cfg, text).unwrap();
+    ok(&["data", "prepare", r]);
+    let o = Command::new(env!("CARGO_BIN_EXE_glass"))
+        .args(["train", r, "--quiet"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("prepared data changed"),
+        "{err}"
+    );
     // A trained checkpoint exports with its provenance in the card.
     let out = dir.path().join("hf-out");
     ok(&[
