@@ -101,31 +101,36 @@ pub fn read<'a>(map: &'a [u8], path: &Path) -> Result<Vec<SrcTensor<'a>>> {
             pickle::StorageDtype::BF16 => SrcDtype::BF16,
             pickle::StorageDtype::F64 => SrcDtype::F64,
         };
-        let need = t.storage_numel as usize * dtype.size();
-        if bytes.len() < need {
+        // Checked arithmetic: shapes and strides come from the file and may be hostile.
+        let need = (t.storage_numel as usize).checked_mul(dtype.size());
+        if need.is_none_or(|n| bytes.len() < n) {
             return Err(tensor_err(
                 path,
                 &name,
                 format!(
-                    "storage holds {} bytes, the pickle declares {need}; the file is truncated or corrupt",
-                    bytes.len()
+                    "storage holds {} bytes, the pickle declares {} elements; the file is truncated or corrupt",
+                    bytes.len(),
+                    t.storage_numel
                 ),
             ));
         }
-        let numel: usize = t.shape.iter().product();
-        if numel > 0 {
-            let last = t.offset as usize
-                + t.shape
-                    .iter()
-                    .zip(&t.stride)
-                    .map(|(s, st)| (s - 1) * st)
-                    .sum::<usize>();
-            if last >= t.storage_numel as usize {
+        let numel = t.shape.iter().try_fold(1usize, |a, &s| a.checked_mul(s));
+        let last = t
+            .shape
+            .iter()
+            .zip(&t.stride)
+            .try_fold(t.offset as usize, |a, (&s, &st)| {
+                a.checked_add(s.saturating_sub(1).checked_mul(st)?)
+            });
+        match (numel, last) {
+            (Some(0), _) => {}
+            (Some(_), Some(last)) if last < t.storage_numel as usize => {}
+            _ => {
                 return Err(tensor_err(
                     path,
                     &name,
                     "its view reaches past the end of its storage",
-                ));
+                ))
             }
         }
         out.push(SrcTensor {
@@ -138,4 +143,47 @@ pub fn read<'a>(map: &'a [u8], path: &Path) -> Result<Vec<SrcTensor<'a>>> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A torch-style zip: `archive/data.pkl` = {'w': (2, 3) view with `stride0`} over a
+    /// 6-element float storage holding `storage_bytes` bytes.
+    fn archive(stride0: u8, storage_bytes: usize) -> Vec<u8> {
+        let pkl = [
+            &b"\x80\x02}(X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x06tQK\x00K\x02K\x03\x86K"[..],
+            &[stride0],
+            &b"K\x01\x86\x89ccollections\nOrderedDict\n)RtRu."[..],
+        ]
+        .concat();
+        let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let o = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        z.start_file("archive/data.pkl", o).unwrap();
+        z.write_all(&pkl).unwrap();
+        z.start_file("archive/data/0", o).unwrap();
+        let vals: Vec<u8> = (0..6u32)
+            .flat_map(|i| (i as f32).to_le_bytes())
+            .take(storage_bytes)
+            .collect();
+        z.write_all(&vals).unwrap();
+        z.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn strided_views_read_and_bad_views_are_refused() {
+        let p = Path::new("x.bin");
+        let ok = archive(3, 24);
+        let t = read(&ok, p).unwrap();
+        let mut v = [0f32; 6];
+        t[0].convert_into(&mut v);
+        assert_eq!(v, [0., 1., 2., 3., 4., 5.]);
+        let e = read(&archive(200, 24), p).unwrap_err().to_string();
+        assert!(e.contains("past the end") && e.contains("`w`"), "{e}");
+        let e = read(&archive(3, 8), p).unwrap_err().to_string();
+        assert!(e.contains("truncated") && e.contains("x.bin"), "{e}");
+    }
 }
