@@ -80,6 +80,14 @@ pub fn info(run: &Path, json: bool) -> Result<()> {
             short(&p.checkpoint_sha256)
         );
     }
+    if let Some(im) = &i.import {
+        println!(
+            "checkpoint 0 imported ({}) from {} (record import.json {})",
+            im.format,
+            im.source_dir,
+            short(&im.record_sha256)
+        );
+    }
     println!(
         "{:>5} {:>9} {:>12} {:>9}  {:<64}  dir",
         "ckpt", "step", "tokens", "val_loss", "sha256"

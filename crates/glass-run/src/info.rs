@@ -71,6 +71,9 @@ pub struct RunInfo {
     pub data_manifest_sha256: String,
     /// Lineage.
     pub parent: Option<Parent>,
+    /// Where checkpoint 0 was imported from (`glass import hf`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import: Option<crate::manifest::ImportSource>,
     /// Checkpoints.
     pub checkpoints: Vec<CheckpointInfo>,
 }
@@ -99,6 +102,7 @@ pub fn info(run_dir: &Path) -> Result<RunInfo> {
         config_sha256: m.config_sha256,
         data_manifest_sha256: m.data_manifest_sha256,
         parent: m.parent,
+        import: m.import,
         checkpoints,
     })
 }
