@@ -49,6 +49,11 @@ impl KvCache {
     pub fn clear(&mut self) {
         self.len = 0;
     }
+    /// Forgets every position from `len` on (no-op if the cache is shorter), so several
+    /// continuations of one shared prefix can be scored without recomputing or copying it.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
 }
 
 impl Model {
@@ -59,8 +64,25 @@ impl Model {
         tokens: &[u32],
         cache: &mut KvCache,
     ) -> Result<Vec<f32>, EngineError> {
+        self.forward_cached_tail(tokens, cache, tokens.len())
+    }
+
+    /// Like [`Model::forward_cached`], but returns logits only for the last `keep` fed
+    /// positions (`[keep, vocab]`): scoring needs the prediction after a context, not
+    /// the context's own, and the output head is a large share of a small model's work.
+    pub fn forward_cached_tail(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        keep: usize,
+    ) -> Result<Vec<f32>, EngineError> {
         let cfg = &self.cfg;
         let n = tokens.len();
+        if keep > n {
+            return Err(EngineError::Input(format!(
+                "asked for logits of {keep} positions but fed {n}"
+            )));
+        }
         let pos0 = cache.len;
         if n == 0 {
             return Ok(Vec::new());
@@ -167,12 +189,12 @@ impl Model {
         );
         cache.len += n;
         let hdims = HeadDims::new(cfg);
-        let mut logits = vec![0.0f32; n * cfg.vocab_size];
+        let mut logits = vec![0.0f32; keep * cfg.vocab_size];
         lm_head::logits(
             hdims,
-            &ln,
+            &ln[(n - keep) * d..],
             &p[lay.head..lay.head + cfg.vocab_size * d],
-            n,
+            keep,
             &mut logits,
         );
         Ok(logits)

@@ -1,0 +1,252 @@
+//! Log-likelihoods as lm-evaluation-harness's HF backend computes them, on the Glass
+//! engine: the same tokenisation of (context, continuation) pairs, the same left
+//! truncation, the same rolling windows, but each question's context is run through the
+//! model once and its KV cache reused for every choice, with documents in parallel.
+
+use glass_data::GlassTokenizer;
+use glass_engine::{KvCache, Model};
+use rayon::prelude::*;
+
+use crate::prompts::Prepared;
+use crate::EvalError;
+
+/// Scores of one document.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Scored {
+    /// Per-choice log-likelihoods of the continuations (natural log).
+    MultipleChoice {
+        /// One per choice.
+        loglikelihoods: Vec<f64>,
+    },
+    /// Total log-likelihood of a rolling text.
+    Rolling {
+        /// Sum over every token.
+        loglikelihood: f64,
+        /// Tokens scored.
+        tokens: usize,
+    },
+}
+
+/// The model and tokenizer that score requests.
+pub struct Scorer<'a> {
+    /// Model.
+    pub model: &'a Model,
+    /// Tokenizer (encodes without special tokens, like the harness's HF causal models).
+    pub tokenizer: &'a GlassTokenizer,
+    /// Token conditioning an empty context and the first rolling window: BOS if the
+    /// tokenizer has one, else EOS (the harness's `prefix_token_id`).
+    pub prefix_token: u32,
+    /// Longest input (the model's `max_seq_len`, the exported `max_position_embeddings`).
+    pub max_length: usize,
+}
+
+/// Python's `str.isspace` for one character (`str.rstrip` strips these).
+fn py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// `log_softmax(row)[t]`, accumulated in f64.
+fn log_prob(row: &[f32], t: u32) -> f64 {
+    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let s: f64 = row.iter().map(|&x| (x as f64 - m).exp()).sum();
+    row[t as usize] as f64 - m - s.ln()
+}
+
+impl Scorer<'_> {
+    fn encode(&self, s: &str) -> Result<Vec<u32>, EvalError> {
+        self.tokenizer
+            .encode(s)
+            .map_err(|e| EvalError::Score(format!("tokenizing failed: {e}")))
+    }
+
+    /// The harness's `loglikelihood` tokenisation of one pair: trailing whitespace of
+    /// the context moves to the continuation; the continuation's tokens are the tail of
+    /// `encode(context + continuation)` after `len(encode(context))`; an empty context
+    /// becomes the prefix token.
+    pub fn encode_pair(&self, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>), EvalError> {
+        if context.is_empty() {
+            let cont = self.encode(continuation)?;
+            return Ok(match cont.first() {
+                Some(&f) if f == self.prefix_token => (vec![f], cont[1..].to_vec()),
+                _ => (vec![self.prefix_token], cont),
+            });
+        }
+        let trimmed = context.trim_end_matches(py_space);
+        let moved = &context[trimmed.len()..];
+        let whole = self.encode(&format!("{trimmed}{moved}{continuation}"))?;
+        let ctx = self.encode(trimmed)?;
+        let cont = whole.get(ctx.len()..).unwrap_or_default().to_vec();
+        Ok((ctx, cont))
+    }
+
+    /// Log-likelihood of `cont` after `ctx` in a fresh pass over the (left-truncated)
+    /// sequence, exactly the harness's input `(ctx + cont)[-(L+1):][:-1]`.
+    fn score_full(&self, ctx: &[u32], cont: &[u32], cache: &mut KvCache) -> Result<f64, EvalError> {
+        let l = self.max_length;
+        let full: Vec<u32> = ctx.iter().chain(cont).copied().collect();
+        let start = full.len().saturating_sub(l + 1);
+        let inp = &full[start..full.len() - 1];
+        cache.clear();
+        let logits = self.model.forward_cached_tail(inp, cache, cont.len()).map_err(engine)?;
+        let v = self.model.cfg.vocab_size;
+        Ok(cont
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| log_prob(&logits[i * v..(i + 1) * v], t))
+            .sum())
+    }
+
+    /// Per-choice log-likelihoods for one question, the context computed once.
+    pub fn multiple_choice(
+        &self,
+        context: &str,
+        continuations: &[String],
+        cache: &mut KvCache,
+    ) -> Result<Vec<f64>, EvalError> {
+        let pairs = continuations
+            .iter()
+            .map(|c| self.encode_pair(context, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let l = self.max_length;
+        for (ctx, cont) in &pairs {
+            if ctx.is_empty() || cont.is_empty() {
+                return Err(EvalError::Score(format!(
+                    "a continuation of {context:?} encodes to no tokens (the harness refuses it too)"
+                )));
+            }
+            if cont.len() > l {
+                return Err(EvalError::Score(format!(
+                    "a continuation is {} tokens, longer than the model's {l}",
+                    cont.len()
+                )));
+            }
+        }
+        let v = self.model.cfg.vocab_size;
+        let shared = &pairs[0].0;
+        let can_share = pairs
+            .iter()
+            .all(|(ctx, cont)| ctx == shared && ctx.len() + cont.len() <= l + 1);
+        if !can_share {
+            return pairs
+                .iter()
+                .map(|(ctx, cont)| self.score_full(ctx, cont, cache))
+                .collect();
+        }
+        cache.clear();
+        let last = self.model.forward_cached_tail(shared, cache, 1).map_err(engine)?;
+        let n0 = shared.len();
+        let mut out = Vec::with_capacity(pairs.len());
+        for (_, cont) in &pairs {
+            let mut ll = log_prob(&last, cont[0]);
+            if cont.len() > 1 {
+                cache.truncate(n0);
+                let k = cont.len() - 1;
+                let logits = self
+                    .model
+                    .forward_cached_tail(&cont[..k], cache, k)
+                    .map_err(engine)?;
+                for (i, &t) in cont[1..].iter().enumerate() {
+                    ll += log_prob(&logits[i * v..(i + 1) * v], t);
+                }
+            }
+            out.push(ll);
+        }
+        Ok(out)
+    }
+
+    /// The harness's `loglikelihood_rolling`: disjoint windows of `max_length` tokens,
+    /// the first conditioned on the prefix token, each scored in its own pass.
+    pub fn rolling(&self, text: &str, cache: &mut KvCache) -> Result<(f64, usize), EvalError> {
+        let toks = self.encode(text)?;
+        let mut total = 0.0;
+        for (ctx, pred) in rolling_windows(&toks, self.prefix_token, self.max_length) {
+            total += self.score_full(&ctx, &pred, cache)?;
+        }
+        Ok((total, toks.len()))
+    }
+
+    /// Scores every prepared document, in parallel across documents; results are in
+    /// document order and independent of the thread count. `progress` is called with the
+    /// number of documents finished so far.
+    pub fn score_all(
+        &self,
+        docs: &[Prepared],
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Vec<Scored>, EvalError> {
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        docs.par_iter()
+            .map_init(
+                || KvCache::new(self.model),
+                |cache, d| {
+                    let r = match d {
+                        Prepared::MultipleChoice { context, continuations, .. } => self
+                            .multiple_choice(context, continuations, cache)
+                            .map(|loglikelihoods| Scored::MultipleChoice { loglikelihoods }),
+                        Prepared::Rolling { text } => self
+                            .rolling(text, cache)
+                            .map(|(loglikelihood, tokens)| Scored::Rolling { loglikelihood, tokens }),
+                    };
+                    progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
+                    r
+                },
+            )
+            .collect()
+    }
+}
+
+fn engine(e: glass_engine::EngineError) -> EvalError {
+    EvalError::Score(e.to_string())
+}
+
+/// `get_rolling_token_windows(tokens, prefix, max_len, context_len=1)` followed by
+/// `make_disjoint_window`, as (context, predicted) token lists.
+pub fn rolling_windows(tokens: &[u32], prefix: u32, max_len: usize) -> Vec<(Vec<u32>, Vec<u32>)> {
+    let mut out = Vec::new();
+    if tokens.is_empty() {
+        return out;
+    }
+    let pred_len = max_len; // max_seq_len - context_len + 1 with context_len = 1
+    let first = max_len.min(tokens.len());
+    let mut a = vec![prefix];
+    a.extend_from_slice(&tokens[..first - 1]);
+    out.push((a, tokens[..first].to_vec()));
+    let mut predicted = first;
+    while predicted < tokens.len() {
+        let wl = (tokens.len() - predicted).min(pred_len);
+        let end = predicted + wl;
+        out.push((
+            tokens[end - max_len - 1..end - 1].to_vec(),
+            tokens[end - wl..end].to_vec(),
+        ));
+        predicted += wl;
+    }
+    out.into_iter()
+        .map(|(a, b)| {
+            let keep = a.len() - (b.len() - 1);
+            (a[..keep].to_vec(), b)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Windows as the harness makes them for 7 tokens, max length 3.
+    #[test]
+    fn rolling_windows_match_the_harness() {
+        let w = rolling_windows(&[1, 2, 3, 4, 5, 6, 7], 0, 3);
+        // Python: list(map(make_disjoint_window, get_rolling_token_windows(
+        //   [1,2,3,4,5,6,7], prefix_token=0, max_seq_len=3, context_len=1)))
+        assert_eq!(
+            w,
+            vec![
+                (vec![0], vec![1, 2, 3]),
+                (vec![3], vec![4, 5, 6]),
+                (vec![4, 5, 6], vec![7]),
+            ]
+        );
+        assert!(rolling_windows(&[], 0, 3).is_empty());
+    }
+}
