@@ -99,7 +99,7 @@ impl Node {
 
 enum Frame {
     Seq(Vec<Node>, usize),
-    Map(Vec<(String, Node)>, Option<String>, usize),
+    Map(Vec<(String, Node)>, Option<(String, usize)>, usize),
 }
 
 #[derive(Default)]
@@ -133,16 +133,24 @@ impl Builder {
             Some(Frame::Seq(items, _)) => items.push(node),
             Some(Frame::Map(kv, key, _)) => match key.take() {
                 None => match node {
-                    Node::Scalar { value, .. } => *key = Some(value),
+                    Node::Scalar { value, line, .. } => *key = Some((value, line)),
                     other => {
                         self.error.get_or_insert(YamlError {
                             line: other.line(),
                             message: "mapping keys must be plain strings".into(),
                         });
-                        *key = Some(String::new());
+                        *key = Some((String::new(), 0));
                     }
                 },
-                Some(k) => kv.push((k, node)),
+                // A nested collection is reported at its key's line.
+                Some((k, kl)) => kv.push((
+                    k,
+                    match node {
+                        Node::Seq(items, _) => Node::Seq(items, kl),
+                        Node::Map(m, _) => Node::Map(m, kl),
+                        scalar => scalar,
+                    },
+                )),
             },
         }
     }
@@ -233,7 +241,8 @@ mod tests {
     #[test]
     fn nodes_carry_lines_and_types() {
         let n = parse("a: 1\nb:\n  - x\n  - 'y'\nc: {d: true}\n").unwrap();
-        assert_eq!(n.get("b").unwrap().line(), 3);
+        assert_eq!(n.get("b").unwrap().line(), 2);
+        assert_eq!(n.get("c").unwrap().get("d").unwrap().line(), 5);
         assert_eq!(
             n.to_json(),
             serde_json::json!({"a": 1, "b": ["x", "y"], "c": {"d": true}})
