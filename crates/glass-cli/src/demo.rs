@@ -96,7 +96,10 @@ fn evaluate(run: &Path) -> Result<()> {
          ({DEMO_CLOZE_DOCS} questions, 4 choices) and bits per byte ({DEMO_HELDOUT_DOCS} passages)"
     );
     let mut results = Vec::new();
-    for (task, limit) in [("glass_cloze", DEMO_CLOZE_DOCS), ("glass_heldout", DEMO_HELDOUT_DOCS)] {
+    for (task, limit) in [
+        ("glass_cloze", DEMO_CLOZE_DOCS),
+        ("glass_heldout", DEMO_HELDOUT_DOCS),
+    ] {
         let opts = glass_eval::EvalOptions {
             checkpoints: glass_eval::CheckpointSel::All,
             tasks: vec![glass_eval::bundled::bundled(task).expect("bundled task")?],
@@ -149,7 +152,9 @@ fn evaluate(run: &Path) -> Result<()> {
 
 /// Where everything is and what to try next.
 fn next_steps(run: &Path) {
-    let Ok(info) = glass_run::info(run) else { return };
+    let Ok(info) = glass_run::info(run) else {
+        return;
+    };
     let d = run.display();
     println!("\nartifacts under {d}/:");
     println!("  glass.toml              the complete config");
@@ -159,7 +164,9 @@ fn next_steps(run: &Path) {
         info.checkpoints.len()
     );
     println!("  manifest.json           sha256 of every checkpoint file");
-    println!("  metrics.sqlite          per-step loss/lr/grad-norm, validation loss, evals, events");
+    println!(
+        "  metrics.sqlite          per-step loss/lr/grad-norm, validation loss, evals, events"
+    );
     println!("  evals/                  per-checkpoint evaluation results (JSON)");
     println!("\nnext:");
     println!(
@@ -171,9 +178,7 @@ fn next_steps(run: &Path) {
     );
     println!("  glass metrics {d} --checkpoints    validation curve as CSV");
     println!("  glass metrics {d} --evals          evaluation curves per checkpoint");
-    println!(
-        "  glass eval {d} --tasks glass_cloze --num-fewshot 3 --checkpoints latest"
-    );
+    println!("  glass eval {d} --tasks glass_cloze --num-fewshot 3 --checkpoints latest");
 }
 
 /// A horizontal bar per point, scaled between the minimum and maximum value.

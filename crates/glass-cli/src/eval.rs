@@ -20,7 +20,11 @@ pub struct EvalArgs {
     pub checkpoints: CheckpointSel,
     /// Tasks: bundled task names (glass_cloze, glass_heldout) or paths to
     /// lm-evaluation-harness task YAML files, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "glass_cloze,glass_heldout")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "glass_cloze,glass_heldout"
+    )]
     pub tasks: Vec<String>,
     /// Evaluate only the first N documents of each task.
     #[arg(long)]
@@ -53,10 +57,13 @@ pub struct EvalArgs {
 pub fn load_tasks(names: &[String], data_files: &[String]) -> Result<Vec<TaskDef>> {
     let mut files: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     for df in data_files {
-        let (split, path) = df
-            .split_once('=')
-            .with_context(|| format!("--data-files `{df}`: expected SPLIT=FILE, e.g. test=arc_easy_test.jsonl"))?;
-        files.entry(split.to_string()).or_default().push(PathBuf::from(path));
+        let (split, path) = df.split_once('=').with_context(|| {
+            format!("--data-files `{df}`: expected SPLIT=FILE, e.g. test=arc_easy_test.jsonl")
+        })?;
+        files
+            .entry(split.to_string())
+            .or_default()
+            .push(PathBuf::from(path));
     }
     let mut out = Vec::new();
     for name in names {
@@ -71,9 +78,15 @@ pub fn load_tasks(names: &[String], data_files: &[String]) -> Result<Vec<TaskDef
         let path = Path::new(name);
         if !path.exists() {
             let bundled: Vec<&str> = glass_eval::bundled::BUNDLED.iter().map(|b| b.0).collect();
-            bail!("task `{name}` is neither a bundled task ({}) nor a YAML file", bundled.join(", "));
+            bail!(
+                "task `{name}` is neither a bundled task ({}) nor a YAML file",
+                bundled.join(", ")
+            );
         }
-        out.push(TaskDef::from_file(path, (!files.is_empty()).then_some(&files))?);
+        out.push(TaskDef::from_file(
+            path,
+            (!files.is_empty()).then_some(&files),
+        )?);
     }
     Ok(out)
 }
@@ -110,7 +123,11 @@ pub fn evaluate(run: &Path, opts: &EvalOptions, quiet: bool) -> Result<Vec<TaskR
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         let mut err = std::io::stderr().lock();
         match p {
-            EvalProgress::Start { checkpoint, task, docs } => {
+            EvalProgress::Start {
+                checkpoint,
+                task,
+                docs,
+            } => {
                 *st = (checkpoint, task.to_string(), docs);
             }
             EvalProgress::Docs(d) => {

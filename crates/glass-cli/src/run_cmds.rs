@@ -274,7 +274,9 @@ fn evals(m: &Metrics, json: bool, csv: bool) -> Result<()> {
             .iter()
             .position(|c| c.0 == r.task && c.1 == r.metric)
             .expect("column exists");
-        table.entry(r.checkpoint).or_insert_with(|| vec![None; cols.len()])[i] = Some(r.value);
+        table
+            .entry(r.checkpoint)
+            .or_insert_with(|| vec![None; cols.len()])[i] = Some(r.value);
     }
     let names: Vec<String> = cols.iter().map(|(t, m)| format!("{t}/{m}")).collect();
     let step = |k: &u32| steps.get(k).map_or(String::new(), |s| s.to_string());

@@ -49,13 +49,24 @@ fn make_run(dir: &Path) -> PathBuf {
     ] {
         model.insert(k.into(), I(v));
     }
-    t["train"].as_table_mut().unwrap().insert("micro_batch_rows".into(), I(2));
+    t["train"]
+        .as_table_mut()
+        .unwrap()
+        .insert("micro_batch_rows".into(), I(2));
     let data = t.get_mut("data").unwrap().as_table_mut().unwrap();
     data.insert("seq_len".into(), I(16));
     data.insert("rows_per_step".into(), I(4));
     data.insert("steps_per_chunk".into(), I(4));
-    data["validation"].as_table_mut().unwrap().insert("rows".into(), I(8));
-    for (i, st) in data["stages"].as_array_mut().unwrap().iter_mut().enumerate() {
+    data["validation"]
+        .as_table_mut()
+        .unwrap()
+        .insert("rows".into(), I(8));
+    for (i, st) in data["stages"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
         st.as_table_mut()
             .unwrap()
             .insert("tokens".into(), I([640, 512][i.min(1)]));
@@ -97,8 +108,16 @@ fn eval_stores_results_resumes_and_refuses_tampered_checkpoints() {
         .len();
     assert!(n_ckpt >= 3);
     let args = [
-        "eval", r, "--checkpoints", "all", "--tasks", "glass_cloze,glass_heldout",
-        "--limit", "4", "--json", "--log-samples",
+        "eval",
+        r,
+        "--checkpoints",
+        "all",
+        "--tasks",
+        "glass_cloze,glass_heldout",
+        "--limit",
+        "4",
+        "--json",
+        "--log-samples",
     ];
     let (out, err) = ok(&args);
     let first = results(&out);
@@ -118,18 +137,40 @@ fn eval_stores_results_resumes_and_refuses_tampered_checkpoints() {
 
     // Everything is stored: a second run recomputes nothing and reports the same values.
     let (out, err) = ok(&args);
-    assert_eq!(err.matches("already evaluated").count(), 2 * n_ckpt, "{err}");
+    assert_eq!(
+        err.matches("already evaluated").count(),
+        2 * n_ckpt,
+        "{err}"
+    );
     let again = results(&out);
     for (a, b) in first.iter().zip(&again) {
         assert_eq!(a["metrics"], b["metrics"]);
     }
     // A different limit is a different evaluation.
-    let (_, err) = ok(&["eval", r, "--checkpoints", "latest", "--tasks", "glass_cloze", "--limit", "5"]);
+    let (_, err) = ok(&[
+        "eval",
+        r,
+        "--checkpoints",
+        "latest",
+        "--tasks",
+        "glass_cloze",
+        "--limit",
+        "5",
+    ]);
     assert!(!err.contains("already evaluated"), "{err}");
     // --force recomputes, bit for bit.
     let (out, _) = ok(&[
-        "eval", r, "--checkpoints", "0,1", "--tasks", "glass_cloze,glass_heldout",
-        "--limit", "4", "--json", "--force", "--log-samples",
+        "eval",
+        r,
+        "--checkpoints",
+        "0,1",
+        "--tasks",
+        "glass_cloze,glass_heldout",
+        "--limit",
+        "4",
+        "--json",
+        "--force",
+        "--log-samples",
     ]);
     let forced = results(&out);
     assert_eq!(forced.len(), 4);
@@ -144,7 +185,10 @@ fn eval_stores_results_resumes_and_refuses_tampered_checkpoints() {
 
     // The curves, from metrics.sqlite.
     let (table, _) = ok(&["metrics", r, "--evals"]);
-    assert!(table.contains("glass_cloze/acc_norm") && table.contains("glass_heldout/bits_per_byte"), "{table}");
+    assert!(
+        table.contains("glass_cloze/acc_norm") && table.contains("glass_heldout/bits_per_byte"),
+        "{table}"
+    );
     assert_eq!(table.lines().count(), 1 + n_ckpt, "{table}");
     let (csv, _) = ok(&["metrics", r, "--evals", "--csv"]);
     assert!(csv.starts_with("checkpoint,step,glass_cloze/acc,"), "{csv}");
@@ -153,15 +197,30 @@ fn eval_stores_results_resumes_and_refuses_tampered_checkpoints() {
     let ckpt_dir = std::fs::read_dir(run.join("checkpoints"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("ckpt-0001"))
-        .next()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("ckpt-0001")
+        })
         .unwrap();
     let model = ckpt_dir.join("model.safetensors");
     let mut bytes = std::fs::read(&model).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(&model, bytes).unwrap();
-    let o = glass(&["eval", r, "--checkpoints", "1", "--tasks", "glass_cloze", "--limit", "2", "--force"]);
+    let o = glass(&[
+        "eval",
+        r,
+        "--checkpoints",
+        "1",
+        "--tasks",
+        "glass_cloze",
+        "--limit",
+        "2",
+        "--force",
+    ]);
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("model.safetensors"), "{e}");
@@ -177,11 +236,24 @@ fn bad_task_files_are_refused_with_file_and_line() {
     )
     .unwrap();
     // The task is checked before the run is touched.
-    let o = glass(&["eval", dir.path().to_str().unwrap(), "--tasks", y.to_str().unwrap()]);
+    let o = glass(&[
+        "eval",
+        dir.path().to_str().unwrap(),
+        "--tasks",
+        y.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("t.yaml:6") && e.contains("generate_until"), "{e}");
-    let o = glass(&["eval", dir.path().to_str().unwrap(), "--tasks", "no_such_task"]);
+    assert!(
+        e.contains("t.yaml:6") && e.contains("generate_until"),
+        "{e}"
+    );
+    let o = glass(&[
+        "eval",
+        dir.path().to_str().unwrap(),
+        "--tasks",
+        "no_such_task",
+    ]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("glass_cloze"), "{e}");
 }

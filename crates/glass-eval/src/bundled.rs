@@ -32,7 +32,13 @@ pub const BUNDLED: &[(&str, &str, &str, &str)] = &[
 pub fn bundled(name: &str) -> Option<Result<TaskDef, EvalError>> {
     let (n, yaml, file, data) = BUNDLED.iter().find(|b| b.0 == name)?;
     Some(
-        TaskDef::parse(yaml, &format!("bundled:{n}"), std::path::Path::new("."), None).map(|mut t| {
+        TaskDef::parse(
+            yaml,
+            &format!("bundled:{n}"),
+            std::path::Path::new("."),
+            None,
+        )
+        .map(|mut t| {
             for files in t.data_files.values_mut() {
                 for f in files.iter_mut() {
                     if f.path == PathBuf::from(".").join(file) {
@@ -209,7 +215,9 @@ mod tests {
     use super::*;
 
     fn check(file: &str, generated: String, committed: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks").join(file);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tasks")
+            .join(file);
         if std::env::var_os("GLASS_REGENERATE_TASKS").is_some() {
             std::fs::write(&path, &generated).unwrap();
             return;

@@ -64,9 +64,13 @@ impl Renderer<'_> {
                 if let Some(v) = doc.value.get(t.as_str()) {
                     return match v {
                         Value::String(s) => Ok(Rendered::Str(s.clone())),
-                        Value::Number(n) if n.is_i64() => Ok(Rendered::Int(n.as_i64().unwrap_or(0))),
+                        Value::Number(n) if n.is_i64() => {
+                            Ok(Rendered::Int(n.as_i64().unwrap_or(0)))
+                        }
                         Value::Array(a) => Ok(Rendered::List(a.clone())),
-                        other => Err(self.fail(doc, what, format!("field `{t}` is {other}, not text"))),
+                        other => {
+                            Err(self.fail(doc, what, format!("field `{t}` is {other}, not text")))
+                        }
                     };
                 }
                 let s = self
@@ -79,9 +83,11 @@ impl Renderer<'_> {
     }
 
     fn text(&self, doc: &Doc) -> Result<String, EvalError> {
-        let field = self.task.doc_to_text.as_ref().ok_or_else(|| {
-            self.fail(doc, "doc_to_text", "the task has no doc_to_text")
-        })?;
+        let field = self
+            .task
+            .doc_to_text
+            .as_ref()
+            .ok_or_else(|| self.fail(doc, "doc_to_text", "the task has no doc_to_text"))?;
         match self.raw(field, doc, "doc_to_text")? {
             Rendered::Str(s) if !(is_py_digit(&s) && self.task.doc_to_choice.is_some()) => Ok(s),
             _ => Err(self.fail(
@@ -94,32 +100,44 @@ impl Renderer<'_> {
 
     /// `doc_to_target`: an index into the choices or a string.
     fn target(&self, doc: &Doc) -> Result<Rendered, EvalError> {
-        let field = self.task.doc_to_target.as_ref().ok_or_else(|| {
-            self.fail(doc, "doc_to_target", "the task has no doc_to_target")
-        })?;
+        let field = self
+            .task
+            .doc_to_target
+            .as_ref()
+            .ok_or_else(|| self.fail(doc, "doc_to_target", "the task has no doc_to_target"))?;
         let r = self.raw(field, doc, "doc_to_target")?;
         match r {
-            Rendered::Str(s) if matches!(field, DocField::Text(t) if doc.value.get(t.as_str()).is_none()) => {
+            Rendered::Str(s) if matches!(field, DocField::Text(t) if doc.value.get(t.as_str()).is_none()) =>
+            {
                 if is_py_digit(&s) && self.task.doc_to_choice.is_some() {
-                    return s
-                        .parse()
-                        .map(Rendered::Int)
-                        .map_err(|_| self.fail(doc, "doc_to_target", format!("`{s}` is not an index")));
+                    return s.parse().map(Rendered::Int).map_err(|_| {
+                        self.fail(doc, "doc_to_target", format!("`{s}` is not an index"))
+                    });
                 }
                 if s.len() >= 2 && s.starts_with('[') && s.ends_with(']') {
-                    return Err(self.fail(doc, "doc_to_target", "multiple targets (a list) are not supported"));
+                    return Err(self.fail(
+                        doc,
+                        "doc_to_target",
+                        "multiple targets (a list) are not supported",
+                    ));
                 }
                 Ok(Rendered::Str(s))
             }
-            Rendered::List(_) => Err(self.fail(doc, "doc_to_target", "multiple targets (a list) are not supported")),
+            Rendered::List(_) => Err(self.fail(
+                doc,
+                "doc_to_target",
+                "multiple targets (a list) are not supported",
+            )),
             other => Ok(other),
         }
     }
 
     fn choices(&self, doc: &Doc) -> Result<Vec<String>, EvalError> {
-        let field = self.task.doc_to_choice.as_ref().ok_or_else(|| {
-            self.fail(doc, "doc_to_choice", "the task has no doc_to_choice")
-        })?;
+        let field = self
+            .task
+            .doc_to_choice
+            .as_ref()
+            .ok_or_else(|| self.fail(doc, "doc_to_choice", "the task has no doc_to_choice"))?;
         let list = match field {
             DocField::Text(t) if doc.value.get(t.as_str()).is_none() => {
                 if let Some(expr) = single_expression(t) {
@@ -128,12 +146,16 @@ impl Renderer<'_> {
                         .compile_expression(expr)
                         .and_then(|e| e.eval(&doc.value))
                         .map_err(|e| self.fail(doc, "doc_to_choice", template_error(&e)))?;
-                    let json = serde_json::to_value(&v)
-                        .map_err(|e| self.fail(doc, "doc_to_choice", e))?;
+                    let json =
+                        serde_json::to_value(&v).map_err(|e| self.fail(doc, "doc_to_choice", e))?;
                     match json {
                         Value::Array(a) => a,
                         other => {
-                            return Err(self.fail(doc, "doc_to_choice", format!("gives {other}, not a list")))
+                            return Err(self.fail(
+                                doc,
+                                "doc_to_choice",
+                                format!("gives {other}, not a list"),
+                            ))
                         }
                     }
                 } else {
@@ -161,7 +183,11 @@ impl Renderer<'_> {
         list.into_iter()
             .map(|v| match v {
                 Value::String(s) => Ok(s),
-                other => Err(self.fail(doc, "doc_to_choice", format!("choice {other} is not a string"))),
+                other => Err(self.fail(
+                    doc,
+                    "doc_to_choice",
+                    format!("choice {other} is not a string"),
+                )),
             })
             .collect()
     }
@@ -187,7 +213,13 @@ impl Renderer<'_> {
                 usize::try_from(*i)
                     .ok()
                     .and_then(|i| c.get(i).cloned())
-                    .ok_or_else(|| self.fail(doc, "doc_to_target", format!("index {i} is outside the {} choices", c.len())))?
+                    .ok_or_else(|| {
+                        self.fail(
+                            doc,
+                            "doc_to_target",
+                            format!("index {i} is outside the {} choices", c.len()),
+                        )
+                    })?
             }
             Rendered::Str(s) => s.clone(),
             Rendered::List(_) => unreachable!("rejected by target()"),
@@ -210,9 +242,10 @@ fn template_error(e: &minijinja::Error) -> String {
     s
 }
 
-/// Python's `str.isdigit` for the strings targets render to (ASCII and Unicode digits).
+/// Python's `str.isdigit` where the harness then calls `ast.literal_eval` on the text:
+/// only ASCII digits parse as an index (other Unicode digits make the harness fail).
 fn is_py_digit(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || (c.is_numeric() && c.to_digit(10).is_some()))
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_digit())
 }
 
 /// Builds the requests for the first `limit` evaluation documents, drawing few-shot
@@ -235,7 +268,13 @@ pub fn prepare(
         for doc in &docs[..n] {
             match r.target(doc)? {
                 Rendered::Str(text) => out.push(Prepared::Rolling { text }),
-                _ => return Err(r.fail(doc, "doc_to_target", "must be text for loglikelihood_rolling")),
+                _ => {
+                    return Err(r.fail(
+                        doc,
+                        "doc_to_target",
+                        "must be text for loglikelihood_rolling",
+                    ))
+                }
             }
         }
         return Ok(out);
@@ -244,7 +283,12 @@ pub fn prepare(
     let pool: &[Doc] = match (k > 0, task.fewshot_source_split()) {
         (false, _) => &[],
         (true, Some(s)) => &data.splits[s],
-        (true, None) => return Err(EvalError::Task(format!("{}: num_fewshot > 0 but the task has no split to draw examples from", task.source))),
+        (true, None) => {
+            return Err(EvalError::Task(format!(
+                "{}: num_fewshot > 0 but the task has no split to draw examples from",
+                task.source
+            )))
+        }
     };
     // The harness passes the evaluated document for exclusion only when the few-shot
     // split *is* the test split (`fewshot_cfg.split == config.test_split`).
@@ -273,7 +317,9 @@ pub fn prepare(
                 }
                 Sampler::Default => {
                     if exclude_self {
-                        let idx = rng.sample(pool.len(), k + 1).ok_or_else(|| too_few(k + 1))?;
+                        let idx = rng
+                            .sample(pool.len(), k + 1)
+                            .ok_or_else(|| too_few(k + 1))?;
                         let mut res: Vec<&Doc> = idx
                             .into_iter()
                             .map(|i| &pool[i])
@@ -281,7 +327,8 @@ pub fn prepare(
                             .take(k)
                             .collect();
                         if res.len() < k {
-                            let p: Vec<&Doc> = pool.iter().filter(|d| d.value != doc.value).collect();
+                            let p: Vec<&Doc> =
+                                pool.iter().filter(|d| d.value != doc.value).collect();
                             let idx = rng.sample(p.len(), k).ok_or_else(|| too_few(k))?;
                             res = idx.into_iter().map(|i| p[i]).collect();
                         }

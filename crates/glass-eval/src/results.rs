@@ -88,7 +88,10 @@ pub fn samples(prepared: &[Prepared], scored: &[Scored]) -> Vec<Sample> {
         .zip(scored)
         .enumerate()
         .map(|(doc, (p, s))| match (p, s) {
-            (Prepared::MultipleChoice { choices, gold, .. }, Scored::MultipleChoice { loglikelihoods }) => {
+            (
+                Prepared::MultipleChoice { choices, gold, .. },
+                Scored::MultipleChoice { loglikelihoods },
+            ) => {
                 let norm: Vec<f64> = loglikelihoods
                     .iter()
                     .zip(choices)
@@ -106,7 +109,13 @@ pub fn samples(prepared: &[Prepared], scored: &[Scored]) -> Vec<Sample> {
                     tokens: None,
                 }
             }
-            (Prepared::Rolling { text }, Scored::Rolling { loglikelihood, tokens }) => Sample {
+            (
+                Prepared::Rolling { text },
+                Scored::Rolling {
+                    loglikelihood,
+                    tokens,
+                },
+            ) => Sample {
                 doc,
                 loglikelihoods: None,
                 gold: None,
@@ -143,7 +152,11 @@ pub fn aggregate(metrics: &[Metric], samples: &[Sample]) -> Vec<MetricValue> {
                     let xs: Vec<f64> = samples
                         .iter()
                         .map(|s| {
-                            let p = if m == Metric::Acc { s.pred } else { s.pred_norm };
+                            let p = if m == Metric::Acc {
+                                s.pred
+                            } else {
+                                s.pred_norm
+                            };
                             f64::from(u8::from(p.is_some() && p == s.gold))
                         })
                         .collect();
@@ -210,8 +223,12 @@ mod tests {
             },
         ];
         let scored = vec![
-            Scored::MultipleChoice { loglikelihoods: vec![-4.0, -6.0] },
-            Scored::MultipleChoice { loglikelihoods: vec![-4.0, -6.0] },
+            Scored::MultipleChoice {
+                loglikelihoods: vec![-4.0, -6.0],
+            },
+            Scored::MultipleChoice {
+                loglikelihoods: vec![-4.0, -6.0],
+            },
         ];
         let s = samples(&prepared, &scored);
         assert_eq!((s[0].pred, s[0].pred_norm), (Some(0), Some(1)));

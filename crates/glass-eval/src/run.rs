@@ -37,9 +37,9 @@ impl std::str::FromStr for CheckpointSel {
             _ => s
                 .split(',')
                 .map(|k| {
-                    k.trim()
-                        .parse()
-                        .map_err(|_| format!("`{k}` is not a checkpoint index (use all, latest or K,K2,...)"))
+                    k.trim().parse().map_err(|_| {
+                        format!("`{k}` is not a checkpoint index (use all, latest or K,K2,...)")
+                    })
                 })
                 .collect::<Result<_, _>>()
                 .map(CheckpointSel::List),
@@ -159,7 +159,10 @@ pub fn evaluate_run(
     let mut names = std::collections::BTreeSet::new();
     for t in &opts.tasks {
         if !names.insert(t.name.clone()) {
-            return Err(EvalError::Invalid(format!("task `{}` is listed twice", t.name)));
+            return Err(EvalError::Invalid(format!(
+                "task `{}` is listed twice",
+                t.name
+            )));
         }
     }
     // Prompts do not depend on the checkpoint: build them once.

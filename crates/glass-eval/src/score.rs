@@ -64,7 +64,11 @@ impl Scorer<'_> {
     /// the context moves to the continuation; the continuation's tokens are the tail of
     /// `encode(context + continuation)` after `len(encode(context))`; an empty context
     /// becomes the prefix token.
-    pub fn encode_pair(&self, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>), EvalError> {
+    pub fn encode_pair(
+        &self,
+        context: &str,
+        continuation: &str,
+    ) -> Result<(Vec<u32>, Vec<u32>), EvalError> {
         if context.is_empty() {
             let cont = self.encode(continuation)?;
             return Ok(match cont.first() {
@@ -88,7 +92,10 @@ impl Scorer<'_> {
         let start = full.len().saturating_sub(l + 1);
         let inp = &full[start..full.len() - 1];
         cache.clear();
-        let logits = self.model.forward_cached_tail(inp, cache, cont.len()).map_err(engine)?;
+        let logits = self
+            .model
+            .forward_cached_tail(inp, cache, cont.len())
+            .map_err(engine)?;
         let v = self.model.cfg.vocab_size;
         Ok(cont
             .iter()
@@ -134,7 +141,10 @@ impl Scorer<'_> {
                 .collect();
         }
         cache.clear();
-        let last = self.model.forward_cached_tail(shared, cache, 1).map_err(engine)?;
+        let last = self
+            .model
+            .forward_cached_tail(shared, cache, 1)
+            .map_err(engine)?;
         let n0 = shared.len();
         let mut out = Vec::with_capacity(pairs.len());
         for (_, cont) in &pairs {
@@ -180,12 +190,21 @@ impl Scorer<'_> {
                 || KvCache::new(self.model),
                 |cache, d| {
                     let r = match d {
-                        Prepared::MultipleChoice { context, continuations, .. } => self
+                        Prepared::MultipleChoice {
+                            context,
+                            continuations,
+                            ..
+                        } => self
                             .multiple_choice(context, continuations, cache)
                             .map(|loglikelihoods| Scored::MultipleChoice { loglikelihoods }),
-                        Prepared::Rolling { text } => self
-                            .rolling(text, cache)
-                            .map(|(loglikelihood, tokens)| Scored::Rolling { loglikelihood, tokens }),
+                        Prepared::Rolling { text } => {
+                            self.rolling(text, cache).map(|(loglikelihood, tokens)| {
+                                Scored::Rolling {
+                                    loglikelihood,
+                                    tokens,
+                                }
+                            })
+                        }
                     };
                     progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
                     r

@@ -177,7 +177,10 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("process_results", "Python result processing"),
     ("filter_list", "output filters (generation tasks)"),
     ("generation_kwargs", "generation tasks"),
-    ("include", "`include` of another task file (copy its keys into this file)"),
+    (
+        "include",
+        "`include` of another task file (copy its keys into this file)",
+    ),
     ("group", "task groups"),
     ("use_prompt", "promptsource prompts"),
     ("doc_to_image", "multimodal inputs"),
@@ -200,7 +203,11 @@ impl TaskDef {
     ) -> Result<TaskDef, EvalError> {
         let root = yaml::parse(yaml_text).map_err(|e| err(source, e.line, e.message))?;
         let Node::Map(entries, _) = &root else {
-            return Err(err(source, root.line(), "a task file must be a mapping of keys"));
+            return Err(err(
+                source,
+                root.line(),
+                "a task file must be a mapping of keys",
+            ));
         };
         let text = |key: &str| -> Result<Option<String>, EvalError> {
             match root.get(key) {
@@ -240,11 +247,15 @@ impl TaskDef {
                 "output_type",
             ];
             if !known.contains(&k.as_str()) && !IGNORED_KEYS.contains(&k.as_str()) {
-                return Err(err(source, v.line(), format!("unknown or unsupported key `{k}`")));
+                return Err(err(
+                    source,
+                    v.line(),
+                    format!("unknown or unsupported key `{k}`"),
+                ));
             }
         }
-        let name = text("task")?
-            .ok_or_else(|| err(source, 1, "missing `task:` (the task's name)"))?;
+        let name =
+            text("task")?.ok_or_else(|| err(source, 1, "missing `task:` (the task's name)"))?;
         let output_type = match root.get("output_type") {
             None => return Err(err(source, 1, "missing `output_type`")),
             Some(n) => match n.as_str() {
@@ -262,7 +273,11 @@ impl TaskDef {
         };
         if let Some(n) = root.get("repeats") {
             if n.as_str() != Some("1") {
-                return Err(err(source, n.line(), "`repeats` other than 1 is not supported"));
+                return Err(err(
+                    source,
+                    n.line(),
+                    "`repeats` other than 1 is not supported",
+                ));
             }
         }
         // Data: local JSON only.
@@ -294,17 +309,29 @@ impl TaskDef {
                 None => return Err(err(source, 1, "missing `dataset_path: json`")),
             }
             let kw = root.get("dataset_kwargs").ok_or_else(|| {
-                err(source, 1, "missing `dataset_kwargs.data_files` (the local JSON files)")
+                err(
+                    source,
+                    1,
+                    "missing `dataset_kwargs.data_files` (the local JSON files)",
+                )
             })?;
             if let Node::Map(kv, _) = kw {
                 for (k, v) in kv {
                     if k != "data_files" {
-                        return Err(err(source, v.line(), format!("dataset_kwargs.{k} is not supported")));
+                        return Err(err(
+                            source,
+                            v.line(),
+                            format!("dataset_kwargs.{k} is not supported"),
+                        ));
                     }
                 }
             }
             let df = kw.get("data_files").ok_or_else(|| {
-                err(source, kw.line(), "missing `data_files` under dataset_kwargs")
+                err(
+                    source,
+                    kw.line(),
+                    "missing `data_files` under dataset_kwargs",
+                )
             })?;
             let paths = |n: &Node| -> Result<Vec<DataFile>, EvalError> {
                 let list: Vec<&Node> = match n {
@@ -358,7 +385,11 @@ impl TaskDef {
                         .collect::<Result<_, _>>()?,
                 )),
                 Some(n) => {
-                    return Err(err(source, n.line(), format!("`{key}` must be a string, integer or list")))
+                    return Err(err(
+                        source,
+                        n.line(),
+                        format!("`{key}` must be a string, integer or list"),
+                    ))
                 }
             })
         };
@@ -407,10 +438,13 @@ impl TaskDef {
         let num_fewshot = match root.get("num_fewshot") {
             None => 0,
             Some(n) if n.is_null() => 0,
-            Some(n) => n
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| err(source, n.line(), "`num_fewshot` must be a non-negative integer"))?,
+            Some(n) => n.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                err(
+                    source,
+                    n.line(),
+                    "`num_fewshot` must be a non-negative integer",
+                )
+            })?,
         };
         let metrics = match root.get("metric_list") {
             None => match output_type {
@@ -436,11 +470,17 @@ impl TaskDef {
                         (OutputType::MultipleChoice, Metric::Acc | Metric::AccNorm)
                             | (
                                 OutputType::LoglikelihoodRolling,
-                                Metric::WordPerplexity | Metric::BytePerplexity | Metric::BitsPerByte
+                                Metric::WordPerplexity
+                                    | Metric::BytePerplexity
+                                    | Metric::BitsPerByte
                             )
                     );
                     if !fits {
-                        return Err(err(source, m.line(), format!("metric `{name}` does not apply to this output_type")));
+                        return Err(err(
+                            source,
+                            m.line(),
+                            format!("metric `{name}` does not apply to this output_type"),
+                        ));
                     }
                     if let Node::Map(kv, _) = it {
                         for (k, v) in kv {
@@ -449,15 +489,25 @@ impl TaskDef {
                                 "aggregation" => {
                                     let want = match metric {
                                         Metric::Acc | Metric::AccNorm => "mean",
-                                        Metric::WordPerplexity | Metric::BytePerplexity => "weighted_perplexity",
+                                        Metric::WordPerplexity | Metric::BytePerplexity => {
+                                            "weighted_perplexity"
+                                        }
                                         Metric::BitsPerByte => "bits_per_byte",
                                     };
                                     if v.as_str() != Some(want) {
-                                        return Err(err(source, v.line(), format!("aggregation for `{name}` must be `{want}`")));
+                                        return Err(err(
+                                            source,
+                                            v.line(),
+                                            format!("aggregation for `{name}` must be `{want}`"),
+                                        ));
                                     }
                                 }
                                 _ => {
-                                    return Err(err(source, v.line(), format!("metric_list option `{k}` is not supported")))
+                                    return Err(err(
+                                        source,
+                                        v.line(),
+                                        format!("metric_list option `{k}` is not supported"),
+                                    ))
                                 }
                             }
                         }
@@ -502,7 +552,12 @@ impl TaskDef {
             source: e,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        TaskDef::parse(&text, &path.display().to_string(), base, data_files_override)
+        TaskDef::parse(
+            &text,
+            &path.display().to_string(),
+            base,
+            data_files_override,
+        )
     }
 
     /// The split evaluated: `test_split`, else `validation_split`.
@@ -559,7 +614,11 @@ impl TaskDef {
                 docs.extend(parse_rows(text, &f.path.display().to_string())?);
             }
             if docs.is_empty() {
-                return Err(err(&self.source, 1, format!("split `{split}` has no documents")));
+                return Err(err(
+                    &self.source,
+                    1,
+                    format!("split `{split}` has no documents"),
+                ));
             }
             splits.insert(split.clone(), docs);
             file_sha256.insert(split, hashes);
@@ -590,13 +649,17 @@ pub fn parse_rows(text: &str, path: &str) -> Result<Vec<Doc>, EvalError> {
     if trimmed.starts_with('[') {
         let v: Value = serde_json::from_str(text)
             .map_err(|e| EvalError::Data(format!("{path}: invalid JSON: {e}")))?;
-        let Value::Array(rows) = v else { unreachable!() };
+        let Value::Array(rows) = v else {
+            unreachable!()
+        };
         return rows
             .into_iter()
             .enumerate()
             .map(|(i, r)| {
                 if !r.is_object() {
-                    return Err(EvalError::Data(format!("{path}[{i}]: a row must be a JSON object")));
+                    return Err(EvalError::Data(format!(
+                        "{path}[{i}]: a row must be a JSON object"
+                    )));
                 }
                 Ok(Doc {
                     value: r,
@@ -614,7 +677,9 @@ pub fn parse_rows(text: &str, path: &str) -> Result<Vec<Doc>, EvalError> {
         let v: Value = serde_json::from_str(line)
             .map_err(|e| EvalError::Data(format!("{origin}: invalid JSON: {e}")))?;
         if !v.is_object() {
-            return Err(EvalError::Data(format!("{origin}: a row must be a JSON object")));
+            return Err(EvalError::Data(format!(
+                "{origin}: a row must be a JSON object"
+            )));
         }
         out.push(Doc { value: v, origin });
     }

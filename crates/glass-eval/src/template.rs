@@ -16,7 +16,12 @@ pub fn environment() -> Environment<'static> {
     env
 }
 
-fn unknown_method(state: &State, value: &Value, method: &str, args: &[Value]) -> Result<Value, Error> {
+fn unknown_method(
+    state: &State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, Error> {
     if value.kind() == ValueKind::Seq && method == "index" {
         let [needle] = args else {
             return Err(Error::new(
@@ -56,12 +61,18 @@ mod tests {
         let doc = serde_json::json!({"choices": {"label": ["A", "B", "C"]}, "answerKey": "C",
             "q": "  Why?  "});
         let s = env
-            .render_str("{{choices.label.index(answerKey)}}|{{q.strip()}}|{{q.replace('?', '!')}}", &doc)
+            .render_str(
+                "{{choices.label.index(answerKey)}}|{{q.strip()}}|{{q.replace('?', '!')}}",
+                &doc,
+            )
             .unwrap();
         assert_eq!(s, "2|Why?|  Why!  ");
         assert!(env.render_str("{{missing}}", &doc).is_err());
         assert_eq!(env.render_str("a\n", &doc).unwrap(), "a\n");
-        assert_eq!(single_expression("{{ choices.text }}"), Some("choices.text"));
+        assert_eq!(
+            single_expression("{{ choices.text }}"),
+            Some("choices.text")
+        );
         assert_eq!(single_expression("{{a}} {{b}}"), None);
     }
 }

@@ -88,11 +88,9 @@ impl Node {
                 Value::String(value.clone())
             }
             Node::Seq(items, _) => Value::Array(items.iter().map(Node::to_json).collect()),
-            Node::Map(kv, _) => Value::Object(
-                kv.iter()
-                    .map(|(k, v)| (k.clone(), v.to_json()))
-                    .collect(),
-            ),
+            Node::Map(kv, _) => {
+                Value::Object(kv.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
         }
     }
 }

@@ -23,14 +23,29 @@ fn check_against(fixture: &str, mut task: TaskDef) {
     let docs = f["docs"].as_array().unwrap();
     assert_eq!(prepared.len(), docs.len());
     for (p, d) in prepared.iter().zip(docs) {
-        let Prepared::MultipleChoice { context, continuations, .. } = p else {
+        let Prepared::MultipleChoice {
+            context,
+            continuations,
+            ..
+        } = p
+        else {
             panic!("multiple choice expected")
         };
         let reqs = d["requests"].as_array().unwrap();
         assert_eq!(reqs.len(), continuations.len(), "doc {}", d["doc"]);
         for (r, cont) in reqs.iter().zip(continuations) {
-            assert_eq!(context, r[0].as_str().unwrap(), "context of doc {}", d["doc"]);
-            assert_eq!(cont, r[1].as_str().unwrap(), "continuation of doc {}", d["doc"]);
+            assert_eq!(
+                context,
+                r[0].as_str().unwrap(),
+                "context of doc {}",
+                d["doc"]
+            );
+            assert_eq!(
+                cont,
+                r[1].as_str().unwrap(),
+                "continuation of doc {}",
+                d["doc"]
+            );
         }
     }
 }
@@ -39,7 +54,9 @@ fn check_against(fixture: &str, mut task: TaskDef) {
 fn bundled_cloze_three_shot_prompts_match_the_harness() {
     check_against(
         "glass_cloze_3shot.json",
-        glass_eval::bundled::bundled("glass_cloze").unwrap().unwrap(),
+        glass_eval::bundled::bundled("glass_cloze")
+            .unwrap()
+            .unwrap(),
     );
 }
 
@@ -68,10 +85,7 @@ fn the_arc_gold_comes_from_label_index_of_answer_key() {
             _ => unreachable!(),
         })
         .collect();
-    assert_eq!(
-        golds,
-        [1, 0, 2, 1, 3, 0, 1, 1].map(Some).to_vec()
-    );
+    assert_eq!(golds, [1, 0, 2, 1, 3, 0, 1, 1].map(Some).to_vec());
 }
 
 fn parse_err(yaml: &str) -> String {
@@ -83,12 +97,17 @@ fn parse_err(yaml: &str) -> String {
 #[test]
 fn unsupported_features_are_named_with_their_line() {
     let base = "task: t\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: x.jsonl\noutput_type: multiple_choice\ntest_split: test\ndoc_to_text: q\ndoc_to_target: a\ndoc_to_choice: c\n";
-    let e = parse_err(&format!("{base}process_docs: !function utils.process_docs\n"));
+    let e = parse_err(&format!(
+        "{base}process_docs: !function utils.process_docs\n"
+    ));
     assert!(e.contains("t.yaml:11") && e.contains("!function"), "{e}");
     let e = parse_err(&format!("{base}filter_list:\n  - name: x\n"));
     assert!(e.contains("t.yaml:11") && e.contains("filter_list"), "{e}");
     let e = parse_err(&base.replace("multiple_choice", "generate_until"));
-    assert!(e.contains("t.yaml:6") && e.contains("generate_until"), "{e}");
+    assert!(
+        e.contains("t.yaml:6") && e.contains("generate_until"),
+        "{e}"
+    );
     let e = parse_err(&format!("{base}metric_list:\n  - metric: exact_match\n"));
     assert!(e.contains("t.yaml:12") && e.contains("exact_match"), "{e}");
     let e = parse_err(&base.replace("dataset_path: json", "dataset_path: allenai/ai2_arc"));

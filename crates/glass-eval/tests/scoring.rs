@@ -75,9 +75,15 @@ fn shared_context_scores_equal_full_forwards_including_truncation() {
     };
     let mut cache = KvCache::new(&model);
     for (ctx, conts) in [
-        ("Where hast thou been, sister? ", vec!["Killing swine.", "In thunder", "Sister, where thou?"]),
+        (
+            "Where hast thou been, sister? ",
+            vec!["Killing swine.", "In thunder", "Sister, where thou?"],
+        ),
         // Long enough that context + continuation exceed the model length (left truncation).
-        ("A sailor's wife had chestnuts in her lap, and mounch'd, and mounch'd, and mounch'd", vec![" Give me, quoth I", " Aroint thee, witch!"]),
+        (
+            "A sailor's wife had chestnuts in her lap, and mounch'd, and mounch'd, and mounch'd",
+            vec![" Give me, quoth I", " Aroint thee, witch!"],
+        ),
         ("", vec!["When shall we three meet again"]),
     ] {
         let conts: Vec<String> = conts.into_iter().map(String::from).collect();
@@ -91,7 +97,10 @@ fn shared_context_scores_equal_full_forwards_including_truncation() {
     // Trailing whitespace of the context moves to the continuation.
     let (ce, ue) = scorer.encode_pair("Question: x\nAnswer: ", "yes").unwrap();
     assert_eq!(ce, tok.encode("Question: x\nAnswer:").unwrap());
-    assert_eq!(ue, tok.encode("Question: x\nAnswer: yes").unwrap()[ce.len()..]);
+    assert_eq!(
+        ue,
+        tok.encode("Question: x\nAnswer: yes").unwrap()[ce.len()..]
+    );
 }
 
 #[test]
@@ -125,7 +134,9 @@ fn scores_are_identical_for_any_thread_count() {
         prefix_token: tok.specials().eos,
         max_length: 96,
     };
-    let task = glass_eval::bundled::bundled("glass_cloze").unwrap().unwrap();
+    let task = glass_eval::bundled::bundled("glass_cloze")
+        .unwrap()
+        .unwrap();
     let data = task.load().unwrap();
     let docs = glass_eval::prepare(&task, &data, Some(12), 1234).unwrap();
     let run = |threads| {

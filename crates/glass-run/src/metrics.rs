@@ -217,7 +217,14 @@ impl Metrics {
         for r in rows {
             tx.execute(
                 "INSERT OR REPLACE INTO evals VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![r.checkpoint, r.task, r.metric, r.value, r.stderr, r.n as i64],
+                params![
+                    r.checkpoint,
+                    r.task,
+                    r.metric,
+                    r.value,
+                    r.stderr,
+                    r.n as i64
+                ],
             )
             .map_err(&sql)?;
         }
