@@ -47,9 +47,9 @@ pub enum EvalError {
     /// The run refused (unknown checkpoint, failed hash check, database).
     #[error(transparent)]
     Run(#[from] glass_run::RunError),
-    /// The run's data (tokenizer) could not be opened.
+    /// The run's prepared data (tokenizer) could not be opened, or a write failed.
     #[error(transparent)]
-    Data2(#[from] glass_data::DataError),
+    RunData(#[from] glass_data::DataError),
     /// Bad options.
     #[error("{0}")]
     Invalid(String),

@@ -345,6 +345,9 @@ pub fn prepare(
         }
         ctx.push_str(&r.text(doc)?);
         let choices = r.choices(doc)?;
+        if choices.is_empty() {
+            return Err(r.fail(doc, "doc_to_choice", "gives no choices"));
+        }
         let gold = match r.target(doc)? {
             Rendered::Int(i) => usize::try_from(i).ok().filter(|&i| i < choices.len()),
             Rendered::Str(s) => choices.iter().position(|c| *c == s),

@@ -141,6 +141,9 @@ pub fn evaluate_run(
     opts: &EvalOptions,
     progress: &(dyn Fn(EvalProgress) + Sync),
 ) -> Result<Vec<TaskResult>, EvalError> {
+    if opts.limit == Some(0) {
+        return Err(EvalError::Invalid("--limit must be at least 1".into()));
+    }
     let manifest = RunManifest::require(run_dir)?;
     if manifest.checkpoints.is_empty() {
         return Err(EvalError::Invalid(format!(

@@ -256,6 +256,20 @@ impl TaskDef {
         }
         let name =
             text("task")?.ok_or_else(|| err(source, 1, "missing `task:` (the task's name)"))?;
+        // The name becomes a file name under RUN/evals/.
+        let name_ok = !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !name_ok {
+            let line = root.get("task").map_or(1, Node::line);
+            return Err(err(
+                source,
+                line,
+                format!("task name `{name}` must be letters, digits, `_`, `-` or `.`"),
+            ));
+        }
         let output_type = match root.get("output_type") {
             None => return Err(err(source, 1, "missing `output_type`")),
             Some(n) => match n.as_str() {
