@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::Args;
 
 /// Documents of the bundled next-line cloze evaluated per checkpoint in the demo.
-pub const DEMO_CLOZE_DOCS: usize = 80;
+pub const DEMO_CLOZE_DOCS: usize = 120;
 /// Passages of the bundled held-out perplexity task evaluated per checkpoint in the demo.
 pub const DEMO_HELDOUT_DOCS: usize = 8;
 

@@ -4,7 +4,7 @@
 //! model once and its KV cache reused for every choice, with documents in parallel.
 
 use glass_data::GlassTokenizer;
-use glass_engine::{KvCache, Model};
+use glass_engine::{CachedInput, KvCache, Model};
 use rayon::prelude::*;
 
 use crate::prompts::Prepared;
@@ -176,7 +176,125 @@ impl Scorer<'_> {
         Ok((total, toks.len()))
     }
 
-    /// Scores every prepared document, in parallel across documents; results are in
+    /// Scores a fixed group of documents: the contexts of all multiple-choice questions
+    /// in one batched pass, then choice `c` of every question in one batched pass after
+    /// its question's cached context. Questions whose inputs need left truncation (and
+    /// rolling texts) are scored one by one.
+    fn score_chunk(
+        &self,
+        docs: &[Prepared],
+        caches: &mut [KvCache],
+    ) -> Result<Vec<Scored>, EvalError> {
+        let mut out: Vec<Option<Scored>> = vec![None; docs.len()];
+        // (doc slot, shared context, continuations) of the questions batched together.
+        let mut batch: Vec<(usize, Vec<u32>, Vec<Vec<u32>>)> = Vec::new();
+        let l = self.max_length;
+        for (i, d) in docs.iter().enumerate() {
+            match d {
+                Prepared::Rolling { text } => {
+                    let (loglikelihood, tokens) = self.rolling(text, &mut caches[i])?;
+                    out[i] = Some(Scored::Rolling {
+                        loglikelihood,
+                        tokens,
+                    });
+                }
+                Prepared::MultipleChoice {
+                    context,
+                    continuations,
+                    ..
+                } => {
+                    let pairs = continuations
+                        .iter()
+                        .map(|c| self.encode_pair(context, c))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let shared = pairs.first().map(|p| p.0.clone()).unwrap_or_default();
+                    let can_share = !shared.is_empty()
+                        && pairs.iter().all(|(ctx, cont)| {
+                            *ctx == shared && !cont.is_empty() && ctx.len() + cont.len() <= l + 1
+                        });
+                    if can_share {
+                        batch.push((i, shared, pairs.into_iter().map(|p| p.1).collect()));
+                    } else {
+                        let loglikelihoods =
+                            self.multiple_choice(context, continuations, &mut caches[i])?;
+                        out[i] = Some(Scored::MultipleChoice { loglikelihoods });
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let v = self.model.cfg.vocab_size;
+            let mut lls: Vec<Vec<f64>> = batch.iter().map(|b| vec![0.0; b.2.len()]).collect();
+            // Contexts: one pass, last position's logits only.
+            let last = {
+                let mut slots: Vec<Option<&mut KvCache>> = caches.iter_mut().map(Some).collect();
+                let mut items: Vec<CachedInput> = batch
+                    .iter()
+                    .map(|(i, ctx, _)| {
+                        let cache = slots[*i].take().expect("one question per slot");
+                        cache.clear();
+                        CachedInput {
+                            tokens: ctx,
+                            cache,
+                            keep: 1,
+                        }
+                    })
+                    .collect();
+                self.model
+                    .forward_cached_batch(&mut items)
+                    .map_err(engine)?
+            };
+            for (q, (_, _, conts)) in batch.iter().enumerate() {
+                for (c, cont) in conts.iter().enumerate() {
+                    lls[q][c] = log_prob(&last[q], cont[0]);
+                }
+            }
+            let most = batch.iter().map(|b| b.2.len()).max().unwrap_or(0);
+            for c in 0..most {
+                let mut slots: Vec<Option<&mut KvCache>> = caches.iter_mut().map(Some).collect();
+                let mut which = Vec::new();
+                let mut items: Vec<CachedInput> = Vec::new();
+                for (q, (i, ctx, conts)) in batch.iter().enumerate() {
+                    let Some(cont) = conts.get(c) else { continue };
+                    if cont.len() < 2 {
+                        continue;
+                    }
+                    let cache = slots[*i].take().expect("one question per slot");
+                    cache.truncate(ctx.len());
+                    let k = cont.len() - 1;
+                    items.push(CachedInput {
+                        tokens: &cont[..k],
+                        cache,
+                        keep: k,
+                    });
+                    which.push(q);
+                }
+                if items.is_empty() {
+                    continue;
+                }
+                let logits = self
+                    .model
+                    .forward_cached_batch(&mut items)
+                    .map_err(engine)?;
+                for (q, lg) in which.into_iter().zip(logits) {
+                    let cont = &batch[q].2[c];
+                    for (t_i, &t) in cont[1..].iter().enumerate() {
+                        lls[q][c] += log_prob(&lg[t_i * v..(t_i + 1) * v], t);
+                    }
+                }
+            }
+            for ((i, _, _), loglikelihoods) in batch.iter().zip(lls) {
+                out[*i] = Some(Scored::MultipleChoice { loglikelihoods });
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|s| s.expect("every document scored"))
+            .collect())
+    }
+
+    /// Scores every prepared document. Documents go in fixed groups of [`BATCH_DOCS`]
+    /// (each group's rows share the matrix products), groups in parallel; results are in
     /// document order and independent of the thread count. `progress` is called with the
     /// number of documents finished so far.
     pub fn score_all(
@@ -185,34 +303,30 @@ impl Scorer<'_> {
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<Vec<Scored>, EvalError> {
         let done = std::sync::atomic::AtomicUsize::new(0);
-        docs.par_iter()
+        let groups: Vec<Vec<Scored>> = docs
+            .par_chunks(BATCH_DOCS)
             .map_init(
-                || KvCache::new(self.model),
-                |cache, d| {
-                    let r = match d {
-                        Prepared::MultipleChoice {
-                            context,
-                            continuations,
-                            ..
-                        } => self
-                            .multiple_choice(context, continuations, cache)
-                            .map(|loglikelihoods| Scored::MultipleChoice { loglikelihoods }),
-                        Prepared::Rolling { text } => {
-                            self.rolling(text, cache).map(|(loglikelihood, tokens)| {
-                                Scored::Rolling {
-                                    loglikelihood,
-                                    tokens,
-                                }
-                            })
-                        }
-                    };
-                    progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
+                || {
+                    (0..BATCH_DOCS)
+                        .map(|_| KvCache::new(self.model))
+                        .collect::<Vec<_>>()
+                },
+                |caches, chunk| {
+                    let r = self.score_chunk(chunk, caches);
+                    progress(
+                        done.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed)
+                            + chunk.len(),
+                    );
                     r
                 },
             )
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(groups.into_iter().flatten().collect())
     }
 }
+
+/// Documents scored together in one group (fixed, so results never depend on threads).
+pub const BATCH_DOCS: usize = 16;
 
 fn engine(e: glass_engine::EngineError) -> EvalError {
     EvalError::Score(e.to_string())

@@ -148,3 +148,42 @@ fn scores_are_identical_for_any_thread_count() {
     };
     assert_eq!(run(1), run(3));
 }
+
+#[test]
+fn batched_groups_score_like_single_questions() {
+    let (model, tok) = setup(64);
+    let scorer = Scorer {
+        model: &model,
+        tokenizer: &tok,
+        prefix_token: tok.specials().eos,
+        max_length: 64,
+    };
+    let task = glass_eval::bundled::bundled("glass_cloze")
+        .unwrap()
+        .unwrap();
+    let data = task.load().unwrap();
+    // More than one group, the last partial; some questions need truncation at 64 tokens.
+    let n = glass_eval::score::BATCH_DOCS + 5;
+    let docs = glass_eval::prepare(&task, &data, Some(n), 1234).unwrap();
+    let batched = scorer.score_all(&docs, &|_| {}).unwrap();
+    let mut cache = KvCache::new(&model);
+    for (d, b) in docs.iter().zip(&batched) {
+        let glass_eval::Prepared::MultipleChoice {
+            context,
+            continuations,
+            ..
+        } = d
+        else {
+            unreachable!()
+        };
+        let single = scorer
+            .multiple_choice(context, continuations, &mut cache)
+            .unwrap();
+        let glass_eval::Scored::MultipleChoice { loglikelihoods } = b else {
+            unreachable!()
+        };
+        for (a, s) in loglikelihoods.iter().zip(&single) {
+            assert!((a - s).abs() < 1e-4, "{a} vs {s}");
+        }
+    }
+}
