@@ -178,8 +178,8 @@ impl Scorer<'_> {
 
     /// Scores a fixed group of documents: the contexts of all multiple-choice questions
     /// in one batched pass, then choice `c` of every question in one batched pass after
-    /// its question's cached context. Questions whose inputs need left truncation (and
-    /// rolling texts) are scored one by one.
+    /// its question's cached context; rolling windows of all texts in batched passes.
+    /// Questions whose inputs need left truncation are scored one by one.
     // Choice `c` of every question is one batched pass; the index addresses
     // per-question lists of different lengths, so a range loop is the clear form.
     #[allow(clippy::needless_range_loop)]
@@ -191,14 +191,21 @@ impl Scorer<'_> {
         let mut out: Vec<Option<Scored>> = vec![None; docs.len()];
         // (doc slot, shared context, continuations) of the questions batched together.
         let mut batch: Vec<(usize, Vec<u32>, Vec<Vec<u32>>)> = Vec::new();
+        // (doc slot, input, predicted tokens) of every rolling window in the group.
+        let mut windows: Vec<(usize, Vec<u32>, Vec<u32>)> = Vec::new();
         let l = self.max_length;
         for (i, d) in docs.iter().enumerate() {
             match d {
                 Prepared::Rolling { text } => {
-                    let (loglikelihood, tokens) = self.rolling(text, &mut caches[i])?;
+                    let toks = self.encode(text)?;
+                    for (ctx, pred) in rolling_windows(&toks, self.prefix_token, l) {
+                        let full: Vec<u32> = ctx.iter().chain(&pred).copied().collect();
+                        let start = full.len().saturating_sub(l + 1);
+                        windows.push((i, full[start..full.len() - 1].to_vec(), pred));
+                    }
                     out[i] = Some(Scored::Rolling {
-                        loglikelihood,
-                        tokens,
+                        loglikelihood: 0.0,
+                        tokens: toks.len(),
                     });
                 }
                 Prepared::MultipleChoice {
@@ -225,8 +232,38 @@ impl Scorer<'_> {
                 }
             }
         }
+        // Rolling windows, as many at a time as there are caches, each in a fresh cache;
+        // each document's windows are summed in order.
+        let v = self.model.cfg.vocab_size;
+        for group in windows.chunks(caches.len()) {
+            let mut items: Vec<CachedInput> = group
+                .iter()
+                .zip(caches.iter_mut())
+                .map(|((_, inp, pred), cache)| {
+                    cache.clear();
+                    CachedInput {
+                        tokens: inp,
+                        cache,
+                        keep: pred.len(),
+                    }
+                })
+                .collect();
+            let logits = self
+                .model
+                .forward_cached_batch(&mut items)
+                .map_err(engine)?;
+            for ((i, _, pred), lg) in group.iter().zip(logits) {
+                let ll: f64 = pred
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &t)| log_prob(&lg[j * v..(j + 1) * v], t))
+                    .sum();
+                if let Some(Scored::Rolling { loglikelihood, .. }) = &mut out[*i] {
+                    *loglikelihood += ll;
+                }
+            }
+        }
         if !batch.is_empty() {
-            let v = self.model.cfg.vocab_size;
             let mut lls: Vec<Vec<f64>> = batch.iter().map(|b| vec![0.0; b.2.len()]).collect();
             // Contexts: one pass, last position's logits only.
             let last = {

@@ -187,3 +187,39 @@ fn batched_groups_score_like_single_questions() {
         }
     }
 }
+
+#[test]
+fn batched_rolling_windows_sum_like_single_texts() {
+    let (model, tok) = setup(24);
+    let scorer = Scorer {
+        model: &model,
+        tokenizer: &tok,
+        prefix_token: tok.specials().eos,
+        max_length: 24,
+    };
+    let task = glass_eval::bundled::bundled("glass_heldout")
+        .unwrap()
+        .unwrap();
+    let data = task.load().unwrap();
+    let docs = glass_eval::prepare(&task, &data, Some(3), 1234).unwrap();
+    let batched = scorer.score_all(&docs, &|_| {}).unwrap();
+    let mut cache = KvCache::new(&model);
+    for (d, b) in docs.iter().zip(&batched) {
+        let glass_eval::Prepared::Rolling { text } = d else {
+            unreachable!()
+        };
+        let (want, n) = scorer.rolling(text, &mut cache).unwrap();
+        let glass_eval::Scored::Rolling {
+            loglikelihood,
+            tokens,
+        } = b
+        else {
+            unreachable!()
+        };
+        assert_eq!(*tokens, n);
+        assert!(
+            (loglikelihood - want).abs() < 1e-3 * (1.0 + want.abs() / 1e3),
+            "{loglikelihood} vs {want}"
+        );
+    }
+}
