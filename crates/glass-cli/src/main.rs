@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod eval;
 mod generate;
 mod hf;
 mod run_cmds;
@@ -62,6 +63,8 @@ enum Command {
     },
     /// Print a run's metrics (per step, per checkpoint, events).
     Metrics(run_cmds::MetricsArgs),
+    /// Evaluate checkpoints on lm-evaluation-harness-compatible tasks; results go into the run.
+    Eval(eval::EvalArgs),
     /// Continue a prompt from a checkpoint (KV cache; greedy or seeded sampling).
     Generate(generate::GenerateArgs),
     /// Write a checkpoint in another ecosystem's format (`export hf`).
@@ -111,6 +114,7 @@ fn real_main() -> Result<()> {
         Command::Info { run, json } => run_cmds::info(&run, json),
         Command::Verify { run, replay, json } => run_cmds::verify(&run, replay, json),
         Command::Metrics(a) => run_cmds::metrics(a),
+        Command::Eval(a) => eval::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Export(cmd) => hf::export(cmd),
         Command::Import(cmd) => hf::import(cmd),

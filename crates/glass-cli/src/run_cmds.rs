@@ -183,6 +183,10 @@ pub struct MetricsArgs {
     /// Show per-checkpoint validation metrics instead of steps.
     #[arg(long)]
     pub checkpoints: bool,
+    /// Show evaluation results (`glass eval`): one row per checkpoint, one column per
+    /// task metric.
+    #[arg(long, conflicts_with_all = ["events", "checkpoints"])]
+    pub evals: bool,
 }
 
 /// Runs `glass metrics`.
@@ -195,6 +199,9 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
         );
     }
     let m = Metrics::open(&a.run)?;
+    if a.evals {
+        return evals(&m, a.json, a.csv);
+    }
     if a.events {
         let ev = m.events()?;
         if a.json {
@@ -243,6 +250,68 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// Prints the evaluation curves: checkpoint × (task, metric).
+fn evals(m: &Metrics, json: bool, csv: bool) -> Result<()> {
+    let rows = m.evals()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no evaluations yet; run `glass eval RUN`");
+        return Ok(());
+    }
+    let steps: std::collections::BTreeMap<u32, u64> = m
+        .checkpoints()?
+        .into_iter()
+        .map(|c| (c.checkpoint, c.step))
+        .collect();
+    let mut cols: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.task.clone(), r.metric.clone()))
+        .collect();
+    cols.sort();
+    cols.dedup();
+    let mut table: std::collections::BTreeMap<u32, Vec<Option<f64>>> = Default::default();
+    for r in &rows {
+        let i = cols
+            .iter()
+            .position(|c| c.0 == r.task && c.1 == r.metric)
+            .expect("column exists");
+        table
+            .entry(r.checkpoint)
+            .or_insert_with(|| vec![None; cols.len()])[i] = Some(r.value);
+    }
+    let names: Vec<String> = cols.iter().map(|(t, m)| format!("{t}/{m}")).collect();
+    let step = |k: &u32| steps.get(k).map_or(String::new(), |s| s.to_string());
+    if csv {
+        println!("checkpoint,step,{}", names.join(","));
+        for (k, vals) in &table {
+            let v: Vec<String> = vals
+                .iter()
+                .map(|v| v.map_or(String::new(), |v| format!("{v:.6}")))
+                .collect();
+            println!("{k},{},{}", step(k), v.join(","));
+        }
+        return Ok(());
+    }
+    let w: Vec<usize> = names.iter().map(|n| n.len().max(10)).collect();
+    print!("{:>5} {:>9}", "ckpt", "step");
+    for (n, w) in names.iter().zip(&w) {
+        print!("  {n:>w$}");
+    }
+    println!();
+    for (k, vals) in &table {
+        print!("{k:>5} {:>9}", step(k));
+        for (v, w) in vals.iter().zip(&w) {
+            let s = v.map_or("-".to_string(), |v| format!("{v:.4}"));
+            print!("  {s:>w$}");
+        }
+        println!();
     }
     Ok(())
 }

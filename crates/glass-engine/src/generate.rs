@@ -49,6 +49,21 @@ impl KvCache {
     pub fn clear(&mut self) {
         self.len = 0;
     }
+    /// Forgets every position from `len` on (no-op if the cache is shorter), so several
+    /// continuations of one shared prefix can be scored without recomputing or copying it.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+}
+
+/// One sequence of a [`Model::forward_cached_batch`] call.
+pub struct CachedInput<'a> {
+    /// Tokens fed after the cached positions.
+    pub tokens: &'a [u32],
+    /// The sequence's cache; grows by `tokens.len()`.
+    pub cache: &'a mut KvCache,
+    /// Logits wanted for this many final positions.
+    pub keep: usize,
 }
 
 impl Model {
@@ -59,25 +74,82 @@ impl Model {
         tokens: &[u32],
         cache: &mut KvCache,
     ) -> Result<Vec<f32>, EngineError> {
+        self.forward_cached_tail(tokens, cache, tokens.len())
+    }
+
+    /// Like [`Model::forward_cached`], but returns logits only for the last `keep` fed
+    /// positions (`[keep, vocab]`): scoring needs the prediction after a context, not
+    /// the context's own, and the output head is a large share of a small model's work.
+    pub fn forward_cached_tail(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        keep: usize,
+    ) -> Result<Vec<f32>, EngineError> {
+        let mut items = [CachedInput {
+            tokens,
+            cache,
+            keep,
+        }];
+        Ok(self
+            .forward_cached_batch(&mut items)?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// Feeds several independent sequences at once, each after its own cache, and returns
+    /// each one's logits for its last `keep` positions. Every layer except attention is
+    /// row-wise, so the rows of all sequences go through each matrix product together
+    /// (large products instead of many small ones); attention runs per sequence against
+    /// its own cache. A sequence's result depends only on the batch it is in, never on
+    /// the thread count.
+    pub fn forward_cached_batch(
+        &self,
+        items: &mut [CachedInput<'_>],
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
         let cfg = &self.cfg;
-        let n = tokens.len();
-        let pos0 = cache.len;
+        for it in items.iter() {
+            let n = it.tokens.len();
+            if it.keep > n {
+                return Err(EngineError::Input(format!(
+                    "asked for logits of {} positions but fed {n}",
+                    it.keep
+                )));
+            }
+            if it.cache.len + n > it.cache.capacity {
+                return Err(EngineError::Input(format!(
+                    "{} positions exceed max_seq_len {}",
+                    it.cache.len + n,
+                    it.cache.capacity
+                )));
+            }
+            if let Some(&t) = it.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+                return Err(EngineError::Input(format!(
+                    "token {t} is outside the vocabulary (size {})",
+                    cfg.vocab_size
+                )));
+            }
+        }
+        // Row offsets of each sequence in the stacked batch.
+        let mut offs = Vec::with_capacity(items.len() + 1);
+        offs.push(0usize);
+        for it in items.iter() {
+            offs.push(offs.last().copied().unwrap_or(0) + it.tokens.len());
+        }
+        let n = *offs.last().unwrap_or(&0);
         if n == 0 {
-            return Ok(Vec::new());
+            return Ok(items.iter().map(|_| Vec::new()).collect());
         }
-        if pos0 + n > cache.capacity {
-            return Err(EngineError::Input(format!(
-                "{} positions exceed max_seq_len {}",
-                pos0 + n,
-                cache.capacity
-            )));
+        let pos0: Vec<usize> = items.iter().map(|it| it.cache.len).collect();
+        // Position of every stacked row.
+        let mut pos = Vec::with_capacity(n);
+        for (i, it) in items.iter().enumerate() {
+            pos.extend((0..it.tokens.len()).map(|r| pos0[i] + r));
         }
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-            return Err(EngineError::Input(format!(
-                "token {t} is outside the vocabulary (size {})",
-                cfg.vocab_size
-            )));
-        }
+        let tokens: Vec<u32> = items
+            .iter()
+            .flat_map(|it| it.tokens.iter().copied())
+            .collect();
         let p = &self.params;
         let lay = &self.layout;
         let (d, f, hd) = (cfg.d_model, cfg.ffn_hidden, cfg.head_dim());
@@ -94,7 +166,7 @@ impl Model {
         let mut h = vec![0.0f32; n * f];
         embedding::forward(
             &p[lay.embed..lay.embed + cfg.vocab_size * d],
-            tokens,
+            &tokens,
             &mut x,
             d,
             cfg.mup.embedding_multiplier,
@@ -106,33 +178,46 @@ impl Model {
             linear::forward(&ln, &p[bo.qkv..bo.qkv + w * d], &mut qkv, n, d, w, false);
             let rope = self.rope();
             qkv.par_chunks_mut(w).enumerate().for_each(|(r, row)| {
-                rope.rotate(row, nh, hd, pos0 + r, false);
-                rope.rotate(&mut row[ad..], nkv, hd, pos0 + r, false);
+                rope.rotate(row, nh, hd, pos[r], false);
+                rope.rotate(&mut row[ad..], nkv, hd, pos[r], false);
             });
-            let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
-            for r in 0..n {
-                kc[(pos0 + r) * kvd..(pos0 + r + 1) * kvd]
-                    .copy_from_slice(&qkv[r * w + ad..r * w + ad + kvd]);
-                vc[(pos0 + r) * kvd..(pos0 + r + 1) * kvd]
-                    .copy_from_slice(&qkv[r * w + ad + kvd..r * w + w]);
+            for (i, it) in items.iter_mut().enumerate() {
+                let (kc, vc) = (&mut it.cache.k[l], &mut it.cache.v[l]);
+                for r in 0..it.tokens.len() {
+                    let (src, dst) = ((offs[i] + r) * w, (pos0[i] + r) * kvd);
+                    kc[dst..dst + kvd].copy_from_slice(&qkv[src + ad..src + ad + kvd]);
+                    vc[dst..dst + kvd].copy_from_slice(&qkv[src + ad + kvd..src + w]);
+                }
             }
-            let (kc, vc) = (&cache.k[l], &cache.v[l]);
+            let kv: Vec<(&[f32], &[f32])> = items
+                .iter()
+                .map(|it| (it.cache.k[l].as_slice(), it.cache.v[l].as_slice()))
+                .collect();
             let att_ptr = SharedMut::new(&mut att);
-            (0..nh).into_par_iter().for_each_init(
-                || (Vec::new(), vec![0.0f32; n]),
-                |(scores, lse), hh| {
+            let qkv = &qkv;
+            (0..items.len() * nh).into_par_iter().for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(scores, lse), job| {
+                    let (i, hh) = (job / nh, job % nh);
+                    let rows = offs[i + 1] - offs[i];
+                    if rows == 0 {
+                        return;
+                    }
+                    lse.resize(rows, 0.0);
                     let g = hh / group;
-                    // SAFETY: head `hh` writes only columns hh·hd..(hh+1)·hd of `att`.
-                    let out = unsafe { &mut att_ptr.slice()[hh * hd..] };
+                    let (kc, vc) = kv[i];
+                    // SAFETY: job (i, hh) writes only rows offs[i]..offs[i+1], columns
+                    // hh·hd..(hh+1)·hd of `att`.
+                    let out = unsafe { &mut att_ptr.slice()[offs[i] * ad + hh * hd..] };
                     head_forward(
-                        Mat::n(&qkv[hh * hd..], w),
+                        Mat::n(&qkv[offs[i] * w + hh * hd..], w),
                         Mat::t(&kc[g * hd..], kvd),
                         Mat::n(&vc[g * hd..], kvd),
                         out,
                         ad,
                         lse,
-                        n,
-                        pos0,
+                        rows,
+                        pos0[i],
                         hd,
                         scale,
                         scores,
@@ -165,17 +250,31 @@ impl Model {
             &mut mean,
             &mut rstd,
         );
-        cache.len += n;
-        let hdims = HeadDims::new(cfg);
-        let mut logits = vec![0.0f32; n * cfg.vocab_size];
+        for it in items.iter_mut() {
+            it.cache.len += it.tokens.len();
+        }
+        // The head only for the kept rows of every sequence, in one product.
+        let mut kept = Vec::new();
+        for (i, it) in items.iter().enumerate() {
+            kept.extend_from_slice(&ln[(offs[i + 1] - it.keep) * d..offs[i + 1] * d]);
+        }
+        let total: usize = items.iter().map(|it| it.keep).sum();
+        let v = cfg.vocab_size;
+        let mut logits = vec![0.0f32; total * v];
         lm_head::logits(
-            hdims,
-            &ln,
-            &p[lay.head..lay.head + cfg.vocab_size * d],
-            n,
+            HeadDims::new(cfg),
+            &kept,
+            &p[lay.head..lay.head + v * d],
+            total,
             &mut logits,
         );
-        Ok(logits)
+        let mut out = Vec::with_capacity(items.len());
+        let mut at = 0;
+        for it in items.iter() {
+            out.push(logits[at * v..(at + it.keep) * v].to_vec());
+            at += it.keep;
+        }
+        Ok(out)
     }
 
     /// Generates up to `max_new` tokens after `prompt`, calling `on_token` as each one is

@@ -16,7 +16,7 @@ pub mod optim;
 pub mod parallel;
 
 pub use config::{AttentionScale, LrMultipliers, ModelConfig, MupConfig, NormKind, PRESETS};
-pub use generate::{KvCache, Sampler, SamplingConfig};
+pub use generate::{CachedInput, KvCache, Sampler, SamplingConfig};
 pub use layout::{ParamGroup, ParamLayout, TensorView};
 pub use model::{Model, StepStats};
 pub use optim::{AdamW, AdamWConfig};

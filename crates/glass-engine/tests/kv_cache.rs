@@ -2,7 +2,7 @@
 
 mod common;
 
-use glass_engine::{KvCache, Model, NormKind, Sampler, SamplingConfig};
+use glass_engine::{CachedInput, KvCache, Model, NormKind, Sampler, SamplingConfig};
 
 #[test]
 fn cached_logits_equal_full_sequence_logits() {
@@ -24,6 +24,44 @@ fn cached_logits_equal_full_sequence_logits() {
     assert_eq!(cache.len(), seq);
     let err = common::rel_err(&inc, &full);
     assert!(err < 1e-5, "relative error {err}");
+}
+
+/// Several sequences fed together, each after its own (differently long) cache, give
+/// each sequence's own full-sequence logits; a rewound cache reproduces them too.
+#[test]
+fn batched_cached_sequences_equal_their_full_logits() {
+    let cfg = common::small_cfg();
+    let mut model = Model::new(&cfg, 5).unwrap();
+    let a = common::tokens(30, cfg.vocab_size, 1);
+    let b = common::tokens(17, cfg.vocab_size, 2);
+    let v = cfg.vocab_size;
+    let full_a = model.forward_logits(&a, 1, a.len()).unwrap();
+    let full_b = model.forward_logits(&b, 1, b.len()).unwrap();
+    let (mut ca, mut cb) = (KvCache::new(&model), KvCache::new(&model));
+    // Prefixes of different lengths, one batched call for both.
+    model.forward_cached(&a[..20], &mut ca).unwrap();
+    model.forward_cached(&b[..5], &mut cb).unwrap();
+    let out = model
+        .forward_cached_batch(&mut [
+            CachedInput {
+                tokens: &a[20..],
+                cache: &mut ca,
+                keep: 10,
+            },
+            CachedInput {
+                tokens: &b[5..],
+                cache: &mut cb,
+                keep: 3,
+            },
+        ])
+        .unwrap();
+    assert!(common::rel_err(&out[0], &full_a[20 * v..]) < 1e-5);
+    assert!(common::rel_err(&out[1], &full_b[14 * v..]) < 1e-5);
+    assert_eq!((ca.len(), cb.len()), (30, 17));
+    // Rewind and feed a different continuation of the same prefix.
+    ca.truncate(20);
+    let again = model.forward_cached_tail(&a[20..], &mut ca, 10).unwrap();
+    assert!(common::rel_err(&again, &full_a[20 * v..]) < 1e-5);
 }
 
 #[test]

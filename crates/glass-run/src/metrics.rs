@@ -67,6 +67,51 @@ pub struct EventRow {
     pub wall_time: f64,
 }
 
+/// One metric of one task at one checkpoint (`evals` table).
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalRow {
+    /// Checkpoint index.
+    pub checkpoint: u32,
+    /// Task name.
+    pub task: String,
+    /// Metric name (acc, acc_norm, bits_per_byte, ...).
+    pub metric: String,
+    /// Value.
+    pub value: f64,
+    /// Standard error, where one is defined.
+    pub stderr: Option<f64>,
+    /// Documents evaluated.
+    pub n: u64,
+}
+
+/// What produced a task's results at a checkpoint (`eval_runs` table): a result is
+/// reused only if the task definition, few-shot settings and limit are the same.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EvalRunRow {
+    /// Checkpoint index.
+    pub checkpoint: u32,
+    /// Task name.
+    pub task: String,
+    /// sha256 over the task's YAML and data files.
+    pub task_sha256: String,
+    /// Few-shot examples per document.
+    pub num_fewshot: u64,
+    /// Few-shot seed.
+    pub fewshot_seed: u64,
+    /// Document limit (`None`: all).
+    pub limit: Option<u64>,
+    /// Documents evaluated.
+    pub n: u64,
+    /// Result JSON, relative to the run.
+    pub result_path: String,
+    /// sha256 of the result JSON.
+    pub result_sha256: String,
+    /// Seconds the evaluation took (metadata only).
+    pub seconds: f64,
+    /// Seconds since the Unix epoch (metadata only).
+    pub wall_time: f64,
+}
+
 /// Seconds since the Unix epoch (metadata only).
 pub fn now() -> f64 {
     std::time::SystemTime::now()
@@ -92,7 +137,10 @@ impl Metrics {
              CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY AUTOINCREMENT, step INTEGER, kind TEXT,
                detail TEXT, wall_time REAL);
              CREATE TABLE IF NOT EXISTS evals(checkpoint INTEGER, task TEXT, metric TEXT, value REAL, stderr REAL,
-               n INTEGER, PRIMARY KEY(checkpoint, task, metric));",
+               n INTEGER, PRIMARY KEY(checkpoint, task, metric));
+             CREATE TABLE IF NOT EXISTS eval_runs(checkpoint INTEGER, task TEXT, task_sha256 TEXT,
+               num_fewshot INTEGER, fewshot_seed INTEGER, lim INTEGER, n INTEGER, result_path TEXT,
+               result_sha256 TEXT, seconds REAL, wall_time REAL, PRIMARY KEY(checkpoint, task));",
         )
         .map_err(sql)?;
         Ok(Metrics { conn, path })
@@ -150,6 +198,103 @@ impl Metrics {
             )
             .map_err(self.sql())?;
         Ok(())
+    }
+
+    /// Records one task's results at one checkpoint: its metrics and what produced
+    /// them, in one transaction (replacing an earlier evaluation of the same pair).
+    pub fn record_eval(&mut self, run: &EvalRunRow, rows: &[EvalRow]) -> Result<()> {
+        let path = self.path.clone();
+        let sql = move |source| RunError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(&sql)?;
+        tx.execute(
+            "DELETE FROM evals WHERE checkpoint = ?1 AND task = ?2",
+            params![run.checkpoint, run.task],
+        )
+        .map_err(&sql)?;
+        for r in rows {
+            tx.execute(
+                "INSERT OR REPLACE INTO evals VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    r.checkpoint,
+                    r.task,
+                    r.metric,
+                    r.value,
+                    r.stderr,
+                    r.n as i64
+                ],
+            )
+            .map_err(&sql)?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO eval_runs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                run.checkpoint,
+                run.task,
+                run.task_sha256,
+                run.num_fewshot as i64,
+                run.fewshot_seed as i64,
+                run.limit.map(|l| l as i64),
+                run.n as i64,
+                run.result_path,
+                run.result_sha256,
+                run.seconds,
+                run.wall_time
+            ],
+        )
+        .map_err(&sql)?;
+        tx.commit().map_err(&sql)?;
+        Ok(())
+    }
+
+    /// What produced the stored results of `task` at `checkpoint`, if any.
+    pub fn eval_run(&self, checkpoint: u32, task: &str) -> Result<Option<EvalRunRow>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT * FROM eval_runs WHERE checkpoint = ?1 AND task = ?2")
+            .map_err(self.sql())?;
+        let mut rows = st
+            .query_map(params![checkpoint, task], |r| {
+                Ok(EvalRunRow {
+                    checkpoint: r.get(0)?,
+                    task: r.get(1)?,
+                    task_sha256: r.get(2)?,
+                    num_fewshot: r.get::<_, i64>(3)? as u64,
+                    fewshot_seed: r.get::<_, i64>(4)? as u64,
+                    limit: r.get::<_, Option<i64>>(5)?.map(|l| l as u64),
+                    n: r.get::<_, i64>(6)? as u64,
+                    result_path: r.get(7)?,
+                    result_sha256: r.get(8)?,
+                    seconds: r.get(9)?,
+                    wall_time: r.get(10)?,
+                })
+            })
+            .map_err(self.sql())?;
+        rows.next().transpose().map_err(self.sql())
+    }
+
+    /// Every stored evaluation metric, by checkpoint, task, metric.
+    pub fn evals(&self) -> Result<Vec<EvalRow>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT * FROM evals ORDER BY checkpoint, task, metric")
+            .map_err(self.sql())?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(EvalRow {
+                    checkpoint: r.get(0)?,
+                    task: r.get(1)?,
+                    metric: r.get(2)?,
+                    value: r.get(3)?,
+                    stderr: r.get(4)?,
+                    n: r.get::<_, i64>(5)? as u64,
+                })
+            })
+            .map_err(self.sql())?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(self.sql())
     }
 
     /// Every step row in order.

@@ -1,0 +1,259 @@
+//! `glass eval` end to end through the real binary: results in the run (JSON files and
+//! metrics.sqlite), resumable (pairs already evaluated are skipped, a changed limit is
+//! not "already evaluated"), deterministic under --force, `glass metrics --evals`, and a
+//! checkpoint that fails its hash check refused.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn glass(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_glass"))
+        .args(args)
+        .output()
+        .expect("glass runs")
+}
+
+fn ok(args: &[&str]) -> (String, String) {
+    let o = glass(args);
+    assert!(
+        o.status.success(),
+        "glass {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A small trained run: 1-layer model, 32-token context (so the bundled tasks exercise
+/// left truncation and several rolling windows), a handful of checkpoints.
+fn make_run(dir: &Path) -> PathBuf {
+    let run = dir.join("r");
+    let s = run.to_str().unwrap().to_string();
+    ok(&["init", &s, "--preset", "tiny"]);
+    let cfg = run.join("glass.toml");
+    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    use toml::Value::Integer as I;
+    let model = t.get_mut("model").unwrap().as_table_mut().unwrap();
+    for (k, v) in [
+        ("d_model", 32),
+        ("n_layers", 1),
+        ("n_heads", 2),
+        ("n_kv_heads", 2),
+        ("ffn_hidden", 48),
+        ("max_seq_len", 32),
+    ] {
+        model.insert(k.into(), I(v));
+    }
+    t["train"]
+        .as_table_mut()
+        .unwrap()
+        .insert("micro_batch_rows".into(), I(2));
+    let data = t.get_mut("data").unwrap().as_table_mut().unwrap();
+    data.insert("seq_len".into(), I(16));
+    data.insert("rows_per_step".into(), I(4));
+    data.insert("steps_per_chunk".into(), I(4));
+    data["validation"]
+        .as_table_mut()
+        .unwrap()
+        .insert("rows".into(), I(8));
+    for (i, st) in data["stages"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        st.as_table_mut()
+            .unwrap()
+            .insert("tokens".into(), I([640, 512][i.min(1)]));
+    }
+    std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
+    ok(&["data", "prepare", &s]);
+    ok(&["train", &s, "--quiet"]);
+    run
+}
+
+fn results(stdout: &str) -> Vec<Value> {
+    serde_json::from_str::<Value>(stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn metric(r: &Value, name: &str) -> f64 {
+    r["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == name)
+        .unwrap()["value"]
+        .as_f64()
+        .unwrap()
+}
+
+#[test]
+fn eval_stores_results_resumes_and_refuses_tampered_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = make_run(dir.path());
+    let r = run.to_str().unwrap();
+    let n_ckpt = serde_json::from_str::<Value>(&ok(&["info", r, "--json"]).0).unwrap()
+        ["checkpoints"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(n_ckpt >= 3);
+    let args = [
+        "eval",
+        r,
+        "--checkpoints",
+        "all",
+        "--tasks",
+        "glass_cloze,glass_heldout",
+        "--limit",
+        "4",
+        "--json",
+        "--log-samples",
+    ];
+    let (out, err) = ok(&args);
+    let first = results(&out);
+    assert_eq!(first.len(), 2 * n_ckpt);
+    assert!(!err.contains("already evaluated"), "{err}");
+    for x in &first {
+        let k = x["checkpoint"].as_u64().unwrap();
+        let task = x["task"].as_str().unwrap();
+        let path = run.join(format!("evals/ckpt-{k:04}/{task}.json"));
+        let stored: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(stored["task_sha256"], x["task_sha256"]);
+        assert_eq!(stored["samples"].as_array().unwrap().len(), 4);
+        assert_eq!(x["n"], 4);
+    }
+    let bpb = metric(&first[1], "bits_per_byte");
+    assert!(bpb.is_finite() && bpb > 0.0);
+
+    // Everything is stored: a second run recomputes nothing and reports the same values.
+    let (out, err) = ok(&args);
+    assert_eq!(
+        err.matches("already evaluated").count(),
+        2 * n_ckpt,
+        "{err}"
+    );
+    let again = results(&out);
+    for (a, b) in first.iter().zip(&again) {
+        assert_eq!(a["metrics"], b["metrics"]);
+    }
+    // A different limit is a different evaluation.
+    let (_, err) = ok(&[
+        "eval",
+        r,
+        "--checkpoints",
+        "latest",
+        "--tasks",
+        "glass_cloze",
+        "--limit",
+        "5",
+    ]);
+    assert!(!err.contains("already evaluated"), "{err}");
+    // --force recomputes, bit for bit.
+    let (out, _) = ok(&[
+        "eval",
+        r,
+        "--checkpoints",
+        "0,1",
+        "--tasks",
+        "glass_cloze,glass_heldout",
+        "--limit",
+        "4",
+        "--json",
+        "--force",
+        "--log-samples",
+    ]);
+    let forced = results(&out);
+    assert_eq!(forced.len(), 4);
+    for f in &forced {
+        let orig = first
+            .iter()
+            .find(|x| x["checkpoint"] == f["checkpoint"] && x["task"] == f["task"])
+            .unwrap();
+        assert_eq!(orig["metrics"], f["metrics"]);
+        assert_eq!(orig["samples"], f["samples"]);
+    }
+
+    // The curves, from metrics.sqlite.
+    let (table, _) = ok(&["metrics", r, "--evals"]);
+    assert!(
+        table.contains("glass_cloze/acc_norm") && table.contains("glass_heldout/bits_per_byte"),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 1 + n_ckpt, "{table}");
+    let (csv, _) = ok(&["metrics", r, "--evals", "--csv"]);
+    assert!(csv.starts_with("checkpoint,step,glass_cloze/acc,"), "{csv}");
+
+    // A checkpoint whose weights changed is refused.
+    let ckpt_dir = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("ckpt-0001")
+        })
+        .unwrap();
+    let model = ckpt_dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&model, bytes).unwrap();
+    let o = glass(&[
+        "eval",
+        r,
+        "--checkpoints",
+        "1",
+        "--tasks",
+        "glass_cloze",
+        "--limit",
+        "2",
+        "--force",
+    ]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("model.safetensors"), "{e}");
+}
+
+#[test]
+fn bad_task_files_are_refused_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let y = dir.path().join("t.yaml");
+    std::fs::write(
+        &y,
+        "task: t\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: d.jsonl\noutput_type: generate_until\n",
+    )
+    .unwrap();
+    // The task is checked before the run is touched.
+    let o = glass(&[
+        "eval",
+        dir.path().to_str().unwrap(),
+        "--tasks",
+        y.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("t.yaml:6") && e.contains("generate_until"),
+        "{e}"
+    );
+    let o = glass(&[
+        "eval",
+        dir.path().to_str().unwrap(),
+        "--tasks",
+        "no_such_task",
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("glass_cloze"), "{e}");
+}

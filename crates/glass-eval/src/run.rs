@@ -1,0 +1,368 @@
+//! Evaluating checkpoints of a run: load each (hash-checked), score every task, write
+//! `RUN/evals/ckpt-KKKK/<task>.json` atomically and record the metrics in
+//! `metrics.sqlite`; a (checkpoint, task) pair already evaluated with the same task
+//! definition, few-shot settings and limit is skipped unless forced.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use glass_data::atomic::{sha256_hex, write_atomic};
+use glass_run::metrics::{EvalRow, EvalRunRow};
+use glass_run::{Metrics, RunManifest};
+use serde::Serialize;
+
+use crate::prompts::{prepare, Prepared};
+use crate::results::{aggregate, samples, MetricValue, Sample};
+use crate::score::Scorer;
+use crate::task::{TaskData, TaskDef};
+use crate::EvalError;
+
+/// Which checkpoints to evaluate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointSel {
+    /// Every published checkpoint.
+    All,
+    /// The last one.
+    Latest,
+    /// These indices.
+    List(Vec<u32>),
+}
+
+impl std::str::FromStr for CheckpointSel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(CheckpointSel::All),
+            "latest" => Ok(CheckpointSel::Latest),
+            _ => s
+                .split(',')
+                .map(|k| {
+                    k.trim().parse().map_err(|_| {
+                        format!("`{k}` is not a checkpoint index (use all, latest or K,K2,...)")
+                    })
+                })
+                .collect::<Result<_, _>>()
+                .map(CheckpointSel::List),
+        }
+    }
+}
+
+/// Options of [`evaluate_run`].
+pub struct EvalOptions {
+    /// Checkpoints.
+    pub checkpoints: CheckpointSel,
+    /// Tasks (parsed definitions).
+    pub tasks: Vec<TaskDef>,
+    /// Evaluate only the first N documents of each task.
+    pub limit: Option<usize>,
+    /// Override every task's `num_fewshot`.
+    pub num_fewshot: Option<usize>,
+    /// Few-shot seed.
+    pub fewshot_seed: u64,
+    /// Re-evaluate pairs already stored.
+    pub force: bool,
+    /// Store per-document log-likelihoods in the result JSON.
+    pub log_samples: bool,
+}
+
+/// Progress reports.
+pub enum EvalProgress<'a> {
+    /// Starting a (checkpoint, task) pair of `docs` documents.
+    Start {
+        /// Checkpoint.
+        checkpoint: u32,
+        /// Task.
+        task: &'a str,
+        /// Documents.
+        docs: usize,
+    },
+    /// Documents of the current pair finished so far.
+    Docs(usize),
+    /// A pair finished (or was skipped).
+    Done(&'a TaskResult),
+}
+
+/// One task's results at one checkpoint: what `RUN/evals/ckpt-KKKK/<task>.json` holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskResult {
+    /// Checkpoint index.
+    pub checkpoint: u32,
+    /// Its data step.
+    pub step: u64,
+    /// sha256 of the checkpoint (its state.json), as in the manifest.
+    pub checkpoint_sha256: String,
+    /// Task name.
+    pub task: String,
+    /// Where the task definition came from.
+    pub task_source: String,
+    /// sha256 over the YAML and every data file.
+    pub task_sha256: String,
+    /// sha256 of the YAML text.
+    pub yaml_sha256: String,
+    /// sha256 of each data file, per split.
+    pub data_sha256: std::collections::BTreeMap<String, Vec<String>>,
+    /// Few-shot examples per document.
+    pub num_fewshot: usize,
+    /// Few-shot seed.
+    pub fewshot_seed: u64,
+    /// Document limit.
+    pub limit: Option<usize>,
+    /// Documents evaluated.
+    pub n: usize,
+    /// Metrics.
+    pub metrics: Vec<MetricValue>,
+    /// Per-document outcomes (with `--log-samples`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples: Option<Vec<Sample>>,
+    /// The engine that scored.
+    pub engine: String,
+    /// Seconds spent scoring (metadata; not part of the result's meaning).
+    pub seconds: f64,
+    /// True when this pair was already stored and not recomputed.
+    #[serde(skip)]
+    pub skipped: bool,
+}
+
+/// `RUN/evals/ckpt-KKKK/<task>.json`, relative to the run.
+pub fn result_path(checkpoint: u32, task: &str) -> String {
+    format!("evals/ckpt-{checkpoint:04}/{task}.json")
+}
+
+struct Loaded {
+    def: TaskDef,
+    data: TaskData,
+    prepared: Vec<Prepared>,
+    num_fewshot: usize,
+}
+
+/// Evaluates `opts.tasks` on the selected checkpoints of `run_dir`.
+pub fn evaluate_run(
+    run_dir: &Path,
+    opts: &EvalOptions,
+    progress: &(dyn Fn(EvalProgress) + Sync),
+) -> Result<Vec<TaskResult>, EvalError> {
+    if opts.limit == Some(0) {
+        return Err(EvalError::Invalid("--limit must be at least 1".into()));
+    }
+    let manifest = RunManifest::require(run_dir)?;
+    if manifest.checkpoints.is_empty() {
+        return Err(EvalError::Invalid(format!(
+            "{}: the run has no checkpoint yet; run `glass train` first",
+            run_dir.display()
+        )));
+    }
+    let entries: Vec<_> = match &opts.checkpoints {
+        CheckpointSel::All => manifest.checkpoints.iter().collect(),
+        CheckpointSel::Latest => manifest.checkpoints.last().into_iter().collect(),
+        CheckpointSel::List(ks) => ks
+            .iter()
+            .map(|&k| manifest.checkpoint(k))
+            .collect::<Result<_, _>>()?,
+    };
+    let mut names = std::collections::BTreeSet::new();
+    for t in &opts.tasks {
+        if !names.insert(t.name.clone()) {
+            return Err(EvalError::Invalid(format!(
+                "task `{}` is listed twice",
+                t.name
+            )));
+        }
+    }
+    // Prompts do not depend on the checkpoint: build them once.
+    let mut tasks = Vec::new();
+    for def in &opts.tasks {
+        let mut def = def.clone();
+        if let Some(k) = opts.num_fewshot {
+            def.num_fewshot = k;
+        }
+        let data = def.load()?;
+        let prepared = prepare(&def, &data, opts.limit, opts.fewshot_seed)?;
+        tasks.push(Loaded {
+            num_fewshot: def.num_fewshot,
+            def,
+            data,
+            prepared,
+        });
+    }
+    // The run's tokenizer, also for imported runs whose data is not prepared yet.
+    let tok = glass_run::run_tokenizer(run_dir)?;
+    let sp = tok.specials();
+    let prefix_token = sp.bos.unwrap_or(sp.eos);
+    let mut metrics = Metrics::open(run_dir)?;
+    let mut out = Vec::new();
+    for entry in entries {
+        // Which tasks still need this checkpoint?
+        let mut todo = Vec::new();
+        for t in &tasks {
+            let prev = metrics.eval_run(entry.index, &t.def.name)?;
+            let same = prev.as_ref().is_some_and(|p| {
+                p.task_sha256 == t.data.task_sha256
+                    && p.num_fewshot == t.num_fewshot as u64
+                    && p.fewshot_seed == opts.fewshot_seed
+                    && p.limit == opts.limit.map(|l| l as u64)
+                    && stored_result_ok(run_dir, p)
+            });
+            if same && !opts.force {
+                let p = prev.expect("checked");
+                let r = read_result(run_dir, &p.result_path)?;
+                let mut r = r;
+                r.skipped = true;
+                progress(EvalProgress::Done(&r));
+                out.push(r);
+            } else {
+                todo.push(t);
+            }
+        }
+        if todo.is_empty() {
+            continue;
+        }
+        let (model, _) = glass_run::load_model(run_dir, Some(entry.index))?;
+        let scorer = Scorer {
+            model: &model,
+            tokenizer: &tok,
+            prefix_token,
+            max_length: model.cfg.max_seq_len,
+        };
+        for t in todo {
+            progress(EvalProgress::Start {
+                checkpoint: entry.index,
+                task: &t.def.name,
+                docs: t.prepared.len(),
+            });
+            let t0 = Instant::now();
+            let scored = scorer.score_all(&t.prepared, &|d| progress(EvalProgress::Docs(d)))?;
+            let seconds = t0.elapsed().as_secs_f64();
+            let s = samples(&t.prepared, &scored);
+            let mv = aggregate(&t.def.metrics, &s);
+            let r = TaskResult {
+                checkpoint: entry.index,
+                step: entry.step,
+                checkpoint_sha256: entry.sha256.clone(),
+                task: t.def.name.clone(),
+                task_source: t.def.source.clone(),
+                task_sha256: t.data.task_sha256.clone(),
+                yaml_sha256: t.data.yaml_sha256.clone(),
+                data_sha256: t.data.file_sha256.clone(),
+                num_fewshot: t.num_fewshot,
+                fewshot_seed: opts.fewshot_seed,
+                limit: opts.limit,
+                n: s.len(),
+                metrics: mv,
+                samples: opts.log_samples.then_some(s),
+                engine: glass_engine::engine_id(),
+                seconds,
+                skipped: false,
+            };
+            let rel = result_path(entry.index, &r.task);
+            let path = run_dir.join(&rel);
+            let dir = path.parent().expect("has a parent");
+            std::fs::create_dir_all(dir).map_err(|e| EvalError::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            })?;
+            let mut json = serde_json::to_vec_pretty(&r).expect("serializable");
+            json.push(b'\n');
+            write_atomic(&path, &json)?;
+            let rows: Vec<EvalRow> = r
+                .metrics
+                .iter()
+                .map(|m| EvalRow {
+                    checkpoint: r.checkpoint,
+                    task: r.task.clone(),
+                    metric: m.metric.clone(),
+                    value: m.value,
+                    stderr: m.stderr,
+                    n: m.n as u64,
+                })
+                .collect();
+            metrics.record_eval(
+                &EvalRunRow {
+                    checkpoint: r.checkpoint,
+                    task: r.task.clone(),
+                    task_sha256: r.task_sha256.clone(),
+                    num_fewshot: r.num_fewshot as u64,
+                    fewshot_seed: r.fewshot_seed,
+                    limit: r.limit.map(|l| l as u64),
+                    n: r.n as u64,
+                    result_path: rel,
+                    result_sha256: sha256_hex(&json),
+                    seconds,
+                    wall_time: glass_run::metrics::now(),
+                },
+                &rows,
+            )?;
+            progress(EvalProgress::Done(&r));
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+fn stored_result_ok(run_dir: &Path, p: &EvalRunRow) -> bool {
+    std::fs::read(run_dir.join(&p.result_path)).is_ok_and(|b| sha256_hex(&b) == p.result_sha256)
+}
+
+#[derive(serde::Deserialize)]
+struct StoredResult {
+    checkpoint: u32,
+    step: u64,
+    checkpoint_sha256: String,
+    task: String,
+    task_source: String,
+    task_sha256: String,
+    yaml_sha256: String,
+    data_sha256: std::collections::BTreeMap<String, Vec<String>>,
+    num_fewshot: usize,
+    fewshot_seed: u64,
+    limit: Option<usize>,
+    n: usize,
+    metrics: Vec<StoredMetric>,
+    engine: String,
+    seconds: f64,
+}
+
+#[derive(serde::Deserialize)]
+struct StoredMetric {
+    metric: String,
+    value: f64,
+    stderr: Option<f64>,
+    n: usize,
+}
+
+fn read_result(run_dir: &Path, rel: &str) -> Result<TaskResult, EvalError> {
+    let path: PathBuf = run_dir.join(rel);
+    let bytes = std::fs::read(&path).map_err(|e| EvalError::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    let s: StoredResult = serde_json::from_slice(&bytes)
+        .map_err(|e| EvalError::Invalid(format!("{}: unreadable result: {e}", path.display())))?;
+    Ok(TaskResult {
+        checkpoint: s.checkpoint,
+        step: s.step,
+        checkpoint_sha256: s.checkpoint_sha256,
+        task: s.task,
+        task_source: s.task_source,
+        task_sha256: s.task_sha256,
+        yaml_sha256: s.yaml_sha256,
+        data_sha256: s.data_sha256,
+        num_fewshot: s.num_fewshot,
+        fewshot_seed: s.fewshot_seed,
+        limit: s.limit,
+        n: s.n,
+        metrics: s
+            .metrics
+            .into_iter()
+            .map(|m| MetricValue {
+                metric: m.metric,
+                value: m.value,
+                stderr: m.stderr,
+                n: m.n,
+            })
+            .collect(),
+        samples: None,
+        engine: s.engine,
+        seconds: s.seconds,
+        skipped: true,
+    })
+}

@@ -1,0 +1,701 @@
+//! Task definitions in lm-evaluation-harness YAML: the subset for multiple-choice and
+//! rolling-log-likelihood (perplexity) tasks over local JSON / JSON Lines data.
+//! Everything outside the subset is refused with the key's name and line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::yaml::{self, Node};
+use crate::EvalError;
+
+/// What a task asks of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputType {
+    /// Score every choice's log-likelihood after the context; acc / acc_norm.
+    MultipleChoice,
+    /// Log-likelihood of the whole target text in model-length windows; perplexities.
+    LoglikelihoodRolling,
+}
+
+/// A metric Glass computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Highest log-likelihood choice is the gold one.
+    Acc,
+    /// Highest log-likelihood per character of the choice is the gold one.
+    AccNorm,
+    /// exp(-Σ ll / Σ words).
+    WordPerplexity,
+    /// exp(-Σ ll / Σ bytes).
+    BytePerplexity,
+    /// -Σ ll / Σ bytes / ln 2.
+    BitsPerByte,
+}
+
+impl Metric {
+    /// The harness's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Acc => "acc",
+            Metric::AccNorm => "acc_norm",
+            Metric::WordPerplexity => "word_perplexity",
+            Metric::BytePerplexity => "byte_perplexity",
+            Metric::BitsPerByte => "bits_per_byte",
+        }
+    }
+    fn parse(s: &str) -> Option<Metric> {
+        Some(match s {
+            "acc" => Metric::Acc,
+            "acc_norm" => Metric::AccNorm,
+            "word_perplexity" => Metric::WordPerplexity,
+            "byte_perplexity" => Metric::BytePerplexity,
+            "bits_per_byte" => Metric::BitsPerByte,
+            _ => return None,
+        })
+    }
+}
+
+/// A `doc_to_*` field: a field name, a Jinja template, an integer or (choices) a list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DocField {
+    /// Text: a field of the document if one has this name, else a template.
+    Text(String),
+    /// A constant integer.
+    Int(i64),
+    /// A constant list (doc_to_choice).
+    List(Vec<String>),
+}
+
+/// How few-shot examples are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampler {
+    /// `random.Random(seed).sample`, sequentially per document (harness "default").
+    Default,
+    /// The first n documents of the few-shot split (harness "first_n").
+    FirstN,
+}
+
+/// A parsed task definition.
+#[derive(Debug, Clone)]
+pub struct TaskDef {
+    /// Task name (`task:`).
+    pub name: String,
+    /// Where it came from (file path or `bundled:<name>`), for messages.
+    pub source: String,
+    /// The YAML text.
+    pub yaml: String,
+    /// Output type.
+    pub output_type: OutputType,
+    /// Splits as named in the YAML.
+    pub training_split: Option<String>,
+    /// Validation split.
+    pub validation_split: Option<String>,
+    /// Test split.
+    pub test_split: Option<String>,
+    /// Few-shot split.
+    pub fewshot_split: Option<String>,
+    /// Data files per split (resolved paths) or embedded contents.
+    pub data_files: BTreeMap<String, Vec<DataFile>>,
+    /// `doc_to_text`.
+    pub doc_to_text: Option<DocField>,
+    /// `doc_to_target`.
+    pub doc_to_target: Option<DocField>,
+    /// `doc_to_choice`.
+    pub doc_to_choice: Option<DocField>,
+    /// `description` (template or field), prefixed to every context.
+    pub description: Option<String>,
+    /// Between question and answer (default " ").
+    pub target_delimiter: String,
+    /// After each few-shot example (default "\n\n").
+    pub fewshot_delimiter: String,
+    /// `fewshot_config.target_delimiter` (default: `target_delimiter`).
+    pub fewshot_target_delimiter: String,
+    /// `fewshot_config.fewshot_delimiter` (default: `fewshot_delimiter`).
+    pub fewshot_fewshot_delimiter: String,
+    /// Few-shot sampler.
+    pub sampler: Sampler,
+    /// Number of few-shot examples.
+    pub num_fewshot: usize,
+    /// Metrics, in the YAML's order.
+    pub metrics: Vec<Metric>,
+}
+
+/// One data file of a split: a path on disk or embedded bytes.
+#[derive(Debug, Clone)]
+pub struct DataFile {
+    /// Path (for messages) as resolved.
+    pub path: PathBuf,
+    /// Embedded contents (bundled tasks); `None` reads `path`.
+    pub embedded: Option<&'static str>,
+}
+
+/// One document with where it came from.
+#[derive(Debug, Clone)]
+pub struct Doc {
+    /// The row.
+    pub value: Value,
+    /// `file:line` (JSON Lines) or `file[index]` (JSON array), for messages.
+    pub origin: String,
+}
+
+/// The documents of a task, loaded.
+#[derive(Debug, Clone)]
+pub struct TaskData {
+    /// Documents per split.
+    pub splits: BTreeMap<String, Vec<Doc>>,
+    /// sha256 of the YAML text.
+    pub yaml_sha256: String,
+    /// sha256 of every data file, per split, in order.
+    pub file_sha256: BTreeMap<String, Vec<String>>,
+    /// sha256 over the YAML and every data file: a changed definition is a new task.
+    pub task_sha256: String,
+}
+
+fn err(task: &str, line: usize, msg: impl std::fmt::Display) -> EvalError {
+    EvalError::Task(format!("{task}:{line}: {msg}"))
+}
+
+/// Keys that only matter to features Glass does not evaluate (decontamination, bookkeeping).
+const IGNORED_KEYS: &[&str] = &[
+    "tag",
+    "metadata",
+    "should_decontaminate",
+    "doc_to_decontamination_query",
+    "dataset_name",
+    "task_alias",
+];
+
+/// Keys of the harness Glass refuses, with why.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    ("process_docs", "Python document preprocessing"),
+    ("process_results", "Python result processing"),
+    ("filter_list", "output filters (generation tasks)"),
+    ("generation_kwargs", "generation tasks"),
+    (
+        "include",
+        "`include` of another task file (copy its keys into this file)",
+    ),
+    ("group", "task groups"),
+    ("use_prompt", "promptsource prompts"),
+    ("doc_to_image", "multimodal inputs"),
+    ("doc_to_audio", "multimodal inputs"),
+    ("custom_dataset", "custom dataset loaders"),
+    ("gen_prefix", "generation prefixes"),
+    ("class", "Python task classes"),
+    ("unsafe_code", "code execution"),
+];
+
+impl TaskDef {
+    /// Parses a task file. `base_dir` resolves relative data file paths;
+    /// `data_files_override` (`split → paths`, from `--data-files`) replaces
+    /// `dataset_kwargs.data_files` and makes any `dataset_path` local JSON.
+    pub fn parse(
+        yaml_text: &str,
+        source: &str,
+        base_dir: &Path,
+        data_files_override: Option<&BTreeMap<String, Vec<PathBuf>>>,
+    ) -> Result<TaskDef, EvalError> {
+        let root = yaml::parse(yaml_text).map_err(|e| err(source, e.line, e.message))?;
+        let Node::Map(entries, _) = &root else {
+            return Err(err(
+                source,
+                root.line(),
+                "a task file must be a mapping of keys",
+            ));
+        };
+        let text = |key: &str| -> Result<Option<String>, EvalError> {
+            match root.get(key) {
+                None => Ok(None),
+                Some(n) if n.is_null() => Ok(None),
+                Some(Node::Scalar { value, .. }) => Ok(Some(value.clone())),
+                Some(n) => Err(err(source, n.line(), format!("`{key}` must be a string"))),
+            }
+        };
+        for (k, v) in entries {
+            if let Some((_, why)) = UNSUPPORTED.iter().find(|(u, _)| u == k) {
+                return Err(err(
+                    source,
+                    v.line(),
+                    format!("`{k}` ({why}) is not supported by glass eval"),
+                ));
+            }
+            let known = [
+                "task",
+                "dataset_path",
+                "dataset_kwargs",
+                "output_type",
+                "training_split",
+                "validation_split",
+                "test_split",
+                "fewshot_split",
+                "doc_to_text",
+                "doc_to_target",
+                "doc_to_choice",
+                "description",
+                "target_delimiter",
+                "fewshot_delimiter",
+                "num_fewshot",
+                "fewshot_config",
+                "metric_list",
+                "repeats",
+                "output_type",
+            ];
+            if !known.contains(&k.as_str()) && !IGNORED_KEYS.contains(&k.as_str()) {
+                return Err(err(
+                    source,
+                    v.line(),
+                    format!("unknown or unsupported key `{k}`"),
+                ));
+            }
+        }
+        let name =
+            text("task")?.ok_or_else(|| err(source, 1, "missing `task:` (the task's name)"))?;
+        // The name becomes a file name under RUN/evals/.
+        let name_ok = !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !name_ok {
+            let line = root.get("task").map_or(1, Node::line);
+            return Err(err(
+                source,
+                line,
+                format!("task name `{name}` must be letters, digits, `_`, `-` or `.`"),
+            ));
+        }
+        let output_type = match root.get("output_type") {
+            None => return Err(err(source, 1, "missing `output_type`")),
+            Some(n) => match n.as_str() {
+                Some("multiple_choice") => OutputType::MultipleChoice,
+                Some("loglikelihood_rolling") => OutputType::LoglikelihoodRolling,
+                Some(o) => {
+                    return Err(err(
+                        source,
+                        n.line(),
+                        format!("output_type `{o}` is not supported (use multiple_choice or loglikelihood_rolling)"),
+                    ))
+                }
+                None => return Err(err(source, n.line(), "`output_type` must be a string")),
+            },
+        };
+        if let Some(n) = root.get("repeats") {
+            if n.as_str() != Some("1") {
+                return Err(err(
+                    source,
+                    n.line(),
+                    "`repeats` other than 1 is not supported",
+                ));
+            }
+        }
+        // Data: local JSON only.
+        let mut data_files = BTreeMap::new();
+        if let Some(ov) = data_files_override {
+            for (split, paths) in ov {
+                data_files.insert(
+                    split.clone(),
+                    paths
+                        .iter()
+                        .map(|p| DataFile {
+                            path: p.clone(),
+                            embedded: None,
+                        })
+                        .collect(),
+                );
+            }
+        } else {
+            let dp = root.get("dataset_path");
+            match dp.and_then(Node::as_str) {
+                Some("json") => {}
+                Some(other) => {
+                    return Err(err(
+                        source,
+                        dp.map_or(1, Node::line),
+                        format!("dataset_path `{other}` is a hub dataset; download it as JSON / JSON Lines and pass --data-files SPLIT=FILE (or set `dataset_path: json` with dataset_kwargs.data_files)"),
+                    ))
+                }
+                None => return Err(err(source, 1, "missing `dataset_path: json`")),
+            }
+            let kw = root.get("dataset_kwargs").ok_or_else(|| {
+                err(
+                    source,
+                    1,
+                    "missing `dataset_kwargs.data_files` (the local JSON files)",
+                )
+            })?;
+            if let Node::Map(kv, _) = kw {
+                for (k, v) in kv {
+                    if k != "data_files" {
+                        return Err(err(
+                            source,
+                            v.line(),
+                            format!("dataset_kwargs.{k} is not supported"),
+                        ));
+                    }
+                }
+            }
+            let df = kw.get("data_files").ok_or_else(|| {
+                err(
+                    source,
+                    kw.line(),
+                    "missing `data_files` under dataset_kwargs",
+                )
+            })?;
+            let paths = |n: &Node| -> Result<Vec<DataFile>, EvalError> {
+                let list: Vec<&Node> = match n {
+                    Node::Seq(items, _) => items.iter().collect(),
+                    other => vec![other],
+                };
+                list.into_iter()
+                    .map(|p| {
+                        let s = p.as_str().ok_or_else(|| {
+                            err(source, p.line(), "data file paths must be strings")
+                        })?;
+                        Ok(DataFile {
+                            path: base_dir.join(s),
+                            embedded: None,
+                        })
+                    })
+                    .collect()
+            };
+            match df {
+                Node::Map(kv, _) => {
+                    for (split, v) in kv {
+                        data_files.insert(split.clone(), paths(v)?);
+                    }
+                }
+                other => {
+                    // Like `datasets`: files without split names form the "train" split.
+                    data_files.insert("train".to_string(), paths(other)?);
+                }
+            }
+        }
+        let doc_field = |key: &str| -> Result<Option<DocField>, EvalError> {
+            Ok(match root.get(key) {
+                None => None,
+                Some(n) if n.is_null() => None,
+                Some(Node::Scalar { value, quoted, .. }) => {
+                    if !quoted {
+                        if let Ok(i) = value.parse::<i64>() {
+                            return Ok(Some(DocField::Int(i)));
+                        }
+                    }
+                    Some(DocField::Text(value.clone()))
+                }
+                Some(Node::Seq(items, _)) => Some(DocField::List(
+                    items
+                        .iter()
+                        .map(|i| {
+                            i.as_str().map(str::to_string).ok_or_else(|| {
+                                err(source, i.line(), format!("`{key}` items must be strings"))
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
+                )),
+                Some(n) => {
+                    return Err(err(
+                        source,
+                        n.line(),
+                        format!("`{key}` must be a string, integer or list"),
+                    ))
+                }
+            })
+        };
+        let doc_to_text = doc_field("doc_to_text")?;
+        let doc_to_target = doc_field("doc_to_target")?;
+        let doc_to_choice = doc_field("doc_to_choice")?;
+        if output_type == OutputType::MultipleChoice {
+            if doc_to_choice.is_none() {
+                return Err(err(source, 1, "multiple_choice needs `doc_to_choice`"));
+            }
+            if doc_to_text.is_none() {
+                return Err(err(source, 1, "multiple_choice needs `doc_to_text`"));
+            }
+        }
+        if doc_to_target.is_none() {
+            return Err(err(source, 1, "missing `doc_to_target`"));
+        }
+        let target_delimiter = text("target_delimiter")?.unwrap_or_else(|| " ".into());
+        let fewshot_delimiter = text("fewshot_delimiter")?.unwrap_or_else(|| "\n\n".into());
+        let mut sampler = Sampler::Default;
+        let mut fs_target = target_delimiter.clone();
+        let mut fs_fewshot = fewshot_delimiter.clone();
+        let mut fewshot_split = text("fewshot_split")?;
+        if let Some(fc) = root.get("fewshot_config") {
+            let Node::Map(kv, _) = fc else {
+                return Err(err(source, fc.line(), "`fewshot_config` must be a mapping"));
+            };
+            for (k, v) in kv {
+                let s = v.as_str().map(str::to_string);
+                match (k.as_str(), s) {
+                    ("sampler", Some(s)) if s == "default" => sampler = Sampler::Default,
+                    ("sampler", Some(s)) if s == "first_n" => sampler = Sampler::FirstN,
+                    ("target_delimiter", Some(s)) => fs_target = s,
+                    ("fewshot_delimiter", Some(s)) => fs_fewshot = s,
+                    ("split", Some(s)) => fewshot_split = Some(s),
+                    _ => {
+                        return Err(err(
+                            source,
+                            v.line(),
+                            format!("fewshot_config.{k} is not supported (supported: sampler default|first_n, split, target_delimiter, fewshot_delimiter)"),
+                        ))
+                    }
+                }
+            }
+        }
+        let num_fewshot = match root.get("num_fewshot") {
+            None => 0,
+            Some(n) if n.is_null() => 0,
+            Some(n) => n.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                err(
+                    source,
+                    n.line(),
+                    "`num_fewshot` must be a non-negative integer",
+                )
+            })?,
+        };
+        let metrics = match root.get("metric_list") {
+            None => match output_type {
+                OutputType::MultipleChoice => vec![Metric::Acc, Metric::AccNorm],
+                OutputType::LoglikelihoodRolling => vec![
+                    Metric::WordPerplexity,
+                    Metric::BytePerplexity,
+                    Metric::BitsPerByte,
+                ],
+            },
+            Some(Node::Seq(items, _)) => {
+                let mut out = Vec::new();
+                for it in items {
+                    let m = it.get("metric").ok_or_else(|| {
+                        err(source, it.line(), "each metric_list entry needs `metric:`")
+                    })?;
+                    let name = m.as_str().unwrap_or_default();
+                    let metric = Metric::parse(name).ok_or_else(|| {
+                        err(source, m.line(), format!("metric `{name}` is not supported (acc, acc_norm, word_perplexity, byte_perplexity, bits_per_byte)"))
+                    })?;
+                    let fits = matches!(
+                        (output_type, metric),
+                        (OutputType::MultipleChoice, Metric::Acc | Metric::AccNorm)
+                            | (
+                                OutputType::LoglikelihoodRolling,
+                                Metric::WordPerplexity
+                                    | Metric::BytePerplexity
+                                    | Metric::BitsPerByte
+                            )
+                    );
+                    if !fits {
+                        return Err(err(
+                            source,
+                            m.line(),
+                            format!("metric `{name}` does not apply to this output_type"),
+                        ));
+                    }
+                    if let Node::Map(kv, _) = it {
+                        for (k, v) in kv {
+                            match k.as_str() {
+                                "metric" | "higher_is_better" => {}
+                                "aggregation" => {
+                                    let want = match metric {
+                                        Metric::Acc | Metric::AccNorm => "mean",
+                                        Metric::WordPerplexity | Metric::BytePerplexity => {
+                                            "weighted_perplexity"
+                                        }
+                                        Metric::BitsPerByte => "bits_per_byte",
+                                    };
+                                    if v.as_str() != Some(want) {
+                                        return Err(err(
+                                            source,
+                                            v.line(),
+                                            format!("aggregation for `{name}` must be `{want}`"),
+                                        ));
+                                    }
+                                }
+                                _ => {
+                                    return Err(err(
+                                        source,
+                                        v.line(),
+                                        format!("metric_list option `{k}` is not supported"),
+                                    ))
+                                }
+                            }
+                        }
+                    }
+                    out.push(metric);
+                }
+                out
+            }
+            Some(n) => return Err(err(source, n.line(), "`metric_list` must be a list")),
+        };
+        Ok(TaskDef {
+            name,
+            source: source.to_string(),
+            yaml: yaml_text.to_string(),
+            output_type,
+            training_split: text("training_split")?,
+            validation_split: text("validation_split")?,
+            test_split: text("test_split")?,
+            fewshot_split,
+            data_files,
+            doc_to_text,
+            doc_to_target,
+            doc_to_choice,
+            description: text("description")?,
+            target_delimiter,
+            fewshot_delimiter,
+            fewshot_target_delimiter: fs_target,
+            fewshot_fewshot_delimiter: fs_fewshot,
+            sampler,
+            num_fewshot,
+            metrics,
+        })
+    }
+
+    /// Reads a task file from disk (data paths relative to its directory).
+    pub fn from_file(
+        path: &Path,
+        data_files_override: Option<&BTreeMap<String, Vec<PathBuf>>>,
+    ) -> Result<TaskDef, EvalError> {
+        let text = std::fs::read_to_string(path).map_err(|e| EvalError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        TaskDef::parse(
+            &text,
+            &path.display().to_string(),
+            base,
+            data_files_override,
+        )
+    }
+
+    /// The split evaluated: `test_split`, else `validation_split`.
+    pub fn eval_split(&self) -> Result<&str, EvalError> {
+        self.test_split
+            .as_deref()
+            .or(self.validation_split.as_deref())
+            .ok_or_else(|| err(&self.source, 1, "needs `test_split` or `validation_split`"))
+    }
+
+    /// The split few-shot examples come from: `fewshot_split`, else training, else
+    /// validation, else test (the harness's order).
+    pub fn fewshot_source_split(&self) -> Option<&str> {
+        self.fewshot_split
+            .as_deref()
+            .or(self.training_split.as_deref())
+            .or(self.validation_split.as_deref())
+            .or(self.test_split.as_deref())
+    }
+
+    /// Loads the splits this task uses, hashing the YAML and every data file.
+    pub fn load(&self) -> Result<TaskData, EvalError> {
+        let mut needed = vec![self.eval_split()?.to_string()];
+        if self.num_fewshot > 0 {
+            if let Some(s) = self.fewshot_source_split() {
+                needed.push(s.to_string());
+            }
+        }
+        let mut splits = BTreeMap::new();
+        let mut file_sha256 = BTreeMap::new();
+        for split in needed {
+            if splits.contains_key(&split) {
+                continue;
+            }
+            let files = self.data_files.get(&split).ok_or_else(|| {
+                let have: Vec<&String> = self.data_files.keys().collect();
+                err(&self.source, 1, format!("split `{split}` has no data files (data_files has {have:?}); pass --data-files {split}=FILE"))
+            })?;
+            let mut docs = Vec::new();
+            let mut hashes = Vec::new();
+            for f in files {
+                let owned;
+                let text: &str = match f.embedded {
+                    Some(t) => t,
+                    None => {
+                        owned = std::fs::read_to_string(&f.path).map_err(|e| EvalError::Io {
+                            path: f.path.clone(),
+                            source: e,
+                        })?;
+                        &owned
+                    }
+                };
+                hashes.push(hex::encode(Sha256::digest(text.as_bytes())));
+                docs.extend(parse_rows(text, &f.path.display().to_string())?);
+            }
+            if docs.is_empty() {
+                return Err(err(
+                    &self.source,
+                    1,
+                    format!("split `{split}` has no documents"),
+                ));
+            }
+            splits.insert(split.clone(), docs);
+            file_sha256.insert(split, hashes);
+        }
+        let yaml_sha256 = hex::encode(Sha256::digest(self.yaml.as_bytes()));
+        let mut h = Sha256::new();
+        h.update(b"glass-eval task v1\n");
+        h.update(yaml_sha256.as_bytes());
+        for (split, hs) in &file_sha256 {
+            h.update(format!("\n{split}:").as_bytes());
+            for x in hs {
+                h.update(x.as_bytes());
+                h.update(b",");
+            }
+        }
+        Ok(TaskData {
+            splits,
+            yaml_sha256,
+            file_sha256,
+            task_sha256: hex::encode(h.finalize()),
+        })
+    }
+}
+
+/// Rows of a JSON Lines file, or of a JSON file holding an array of objects.
+pub fn parse_rows(text: &str, path: &str) -> Result<Vec<Doc>, EvalError> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| EvalError::Data(format!("{path}: invalid JSON: {e}")))?;
+        let Value::Array(rows) = v else {
+            unreachable!()
+        };
+        return rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if !r.is_object() {
+                    return Err(EvalError::Data(format!(
+                        "{path}[{i}]: a row must be a JSON object"
+                    )));
+                }
+                Ok(Doc {
+                    value: r,
+                    origin: format!("{path}[{i}]"),
+                })
+            })
+            .collect();
+    }
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let origin = format!("{path}:{}", i + 1);
+        let v: Value = serde_json::from_str(line)
+            .map_err(|e| EvalError::Data(format!("{origin}: invalid JSON: {e}")))?;
+        if !v.is_object() {
+            return Err(EvalError::Data(format!(
+                "{origin}: a row must be a JSON object"
+            )));
+        }
+        out.push(Doc { value: v, origin });
+    }
+    Ok(out)
+}

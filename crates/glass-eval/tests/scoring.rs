@@ -1,0 +1,225 @@
+//! The KV-cached, prefix-shared scorer gives the log-likelihoods of plain full-sequence
+//! forwards over exactly the inputs lm-evaluation-harness builds (context once per
+//! question, left truncation to the model length, rolling windows), for any thread count.
+
+use glass_data::config::TokenizerConfig;
+use glass_data::tokenizer::train_bpe;
+use glass_data::GlassTokenizer;
+use glass_engine::{KvCache, Model, ModelConfig};
+use glass_eval::score::rolling_windows;
+use glass_eval::Scorer;
+
+fn setup(max_len: usize) -> (Model, GlassTokenizer) {
+    let tcfg: TokenizerConfig =
+        serde_json::from_value(serde_json::json!({"vocab_size": 320})).unwrap();
+    let text = glass_data::embedded_work("shakespeare/macbeth.txt").unwrap()[..20000].to_string();
+    let json = train_bpe(&tcfg, std::iter::once(text)).unwrap();
+    let tok = GlassTokenizer::from_json(&json, &tcfg).unwrap();
+    let cfg = ModelConfig {
+        vocab_size: tok.vocab_size(),
+        d_model: 32,
+        n_layers: 2,
+        n_heads: 2,
+        n_kv_heads: 1,
+        ffn_hidden: 48,
+        max_seq_len: max_len,
+        ..ModelConfig::preset("tiny").unwrap()
+    };
+    (Model::new(&cfg, 7).unwrap(), tok)
+}
+
+/// Σ log softmax of `cont` after `inp` (the harness's input, already truncated), from
+/// one uncached full forward.
+fn reference(model: &Model, inp: &[u32], cont: &[u32]) -> f64 {
+    let mut m = model.clone_for_test();
+    let v = m.cfg.vocab_size;
+    let logits = m.forward_logits(inp, 1, inp.len()).unwrap();
+    let start = inp.len() - cont.len();
+    cont.iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            let row = &logits[(start + i) * v..(start + i + 1) * v];
+            let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+            let s: f64 = row.iter().map(|&x| (x as f64 - mx).exp()).sum();
+            row[t as usize] as f64 - mx - s.ln()
+        })
+        .sum()
+}
+
+trait CloneForTest {
+    fn clone_for_test(&self) -> Model;
+}
+impl CloneForTest for Model {
+    fn clone_for_test(&self) -> Model {
+        let mut m = Model::zeros(&self.cfg).unwrap();
+        m.params.copy_from_slice(&self.params);
+        m
+    }
+}
+
+fn harness_input(ctx: &[u32], cont: &[u32], l: usize) -> Vec<u32> {
+    let full: Vec<u32> = ctx.iter().chain(cont).copied().collect();
+    let s = full.len().saturating_sub(l + 1);
+    full[s..full.len() - 1].to_vec()
+}
+
+#[test]
+fn shared_context_scores_equal_full_forwards_including_truncation() {
+    let (model, tok) = setup(24);
+    let eos = tok.specials().eos;
+    let scorer = Scorer {
+        model: &model,
+        tokenizer: &tok,
+        prefix_token: eos,
+        max_length: 24,
+    };
+    let mut cache = KvCache::new(&model);
+    for (ctx, conts) in [
+        (
+            "Where hast thou been, sister? ",
+            vec!["Killing swine.", "In thunder", "Sister, where thou?"],
+        ),
+        // Long enough that context + continuation exceed the model length (left truncation).
+        (
+            "A sailor's wife had chestnuts in her lap, and mounch'd, and mounch'd, and mounch'd",
+            vec![" Give me, quoth I", " Aroint thee, witch!"],
+        ),
+        ("", vec!["When shall we three meet again"]),
+    ] {
+        let conts: Vec<String> = conts.into_iter().map(String::from).collect();
+        let got = scorer.multiple_choice(ctx, &conts, &mut cache).unwrap();
+        for (c, g) in conts.iter().zip(&got) {
+            let (ce, ue) = scorer.encode_pair(ctx, c).unwrap();
+            let want = reference(&model, &harness_input(&ce, &ue, 24), &ue);
+            assert!((g - want).abs() < 1e-4, "{ctx:?} + {c:?}: {g} vs {want}");
+        }
+    }
+    // Trailing whitespace of the context moves to the continuation.
+    let (ce, ue) = scorer.encode_pair("Question: x\nAnswer: ", "yes").unwrap();
+    assert_eq!(ce, tok.encode("Question: x\nAnswer:").unwrap());
+    assert_eq!(
+        ue,
+        tok.encode("Question: x\nAnswer: yes").unwrap()[ce.len()..]
+    );
+}
+
+#[test]
+fn rolling_loglikelihood_sums_the_harness_windows() {
+    let (model, tok) = setup(24);
+    let eos = tok.specials().eos;
+    let scorer = Scorer {
+        model: &model,
+        tokenizer: &tok,
+        prefix_token: eos,
+        max_length: 24,
+    };
+    let text = "So foul and fair a day I have not seen. How far is't call'd to Forres? What are these, so wither'd and so wild in their attire";
+    let toks = tok.encode(text).unwrap();
+    assert!(toks.len() > 2 * 24, "spans several windows");
+    let want: f64 = rolling_windows(&toks, eos, 24)
+        .iter()
+        .map(|(c, p)| reference(&model, &harness_input(c, p, 24), p))
+        .sum();
+    let (got, n) = scorer.rolling(text, &mut KvCache::new(&model)).unwrap();
+    assert_eq!(n, toks.len());
+    assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+}
+
+#[test]
+fn scores_are_identical_for_any_thread_count() {
+    let (model, tok) = setup(96);
+    let scorer = Scorer {
+        model: &model,
+        tokenizer: &tok,
+        prefix_token: tok.specials().eos,
+        max_length: 96,
+    };
+    let task = glass_eval::bundled::bundled("glass_cloze")
+        .unwrap()
+        .unwrap();
+    let data = task.load().unwrap();
+    let docs = glass_eval::prepare(&task, &data, Some(12), 1234).unwrap();
+    let run = |threads| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| scorer.score_all(&docs, &|_| {}).unwrap())
+    };
+    assert_eq!(run(1), run(3));
+}
+
+#[test]
+fn batched_groups_score_like_single_questions() {
+    let (model, tok) = setup(64);
+    let scorer = Scorer {
+        model: &model,
+        tokenizer: &tok,
+        prefix_token: tok.specials().eos,
+        max_length: 64,
+    };
+    let task = glass_eval::bundled::bundled("glass_cloze")
+        .unwrap()
+        .unwrap();
+    let data = task.load().unwrap();
+    // More than one group, the last partial; some questions need truncation at 64 tokens.
+    let n = glass_eval::score::BATCH_DOCS + 5;
+    let docs = glass_eval::prepare(&task, &data, Some(n), 1234).unwrap();
+    let batched = scorer.score_all(&docs, &|_| {}).unwrap();
+    let mut cache = KvCache::new(&model);
+    for (d, b) in docs.iter().zip(&batched) {
+        let glass_eval::Prepared::MultipleChoice {
+            context,
+            continuations,
+            ..
+        } = d
+        else {
+            unreachable!()
+        };
+        let single = scorer
+            .multiple_choice(context, continuations, &mut cache)
+            .unwrap();
+        let glass_eval::Scored::MultipleChoice { loglikelihoods } = b else {
+            unreachable!()
+        };
+        for (a, s) in loglikelihoods.iter().zip(&single) {
+            assert!((a - s).abs() < 1e-4, "{a} vs {s}");
+        }
+    }
+}
+
+#[test]
+fn batched_rolling_windows_sum_like_single_texts() {
+    let (model, tok) = setup(24);
+    let scorer = Scorer {
+        model: &model,
+        tokenizer: &tok,
+        prefix_token: tok.specials().eos,
+        max_length: 24,
+    };
+    let task = glass_eval::bundled::bundled("glass_heldout")
+        .unwrap()
+        .unwrap();
+    let data = task.load().unwrap();
+    let docs = glass_eval::prepare(&task, &data, Some(3), 1234).unwrap();
+    let batched = scorer.score_all(&docs, &|_| {}).unwrap();
+    let mut cache = KvCache::new(&model);
+    for (d, b) in docs.iter().zip(&batched) {
+        let glass_eval::Prepared::Rolling { text } = d else {
+            unreachable!()
+        };
+        let (want, n) = scorer.rolling(text, &mut cache).unwrap();
+        let glass_eval::Scored::Rolling {
+            loglikelihood,
+            tokens,
+        } = b
+        else {
+            unreachable!()
+        };
+        assert_eq!(*tokens, n);
+        assert!(
+            (loglikelihood - want).abs() < 1e-3 * (1.0 + want.abs() / 1e3),
+            "{loglikelihood} vs {want}"
+        );
+    }
+}
