@@ -27,7 +27,7 @@ if [ "$K" = latest ]; then
 fi
 WORK=$(mktemp -d /tmp/glass-compare-eval.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-"$PY" "$ROOT/bench/export_hf.py" "$RUN" "$K" "$WORK/hf"
+"$GLASS" export hf "$RUN" "$WORK/hf" --checkpoint "$K" >&2
 LIM=(); [ "$LIMIT" = all ] || LIM=(--limit "$LIMIT")
 BEST_H=""; BEST_G=""
 for r in $(seq "$ROUNDS"); do
