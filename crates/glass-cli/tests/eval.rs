@@ -4,37 +4,18 @@
 //! checkpoint that fails its hash check refused.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn glass(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_glass"))
-        .args(args)
-        .output()
-        .expect("glass runs")
-}
-
-fn ok(args: &[&str]) -> (String, String) {
-    let o = glass(args);
-    assert!(
-        o.status.success(),
-        "glass {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+mod common;
+use common::{glass, ok_output};
 
 /// A small trained run: 1-layer model, 32-token context (so the bundled tasks exercise
 /// left truncation and several rolling windows), a handful of checkpoints.
 fn make_run(dir: &Path) -> PathBuf {
     let run = dir.join("r");
     let s = run.to_str().unwrap().to_string();
-    ok(&["init", &s, "--preset", "tiny"]);
+    ok_output(&["init", &s, "--preset", "tiny"]);
     let cfg = run.join("glass.toml");
     let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
     use toml::Value::Integer as I;
@@ -72,8 +53,8 @@ fn make_run(dir: &Path) -> PathBuf {
             .insert("tokens".into(), I([640, 512][i.min(1)]));
     }
     std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
-    ok(&["data", "prepare", &s]);
-    ok(&["train", &s, "--quiet"]);
+    ok_output(&["data", "prepare", &s]);
+    ok_output(&["train", &s, "--quiet"]);
     run
 }
 
@@ -101,7 +82,7 @@ fn eval_stores_results_resumes_and_refuses_tampered_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let run = make_run(dir.path());
     let r = run.to_str().unwrap();
-    let n_ckpt = serde_json::from_str::<Value>(&ok(&["info", r, "--json"]).0).unwrap()
+    let n_ckpt = serde_json::from_str::<Value>(&ok_output(&["info", r, "--json"]).0).unwrap()
         ["checkpoints"]
         .as_array()
         .unwrap()
@@ -119,7 +100,7 @@ fn eval_stores_results_resumes_and_refuses_tampered_checkpoints() {
         "--json",
         "--log-samples",
     ];
-    let (out, err) = ok(&args);
+    let (out, err) = ok_output(&args);
     let first = results(&out);
     assert_eq!(first.len(), 2 * n_ckpt);
     assert!(!err.contains("already evaluated"), "{err}");
@@ -136,7 +117,7 @@ fn eval_stores_results_resumes_and_refuses_tampered_checkpoints() {
     assert!(bpb.is_finite() && bpb > 0.0);
 
     // Everything is stored: a second run recomputes nothing and reports the same values.
-    let (out, err) = ok(&args);
+    let (out, err) = ok_output(&args);
     assert_eq!(
         err.matches("already evaluated").count(),
         2 * n_ckpt,
@@ -147,7 +128,7 @@ fn eval_stores_results_resumes_and_refuses_tampered_checkpoints() {
         assert_eq!(a["metrics"], b["metrics"]);
     }
     // A different limit is a different evaluation.
-    let (_, err) = ok(&[
+    let (_, err) = ok_output(&[
         "eval",
         r,
         "--checkpoints",
@@ -159,7 +140,7 @@ fn eval_stores_results_resumes_and_refuses_tampered_checkpoints() {
     ]);
     assert!(!err.contains("already evaluated"), "{err}");
     // --force recomputes, bit for bit.
-    let (out, _) = ok(&[
+    let (out, _) = ok_output(&[
         "eval",
         r,
         "--checkpoints",
@@ -184,13 +165,13 @@ fn eval_stores_results_resumes_and_refuses_tampered_checkpoints() {
     }
 
     // The curves, from metrics.sqlite.
-    let (table, _) = ok(&["metrics", r, "--evals"]);
+    let (table, _) = ok_output(&["metrics", r, "--evals"]);
     assert!(
         table.contains("glass_cloze/acc_norm") && table.contains("glass_heldout/bits_per_byte"),
         "{table}"
     );
     assert_eq!(table.lines().count(), 1 + n_ckpt, "{table}");
-    let (csv, _) = ok(&["metrics", r, "--evals", "--csv"]);
+    let (csv, _) = ok_output(&["metrics", r, "--evals", "--csv"]);
     assert!(csv.starts_with("checkpoint,step,glass_cloze/acc,"), "{csv}");
 
     // A checkpoint whose weights changed is refused.

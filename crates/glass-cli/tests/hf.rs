@@ -2,21 +2,9 @@
 //! replay → export hf, through the real binary on a folder written by transformers.
 
 use std::path::Path;
-use std::process::Command;
 
-fn ok(args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_glass"))
-        .args(args)
-        .output()
-        .expect("glass runs");
-    assert!(
-        o.status.success(),
-        "glass {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+mod common;
+use common::{glass, ok};
 
 fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -86,10 +74,7 @@ fn imported_run_generates_trains_verifies_and_exports() {
         .replace("tokens = 4000", "tokens = 6000");
     std::fs::write(&cfg, text).unwrap();
     ok(&["data", "prepare", r]);
-    let o = Command::new(env!("CARGO_BIN_EXE_glass"))
-        .args(["train", r, "--quiet"])
-        .output()
-        .unwrap();
+    let o = glass(&["train", r, "--quiet"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && err.contains("prepared data changed"),

@@ -3,29 +3,12 @@
 //! tamper detection, NaN guard equivalence, branching lineage, metrics.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
-fn glass(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_glass"));
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("glass runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = glass(args, &[]);
-    assert!(
-        o.status.success(),
-        "glass {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+mod common;
+use common::{glass_env as glass, ok};
 
 /// A small, fast run: 1-layer model, 16-token rows, 4 rows a step, 4 steps a chunk.
 fn make_run(dir: &Path, extra_guard: &str) -> PathBuf {
