@@ -57,6 +57,28 @@ impl CloneForTest for Model {
     }
 }
 
+/// A scorer over `model` with the harness's prefix token and context length.
+fn scorer<'a>(
+    model: &'a Model,
+    tok: &'a GlassTokenizer,
+    prefix_token: u32,
+    max_length: usize,
+) -> Scorer<'a> {
+    Scorer {
+        model,
+        tokenizer: tok,
+        prefix_token,
+        max_length,
+    }
+}
+
+/// The first `n` documents of a bundled task, prepared with the harness's default seed.
+fn bundled_docs(name: &str, n: usize) -> Vec<glass_eval::Prepared> {
+    let task = glass_eval::bundled::bundled(name).unwrap().unwrap();
+    let data = task.load().unwrap();
+    glass_eval::prepare(&task, &data, Some(n), 1234).unwrap()
+}
+
 fn harness_input(ctx: &[u32], cont: &[u32], l: usize) -> Vec<u32> {
     let full: Vec<u32> = ctx.iter().chain(cont).copied().collect();
     let s = full.len().saturating_sub(l + 1);
@@ -67,12 +89,7 @@ fn harness_input(ctx: &[u32], cont: &[u32], l: usize) -> Vec<u32> {
 fn shared_context_scores_equal_full_forwards_including_truncation() {
     let (model, tok) = setup(24);
     let eos = tok.specials().eos;
-    let scorer = Scorer {
-        model: &model,
-        tokenizer: &tok,
-        prefix_token: eos,
-        max_length: 24,
-    };
+    let scorer = scorer(&model, &tok, eos, 24);
     let mut cache = KvCache::new(&model);
     for (ctx, conts) in [
         (
@@ -107,12 +124,7 @@ fn shared_context_scores_equal_full_forwards_including_truncation() {
 fn rolling_loglikelihood_sums_the_harness_windows() {
     let (model, tok) = setup(24);
     let eos = tok.specials().eos;
-    let scorer = Scorer {
-        model: &model,
-        tokenizer: &tok,
-        prefix_token: eos,
-        max_length: 24,
-    };
+    let scorer = scorer(&model, &tok, eos, 24);
     let text = "So foul and fair a day I have not seen. How far is't call'd to Forres? What are these, so wither'd and so wild in their attire";
     let toks = tok.encode(text).unwrap();
     assert!(toks.len() > 2 * 24, "spans several windows");
@@ -128,17 +140,8 @@ fn rolling_loglikelihood_sums_the_harness_windows() {
 #[test]
 fn scores_are_identical_for_any_thread_count() {
     let (model, tok) = setup(96);
-    let scorer = Scorer {
-        model: &model,
-        tokenizer: &tok,
-        prefix_token: tok.specials().eos,
-        max_length: 96,
-    };
-    let task = glass_eval::bundled::bundled("glass_cloze")
-        .unwrap()
-        .unwrap();
-    let data = task.load().unwrap();
-    let docs = glass_eval::prepare(&task, &data, Some(12), 1234).unwrap();
+    let scorer = scorer(&model, &tok, tok.specials().eos, 96);
+    let docs = bundled_docs("glass_cloze", 12);
     let run = |threads| {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -152,19 +155,10 @@ fn scores_are_identical_for_any_thread_count() {
 #[test]
 fn batched_groups_score_like_single_questions() {
     let (model, tok) = setup(64);
-    let scorer = Scorer {
-        model: &model,
-        tokenizer: &tok,
-        prefix_token: tok.specials().eos,
-        max_length: 64,
-    };
-    let task = glass_eval::bundled::bundled("glass_cloze")
-        .unwrap()
-        .unwrap();
-    let data = task.load().unwrap();
+    let scorer = scorer(&model, &tok, tok.specials().eos, 64);
     // More than one group, the last partial; some questions need truncation at 64 tokens.
     let n = glass_eval::score::BATCH_DOCS + 5;
-    let docs = glass_eval::prepare(&task, &data, Some(n), 1234).unwrap();
+    let docs = bundled_docs("glass_cloze", n);
     let batched = scorer.score_all(&docs, &|_| {}).unwrap();
     let mut cache = KvCache::new(&model);
     for (d, b) in docs.iter().zip(&batched) {
@@ -191,17 +185,8 @@ fn batched_groups_score_like_single_questions() {
 #[test]
 fn batched_rolling_windows_sum_like_single_texts() {
     let (model, tok) = setup(24);
-    let scorer = Scorer {
-        model: &model,
-        tokenizer: &tok,
-        prefix_token: tok.specials().eos,
-        max_length: 24,
-    };
-    let task = glass_eval::bundled::bundled("glass_heldout")
-        .unwrap()
-        .unwrap();
-    let data = task.load().unwrap();
-    let docs = glass_eval::prepare(&task, &data, Some(3), 1234).unwrap();
+    let scorer = scorer(&model, &tok, tok.specials().eos, 24);
+    let docs = bundled_docs("glass_heldout", 3);
     let batched = scorer.score_all(&docs, &|_| {}).unwrap();
     let mut cache = KvCache::new(&model);
     for (d, b) in docs.iter().zip(&batched) {
