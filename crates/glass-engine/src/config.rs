@@ -64,6 +64,18 @@ pub struct MupConfig {
     pub attention_scale: AttentionScale,
     /// Per-group learning-rate multipliers.
     pub lr_multipliers: LrMultipliers,
+    /// Initial standard deviation of every matrix at the base width (Hugging Face
+    /// `initializer_range`). The embedding is drawn with exactly this std.
+    pub init_std: f32,
+    /// Width (`d_model`) the hyperparameters were tuned at; `0` means "this width" (no
+    /// width scaling). Hidden matrices and the untied LM head start with std
+    /// `init_std · sqrt(base_width / d_model)`, CrystalCoder's `initializer_range ·
+    /// sqrt(mup_width_scale)`, so activations keep their scale as the model widens.
+    pub base_width: usize,
+    /// Also divide the initial std of each block's residual outputs (`o_proj`,
+    /// `down_proj`) by `sqrt(2 · n_layers)` (GPT-2's depth scaling, which CrystalCoder's
+    /// initialiser applies on top of the width scaling).
+    pub scale_residual_init: bool,
 }
 
 impl Default for MupConfig {
@@ -73,6 +85,20 @@ impl Default for MupConfig {
             output_logit_multiplier: 1.0,
             attention_scale: AttentionScale::InvSqrtD,
             lr_multipliers: LrMultipliers::default(),
+            init_std: 0.02,
+            base_width: 0,
+            scale_residual_init: false,
+        }
+    }
+}
+
+impl MupConfig {
+    /// `base_width / d_model` (CrystalCoder's `mup_width_scale`); 1 without a base width.
+    pub fn width_scale(&self, d_model: usize) -> f64 {
+        if self.base_width == 0 {
+            1.0
+        } else {
+            self.base_width as f64 / d_model as f64
         }
     }
 }
@@ -200,6 +226,9 @@ impl ModelConfig {
         if self.rotary_dim() == 0 {
             return bad("rotary_fraction", "rotates no dimension of a head".into());
         }
+        if !(self.mup.init_std.is_finite() && self.mup.init_std > 0.0) {
+            return bad("mup.init_std", "must be finite and positive".into());
+        }
         if self.norm_eps.is_nan() || self.norm_eps <= 0.0 {
             return bad("norm_eps", "must be positive".into());
         }
@@ -242,7 +271,7 @@ impl ModelConfig {
                 ..base(32000, 4096, 32, 32, 11008, 2048)
             },
             // CrystalCoder: LLaMA-7B shapes with LayerNorm, 25% partial rotary and muP.
-            // Hidden lr multiplier 1/16 = base width 256 / width 4096.
+            // Hidden lr multiplier and init width scale 1/16 = base width 256 / width 4096.
             "crystalcoder-7b" => ModelConfig {
                 norm: NormKind::LayerNorm,
                 rotary_fraction: 0.25,
@@ -254,6 +283,9 @@ impl ModelConfig {
                         hidden: 0.0625,
                         ..LrMultipliers::default()
                     },
+                    base_width: 256,
+                    scale_residual_init: true,
+                    ..MupConfig::default()
                 },
                 ..base(32032, 4096, 32, 32, 11008, 2048)
             },

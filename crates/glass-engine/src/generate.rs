@@ -5,36 +5,36 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 
-use crate::gemm::Mat;
-use crate::model::{norm_forward, Model};
-use crate::ops::attention::head_forward;
+use crate::model::{run_trunk, Model, Trunk};
+use crate::ops::attention::{self, SeqKv};
 use crate::ops::lm_head::{self, HeadDims};
-use crate::ops::{embedding, linear, swiglu};
-use crate::parallel::SharedMut;
 use crate::EngineError;
 
-/// Keys and values of every position decoded so far, per layer `[max_seq, KV·hd]`.
+/// Keys and values of every position decoded so far, per layer `[len, KV·hd]`.
+///
+/// The buffers grow as positions are fed (amortised doubling), so a cache costs memory
+/// for the positions it holds, not for `max_seq_len`: scoring a short prompt with a model
+/// whose context is long stays small.
 #[derive(Debug, Clone)]
 pub struct KvCache {
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
     len: usize,
     capacity: usize,
+    kv_dim: usize,
 }
 
 impl KvCache {
-    /// An empty cache sized for the model's `max_seq_len`.
+    /// An empty cache for `model`; it holds at most `max_seq_len` positions.
     pub fn new(model: &Model) -> Self {
         let c = &model.cfg;
-        let cap = c.max_seq_len;
-        let kv = c.kv_dim();
         KvCache {
-            k: vec![vec![0.0; cap * kv]; c.n_layers],
-            v: vec![vec![0.0; cap * kv]; c.n_layers],
+            k: vec![Vec::new(); c.n_layers],
+            v: vec![Vec::new(); c.n_layers],
             len: 0,
-            capacity: cap,
+            capacity: c.max_seq_len,
+            kv_dim: c.kv_dim(),
         }
     }
     /// Positions cached so far.
@@ -45,14 +45,30 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// The most positions the cache may hold (the model's `max_seq_len`).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+    /// Bytes currently allocated for keys and values.
+    pub fn allocated_bytes(&self) -> usize {
+        self.k
+            .iter()
+            .chain(&self.v)
+            .map(|b| b.capacity() * std::mem::size_of::<f32>())
+            .sum()
+    }
     /// Forgets everything (reuse the allocation for a new prompt).
     pub fn clear(&mut self) {
-        self.len = 0;
+        self.truncate(0);
     }
     /// Forgets every position from `len` on (no-op if the cache is shorter), so several
     /// continuations of one shared prefix can be scored without recomputing or copying it.
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
+        let keep = self.len * self.kv_dim;
+        for b in self.k.iter_mut().chain(self.v.iter_mut()) {
+            b.truncate(keep);
+        }
     }
 }
 
@@ -146,113 +162,49 @@ impl Model {
         for (i, it) in items.iter().enumerate() {
             pos.extend((0..it.tokens.len()).map(|r| pos0[i] + r));
         }
-        let tokens: Vec<u32> = items
-            .iter()
-            .flat_map(|it| it.tokens.iter().copied())
-            .collect();
-        let p = &self.params;
-        let lay = &self.layout;
-        let (d, f, hd) = (cfg.d_model, cfg.ffn_hidden, cfg.head_dim());
-        let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
+        let (cfg, p, lay, rope) = self.trunk_parts();
+        let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim());
         let (w, kvd, ad) = ((nh + 2 * nkv) * hd, nkv * hd, nh * hd);
-        let group = nh / nkv;
         let scale = cfg.attention_scale();
-        let mut x = vec![0.0f32; n * d];
-        let mut ln = vec![0.0f32; n * d];
-        let (mut mean, mut rstd) = (vec![0.0f32; n], vec![0.0f32; n]);
-        let mut qkv = vec![0.0f32; n * w];
-        let mut att = vec![0.0f32; n * ad];
-        let mut gu = vec![0.0f32; n * 2 * f];
-        let mut h = vec![0.0f32; n * f];
-        embedding::forward(
-            &p[lay.embed..lay.embed + cfg.vocab_size * d],
-            &tokens,
-            &mut x,
-            d,
-            cfg.mup.embedding_multiplier,
-        );
-        for (l, bo) in lay.blocks.iter().enumerate() {
-            norm_forward(
-                cfg, p, bo.norm1_w, bo.norm1_b, &x, &mut ln, &mut mean, &mut rstd,
-            );
-            linear::forward(&ln, &p[bo.qkv..bo.qkv + w * d], &mut qkv, n, d, w, false);
-            let rope = self.rope();
-            qkv.par_chunks_mut(w).enumerate().for_each(|(r, row)| {
-                rope.rotate(row, nh, hd, pos[r], false);
-                rope.rotate(&mut row[ad..], nkv, hd, pos[r], false);
-            });
-            for (i, it) in items.iter_mut().enumerate() {
-                let (kc, vc) = (&mut it.cache.k[l], &mut it.cache.v[l]);
-                for r in 0..it.tokens.len() {
-                    let (src, dst) = ((offs[i] + r) * w, (pos0[i] + r) * kvd);
-                    kc[dst..dst + kvd].copy_from_slice(&qkv[src + ad..src + ad + kvd]);
-                    vc[dst..dst + kvd].copy_from_slice(&qkv[src + ad + kvd..src + w]);
-                }
-            }
-            let kv: Vec<(&[f32], &[f32])> = items
-                .iter()
-                .map(|it| (it.cache.k[l].as_slice(), it.cache.v[l].as_slice()))
-                .collect();
-            let att_ptr = SharedMut::new(&mut att);
-            let qkv = &qkv;
-            (0..items.len() * nh).into_par_iter().for_each_init(
-                || (Vec::new(), Vec::new()),
-                |(scores, lse), job| {
-                    let (i, hh) = (job / nh, job % nh);
-                    let rows = offs[i + 1] - offs[i];
-                    if rows == 0 {
-                        return;
-                    }
-                    lse.resize(rows, 0.0);
-                    let g = hh / group;
-                    let (kc, vc) = kv[i];
-                    // SAFETY: job (i, hh) writes only rows offs[i]..offs[i+1], columns
-                    // hh·hd..(hh+1)·hd of `att`.
-                    let out = unsafe { &mut att_ptr.slice()[offs[i] * ad + hh * hd..] };
-                    head_forward(
-                        Mat::n(&qkv[offs[i] * w + hh * hd..], w),
-                        Mat::t(&kc[g * hd..], kvd),
-                        Mat::n(&vc[g * hd..], kvd),
-                        out,
-                        ad,
-                        lse,
-                        rows,
-                        pos0[i],
-                        hd,
-                        scale,
-                        scores,
-                    );
-                },
-            );
-            linear::forward(&att, &p[bo.o..bo.o + d * ad], &mut x, n, ad, d, true);
-            norm_forward(
-                cfg, p, bo.norm2_w, bo.norm2_b, &x, &mut ln, &mut mean, &mut rstd,
-            );
-            linear::forward(
-                &ln,
-                &p[bo.gate_up..bo.gate_up + 2 * f * d],
-                &mut gu,
-                n,
-                d,
-                2 * f,
-                false,
-            );
-            swiglu::forward(&gu, &mut h, f);
-            linear::forward(&h, &p[bo.down..bo.down + d * f], &mut x, n, f, d, true);
+        let mut tr = Trunk::for_inference();
+        tr.resize(cfg, n);
+        let mut at = 0;
+        for it in items.iter() {
+            tr.tokens_mut()[at..at + it.tokens.len()].copy_from_slice(it.tokens);
+            at += it.tokens.len();
         }
-        norm_forward(
-            cfg,
-            p,
-            lay.norm_f_w,
-            lay.norm_f_b,
-            &x,
-            &mut ln,
-            &mut mean,
-            &mut rstd,
-        );
+        // Attention of block `l`: append each sequence's new keys and values to its
+        // cache, then attend to the whole cache.
+        let mut attend =
+            |l: usize, qkv: &[f32], att: &mut [f32], lse: &mut [f32], hm: &mut [f32]| {
+                for (i, it) in items.iter_mut().enumerate() {
+                    let (kc, vc) = (&mut it.cache.k[l], &mut it.cache.v[l]);
+                    kc.truncate(pos0[i] * kvd);
+                    vc.truncate(pos0[i] * kvd);
+                    for row in qkv[offs[i] * w..offs[i + 1] * w].chunks_exact(w) {
+                        kc.extend_from_slice(&row[ad..ad + kvd]);
+                        vc.extend_from_slice(&row[ad + kvd..]);
+                    }
+                }
+                let seqs: Vec<SeqKv<'_>> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, it)| SeqKv {
+                        rows: it.tokens.len(),
+                        pos0: pos0[i],
+                        k: &it.cache.k[l],
+                        v: &it.cache.v[l],
+                        ld: kvd,
+                    })
+                    .collect();
+                attention::forward_seqs(nh, nkv, hd, scale, qkv, &seqs, att, lse, hm);
+            };
+        run_trunk(cfg, p, lay, rope, &mut tr, &|r| pos[r], &mut attend);
         for it in items.iter_mut() {
             it.cache.len += it.tokens.len();
         }
+        let d = cfg.d_model;
+        let ln = tr.final_norm();
         // The head only for the kept rows of every sequence, in one product.
         let mut kept = Vec::new();
         for (i, it) in items.iter().enumerate() {

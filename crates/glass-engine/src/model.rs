@@ -21,8 +21,28 @@ use crate::ops::{embedding, linear, norm, swiglu};
 use crate::optim::AdamW;
 use crate::EngineError;
 
-/// Standard deviation of the LLaMA initialiser (`initializer_range`).
+/// Standard deviation of the LLaMA initialiser (`initializer_range`), the default of
+/// `mup.init_std`.
 pub const INIT_STD: f32 = 0.02;
+
+/// Initial standard deviation of a matrix (see [`Model::new`]).
+pub fn init_std(cfg: &ModelConfig, t: &crate::layout::TensorView) -> f32 {
+    let base = cfg.mup.init_std as f64;
+    let std = match t.group {
+        ParamGroup::Embedding | ParamGroup::Norm => base,
+        ParamGroup::Hidden | ParamGroup::Output => {
+            let s = base * cfg.mup.width_scale(cfg.d_model).sqrt();
+            let residual_out =
+                t.name.ends_with(".o_proj.weight") || t.name.ends_with(".down_proj.weight");
+            if residual_out && cfg.mup.scale_residual_init {
+                s / (2.0 * cfg.n_layers as f64).sqrt()
+            } else {
+                s
+            }
+        }
+    };
+    std as f32
+}
 
 /// Saved activations of one block.
 #[derive(Debug, Default)]
@@ -41,17 +61,104 @@ struct BlockActs {
     h: Vec<f32>,
 }
 
-/// Every activation and scratch buffer for one micro-batch shape, allocated once.
-#[derive(Debug)]
-struct Workspace {
-    batch: usize,
-    seq: usize,
+impl BlockActs {
+    fn resize(&mut self, cfg: &ModelConfig, n: usize) {
+        let (d, f, hd) = (cfg.d_model, cfg.ffn_hidden, cfg.head_dim());
+        let w = (cfg.n_heads + 2 * cfg.n_kv_heads) * hd;
+        for (b, len) in [
+            (&mut self.ln1, n * d),
+            (&mut self.ln1_mean, n),
+            (&mut self.ln1_rstd, n),
+            (&mut self.qkv, n * w),
+            (&mut self.att, n * cfg.n_heads * hd),
+            (&mut self.lse, n * cfg.n_heads),
+            (&mut self.xmid, n * d),
+            (&mut self.ln2, n * d),
+            (&mut self.ln2_mean, n),
+            (&mut self.ln2_rstd, n),
+            (&mut self.gu, n * 2 * f),
+            (&mut self.h, n * f),
+        ] {
+            b.resize(len, 0.0);
+        }
+    }
+}
+
+/// Activations of the layer stack for a stack of token rows: the one forward pass that
+/// training, validation, evaluation and KV-cache decoding all run.
+///
+/// Training keeps every block's activations for the backward pass (`L + 1` residual
+/// buffers, `L` blocks); inference keeps one block and two residual buffers that the
+/// layers take turns in, so its memory does not grow with depth.
+#[derive(Debug, Default)]
+pub(crate) struct Trunk {
     tokens: Vec<u32>,
     resid: Vec<Vec<f32>>,
     blocks: Vec<BlockActs>,
     lnf: Vec<f32>,
     lnf_mean: Vec<f32>,
     lnf_rstd: Vec<f32>,
+    /// Head-major attention scratch (see [`attention::forward_seqs`]).
+    hm: Vec<f32>,
+}
+
+impl Trunk {
+    /// Buffers that keep every block's activations (training).
+    fn for_training(cfg: &ModelConfig) -> Self {
+        Trunk {
+            resid: (0..=cfg.n_layers).map(|_| Vec::new()).collect(),
+            blocks: (0..cfg.n_layers).map(|_| BlockActs::default()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Buffers that keep only what the next layer needs (inference).
+    pub(crate) fn for_inference() -> Self {
+        Trunk {
+            resid: vec![Vec::new(), Vec::new()],
+            blocks: vec![BlockActs::default()],
+            ..Default::default()
+        }
+    }
+
+    /// Sizes every buffer for `n` rows. Shrinking keeps the allocation, so alternating
+    /// shapes (a short last micro-batch, validation) never reallocate.
+    pub(crate) fn resize(&mut self, cfg: &ModelConfig, n: usize) {
+        let d = cfg.d_model;
+        self.tokens.resize(n, 0);
+        for r in &mut self.resid {
+            r.resize(n * d, 0.0);
+        }
+        for a in &mut self.blocks {
+            a.resize(cfg, n);
+        }
+        self.lnf.resize(n * d, 0.0);
+        self.lnf_mean.resize(n, 0.0);
+        self.lnf_rstd.resize(n, 0.0);
+        self.hm.resize(n * cfg.n_heads * cfg.head_dim(), 0.0);
+    }
+
+    /// Token ids of the rows (set before [`Model::run_trunk`]).
+    pub(crate) fn tokens_mut(&mut self) -> &mut [u32] {
+        &mut self.tokens
+    }
+
+    /// The final-norm output `[rows, D]`, input of the output head.
+    pub(crate) fn final_norm(&self) -> &[f32] {
+        &self.lnf
+    }
+}
+
+/// Attention of one block: gets the layer index, the rotated `qkv` rows, and writes
+/// `att`, the log-sum-exp buffer and uses the head-major scratch.
+pub(crate) type Attend<'a> = dyn FnMut(usize, &[f32], &mut [f32], &mut [f32], &mut [f32]) + 'a;
+
+/// Every activation and scratch buffer for one micro-batch shape, allocated once.
+#[derive(Debug)]
+struct Workspace {
+    batch: usize,
+    seq: usize,
+    trunk: Trunk,
     losses: Vec<f32>,
     logits_buf: Vec<f32>,
     dres: Vec<f32>,
@@ -60,47 +167,47 @@ struct Workspace {
     dqkv: Vec<f32>,
     dh: Vec<f32>,
     dgu: Vec<f32>,
+    attn: attention::BackwardScratch,
 }
 
 impl Workspace {
-    fn new(cfg: &ModelConfig, batch: usize, seq: usize) -> Self {
+    fn new(cfg: &ModelConfig) -> Self {
+        Workspace {
+            batch: 0,
+            seq: 0,
+            trunk: Trunk::for_training(cfg),
+            losses: Vec::new(),
+            logits_buf: Vec::new(),
+            dres: Vec::new(),
+            dln: Vec::new(),
+            datt: Vec::new(),
+            dqkv: Vec::new(),
+            dh: Vec::new(),
+            dgu: Vec::new(),
+            attn: Default::default(),
+        }
+    }
+
+    /// Sizes the buffers for `batch × seq` tokens; the backward buffers only when
+    /// `backward` (a forward-only validation batch never grows them).
+    fn reshape(&mut self, cfg: &ModelConfig, batch: usize, seq: usize, backward: bool) {
         let n = batch * seq;
         let (d, f, hd) = (cfg.d_model, cfg.ffn_hidden, cfg.head_dim());
         let w = (cfg.n_heads + 2 * cfg.n_kv_heads) * hd;
-        let z = |len: usize| vec![0.0f32; len];
-        let blocks = (0..cfg.n_layers)
-            .map(|_| BlockActs {
-                ln1: z(n * d),
-                ln1_mean: z(n),
-                ln1_rstd: z(n),
-                qkv: z(n * w),
-                att: z(n * cfg.n_heads * hd),
-                lse: z(batch * cfg.n_heads * seq),
-                xmid: z(n * d),
-                ln2: z(n * d),
-                ln2_mean: z(n),
-                ln2_rstd: z(n),
-                gu: z(n * 2 * f),
-                h: z(n * f),
-            })
-            .collect();
-        Workspace {
-            batch,
-            seq,
-            tokens: vec![0; n],
-            resid: (0..=cfg.n_layers).map(|_| z(n * d)).collect(),
-            blocks,
-            lnf: z(n * d),
-            lnf_mean: z(n),
-            lnf_rstd: z(n),
-            losses: z(n),
-            logits_buf: Vec::new(),
-            dres: z(n * d),
-            dln: z(n * d),
-            datt: z(n * cfg.n_heads * hd),
-            dqkv: z(n * w),
-            dh: z(n * f),
-            dgu: z(n * 2 * f),
+        (self.batch, self.seq) = (batch, seq);
+        self.trunk.resize(cfg, n);
+        self.losses.resize(n, 0.0);
+        if backward {
+            for (b, len) in [
+                (&mut self.dres, n * d),
+                (&mut self.dln, n * d),
+                (&mut self.datt, n * cfg.n_heads * hd),
+                (&mut self.dqkv, n * w),
+                (&mut self.dh, n * f),
+                (&mut self.dgu, n * 2 * f),
+            ] {
+                b.resize(len, 0.0);
+            }
         }
     }
 }
@@ -130,9 +237,13 @@ pub struct Model {
 }
 
 impl Model {
-    /// Creates a model with the LLaMA initialisation: matrices ~ N(0, 0.02²), norm
-    /// weights 1, biases 0. Each tensor draws from its own ChaCha8 stream of `seed`, so
-    /// initialisation is parallel and still deterministic.
+    /// Creates a model with the LLaMA initialisation, width-scaled as muP prescribes:
+    /// the embedding ~ N(0, init_std²), hidden matrices and the untied head ~
+    /// N(0, (init_std · sqrt(base_width / d_model))²), residual outputs (`o_proj`,
+    /// `down_proj`) additionally divided by sqrt(2 · n_layers) when
+    /// `scale_residual_init`; norm weights 1, biases 0. Plain LLaMA (no muP keys) is
+    /// N(0, 0.02²) everywhere. Each tensor draws from its own ChaCha8 stream of `seed`,
+    /// so initialisation is parallel and still deterministic.
     pub fn new(cfg: &ModelConfig, seed: u64) -> Result<Self, EngineError> {
         let mut m = Self::zeros(cfg)?;
         let layout = m.layout.clone();
@@ -153,7 +264,7 @@ impl Model {
             } else {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 rng.set_stream(i as u64);
-                let normal = Normal::new(0.0f32, INIT_STD).expect("valid std");
+                let normal = Normal::new(0.0f32, init_std(cfg, t)).expect("valid std");
                 s.iter_mut().for_each(|x| *x = normal.sample(&mut rng));
             }
         });
@@ -175,9 +286,9 @@ impl Model {
         })
     }
 
-    /// The RoPE tables (shared with KV-cache decoding).
-    pub(crate) fn rope(&self) -> &Rope {
-        &self.rope
+    /// What [`run_trunk`] needs from the model (used by KV-cache decoding).
+    pub(crate) fn trunk_parts(&self) -> (&ModelConfig, &[f32], &ParamLayout, &Rope) {
+        (&self.cfg, &self.params, &self.layout, &self.rope)
     }
 
     /// Sets every gradient to zero (start of an optimizer step).
@@ -199,7 +310,13 @@ impl Model {
         Ok(())
     }
 
-    fn prepare(&mut self, inputs: &[u32], batch: usize, seq: usize) -> Result<(), EngineError> {
+    fn prepare(
+        &mut self,
+        inputs: &[u32],
+        batch: usize,
+        seq: usize,
+        backward: bool,
+    ) -> Result<(), EngineError> {
         if seq == 0 || batch == 0 || inputs.len() != batch * seq {
             return Err(EngineError::Input(format!(
                 "expected {batch}×{seq} input tokens, got {}",
@@ -213,15 +330,9 @@ impl Model {
             )));
         }
         self.check_tokens(inputs, "input")?;
-        if !matches!(&self.ws, Some(w) if w.batch == batch && w.seq == seq) {
-            self.ws = None; // free the old shape before allocating the new one
-            self.ws = Some(Workspace::new(&self.cfg, batch, seq));
-        }
-        self.ws
-            .as_mut()
-            .expect("workspace")
-            .tokens
-            .copy_from_slice(inputs);
+        let ws = self.ws.get_or_insert_with(|| Workspace::new(&self.cfg));
+        ws.reshape(&self.cfg, batch, seq, backward);
+        ws.trunk.tokens.copy_from_slice(inputs);
         Ok(())
     }
 
@@ -229,100 +340,20 @@ impl Model {
         HeadDims::new(&self.cfg)
     }
 
-    /// Runs the blocks and the final norm, saving every activation.
+    /// Runs the blocks and the final norm over the workspace's micro-batch, saving every
+    /// activation.
     fn forward_trunk(&mut self) {
-        let cfg = &self.cfg;
-        let p = &self.params;
-        let lay = &self.layout;
         let ws = self.ws.as_mut().expect("prepared");
-        let (batch, seq) = (ws.batch, ws.seq);
-        let n = batch * seq;
-        let (d, f, hd) = (cfg.d_model, cfg.ffn_hidden, cfg.head_dim());
-        let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
-        let w = (nh + 2 * nkv) * hd;
-        let dims = AttnDims::new(cfg, batch, seq);
-        let wte = &p[lay.embed..lay.embed + cfg.vocab_size * d];
-        embedding::forward(
-            wte,
-            &ws.tokens,
-            &mut ws.resid[0],
-            d,
-            cfg.mup.embedding_multiplier,
-        );
-        for (l, bo) in lay.blocks.iter().enumerate() {
-            let (before, after) = ws.resid.split_at_mut(l + 1);
-            let x = &before[l];
-            let x_next = &mut after[0];
-            let a = &mut ws.blocks[l];
-            norm_forward(
-                cfg,
-                p,
-                bo.norm1_w,
-                bo.norm1_b,
-                x,
-                &mut a.ln1,
-                &mut a.ln1_mean,
-                &mut a.ln1_rstd,
-            );
-            linear::forward(
-                &a.ln1,
-                &p[bo.qkv..bo.qkv + w * d],
-                &mut a.qkv,
-                n,
-                d,
-                w,
-                false,
-            );
-            let rope = &self.rope;
-            a.qkv.par_chunks_mut(w).enumerate().for_each(|(r, row)| {
-                let pos = r % seq;
-                rope.rotate(row, nh, hd, pos, false);
-                rope.rotate(&mut row[nh * hd..], nkv, hd, pos, false);
-            });
-            attention::forward(dims, &a.qkv, &mut a.att, &mut a.lse);
-            a.xmid.copy_from_slice(x);
-            linear::forward(
-                &a.att,
-                &p[bo.o..bo.o + d * nh * hd],
-                &mut a.xmid,
-                n,
-                nh * hd,
-                d,
-                true,
-            );
-            norm_forward(
-                cfg,
-                p,
-                bo.norm2_w,
-                bo.norm2_b,
-                &a.xmid,
-                &mut a.ln2,
-                &mut a.ln2_mean,
-                &mut a.ln2_rstd,
-            );
-            linear::forward(
-                &a.ln2,
-                &p[bo.gate_up..bo.gate_up + 2 * f * d],
-                &mut a.gu,
-                n,
-                d,
-                2 * f,
-                false,
-            );
-            swiglu::forward(&a.gu, &mut a.h, f);
-            x_next.copy_from_slice(&a.xmid);
-            linear::forward(&a.h, &p[bo.down..bo.down + d * f], x_next, n, f, d, true);
-        }
-        let x = &ws.resid[cfg.n_layers];
-        norm_forward(
-            cfg,
-            p,
-            lay.norm_f_w,
-            lay.norm_f_b,
-            x,
-            &mut ws.lnf,
-            &mut ws.lnf_mean,
-            &mut ws.lnf_rstd,
+        let dims = AttnDims::new(&self.cfg, ws.batch, ws.seq);
+        let seq = ws.seq;
+        run_trunk(
+            &self.cfg,
+            &self.params,
+            &self.layout,
+            &self.rope,
+            &mut ws.trunk,
+            &|r| r % seq,
+            &mut |_, qkv, att, lse, hm| attention::forward(dims, qkv, att, lse, hm),
         );
     }
 
@@ -338,7 +369,7 @@ impl Model {
         seq: usize,
         grad_scale: f32,
     ) -> Result<f64, EngineError> {
-        self.prepare(inputs, batch, seq)?;
+        self.prepare(inputs, batch, seq, true)?;
         if targets.len() != inputs.len() {
             return Err(EngineError::Input(format!(
                 "{} targets for {} inputs",
@@ -371,7 +402,7 @@ impl Model {
         batch: usize,
         seq: usize,
     ) -> Result<Vec<f32>, EngineError> {
-        self.prepare(inputs, batch, seq)?;
+        self.prepare(inputs, batch, seq, false)?;
         if let Some((i, &t)) = targets
             .iter()
             .enumerate()
@@ -387,7 +418,7 @@ impl Model {
         let ws = self.ws.as_mut().expect("prepared");
         lm_head::forward(
             hdims,
-            &ws.lnf,
+            &ws.trunk.lnf,
             head,
             targets,
             &mut ws.losses,
@@ -403,13 +434,13 @@ impl Model {
         batch: usize,
         seq: usize,
     ) -> Result<Vec<f32>, EngineError> {
-        self.prepare(inputs, batch, seq)?;
+        self.prepare(inputs, batch, seq, false)?;
         self.forward_trunk();
         let hdims = self.head_dims();
         let head = &self.params[self.layout.head..self.layout.head + hdims.vocab * hdims.d];
         let ws = self.ws.as_ref().expect("prepared");
         let mut out = vec![0.0f32; batch * seq * hdims.vocab];
-        lm_head::logits(hdims, &ws.lnf, head, batch * seq, &mut out);
+        lm_head::logits(hdims, &ws.trunk.lnf, head, batch * seq, &mut out);
         Ok(out)
     }
 
@@ -433,7 +464,7 @@ impl Model {
             let (head, dhead) = (&p[lay.head..lay.head + vd], &mut g[lay.head..lay.head + vd]);
             lm_head::forward_backward(
                 hdims,
-                &ws.lnf,
+                &ws.trunk.lnf,
                 head,
                 targets,
                 grad_scale,
@@ -450,9 +481,9 @@ impl Model {
             g,
             lay.norm_f_w,
             lay.norm_f_b,
-            &ws.resid[cfg.n_layers],
-            &ws.lnf_mean,
-            &ws.lnf_rstd,
+            &ws.trunk.resid[cfg.n_layers],
+            &ws.trunk.lnf_mean,
+            &ws.trunk.lnf_rstd,
             &ws.dln,
             &mut ws.dres,
         );
@@ -465,7 +496,7 @@ impl Model {
                 down,
                 ..
             } = *bo;
-            let a = &ws.blocks[l];
+            let a = &ws.trunk.blocks[l];
             // x_next = xmid + h·Wdownᵀ
             linear::backward(
                 &ws.dres,
@@ -512,7 +543,15 @@ impl Model {
                 ad,
                 d,
             );
-            attention::backward(dims, &a.qkv, &a.att, &a.lse, &ws.datt, &mut ws.dqkv);
+            attention::backward(
+                dims,
+                &a.qkv,
+                &a.att,
+                &a.lse,
+                &ws.datt,
+                &mut ws.dqkv,
+                &mut ws.attn,
+            );
             let rope = &self.rope;
             ws.dqkv.par_chunks_mut(w).enumerate().for_each(|(r, row)| {
                 let pos = r % seq;
@@ -535,7 +574,7 @@ impl Model {
                 g,
                 bo.norm1_w,
                 bo.norm1_b,
-                &ws.resid[l],
+                &ws.trunk.resid[l],
                 &a.ln1_mean,
                 &a.ln1_rstd,
                 &ws.dln,
@@ -544,7 +583,7 @@ impl Model {
         }
         embedding::backward(
             &mut g[lay.embed..lay.embed + vd],
-            &ws.tokens,
+            &ws.trunk.tokens,
             &ws.dres,
             d,
             cfg.mup.embedding_multiplier,
@@ -599,15 +638,143 @@ impl Model {
         opt.step(&mut self.params, &mut self.grads, &self.layout, lr, &mult)
     }
 
+    /// [`Model::apply_optimizer`] with the pre-clip norm of [`Model::grads`] already
+    /// computed by the caller ([`AdamW::grad_norm`]), so it is not computed twice.
+    pub fn apply_optimizer_with_norm(&mut self, opt: &mut AdamW, lr: f32, grad_norm: f64) {
+        let mult = self.cfg.mup.lr_multipliers;
+        opt.step_with_norm(
+            &mut self.params,
+            &mut self.grads,
+            &self.layout,
+            lr,
+            &mult,
+            grad_norm,
+        );
+    }
+
     /// Mean loss of the last micro-batch's rows (diagnostics).
     pub fn last_losses(&self) -> &[f32] {
         self.ws.as_ref().map_or(&[], |w| &w.losses)
     }
 }
 
+/// The layer stack: embedding, every block, final norm, over the rows of `tr`.
+///
+/// This is the only implementation of the decoder's forward math. `pos(r)` is the
+/// position of row `r` (RoPE); `attend` runs attention of block `l` (training attends
+/// within each sequence, KV-cache decoding appends to the caches and attends to them).
+/// Block `l` reads residual buffer `l` and writes `l + 1` (modulo the buffers kept) and
+/// saves into block buffer `l` (modulo the blocks kept).
+pub(crate) fn run_trunk(
+    cfg: &ModelConfig,
+    p: &[f32],
+    lay: &ParamLayout,
+    rope: &Rope,
+    tr: &mut Trunk,
+    pos: &(dyn Fn(usize) -> usize + Sync),
+    attend: &mut Attend<'_>,
+) {
+    let n = tr.tokens.len();
+    let (d, f, hd) = (cfg.d_model, cfg.ffn_hidden, cfg.head_dim());
+    let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
+    let w = (nh + 2 * nkv) * hd;
+    let wte = &p[lay.embed..lay.embed + cfg.vocab_size * d];
+    embedding::forward(
+        wte,
+        &tr.tokens,
+        &mut tr.resid[0],
+        d,
+        cfg.mup.embedding_multiplier,
+    );
+    let (nr, nb) = (tr.resid.len(), tr.blocks.len());
+    for (l, bo) in lay.blocks.iter().enumerate() {
+        let (x, x_next) = pair_mut(&mut tr.resid, l % nr, (l + 1) % nr);
+        let a = &mut tr.blocks[l % nb];
+        norm_forward(
+            cfg,
+            p,
+            bo.norm1_w,
+            bo.norm1_b,
+            x,
+            &mut a.ln1,
+            &mut a.ln1_mean,
+            &mut a.ln1_rstd,
+        );
+        linear::forward(
+            &a.ln1,
+            &p[bo.qkv..bo.qkv + w * d],
+            &mut a.qkv,
+            n,
+            d,
+            w,
+            false,
+        );
+        a.qkv.par_chunks_mut(w).enumerate().for_each(|(r, row)| {
+            let pos = pos(r);
+            rope.rotate(row, nh, hd, pos, false);
+            rope.rotate(&mut row[nh * hd..], nkv, hd, pos, false);
+        });
+        attend(l, &a.qkv, &mut a.att, &mut a.lse, &mut tr.hm);
+        a.xmid.copy_from_slice(x);
+        linear::forward(
+            &a.att,
+            &p[bo.o..bo.o + d * nh * hd],
+            &mut a.xmid,
+            n,
+            nh * hd,
+            d,
+            true,
+        );
+        norm_forward(
+            cfg,
+            p,
+            bo.norm2_w,
+            bo.norm2_b,
+            &a.xmid,
+            &mut a.ln2,
+            &mut a.ln2_mean,
+            &mut a.ln2_rstd,
+        );
+        linear::forward(
+            &a.ln2,
+            &p[bo.gate_up..bo.gate_up + 2 * f * d],
+            &mut a.gu,
+            n,
+            d,
+            2 * f,
+            false,
+        );
+        swiglu::forward(&a.gu, &mut a.h, f);
+        x_next.copy_from_slice(&a.xmid);
+        linear::forward(&a.h, &p[bo.down..bo.down + d * f], x_next, n, f, d, true);
+    }
+    let x = &tr.resid[cfg.n_layers % nr];
+    norm_forward(
+        cfg,
+        p,
+        lay.norm_f_w,
+        lay.norm_f_b,
+        x,
+        &mut tr.lnf,
+        &mut tr.lnf_mean,
+        &mut tr.lnf_rstd,
+    );
+}
+
+/// Element `i` shared and element `o` mutable (`i != o`).
+fn pair_mut(v: &mut [Vec<f32>], i: usize, o: usize) -> (&Vec<f32>, &mut Vec<f32>) {
+    if i < o {
+        let (a, b) = v.split_at_mut(o);
+        (&a[i], &mut b[0])
+    } else {
+        let (a, b) = v.split_at_mut(i);
+        (&b[0], &mut a[o])
+    }
+}
+
 /// Norm forward with the weight/bias slices cut out of the flat buffer.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn norm_forward(
+fn norm_forward(
     cfg: &ModelConfig,
     p: &[f32],
     w_off: usize,

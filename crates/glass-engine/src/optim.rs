@@ -91,6 +91,22 @@ impl AdamW {
         mult: &LrMultipliers,
     ) -> f64 {
         let norm = Self::grad_norm(grads);
+        self.step_with_norm(params, grads, layout, lr, mult, norm);
+        norm
+    }
+
+    /// [`AdamW::step`] with the pre-clip gradient norm already computed (by
+    /// [`AdamW::grad_norm`] on the same `grads`), so a caller that inspects the norm
+    /// before stepping does not sum the squares of every gradient twice.
+    pub fn step_with_norm(
+        &mut self,
+        params: &mut [f32],
+        grads: &mut [f32],
+        layout: &ParamLayout,
+        lr: f32,
+        mult: &LrMultipliers,
+        norm: f64,
+    ) {
         let coef = if self.cfg.grad_clip > 0.0 {
             (self.cfg.grad_clip as f64 / (norm + 1e-6)).min(1.0) as f32
         } else {
@@ -136,6 +152,5 @@ impl AdamW {
                     }
                 });
         }
-        norm
     }
 }

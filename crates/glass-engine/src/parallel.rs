@@ -3,6 +3,9 @@
 //! Work is split into chunks whose boundaries depend only on the problem size, never on
 //! the number of threads, and partial results are combined in chunk order. That is what
 //! makes every reduction in the engine bit-identical for 1 or N threads.
+//!
+//! Parallel writers always get disjoint slices (`par_chunks_mut`, `split_at_mut`): the
+//! engine has no shared mutable pointers, and no `unsafe` outside the GEMM.
 
 use rayon::prelude::*;
 
@@ -16,28 +19,4 @@ pub fn sum_squares(xs: &[f32]) -> f64 {
         .map(|c| c.iter().map(|&x| x as f64 * x as f64).sum::<f64>())
         .collect();
     partials.iter().sum()
-}
-
-/// A raw pointer that may cross threads. Callers guarantee that concurrent tasks write
-/// disjoint elements (e.g. different attention heads of the same activation row).
-#[derive(Clone, Copy)]
-pub struct SharedMut(*mut f32, usize);
-
-// SAFETY: only used for disjoint writes, documented at each use.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// Wraps a slice for disjoint concurrent writes.
-    pub fn new(s: &mut [f32]) -> Self {
-        SharedMut(s.as_mut_ptr(), s.len())
-    }
-    /// Reborrows the whole buffer.
-    ///
-    /// # Safety
-    /// Concurrent users must touch disjoint elements.
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn slice(&self) -> &mut [f32] {
-        std::slice::from_raw_parts_mut(self.0, self.1)
-    }
 }

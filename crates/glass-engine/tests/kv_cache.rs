@@ -91,3 +91,30 @@ fn sampling_is_seeded_and_greedy_is_argmax() {
         .0 as u32;
     assert_eq!(greedy[0], am);
 }
+
+/// Caches hold memory for the positions fed, not for `max_seq_len`, and decoding past
+/// several attention blocks with one KV head (MQA) still gives the full-sequence logits.
+#[test]
+fn caches_grow_as_used_and_match_across_blocks() {
+    let mut cfg = common::small_cfg();
+    cfg.n_kv_heads = 1;
+    cfg.max_seq_len = 4096;
+    let model_full = Model::new(&cfg, 9).unwrap();
+    let mut model = Model::new(&cfg, 9).unwrap();
+    let kv_bytes_per_pos = 2 * cfg.n_layers * cfg.kv_dim() * 4;
+    let mut cache = KvCache::new(&model_full);
+    assert_eq!(cache.allocated_bytes(), 0);
+    let seq = 150;
+    let toks = common::tokens(seq, cfg.vocab_size, 4);
+    let mut inc = model_full.forward_cached(&toks[..70], &mut cache).unwrap();
+    for &t in &toks[70..] {
+        inc.extend(model_full.forward_cached(&[t], &mut cache).unwrap());
+    }
+    assert_eq!(cache.len(), seq);
+    // Amortised doubling: at most twice what the positions need, far below max_seq_len.
+    assert!(cache.allocated_bytes() <= 2 * seq * kv_bytes_per_pos);
+    assert!(cache.allocated_bytes() < cfg.max_seq_len * kv_bytes_per_pos / 10);
+    let full = model.forward_logits(&toks, 1, seq).unwrap();
+    let err = common::rel_err(&inc, &full);
+    assert!(err < 1e-5, "relative error {err}");
+}

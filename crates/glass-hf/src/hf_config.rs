@@ -70,6 +70,10 @@ pub fn to_hf(cfg: &ModelConfig, ids: SpecialTokenIds, torch_dtype: &str) -> Resu
         output_logit_multiplier,
         attention_scale,
         lr_multipliers,
+        // Initialisation only: no effect on the function an export computes.
+        init_std: _,
+        base_width: _,
+        scale_residual_init: _,
     } = mup;
     if norm == NormKind::LayerNorm {
         return Err(HfError::Refused(

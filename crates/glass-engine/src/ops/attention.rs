@@ -2,9 +2,15 @@
 //!
 //! Queries are processed in blocks of [`Q_BLOCK`] rows: the forward pass keeps only the
 //! row log-sum-exp, and the backward pass recomputes each block's probabilities, so no
-//! more than `Q_BLOCK × seq_len` scores per head ever exist. Work is split over
-//! (sequence, head) in the forward and (sequence, kv head) in the backward, so each task
-//! owns the rows it writes and every sum keeps the same order for any thread count.
+//! more than `Q_BLOCK × seq_len` scores per head ever exist.
+//!
+//! Work is split over (sequence, query head) in both directions. Each task writes its own
+//! contiguous `[rows, hd]` block of a head-major scratch buffer (disjoint slices handed
+//! out by `split_at_mut`/`chunks_mut`, so no two tasks ever hold overlapping `&mut`), and
+//! a second row-parallel pass moves the blocks into the row-major activations. In the
+//! backward pass every query head produces its own key/value gradient; the heads of a
+//! group are then summed in ascending head order, so every sum has the same order for any
+//! thread count, and MQA at micro-batch 1 still has one task per query head.
 //!
 //! `qkv` rows are `[q (H·hd) | k (KV·hd) | v (KV·hd)]`, already rotated.
 
@@ -12,7 +18,6 @@ use rayon::prelude::*;
 
 use super::fastmath;
 use crate::gemm::{matmul, Mat, Threads};
-use crate::parallel::SharedMut;
 
 /// Query rows per block.
 pub const Q_BLOCK: usize = 64;
@@ -58,8 +63,6 @@ impl AttnDims {
 
 /// One head over `n_q` queries at positions `pos0..pos0+n_q` against keys
 /// `0..pos0+n_q`: writes the outputs and each query's log-sum-exp.
-///
-/// Shared by training (pos0 = 0) and KV-cache decoding (pos0 = cached length).
 #[allow(clippy::too_many_arguments)]
 pub fn head_forward(
     q: Mat<'_>,
@@ -118,35 +121,156 @@ pub fn head_forward(
     }
 }
 
-/// Training forward: `att[b·T + t, h·hd..]` and `lse[(b·H + h)·T + t]`.
-pub fn forward(dims: AttnDims, qkv: &[f32], att: &mut [f32], lse: &mut [f32]) {
-    let AttnDims {
-        seq: t,
-        heads: nh,
-        kv_heads: nkv,
-        hd,
-        ..
-    } = dims;
-    let w = dims.qkv_width();
-    let att_ld = nh * hd;
-    let att_ptr = SharedMut::new(att);
-    lse.par_chunks_mut(t)
+/// Where one sequence of an attention call finds its keys and values.
+///
+/// The sequences of a call are stacked: the first owns `qkv` rows `0..rows`, the next the
+/// following `rows`, and so on. Its queries sit at positions `pos0..pos0 + rows`; keys
+/// and values of positions `0..pos0 + rows` are rows of `k` / `v` (leading dimension
+/// `ld`, KV head `g` at columns `g·hd..`). Training passes the `qkv` buffer itself
+/// (`pos0 = 0`); KV-cache decoding passes the cache.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqKv<'a> {
+    /// Query rows of this sequence.
+    pub rows: usize,
+    /// Position of its first query.
+    pub pos0: usize,
+    /// Keys, `[pos0 + rows, ld]`.
+    pub k: &'a [f32],
+    /// Values, `[pos0 + rows, ld]`.
+    pub v: &'a [f32],
+    /// Leading dimension of `k` and `v`.
+    pub ld: usize,
+}
+
+/// Splits `buf` into consecutive pieces of the given lengths (disjoint `&mut`).
+fn split_lengths(mut buf: &mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&mut [f32]> {
+    let mut out = Vec::new();
+    for len in lens {
+        let (mine, rest) = std::mem::take(&mut buf).split_at_mut(len);
+        out.push(mine);
+        buf = rest;
+    }
+    out
+}
+
+/// Causal attention of stacked sequences.
+///
+/// Writes `att` (`[rows, H·hd]`, row-major) and the log-sum-exp of every query, stored
+/// head-major per sequence (sequence `i` with first row `r0`: head `h`, query `r` at
+/// `r0·H + h·rows_i + r`; for a uniform batch that is `(b·H + h)·T + t`). `hm` is scratch
+/// of at least `rows · H · hd` elements.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_seqs(
+    heads: usize,
+    kv_heads: usize,
+    hd: usize,
+    scale: f32,
+    qkv: &[f32],
+    seqs: &[SeqKv<'_>],
+    att: &mut [f32],
+    lse: &mut [f32],
+    hm: &mut [f32],
+) {
+    let w = (heads + 2 * kv_heads) * hd;
+    let ad = heads * hd;
+    let group = heads / kv_heads;
+    let n: usize = seqs.iter().map(|s| s.rows).sum();
+    let mut row0 = Vec::with_capacity(seqs.len() + 1);
+    row0.push(0usize);
+    for s in seqs {
+        row0.push(row0.last().copied().unwrap_or(0) + s.rows);
+    }
+    let job_lens = || {
+        seqs.iter()
+            .flat_map(move |s| std::iter::repeat_n(s.rows, heads))
+    };
+    let outs = split_lengths(&mut hm[..n * ad], job_lens().map(|r| r * hd));
+    let lses = split_lengths(&mut lse[..n * heads], job_lens());
+    outs.into_par_iter().zip(lses).enumerate().for_each_init(
+        Vec::new,
+        |scores, (job, (out, lse))| {
+            let (i, h) = (job / heads, job % heads);
+            let s = seqs[i];
+            if s.rows == 0 {
+                return;
+            }
+            let g = h / group;
+            head_forward(
+                Mat::n(&qkv[row0[i] * w + h * hd..], w),
+                Mat::t(&s.k[g * hd..], s.ld),
+                Mat::n(&s.v[g * hd..], s.ld),
+                out,
+                hd,
+                lse,
+                s.rows,
+                s.pos0,
+                hd,
+                scale,
+                scores,
+            );
+        },
+    );
+    // Head-major blocks → row-major rows.
+    let hm = &hm[..n * ad];
+    att[..n * ad]
+        .par_chunks_mut(ad)
         .enumerate()
-        .for_each_init(Vec::new, |scores, (idx, lse_bh)| {
-            let (b, h) = (idx / nh, idx % nh);
-            let g = h / dims.group();
-            let base = b * t * w;
-            let q = Mat::n(&qkv[base + h * hd..], w);
-            let k = Mat::t(&qkv[base + (nh + g) * hd..], w);
-            let v = Mat::n(&qkv[base + (nh + nkv + g) * hd..], w);
-            // SAFETY: task (b, h) writes only rows b·T.. and columns h·hd..(h+1)·hd of `att`.
-            let att_all = unsafe { att_ptr.slice() };
-            let out = &mut att_all[b * t * att_ld + h * hd..];
-            head_forward(q, k, v, out, att_ld, lse_bh, t, 0, hd, dims.scale, scores);
+        .for_each(|(r, row)| {
+            let i = row0.partition_point(|&x| x <= r) - 1;
+            let (r0, rows) = (row0[i], seqs[i].rows);
+            for (h, dst) in row.chunks_exact_mut(hd).enumerate() {
+                let src = (r0 * heads + h * rows + (r - r0)) * hd;
+                dst.copy_from_slice(&hm[src..src + hd]);
+            }
         });
 }
 
+/// Training forward: `att[b·T + t, h·hd..]` and `lse[(b·H + h)·T + t]`; `hm` is scratch
+/// of `att.len()` elements.
+pub fn forward(dims: AttnDims, qkv: &[f32], att: &mut [f32], lse: &mut [f32], hm: &mut [f32]) {
+    let (t, w) = (dims.seq, dims.qkv_width());
+    let (kc, vc) = (dims.heads * dims.hd, (dims.heads + dims.kv_heads) * dims.hd);
+    let seqs: Vec<SeqKv<'_>> = (0..dims.batch)
+        .map(|b| SeqKv {
+            rows: t,
+            pos0: 0,
+            k: &qkv[b * t * w + kc..],
+            v: &qkv[b * t * w + vc..],
+            ld: w,
+        })
+        .collect();
+    forward_seqs(
+        dims.heads,
+        dims.kv_heads,
+        dims.hd,
+        dims.scale,
+        qkv,
+        &seqs,
+        att,
+        lse,
+        hm,
+    );
+}
+
+/// Scratch for [`backward`]: three head-major buffers of `att.len()` elements each.
+#[derive(Debug, Default)]
+pub struct BackwardScratch {
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+}
+
+impl BackwardScratch {
+    /// Sizes every buffer to `len` elements (keeps the allocation when shrinking).
+    pub fn resize(&mut self, len: usize) {
+        for b in [&mut self.dq, &mut self.dk, &mut self.dv] {
+            b.resize(len, 0.0);
+        }
+    }
+}
+
 /// Training backward: overwrites `dqkv` with the gradients of q, k and v.
+#[allow(clippy::too_many_arguments)]
 pub fn backward(
     dims: AttnDims,
     qkv: &[f32],
@@ -154,6 +278,7 @@ pub fn backward(
     lse: &[f32],
     datt: &[f32],
     dqkv: &mut [f32],
+    scratch: &mut BackwardScratch,
 ) {
     let AttnDims {
         batch,
@@ -165,24 +290,27 @@ pub fn backward(
     } = dims;
     let w = dims.qkv_width();
     let att_ld = nh * hd;
-    let dptr = SharedMut::new(dqkv);
-    (0..batch * nkv).into_par_iter().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(p_buf, dp_buf), idx| {
-            let (b, g) = (idx / nkv, idx % nkv);
-            let base = b * t * w;
-            // SAFETY: task (b, g) writes rows b·T..(b+1)·T, columns of q heads in group g
-            // and of kv head g only.
-            let dall = unsafe { dptr.slice() };
-            let (kc, vc) = ((nh + g) * hd, (nh + nkv + g) * hd);
-            for r in 0..t {
-                dall[base + r * w + kc..base + r * w + kc + hd].fill(0.0);
-                dall[base + r * w + vc..base + r * w + vc + hd].fill(0.0);
-            }
-            let kmat = &qkv[base + kc..];
-            let vmat = &qkv[base + vc..];
-            for h in g * dims.group()..(g + 1) * dims.group() {
-                let qc = h * hd;
+    let group = dims.group();
+    let len = batch * t * att_ld;
+    scratch.resize(len);
+    let BackwardScratch { dq, dk, dv } = scratch;
+    // Task (b, h): dQ of head h, and head h's share of dK and dV of its KV head.
+    dq[..len]
+        .par_chunks_mut(t * hd)
+        .zip(dk[..len].par_chunks_mut(t * hd))
+        .zip(dv[..len].par_chunks_mut(t * hd))
+        .enumerate()
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(p_buf, dp_buf), (idx, ((dq, dk), dv))| {
+                let (b, h) = (idx / nh, idx % nh);
+                let g = h / group;
+                let base = b * t * w;
+                let (qc, kc, vc) = (h * hd, (nh + g) * hd, (nh + nkv + g) * hd);
+                dk.fill(0.0);
+                dv.fill(0.0);
+                let kmat = &qkv[base + kc..];
+                let vmat = &qkv[base + vc..];
                 let lse_bh = &lse[(b * nh + h) * t..(b * nh + h + 1) * t];
                 let mut i0 = 0;
                 while i0 < t {
@@ -240,8 +368,7 @@ pub fn backward(
                         prow[valid..].fill(0.0);
                         dprow[valid..].fill(0.0);
                     }
-                    // dQ = dS K ; dK += dSᵀ Q ; dV += Pᵀ dO.
-                    let dq = &mut dall[base + i0 * w + qc..];
+                    // dQ = dS K ; dK_h += dSᵀ Q ; dV_h += Pᵀ dO.
                     matmul(
                         Threads::Single,
                         bq,
@@ -249,12 +376,11 @@ pub fn backward(
                         nk,
                         Mat::n(dp, nk),
                         Mat::n(kmat, w),
-                        dq,
-                        w,
+                        &mut dq[i0 * hd..],
+                        hd,
                         1.0,
                         false,
                     );
-                    let dk = &mut dall[base + kc..];
                     matmul(
                         Threads::Single,
                         nk,
@@ -263,11 +389,10 @@ pub fn backward(
                         Mat::t(dp, nk),
                         Mat::n(qblk, w),
                         dk,
-                        w,
+                        hd,
                         1.0,
                         true,
                     );
-                    let dv = &mut dall[base + vc..];
                     matmul(
                         Threads::Single,
                         nk,
@@ -276,13 +401,183 @@ pub fn backward(
                         Mat::t(p, nk),
                         Mat::n(doblk, att_ld),
                         dv,
-                        w,
+                        hd,
                         1.0,
                         true,
                     );
                     i0 += bq;
                 }
+            },
+        );
+    // Gather into rows; a KV head's gradient is the sum of its query heads' shares in
+    // ascending head order.
+    let (dq, dk, dv) = (&dq[..len], &dk[..len], &dv[..len]);
+    dqkv[..batch * t * w]
+        .par_chunks_mut(w)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let (b, tt) = (r / t, r % t);
+            let at = |h: usize| ((b * nh + h) * t + tt) * hd;
+            let (q, kv) = row.split_at_mut(nh * hd);
+            let (k, v) = kv.split_at_mut(nkv * hd);
+            for (h, dst) in q.chunks_exact_mut(hd).enumerate() {
+                dst.copy_from_slice(&dq[at(h)..at(h) + hd]);
             }
-        },
-    );
+            for (g, (kd, vd)) in k
+                .chunks_exact_mut(hd)
+                .zip(v.chunks_exact_mut(hd))
+                .enumerate()
+            {
+                let h0 = g * group;
+                kd.copy_from_slice(&dk[at(h0)..at(h0) + hd]);
+                vd.copy_from_slice(&dv[at(h0)..at(h0) + hd]);
+                for h in h0 + 1..h0 + group {
+                    for (x, y) in kd.iter_mut().zip(&dk[at(h)..at(h) + hd]) {
+                        *x += y;
+                    }
+                    for (x, y) in vd.iter_mut().zip(&dv[at(h)..at(h) + hd]) {
+                        *x += y;
+                    }
+                }
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, salt: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ salt) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    /// Direct softmax attention of one head: query rows at positions pos0.., keys 0..=pos.
+    fn naive(q: &[f32], k: &[f32], v: &[f32], pos0: usize, hd: usize, scale: f32) -> Vec<f32> {
+        let mut out = Vec::new();
+        for (r, qr) in q.chunks(hd).enumerate() {
+            let n = pos0 + r + 1;
+            let s: Vec<f32> = (0..n)
+                .map(|j| scale * (0..hd).map(|x| qr[x] * k[j * hd + x]).sum::<f32>())
+                .collect();
+            let m = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let e: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
+            let z: f32 = e.iter().sum();
+            for x in 0..hd {
+                out.push((0..n).map(|j| e[j] / z * v[j * hd + x]).sum::<f32>());
+            }
+        }
+        out
+    }
+
+    /// Stacked sequences with their own caches (positions after cached keys) give each
+    /// head the direct softmax attention.
+    #[test]
+    fn stacked_sequences_match_direct_attention() {
+        let (heads, kv_heads, hd) = (4, 2, 4);
+        let w = (heads + 2 * kv_heads) * hd;
+        let kvd = kv_heads * hd;
+        let rows = [3usize, 0, 5];
+        let pos0 = [2usize, 1, 0];
+        let n: usize = rows.iter().sum();
+        let qkv = data(n * w, 7);
+        let caches: Vec<(Vec<f32>, Vec<f32>)> = (0..3)
+            .map(|i| {
+                let len = (pos0[i] + rows[i]) * kvd;
+                (data(len, 11 + i as u32), data(len, 23 + i as u32))
+            })
+            .collect();
+        let seqs: Vec<SeqKv<'_>> = (0..3)
+            .map(|i| SeqKv {
+                rows: rows[i],
+                pos0: pos0[i],
+                k: &caches[i].0,
+                v: &caches[i].1,
+                ld: kvd,
+            })
+            .collect();
+        let mut att = vec![0.0; n * heads * hd];
+        let mut lse = vec![0.0; n * heads];
+        let mut hm = vec![0.0; n * heads * hd];
+        forward_seqs(
+            heads, kv_heads, hd, 0.5, &qkv, &seqs, &mut att, &mut lse, &mut hm,
+        );
+        let mut r0 = 0;
+        for i in 0..3 {
+            for h in 0..heads {
+                let g = h / (heads / kv_heads);
+                let col = |src: &[f32], ld: usize, off: usize, rows: usize| -> Vec<f32> {
+                    (0..rows)
+                        .flat_map(|r| src[r * ld + off..r * ld + off + hd].to_vec())
+                        .collect()
+                };
+                let q = col(&qkv[r0 * w..], w, h * hd, rows[i]);
+                let len = pos0[i] + rows[i];
+                let k = col(&caches[i].0, kvd, g * hd, len);
+                let v = col(&caches[i].1, kvd, g * hd, len);
+                let want = naive(&q, &k, &v, pos0[i], hd, 0.5);
+                let got = col(&att[r0 * heads * hd..], heads * hd, h * hd, rows[i]);
+                for (a, b) in got.iter().zip(&want) {
+                    assert!((a - b).abs() < 1e-5, "seq {i} head {h}: {a} vs {b}");
+                }
+            }
+            r0 += rows[i];
+        }
+    }
+
+    /// Grouped-query backward: a KV head's gradient is the sum of its query heads' shares,
+    /// i.e. exactly what MHA gives for the same keys duplicated per query head, summed.
+    #[test]
+    fn grouped_backward_sums_the_heads_of_a_group() {
+        let (batch, t, hd) = (2, 70, 4);
+        let gqa = AttnDims {
+            batch,
+            seq: t,
+            heads: 2,
+            kv_heads: 1,
+            hd,
+            scale: 0.3,
+        };
+        let mha = AttnDims { kv_heads: 2, ..gqa };
+        let (wg, wm) = (gqa.qkv_width(), mha.qkv_width());
+        let n = batch * t;
+        let qkv_g = data(n * wg, 5);
+        // MHA copy: q heads as in GQA, both KV heads equal to GQA's single KV head.
+        let mut qkv_m = vec![0.0; n * wm];
+        for r in 0..n {
+            let (src, dst) = (
+                &qkv_g[r * wg..(r + 1) * wg],
+                &mut qkv_m[r * wm..(r + 1) * wm],
+            );
+            dst[..2 * hd].copy_from_slice(&src[..2 * hd]);
+            for j in 0..2 {
+                dst[(2 + j) * hd..(3 + j) * hd].copy_from_slice(&src[2 * hd..3 * hd]);
+                dst[(4 + j) * hd..(5 + j) * hd].copy_from_slice(&src[3 * hd..4 * hd]);
+            }
+        }
+        let ad = 2 * hd;
+        let datt = data(n * ad, 9);
+        let run = |dims: AttnDims, qkv: &[f32]| {
+            let mut att = vec![0.0; n * ad];
+            let mut lse = vec![0.0; n * 2];
+            let mut hm = vec![0.0; n * ad];
+            forward(dims, qkv, &mut att, &mut lse, &mut hm);
+            let mut dqkv = vec![f32::NAN; n * dims.qkv_width()];
+            let mut scratch = BackwardScratch::default();
+            backward(dims, qkv, &att, &lse, &datt, &mut dqkv, &mut scratch);
+            (att, dqkv)
+        };
+        let (att_g, d_g) = run(gqa, &qkv_g);
+        let (att_m, d_m) = run(mha, &qkv_m);
+        assert_eq!(att_g, att_m);
+        for r in 0..n {
+            let (g, m) = (&d_g[r * wg..(r + 1) * wg], &d_m[r * wm..(r + 1) * wm]);
+            assert_eq!(&g[..2 * hd], &m[..2 * hd], "dq row {r}");
+            for x in 0..hd {
+                assert_eq!(g[2 * hd + x], m[2 * hd + x] + m[3 * hd + x], "dk row {r}");
+                assert_eq!(g[3 * hd + x], m[4 * hd + x] + m[5 * hd + x], "dv row {r}");
+            }
+        }
+    }
 }
