@@ -25,7 +25,10 @@ pub use optim::{AdamW, AdamWConfig};
 /// (operation order, GEMM backend or tiling, exp approximation). Two engines with the
 /// same numerics version produce the same bits; a checkpoint can only be replayed bit for
 /// bit by an engine with the version that wrote it.
-pub const NUMERICS_VERSION: u32 = 1;
+///
+/// 2: grouped-query attention sums a KV head's gradient over its query heads after
+/// computing each head's share (was: accumulated head after head).
+pub const NUMERICS_VERSION: u32 = 2;
 
 /// A string naming this engine and its numerics, recorded in every checkpoint.
 pub fn engine_id() -> String {
