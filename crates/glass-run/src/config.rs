@@ -199,6 +199,7 @@ impl RunConfig {
         if cfg.train.micro_batch_rows == 0 {
             return Err(err("[train] micro_batch_rows must be at least 1".into()));
         }
+        check_micro_batch(&value, cfg.train.micro_batch_rows).map_err(err)?;
         let o = &cfg.optim;
         if !(o.lr.is_finite()
             && o.lr > 0.0
@@ -267,6 +268,26 @@ pub fn lr_at(o: &OptimConfig, step: u64, total_steps: u64) -> f32 {
     (o.min_lr as f64 + (o.lr - o.min_lr) as f64 * cos) as f32
 }
 
+/// A step's rows must split into whole micro-batches: a short last micro-batch would
+/// change the shape of the engine's work every step. `[data]` belongs to `glass-data`;
+/// only this relation between the two tables is checked here.
+fn check_micro_batch(
+    value: &toml::Table,
+    micro_batch_rows: usize,
+) -> std::result::Result<(), String> {
+    let rows = value
+        .get("data")
+        .and_then(|d| d.get("rows_per_step"))
+        .and_then(|v| v.as_integer());
+    match rows {
+        Some(r) if r > 0 && r % micro_batch_rows as i64 != 0 => Err(format!(
+            "[data] rows_per_step = {r} is not a multiple of [train] micro_batch_rows = \
+             {micro_batch_rows}; set micro_batch_rows to a divisor of rows_per_step"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The commented `glass.toml` written by `glass init` (everything but `[data]`).
 pub fn init_toml(preset: &str, name: &str) -> Result<String> {
     let model = ModelConfig::preset(preset).map_err(|e| RunError::Invalid(e.to_string()))?;
@@ -293,6 +314,12 @@ seed = 0
 # e.g. `n_layers = 2` or a whole table of vocab_size, d_model, n_layers, n_heads,
 # n_kv_heads, ffn_hidden, max_seq_len, norm, norm_eps, rope_theta, rotary_fraction,
 # tie_embeddings and [model.mup]. vocab_size must equal the tokenizer's.
+# [model.mup] is CrystalCoder's muP (absent = plain LLaMA): embedding_multiplier,
+# output_logit_multiplier, attention_scale ("inv_sqrt_d" or "inv_d"), lr_multipliers
+# {{ embedding, hidden, norm, output }}, and the initialisation: init_std (0.02, the
+# embedding's std), base_width (the width the hyperparameters were tuned at: hidden
+# matrices and the LM head start with std init_std * sqrt(base_width / d_model); 0 = no
+# width scaling) and scale_residual_init (o_proj and down_proj also / sqrt(2 * n_layers)).
 preset = "{preset}"
 
 [optim]
@@ -311,7 +338,7 @@ decay_norms = false
 
 [train]
 # Rows per micro-batch; the step's global batch ([data] rows_per_step) is accumulated
-# from micro-batches of this size.
+# from micro-batches of this size, so it must divide rows_per_step.
 micro_batch_rows = {micro}
 
 [checkpoints]
@@ -356,6 +383,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.model.n_layers, 2);
+    }
+
+    #[test]
+    fn rows_per_step_must_split_into_micro_batches() {
+        let with_rows = |r: u32| format!("{}\n[data]\nrows_per_step = {r}\n", base());
+        let micro = RunConfig::parse(&base(), Path::new("g"))
+            .unwrap()
+            .train
+            .micro_batch_rows as u32;
+        assert!(RunConfig::parse(&with_rows(2 * micro), Path::new("g")).is_ok());
+        let e = RunConfig::parse(&with_rows(2 * micro + 1), Path::new("g"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rows_per_step") && e.contains("micro_batch_rows"),
+            "{e}"
+        );
     }
 
     #[test]
