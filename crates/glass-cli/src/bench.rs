@@ -10,9 +10,10 @@ use glass_engine::ModelConfig;
 pub enum BenchCommand {
     /// Full training steps (forward + backward + AdamW) on random tokens.
     Train(TrainArgs),
-    /// Tokenize-and-pack throughput on the embedded corpus (vs the HF tokenizers package).
-    Data(glass_data::BenchDataArgs),
-    /// Checkpoint write and load throughput (GB/s) for a model preset.
+    /// `glass data prepare` in a fresh process vs a Python pipeline doing the same job,
+    /// and tokenizer-only throughput vs the HF tokenizers package.
+    Data(crate::bench_data::BenchDataArgs),
+    /// Checkpoint write and load throughput (GB/s), the load warm and cold (page cache).
     Checkpoint {
         /// Model preset.
         #[arg(long, default_value = "small")]
@@ -20,6 +21,9 @@ pub enum BenchCommand {
         /// Directory to write the checkpoints in.
         #[arg(long, default_value = "target/bench-checkpoint")]
         dir: std::path::PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Hugging Face export and import throughput (GB/s) for a model preset.
     Hf(crate::hf::BenchHfArgs),
@@ -66,15 +70,9 @@ fn default_shape(preset: &str, cfg: &ModelConfig) -> (usize, usize) {
 /// Runs one bench subcommand.
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
-        BenchCommand::Data(a) => glass_data::cli::bench_data(&a)?,
-        BenchCommand::Checkpoint { preset, dir } => {
-            let r = glass_run::checkpoint::bench(&dir, &ModelConfig::preset(&preset)?)?;
-            println!(
-                "{preset}: {:.2} GB checkpoint (weights + optimizer) written at {:.2} GB/s (fsynced), loaded and hash-checked at {:.2} GB/s",
-                r.bytes as f64 / 1e9,
-                r.write_gb_s,
-                r.load_gb_s
-            );
+        BenchCommand::Data(a) => crate::bench_data::run(&a)?,
+        BenchCommand::Checkpoint { preset, dir, json } => {
+            crate::bench_checkpoint::run(&preset, &dir, json)?
         }
         BenchCommand::Hf(a) => crate::hf::bench(a)?,
         BenchCommand::Gemm { n } => {

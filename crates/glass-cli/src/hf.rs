@@ -148,7 +148,7 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
 /// Runs `glass bench hf`.
 pub fn bench(a: BenchHfArgs) -> Result<()> {
     let cfg = glass_engine::ModelConfig::preset(&a.preset)?;
-    let r = glass_hf::bench::bench(&a.dir, &cfg, glass_hf::parse_size(&a.max_shard_size)?)?;
+    let r = crate::bench_hf::bench(&a.dir, &cfg, glass_hf::parse_size(&a.max_shard_size)?)?;
     println!(
         "{}: {:.3} GB of f32 weights exported (safetensors, fsynced) at {:.2} GB/s, imported at {:.2} GB/s (page cache warm); round trip {}",
         a.preset,

@@ -7,6 +7,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_checkpoint;
+mod bench_data;
+mod bench_hf;
+mod data;
 mod demo;
 mod eval;
 mod generate;
@@ -39,7 +43,7 @@ enum Command {
     },
     /// Prepare, inspect and verify a run's training data.
     #[command(subcommand)]
-    Data(glass_data::cli::DataCommand),
+    Data(data::DataCommand),
     /// Train a run (resumes from its last checkpoint; --from branches from another run).
     Train(run_cmds::TrainArgs),
     /// List a run's checkpoints with step, tokens, validation loss and hashes.
@@ -109,7 +113,7 @@ fn real_main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Data(cmd) => glass_data::cli::run(cmd),
+        Command::Data(cmd) => data::run(cmd),
         Command::Train(a) => run_cmds::train(a),
         Command::Info { run, json } => run_cmds::info(&run, json),
         Command::Verify { run, replay, json } => run_cmds::verify(&run, replay, json),

@@ -7,10 +7,8 @@
 #![warn(missing_docs)]
 
 pub mod atomic;
-pub mod bench;
 mod bytelevel;
 pub mod chunk;
-pub mod cli;
 pub mod config;
 mod demo;
 pub mod dtype;
@@ -27,7 +25,6 @@ pub mod sources;
 pub mod store;
 pub mod tokenizer;
 
-pub use bench::{BenchDataArgs, BenchReport};
 pub use config::DataConfig;
 pub use demo::default_demo_toml;
 pub use embedded::{embedded_code, embedded_work, embedded_works, HELD_OUT_WORKS};

@@ -7,7 +7,6 @@
 //! express is folded into the weights where that is exact, or refused; a PyTorch pickle
 //! is read by a safe machine that can only rebuild tensors. See `docs/hf-interop.md`.
 
-pub mod bench;
 pub mod card;
 pub mod error;
 pub mod export;

@@ -1,15 +1,15 @@
-//! `glass bench hf`: weight export and import throughput on a preset-sized model.
+//! `glass bench hf`: weight export and import throughput on a preset-sized model, timing
+//! the `glass-hf` functions that `glass export hf` and `glass import hf` run.
 
 use std::path::Path;
 use std::time::Instant;
 
+use anyhow::{Context, Result};
 use glass_engine::{Model, ModelConfig};
+use glass_hf::export::{write_weights, ExportDtype};
+use glass_hf::hf_config::{to_hf, SpecialTokenIds};
+use glass_hf::weights::{discover, load_into};
 use serde::Serialize;
-
-use crate::error::{io, Result};
-use crate::export::{write_weights, ExportDtype};
-use crate::hf_config::{to_hf, SpecialTokenIds};
-use crate::weights::{discover, load_into};
 
 /// Result of [`bench`].
 #[derive(Debug, Clone, Serialize)]
@@ -28,17 +28,17 @@ pub struct HfBench {
 /// (a private temporary subdirectory), imports it back, and times both.
 pub fn bench(dir: &Path, cfg: &ModelConfig, max_shard_bytes: u64) -> Result<HfBench> {
     let model = Model::new(cfg, 0)?;
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let scratch = tempfile::Builder::new()
         .prefix(".bench-hf-")
         .tempdir_in(dir)
-        .map_err(io(dir))?;
+        .with_context(|| format!("creating a scratch folder in {}", dir.display()))?;
     let out = scratch.path();
     let t = Instant::now();
     let (config, _) = to_hf(cfg, SpecialTokenIds::default(), "float32")?;
     glass_data::atomic::write_atomic(
         &out.join("config.json"),
-        &serde_json::to_vec_pretty(&config).expect("json"),
+        &serde_json::to_vec_pretty(&config)?,
     )?;
     write_weights(out, &model, ExportDtype::F32, max_shard_bytes)?;
     let export_s = t.elapsed().as_secs_f64();

@@ -1,13 +1,12 @@
-//! The `glass data …` and `glass bench data` commands, for the `glass` binary to mount.
+//! `glass data …`: prepare, show, stats and verify over the `glass-data` library.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use crate::bench::{run_bench, BenchDataArgs};
-use crate::inspect::{show, stats};
-use crate::manifest::verify;
-use crate::prepare::{prepare, PrepareOptions, Shard};
+use glass_data::inspect::{show, stats};
+use glass_data::manifest::verify;
+use glass_data::prepare::{prepare, PrepareOptions, Shard};
 
 /// `glass data …` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -237,17 +236,6 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
                 println!("OK");
             }
         }
-    }
-    Ok(())
-}
-
-/// `glass bench data`: prints tokenize-and-pack throughput (and the Python reference's).
-pub fn bench_data(args: &BenchDataArgs) -> anyhow::Result<()> {
-    let r = run_bench(args)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
-        print!("{r}");
     }
     Ok(())
 }
