@@ -550,6 +550,7 @@ impl Model {
                 &a.lse,
                 &ws.datt,
                 &mut ws.dqkv,
+                &mut ws.trunk.hm,
                 &mut ws.attn,
             );
             let rope = &self.rope;

@@ -252,24 +252,26 @@ pub fn forward(dims: AttnDims, qkv: &[f32], att: &mut [f32], lse: &mut [f32], hm
     );
 }
 
-/// Scratch for [`backward`]: three head-major buffers of `att.len()` elements each.
+/// Scratch for [`backward`]: the per-query-head key and value gradients, head-major,
+/// `att.len()` elements each.
 #[derive(Debug, Default)]
 pub struct BackwardScratch {
-    dq: Vec<f32>,
     dk: Vec<f32>,
     dv: Vec<f32>,
 }
 
 impl BackwardScratch {
-    /// Sizes every buffer to `len` elements (keeps the allocation when shrinking).
+    /// Sizes both buffers to `len` elements (keeps the allocation when shrinking).
     pub fn resize(&mut self, len: usize) {
-        for b in [&mut self.dq, &mut self.dk, &mut self.dv] {
+        for b in [&mut self.dk, &mut self.dv] {
             b.resize(len, 0.0);
         }
     }
 }
 
-/// Training backward: overwrites `dqkv` with the gradients of q, k and v.
+/// Training backward: overwrites `dqkv` with the gradients of q, k and v. `dq` is
+/// head-major scratch of at least `att.len()` elements (the forward pass's `hm` buffer,
+/// free again by the time the backward pass runs).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     dims: AttnDims,
@@ -278,6 +280,7 @@ pub fn backward(
     lse: &[f32],
     datt: &[f32],
     dqkv: &mut [f32],
+    dq: &mut [f32],
     scratch: &mut BackwardScratch,
 ) {
     let AttnDims {
@@ -293,7 +296,7 @@ pub fn backward(
     let group = dims.group();
     let len = batch * t * att_ld;
     scratch.resize(len);
-    let BackwardScratch { dq, dk, dv } = scratch;
+    let BackwardScratch { dk, dv } = scratch;
     // Task (b, h): dQ of head h, and head h's share of dK and dV of its KV head.
     dq[..len]
         .par_chunks_mut(t * hd)
@@ -565,7 +568,16 @@ mod tests {
             forward(dims, qkv, &mut att, &mut lse, &mut hm);
             let mut dqkv = vec![f32::NAN; n * dims.qkv_width()];
             let mut scratch = BackwardScratch::default();
-            backward(dims, qkv, &att, &lse, &datt, &mut dqkv, &mut scratch);
+            backward(
+                dims,
+                qkv,
+                &att,
+                &lse,
+                &datt,
+                &mut dqkv,
+                &mut hm,
+                &mut scratch,
+            );
             (att, dqkv)
         };
         let (att_g, d_g) = run(gqa, &qkv_g);
