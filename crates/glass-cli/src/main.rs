@@ -78,6 +78,17 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+/// Lets every subcommand's options take values that start with `-` and a digit.
+fn allow_negative_numbers(cmd: clap::Command) -> clap::Command {
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    names.iter().fold(cmd.allow_negative_numbers(true), |c, n| {
+        c.mut_subcommand(n, allow_negative_numbers)
+    })
+}
+
 fn main() {
     // Die quietly on a closed pipe (`glass data show … | head`), like other Unix tools,
     // instead of panicking on the failed write.
@@ -93,10 +104,18 @@ fn main() {
 }
 
 fn real_main() -> Result<()> {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    // Negative numbers reach the value parsers (a plain "must be >= 0" message) instead
+    // of clap's "unexpected argument '-1'" with its `-- -1` tip.
+    let cmd = allow_negative_numbers(Cli::command());
+    let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
     if let Some(t) = cli.threads {
+        let cap = glass_data::preflight::max_threads();
+        if t > cap {
+            eprintln!("--threads {t}: using {cap} (4 per core); more only costs memory");
+        }
         rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
+            .num_threads(t.clamp(1, cap))
             .build_global()?;
     }
     match cli.command {
