@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Fuzzing: every target of crates/glass-fuzz (each parser of untrusted bytes) runs
-# GLASS_FUZZ_CASES structure-aware mutations of its committed seed files (default 2000,
-# a few minutes in all on 2 cores), then every stored regression input. A failure
+# GLASS_FUZZ_CASES structure-aware mutations of its committed seed files (default 500,
+# about four minutes on 2 cores), then every stored regression input. A failure
 # prints the shrunk input; an abort leaves it in target/fuzz-current/<target>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export GLASS_FUZZ_CASES="${GLASS_FUZZ_CASES:-2000}"
+export GLASS_FUZZ_CASES="${GLASS_FUZZ_CASES:-500}"
 log="$(mktemp)"
 echo "== fuzz: $GLASS_FUZZ_CASES cases per target"
 status=0

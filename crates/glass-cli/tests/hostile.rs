@@ -490,7 +490,10 @@ fn guard_checks_the_weights_after_each_update() {
 fn arguments_and_messages_are_plain() {
     let tmp = tempfile::tempdir().unwrap();
     let r = copy_of(tmp.path(), true);
-    let text = refused(&glass(&["data", "show", &s(&r), "--step", "-1"]), &["-1"]);
+    let text = refused(
+        &glass(&["data", "show", &s(&r), "--step", "-1"]),
+        &["--step takes a number >= 0, not -1"],
+    );
     assert!(!text.contains("-- -1"), "{text}");
     for (flag, v) in [
         ("--temperature", "nan"),
