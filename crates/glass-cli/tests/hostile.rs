@@ -201,6 +201,11 @@ fn verify_checks_the_pinned_data_and_prepare_refuses_to_replace_trained_data() {
         &glass(&["train", &s(&r), "--quiet"]),
         &["data/manifest.json"],
     );
+    // Generation reads the data's tokenizer, so it is held to the pinned hash too.
+    refused(
+        &glass(&["generate", &s(&r), "--prompt", "To be"]),
+        &["data/manifest.json", "pin"],
+    );
 }
 
 #[test]

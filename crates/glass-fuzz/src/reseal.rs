@@ -20,6 +20,11 @@ fn write(p: &Path, v: &Value) {
     let _ = std::fs::write(p, serde_json::to_vec_pretty(v).expect("json"));
 }
 
+/// A relative path without `..` (the harness never writes outside the scratch run).
+fn inside(p: &str) -> bool {
+    !p.is_empty() && !p.starts_with('/') && !p.split('/').any(|c| c == ".." || c == ".")
+}
+
 /// Sets `v[key] = x` when `v` is an object (a mutated file may hold anything).
 fn set(v: &mut Value, key: &str, x: impl Into<Value>) {
     if let Some(o) = v.as_object_mut() {
@@ -72,7 +77,7 @@ pub fn data(data: &Path) {
             let Some(rel) = f.get("path").and_then(|p| p.as_str()) else {
                 continue;
             };
-            if !glass_data::integrity::is_inside(rel) {
+            if !inside(rel) {
                 continue;
             }
             if let Some((s, n)) = sha(&data.join(rel)) {
@@ -99,7 +104,7 @@ pub fn run(run: &Path) {
         let path_of = |name: &str| {
             fs.iter()
                 .filter_map(|f| f.get("path")?.as_str())
-                .find(|p| p.ends_with(name) && glass_data::integrity::is_inside(p))
+                .find(|p| p.ends_with(name) && inside(p))
                 .map(|p| run.join(p))
         };
         if let Some(sp) = path_of("state.json") {
@@ -120,7 +125,7 @@ pub fn run(run: &Path) {
             let Some(rel) = f.get("path").and_then(|p| p.as_str()) else {
                 continue;
             };
-            if !glass_data::integrity::is_inside(rel) {
+            if !inside(rel) {
                 continue;
             }
             if let Some((s, n)) = sha(&run.join(rel)) {
