@@ -62,6 +62,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let tok = glass_run::run_tokenizer(&a.run)?;
     let prompt = tok.encode(&a.prompt)?;
     anyhow::ensure!(!prompt.is_empty(), "the prompt encodes to no tokens");
+    model.cfg.ensure_kv_cache_fits()?;
     let ctx = model.cfg.max_seq_len;
     anyhow::ensure!(
         prompt.len() <= ctx,

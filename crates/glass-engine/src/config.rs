@@ -301,6 +301,21 @@ impl ModelConfig {
         })
     }
 
+    /// Refuses generation when a full-context KV cache (f32 keys and values of every
+    /// layer) would not fit in the memory available now.
+    pub fn ensure_kv_cache_fits(&self) -> Result<(), EngineError> {
+        let need = self.checked_sizes()?.kv_cache.saturating_mul(4);
+        match available_memory() {
+            Some(avail) if need > avail => Err(EngineError::Config(format!(
+                "model: a KV cache for max_seq_len {} needs {:.1} GiB but only {:.1} GiB of memory is available",
+                self.max_seq_len,
+                need as f64 / (1u64 << 30) as f64,
+                avail as f64 / (1u64 << 30) as f64
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses a model whose weights and gradients (`bytes_per_param` bytes per parameter
     /// in all) would not fit in the memory available now, before anything is allocated:
     /// an allocation failure aborts the process without naming the config at fault.
