@@ -136,6 +136,9 @@ pub fn evaluate(run: &Path, opts: &EvalOptions, quiet: bool) -> Result<Vec<TaskR
                     let _ = err.flush();
                 }
             }
+            EvalProgress::Warning(w) => {
+                let _ = writeln!(err, "{}warning: {w}", if tty { "\r" } else { "" });
+            }
             EvalProgress::Done(r) => {
                 let what = if r.skipped {
                     "already evaluated".to_string()

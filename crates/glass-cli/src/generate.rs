@@ -22,10 +22,10 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
     /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = temperature)]
     pub temperature: f32,
-    /// Nucleus (top-p) mass.
-    #[arg(long, default_value_t = 1.0)]
+    /// Nucleus (top-p) mass, in (0, 1].
+    #[arg(long, default_value_t = 1.0, value_parser = top_p)]
     pub top_p: f32,
     /// Sampling seed: the same seed gives the same tokens.
     #[arg(long, default_value_t = 0)]
@@ -36,12 +36,39 @@ pub struct GenerateArgs {
     pub logits_out: Option<PathBuf>,
 }
 
+/// `--temperature`: a finite number >= 0.
+fn temperature(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        _ => Err(format!(
+            "`{s}` is not a temperature: use a finite number >= 0 (0 is greedy)"
+        )),
+    }
+}
+
+/// `--top-p`: a finite number in (0, 1].
+fn top_p(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(p) if p.is_finite() && p > 0.0 && p <= 1.0 => Ok(p),
+        _ => Err(format!(
+            "`{s}` is not a top-p mass: use a number in (0, 1] (1 keeps every token)"
+        )),
+    }
+}
+
 /// Runs `glass generate`, printing text as tokens are chosen.
 pub fn run(a: GenerateArgs) -> Result<()> {
     let (model, k) = glass_run::load_model(&a.run, a.checkpoint)?;
     let tok = glass_run::run_tokenizer(&a.run)?;
     let prompt = tok.encode(&a.prompt)?;
     anyhow::ensure!(!prompt.is_empty(), "the prompt encodes to no tokens");
+    model.cfg.ensure_kv_cache_fits()?;
+    let ctx = model.cfg.max_seq_len;
+    anyhow::ensure!(
+        prompt.len() <= ctx,
+        "the prompt is {} tokens but the model's context is {ctx} tokens ([model] max_seq_len); shorten the prompt",
+        prompt.len()
+    );
     if let Some(path) = &a.logits_out {
         let mut cache = glass_engine::KvCache::new(&model);
         let logits = model.forward_cached(&prompt, &mut cache)?;
@@ -67,9 +94,11 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     write!(out, "{}", a.prompt)?;
     let mut err = None;
-    model
+    let mut ended = false;
+    let out_ids = model
         .generate(&prompt, a.max_tokens, &mut sampler, |t| {
             if Some(t) == eos {
+                ended = true;
                 return false;
             }
             ids.push(t);
@@ -90,5 +119,12 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         return Err(e.into());
     }
     writeln!(out)?;
+    if !ended && out_ids.len() < a.max_tokens {
+        eprintln!(
+            "stopped after {} of {} tokens: the context is full ({ctx} tokens, [model] max_seq_len)",
+            out_ids.len(),
+            a.max_tokens
+        );
+    }
     Ok(())
 }

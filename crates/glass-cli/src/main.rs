@@ -82,6 +82,36 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+/// Lets every subcommand's options take values that start with `-` and a digit.
+fn allow_negative_numbers(cmd: clap::Command) -> clap::Command {
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    names.iter().fold(cmd.allow_negative_numbers(true), |c, n| {
+        c.mut_subcommand(n, allow_negative_numbers)
+    })
+}
+
+/// A negative number given to an option that counts something gets one plain line
+/// instead of the integer parser's "invalid digit found in string".
+fn plain_negative(e: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() == ErrorKind::ValueValidation {
+        if let (Some(ContextValue::String(arg)), Some(ContextValue::String(val))) = (
+            e.get(ContextKind::InvalidArg),
+            e.get(ContextKind::InvalidValue),
+        ) {
+            if val.starts_with('-') && val[1..].parse::<f64>().is_ok() {
+                let arg = arg.split_whitespace().next().unwrap_or(arg);
+                eprintln!("error: {arg} takes a number >= 0, not {val}");
+                std::process::exit(2);
+            }
+        }
+    }
+    e.exit()
+}
+
 fn main() {
     // Die quietly on a closed pipe (`glass data show … | head`), like other Unix tools,
     // instead of panicking on the failed write.
@@ -97,10 +127,19 @@ fn main() {
 }
 
 fn real_main() -> Result<()> {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    // Negative numbers reach the value parsers (a plain "must be >= 0" message) instead
+    // of clap's "unexpected argument '-1'" with its `-- -1` tip.
+    let cmd = allow_negative_numbers(Cli::command());
+    let matches = cmd.try_get_matches().unwrap_or_else(|e| plain_negative(e));
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Some(t) = cli.threads {
+        let cap = glass_data::preflight::max_threads();
+        if t > cap {
+            eprintln!("--threads {t}: using {cap} (4 per core); more only costs memory");
+        }
         rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
+            .num_threads(t.clamp(1, cap))
             .build_global()?;
     }
     match cli.command {

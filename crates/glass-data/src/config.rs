@@ -42,6 +42,19 @@ pub struct DataConfig {
     pub validation: Option<ValidationConfig>,
 }
 
+/// Largest `seq_len`.
+pub const MAX_SEQ_LEN: u64 = 1 << 24;
+/// Largest `rows_per_step`.
+pub const MAX_ROWS_PER_STEP: u64 = 1 << 24;
+/// Largest `steps_per_chunk`.
+pub const MAX_STEPS_PER_CHUNK: u64 = 1 << 32;
+/// Largest chunk, in tokens (a chunk is built in memory: 2^32 tokens is 16 GiB of u32).
+pub const MAX_CHUNK_TOKENS: u64 = 1 << 32;
+/// Largest run, in tokens over all stages (2^50 ≈ 10^15, ~100× the largest runs).
+pub const MAX_RUN_TOKENS: u64 = 1 << 50;
+/// Largest validation set, in rows.
+pub const MAX_VALIDATION_ROWS: u64 = 1 << 24;
+
 /// Token integer width requested in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -274,6 +287,7 @@ impl DataConfig {
         if self.steps_per_chunk == 0 {
             return err("steps_per_chunk must be at least 1".into());
         }
+        self.validate_sizes()?;
         self.validate_tokenizer()?;
         if self.sources.is_empty() {
             return err("no [[data.sources]] declared".into());
@@ -307,6 +321,60 @@ impl DataConfig {
                         "validation source `{n}` is also trained on; held-out data must stay held out"
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bounds every size so that the products the plan and the chunk writer compute
+    /// (tokens per step, per chunk, per run) cannot overflow, naming the key at fault.
+    fn validate_sizes(&self) -> Result<()> {
+        let too_big = |key: &str, v: u64, max: u64| {
+            Err(DataError::Config(format!(
+                "{key} = {v} is larger than glass supports ({max})"
+            )))
+        };
+        for (key, v, max) in [
+            ("seq_len", self.seq_len as u64, MAX_SEQ_LEN),
+            (
+                "rows_per_step",
+                self.rows_per_step as u64,
+                MAX_ROWS_PER_STEP,
+            ),
+            ("steps_per_chunk", self.steps_per_chunk, MAX_STEPS_PER_CHUNK),
+        ] {
+            if v > max {
+                return too_big(key, v, max);
+            }
+        }
+        // Each factor is below 2^32 now, so these products fit in u64.
+        let step_tokens = self.rows_per_step as u64 * (self.seq_len as u64 + 1);
+        if step_tokens * self.steps_per_chunk > MAX_CHUNK_TOKENS {
+            return Err(DataError::Config(format!(
+                "one chunk would hold {} tokens (rows_per_step × (seq_len + 1) × steps_per_chunk); at most {MAX_CHUNK_TOKENS} are supported — lower steps_per_chunk",
+                step_tokens * self.steps_per_chunk
+            )));
+        }
+        let mut total = 0u64;
+        for st in &self.stages {
+            total = total
+                .checked_add(st.tokens)
+                .filter(|&t| t <= MAX_RUN_TOKENS)
+                .ok_or_else(|| {
+                    DataError::Config(format!(
+                        "stage `{}`: tokens = {} brings the run past {MAX_RUN_TOKENS} tokens, more than glass supports",
+                        st.name, st.tokens
+                    ))
+                })?;
+        }
+        if let Some(v) = self.tokenizer.vocab_size {
+            if v as u64 > 1 << 32 {
+                return too_big("[data.tokenizer] vocab_size", v as u64, 1 << 32);
+            }
+        }
+        if let Some(v) = &self.validation {
+            if v.rows as u64 > MAX_VALIDATION_ROWS {
+                return too_big("[data.validation] rows", v.rows as u64, MAX_VALIDATION_ROWS);
             }
         }
         Ok(())

@@ -110,7 +110,7 @@ pub fn show(run_dir: &Path, step: u64, rank: usize, world_size: usize) -> Result
                 views[src] = Some(data.source_view(&names[src])?);
             }
             let view = views[src].as_ref().expect("opened");
-            let (path, line) = view.doc_id(s.doc);
+            let (path, line) = view.doc_id(s.doc)?;
             segments.push(SegmentView {
                 pos: s.pos,
                 len: s.len,

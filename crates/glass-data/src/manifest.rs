@@ -143,6 +143,7 @@ impl Manifest {
                 m.format
             )));
         }
+        crate::integrity::check_manifest(&m, &p)?;
         Ok(m)
     }
 }
@@ -181,6 +182,13 @@ pub fn verify(run_dir: &Path) -> Result<VerifyReport> {
         let p = data.join(&f.path);
         let shown = format!("data/{}", f.path);
         r.checked += 1;
+        if !crate::integrity::is_inside(&f.path) {
+            r.mismatches.push(Mismatch {
+                path: shown,
+                problem: "path leaves the run directory; not read".into(),
+            });
+            continue;
+        }
         if !p.exists() {
             r.mismatches.push(Mismatch {
                 path: shown,

@@ -101,7 +101,7 @@ pub struct PrepareReport {
 pub fn prepare(run_dir: &Path, opts: &PrepareOptions) -> Result<PrepareReport> {
     match opts.threads {
         Some(t) => rayon::ThreadPoolBuilder::new()
-            .num_threads(t.max(1))
+            .num_threads(crate::preflight::cap_threads(t))
             .build()
             .map_err(|e| DataError::Config(format!("thread pool: {e}")))?
             .install(|| Prepare::new(run_dir)?.run(opts)),
@@ -162,6 +162,8 @@ impl Prepare {
     }
 
     fn run(mut self, opts: &PrepareOptions) -> Result<PrepareReport> {
+        crate::preflight::ensure_data_replaceable(&self.run_dir, &self.cfg)?;
+        crate::preflight::ensure_chunks_fit(&self.run_dir, &self.cfg)?;
         std::fs::create_dir_all(&self.data).at(&self.data)?;
         remove_if_exists(&self.data.join(MANIFEST_FILE))?;
         let (tok, tok_rec) = self.tokenizer()?;

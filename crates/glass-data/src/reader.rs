@@ -3,21 +3,31 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::OnceLock;
+
 use crate::chunk::{read_header, read_rows, read_segments, ChunkHeader};
 use crate::error::{DataError, Result};
+use crate::manifest::ChunkRecord;
 use crate::manifest::Manifest;
 use crate::order::rank_rows;
 use crate::pack::Segment;
+use crate::store::FileHash;
 use crate::store::{read_header as read_store_header, SourceView};
 use crate::tokenizer::{GlassTokenizer, SpecialIds};
 
 /// A prepared run's data, opened for reading.
+///
+/// Nothing read is trusted: every header is checked against the manifest when opened,
+/// and each chunk's token file is hashed against the manifest before its first row is
+/// returned (once per chunk), so training never runs a step on altered data.
 #[derive(Debug)]
 pub struct PreparedData {
     data_dir: PathBuf,
     manifest: Manifest,
     chunks: Vec<ChunkHeader>,
     validation: Option<ChunkHeader>,
+    /// Set once a chunk's token file has been hashed and found as the manifest lists it.
+    verified: Vec<OnceLock<()>>,
 }
 
 impl PreparedData {
@@ -26,21 +36,57 @@ impl PreparedData {
         let manifest = Manifest::load(run_dir)?;
         let data_dir = run_dir.join("data");
         let chunks_dir = data_dir.join("chunks");
+        let open_header = |dir: &Path, stem: &str, rel: &str, rec: Option<&ChunkRecord>| {
+            let path = dir.join(format!("{stem}.json"));
+            let (sha, _) = crate::atomic::sha256_file(&path)?;
+            let listed = crate::integrity::listed_sha(&manifest, rel);
+            if listed != Some(sha.as_str()) {
+                return Err(DataError::Format(format!(
+                    "{}: sha256 {sha} but the data manifest lists {}; the file was modified — restore it or re-run `glass data prepare`",
+                    path.display(),
+                    listed.unwrap_or("nothing")
+                )));
+            }
+            let h = read_header(dir, stem)?;
+            let dir_rel = rel.rsplit_once('/').map_or("", |x| x.0);
+            crate::integrity::check_header(&manifest, &h, rec, dir_rel, &path)?;
+            Ok(h)
+        };
         let chunks = manifest
             .chunks
             .iter()
-            .map(|c| read_header(&chunks_dir, &crate::chunk::chunk_stem(c.index)))
+            .map(|c| {
+                let stem = crate::chunk::chunk_stem(c.index);
+                open_header(&chunks_dir, &stem, &format!("chunks/{stem}.json"), Some(c))
+            })
             .collect::<Result<Vec<_>>>()?;
         let validation = match &manifest.validation {
-            Some(_) => Some(read_header(&data_dir, "validation")?),
+            Some(_) => Some(open_header(
+                &data_dir,
+                "validation",
+                "validation.json",
+                None,
+            )?),
             None => None,
         };
+        let verified = (0..chunks.len()).map(|_| OnceLock::new()).collect();
         Ok(Self {
             data_dir,
             manifest,
             chunks,
             validation,
+            verified,
         })
+    }
+
+    /// Hashes the token file of chunk `c` against its (manifest-checked) header, once.
+    fn verify_chunk(&self, c: usize) -> Result<()> {
+        if self.verified[c].get().is_some() {
+            return Ok(());
+        }
+        verify_file(&self.data_dir.join("chunks"), &self.chunks[c].tokens)?;
+        let _ = self.verified[c].set(());
+        Ok(())
     }
 
     /// The manifest.
@@ -116,7 +162,9 @@ impl PreparedData {
                 self.n_steps()
             )));
         }
-        let c = &self.chunks[(step / self.steps_per_chunk()) as usize];
+        let i = (step / self.steps_per_chunk()) as usize;
+        self.verify_chunk(i)?;
+        let c = &self.chunks[i];
         Ok((c, (step - c.first_step) * self.rows_per_step() as u64))
     }
 
@@ -166,8 +214,24 @@ impl PreparedData {
         let (chunk, first) = self.locate(step)?;
         let b = self.rows_per_step() as u64;
         let mut rows = vec![Vec::new(); b as usize];
-        for mut s in read_segments(&self.data_dir.join("chunks"), chunk)? {
+        let dir = self.data_dir.join("chunks");
+        verify_file(&dir, &chunk.segments)?;
+        let n_sources = self.manifest.config.sources.len();
+        for mut s in read_segments(&dir, chunk)? {
             let r = s.row as u64;
+            let end = s.pos as u64 + s.len as u64;
+            if r >= chunk.n_rows || end > self.row_len() as u64 || s.source as usize >= n_sources {
+                return Err(DataError::Format(format!(
+                    "{}: segment (row {}, pos {}, len {}, source {}) lies outside the chunk's {} rows of {} tokens or its {n_sources} sources",
+                    dir.join(&chunk.segments.file).display(),
+                    s.row,
+                    s.pos,
+                    s.len,
+                    s.source,
+                    chunk.n_rows,
+                    self.row_len()
+                )));
+            }
             if r >= first && r < first + b {
                 s.row = (r - first) as u32;
                 rows[(r - first) as usize].push(s);
@@ -186,6 +250,7 @@ impl PreparedData {
         out.clear();
         match &self.validation {
             Some(v) => {
+                verify_file(&self.data_dir, &v.tokens)?;
                 read_rows(&self.data_dir, v, 0, v.n_rows, out)?;
                 Ok(v.n_rows)
             }
@@ -211,4 +276,19 @@ impl PreparedData {
             .collect::<Result<Vec<_>>>()?;
         SourceView::open(&tokens_dir, &headers)
     }
+}
+
+/// Hashes `dir/f.file` and compares it with the hash and length `f` records.
+fn verify_file(dir: &Path, f: &FileHash) -> Result<()> {
+    let p = dir.join(&f.file);
+    let (sha, bytes) = crate::atomic::sha256_file(&p)?;
+    if sha != f.sha256 || bytes != f.bytes {
+        return Err(DataError::Format(format!(
+            "{}: sha256 {sha} ({bytes} bytes) but the data manifest lists {} ({} bytes); the file was modified — restore it or re-run `glass data prepare`",
+            p.display(),
+            f.sha256,
+            f.bytes
+        )));
+    }
+    Ok(())
 }

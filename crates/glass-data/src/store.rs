@@ -353,6 +353,73 @@ impl Bytes {
     }
 }
 
+/// Checks a store's header against its files and every document record against the
+/// header, so that every later index into the mapped files is in bounds.
+fn check_store(dir: &Path, h: &StoreHeader, st: &OpenStore, dtype: TokenDtype) -> Result<()> {
+    let path = dir.join(format!("{:05}-of-{:05}.json", h.shard, h.n_shards));
+    let bad = |msg: String| Err(DataError::Format(format!("{}: {msg}", path.display())));
+    for f in [&h.tokens, &h.docs] {
+        if !crate::integrity::is_inside(&f.file) || f.file.contains('/') {
+            return bad(format!("file name `{}` is not a plain file name", f.file));
+        }
+    }
+    if h.dtype != dtype {
+        return bad(format!(
+            "dtype {:?} differs from the other shards'",
+            h.dtype
+        ));
+    }
+    let (docs, tokens) = (st.docs.get(), st.tokens.get());
+    if Some(docs.len() as u64) != h.n_docs.checked_mul(DOC_RECORD_BYTES as u64) {
+        return bad(format!(
+            "{} holds {} bytes, not {} documents of {DOC_RECORD_BYTES} bytes",
+            h.docs.file,
+            docs.len(),
+            h.n_docs
+        ));
+    }
+    if Some(tokens.len() as u64) != h.n_tokens.checked_mul(dtype.width() as u64) {
+        return bad(format!(
+            "{} holds {} bytes, not {} tokens",
+            h.tokens.file,
+            tokens.len(),
+            h.n_tokens
+        ));
+    }
+    let mut next = 0u64;
+    for u in &h.units {
+        if u.first_doc != next {
+            return bad(format!(
+                "unit {} starts at document {}, expected {next}",
+                u.index, u.first_doc
+            ));
+        }
+        next = next.saturating_add(u.n_docs);
+    }
+    if next != h.n_docs {
+        return bad(format!(
+            "units hold {next} documents, the header says {}",
+            h.n_docs
+        ));
+    }
+    let mut ui = 0; // units are contiguous and in document order (checked above)
+    for (i, b) in docs.chunks_exact(DOC_RECORD_BYTES).enumerate() {
+        let r = DocRecord::from_bytes(b);
+        while ui < h.units.len() && i as u64 >= h.units[ui].first_doc + h.units[ui].n_docs {
+            ui += 1;
+        }
+        let unit_ok = h.units.get(ui).is_some_and(|u| u.index == r.unit);
+        let end = r.tok_start.checked_add(r.n_tokens as u64);
+        if !unit_ok || end.is_none_or(|e| e > h.n_tokens) {
+            return bad(format!(
+                "document record {i} (unit {}, tokens {}+{}) is outside the store's units or its {} tokens",
+                r.unit, r.tok_start, r.n_tokens, h.n_tokens
+            ));
+        }
+    }
+    Ok(())
+}
+
 struct OpenStore {
     tokens: Bytes,
     docs: Bytes,
@@ -395,6 +462,9 @@ impl SourceView {
                 meta,
             });
             units.extend(h.units.iter().map(|u| (0u64, s, u.clone())));
+        }
+        for (h, st) in headers.iter().zip(&stores) {
+            check_store(&dir, h, st, first.dtype)?;
         }
         units.sort_by_key(|u| u.2.index);
         for (i, u) in units.iter().enumerate() {
@@ -442,7 +512,19 @@ impl SourceView {
         (*shard, rec.first_doc + (doc - start))
     }
 
-    /// The record of global document `doc`.
+    /// The record of global document `doc`, or an error when the source has no such
+    /// document (an index read from a corrupt segment file).
+    pub fn try_doc(&self, doc: u64) -> Result<DocRecord> {
+        if doc >= self.n_docs {
+            return Err(DataError::Format(format!(
+                "source `{}` has {} documents; document {doc} does not exist (corrupt segment file?)",
+                self.name, self.n_docs
+            )));
+        }
+        Ok(self.doc(doc))
+    }
+
+    /// The record of global document `doc` (`doc < n_docs()`).
     pub fn doc(&self, doc: u64) -> DocRecord {
         let (shard, local) = self.locate(doc);
         let off = local as usize * DOC_RECORD_BYTES;
@@ -455,13 +537,16 @@ impl SourceView {
     }
 
     /// The path of the unit holding document `doc` and its line: the document's stable id.
-    pub fn doc_id(&self, doc: u64) -> (String, u64) {
-        let r = self.doc(doc);
-        (self.units[r.unit as usize].2.path.clone(), r.line)
+    pub fn doc_id(&self, doc: u64) -> Result<(String, u64)> {
+        let r = self.try_doc(doc)?;
+        Ok((self.units[r.unit as usize].2.path.clone(), r.line))
     }
 
     /// The JSONL id/metadata of `doc`, when the source keeps them.
     pub fn doc_meta(&self, doc: u64) -> Option<serde_json::Value> {
+        if doc >= self.n_docs {
+            return None;
+        }
         let (shard, local) = self.locate(doc);
         let line = self.stores[shard].meta.as_ref()?.get(local as usize)?;
         serde_json::from_str(line).ok()

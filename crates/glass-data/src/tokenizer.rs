@@ -169,7 +169,11 @@ impl GlassTokenizer {
     /// Loads a `tokenizer.json` file.
     pub fn from_file(path: &std::path::Path, cfg: &TokenizerConfig) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| tk_err(format!("{}: {e}", path.display())))?;
-        Self::from_json(&bytes, cfg)
+        // Parse errors name the file: a run can hold several tokenizer.json files.
+        Self::from_json(&bytes, cfg).map_err(|e| match e {
+            DataError::Tokenizer(m) => tk_err(format!("{}: {m}", path.display())),
+            other => other,
+        })
     }
 
     /// The fast encoder is exact only for a plain GPT-2 byte-level BPE: no normalizer, the

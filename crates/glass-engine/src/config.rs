@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::optim::AdamWConfig;
 use crate::EngineError;
 
 /// Which normalisation every block (and the final norm) uses.
@@ -229,10 +230,139 @@ impl ModelConfig {
         if !(self.mup.init_std.is_finite() && self.mup.init_std > 0.0) {
             return bad("mup.init_std", "must be finite and positive".into());
         }
-        if self.norm_eps.is_nan() || self.norm_eps <= 0.0 {
-            return bad("norm_eps", "must be positive".into());
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0 && self.norm_eps < 1.0) {
+            return bad(
+                "norm_eps",
+                format!("{} must be a finite number in (0, 1)", self.norm_eps),
+            );
         }
-        Ok(())
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return bad(
+                "rope_theta",
+                format!(
+                    "{} must be a finite number > 0 (LLaMA: 10000)",
+                    self.rope_theta
+                ),
+            );
+        }
+        let m = &self.mup;
+        for (name, v) in [
+            ("mup.embedding_multiplier", m.embedding_multiplier),
+            ("mup.output_logit_multiplier", m.output_logit_multiplier),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(name, format!("{v} must be a finite number > 0"));
+            }
+        }
+        let l = &m.lr_multipliers;
+        for (name, v) in [
+            ("mup.lr_multipliers.embedding", l.embedding),
+            ("mup.lr_multipliers.hidden", l.hidden),
+            ("mup.lr_multipliers.norm", l.norm),
+            ("mup.lr_multipliers.output", l.output),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(name, format!("{v} must be a finite number >= 0"));
+            }
+        }
+        self.checked_sizes().map(|_| ())
+    }
+
+    /// Element counts of the buffers a model of this config allocates, computed with
+    /// checked arithmetic so that absurd shapes are refused by name instead of
+    /// overflowing (a panic, or a wrapped size that allocates the wrong amount).
+    pub fn checked_sizes(&self) -> Result<ModelSizes, EngineError> {
+        let too_big = |field: &str, v: usize, max: u64| {
+            Err(EngineError::Config(format!(
+                "model.{field}: {v} is larger than glass supports ({max})"
+            )))
+        };
+        for (name, v, max) in [
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("d_model", self.d_model, MAX_DIM),
+            ("n_layers", self.n_layers, MAX_LAYERS),
+            ("n_heads", self.n_heads, MAX_DIM),
+            ("n_kv_heads", self.n_kv_heads, MAX_DIM),
+            ("ffn_hidden", self.ffn_hidden, MAX_DIM),
+            ("max_seq_len", self.max_seq_len, MAX_DIM),
+        ] {
+            if v as u64 > max {
+                return too_big(name, v, max);
+            }
+        }
+        // Every dimension is below 2^32 now, so u128 products cannot overflow.
+        let (v, d, l) = (
+            self.vocab_size as u128,
+            self.d_model as u128,
+            self.n_layers as u128,
+        );
+        let (hd, kv, f) = (
+            self.head_dim() as u128,
+            self.n_kv_heads as u128,
+            self.ffn_hidden as u128,
+        );
+        let h = self.n_heads as u128;
+        let norms = if self.norm == NormKind::LayerNorm {
+            2
+        } else {
+            1
+        };
+        let block = 2 * norms * d + (h + 2 * kv) * hd * d + d * h * hd + 3 * d * f;
+        let head = if self.tie_embeddings { 0 } else { v * d };
+        let params = v * d + l * block + norms * d + head;
+        let rope = 2 * self.max_seq_len as u128 * (self.rotary_dim() as u128 / 2);
+        let kv_cache = 2 * l * self.max_seq_len as u128 * kv * hd;
+        for (what, n) in [
+            ("the parameter count", params),
+            ("the RoPE tables", rope),
+            ("the KV cache", kv_cache),
+        ] {
+            if n > MAX_ELEMENTS as u128 {
+                return Err(EngineError::Config(format!(
+                    "model: {what} ({n} values) exceeds what glass supports ({MAX_ELEMENTS}); reduce the shapes"
+                )));
+            }
+        }
+        Ok(ModelSizes {
+            params: params as u64,
+            rope: rope as u64,
+            kv_cache: kv_cache as u64,
+        })
+    }
+
+    /// Refuses generation when a full-context KV cache (f32 keys and values of every
+    /// layer) would not fit in the memory available now.
+    pub fn ensure_kv_cache_fits(&self) -> Result<(), EngineError> {
+        let need = self.checked_sizes()?.kv_cache.saturating_mul(4);
+        match available_memory() {
+            Some(avail) if need > avail => Err(EngineError::Config(format!(
+                "model: a KV cache for max_seq_len {} needs {:.1} GiB but only {:.1} GiB of memory is available",
+                self.max_seq_len,
+                need as f64 / (1u64 << 30) as f64,
+                avail as f64 / (1u64 << 30) as f64
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a model whose weights and gradients (`bytes_per_param` bytes per parameter
+    /// in all) would not fit in the memory available now, before anything is allocated:
+    /// an allocation failure aborts the process without naming the config at fault.
+    pub fn ensure_fits_memory(&self, bytes_per_param: u64) -> Result<(), EngineError> {
+        let s = self.checked_sizes()?;
+        let need = s
+            .params
+            .saturating_mul(bytes_per_param)
+            .saturating_add(s.rope.saturating_mul(4));
+        match available_memory() {
+            Some(avail) if need > avail => Err(EngineError::Config(format!(
+                "model: {} parameters need {:.1} GiB for weights and gradients but only {:.1} GiB of memory is available; reduce the shapes or use a machine with more memory",
+                s.params,
+                need as f64 / (1u64 << 30) as f64,
+                avail as f64 / (1u64 << 30) as f64
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Parses a `[model]` table (or a bare model TOML) and validates it.
@@ -305,12 +435,121 @@ impl ModelConfig {
     }
 }
 
+/// Largest vocabulary: token ids are stored as u32.
+pub const MAX_VOCAB: u64 = 1 << 32;
+/// Largest width, head count, FFN size or context length.
+pub const MAX_DIM: u64 = 1 << 24;
+/// Largest number of blocks.
+pub const MAX_LAYERS: u64 = 1 << 16;
+/// Largest buffer (in f32 values) of any kind: 2^40 values is 4 TiB.
+pub const MAX_ELEMENTS: u64 = 1 << 40;
+
+/// Element counts of a model's fixed buffers (see [`ModelConfig::checked_sizes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelSizes {
+    /// Parameters (and gradients, and each AdamW moment).
+    pub params: u64,
+    /// RoPE cos + sin table entries.
+    pub rope: u64,
+    /// KV-cache entries at full context.
+    pub kv_cache: u64,
+}
+
+/// Memory the OS can give this process now (Linux `MemAvailable`), or `None` where it
+/// cannot be read, in which case no check is made.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb.saturating_mul(1024))
+}
+
 /// Names accepted by [`ModelConfig::preset`].
 pub const PRESETS: &[&str] = &["tiny", "small", "amber-7b", "crystalcoder-7b"];
+
+impl AdamWConfig {
+    /// Rejects hyperparameters with which AdamW cannot train: non-finite values, betas
+    /// outside [0, 1), a non-positive epsilon (0/0 on a zero second moment), negative
+    /// clipping, or a weight decay that flips or explodes the weights.
+    /// The message names the key (`beta1 = 1: must be …`) for the caller to place.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |field: &str, v: f32, want: &str| Err(format!("{field} = {v}: must be {want}"));
+        for (name, v) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(v.is_finite() && (0.0..1.0).contains(&v)) {
+                return bad(name, v, "in [0, 1) (Amber: 0.9 and 0.95)");
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0 && self.eps < 1.0) {
+            return bad("eps", self.eps, "a finite number in (0, 1) (Amber: 1e-8)");
+        }
+        if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
+            return bad(
+                "grad_clip",
+                self.grad_clip,
+                "a finite number >= 0 (0 disables clipping; Amber: 1.0)",
+            );
+        }
+        if !(self.weight_decay.is_finite() && (0.0..=10.0).contains(&self.weight_decay)) {
+            return bad(
+                "weight_decay",
+                self.weight_decay,
+                "a finite number in [0, 10] (Amber: 0.1)",
+            );
+        }
+        Ok(())
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_and_out_of_range_numbers_are_named() {
+        let base = ModelConfig::preset("tiny").unwrap();
+        for (edit, word) in [
+            (
+                (|c: &mut ModelConfig| c.rope_theta = f32::NAN) as fn(&mut ModelConfig),
+                "rope_theta",
+            ),
+            (|c| c.rope_theta = -1.0, "rope_theta"),
+            (|c| c.norm_eps = f32::INFINITY, "norm_eps"),
+            (
+                |c| c.mup.embedding_multiplier = f32::NAN,
+                "embedding_multiplier",
+            ),
+            (|c| c.mup.lr_multipliers.hidden = -1.0, "hidden"),
+            (|c| c.d_model = 1 << 40, "d_model"),
+            (|c| c.n_layers = 1 << 20, "n_layers"),
+        ] {
+            let mut c = base.clone();
+            edit(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(word), "{word}: {e}");
+        }
+        // Products overflow long before any single dimension is absurd.
+        let mut c = base.clone();
+        (c.vocab_size, c.d_model, c.n_heads, c.n_kv_heads) = (1 << 31, 1 << 24, 1, 1);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("parameter count"), "{e}");
+        let a = AdamWConfig::default();
+        a.validate().unwrap();
+        for (edit, word) in [
+            (
+                (|a: &mut AdamWConfig| a.beta1 = 1.0) as fn(&mut AdamWConfig),
+                "beta1",
+            ),
+            (|a| a.beta2 = -0.1, "beta2"),
+            (|a| a.eps = 0.0, "eps"),
+            (|a| a.grad_clip = f32::NAN, "grad_clip"),
+            (|a| a.weight_decay = 1e6, "weight_decay"),
+        ] {
+            let mut b = a;
+            edit(&mut b);
+            let e = b.validate().unwrap_err().to_string();
+            assert!(e.contains(word), "{word}: {e}");
+        }
+    }
 
     #[test]
     fn presets_validate() {

@@ -274,6 +274,7 @@ impl Model {
     /// Creates a model with all parameters zero (to be filled from a checkpoint).
     pub fn zeros(cfg: &ModelConfig) -> Result<Self, EngineError> {
         cfg.validate()?;
+        cfg.ensure_fits_memory(8)?; // params + grads, checked before allocating
         let layout = ParamLayout::new(cfg);
         let n = layout.total();
         Ok(Model {

@@ -80,6 +80,8 @@ pub enum EvalProgress<'a> {
     Docs(usize),
     /// A pair finished (or was skipped).
     Done(&'a TaskResult),
+    /// Something the user should know that does not stop the evaluation.
+    Warning(&'a str),
 }
 
 /// One task's results at one checkpoint: what `RUN/evals/ckpt-KKKK/<task>.json` holds.
@@ -177,6 +179,22 @@ pub fn evaluate_run(
         }
         let data = def.load()?;
         let prepared = prepare(&def, &data, opts.limit, opts.fewshot_seed)?;
+        let unmatched = prepared
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p,
+                    crate::prompts::Prepared::MultipleChoice { gold: None, .. }
+                )
+            })
+            .count();
+        if unmatched > 0 {
+            progress(EvalProgress::Warning(&format!(
+                "task {}: {unmatched} of {} documents have a label (doc_to_target) that is not one of their choices; they are scored as wrong, as lm-evaluation-harness does — check the data file",
+                def.name,
+                prepared.len()
+            )));
+        }
         tasks.push(Loaded {
             num_fewshot: def.num_fewshot,
             def,

@@ -607,8 +607,9 @@ impl TaskDef {
                 continue;
             }
             let files = self.data_files.get(&split).ok_or_else(|| {
-                let have: Vec<&String> = self.data_files.keys().collect();
-                err(&self.source, 1, format!("split `{split}` has no data files (data_files has {have:?}); pass --data-files {split}=FILE"))
+                let have: Vec<&str> = self.data_files.keys().map(String::as_str).collect();
+                let have = if have.is_empty() { "none".to_string() } else { have.join(", ") };
+                err(&self.source, 1, format!("split `{split}` has no data files (data_files has: {have}); pass --data-files {split}=FILE"))
             })?;
             let mut docs = Vec::new();
             let mut hashes = Vec::new();
@@ -617,10 +618,11 @@ impl TaskDef {
                 let text: &str = match f.embedded {
                     Some(t) => t,
                     None => {
-                        owned = std::fs::read_to_string(&f.path).map_err(|e| EvalError::Io {
+                        let bytes = std::fs::read(&f.path).map_err(|e| EvalError::Io {
                             path: f.path.clone(),
                             source: e,
                         })?;
+                        owned = utf8_text(bytes, &f.path)?;
                         &owned
                     }
                 };
@@ -655,6 +657,18 @@ impl TaskDef {
             task_sha256: hex::encode(h.finalize()),
         })
     }
+}
+
+/// A data file's bytes as text, or an error naming the line of the first invalid UTF-8.
+fn utf8_text(bytes: Vec<u8>, path: &std::path::Path) -> Result<String, EvalError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
+        EvalError::Data(format!(
+            "{}:{line}: invalid UTF-8 (at byte {at}); data files must be UTF-8",
+            path.display()
+        ))
+    })
 }
 
 /// Rows of a JSON Lines file, or of a JSON file holding an array of objects.

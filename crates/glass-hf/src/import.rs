@@ -256,6 +256,7 @@ pub fn load_folder(
     let info = from_hf(&v, &cp)?;
     let cfg = info.cfg.clone().expect("mapped");
     let files = discover(src)?;
+    crate::weights::check_shapes(&files, &cfg)?;
     let mut model = Model::zeros(&cfg)?;
     let stats = load_into(&files, &mut model)?;
     Ok((model, stats, info, files))

@@ -295,6 +295,48 @@ fn is_rope_buffer(name: &str) -> bool {
     name.ends_with(".self_attn.rotary_emb.inv_freq")
 }
 
+/// Compares the shape of every tensor `files` hold (headers only, nothing converted)
+/// with what `cfg` implies, so a `config.json` that disagrees with the weights — or
+/// describes an absurd model — is refused before the model's buffers are allocated.
+pub fn check_shapes(files: &WeightFiles, cfg: &glass_engine::ModelConfig) -> Result<()> {
+    let layout = glass_engine::ParamLayout::new(cfg);
+    let shapes: BTreeMap<&str, &[usize]> = layout
+        .tensors()
+        .iter()
+        .map(|t| (t.name.as_str(), t.shape.as_slice()))
+        .collect();
+    for shard in &files.shards {
+        let f = File::open(shard).map_err(io(shard))?;
+        // SAFETY: read-only map, dropped at the end of this iteration; a concurrent writer
+        // could only change the values read, never memory safety of this process.
+        let map = unsafe { memmap2::Mmap::map(&f) }.map_err(io(shard))?;
+        let tensors = match files.format {
+            WeightFormat::Safetensors => read_safetensors(&map, shard)?,
+            WeightFormat::PytorchBin => crate::torch_bin::read(&map, shard)?,
+        };
+        for t in tensors {
+            let name = if cfg.tie_embeddings && t.name == "lm_head.weight" {
+                "model.embed_tokens.weight"
+            } else {
+                t.name.as_str()
+            };
+            if let Some(want) = shapes.get(name) {
+                if t.shape != *want {
+                    return Err(tensor_err(
+                        shard,
+                        &t.name,
+                        format!(
+                            "has shape {:?}, but config.json implies {:?}; the config does not describe these weights",
+                            t.shape, want
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Converts every tensor of `files` into `model.params`, checking names, shapes and
 /// completeness against the model's layout.
 pub fn load_into(files: &WeightFiles, model: &mut Model) -> Result<LoadStats> {

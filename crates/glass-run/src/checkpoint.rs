@@ -175,6 +175,14 @@ pub fn write(
     opt: &AdamW,
     state: &mut CheckpointState,
 ) -> Result<(Vec<FileEntry>, String)> {
+    for (what, buf) in [("weights", &model.params), ("optimizer state", &opt.v)] {
+        if !crate::integrity::all_finite(buf) {
+            return Err(RunError::Invalid(format!(
+                "refusing to publish checkpoint {} (step {}): its {what} hold non-finite values",
+                state.index, state.step
+            )));
+        }
+    }
     let ckpt_root = run_dir.join("checkpoints");
     std::fs::create_dir_all(&ckpt_root).map_err(io(&ckpt_root))?;
     let name = dir_name(state.index, state.step);
@@ -259,6 +267,15 @@ pub fn verify_files(run_dir: &Path, files: &[FileEntry]) -> Result<()> {
 }
 
 fn verify_file(run_dir: &Path, f: &FileEntry) -> Result<()> {
+    if !glass_data::integrity::is_inside(&f.path) {
+        return Err(RunError::Checkpoint {
+            path: crate::manifest::RunManifest::path(run_dir),
+            msg: format!(
+                "lists `{}`, a path outside the run (absolute or with `..`); refusing to read it",
+                f.path
+            ),
+        });
+    }
     let p = run_dir.join(&f.path);
     let (sha, _) = sha256_file(&p).map_err(|e| RunError::Checkpoint {
         path: p.clone(),

@@ -216,6 +216,7 @@ impl RunConfig {
                 "[guard] spike_factor must be >= 0 (0 disables the spike rule)".into(),
             ));
         }
+        validate_ranges(&cfg).map_err(err)?;
         Ok(cfg)
     }
 
@@ -223,6 +224,34 @@ impl RunConfig {
     pub fn path(run_dir: &Path) -> PathBuf {
         run_dir.join(CONFIG_FILE)
     }
+}
+
+/// Range checks of every number outside `[model]` beyond what the types enforce, so a
+/// run never "succeeds" while its optimizer produces NaN or does nothing.
+fn validate_ranges(cfg: &RunConfig) -> std::result::Result<(), String> {
+    cfg.optim
+        .adamw
+        .validate()
+        .map_err(|e| format!("[optim] {e}"))?;
+    if cfg.optim.lr > 1e3 {
+        return Err(format!(
+            "[optim] lr = {} is absurd (Amber: 3e-4); set a learning rate below 1000",
+            cfg.optim.lr
+        ));
+    }
+    if cfg.train.micro_batch_rows > 1 << 20 {
+        return Err(format!(
+            "[train] micro_batch_rows = {} is larger than glass supports (2^20)",
+            cfg.train.micro_batch_rows
+        ));
+    }
+    let w = cfg.guard.spike_window;
+    if w == 0 || w > 1 << 20 {
+        return Err(format!(
+            "[guard] spike_window = {w} must be between 1 and 2^20"
+        ));
+    }
+    Ok(())
 }
 
 /// `[model]` is either a full model table or `preset = "NAME"` plus overriding keys.

@@ -26,3 +26,13 @@ pub fn point(name: &str) {
         }
     }
 }
+
+/// Like [`point`], but instead of aborting reports whether this is the N-th hit, for
+/// faults the caller injects itself (`GLASS_FAULT=nan-weights:N` poisons the weights
+/// after the N-th update, to exercise the guard's parameter check).
+pub fn triggered(name: &str) -> bool {
+    match target() {
+        Some((want, n)) if want == name => HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n,
+        _ => false,
+    }
+}

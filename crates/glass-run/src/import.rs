@@ -28,6 +28,17 @@ pub const IMPORT_FILE: &str = "import.json";
 /// have added FIM sentinels), else the `tokenizer.json` that `[data.tokenizer] path`
 /// names. Generation and evaluation need only this, not prepared data.
 pub fn run_tokenizer(run_dir: &Path) -> Result<GlassTokenizer> {
+    // The tokenizer is data: it must be the one the run's checkpoints pin.
+    if let Some(m) = RunManifest::load(run_dir)? {
+        if let Some(p) = crate::integrity::data_problem(run_dir, &m) {
+            if run_dir.join("data").join("manifest.json").exists() {
+                return Err(RunError::Checkpoint {
+                    path: run_dir.join(&p.path),
+                    msg: p.problem,
+                });
+            }
+        }
+    }
     if run_dir.join("data").join("manifest.json").exists() {
         return Ok(PreparedData::open(run_dir)?.tokenizer()?);
     }

@@ -19,10 +19,11 @@ pub fn init(run_dir: &Path, preset: &str) -> Result<()> {
             path.display()
         )));
     }
-    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
     let name = run_dir
         .file_name()
         .map_or("glass-run".into(), |n| n.to_string_lossy().into_owned());
+    // Everything is checked before the directory is created, so a refusal (an unknown
+    // preset) leaves nothing behind.
     let mut text = init_toml(preset, &name)?;
     text.push_str(&glass_data::default_demo_toml());
     // The model's vocabulary must match the tokenizer the [data] table trains.
@@ -35,6 +36,7 @@ pub fn init(run_dir: &Path, preset: &str) -> Result<()> {
         );
     }
     RunConfig::parse(&text, &path)?;
+    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
     write_atomic(&path, text.as_bytes())?;
     Ok(())
 }
@@ -112,13 +114,16 @@ pub fn info(run_dir: &Path) -> Result<RunInfo> {
 pub fn load_model(run_dir: &Path, index: Option<u32>) -> Result<(glass_engine::Model, u32)> {
     let cfg = RunConfig::load(run_dir)?;
     let m = RunManifest::require(run_dir)?;
-    let entry = match index {
-        Some(k) => m.checkpoint(k)?,
-        None => m
-            .checkpoints
-            .last()
-            .ok_or_else(|| RunError::Invalid("the run has no checkpoint".into()))?,
+    let k = match index {
+        Some(k) => k,
+        None => {
+            m.checkpoints
+                .last()
+                .ok_or_else(|| RunError::Invalid("the run has no checkpoint".into()))?
+                .index
+        }
     };
+    let (entry, _) = crate::integrity::checked_entry(run_dir, &m, k)?;
     let mut model = glass_engine::Model::zeros(&cfg.model)?;
     crate::checkpoint::load_weights(run_dir, &entry.files, &mut model)?;
     Ok((model, entry.index))

@@ -10,6 +10,7 @@ pub mod error;
 pub mod fault;
 pub mod import;
 pub mod info;
+pub mod integrity;
 pub mod lock;
 pub mod manifest;
 pub mod metrics;

@@ -117,6 +117,19 @@ impl RunManifest {
 
     /// Loads the manifest or explains that the run has not trained yet.
     pub fn require(run_dir: &Path) -> Result<Self> {
+        if !run_dir.is_dir() {
+            return Err(RunError::Invalid(format!(
+                "{}: no such run directory",
+                run_dir.display()
+            )));
+        }
+        if !run_dir.join(crate::config::CONFIG_FILE).exists() && !Self::path(run_dir).exists() {
+            return Err(RunError::Invalid(format!(
+                "{}: not a glass run (no glass.toml or manifest.json); create one with `glass init {}`",
+                run_dir.display(),
+                run_dir.display()
+            )));
+        }
         Self::load(run_dir)?.ok_or_else(|| {
             RunError::Invalid(format!(
                 "{}: no checkpoints yet; run `glass train {}` first",
@@ -138,11 +151,14 @@ impl RunManifest {
         self.checkpoints
             .iter()
             .find(|c| c.index == index)
-            .ok_or_else(|| {
-                RunError::Invalid(format!(
+            .ok_or_else(|| match self.checkpoints.last() {
+                Some(last) => RunError::Invalid(format!(
                     "no published checkpoint {index}; this run has checkpoints 0..={}",
-                    self.checkpoints.last().map_or(0, |c| c.index)
-                ))
+                    last.index
+                )),
+                None => RunError::Invalid(format!(
+                    "no published checkpoint {index}; this run has no checkpoints"
+                )),
             })
     }
 }

@@ -193,6 +193,7 @@ impl Session {
 
     /// Loads published checkpoint `entry` of this run.
     pub fn load_checkpoint(&mut self, entry: &CheckpointEntry) -> Result<CheckpointState> {
+        crate::integrity::check_loadable(&self.run_dir, entry)?;
         let st = checkpoint::load(&self.run_dir, &entry.files, &mut self.model, &mut self.opt)?;
         self.restore(&st);
         self.parent_sha = Some(entry.sha256.clone());
@@ -258,6 +259,14 @@ impl Session {
         }
         let lr = lr_at(&self.cfg.optim, step, self.data.n_steps());
         self.model.apply_optimizer(&mut self.opt, lr);
+        if !crate::integrity::updated_params_ok(&mut self.model.params) {
+            let reason = "non-finite parameters after the update";
+            return Ok(StepOutcome::Rejected {
+                reason,
+                loss,
+                grad_norm,
+            });
+        }
         self.last_lr = lr;
         self.recent.push_back(loss);
         while self.recent.len() > self.cfg.guard.spike_window.max(1) {
@@ -415,10 +424,10 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
                 return Err(RunError::Config {
                     path: RunConfig::path(run_dir),
                     msg: format!(
-                        "the checkpoint plan changed: checkpoint {} is at step {} but the config now puts it at {:?}; restore [checkpoints] log_spaced_early and [data] steps_per_chunk / stage tokens",
+                        "the checkpoint plan changed: checkpoint {} is at step {} but the config now puts it {}; restore [checkpoints] log_spaced_early and [data] steps_per_chunk / stage tokens",
                         last.index,
                         last.step,
-                        s.plan.get(last.index as usize)
+                        s.plan.get(last.index as usize).map_or("past the end of the plan".into(), |p| format!("at step {p}"))
                     ),
                 });
             }
@@ -621,7 +630,7 @@ fn row_range(s: &Session, step: u64) -> [u64; 2] {
 /// Loads checkpoint `k` of `other` as the starting point of a new run.
 fn branch_from(s: &mut Session, other: &Path, k: u32) -> Result<Parent> {
     let om = RunManifest::require(other)?;
-    let e = om.checkpoint(k)?.clone();
+    let (e, _) = crate::integrity::checked_entry(other, &om, k)?;
     let ocfg = RunConfig::load(other)?;
     if ocfg.model != s.cfg.model {
         return Err(RunError::Config {

@@ -7,8 +7,9 @@ use std::path::Path;
 use glass_data::atomic::sha256_file;
 use serde::Serialize;
 
-use crate::checkpoint::{self, CheckpointState, STATE_FILE};
+use crate::checkpoint;
 use crate::error::{Result, RunError};
+use crate::integrity;
 use crate::manifest::RunManifest;
 use crate::train::{Session, StepOutcome};
 
@@ -41,14 +42,18 @@ impl RunVerifyReport {
     }
 }
 
-/// Re-hashes every checkpoint file and every data file against the manifests.
+/// Re-hashes every checkpoint file and every data file against the manifests, and
+/// cross-checks what the manifests and states claim (see [`crate::integrity`]).
 pub fn verify_run(run_dir: &Path) -> Result<RunVerifyReport> {
     let m = RunManifest::require(run_dir)?;
-    let mut problems = Vec::new();
+    let mut problems = integrity::manifest_problems(&m);
     let mut n = 0;
     for c in &m.checkpoints {
         for f in &c.files {
             n += 1;
+            if !glass_data::integrity::is_inside(&f.path) {
+                continue; // reported by manifest_problems; never read
+            }
             match sha256_file(&run_dir.join(&f.path)) {
                 Ok((sha, len)) if sha == f.sha256 && len == f.bytes => {}
                 Ok((sha, len)) => problems.push(FileProblem {
@@ -58,6 +63,10 @@ pub fn verify_run(run_dir: &Path) -> Result<RunVerifyReport> {
                         f.sha256, f.bytes
                     ),
                 }),
+                Err(glass_data::DataError::Io { source, .. }) => problems.push(FileProblem {
+                    path: f.path.clone(),
+                    problem: integrity::io_problem(&source),
+                }),
                 Err(e) => problems.push(FileProblem {
                     path: f.path.clone(),
                     problem: e.to_string(),
@@ -65,11 +74,16 @@ pub fn verify_run(run_dir: &Path) -> Result<RunVerifyReport> {
             }
         }
     }
-    problems.extend(chain_problems(run_dir, &m));
+    let mut prev: Option<String> = m.parent.as_ref().map(|p| p.checkpoint_sha256.clone());
+    for c in &m.checkpoints {
+        problems.extend(integrity::entry_problems(run_dir, &m, c, prev.as_deref()).1);
+        prev = Some(c.sha256.clone());
+    }
     // An imported run has no data until `glass data prepare`; its checkpoints still verify.
     let d = if m.import.is_some() && !run_dir.join("data").join("manifest.json").exists() {
         glass_data::VerifyReport::default()
     } else {
+        problems.extend(integrity::data_problem(run_dir, &m));
         glass_data::verify(run_dir)?
     };
     Ok(RunVerifyReport {
@@ -108,26 +122,9 @@ pub fn replay(run_dir: &Path, k: u32) -> Result<ReplayReport> {
         ));
     }
     let m = RunManifest::require(run_dir)?;
+    let (target, target_state) = integrity::checked_entry(run_dir, &m, k)?;
     let prev = m.checkpoint(k - 1)?.clone();
-    let target = m.checkpoint(k)?.clone();
     checkpoint::verify_files(run_dir, &target.files)?;
-    let state_file = target
-        .files
-        .iter()
-        .find(|f| f.path.ends_with(STATE_FILE))
-        .ok_or_else(|| {
-            RunError::Invalid(format!(
-                "manifest.json: checkpoint {k} lists no {STATE_FILE}"
-            ))
-        })?;
-    let target_state: CheckpointState = serde_json::from_slice(
-        &std::fs::read(run_dir.join(&state_file.path))
-            .map_err(crate::error::io(run_dir.join(&state_file.path)))?,
-    )
-    .map_err(|e| RunError::Checkpoint {
-        path: run_dir.join(&state_file.path),
-        msg: e.to_string(),
-    })?;
     if target_state.engine != glass_engine::engine_id() {
         return Err(RunError::Invalid(format!(
             "checkpoint {k} was computed by {}, this is {}: a bit-identical replay needs the same engine numerics; use that glass version",
@@ -196,58 +193,4 @@ pub fn replay(run_dir: &Path, k: u32) -> Result<ReplayReport> {
         files: compared,
         identical,
     })
-}
-/// Checks the hash chain: each entry's hash is its state.json's, the state pins the listed
-/// tensor files, and each state names its predecessor.
-fn chain_problems(run_dir: &Path, m: &RunManifest) -> Vec<FileProblem> {
-    let mut out = Vec::new();
-    let mut prev: Option<String> = m.parent.as_ref().map(|p| p.checkpoint_sha256.clone());
-    for c in &m.checkpoints {
-        let listed = |suffix: &str| c.files.iter().find(|f| f.path.ends_with(suffix));
-        let Some(sf) = listed(STATE_FILE) else {
-            out.push(FileProblem {
-                path: "manifest.json".into(),
-                problem: format!("checkpoint {} lists no {STATE_FILE}", c.index),
-            });
-            continue;
-        };
-        let mut bad = |problem: String| {
-            out.push(FileProblem {
-                path: sf.path.clone(),
-                problem,
-            })
-        };
-        if sf.sha256 != c.sha256 {
-            bad(format!(
-                "checkpoint {} hash {} is not its state.json's {}",
-                c.index, c.sha256, sf.sha256
-            ));
-        }
-        match std::fs::read(run_dir.join(&sf.path))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<CheckpointState>(&b).ok())
-        {
-            None => bad("unreadable state".into()),
-            Some(st) => {
-                for (suffix, pinned) in [
-                    (checkpoint::MODEL_FILE, &st.model_sha256),
-                    (checkpoint::OPTIMIZER_FILE, &st.optimizer_sha256),
-                ] {
-                    if listed(suffix).map(|f| &f.sha256) != Some(pinned) {
-                        bad(format!(
-                            "state pins {suffix} {pinned}, the manifest lists another file"
-                        ));
-                    }
-                }
-                if (c.index > 0 || m.parent.is_some()) && st.parent_checkpoint_sha256 != prev {
-                    bad(format!(
-                        "predecessor {:?} does not match the previous checkpoint {:?}",
-                        st.parent_checkpoint_sha256, prev
-                    ));
-                }
-            }
-        }
-        prev = Some(c.sha256.clone());
-    }
-    out
 }

@@ -1,0 +1,191 @@
+//! Property: for every target, any mutation of a real seed file gives a value or an
+//! error — never a panic, an allocation beyond 1 GiB, or more than 10 s.
+//!
+//! Why proptest on stable rather than cargo-fuzz: the targets run Glass's real readers
+//! end to end (files in a run directory, hashes re-sealed), which link tokenizers,
+//! SQLite and the engine; rebuilding all of that with sanitizer instrumentation on
+//! nightly costs CI far more than the run itself, and the structure-aware mutations
+//! (JSON nodes, TOML/YAML values, extreme little-endian integers) reach the field checks
+//! that coverage feedback would need many hours of byte flips to find. Proptest shrinks
+//! a failure to its fewest edits and replays recorded failures first.
+//!
+//! `GLASS_FUZZ_CASES` sets the cases per target (default 24, a few seconds in all);
+//! `.ci/fuzz.sh` runs thousands. The input being run is written to
+//! `target/fuzz-current/<target>` first, so an abort (which no test can catch) leaves
+//! the input that caused it. Inputs that once failed live in `regressions/` and are
+//! replayed by `regressions_stay_fixed`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use glass_fuzz::{mutate, workspace, Scratch, Target, TARGETS};
+use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+
+/// Refuses any single allocation over 1 GiB: the process aborts with "memory allocation
+/// of N bytes failed", which fails the run. Seeds are kilobytes; nothing legitimate
+/// needs that much.
+struct Bounded;
+
+const MAX_ALLOC: usize = 1 << 30;
+
+// SAFETY: forwards to the system allocator unchanged, except that it reports failure
+// (null) for oversized requests, which the GlobalAlloc contract allows.
+unsafe impl GlobalAlloc for Bounded {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if l.size() > MAX_ALLOC {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: same layout contract as our caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: `p` came from System.alloc with `l`.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        if l.size() > MAX_ALLOC {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: as for alloc.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        if new > MAX_ALLOC {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: `p` came from System with `l`; `new` is nonzero per the contract.
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Bounded = Bounded;
+
+const MAX_TIME: Duration = Duration::from_secs(10);
+
+fn cases() -> u32 {
+    std::env::var("GLASS_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24)
+}
+
+fn target(name: &str) -> &'static Target {
+    TARGETS.iter().find(|t| t.name == name).expect("target")
+}
+
+/// Runs one input, checking the time bound; the input is saved first (see above).
+fn run_one(t: &Target, scratch: &Scratch, input: &[u8]) {
+    let cur = workspace().join("target/fuzz-current");
+    let _ = std::fs::create_dir_all(&cur);
+    let _ = std::fs::write(cur.join(t.name), input);
+    let t0 = Instant::now();
+    (t.run)(scratch, input);
+    let dt = t0.elapsed();
+    assert!(dt < MAX_TIME, "{}: one input took {dt:?}", t.name);
+}
+
+fn fuzz(name: &str) {
+    let t = target(name);
+    let root = workspace();
+    let seeds: Vec<Vec<u8>> = t
+        .seeds
+        .iter()
+        .map(|s| std::fs::read(root.join(s)).unwrap_or_else(|e| panic!("seed {s}: {e}")))
+        .collect();
+    let scratch = Scratch::new();
+    // Every seed as it is must pass first (and be accepted: a seed is a valid file).
+    for s in &seeds {
+        run_one(t, &scratch, s);
+    }
+    let mut runner = TestRunner::new(Config {
+        cases: cases(),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/regressions/proptest-seeds.txt"
+        )))),
+        ..Config::default()
+    });
+    let n = std::sync::atomic::AtomicU64::new(0);
+    let result = runner.run(&mutate::case(seeds.len()), |(i, edits)| {
+        let input = mutate::apply(&seeds[i], t.kind, &edits);
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        run_one(t, &scratch, &input);
+        Ok(())
+    });
+    eprintln!(
+        "fuzz {name}: {} executions",
+        n.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    if let Err(e) = result {
+        // Keep the shrunk input as a regression file (commit it once fixed).
+        if let proptest::test_runner::TestError::Fail(_, (i, edits)) = &e {
+            let input = mutate::apply(&seeds[*i], t.kind, edits);
+            let id = &glass_data::atomic::sha256_hex(&input)[..8];
+            let p =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("regressions/{name}-{id}.bin"));
+            let _ = std::fs::write(&p, &input);
+            eprintln!("{name}: failing input saved as {}", p.display());
+        }
+        panic!("{name}: {e}");
+    }
+}
+
+macro_rules! targets {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                fuzz(stringify!($name));
+            }
+        )*
+
+        #[test]
+        fn every_target_has_a_test() {
+            let tested = [$(stringify!($name)),*];
+            for t in TARGETS {
+                assert!(tested.contains(&t.name), "no test for target {}", t.name);
+            }
+        }
+    };
+}
+
+targets!(
+    chunk_header,
+    chunk_segments,
+    chunk_tokens,
+    validation_header,
+    store_header,
+    store_docs,
+    data_manifest,
+    run_manifest,
+    state,
+    checkpoint_safetensors,
+    glass_toml,
+    hf_safetensors,
+    pickle,
+    hf_config,
+    task_yaml,
+);
+
+/// Inputs that once crashed a target, kept as `regressions/<target>-<n>.bin`.
+#[test]
+fn regressions_stay_fixed() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
+    let scratch = Scratch::new();
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).expect("regressions dir") {
+        let p = e.expect("entry").path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let Some((t, _)) = name.rsplit_once('-') else {
+            continue;
+        };
+        if !name.ends_with(".bin") {
+            continue;
+        }
+        run_one(target(t), &scratch, &std::fs::read(&p).unwrap());
+        n += 1;
+    }
+    eprintln!("{n} regression inputs replayed");
+}
