@@ -23,6 +23,8 @@ pub enum BenchCommand {
     },
     /// Hugging Face export and import throughput (GB/s) for a model preset.
     Hf(crate::hf::BenchHfArgs),
+    /// Trace-index build speed and peak memory, and count latency (`glass index`).
+    Index(crate::analysis::BenchIndexArgs),
     /// Raw sgemm throughput of the engine's GEMM backend.
     Gemm {
         /// Square matrix size.
@@ -77,6 +79,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             );
         }
         BenchCommand::Hf(a) => crate::hf::bench(a)?,
+        BenchCommand::Index(a) => crate::analysis::bench_index(a)?,
         BenchCommand::Gemm { n } => {
             let p = gemm_peak(n, 5);
             println!(

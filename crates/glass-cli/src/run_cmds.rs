@@ -187,6 +187,9 @@ pub struct MetricsArgs {
     /// task metric.
     #[arg(long, conflicts_with_all = ["events", "checkpoints"])]
     pub evals: bool,
+    /// Show the memorization matrix (`glass analyze memorization`): checkpoint × chunk.
+    #[arg(long, conflicts_with_all = ["events", "checkpoints", "evals"])]
+    pub memorization: bool,
 }
 
 /// Runs `glass metrics`.
@@ -197,6 +200,9 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
             a.run.display(),
             a.run.display()
         );
+    }
+    if a.memorization {
+        return crate::analysis::metrics_matrix(&a.run, a.json);
     }
     let m = Metrics::open(&a.run)?;
     if a.evals {
