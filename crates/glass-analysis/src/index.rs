@@ -111,10 +111,11 @@ impl IndexManifest {
             )));
         }
         let bytes = std::fs::read(&p).map_err(io(&p))?;
-        let m: IndexManifest = serde_json::from_slice(&bytes).map_err(|e| AnalysisError::Format {
-            path: p.clone(),
-            msg: e.to_string(),
-        })?;
+        let m: IndexManifest =
+            serde_json::from_slice(&bytes).map_err(|e| AnalysisError::Format {
+                path: p.clone(),
+                msg: e.to_string(),
+            })?;
         if m.format != INDEX_FORMAT {
             return Err(AnalysisError::Format {
                 path: p,
@@ -155,7 +156,9 @@ pub(crate) struct DataShard {
     pub header: ChunkHeader,
 }
 
-pub(crate) fn data_shards(run_dir: &Path) -> Result<(glass_data::Manifest, Vec<DataShard>, Option<DataShard>)> {
+pub(crate) fn data_shards(
+    run_dir: &Path,
+) -> Result<(glass_data::Manifest, Vec<DataShard>, Option<DataShard>)> {
     let m = glass_data::Manifest::load(run_dir)?;
     let data = run_dir.join("data");
     let chunks_dir = data.join("chunks");
@@ -185,7 +188,10 @@ pub(crate) fn data_shards(run_dir: &Path) -> Result<(glass_data::Manifest, Vec<D
 /// Builds (or brings up to date) the index of a prepared run. Shards whose chunk token
 /// file is unchanged are reused; `progress(name, done, total)` is called before each
 /// shard.
-pub fn build_index(run_dir: &Path, progress: &mut dyn FnMut(&str, usize, usize)) -> Result<IndexReport> {
+pub fn build_index(
+    run_dir: &Path,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<IndexReport> {
     build_index_with(run_dir, NARROW_MAX_TOKENS, progress)
 }
 
@@ -226,7 +232,11 @@ pub fn build_index_with(
         records.push(rec);
     }
     progress("", all.len(), all.len());
-    let validation_rec = if validation.is_some() { records.pop() } else { None };
+    let validation_rec = if validation.is_some() {
+        records.pop()
+    } else {
+        None
+    };
     let mut files = Vec::new();
     let mut pins = Vec::new();
     for r in records.iter().chain(validation_rec.iter()) {
@@ -350,7 +360,9 @@ pub fn build_sa_file(
         }
         // SAFETY: chunk token files are written once (temp file + rename) and never
         // modified in place; the map is read-only and dropped once the text is built.
-        Ok(Some(unsafe { memmap2::Mmap::map(&f) }.map_err(io(tokens_path))?))
+        Ok(Some(
+            unsafe { memmap2::Mmap::map(&f) }.map_err(io(tokens_path))?,
+        ))
     };
     let mut out = AtomicFile::create(out_path)?;
     let width = if wide {
@@ -403,7 +415,11 @@ fn unseparate(p: u64, row_len: usize) -> Option<u64> {
 
 /// Sorts a separated `i32` text (see [`separated_text`]) and hands the stored form
 /// (4-byte positions in suffix order) to `sink` in blocks; returns the width, 4.
-pub fn sort_narrow(mut text: Vec<i32>, row_len: usize, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<usize> {
+pub fn sort_narrow(
+    mut text: Vec<i32>,
+    row_len: usize,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<usize> {
     if !text.is_empty() {
         let sa = libsais::SuffixArrayConstruction::for_text_mut(&mut text)
             .in_owned_buffer32()
@@ -418,7 +434,11 @@ pub fn sort_narrow(mut text: Vec<i32>, row_len: usize, sink: &mut dyn FnMut(&[u8
 }
 
 /// [`sort_narrow`] for shards past 2³⁰ tokens: `i64` text and array, 5-byte positions.
-pub fn sort_wide(mut text: Vec<i64>, row_len: usize, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<usize> {
+pub fn sort_wide(
+    mut text: Vec<i64>,
+    row_len: usize,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<usize> {
     if !text.is_empty() {
         let sa = libsais::SuffixArrayConstruction::for_text_mut(&mut text)
             .in_owned_buffer64()
@@ -476,16 +496,24 @@ mod tests {
         for wide in [false, true] {
             let mut out = Vec::new();
             let w = if wide {
-                sort_wide(separated_text(&bytes, TokenDtype::U32, row_len), row_len, &mut |b| {
-                    out.extend_from_slice(b);
-                    Ok(())
-                })
+                sort_wide(
+                    separated_text(&bytes, TokenDtype::U32, row_len),
+                    row_len,
+                    &mut |b| {
+                        out.extend_from_slice(b);
+                        Ok(())
+                    },
+                )
                 .unwrap()
             } else {
-                sort_narrow(separated_text(&bytes, TokenDtype::U32, row_len), row_len, &mut |b| {
-                    out.extend_from_slice(b);
-                    Ok(())
-                })
+                sort_narrow(
+                    separated_text(&bytes, TokenDtype::U32, row_len),
+                    row_len,
+                    &mut |b| {
+                        out.extend_from_slice(b);
+                        Ok(())
+                    },
+                )
                 .unwrap()
             };
             let pos: Vec<usize> = out

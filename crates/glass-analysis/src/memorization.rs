@@ -245,7 +245,12 @@ pub fn argmax(logits: &[f32]) -> u32 {
 
 /// Greedy continuations of `prompts` (`n_new` tokens each), decoded in batches of
 /// [`DECODE_BATCH`] with a KV cache per sequence. `on_rows` is told the rows done.
-pub fn greedy(model: &Model, prompts: &[Vec<u32>], n_new: usize, on_rows: &mut dyn FnMut(usize)) -> Result<Vec<Vec<u32>>> {
+pub fn greedy(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    n_new: usize,
+    on_rows: &mut dyn FnMut(usize),
+) -> Result<Vec<Vec<u32>>> {
     let v = model.cfg.vocab_size;
     let mut out = Vec::with_capacity(prompts.len());
     let mut caches: Vec<KvCache> = Vec::new();
@@ -291,7 +296,11 @@ pub fn result_path(checkpoint: u32, chunk: u64) -> String {
 
 /// Runs the protocol for every selected (checkpoint, chunk) pair, skipping pairs stored
 /// with the same settings unless `force`.
-pub fn analyze(run_dir: &Path, opts: &MemoOptions, progress: &mut dyn FnMut(MemoEvent<'_>)) -> Result<Vec<PairResult>> {
+pub fn analyze(
+    run_dir: &Path,
+    opts: &MemoOptions,
+    progress: &mut dyn FnMut(MemoEvent<'_>),
+) -> Result<Vec<PairResult>> {
     if opts.samples == 0 || opts.prompt_tokens == 0 || opts.continuation_tokens == 0 {
         return Err(AnalysisError::Input(
             "--samples, --prompt-tokens and --continuation-tokens must be at least 1".into(),
@@ -306,7 +315,11 @@ pub fn analyze(run_dir: &Path, opts: &MemoOptions, progress: &mut dyn FnMut(Memo
             opts.prompt_tokens, opts.continuation_tokens, data.row_len
         )));
     }
-    let ck_ids: Vec<u64> = manifest.checkpoints.iter().map(|c| c.index as u64).collect();
+    let ck_ids: Vec<u64> = manifest
+        .checkpoints
+        .iter()
+        .map(|c| c.index as u64)
+        .collect();
     if ck_ids.is_empty() {
         return Err(AnalysisError::Input(format!(
             "{} has no checkpoints yet; run `glass train {}`",
@@ -338,7 +351,9 @@ pub fn analyze(run_dir: &Path, opts: &MemoOptions, progress: &mut dyn FnMut(Memo
                 samples: opts.samples,
                 prompt_tokens: opts.prompt_tokens,
                 continuation_tokens: opts.continuation_tokens,
-                sample_rule: "rows floor(j*n_rows/samples), j < samples (all rows when samples >= n_rows)".into(),
+                sample_rule:
+                    "rows floor(j*n_rows/samples), j < samples (all rows when samples >= n_rows)"
+                        .into(),
                 log_samples: opts.log_samples,
                 with_exposure: opts.with_exposure,
                 checkpoint_sha256: entry.sha256.clone(),
@@ -368,11 +383,14 @@ pub fn analyze(run_dir: &Path, opts: &MemoOptions, progress: &mut dyn FnMut(Memo
             let mut truth = Vec::with_capacity(rows.len());
             let mut buf = Vec::new();
             for &r in &rows {
+                buf.clear();
                 read_rows(&ds.dir, h, r, 1, &mut buf)?;
                 prompts.push(buf[..opts.prompt_tokens].to_vec());
                 truth.push(buf[opts.prompt_tokens..need].to_vec());
             }
-            let gen = greedy(m, &prompts, opts.continuation_tokens, &mut |n| progress(MemoEvent::Rows(n)))?;
+            let gen = greedy(m, &prompts, opts.continuation_tokens, &mut |n| {
+                progress(MemoEvent::Rows(n))
+            })?;
             let mut logs = Vec::with_capacity(rows.len());
             for ((&row, g), t) in rows.iter().zip(&gen).zip(&truth) {
                 let matched: Vec<u8> = g.iter().zip(t).map(|(a, b)| (a == b) as u8).collect();
@@ -419,7 +437,11 @@ fn summarize(logs: &[SampleLog], c: usize) -> (f64, f64) {
         return (0.0, 0.0);
     }
     let n = logs.len() as f64;
-    let tm = logs.iter().map(|l| l.matches as f64 / c as f64).sum::<f64>() / n;
+    let tm = logs
+        .iter()
+        .map(|l| l.matches as f64 / c as f64)
+        .sum::<f64>()
+        / n;
     let fm = logs.iter().filter(|l| l.matches == c).count() as f64 / n;
     (tm, fm)
 }
@@ -546,7 +568,14 @@ impl Db {
     }
 
     /// The stored result of a pair if it has these settings and its file is intact.
-    fn reusable(&self, run_dir: &Path, k: u32, c: u64, settings_sha: &str, rel: &str) -> Result<Option<PairResult>> {
+    fn reusable(
+        &self,
+        run_dir: &Path,
+        k: u32,
+        c: u64,
+        settings_sha: &str,
+        rel: &str,
+    ) -> Result<Option<PairResult>> {
         let row: Option<(String, String)> = self
             .conn
             .query_row(

@@ -52,7 +52,9 @@ impl Shard {
         let i = p as usize;
         match self.rec.dtype {
             TokenDtype::U16 => u16::from_le_bytes([b[2 * i], b[2 * i + 1]]) as u32,
-            TokenDtype::U32 => u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]),
+            TokenDtype::U32 => {
+                u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+            }
         }
     }
 
@@ -192,7 +194,10 @@ impl Index {
             }
             Ok(Shard {
                 tokens: Bytes::open(&run_dir.join(&rec.tokens.path), rec.tokens.bytes)?,
-                sa: Bytes::open(&run_dir.join(&rec.sa.path), rec.n_suffixes * rec.width as u64)?,
+                sa: Bytes::open(
+                    &run_dir.join(&rec.sa.path),
+                    rec.n_suffixes * rec.width as u64,
+                )?,
                 rec: rec.clone(),
             })
         };
@@ -250,7 +255,10 @@ impl Index {
     /// Occurrences of `q` in the validation rows.
     pub fn count_validation(&self, q: &[u32]) -> Result<u64> {
         self.check_query(q)?;
-        Ok(self.validation.as_ref().map_or(0, |s| range_len(&s.find(q))))
+        Ok(self
+            .validation
+            .as_ref()
+            .map_or(0, |s| range_len(&s.find(q))))
     }
 
     /// Occurrences of `q` in training rows at steps before `step` (what a checkpoint at

@@ -149,7 +149,12 @@ pub fn word_boundaries(tok: &GlassTokenizer, ids: &[u32]) -> Result<Vec<bool>> {
 
 /// The maximal spans `[start, end)` of `ids` that occur in training: starting and ending
 /// on word boundaries, at least `min_tokens` long, and not inside another such span.
-pub fn maximal_spans(index: &Index, ids: &[u32], boundary: &[bool], min_tokens: usize) -> Vec<(usize, usize)> {
+pub fn maximal_spans(
+    index: &Index,
+    ids: &[u32],
+    boundary: &[bool],
+    min_tokens: usize,
+) -> Vec<(usize, usize)> {
     let longest = index.longest_matches(ids);
     let mut out: Vec<(usize, usize)> = Vec::new();
     let mut reach = 0usize;
@@ -232,8 +237,16 @@ pub fn trace(
         });
     }
     match opts.rank {
-        Rank::Length => out.sort_by(|x, y| (y.end - y.start).cmp(&(x.end - x.start)).then(x.start.cmp(&y.start))),
-        Rank::Unigram => out.sort_by(|x, y| x.unigram_logprob.total_cmp(&y.unigram_logprob).then(x.start.cmp(&y.start))),
+        Rank::Length => out.sort_by(|x, y| {
+            (y.end - y.start)
+                .cmp(&(x.end - x.start))
+                .then(x.start.cmp(&y.start))
+        }),
+        Rank::Unigram => out.sort_by(|x, y| {
+            x.unigram_logprob
+                .total_cmp(&y.unigram_logprob)
+                .then(x.start.cmp(&y.start))
+        }),
     }
     Ok(TraceReport {
         text: text.to_string(),
@@ -260,7 +273,13 @@ impl Context {
         Ok(Context {
             data: PreparedData::open(run_dir)?,
             chunks_dir: run_dir.join("data").join("chunks"),
-            names: index.data.config.sources.iter().map(|s| s.name.clone()).collect(),
+            names: index
+                .data
+                .config
+                .sources
+                .iter()
+                .map(|s| s.name.clone())
+                .collect(),
             segments: HashMap::new(),
             views: HashMap::new(),
         })
@@ -277,7 +296,8 @@ impl Context {
         let rec = &index.shards[shard].rec;
         if !self.segments.contains_key(&shard) {
             let h = read_header(&self.chunks_dir, &rec.name)?;
-            self.segments.insert(shard, read_segments(&self.chunks_dir, &h)?);
+            self.segments
+                .insert(shard, read_segments(&self.chunks_dir, &h)?);
         }
         let segs = &self.segments[&shard];
         let (r, off) = (loc.row_in_chunk as u32, loc.offset as u32);
@@ -295,7 +315,11 @@ impl Context {
                 path: self.chunks_dir.join(format!("{}.segments", rec.name)),
                 msg: format!("no segment covers row {r} position {off}"),
             })?;
-        let name = self.names.get(seg.source as usize).cloned().unwrap_or_default();
+        let name = self
+            .names
+            .get(seg.source as usize)
+            .cloned()
+            .unwrap_or_default();
         let mut o = Occurrence {
             step: loc.step,
             slot: loc.slot,
@@ -319,7 +343,11 @@ impl Context {
         }
         let view = &self.views[&seg.source];
         let (path, line) = view.doc_id(seg.doc);
-        o.doc_id = if line == 0 { path } else { format!("{path}:{line}") };
+        o.doc_id = if line == 0 {
+            path
+        } else {
+            format!("{path}:{line}")
+        };
         let a = off.max(seg.pos);
         let b = end.min(seg.pos + seg.len);
         let t0 = seg.doc_tok + (a - seg.pos) as u64;

@@ -255,7 +255,15 @@ pub fn print_trace(r: &TraceReport, prompt: Option<&str>) {
         for o in &s.occurrences {
             println!(
                 "    step {} slot {} (row {}, offset {}): {} doc {} {} bytes {}..{}",
-                o.step, o.slot, o.row, o.offset, o.source, o.doc, o.doc_id, o.doc_bytes[0], o.doc_bytes[1]
+                o.step,
+                o.slot,
+                o.row,
+                o.offset,
+                o.source,
+                o.doc,
+                o.doc_id,
+                o.doc_bytes[0],
+                o.doc_bytes[1]
             );
             println!(
                 "        …{}[{}]{}…",
@@ -340,8 +348,17 @@ pub fn analyze(cmd: AnalyzeCommand) -> Result<()> {
 }
 
 /// Runs the memorization analysis with a progress bar and one line per pair.
-pub fn memorize(run: &Path, opts: &MemoOptions, lines: bool, progress: bool) -> Result<Vec<PairResult>> {
-    let b = bar(0, progress, "memorization ckpt {prefix} [{bar:30}] {pos}/{len} rows {per_sec} ETA {eta}");
+pub fn memorize(
+    run: &Path,
+    opts: &MemoOptions,
+    lines: bool,
+    progress: bool,
+) -> Result<Vec<PairResult>> {
+    let b = bar(
+        0,
+        progress,
+        "memorization ckpt {prefix} [{bar:30}] {pos}/{len} rows {per_sec} ETA {eta}",
+    );
     let r = memorization::analyze(run, opts, &mut |e| match e {
         MemoEvent::Start {
             checkpoint,
@@ -407,10 +424,13 @@ fn matrix(run: &Path, rows: &[(u32, u64, u64, f64, f64)]) {
         for (k, s) in &cks {
             print!("{:>14}", format!("{k} ({s})"));
             for c in &chs {
-                let v = rows
-                    .iter()
-                    .find(|r| r.0 == *k && r.2 == *c)
-                    .map(|r| if pick == 4 { r.4 } else { r.3 });
+                let v = rows.iter().find(|r| r.0 == *k && r.2 == *c).map(|r| {
+                    if pick == 4 {
+                        r.4
+                    } else {
+                        r.3
+                    }
+                });
                 print!(" {:>6}", v.map_or("-".into(), |v| format!("{v:.3}")));
             }
             println!();
@@ -498,7 +518,14 @@ struct BuildMeasure {
     index_bytes_per_token: f64,
 }
 
-fn measure_build(what: &str, path: &Path, dtype: glass_data::dtype::TokenDtype, row_len: usize, n: u64, out: &Path) -> Result<BuildMeasure> {
+fn measure_build(
+    what: &str,
+    path: &Path,
+    dtype: glass_data::dtype::TokenDtype,
+    row_len: usize,
+    n: u64,
+    out: &Path,
+) -> Result<BuildMeasure> {
     reset_peak();
     let (_, base) = rss();
     let t0 = std::time::Instant::now();
@@ -555,7 +582,14 @@ pub fn bench_index(a: BenchIndexArgs) -> Result<()> {
         };
         for s in index.shards.iter().chain(index.validation.iter()) {
             let r = &s.rec;
-            let m = measure_build(&r.name, &run.join(&r.tokens.path), r.dtype, r.row_len, r.n_suffixes, &tmp.join("x.sa"))?;
+            let m = measure_build(
+                &r.name,
+                &run.join(&r.tokens.path),
+                r.dtype,
+                r.row_len,
+                r.n_suffixes,
+                &tmp.join("x.sa"),
+            )?;
             total.tokens += m.tokens;
             total.seconds += m.seconds;
             if m.peak_bytes_per_token > total.peak_bytes_per_token {
@@ -578,7 +612,9 @@ pub fn bench_index(a: BenchIndexArgs) -> Result<()> {
                 let l = s.rec.row_len as u64;
                 let row = rng.next() % s.rec.n_rows.max(1);
                 let off = rng.next() % (l - len as u64 + 1);
-                (0..len as u64).map(|j| s.token(row * l + off + j)).collect()
+                (0..len as u64)
+                    .map(|j| s.token(row * l + off + j))
+                    .collect()
             } else {
                 (0..len).map(|_| (rng.next() % vocab) as u32).collect()
             };
@@ -598,7 +634,11 @@ pub fn bench_index(a: BenchIndexArgs) -> Result<()> {
     if a.synthetic_tokens > 0 {
         let rows = a.synthetic_tokens.div_ceil(a.row_len as u64);
         let n = rows * a.row_len as u64;
-        let dtype = if a.vocab as usize <= 1 << 16 { TokenDtype::U16 } else { TokenDtype::U32 };
+        let dtype = if a.vocab as usize <= 1 << 16 {
+            TokenDtype::U16
+        } else {
+            TokenDtype::U32
+        };
         let path = tmp.join("synthetic.tokens");
         {
             let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
@@ -609,7 +649,11 @@ pub fn bench_index(a: BenchIndexArgs) -> Result<()> {
             while left > 0 {
                 let k = left.min(1 << 20);
                 ids.clear();
-                ids.extend((0..k).map(|_| ((rng.unit() * lv).exp() as u32).saturating_sub(1).min(a.vocab - 1)));
+                ids.extend((0..k).map(|_| {
+                    ((rng.unit() * lv).exp() as u32)
+                        .saturating_sub(1)
+                        .min(a.vocab - 1)
+                }));
                 buf.clear();
                 dtype.encode(&ids, &mut buf);
                 std::io::Write::write_all(&mut f, &buf)?;
@@ -618,7 +662,10 @@ pub fn bench_index(a: BenchIndexArgs) -> Result<()> {
             std::io::Write::flush(&mut f)?;
         }
         builds.push(measure_build(
-            &format!("synthetic {n} tokens, vocab {}, rows of {}", a.vocab, a.row_len),
+            &format!(
+                "synthetic {n} tokens, vocab {}, rows of {}",
+                a.vocab, a.row_len
+            ),
             &path,
             dtype,
             a.row_len,
@@ -717,6 +764,9 @@ pub fn demo(run: &Path, quiet: bool) -> Result<()> {
         "\ntrace: checkpoint {k} continues {prompt_text:?} greedily; the longest spans of its output found in training:"
     );
     print_trace(&tr, Some(prompt_text));
-    println!("(index, memorization and trace in {:.1}s)", t0.elapsed().as_secs_f64());
+    println!(
+        "(index, memorization and trace in {:.1}s)",
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

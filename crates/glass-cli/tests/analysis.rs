@@ -67,8 +67,8 @@ weights = { filler = 1.0 }
 
 [[data.stages]]
 name = "planted"
-tokens = 10560
-weights = { filler = 0.5, planted = 0.5 }
+tokens = 42240
+weights = { filler = 0.25, planted = 0.75 }
 
 [data.validation]
 sources = ["held"]
@@ -80,7 +80,7 @@ fn s(p: &Path) -> String {
 }
 
 /// Writes the corpus and config, prepares and trains: chunk 0 is filler only (steps
-/// 0..10), chunks 1..4 half planted (steps 10..50); checkpoints every 10 steps.
+/// 0..10), chunks 1..16 three quarters planted (steps 10..170); checkpoints every 10 steps.
 fn make_run(run: &Path) {
     ok(&["init", &s(run), "--preset", "tiny"]);
     let fdir = run.join("corpus/filler");
@@ -110,10 +110,14 @@ fn make_run(run: &Path) {
         model.insert(k.into(), I(v));
     }
     let optim = t.get_mut("optim").unwrap().as_table_mut().unwrap();
-    optim.insert("lr".into(), toml::Value::Float(1e-2));
+    optim.insert("lr".into(), toml::Value::Float(4e-3));
     optim.insert("min_lr".into(), toml::Value::Float(1e-3));
-    optim.insert("warmup_steps".into(), I(5));
-    t.get_mut("train").unwrap().as_table_mut().unwrap().insert("micro_batch_rows".into(), I(8));
+    optim.insert("warmup_steps".into(), I(10));
+    t.get_mut("train")
+        .unwrap()
+        .as_table_mut()
+        .unwrap()
+        .insert("micro_batch_rows".into(), I(8));
     t.get_mut("checkpoints")
         .unwrap()
         .as_table_mut()
@@ -121,6 +125,16 @@ fn make_run(run: &Path) {
         .insert("log_spaced_early".into(), toml::Value::Boolean(false));
     std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
     ok(&["data", "prepare", &s(run)]);
+    // The model's vocabulary is the trained tokenizer's size.
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(run.join("data/manifest.json")).unwrap()).unwrap();
+    let v = m["tokenizer"]["vocab_size"].as_i64().unwrap();
+    t.get_mut("model")
+        .unwrap()
+        .as_table_mut()
+        .unwrap()
+        .insert("vocab_size".into(), I(v));
+    std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
     ok(&["train", &s(run), "--quiet"]);
 }
 
@@ -128,7 +142,9 @@ fn make_run(run: &Path) {
 fn run() -> &'static Path {
     static RUN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &RUN.get_or_init(|| {
-        let d = tempfile::tempdir().unwrap();
+        // A static is never dropped: keep the shared run under cargo's scratch directory
+        // rather than leaving it in /tmp.
+        let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let run = d.path().join("run");
         make_run(&run);
         ok(&["index", &s(&run), "--quiet"]);
@@ -197,22 +213,35 @@ fn planted_passage_is_traced_to_its_steps_and_memorized() {
     let r = s(run);
     let ch = chunks(run);
     // Count: exact, and all in the planted stage (steps 10..50).
-    let c = json(&["trace", &r, "--count", PASSAGE, "--json"]);
-    let ids: Vec<u32> = c["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let tok = glass_run::run_tokenizer(run).unwrap();
+    let ids = tok.encode(PASSAGE).unwrap();
+    assert!(ids.len() > 33, "the passage is longer than a row");
+    let e = err(&["trace", &r, "--count", PASSAGE]);
+    assert!(e.contains("longer than a training row"), "{e}");
     let probe = &ids[..12];
     let c12 = json(&["trace", &r, "--count", &tok_text(run, probe), "--json"]);
     let brute = scan(&ch, probe);
-    assert!(brute.len() > 20, "the passage is planted many times: {}", brute.len());
+    assert!(
+        brute.len() > 20,
+        "the passage is planted many times: {}",
+        brute.len()
+    );
     assert_eq!(c12["count"].as_u64().unwrap(), brute.len() as u64);
-    assert!(brute.iter().all(|(row, _)| row / 8 >= 10), "only in stage two");
+    assert!(
+        brute.iter().all(|(row, _)| row / 8 >= 10),
+        "only in stage two"
+    );
     // Trace: the passage's longest span, with its exact count and steps.
     let t = json(&[
-        "trace", &r, "--text", PASSAGE, "--checkpoint", "2", "--max-occurrences", "3", "--json",
+        "trace",
+        &r,
+        "--text",
+        PASSAGE,
+        "--checkpoint",
+        "2",
+        "--max-occurrences",
+        "3",
+        "--json",
     ]);
     let spans = t["spans"].as_array().unwrap();
     assert!(!spans.is_empty());
@@ -227,8 +256,14 @@ fn planted_passage_is_traced_to_its_steps_and_memorized() {
     let b = scan(&ch, &top_ids);
     assert_eq!(top["count"].as_u64().unwrap(), b.len() as u64);
     let steps: Vec<u64> = b.iter().map(|(row, _)| row / 8).collect();
-    assert_eq!(top["first_step"].as_u64().unwrap(), *steps.iter().min().unwrap());
-    assert_eq!(top["last_step"].as_u64().unwrap(), *steps.iter().max().unwrap());
+    assert_eq!(
+        top["first_step"].as_u64().unwrap(),
+        *steps.iter().min().unwrap()
+    );
+    assert_eq!(
+        top["last_step"].as_u64().unwrap(),
+        *steps.iter().max().unwrap()
+    );
     let before = steps.iter().filter(|&&st| st < 20).count() as u64;
     assert_eq!(top["count_before_checkpoint"].as_u64().unwrap(), before);
     let occ = top["occurrences"].as_array().unwrap();
@@ -241,39 +276,92 @@ fn planted_passage_is_traced_to_its_steps_and_memorized() {
         assert_eq!(o["source"], "planted");
         assert!(o["doc_id"].as_str().unwrap().ends_with("passage.txt"));
         let text = o["text"].as_str().unwrap();
-        let [a, e] = [o["doc_bytes"][0].as_u64().unwrap(), o["doc_bytes"][1].as_u64().unwrap()];
-        assert_eq!(&PASSAGE[a as usize..e as usize], text, "byte range maps into the source");
+        let [a, e] = [
+            o["doc_bytes"][0].as_u64().unwrap(),
+            o["doc_bytes"][1].as_u64().unwrap(),
+        ];
+        assert_eq!(
+            &PASSAGE[a as usize..e as usize],
+            text,
+            "byte range maps into the source"
+        );
     }
-    // Memorization on chunk 4 (planted stage): planted rows go from unknown to memorized,
+    // Memorization on the last chunk (planted stage): planted rows go from unknown to memorized,
     // filler rows stay low.
     let m = json(&[
-        "analyze", "memorization", &r, "--chunks", "4", "--prompt-tokens", "8",
-        "--continuation-tokens", "8", "--log-samples", "--json", "--quiet",
+        "analyze",
+        "memorization",
+        &r,
+        "--chunks",
+        "16",
+        "--prompt-tokens",
+        "8",
+        "--continuation-tokens",
+        "8",
+        "--log-samples",
+        "--json",
+        "--quiet",
     ]);
-    let sources = row_sources(run, 4);
+    let sources = row_sources(run, 16);
     let mut by_ckpt = Vec::new();
     for p in m.as_array().unwrap() {
         let (mut planted, mut other) = ((0.0, 0), (0.0, 0));
+        let mut tm = 0.0;
         for smp in p["samples"].as_array().unwrap() {
             let row = smp["row"].as_u64().unwrap() as usize;
             let full = (smp["matches"].as_u64().unwrap() == 8) as u64 as f64;
-            let acc = if sources[row] == 1 { &mut planted } else { &mut other };
+            let acc = if sources[row] == 1 {
+                &mut planted
+            } else {
+                &mut other
+            };
             acc.0 += full;
             acc.1 += 1;
+            if sources[row] == 1 {
+                tm += smp["matches"].as_f64().unwrap() / 8.0;
+            }
         }
         assert!(planted.1 > 5 && other.1 > 5);
-        by_ckpt.push((p["checkpoint"].as_u64().unwrap(), planted.0 / planted.1 as f64, other.0 / other.1 as f64));
+        by_ckpt.push((
+            p["checkpoint"].as_u64().unwrap(),
+            planted.0 / planted.1 as f64,
+            other.0 / other.1 as f64,
+            tm / planted.1 as f64,
+        ));
     }
     let first = by_ckpt.iter().find(|x| x.0 == 1).unwrap();
     let last = by_ckpt.last().unwrap();
-    assert!(first.1 < 0.2, "not memorized before it was seen: {by_ckpt:?}");
-    assert!(last.1 > 0.6, "memorized after the planted stage: {by_ckpt:?}");
-    assert!(by_ckpt.iter().all(|x| x.2 < 0.2), "filler rows stay low: {by_ckpt:?}");
+    // (checkpoint, planted full_match, filler full_match, planted token_match)
+    assert!(
+        first.1 == 0.0 && first.3 < 0.1,
+        "not memorized before it was seen: {by_ckpt:?}"
+    );
+    assert!(
+        last.1 >= 0.3 && last.3 >= 0.5,
+        "memorized after the planted stage: {by_ckpt:?}"
+    );
+    assert!(
+        by_ckpt.iter().all(|x| x.2 < 0.2),
+        "filler rows stay low: {by_ckpt:?}"
+    );
     // Stored: a second call reuses, and the matrix is in the metrics.
-    let (_, e) = common::ok_output(&["analyze", "memorization", &r, "--chunks", "4", "--prompt-tokens", "8", "--continuation-tokens", "8", "--log-samples", "--checkpoints", "latest"]);
+    let (_, e) = common::ok_output(&[
+        "analyze",
+        "memorization",
+        &r,
+        "--chunks",
+        "16",
+        "--prompt-tokens",
+        "8",
+        "--continuation-tokens",
+        "8",
+        "--log-samples",
+        "--checkpoints",
+        "latest",
+    ]);
     assert!(e.contains("(stored)"), "{e}");
     let mt = ok(&["metrics", &r, "--memorization"]);
-    assert!(mt.contains("full_match") && mt.contains("c4"), "{mt}");
+    assert!(mt.contains("full_match") && mt.contains("c16"), "{mt}");
 }
 
 /// Source index of each row of chunk `k` (from its first segment).
@@ -375,9 +463,25 @@ fn memorization_continuations_equal_greedy_generate_for_any_thread_count() {
     let c = s(&copy);
     let args = |t: &'static str| {
         vec![
-            "--threads", t, "analyze", "memorization", &c, "--checkpoints", "latest", "--chunks",
-            "2", "--samples", "40", "--prompt-tokens", "10", "--continuation-tokens", "12",
-            "--log-samples", "--force", "--json", "--quiet",
+            "--threads",
+            t,
+            "analyze",
+            "memorization",
+            &c,
+            "--checkpoints",
+            "latest",
+            "--chunks",
+            "2",
+            "--samples",
+            "40",
+            "--prompt-tokens",
+            "10",
+            "--continuation-tokens",
+            "12",
+            "--log-samples",
+            "--force",
+            "--json",
+            "--quiet",
         ]
         .into_iter()
         .map(String::from)
@@ -401,7 +505,9 @@ fn memorization_continuations_equal_greedy_generate_for_any_thread_count() {
             top_p: 1.0,
             seed: 0,
         });
-        let want = model.generate(&row[..10], 12, &mut sampler, |_| true).unwrap();
+        let want = model
+            .generate(&row[..10], 12, &mut sampler, |_| true)
+            .unwrap();
         let got: Vec<u32> = smp["generated"]
             .as_array()
             .unwrap()
@@ -409,7 +515,11 @@ fn memorization_continuations_equal_greedy_generate_for_any_thread_count() {
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
         assert_eq!(got, want);
-        let matches = want.iter().zip(&row[10..22]).filter(|(a, b)| a == b).count();
+        let matches = want
+            .iter()
+            .zip(&row[10..22])
+            .filter(|(a, b)| a == b)
+            .count();
         assert_eq!(smp["matches"].as_u64().unwrap() as usize, matches);
     }
 }
@@ -456,9 +566,13 @@ fn bad_input_gets_clear_errors() {
     std::fs::write(copy.join("index/chunk-00001.sa"), &sa).unwrap();
     let o = glass(&["verify", &c]);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(!o.status.success() && out.contains("index/chunk-00001.sa"), "{out}");
+    assert!(
+        !o.status.success() && out.contains("index/chunk-00001.sa"),
+        "{out}"
+    );
     // A checkpoint that fails its hash is refused.
-    let m: Value = serde_json::from_slice(&std::fs::read(copy.join("manifest.json")).unwrap()).unwrap();
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(copy.join("manifest.json")).unwrap()).unwrap();
     let model = m["checkpoints"][1]["files"]
         .as_array()
         .unwrap()
@@ -472,9 +586,33 @@ fn bad_input_gets_clear_errors() {
     let n = b.len();
     b[n - 1] ^= 1;
     std::fs::write(copy.join(&model), &b).unwrap();
-    let e = err(&["analyze", "memorization", &c, "--checkpoints", "1", "--chunks", "0", "--samples", "4", "--prompt-tokens", "8", "--continuation-tokens", "8", "--quiet"]);
+    let e = err(&[
+        "analyze",
+        "memorization",
+        &c,
+        "--checkpoints",
+        "1",
+        "--chunks",
+        "0",
+        "--samples",
+        "4",
+        "--prompt-tokens",
+        "8",
+        "--continuation-tokens",
+        "8",
+        "--quiet",
+    ]);
     assert!(e.contains("sha256") || e.contains("hash"), "{e}");
     // Prompt + continuation longer than a row.
-    let e = err(&["analyze", "memorization", &r, "--prompt-tokens", "32", "--continuation-tokens", "32", "--quiet"]);
+    let e = err(&[
+        "analyze",
+        "memorization",
+        &r,
+        "--prompt-tokens",
+        "32",
+        "--continuation-tokens",
+        "32",
+        "--quiet",
+    ]);
     assert!(e.contains("more than a row holds"), "{e}");
 }
