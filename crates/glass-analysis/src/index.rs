@@ -346,7 +346,10 @@ pub fn build_sa_file(
 ) -> Result<(String, u64, usize)> {
     let f = std::fs::File::open(tokens_path).map_err(io(tokens_path))?;
     let len = f.metadata().map_err(io(tokens_path))?.len();
-    if row_len == 0 || len != n_tokens * dtype.width() as u64 || n_tokens % row_len as u64 != 0 {
+    if row_len == 0
+        || len != n_tokens * dtype.width() as u64
+        || !n_tokens.is_multiple_of(row_len as u64)
+    {
         return Err(AnalysisError::Format {
             path: tokens_path.to_path_buf(),
             msg: format!(
