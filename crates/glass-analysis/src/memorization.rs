@@ -621,3 +621,17 @@ impl Db {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_rule_is_evenly_spaced_and_ties_go_to_the_lowest_id() {
+        assert_eq!(sample_rows(10, 4), vec![0, 2, 5, 7]);
+        assert_eq!(sample_rows(3, 10), vec![0, 1, 2]);
+        assert_eq!(sample_rows(1_000_000, 3), vec![0, 333_333, 666_666]);
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
+    }
+}
