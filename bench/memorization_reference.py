@@ -60,7 +60,7 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         hf = os.path.join(work, "hf")
         subprocess.check_call(glass + ["export", "hf", a.run, hf, "--checkpoint", str(k)], stdout=subprocess.DEVNULL)
-        model = AutoModelForCausalLM.from_pretrained(hf, torch_dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
         hf_best, hf_out = None, None
         for _ in range(a.rounds):
             outs = []
