@@ -153,6 +153,9 @@ pub fn verify(run: &Path, replay: Option<u32>, json: bool) -> Result<()> {
             "checked {} checkpoint files and {} data files",
             r.checkpoint_files, r.data_files
         );
+        if r.index_files > 0 {
+            println!("checked {} trace-index files (glass index)", r.index_files);
+        }
     }
     if !r.ok() {
         bail!(

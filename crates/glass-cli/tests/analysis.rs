@@ -560,6 +560,11 @@ fn bad_input_gets_clear_errors() {
     std::fs::write(&hp, serde_json::to_vec_pretty(&h).unwrap()).unwrap();
     let e = err(&["trace", &c, "--count", "the king"]);
     assert!(e.contains("stale") && e.contains("glass index"), "{e}");
+    // Incremental: a rebuild touches only the changed chunk, then queries work again.
+    let rep = json(&["index", &c, "--json", "--quiet"]);
+    assert_eq!(rep["built"], serde_json::json!(["chunk-00002"]), "{rep}");
+    assert!(rep["reused"].as_array().unwrap().len() > 10);
+    ok(&["trace", &c, "--count", "the king"]);
     // An index file altered on disk: verify names it.
     let mut sa = std::fs::read(copy.join("index/chunk-00001.sa")).unwrap();
     sa.swap(0, 4);
