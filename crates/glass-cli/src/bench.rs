@@ -27,6 +27,8 @@ pub enum BenchCommand {
     },
     /// Hugging Face export and import throughput (GB/s) for a model preset.
     Hf(crate::hf::BenchHfArgs),
+    /// Trace-index build speed and peak memory, and count latency (`glass index`).
+    Index(crate::analysis::BenchIndexArgs),
     /// Raw sgemm throughput of the engine's GEMM backend.
     Gemm {
         /// Square matrix size.
@@ -75,6 +77,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             crate::bench_checkpoint::run(&preset, &dir, json)?
         }
         BenchCommand::Hf(a) => crate::hf::bench(a)?,
+        BenchCommand::Index(a) => crate::analysis::bench_index(a)?,
         BenchCommand::Gemm { n } => {
             let p = gemm_peak(n, 5);
             println!(

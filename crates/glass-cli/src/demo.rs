@@ -64,6 +64,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     );
     report(run)?;
     evaluate(run)?;
+    crate::analysis::demo(run, a.quiet)?;
     next_steps(run);
     println!("demo finished in {:.1}s", t0.elapsed().as_secs_f64());
     Ok(())
@@ -178,6 +179,7 @@ fn next_steps(run: &Path) {
     );
     println!("  glass metrics {d} --checkpoints    validation curve as CSV");
     println!("  glass metrics {d} --evals          evaluation curves per checkpoint");
+    println!("  glass trace {d} --text \"...\"     which training steps held a text");
     println!("  glass eval {d} --tasks glass_cloze --num-fewshot 3 --checkpoints latest");
 }
 

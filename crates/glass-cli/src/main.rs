@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod analysis;
 mod bench;
 mod bench_checkpoint;
 mod bench_data;
@@ -77,6 +78,13 @@ enum Command {
     /// Create a run from another ecosystem's model folder (`import hf`).
     #[command(subcommand)]
     Import(hf::ImportCommand),
+    /// Build the suffix-array index of a run's training tokens (for `glass trace`).
+    Index(analysis::IndexArgs),
+    /// Count a text in the training stream, or trace its spans to the steps that held them.
+    Trace(analysis::TraceArgs),
+    /// Analyse checkpoints against the training data (`analyze memorization`).
+    #[command(subcommand)]
+    Analyze(analysis::AnalyzeCommand),
     /// Measure engine and data-pipeline speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -162,5 +170,8 @@ fn real_main() -> Result<()> {
         Command::Export(cmd) => hf::export(cmd),
         Command::Import(cmd) => hf::import(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Index(a) => analysis::index(a),
+        Command::Trace(a) => analysis::trace(a),
+        Command::Analyze(cmd) => analysis::analyze(cmd),
     }
 }

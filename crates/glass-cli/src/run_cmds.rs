@@ -153,6 +153,9 @@ pub fn verify(run: &Path, replay: Option<u32>, json: bool) -> Result<()> {
             "checked {} checkpoint files and {} data files",
             r.checkpoint_files, r.data_files
         );
+        if r.index_files > 0 {
+            println!("checked {} trace-index files (glass index)", r.index_files);
+        }
     }
     if !r.ok() {
         bail!(
@@ -187,6 +190,9 @@ pub struct MetricsArgs {
     /// task metric.
     #[arg(long, conflicts_with_all = ["events", "checkpoints"])]
     pub evals: bool,
+    /// Show the memorization matrix (`glass analyze memorization`): checkpoint × chunk.
+    #[arg(long, conflicts_with_all = ["events", "checkpoints", "evals"])]
+    pub memorization: bool,
 }
 
 /// Runs `glass metrics`.
@@ -197,6 +203,9 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
             a.run.display(),
             a.run.display()
         );
+    }
+    if a.memorization {
+        return crate::analysis::metrics_matrix(&a.run, a.json);
     }
     let m = Metrics::open(&a.run)?;
     if a.evals {

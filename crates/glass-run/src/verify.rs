@@ -33,6 +33,8 @@ pub struct RunVerifyReport {
     pub data_files: usize,
     /// Data problems, as `path: problem`.
     pub data_problems: Vec<String>,
+    /// Files of the trace index (`glass index`) re-hashed; 0 without an index.
+    pub index_files: usize,
 }
 
 impl RunVerifyReport {
@@ -79,6 +81,7 @@ pub fn verify_run(run_dir: &Path) -> Result<RunVerifyReport> {
         problems.extend(integrity::entry_problems(run_dir, &m, c, prev.as_deref()).1);
         prev = Some(c.sha256.clone());
     }
+    let index_files = listed_files_problems(run_dir, "index/manifest.json", &mut problems);
     // An imported run has no data until `glass data prepare`; its checkpoints still verify.
     let d = if m.import.is_some() && !run_dir.join("data").join("manifest.json").exists() {
         glass_data::VerifyReport::default()
@@ -95,6 +98,7 @@ pub fn verify_run(run_dir: &Path) -> Result<RunVerifyReport> {
             .iter()
             .map(|x| format!("{}: {}", x.path, x.problem))
             .collect(),
+        index_files,
     })
 }
 
@@ -194,3 +198,68 @@ pub fn replay(run_dir: &Path, k: u32) -> Result<ReplayReport> {
         identical,
     })
 }
+/// Re-hashes the `files` ({path, sha256, bytes}, run-relative) of an optional derived
+/// manifest such as `index/manifest.json`, and checks that the data files it was built
+/// from (`pins`) still have the hashes it recorded. Returns the number of files checked.
+fn listed_files_problems(run_dir: &Path, manifest: &str, out: &mut Vec<FileProblem>) -> usize {
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        path: String,
+        sha256: String,
+        #[serde(default)]
+        bytes: u64,
+    }
+    #[derive(serde::Deserialize)]
+    struct Derived {
+        files: Vec<Listed>,
+        #[serde(default)]
+        pins: Vec<Listed>,
+    }
+    let p = run_dir.join(manifest);
+    let Ok(bytes) = std::fs::read(&p) else {
+        return 0;
+    };
+    let d: Derived = match serde_json::from_slice(&bytes) {
+        Ok(d) => d,
+        Err(e) => {
+            out.push(FileProblem {
+                path: manifest.into(),
+                problem: format!("unreadable: {e}"),
+            });
+            return 0;
+        }
+    };
+    for f in &d.files {
+        match sha256_file(&run_dir.join(&f.path)) {
+            Ok((sha, len)) if sha == f.sha256 && len == f.bytes => {}
+            Ok((sha, _)) => out.push(FileProblem {
+                path: f.path.clone(),
+                problem: format!("sha256 {sha}, {manifest} has {}", f.sha256),
+            }),
+            Err(e) => out.push(FileProblem {
+                path: f.path.clone(),
+                problem: e.to_string(),
+            }),
+        }
+    }
+    // Pinned data files are re-hashed by the data check; compare against its manifest.
+    let data = glass_data::Manifest::load(run_dir).ok();
+    for pin in &d.pins {
+        let now = data.as_ref().and_then(|m| {
+            m.files
+                .iter()
+                .find(|f| Some(f.path.as_str()) == pin.path.strip_prefix("data/"))
+        });
+        if now.map(|f| &f.sha256) != Some(&pin.sha256) {
+            out.push(FileProblem {
+                path: manifest.into(),
+                problem: format!(
+                    "built from {} with sha256 {}, which the data no longer has: stale; rebuild it",
+                    pin.path, pin.sha256
+                ),
+            });
+        }
+    }
+    d.files.len()
+}
+

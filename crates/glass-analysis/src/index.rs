@@ -1,0 +1,539 @@
+//! `RUN/index/`: one suffix array per data chunk (and one for the validation rows), over
+//! the chunk token files themselves.
+//!
+//! Each shard stores only its suffix array, as little-endian positions of `width` bytes
+//! (4 while the shard holds at most 2³⁰ tokens, 5 beyond): 4 bytes per training token,
+//! against 7 for infini-gram, which copies the text. A position is `row · row_len + offset`
+//! in the chunk's `[n_rows, row_len]` token array, so the text is read from
+//! `data/chunks/chunk-KKKKK.tokens` directly.
+//!
+//! Rows are independent training examples, so a match must never span two of them: the
+//! array is built over `token + 1` with a `0` after every row (the `0`s are dropped from
+//! the stored array), which makes suffix order agree with comparing each suffix only up to
+//! the end of its row. Queries compare the same way (`query.rs`).
+//!
+//! Files, all written atomically: `index/NAME.sa` (the array), `index/NAME.json` (its
+//! [`ShardRecord`], written after the array, so its presence marks a complete shard) and
+//! `index/manifest.json` (all shards, written last; `glass verify` re-hashes what it
+//! lists). A shard is reused while the chunk token file it pins still has the same
+//! sha256, so a later `glass index` builds only new or changed chunks.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use glass_data::atomic::{sha256_file, write_atomic, AtomicFile};
+use glass_data::chunk::{chunk_stem, read_header, ChunkHeader};
+use glass_data::dtype::TokenDtype;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io, AnalysisError, Result};
+
+/// Directory of the index inside a run.
+pub const INDEX_DIR: &str = "index";
+/// The index manifest, relative to the run.
+pub const INDEX_MANIFEST: &str = "index/manifest.json";
+/// Format tag of the manifest and shard records.
+pub const INDEX_FORMAT: &str = "glass-index-v1";
+/// Shards with more tokens than this store 5-byte positions (and build with 64-bit
+/// libsais); below it, 4-byte positions and the 32-bit build.
+pub const NARROW_MAX_TOKENS: u64 = (i32::MAX as u64) / 2;
+
+/// A file with its content hash, path relative to the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// Path relative to the run directory.
+    pub path: String,
+    /// Hex sha256.
+    pub sha256: String,
+    /// Length in bytes.
+    pub bytes: u64,
+}
+
+/// One shard: the suffix array of one chunk (or of the validation rows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// `glass-index-v1`.
+    pub format: String,
+    /// `chunk-KKKKK` or `validation`.
+    pub name: String,
+    /// Chunk index (`None` for validation rows).
+    pub chunk: Option<u64>,
+    /// First training step of the chunk.
+    pub first_step: u64,
+    /// First global row of the chunk.
+    pub first_row: u64,
+    /// Rows.
+    pub n_rows: u64,
+    /// Tokens per row.
+    pub row_len: usize,
+    /// Token width of the token file.
+    pub dtype: TokenDtype,
+    /// The chunk token file the array indexes (pinned by hash).
+    pub tokens: FileRef,
+    /// The suffix array file.
+    pub sa: FileRef,
+    /// Bytes per stored position (4 or 5).
+    pub width: usize,
+    /// Positions stored (= tokens in the chunk).
+    pub n_suffixes: u64,
+}
+
+/// `index/manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexManifest {
+    /// `glass-index-v1`.
+    pub format: String,
+    /// sha256 of the run's tokenizer.json the chunks were made with.
+    pub tokenizer_sha256: String,
+    /// Tokens per row.
+    pub row_len: usize,
+    /// Training shards, in training order.
+    pub shards: Vec<ShardRecord>,
+    /// The validation rows' shard, when the run has validation rows.
+    pub validation: Option<ShardRecord>,
+    /// Every index file, for `glass verify`.
+    pub files: Vec<FileRef>,
+    /// The data files the index depends on (chunk token files), for `glass verify`.
+    pub pins: Vec<FileRef>,
+}
+
+impl IndexManifest {
+    /// Loads `RUN/index/manifest.json`; a missing index is an error that says how to
+    /// build one.
+    pub fn load(run_dir: &Path) -> Result<Self> {
+        let p = run_dir.join(INDEX_MANIFEST);
+        if !p.exists() {
+            return Err(AnalysisError::NoIndex(format!(
+                "{} has no index ({} is missing); build it with `glass index {}`",
+                run_dir.display(),
+                p.display(),
+                run_dir.display()
+            )));
+        }
+        let bytes = std::fs::read(&p).map_err(io(&p))?;
+        let m: IndexManifest =
+            serde_json::from_slice(&bytes).map_err(|e| AnalysisError::Format {
+                path: p.clone(),
+                msg: e.to_string(),
+            })?;
+        if m.format != INDEX_FORMAT {
+            return Err(AnalysisError::Format {
+                path: p,
+                msg: format!(
+                    "unknown index format `{}` (this glass reads {INDEX_FORMAT}); rebuild it with `glass index`",
+                    m.format
+                ),
+            });
+        }
+        Ok(m)
+    }
+}
+
+/// What [`build_index`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IndexReport {
+    /// Shards built now.
+    pub built: Vec<String>,
+    /// Shards reused (their chunk is unchanged).
+    pub reused: Vec<String>,
+    /// Training tokens indexed (all shards).
+    pub tokens: u64,
+    /// Validation tokens indexed.
+    pub validation_tokens: u64,
+    /// Bytes of suffix arrays on disk (all shards).
+    pub bytes: u64,
+    /// Tokens of the shards built now.
+    pub built_tokens: u64,
+    /// Seconds spent building.
+    pub seconds: f64,
+}
+
+/// The data shards the index must cover, from the prepared data.
+pub(crate) struct DataShard {
+    pub name: String,
+    pub dir: PathBuf,
+    pub rel_dir: &'static str,
+    pub header: ChunkHeader,
+}
+
+pub(crate) fn data_shards(
+    run_dir: &Path,
+) -> Result<(glass_data::Manifest, Vec<DataShard>, Option<DataShard>)> {
+    let m = glass_data::Manifest::load(run_dir)?;
+    let data = run_dir.join("data");
+    let chunks_dir = data.join("chunks");
+    let mut shards = Vec::new();
+    for c in &m.chunks {
+        let stem = chunk_stem(c.index);
+        let header = read_header(&chunks_dir, &stem)?;
+        shards.push(DataShard {
+            name: stem,
+            dir: chunks_dir.clone(),
+            rel_dir: "data/chunks",
+            header,
+        });
+    }
+    let validation = match &m.validation {
+        Some(_) => Some(DataShard {
+            name: "validation".into(),
+            dir: data.clone(),
+            rel_dir: "data",
+            header: read_header(&data, "validation")?,
+        }),
+        None => None,
+    };
+    Ok((m, shards, validation))
+}
+
+/// Builds (or brings up to date) the index of a prepared run. Shards whose chunk token
+/// file is unchanged are reused; `progress(name, done, total)` is called before each
+/// shard.
+pub fn build_index(
+    run_dir: &Path,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<IndexReport> {
+    build_index_with(run_dir, NARROW_MAX_TOKENS, progress)
+}
+
+/// [`build_index`] with the 4-byte/5-byte threshold as a parameter, so tests reach the
+/// wide path on small data.
+pub fn build_index_with(
+    run_dir: &Path,
+    narrow_max_tokens: u64,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<IndexReport> {
+    let t0 = Instant::now();
+    let (m, shards, validation) = data_shards(run_dir)?;
+    let dir = run_dir.join(INDEX_DIR);
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let mut report = IndexReport::default();
+    let all: Vec<&DataShard> = shards.iter().chain(validation.iter()).collect();
+    let mut records = Vec::new();
+    for (i, s) in all.iter().enumerate() {
+        progress(&s.name, i, all.len());
+        let rec = match reusable(run_dir, s)? {
+            Some(r) => {
+                report.reused.push(s.name.clone());
+                r
+            }
+            None => {
+                let r = build_shard(run_dir, s, narrow_max_tokens)?;
+                report.built.push(s.name.clone());
+                report.built_tokens += r.n_suffixes;
+                r
+            }
+        };
+        if rec.chunk.is_some() {
+            report.tokens += rec.n_suffixes;
+        } else {
+            report.validation_tokens += rec.n_suffixes;
+        }
+        report.bytes += rec.sa.bytes;
+        records.push(rec);
+    }
+    progress("", all.len(), all.len());
+    let validation_rec = if validation.is_some() {
+        records.pop()
+    } else {
+        None
+    };
+    let mut files = Vec::new();
+    let mut pins = Vec::new();
+    for r in records.iter().chain(validation_rec.iter()) {
+        files.push(r.sa.clone());
+        let hp = format!("{INDEX_DIR}/{}.json", r.name);
+        let (sha256, bytes) = sha256_file(&run_dir.join(&hp))?;
+        files.push(FileRef {
+            path: hp,
+            sha256,
+            bytes,
+        });
+        pins.push(r.tokens.clone());
+    }
+    let manifest = IndexManifest {
+        format: INDEX_FORMAT.into(),
+        tokenizer_sha256: m.tokenizer.sha256.clone(),
+        row_len: m.row_len,
+        shards: records,
+        validation: validation_rec,
+        files,
+        pins,
+    };
+    write_atomic(
+        &run_dir.join(INDEX_MANIFEST),
+        &serde_json::to_vec_pretty(&manifest).expect("json"),
+    )?;
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn token_ref(s: &DataShard) -> FileRef {
+    FileRef {
+        path: format!("{}/{}", s.rel_dir, s.header.tokens.file),
+        sha256: s.header.tokens.sha256.clone(),
+        bytes: s.header.tokens.bytes,
+    }
+}
+
+/// The existing shard record if it indexes exactly this chunk and its array is intact.
+fn reusable(run_dir: &Path, s: &DataShard) -> Result<Option<ShardRecord>> {
+    let hp = run_dir.join(INDEX_DIR).join(format!("{}.json", s.name));
+    let Ok(bytes) = std::fs::read(&hp) else {
+        return Ok(None);
+    };
+    let Ok(rec) = serde_json::from_slice::<ShardRecord>(&bytes) else {
+        return Ok(None);
+    };
+    let want = token_ref(s);
+    if rec.format != INDEX_FORMAT || rec.tokens != want || rec.row_len != s.header.row_len {
+        return Ok(None);
+    }
+    let sp = run_dir.join(&rec.sa.path);
+    if !sp.exists() || sha256_file(&sp)? != (rec.sa.sha256.clone(), rec.sa.bytes) {
+        return Ok(None);
+    }
+    Ok(Some(rec))
+}
+
+fn build_shard(run_dir: &Path, s: &DataShard, narrow_max_tokens: u64) -> Result<ShardRecord> {
+    let h = &s.header;
+    let hp = run_dir.join(INDEX_DIR).join(format!("{}.json", s.name));
+    glass_data::atomic::remove_if_exists(&hp)?;
+    let tp = s.dir.join(&h.tokens.file);
+    let n = h.n_rows * h.row_len as u64;
+    let rel = format!("{INDEX_DIR}/{}.sa", s.name);
+    let (sha256, nbytes, width) = build_sa_file(
+        &tp,
+        h.dtype,
+        h.row_len,
+        n,
+        n > narrow_max_tokens,
+        &run_dir.join(&rel),
+    )?;
+    let rec = ShardRecord {
+        format: INDEX_FORMAT.into(),
+        name: s.name.clone(),
+        chunk: h.chunk,
+        first_step: h.first_step,
+        first_row: h.first_row,
+        n_rows: h.n_rows,
+        row_len: h.row_len,
+        dtype: h.dtype,
+        tokens: token_ref(s),
+        sa: FileRef {
+            path: rel,
+            sha256,
+            bytes: nbytes,
+        },
+        width,
+        n_suffixes: n,
+    };
+    write_atomic(&hp, &serde_json::to_vec_pretty(&rec).expect("json"))?;
+    Ok(rec)
+}
+
+/// Builds the suffix array of a `[n_tokens / row_len, row_len]` token file and writes it
+/// atomically to `out_path`; returns (sha256, bytes, width). The token file is mapped
+/// only while the text to sort is built, so peak memory is the sort's: about 8 bytes per
+/// token for the 32-bit build (text and array, both `i32`), 16 for the wide one.
+pub fn build_sa_file(
+    tokens_path: &Path,
+    dtype: TokenDtype,
+    row_len: usize,
+    n_tokens: u64,
+    wide: bool,
+    out_path: &Path,
+) -> Result<(String, u64, usize)> {
+    let f = std::fs::File::open(tokens_path).map_err(io(tokens_path))?;
+    let len = f.metadata().map_err(io(tokens_path))?.len();
+    if row_len == 0
+        || len != n_tokens * dtype.width() as u64
+        || !n_tokens.is_multiple_of(row_len as u64)
+    {
+        return Err(AnalysisError::Format {
+            path: tokens_path.to_path_buf(),
+            msg: format!(
+                "{len} bytes, expected {n_tokens} tokens in rows of {row_len}; run `glass data verify`"
+            ),
+        });
+    }
+    let map = || -> Result<Option<memmap2::Mmap>> {
+        if len == 0 {
+            return Ok(None);
+        }
+        // SAFETY: chunk token files are written once (temp file + rename) and never
+        // modified in place; the map is read-only and dropped once the text is built.
+        Ok(Some(
+            unsafe { memmap2::Mmap::map(&f) }.map_err(io(tokens_path))?,
+        ))
+    };
+    let mut out = AtomicFile::create(out_path)?;
+    let width = if wide {
+        let text: Vec<i64> = {
+            let m = map()?;
+            separated_text(m.as_deref().unwrap_or(&[]), dtype, row_len)
+        };
+        sort_wide(text, row_len, &mut |b| Ok(out.write(b)?))?
+    } else {
+        let text: Vec<i32> = {
+            let m = map()?;
+            separated_text(m.as_deref().unwrap_or(&[]), dtype, row_len)
+        };
+        sort_narrow(text, row_len, &mut |b| Ok(out.write(b)?))?
+    };
+    let (sha, bytes) = out.commit()?;
+    Ok((sha, bytes, width))
+}
+
+fn token_at(bytes: &[u8], dtype: TokenDtype, i: usize) -> u32 {
+    match dtype {
+        TokenDtype::U16 => u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]) as u32,
+        TokenDtype::U32 => u32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes")),
+    }
+}
+
+/// The text the array is built over (from little-endian `dtype` token bytes): `token + 1` per token and a `0` after every row.
+pub fn separated_text<T: TryFrom<u64>>(bytes: &[u8], dtype: TokenDtype, row_len: usize) -> Vec<T>
+where
+    T::Error: std::fmt::Debug,
+{
+    let n = bytes.len() / dtype.width();
+    let rows = n / row_len.max(1);
+    let mut text = Vec::with_capacity(n + rows);
+    for r in 0..rows {
+        for i in r * row_len..(r + 1) * row_len {
+            text.push(T::try_from(token_at(bytes, dtype, i) as u64 + 1).expect("fits"));
+        }
+        text.push(T::try_from(0).expect("fits"));
+    }
+    text
+}
+
+/// Position in the separated text → position in the token array (`None` for separators).
+fn unseparate(p: u64, row_len: usize) -> Option<u64> {
+    let l = row_len as u64;
+    let (row, off) = (p / (l + 1), p % (l + 1));
+    (off < l).then_some(row * l + off)
+}
+
+/// Sorts a separated `i32` text (see [`separated_text`]) and hands the stored form
+/// (4-byte positions in suffix order) to `sink` in blocks; returns the width, 4.
+pub fn sort_narrow(
+    mut text: Vec<i32>,
+    row_len: usize,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<usize> {
+    if !text.is_empty() {
+        let sa = libsais::SuffixArrayConstruction::for_text_mut(&mut text)
+            .in_owned_buffer32()
+            .single_threaded()
+            .run()
+            .map_err(|e| AnalysisError::Build(format!("{e:?}")))?
+            .into_vec();
+        drop(text);
+        store(sa.iter().map(|&p| p as u64), row_len, 4, sink)?;
+    }
+    Ok(4)
+}
+
+/// [`sort_narrow`] for shards past 2³⁰ tokens: `i64` text and array, 5-byte positions.
+pub fn sort_wide(
+    mut text: Vec<i64>,
+    row_len: usize,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<usize> {
+    if !text.is_empty() {
+        let sa = libsais::SuffixArrayConstruction::for_text_mut(&mut text)
+            .in_owned_buffer64()
+            .single_threaded()
+            .run()
+            .map_err(|e| AnalysisError::Build(format!("{e:?}")))?
+            .into_vec();
+        drop(text);
+        store(sa.iter().map(|&p| p as u64), row_len, 5, sink)?;
+    }
+    Ok(5)
+}
+
+/// Drops the separators' entries and writes the rest as `width`-byte positions.
+fn store(
+    sa: impl Iterator<Item = u64>,
+    row_len: usize,
+    width: usize,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut buf = Vec::with_capacity(1 << 20);
+    for p in sa {
+        if let Some(q) = unseparate(p, row_len) {
+            buf.extend_from_slice(&q.to_le_bytes()[..width]);
+            if buf.len() >= 1 << 20 {
+                sink(&buf)?;
+                buf.clear();
+            }
+        }
+    }
+    sink(&buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Suffix order over random rows of ids wider than 16 bits: every position appears
+    /// once, and the row-truncated suffixes come out sorted (a match cannot cross rows).
+    #[test]
+    fn suffix_order_is_row_truncated_and_takes_wide_ids() {
+        let (rows, row_len) = (50usize, 7usize);
+        let mut x = 99u64;
+        let ids: Vec<u32> = (0..rows * row_len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Few distinct values so suffixes share long prefixes, all above 2^16.
+                70_000 + (x % 3) as u32 * 20_000
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        TokenDtype::U32.encode(&ids, &mut bytes);
+        for wide in [false, true] {
+            let mut out = Vec::new();
+            let w = if wide {
+                sort_wide(
+                    separated_text(&bytes, TokenDtype::U32, row_len),
+                    row_len,
+                    &mut |b| {
+                        out.extend_from_slice(b);
+                        Ok(())
+                    },
+                )
+                .unwrap()
+            } else {
+                sort_narrow(
+                    separated_text(&bytes, TokenDtype::U32, row_len),
+                    row_len,
+                    &mut |b| {
+                        out.extend_from_slice(b);
+                        Ok(())
+                    },
+                )
+                .unwrap()
+            };
+            let pos: Vec<usize> = out
+                .chunks_exact(w)
+                .map(|c| {
+                    let mut a = [0u8; 8];
+                    a[..w].copy_from_slice(c);
+                    u64::from_le_bytes(a) as usize
+                })
+                .collect();
+            let mut seen = pos.clone();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..ids.len()).collect::<Vec<_>>());
+            let suffix = |p: usize| &ids[p..(p / row_len + 1) * row_len];
+            for pair in pos.windows(2) {
+                assert!(suffix(pair[0]) <= suffix(pair[1]), "wide={wide}");
+            }
+        }
+    }
+}

@@ -1,0 +1,637 @@
+//! Memorization of every checkpoint × every data chunk, by Analysis360's protocol: take
+//! rows of a chunk, feed each row's first `prompt_tokens` tokens, greedy-decode
+//! `continuation_tokens` tokens and compare them with the row's next tokens.
+//!
+//! **Sample rule.** For a chunk of `n` rows and `s` samples, the rows are
+//! `⌊j·n/s⌋` for `j = 0..s` (every row when `s ≥ n`): evenly spaced over the chunk,
+//! hence over its steps, with no seed to record.
+//!
+//! Decoding is batched (a fixed batch of [`DECODE_BATCH`] rows in sample order) and
+//! KV-cached through the engine's `forward_cached_batch`, whose results do not depend on
+//! the thread count; argmax ties go to the lowest token id, as `torch.argmax` does.
+//!
+//! Results: `RUN/analysis/memorization/ckpt-KKKK/chunk-CCCCC.json` (atomic) and the
+//! `memorization` table of `RUN/metrics.sqlite`; a pair already computed with the same
+//! settings, checkpoint and chunk file is reused.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use glass_data::atomic::{sha256_file, sha256_hex, write_atomic};
+use glass_data::chunk::read_rows;
+use glass_engine::{CachedInput, KvCache, Model};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io, AnalysisError, Result};
+use crate::index::data_shards;
+use crate::query::Index;
+
+/// Rows decoded together. Fixed (never derived from the thread count), so results are
+/// the same bits on any machine size.
+pub const DECODE_BATCH: usize = 32;
+/// Version of the protocol; part of every result's settings hash.
+pub const PROTOCOL: &str = "glass-memorization-v1";
+
+/// Which checkpoints or chunks to analyse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// All of them.
+    All,
+    /// The last one.
+    Latest,
+    /// These indices.
+    List(Vec<u64>),
+}
+
+impl std::str::FromStr for Selection {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "all" => Ok(Selection::All),
+            "latest" => Ok(Selection::Latest),
+            _ => s
+                .split(',')
+                .map(|k| {
+                    k.trim()
+                        .parse()
+                        .map_err(|_| format!("`{k}` is not an index (use all, latest or K,K2,...)"))
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map(Selection::List),
+        }
+    }
+}
+
+impl Selection {
+    fn pick(&self, available: &[u64], what: &str) -> Result<Vec<u64>> {
+        match self {
+            Selection::All => Ok(available.to_vec()),
+            Selection::Latest => Ok(available.last().copied().into_iter().collect()),
+            Selection::List(v) => {
+                for k in v {
+                    if !available.contains(k) {
+                        return Err(AnalysisError::Input(format!(
+                            "there is no {what} {k} (the run has {what}s {}..={})",
+                            available.first().copied().unwrap_or(0),
+                            available.last().copied().unwrap_or(0)
+                        )));
+                    }
+                }
+                Ok(v.clone())
+            }
+        }
+    }
+}
+
+/// Options of [`analyze`].
+#[derive(Debug, Clone)]
+pub struct MemoOptions {
+    /// Checkpoints.
+    pub checkpoints: Selection,
+    /// Chunks.
+    pub chunks: Selection,
+    /// Rows per chunk.
+    pub samples: usize,
+    /// Prompt length.
+    pub prompt_tokens: usize,
+    /// Continuation length compared.
+    pub continuation_tokens: usize,
+    /// Keep per-row results in the JSON.
+    pub log_samples: bool,
+    /// Recompute pairs already stored.
+    pub force: bool,
+    /// Join each row with the index: occurrences of its continuation before the checkpoint.
+    pub with_exposure: bool,
+}
+
+impl Default for MemoOptions {
+    fn default() -> Self {
+        MemoOptions {
+            checkpoints: Selection::All,
+            chunks: Selection::All,
+            samples: 1000,
+            prompt_tokens: 32,
+            continuation_tokens: 32,
+            log_samples: false,
+            force: false,
+            with_exposure: false,
+        }
+    }
+}
+
+/// What defines a result; a stored pair is reused only when all of it is equal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// [`PROTOCOL`].
+    pub protocol: String,
+    /// Rows asked for.
+    pub samples: usize,
+    /// Prompt length.
+    pub prompt_tokens: usize,
+    /// Continuation length.
+    pub continuation_tokens: usize,
+    /// The row rule (human-readable).
+    pub sample_rule: String,
+    /// Per-row results kept.
+    pub log_samples: bool,
+    /// Exposure joined.
+    pub with_exposure: bool,
+    /// sha256 of the checkpoint (its state.json).
+    pub checkpoint_sha256: String,
+    /// sha256 of the chunk token file.
+    pub chunk_tokens_sha256: String,
+}
+
+/// One row's result (`--log-samples`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleLog {
+    /// Row index within the chunk.
+    pub row: u64,
+    /// Matching positions.
+    pub matches: usize,
+    /// 1 where the generated token equals the row's token.
+    pub matched: Vec<u8>,
+    /// The generated tokens.
+    pub generated: Vec<u32>,
+    /// Occurrences of the row's true continuation in training before the checkpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<u64>,
+}
+
+/// Memorization of rows grouped by how often their continuation was seen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExposureBucket {
+    /// Fewest occurrences in the bucket.
+    pub min: u64,
+    /// Most occurrences in the bucket.
+    pub max: u64,
+    /// Rows.
+    pub rows: usize,
+    /// Mean fraction of matching positions.
+    pub token_match: f64,
+    /// Fraction of rows matching completely.
+    pub full_match: f64,
+}
+
+/// The result of one (checkpoint, chunk) pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairResult {
+    /// Checkpoint index.
+    pub checkpoint: u32,
+    /// Its step.
+    pub step: u64,
+    /// Chunk index.
+    pub chunk: u64,
+    /// The chunk's first step (the chunk was trained on before `step` iff
+    /// `chunk_first_step < step`).
+    pub chunk_first_step: u64,
+    /// Rows evaluated.
+    pub n: usize,
+    /// Mean over rows of the fraction of continuation positions reproduced (0..1).
+    pub token_match: f64,
+    /// Fraction of rows whose whole continuation is reproduced (0..1).
+    pub full_match: f64,
+    /// Settings.
+    pub settings: Settings,
+    /// Exposure buckets (`--with-exposure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<Vec<ExposureBucket>>,
+    /// Per-row results (`--log-samples`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<Vec<SampleLog>>,
+    /// Seconds spent decoding (metadata).
+    pub seconds: f64,
+}
+
+/// Progress reports of [`analyze`].
+pub enum MemoEvent<'a> {
+    /// A pair is starting (`rows` rows).
+    Start {
+        /// Checkpoint.
+        checkpoint: u32,
+        /// Chunk.
+        chunk: u64,
+        /// Rows.
+        rows: usize,
+    },
+    /// Rows decoded so far in the current pair.
+    Rows(usize),
+    /// A pair finished (`reused`: loaded from a stored result).
+    Done(&'a PairResult, bool),
+}
+
+/// The rows of a chunk of `n_rows` rows that `samples` samples take.
+pub fn sample_rows(n_rows: u64, samples: usize) -> Vec<u64> {
+    let s = samples as u64;
+    if s >= n_rows {
+        return (0..n_rows).collect();
+    }
+    (0..s)
+        .map(|j| ((j as u128 * n_rows as u128) / s as u128) as u64)
+        .collect()
+}
+
+/// Index of the largest logit; ties go to the lowest id.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, &x) in logits.iter().enumerate() {
+        if x > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Greedy continuations of `prompts` (`n_new` tokens each), decoded in batches of
+/// [`DECODE_BATCH`] with a KV cache per sequence. `on_rows` is told the rows done.
+pub fn greedy(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    n_new: usize,
+    on_rows: &mut dyn FnMut(usize),
+) -> Result<Vec<Vec<u32>>> {
+    let v = model.cfg.vocab_size;
+    let mut out = Vec::with_capacity(prompts.len());
+    let mut caches: Vec<KvCache> = Vec::new();
+    for batch in prompts.chunks(DECODE_BATCH) {
+        while caches.len() < batch.len() {
+            caches.push(KvCache::new(model));
+        }
+        for c in &mut caches {
+            c.clear();
+        }
+        if batch.iter().any(|p| p.is_empty()) {
+            return Err(AnalysisError::Input("empty prompt".into()));
+        }
+        let mut gen: Vec<Vec<u32>> = vec![Vec::with_capacity(n_new); batch.len()];
+        let mut feed: Vec<Vec<u32>> = batch.to_vec();
+        for _ in 0..n_new {
+            let mut items: Vec<CachedInput<'_>> = feed
+                .iter()
+                .zip(caches.iter_mut())
+                .map(|(t, c)| CachedInput {
+                    tokens: t,
+                    cache: c,
+                    keep: 1,
+                })
+                .collect();
+            let logits = model.forward_cached_batch(&mut items)?;
+            for (i, l) in logits.iter().enumerate() {
+                let t = argmax(&l[..v]);
+                gen[i].push(t);
+                feed[i] = vec![t];
+            }
+        }
+        out.extend(gen);
+        on_rows(out.len());
+    }
+    Ok(out)
+}
+
+/// Result file of a pair, relative to the run.
+pub fn result_path(checkpoint: u32, chunk: u64) -> String {
+    format!("analysis/memorization/ckpt-{checkpoint:04}/chunk-{chunk:05}.json")
+}
+
+/// Runs the protocol for every selected (checkpoint, chunk) pair, skipping pairs stored
+/// with the same settings unless `force`.
+pub fn analyze(
+    run_dir: &Path,
+    opts: &MemoOptions,
+    progress: &mut dyn FnMut(MemoEvent<'_>),
+) -> Result<Vec<PairResult>> {
+    if opts.samples == 0 || opts.prompt_tokens == 0 || opts.continuation_tokens == 0 {
+        return Err(AnalysisError::Input(
+            "--samples, --prompt-tokens and --continuation-tokens must be at least 1".into(),
+        ));
+    }
+    let manifest = glass_run::RunManifest::require(run_dir)?;
+    let (data, chunks, _) = data_shards(run_dir)?;
+    let need = opts.prompt_tokens + opts.continuation_tokens;
+    if need > data.row_len {
+        return Err(AnalysisError::Input(format!(
+            "--prompt-tokens {} + --continuation-tokens {} = {need} is more than a row holds ({} tokens)",
+            opts.prompt_tokens, opts.continuation_tokens, data.row_len
+        )));
+    }
+    let ck_ids: Vec<u64> = manifest
+        .checkpoints
+        .iter()
+        .map(|c| c.index as u64)
+        .collect();
+    if ck_ids.is_empty() {
+        return Err(AnalysisError::Input(format!(
+            "{} has no checkpoints yet; run `glass train {}`",
+            run_dir.display(),
+            run_dir.display()
+        )));
+    }
+    let ch_ids: Vec<u64> = chunks.iter().filter_map(|c| c.header.chunk).collect();
+    let cks = opts.checkpoints.pick(&ck_ids, "checkpoint")?;
+    let chs = opts.chunks.pick(&ch_ids, "chunk")?;
+    let index = if opts.with_exposure {
+        Some(Index::open(run_dir)?)
+    } else {
+        None
+    };
+    let db = Db::open(run_dir)?;
+    let mut results = Vec::new();
+    for &k in &cks {
+        let entry = manifest.checkpoint(k as u32)?.clone();
+        let mut model: Option<Model> = None;
+        for &c in &chs {
+            let ds = chunks
+                .iter()
+                .find(|d| d.header.chunk == Some(c))
+                .expect("picked from the list");
+            let h = &ds.header;
+            let settings = Settings {
+                protocol: PROTOCOL.into(),
+                samples: opts.samples,
+                prompt_tokens: opts.prompt_tokens,
+                continuation_tokens: opts.continuation_tokens,
+                sample_rule:
+                    "rows floor(j*n_rows/samples), j < samples (all rows when samples >= n_rows)"
+                        .into(),
+                log_samples: opts.log_samples,
+                with_exposure: opts.with_exposure,
+                checkpoint_sha256: entry.sha256.clone(),
+                chunk_tokens_sha256: h.tokens.sha256.clone(),
+            };
+            let settings_sha = sha256_hex(&serde_json::to_vec(&settings).expect("json"));
+            let rel = result_path(entry.index, c);
+            if !opts.force {
+                if let Some(r) = db.reusable(run_dir, entry.index, c, &settings_sha, &rel)? {
+                    progress(MemoEvent::Done(&r, true));
+                    results.push(r);
+                    continue;
+                }
+            }
+            if model.is_none() {
+                model = Some(glass_run::load_model(run_dir, Some(entry.index))?.0);
+            }
+            let m = model.as_ref().expect("loaded");
+            let rows = sample_rows(h.n_rows, opts.samples);
+            progress(MemoEvent::Start {
+                checkpoint: entry.index,
+                chunk: c,
+                rows: rows.len(),
+            });
+            let t0 = Instant::now();
+            let mut prompts = Vec::with_capacity(rows.len());
+            let mut truth = Vec::with_capacity(rows.len());
+            let mut buf = Vec::new();
+            for &r in &rows {
+                buf.clear();
+                read_rows(&ds.dir, h, r, 1, &mut buf)?;
+                prompts.push(buf[..opts.prompt_tokens].to_vec());
+                truth.push(buf[opts.prompt_tokens..need].to_vec());
+            }
+            let gen = greedy(m, &prompts, opts.continuation_tokens, &mut |n| {
+                progress(MemoEvent::Rows(n))
+            })?;
+            let mut logs = Vec::with_capacity(rows.len());
+            for ((&row, g), t) in rows.iter().zip(&gen).zip(&truth) {
+                let matched: Vec<u8> = g.iter().zip(t).map(|(a, b)| (a == b) as u8).collect();
+                let exposure = match &index {
+                    Some(ix) => Some(ix.count_before(t, entry.step)?),
+                    None => None,
+                };
+                logs.push(SampleLog {
+                    row,
+                    matches: matched.iter().map(|&x| x as usize).sum(),
+                    matched,
+                    generated: g.clone(),
+                    exposure,
+                });
+            }
+            let (tm, fm) = summarize(&logs, opts.continuation_tokens);
+            let result = PairResult {
+                checkpoint: entry.index,
+                step: entry.step,
+                chunk: c,
+                chunk_first_step: h.first_step,
+                n: logs.len(),
+                token_match: tm,
+                full_match: fm,
+                settings,
+                exposure: opts
+                    .with_exposure
+                    .then(|| buckets(&logs, opts.continuation_tokens)),
+                samples: opts.log_samples.then(|| logs.clone()),
+                seconds: t0.elapsed().as_secs_f64(),
+            };
+            let bytes = serde_json::to_vec_pretty(&result).expect("json");
+            write_atomic(&run_dir.join(&rel), &bytes)?;
+            db.record(&result, &settings_sha, &rel, &sha256_hex(&bytes))?;
+            progress(MemoEvent::Done(&result, false));
+            results.push(result);
+        }
+    }
+    Ok(results)
+}
+
+fn summarize(logs: &[SampleLog], c: usize) -> (f64, f64) {
+    if logs.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = logs.len() as f64;
+    let tm = logs
+        .iter()
+        .map(|l| l.matches as f64 / c as f64)
+        .sum::<f64>()
+        / n;
+    let fm = logs.iter().filter(|l| l.matches == c).count() as f64 / n;
+    (tm, fm)
+}
+
+/// Rows grouped by exposure: 0, 1, 2–3, 4–7, … (powers of two).
+fn buckets(logs: &[SampleLog], c: usize) -> Vec<ExposureBucket> {
+    let mut out = Vec::new();
+    let mut lo = 0u64;
+    let max = logs.iter().filter_map(|l| l.exposure).max().unwrap_or(0);
+    loop {
+        let hi = if lo == 0 { 0 } else { 2 * lo - 1 };
+        let group: Vec<SampleLog> = logs
+            .iter()
+            .filter(|l| l.exposure.is_some_and(|e| e >= lo && e <= hi))
+            .cloned()
+            .collect();
+        if !group.is_empty() {
+            let (tm, fm) = summarize(&group, c);
+            out.push(ExposureBucket {
+                min: lo,
+                max: hi,
+                rows: group.len(),
+                token_match: tm,
+                full_match: fm,
+            });
+        }
+        if hi >= max {
+            break;
+        }
+        lo = if lo == 0 { 1 } else { 2 * lo };
+    }
+    out
+}
+
+/// One stored pair, as `glass metrics --memorization` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredRow {
+    /// Checkpoint.
+    pub checkpoint: u32,
+    /// Its step.
+    pub step: u64,
+    /// Chunk.
+    pub chunk: u64,
+    /// Rows evaluated.
+    pub n: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Continuation tokens.
+    pub continuation_tokens: u64,
+    /// Mean fraction of matching positions.
+    pub token_match: f64,
+    /// Fraction of fully matching rows.
+    pub full_match: f64,
+    /// Result JSON, relative to the run.
+    pub result_path: String,
+}
+
+/// Every stored pair of a run (empty when none).
+pub fn stored(run_dir: &Path) -> Result<Vec<StoredRow>> {
+    let db = Db::open(run_dir)?;
+    let sql = db.sql();
+    let mut st = db
+        .conn
+        .prepare(
+            "SELECT checkpoint, step, chunk, n, prompt_tokens, continuation_tokens, token_match, full_match, result_path
+             FROM memorization ORDER BY checkpoint, chunk",
+        )
+        .map_err(&sql)?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(StoredRow {
+                checkpoint: r.get(0)?,
+                step: r.get::<_, i64>(1)? as u64,
+                chunk: r.get::<_, i64>(2)? as u64,
+                n: r.get::<_, i64>(3)? as u64,
+                prompt_tokens: r.get::<_, i64>(4)? as u64,
+                continuation_tokens: r.get::<_, i64>(5)? as u64,
+                token_match: r.get(6)?,
+                full_match: r.get(7)?,
+                result_path: r.get(8)?,
+            })
+        })
+        .map_err(&sql)?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(&sql)?;
+    Ok(rows)
+}
+
+/// The `memorization` table of `RUN/metrics.sqlite`.
+struct Db {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Db {
+    fn open(run_dir: &Path) -> Result<Self> {
+        let path = run_dir.join(glass_run::metrics::METRICS_FILE);
+        let conn = Connection::open(&path).map_err(|e| AnalysisError::Sql {
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
+        let db = Db { conn, path };
+        db.conn
+            .execute_batch(
+                "PRAGMA busy_timeout = 10000;
+                 CREATE TABLE IF NOT EXISTS memorization(
+                   checkpoint INTEGER NOT NULL, chunk INTEGER NOT NULL, step INTEGER NOT NULL,
+                   samples INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,
+                   continuation_tokens INTEGER NOT NULL, n INTEGER NOT NULL,
+                   token_match REAL NOT NULL, full_match REAL NOT NULL,
+                   settings_sha256 TEXT NOT NULL, result_path TEXT NOT NULL,
+                   result_sha256 TEXT NOT NULL, seconds REAL, wall_time REAL,
+                   PRIMARY KEY (checkpoint, chunk));",
+            )
+            .map_err(db.sql())?;
+        Ok(db)
+    }
+
+    fn sql(&self) -> impl Fn(rusqlite::Error) -> AnalysisError + '_ {
+        |e| AnalysisError::Sql {
+            path: self.path.clone(),
+            msg: e.to_string(),
+        }
+    }
+
+    /// The stored result of a pair if it has these settings and its file is intact.
+    fn reusable(
+        &self,
+        run_dir: &Path,
+        k: u32,
+        c: u64,
+        settings_sha: &str,
+        rel: &str,
+    ) -> Result<Option<PairResult>> {
+        let row: Option<(String, String)> = self
+            .conn
+            .query_row(
+                "SELECT settings_sha256, result_sha256 FROM memorization WHERE checkpoint = ?1 AND chunk = ?2",
+                params![k, c as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.sql())?;
+        let Some((s, file_sha)) = row else {
+            return Ok(None);
+        };
+        let p = run_dir.join(rel);
+        if s != settings_sha || !p.exists() || sha256_file(&p)?.0 != file_sha {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(&p).map_err(io(&p))?;
+        Ok(serde_json::from_slice(&bytes).ok())
+    }
+
+    fn record(&self, r: &PairResult, settings_sha: &str, rel: &str, file_sha: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO memorization VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
+                params![
+                    r.checkpoint,
+                    r.chunk as i64,
+                    r.step as i64,
+                    r.settings.samples as i64,
+                    r.settings.prompt_tokens as i64,
+                    r.settings.continuation_tokens as i64,
+                    r.n as i64,
+                    r.token_match,
+                    r.full_match,
+                    settings_sha,
+                    rel,
+                    file_sha,
+                    r.seconds,
+                    glass_run::metrics::now()
+                ],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_rule_is_evenly_spaced_and_ties_go_to_the_lowest_id() {
+        assert_eq!(sample_rows(10, 4), vec![0, 2, 5, 7]);
+        assert_eq!(sample_rows(3, 10), vec![0, 1, 2]);
+        assert_eq!(sample_rows(1_000_000, 3), vec![0, 333_333, 666_666]);
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
+    }
+}

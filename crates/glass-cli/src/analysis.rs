@@ -1,0 +1,772 @@
+//! `glass index`, `glass trace`, `glass analyze memorization`, `glass bench index` and
+//! the memorization matrix of `glass metrics --memorization`: argument parsing and
+//! printing over `glass_analysis`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{ArgGroup, Args, Subcommand};
+use glass_analysis::memorization::{self, MemoEvent, MemoOptions, PairResult, Selection};
+use glass_analysis::trace::{Rank, TraceOptions, TraceReport};
+use glass_analysis::Index;
+use glass_engine::{Sampler, SamplingConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Options of `glass index`.
+#[derive(Args)]
+pub struct IndexArgs {
+    /// Run directory (with prepared data).
+    pub run: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn bar(len: u64, show: bool, template: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template(template)
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    b
+}
+
+/// Runs `glass index`.
+pub fn index(a: IndexArgs) -> Result<()> {
+    let b = bar(0, !a.quiet, "index [{bar:30}] {pos}/{len} shards {msg}");
+    let r = glass_analysis::build_index(&a.run, &mut |name, done, total| {
+        b.set_length(total as u64);
+        b.set_position(done as u64);
+        b.set_message(name.to_string());
+    })?;
+    b.finish_and_clear();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "indexed {} training tokens and {} validation tokens of {}: {} shards built, {} reused; {:.2} MB of suffix arrays ({:.2} bytes/token) in {:.1}s",
+        r.tokens,
+        r.validation_tokens,
+        a.run.display(),
+        r.built.len(),
+        r.reused.len(),
+        r.bytes as f64 / 1e6,
+        r.bytes as f64 / (r.tokens + r.validation_tokens).max(1) as f64,
+        r.seconds
+    );
+    Ok(())
+}
+
+/// A checkpoint given as an index or `latest`.
+#[derive(Clone, Copy, Debug)]
+pub enum CkptArg {
+    /// The last published checkpoint.
+    Latest,
+    /// This index.
+    Index(u32),
+}
+
+impl std::str::FromStr for CkptArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "latest" => Ok(CkptArg::Latest),
+            _ => s
+                .parse()
+                .map(CkptArg::Index)
+                .map_err(|_| format!("`{s}` is not a checkpoint index (use K or latest)")),
+        }
+    }
+}
+
+/// (index, step) of a checkpoint argument.
+fn resolve(run: &Path, c: CkptArg) -> Result<(u32, u64)> {
+    let m = glass_run::RunManifest::require(run)?;
+    let e = match c {
+        CkptArg::Latest => m
+            .checkpoints
+            .last()
+            .with_context(|| format!("{} has no checkpoint yet", run.display()))?,
+        CkptArg::Index(k) => m.checkpoint(k)?,
+    };
+    Ok((e.index, e.step))
+}
+
+/// Options of `glass trace`.
+#[derive(Args)]
+#[command(group(ArgGroup::new("what").required(true).args(["count", "text", "prompt"])))]
+pub struct TraceArgs {
+    /// Run directory (indexed with `glass index`).
+    pub run: PathBuf,
+    /// Count the exact occurrences of TEXT's tokens in the training stream.
+    #[arg(long, value_name = "TEXT")]
+    pub count: Option<String>,
+    /// Find the maximal spans of TEXT that occur in training, with their steps and sources.
+    #[arg(long, value_name = "TEXT")]
+    pub text: Option<String>,
+    /// Generate greedily from --checkpoint after PROMPT, then trace the output.
+    #[arg(long, value_name = "PROMPT")]
+    pub prompt: Option<String>,
+    /// Checkpoint (K or latest): counts occurrences before it; --prompt generates from it.
+    #[arg(long)]
+    pub checkpoint: Option<CkptArg>,
+    /// Shortest span, in tokens.
+    #[arg(long, default_value_t = 8)]
+    pub min_tokens: usize,
+    /// Occurrences listed per span (all are counted).
+    #[arg(long, default_value_t = 10)]
+    pub max_occurrences: usize,
+    /// Span order: length (longest first) or unigram (rarest first).
+    #[arg(long, default_value = "length")]
+    pub rank: Rank,
+    /// Tokens generated with --prompt.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `glass trace`.
+pub fn trace(a: TraceArgs) -> Result<()> {
+    let tok = glass_run::run_tokenizer(&a.run)?;
+    let ckpt = match a.checkpoint {
+        Some(c) => Some(resolve(&a.run, c)?),
+        None if a.prompt.is_some() => Some(resolve(&a.run, CkptArg::Latest)?),
+        None => None,
+    };
+    if let Some(text) = &a.count {
+        let ids = encode(&tok, text)?;
+        let index = Index::open(&a.run)?;
+        let count = index.count(&ids)?;
+        let validation = index.count_validation(&ids)?;
+        let before = match ckpt {
+            Some((_, s)) => Some(index.count_before(&ids, s)?),
+            None => None,
+        };
+        if a.json {
+            let mut o = serde_json::json!({
+                "text": text, "tokens": ids, "count": count, "validation_count": validation,
+            });
+            if let (Some((k, s)), Some(b)) = (ckpt, before) {
+                o["checkpoint"] = k.into();
+                o["checkpoint_step"] = s.into();
+                o["count_before_checkpoint"] = b.into();
+            }
+            println!("{}", serde_json::to_string_pretty(&o)?);
+        } else {
+            println!("{} tokens {:?}", ids.len(), ids);
+            print!("{count} occurrences in training, {validation} in validation rows");
+            if let (Some((k, s)), Some(b)) = (ckpt, before) {
+                print!("; {b} before checkpoint {k} (step {s})");
+            }
+            println!();
+        }
+        return Ok(());
+    }
+    // Open the index first: a missing or stale index is reported before any generation.
+    let index = Index::open(&a.run)?;
+    let (text, ids) = match (&a.text, &a.prompt) {
+        (Some(t), _) => (t.clone(), encode(&tok, t)?),
+        (None, Some(p)) => {
+            let (k, _) = ckpt.expect("resolved above");
+            let (model, _) = glass_run::load_model(&a.run, Some(k))?;
+            let prompt = encode(&tok, p)?;
+            let eos = tok.specials().eos;
+            let mut sampler = Sampler::new(SamplingConfig {
+                temperature: 0.0,
+                top_p: 1.0,
+                seed: 0,
+            });
+            let out = model.generate(&prompt, a.max_tokens, &mut sampler, |t| t != eos)?;
+            let out: Vec<u32> = out.into_iter().filter(|&t| t != eos).collect();
+            if out.is_empty() {
+                bail!("checkpoint {k} generated nothing after the prompt (end of text at once)");
+            }
+            (tok.decode(&out)?, out)
+        }
+        _ => unreachable!("clap requires one of --count, --text, --prompt"),
+    };
+    let opts = TraceOptions {
+        min_tokens: a.min_tokens,
+        max_occurrences: a.max_occurrences,
+        rank: a.rank,
+        checkpoint: ckpt,
+    };
+    let r = glass_analysis::trace::trace(&a.run, &index, &tok, &text, &ids, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print_trace(&r, a.prompt.as_deref());
+    }
+    Ok(())
+}
+
+fn encode(tok: &glass_data::GlassTokenizer, text: &str) -> Result<Vec<u32>> {
+    if text.is_empty() {
+        bail!("the text is empty");
+    }
+    let ids = tok.encode(text)?;
+    if ids.is_empty() {
+        bail!("{text:?} encodes to no tokens with the run's tokenizer");
+    }
+    Ok(ids)
+}
+
+/// Prints a trace for people.
+pub fn print_trace(r: &TraceReport, prompt: Option<&str>) {
+    if let Some(p) = prompt {
+        println!("{p}\x1b[1m{}\x1b[0m", r.text);
+        println!();
+    }
+    let at = match (r.checkpoint, r.checkpoint_step) {
+        (Some(k), Some(s)) => format!(" (checkpoint {k}, step {s})"),
+        _ => String::new(),
+    };
+    println!(
+        "{} tokens traced{at}: {} maximal span(s) of at least {} tokens occur in training",
+        r.tokens.len(),
+        r.spans.len(),
+        r.min_tokens
+    );
+    for (i, s) in r.spans.iter().enumerate() {
+        let before = s
+            .count_before_checkpoint
+            .map_or(String::new(), |b| format!(", {b} before the checkpoint"));
+        println!(
+            "\n[{}] {} tokens, {} occurrence(s){before}, steps {}..={}, {} in validation rows, unigram log-prob {:.1}",
+            i + 1,
+            s.end - s.start,
+            s.count,
+            s.first_step,
+            s.last_step,
+            s.validation_count,
+            s.unigram_logprob
+        );
+        println!("    {:?}", s.text);
+        for o in &s.occurrences {
+            println!(
+                "    step {} slot {} (row {}, offset {}): {} doc {} {} bytes {}..{}",
+                o.step,
+                o.slot,
+                o.row,
+                o.offset,
+                o.source,
+                o.doc,
+                o.doc_id,
+                o.doc_bytes[0],
+                o.doc_bytes[1]
+            );
+            println!(
+                "        …{}[{}]{}…",
+                o.before.replace('\n', " "),
+                o.text.replace('\n', " "),
+                o.after.replace('\n', " ")
+            );
+        }
+        if (s.occurrences.len() as u64) < s.count {
+            println!("    … {} more", s.count - s.occurrences.len() as u64);
+        }
+    }
+}
+
+/// What to analyse.
+#[derive(Subcommand)]
+pub enum AnalyzeCommand {
+    /// How much of each data chunk every checkpoint reproduces verbatim (Analysis360).
+    Memorization(MemoArgs),
+}
+
+/// Options of `glass analyze memorization`.
+#[derive(Args)]
+pub struct MemoArgs {
+    /// Run directory.
+    pub run: PathBuf,
+    /// Checkpoints: all, latest, or K,K2,...
+    #[arg(long, default_value = "all")]
+    pub checkpoints: Selection,
+    /// Chunks: all, latest, or C,C2,...
+    #[arg(long, default_value = "all")]
+    pub chunks: Selection,
+    /// Rows per chunk (evenly spaced: rows ⌊j·n/samples⌋).
+    #[arg(long, default_value_t = 1000)]
+    pub samples: usize,
+    /// Prompt tokens (the row's first tokens).
+    #[arg(long, default_value_t = 32)]
+    pub prompt_tokens: usize,
+    /// Continuation tokens generated and compared.
+    #[arg(long, default_value_t = 32)]
+    pub continuation_tokens: usize,
+    /// Keep per-row results (row, matching tokens, 0/1 vector) in the result JSON.
+    #[arg(long)]
+    pub log_samples: bool,
+    /// Recompute pairs already stored with the same settings.
+    #[arg(long)]
+    pub force: bool,
+    /// Join each row with the index: occurrences of its continuation before the checkpoint.
+    #[arg(long)]
+    pub with_exposure: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Runs `glass analyze ...`.
+pub fn analyze(cmd: AnalyzeCommand) -> Result<()> {
+    match cmd {
+        AnalyzeCommand::Memorization(a) => {
+            let opts = MemoOptions {
+                checkpoints: a.checkpoints,
+                chunks: a.chunks,
+                samples: a.samples,
+                prompt_tokens: a.prompt_tokens,
+                continuation_tokens: a.continuation_tokens,
+                log_samples: a.log_samples,
+                force: a.force,
+                with_exposure: a.with_exposure,
+            };
+            let r = memorize(&a.run, &opts, !a.quiet && !a.json, !a.quiet)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_matrix(&a.run, &r);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs the memorization analysis with a progress bar and one line per pair.
+pub fn memorize(
+    run: &Path,
+    opts: &MemoOptions,
+    lines: bool,
+    progress: bool,
+) -> Result<Vec<PairResult>> {
+    let b = bar(
+        0,
+        progress,
+        "memorization ckpt {prefix} [{bar:30}] {pos}/{len} rows {per_sec} ETA {eta}",
+    );
+    let r = memorization::analyze(run, opts, &mut |e| match e {
+        MemoEvent::Start {
+            checkpoint,
+            chunk,
+            rows,
+        } => {
+            b.reset();
+            b.set_length(rows as u64);
+            b.set_prefix(format!("{checkpoint} chunk {chunk}"));
+        }
+        MemoEvent::Rows(n) => b.set_position(n as u64),
+        MemoEvent::Done(p, reused) => {
+            if lines {
+                b.suspend(|| {
+                    eprintln!(
+                        "checkpoint {} (step {}) chunk {}: token_match {:.4} full_match {:.4} over {} rows{}",
+                        p.checkpoint,
+                        p.step,
+                        p.chunk,
+                        p.token_match,
+                        p.full_match,
+                        p.n,
+                        if reused {
+                            " (stored)".to_string()
+                        } else {
+                            format!(" ({:.1}s)", p.seconds)
+                        }
+                    )
+                });
+            }
+        }
+    })?;
+    b.finish_and_clear();
+    Ok(r)
+}
+
+/// Prints checkpoint × chunk matrices of full_match and token_match (fractions).
+pub fn print_matrix(run: &Path, results: &[PairResult]) {
+    let rows: Vec<(u32, u64, u64, f64, f64)> = results
+        .iter()
+        .map(|p| (p.checkpoint, p.step, p.chunk, p.token_match, p.full_match))
+        .collect();
+    matrix(run, &rows);
+}
+
+fn matrix(run: &Path, rows: &[(u32, u64, u64, f64, f64)]) {
+    let mut cks: Vec<(u32, u64)> = rows.iter().map(|r| (r.0, r.1)).collect();
+    cks.sort();
+    cks.dedup();
+    let mut chs: Vec<u64> = rows.iter().map(|r| r.2).collect();
+    chs.sort();
+    chs.dedup();
+    for (title, pick) in [
+        ("full_match (fraction of rows reproduced exactly)", 4usize),
+        ("token_match (mean fraction of positions reproduced)", 3),
+    ] {
+        println!("{title}; rows: checkpoint (step), columns: chunk");
+        print!("{:>14}", "");
+        for c in &chs {
+            print!(" {:>6}", format!("c{c}"));
+        }
+        println!();
+        for (k, s) in &cks {
+            print!("{:>14}", format!("{k} ({s})"));
+            for c in &chs {
+                let v = rows.iter().find(|r| r.0 == *k && r.2 == *c).map(|r| {
+                    if pick == 4 {
+                        r.4
+                    } else {
+                        r.3
+                    }
+                });
+                print!(" {:>6}", v.map_or("-".into(), |v| format!("{v:.3}")));
+            }
+            println!();
+        }
+    }
+    println!(
+        "(chunk C is trained on between checkpoints of steps C·steps_per_chunk and (C+1)·steps_per_chunk; results in {}/analysis/memorization/)",
+        run.display()
+    );
+}
+
+/// `glass metrics RUN --memorization`: the stored matrix.
+pub fn metrics_matrix(run: &Path, json: bool) -> Result<()> {
+    let rows = memorization::stored(run)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!(
+            "no memorization results yet; run `glass analyze memorization {}`",
+            run.display()
+        );
+        return Ok(());
+    }
+    let r: Vec<_> = rows
+        .iter()
+        .map(|r| (r.checkpoint, r.step, r.chunk, r.token_match, r.full_match))
+        .collect();
+    matrix(run, &r);
+    Ok(())
+}
+
+/// Options of `glass bench index`.
+#[derive(Args)]
+pub struct BenchIndexArgs {
+    /// An indexed run: times rebuilding each of its shards and counting random queries
+    /// (e.g. runs/demo after `glass demo`).
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// Tokens of a synthetic stream to build one shard of (0 skips it).
+    #[arg(long, default_value_t = 100_000_000)]
+    pub synthetic_tokens: u64,
+    /// Vocabulary of the synthetic stream (ids are log-uniform, like a Zipf tail).
+    #[arg(long, default_value_t = 50_000)]
+    pub vocab: u32,
+    /// Row length of the synthetic stream.
+    #[arg(long, default_value_t = 2049)]
+    pub row_len: usize,
+    /// Count queries timed on --run (8–32 tokens; half taken from the data, half random).
+    #[arg(long, default_value_t = 1000)]
+    pub queries: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Peak resident memory since the last reset, and the current one (bytes; Linux).
+fn rss() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Resets the peak-RSS counter so each build is measured on its own (Linux).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// One build measured: tokens, seconds, peak memory above the starting RSS.
+#[derive(serde::Serialize)]
+struct BuildMeasure {
+    what: String,
+    tokens: u64,
+    seconds: f64,
+    tokens_per_s: f64,
+    peak_bytes: u64,
+    peak_bytes_per_token: f64,
+    index_bytes_per_token: f64,
+}
+
+fn measure_build(
+    what: &str,
+    path: &Path,
+    dtype: glass_data::dtype::TokenDtype,
+    row_len: usize,
+    n: u64,
+    out: &Path,
+) -> Result<BuildMeasure> {
+    reset_peak();
+    let (_, base) = rss();
+    let t0 = std::time::Instant::now();
+    let (_, bytes, _) = glass_analysis::index::build_sa_file(path, dtype, row_len, n, false, out)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let (peak, _) = rss();
+    let peak = peak.saturating_sub(base);
+    Ok(BuildMeasure {
+        what: what.into(),
+        tokens: n,
+        seconds: secs,
+        tokens_per_s: n as f64 / secs.max(1e-9),
+        peak_bytes: peak,
+        peak_bytes_per_token: peak as f64 / n.max(1) as f64,
+        index_bytes_per_token: bytes as f64 / n.max(1) as f64,
+    })
+}
+
+/// SplitMix64: a fixed, dependency-free stream for synthetic data and queries.
+struct Mix(u64);
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Runs `glass bench index`.
+pub fn bench_index(a: BenchIndexArgs) -> Result<()> {
+    use glass_data::dtype::TokenDtype;
+    let tmp = std::env::temp_dir().join(format!("glass-bench-index-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let mut builds = Vec::new();
+    let mut latency = None;
+    let threads = rayon::current_num_threads();
+    if let Some(run) = &a.run {
+        let index = Index::open(run)?;
+        // Build: every shard of the run again, into a scratch directory (cold page cache
+        // is not forced; the chunk files are small and usually cached).
+        let mut total = BuildMeasure {
+            what: format!("{} (all shards)", run.display()),
+            tokens: 0,
+            seconds: 0.0,
+            tokens_per_s: 0.0,
+            peak_bytes: 0,
+            peak_bytes_per_token: 0.0,
+            index_bytes_per_token: 4.0,
+        };
+        for s in index.shards.iter().chain(index.validation.iter()) {
+            let r = &s.rec;
+            let m = measure_build(
+                &r.name,
+                &run.join(&r.tokens.path),
+                r.dtype,
+                r.row_len,
+                r.n_suffixes,
+                &tmp.join("x.sa"),
+            )?;
+            total.tokens += m.tokens;
+            total.seconds += m.seconds;
+            if m.peak_bytes_per_token > total.peak_bytes_per_token {
+                total.peak_bytes_per_token = m.peak_bytes_per_token;
+                total.peak_bytes = m.peak_bytes;
+            }
+        }
+        total.tokens_per_s = total.tokens as f64 / total.seconds.max(1e-9);
+        builds.push(total);
+        // Count latency over random 8–32-token queries: half copied from random rows
+        // (present at least once), half random ids (mostly absent).
+        let mut rng = Mix(42);
+        let vocab = index.data.tokenizer.vocab_size as u64;
+        let mut times = Vec::with_capacity(a.queries);
+        let mut found = 0u64;
+        for i in 0..a.queries {
+            let len = 8 + (rng.next() % 25) as usize;
+            let q: Vec<u32> = if i % 2 == 0 && !index.shards.is_empty() {
+                let s = &index.shards[(rng.next() % index.shards.len() as u64) as usize];
+                let l = s.rec.row_len as u64;
+                let row = rng.next() % s.rec.n_rows.max(1);
+                let off = rng.next() % (l - len as u64 + 1);
+                (0..len as u64)
+                    .map(|j| s.token(row * l + off + j))
+                    .collect()
+            } else {
+                (0..len).map(|_| (rng.next() % vocab) as u32).collect()
+            };
+            let t0 = std::time::Instant::now();
+            let c = index.count(&q)?;
+            times.push(t0.elapsed().as_secs_f64());
+            found += (c > 0) as u64;
+        }
+        times.sort_by(f64::total_cmp);
+        let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)] * 1e3;
+        latency = Some(serde_json::json!({
+            "queries": a.queries, "found": found, "shards": index.shards.len(),
+            "tokens": index.shards.iter().map(|s| s.len()).sum::<u64>(),
+            "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": times.last().copied().unwrap_or(0.0) * 1e3,
+        }));
+    }
+    if a.synthetic_tokens > 0 {
+        let rows = a.synthetic_tokens.div_ceil(a.row_len as u64);
+        let n = rows * a.row_len as u64;
+        let dtype = if a.vocab as usize <= 1 << 16 {
+            TokenDtype::U16
+        } else {
+            TokenDtype::U32
+        };
+        let path = tmp.join("synthetic.tokens");
+        {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            let mut rng = Mix(7);
+            let lv = (a.vocab as f64).ln();
+            let (mut ids, mut buf) = (Vec::with_capacity(1 << 20), Vec::new());
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(1 << 20);
+                ids.clear();
+                ids.extend((0..k).map(|_| {
+                    ((rng.unit() * lv).exp() as u32)
+                        .saturating_sub(1)
+                        .min(a.vocab - 1)
+                }));
+                buf.clear();
+                dtype.encode(&ids, &mut buf);
+                std::io::Write::write_all(&mut f, &buf)?;
+                left -= k;
+            }
+            std::io::Write::flush(&mut f)?;
+        }
+        builds.push(measure_build(
+            &format!(
+                "synthetic {n} tokens, vocab {}, rows of {}",
+                a.vocab, a.row_len
+            ),
+            &path,
+            dtype,
+            a.row_len,
+            n,
+            &tmp.join("synthetic.sa"),
+        )?);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    let out = serde_json::json!({"threads": threads, "build": builds, "count_latency": latency,
+        "note": "build: libsais single-threaded over each shard, timing the file map, sort and atomic write; peak = VmHWM above the RSS before the build (warm page cache)"});
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    for b in &builds {
+        println!(
+            "build {}: {} tokens in {:.2}s = {:.2} M tokens/s; peak memory {:.1} MB = {:.2} bytes/token; index {:.1} bytes/token",
+            b.what,
+            b.tokens,
+            b.seconds,
+            b.tokens_per_s / 1e6,
+            b.peak_bytes as f64 / 1e6,
+            b.peak_bytes_per_token,
+            b.index_bytes_per_token
+        );
+    }
+    if let Some(l) = latency {
+        println!(
+            "count latency over {} queries of 8-32 tokens ({} found) on {} shards / {} tokens: p50 {:.4} ms, p99 {:.4} ms, max {:.4} ms",
+            l["queries"], l["found"], l["shards"], l["tokens"], l["p50_ms"].as_f64().unwrap_or(0.0),
+            l["p99_ms"].as_f64().unwrap_or(0.0), l["max_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
+
+/// The demo's last part: index the run, a small memorization matrix (first, middle and
+/// last checkpoint × first, middle and last chunk, 16 rows each) and one trace of what
+/// the last checkpoint generates.
+pub fn demo(run: &Path, quiet: bool) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let r = glass_analysis::build_index(run, &mut |_, _, _| {})?;
+    println!(
+        "[+] indexed {} training tokens for tracing ({} shards built, {} reused); memorization, 16 rows per cell, 32-token prompts:",
+        r.tokens,
+        r.built.len(),
+        r.reused.len()
+    );
+    let m = glass_run::RunManifest::require(run)?;
+    let pick = |v: &[u64]| {
+        let mut p = vec![v[0], v[v.len() / 2], v[v.len() - 1]];
+        p.dedup();
+        p
+    };
+    let cks: Vec<u64> = m.checkpoints.iter().map(|c| c.index as u64).collect();
+    let n_chunks = glass_data::Manifest::load(run)?.n_chunks;
+    let chs: Vec<u64> = (0..n_chunks).collect();
+    if cks.is_empty() || chs.is_empty() {
+        return Ok(());
+    }
+    let opts = MemoOptions {
+        checkpoints: Selection::List(pick(&cks)),
+        chunks: Selection::List(pick(&chs)),
+        samples: 16,
+        ..MemoOptions::default()
+    };
+    let res = memorize(run, &opts, false, !quiet)?;
+    print_matrix(run, &res);
+    let (k, step) = resolve(run, CkptArg::Latest)?;
+    let (model, _) = glass_run::load_model(run, Some(k))?;
+    let tok = glass_run::run_tokenizer(run)?;
+    let prompt_text = "ROMEO.\n";
+    let prompt = tok.encode(prompt_text)?;
+    let mut sampler = Sampler::new(SamplingConfig {
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 0,
+    });
+    let eos = tok.specials().eos;
+    let out: Vec<u32> = model
+        .generate(&prompt, 48, &mut sampler, |t| t != eos)?
+        .into_iter()
+        .filter(|&t| t != eos)
+        .collect();
+    let index = Index::open(run)?;
+    let text = tok.decode(&out)?;
+    let opts = TraceOptions {
+        min_tokens: 6,
+        max_occurrences: 1,
+        rank: Rank::Length,
+        checkpoint: Some((k, step)),
+    };
+    let mut tr = glass_analysis::trace::trace(run, &index, &tok, &text, &out, &opts)?;
+    tr.spans.truncate(3);
+    println!(
+        "\ntrace: checkpoint {k} continues {prompt_text:?} greedily; the longest spans of its output found in training:"
+    );
+    print_trace(&tr, Some(prompt_text));
+    println!(
+        "(index, memorization and trace in {:.1}s)",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

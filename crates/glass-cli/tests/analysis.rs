@@ -1,0 +1,623 @@
+//! End-to-end checks of `glass index`, `glass trace` and `glass analyze memorization` on
+//! a tiny run with a planted passage: a passage repeated in the second stage only, among
+//! filler text that never repeats. Counts and occurrences are checked against a brute-
+//! force scan of the chunk files; memorization against `Model::generate` (what
+//! `glass generate --temperature 0` runs).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+mod common;
+use common::{glass, ok};
+
+const PASSAGE: &str = "Glass records the exact token at every step, so this planted passage can be traced back to every row that held it.";
+const WORDS: &[&str] = &[
+    "the", "king", "queen", "said", "and", "to", "of", "a", "in", "that", "is", "my", "lord",
+    "thou", "art", "thee", "night", "day", "sword", "crown", "love", "death", "O", "river",
+    "stone", "bright", "cold", "went", "home", "under", "over", "green",
+];
+
+/// Deterministic filler prose that never repeats a long span.
+fn filler(seed: u64, words: usize) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = String::new();
+    for i in 0..words {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if i > 0 {
+            out.push(if x >> 61 == 0 { '\n' } else { ' ' });
+        }
+        out.push_str(WORDS[(x % WORDS.len() as u64) as usize]);
+    }
+    out
+}
+
+const DATA: &str = r#"
+[data]
+seed = 3
+seq_len = 32
+rows_per_step = 8
+steps_per_chunk = 10
+
+[data.tokenizer]
+vocab_size = 384
+
+[[data.sources]]
+name = "filler"
+kind = "text"
+paths = ["corpus/filler"]
+
+[[data.sources]]
+name = "planted"
+kind = "text"
+paths = ["corpus/planted"]
+
+[[data.sources]]
+name = "held"
+kind = "text"
+paths = ["corpus/held"]
+
+[[data.stages]]
+name = "plain"
+tokens = 2640
+weights = { filler = 1.0 }
+
+[[data.stages]]
+name = "planted"
+tokens = 42240
+weights = { filler = 0.25, planted = 0.75 }
+
+[data.validation]
+sources = ["held"]
+rows = 4
+"#;
+
+fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+/// Writes the corpus and config, prepares and trains: chunk 0 is filler only (steps
+/// 0..10), chunks 1..16 three quarters planted (steps 10..170); checkpoints every 10 steps.
+fn make_run(run: &Path) {
+    ok(&["init", &s(run), "--preset", "tiny"]);
+    let fdir = run.join("corpus/filler");
+    std::fs::create_dir_all(&fdir).unwrap();
+    for i in 0..40 {
+        std::fs::write(fdir.join(format!("f{i:02}.txt")), filler(i + 1, 150)).unwrap();
+    }
+    std::fs::create_dir_all(run.join("corpus/planted")).unwrap();
+    std::fs::write(run.join("corpus/planted/passage.txt"), PASSAGE).unwrap();
+    std::fs::create_dir_all(run.join("corpus/held")).unwrap();
+    std::fs::write(run.join("corpus/held/h.txt"), filler(999, 300)).unwrap();
+    let cfg = run.join("glass.toml");
+    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let d: toml::Table = toml::from_str(DATA).unwrap();
+    t.insert("data".into(), d["data"].clone());
+    let model = t.get_mut("model").unwrap().as_table_mut().unwrap();
+    use toml::Value::Integer as I;
+    for (k, v) in [
+        ("vocab_size", 384),
+        ("d_model", 64),
+        ("n_layers", 2),
+        ("n_heads", 4),
+        ("n_kv_heads", 4),
+        ("ffn_hidden", 128),
+        ("max_seq_len", 64),
+    ] {
+        model.insert(k.into(), I(v));
+    }
+    let optim = t.get_mut("optim").unwrap().as_table_mut().unwrap();
+    optim.insert("lr".into(), toml::Value::Float(4e-3));
+    optim.insert("min_lr".into(), toml::Value::Float(1e-3));
+    optim.insert("warmup_steps".into(), I(10));
+    t.get_mut("train")
+        .unwrap()
+        .as_table_mut()
+        .unwrap()
+        .insert("micro_batch_rows".into(), I(8));
+    t.get_mut("checkpoints")
+        .unwrap()
+        .as_table_mut()
+        .unwrap()
+        .insert("log_spaced_early".into(), toml::Value::Boolean(false));
+    std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
+    ok(&["data", "prepare", &s(run)]);
+    // The model's vocabulary is the trained tokenizer's size.
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(run.join("data/manifest.json")).unwrap()).unwrap();
+    let v = m["tokenizer"]["vocab_size"].as_i64().unwrap();
+    t.get_mut("model")
+        .unwrap()
+        .as_table_mut()
+        .unwrap()
+        .insert("vocab_size".into(), I(v));
+    std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
+    ok(&["train", &s(run), "--quiet"]);
+}
+
+/// The trained run shared by the tests (read-only; tests that alter it copy it first).
+fn run() -> &'static Path {
+    static RUN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &RUN.get_or_init(|| {
+        // A static is never dropped: keep the shared run under cargo's scratch directory
+        // rather than leaving it in /tmp.
+        let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let run = d.path().join("run");
+        make_run(&run);
+        ok(&["index", &s(&run), "--quiet"]);
+        (d, run)
+    })
+    .1
+}
+
+/// Every chunk as (first_row, [rows][row_len] tokens), read like numpy would.
+fn chunks(run: &Path) -> Vec<(u64, Vec<Vec<u32>>)> {
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(run.join("data/manifest.json")).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for c in m["chunks"].as_array().unwrap() {
+        let k = c["index"].as_u64().unwrap();
+        let dir = run.join("data/chunks");
+        let h: Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("chunk-{k:05}.json"))).unwrap())
+                .unwrap();
+        assert_eq!(h["dtype"], "u16");
+        let l = h["row_len"].as_u64().unwrap() as usize;
+        let b = std::fs::read(dir.join(h["tokens"]["file"].as_str().unwrap())).unwrap();
+        let toks: Vec<u32> = b
+            .chunks_exact(2)
+            .map(|x| u16::from_le_bytes([x[0], x[1]]) as u32)
+            .collect();
+        out.push((
+            h["first_row"].as_u64().unwrap(),
+            toks.chunks(l).map(|r| r.to_vec()).collect(),
+        ));
+    }
+    out
+}
+
+/// Brute force: every (global row, offset) where `q` occurs inside one row.
+fn scan(chunks: &[(u64, Vec<Vec<u32>>)], q: &[u32]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for (first, rows) in chunks {
+        for (r, row) in rows.iter().enumerate() {
+            if q.len() > row.len() {
+                continue;
+            }
+            for off in 0..=row.len() - q.len() {
+                if row[off..off + q.len()] == *q {
+                    out.push((first + r as u64, off as u64));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn json(args: &[&str]) -> Value {
+    serde_json::from_str(&ok(args)).unwrap()
+}
+
+fn err(args: &[&str]) -> String {
+    let o = glass(args);
+    assert!(!o.status.success(), "glass {args:?} should fail");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn planted_passage_is_traced_to_its_steps_and_memorized() {
+    let run = run();
+    let r = s(run);
+    let ch = chunks(run);
+    // Count: exact, and all in the planted stage (steps 10..50).
+    let tok = glass_run::run_tokenizer(run).unwrap();
+    let ids = tok.encode(PASSAGE).unwrap();
+    assert!(ids.len() > 33, "the passage is longer than a row");
+    let e = err(&["trace", &r, "--count", PASSAGE]);
+    assert!(e.contains("longer than a training row"), "{e}");
+    let probe = &ids[..12];
+    let c12 = json(&["trace", &r, "--count", &tok_text(run, probe), "--json"]);
+    let brute = scan(&ch, probe);
+    assert!(
+        brute.len() > 20,
+        "the passage is planted many times: {}",
+        brute.len()
+    );
+    assert_eq!(c12["count"].as_u64().unwrap(), brute.len() as u64);
+    assert!(
+        brute.iter().all(|(row, _)| row / 8 >= 10),
+        "only in stage two"
+    );
+    // Trace: the passage's longest span, with its exact count and steps.
+    let t = json(&[
+        "trace",
+        &r,
+        "--text",
+        PASSAGE,
+        "--checkpoint",
+        "2",
+        "--max-occurrences",
+        "3",
+        "--json",
+    ]);
+    let spans = t["spans"].as_array().unwrap();
+    assert!(!spans.is_empty());
+    let top = &spans[0];
+    let top_ids: Vec<u32> = top["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    assert!(top_ids.len() >= 8);
+    let b = scan(&ch, &top_ids);
+    assert_eq!(top["count"].as_u64().unwrap(), b.len() as u64);
+    let steps: Vec<u64> = b.iter().map(|(row, _)| row / 8).collect();
+    assert_eq!(
+        top["first_step"].as_u64().unwrap(),
+        *steps.iter().min().unwrap()
+    );
+    assert_eq!(
+        top["last_step"].as_u64().unwrap(),
+        *steps.iter().max().unwrap()
+    );
+    let before = steps.iter().filter(|&&st| st < 20).count() as u64;
+    assert_eq!(top["count_before_checkpoint"].as_u64().unwrap(), before);
+    let occ = top["occurrences"].as_array().unwrap();
+    assert_eq!(occ.len(), 3);
+    for (o, (row, off)) in occ.iter().zip(&b) {
+        assert_eq!(o["row"].as_u64().unwrap(), *row);
+        assert_eq!(o["offset"].as_u64().unwrap(), *off);
+        assert_eq!(o["step"].as_u64().unwrap(), row / 8);
+        assert_eq!(o["slot"].as_u64().unwrap(), row % 8);
+        assert_eq!(o["source"], "planted");
+        assert!(o["doc_id"].as_str().unwrap().ends_with("passage.txt"));
+        let text = o["text"].as_str().unwrap();
+        let [a, e] = [
+            o["doc_bytes"][0].as_u64().unwrap(),
+            o["doc_bytes"][1].as_u64().unwrap(),
+        ];
+        assert_eq!(
+            &PASSAGE[a as usize..e as usize],
+            text,
+            "byte range maps into the source"
+        );
+    }
+    // Memorization on the last chunk (planted stage): planted rows go from unknown to memorized,
+    // filler rows stay low.
+    let m = json(&[
+        "analyze",
+        "memorization",
+        &r,
+        "--chunks",
+        "16",
+        "--prompt-tokens",
+        "8",
+        "--continuation-tokens",
+        "8",
+        "--log-samples",
+        "--json",
+        "--quiet",
+    ]);
+    let sources = row_sources(run, 16);
+    let mut by_ckpt = Vec::new();
+    for p in m.as_array().unwrap() {
+        let (mut planted, mut other) = ((0.0, 0), (0.0, 0));
+        let mut tm = 0.0;
+        for smp in p["samples"].as_array().unwrap() {
+            let row = smp["row"].as_u64().unwrap() as usize;
+            let full = (smp["matches"].as_u64().unwrap() == 8) as u64 as f64;
+            let acc = if sources[row] == 1 {
+                &mut planted
+            } else {
+                &mut other
+            };
+            acc.0 += full;
+            acc.1 += 1;
+            if sources[row] == 1 {
+                tm += smp["matches"].as_f64().unwrap() / 8.0;
+            }
+        }
+        assert!(planted.1 > 5 && other.1 > 5);
+        by_ckpt.push((
+            p["checkpoint"].as_u64().unwrap(),
+            planted.0 / planted.1 as f64,
+            other.0 / other.1 as f64,
+            tm / planted.1 as f64,
+        ));
+    }
+    let first = by_ckpt.iter().find(|x| x.0 == 1).unwrap();
+    let last = by_ckpt.last().unwrap();
+    // (checkpoint, planted full_match, filler full_match, planted token_match)
+    assert!(
+        first.1 == 0.0 && first.3 < 0.1,
+        "not memorized before it was seen: {by_ckpt:?}"
+    );
+    assert!(
+        last.1 >= 0.3 && last.3 >= 0.5,
+        "memorized after the planted stage: {by_ckpt:?}"
+    );
+    assert!(
+        by_ckpt.iter().all(|x| x.2 < 0.2),
+        "filler rows stay low: {by_ckpt:?}"
+    );
+    // Stored: a second call reuses, and the matrix is in the metrics.
+    let (_, e) = common::ok_output(&[
+        "analyze",
+        "memorization",
+        &r,
+        "--chunks",
+        "16",
+        "--prompt-tokens",
+        "8",
+        "--continuation-tokens",
+        "8",
+        "--log-samples",
+        "--checkpoints",
+        "latest",
+    ]);
+    assert!(e.contains("(stored)"), "{e}");
+    let mt = ok(&["metrics", &r, "--memorization"]);
+    assert!(mt.contains("full_match") && mt.contains("c16"), "{mt}");
+}
+
+/// Source index of each row of chunk `k` (from its first segment).
+fn row_sources(run: &Path, k: u64) -> Vec<u32> {
+    let b = std::fs::read(run.join(format!("data/chunks/chunk-{k:05}.segments"))).unwrap();
+    let mut out: Vec<u32> = Vec::new();
+    for rec in b.chunks_exact(40) {
+        let row = u32::from_le_bytes(rec[0..4].try_into().unwrap()) as usize;
+        let src = u32::from_le_bytes(rec[16..20].try_into().unwrap());
+        if out.len() == row {
+            out.push(src);
+        }
+    }
+    out
+}
+
+/// Text that encodes to `ids` (decoded with the run's tokenizer through the library).
+fn tok_text(run: &Path, ids: &[u32]) -> String {
+    let tok = glass_run::run_tokenizer(run).unwrap();
+    let t = tok.decode(ids).unwrap();
+    assert_eq!(tok.encode(&t).unwrap(), ids, "probe must round-trip");
+    t
+}
+
+#[test]
+fn counts_and_occurrences_equal_a_brute_force_scan() {
+    let run = run();
+    let ch = chunks(run);
+    let index = glass_analysis::Index::open(run).unwrap();
+    let mut x = 12345u64;
+    let mut rnd = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let row_len = ch[0].1[0].len();
+    let mut crossing = 0;
+    for i in 0..300 {
+        let len = 1 + rnd(12) as usize;
+        let (c, rows) = &ch[rnd(ch.len() as u64) as usize];
+        let _ = c;
+        let r = rnd(rows.len() as u64 - 1) as usize;
+        let q: Vec<u32> = match i % 3 {
+            // A window inside a row: present.
+            0 => {
+                let off = rnd((row_len - len + 1) as u64) as usize;
+                rows[r][off..off + len].to_vec()
+            }
+            // A window across the boundary of rows r and r+1.
+            1 => {
+                let k = 1 + rnd(len.max(2) as u64 - 1) as usize;
+                let k = k.min(len - 1).max(1);
+                let mut q = rows[r][row_len - k..].to_vec();
+                q.extend_from_slice(&rows[r + 1][..len.max(2) - k]);
+                crossing += 1;
+                q
+            }
+            // Random ids: mostly absent.
+            _ => (0..len).map(|_| rnd(384) as u32).collect(),
+        };
+        let want = scan(&ch, &q);
+        assert_eq!(index.count(&q).unwrap(), want.len() as u64, "query {q:?}");
+        let got: Vec<(u64, u64)> = index
+            .occurrences(&q)
+            .unwrap()
+            .into_iter()
+            .map(|(k, p)| {
+                let l = index.shards[k].locate(p, index.rows_per_step);
+                (l.row, l.offset)
+            })
+            .collect();
+        assert_eq!(got, want, "occurrences of {q:?}");
+    }
+    assert!(crossing > 50);
+    // The wide (5-byte, 64-bit) build answers the same.
+    let d = tempfile::tempdir().unwrap();
+    let copy = d.path().join("run");
+    copy_dir(run, &copy);
+    std::fs::remove_dir_all(copy.join("index")).unwrap();
+    glass_analysis::index::build_index_with(&copy, 0, &mut |_, _, _| {}).unwrap();
+    let wide = glass_analysis::Index::open(&copy).unwrap();
+    assert!(wide.shards.iter().all(|s| s.rec.width == 5));
+    for _ in 0..50 {
+        let (_, rows) = &ch[rnd(ch.len() as u64) as usize];
+        let r = rnd(rows.len() as u64) as usize;
+        let off = rnd((row_len - 6) as u64) as usize;
+        let q = &rows[r][off..off + 6];
+        assert_eq!(wide.count(q).unwrap(), index.count(q).unwrap());
+    }
+}
+
+#[test]
+fn memorization_continuations_equal_greedy_generate_for_any_thread_count() {
+    let run = run();
+    let d = tempfile::tempdir().unwrap();
+    let copy = d.path().join("run");
+    copy_dir(run, &copy);
+    let c = s(&copy);
+    let args = |t: &'static str| {
+        vec![
+            "--threads",
+            t,
+            "analyze",
+            "memorization",
+            &c,
+            "--checkpoints",
+            "latest",
+            "--chunks",
+            "2",
+            "--samples",
+            "40",
+            "--prompt-tokens",
+            "10",
+            "--continuation-tokens",
+            "12",
+            "--log-samples",
+            "--force",
+            "--json",
+            "--quiet",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    let a1: Vec<String> = args("1");
+    let a2: Vec<String> = args("2");
+    let one = json(&a1.iter().map(String::as_str).collect::<Vec<_>>());
+    let two = json(&a2.iter().map(String::as_str).collect::<Vec<_>>());
+    let gen = |v: &Value| v[0]["samples"].clone();
+    assert_eq!(gen(&one), gen(&two), "bit-identical for 1 and 2 threads");
+    let (model, _) = glass_run::load_model(&copy, None).unwrap();
+    let ch = chunks(&copy);
+    let rows = &ch[2].1;
+    let samples = one[0]["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 40);
+    for smp in samples.iter().step_by(7) {
+        let row = &rows[smp["row"].as_u64().unwrap() as usize];
+        let mut sampler = glass_engine::Sampler::new(glass_engine::SamplingConfig {
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+        });
+        let want = model
+            .generate(&row[..10], 12, &mut sampler, |_| true)
+            .unwrap();
+        let got: Vec<u32> = smp["generated"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(got, want);
+        let matches = want
+            .iter()
+            .zip(&row[10..22])
+            .filter(|(a, b)| a == b)
+            .count();
+        assert_eq!(smp["matches"].as_u64().unwrap() as usize, matches);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let run = run();
+    let r = s(run);
+    assert!(err(&["trace", &r, "--count", ""]).contains("empty"));
+    let long = filler(5, 200);
+    assert!(err(&["trace", &r, "--count", &long]).contains("longer than a training row"));
+    // No index yet.
+    let d = tempfile::tempdir().unwrap();
+    let copy = d.path().join("run");
+    copy_dir(run, &copy);
+    let c = s(&copy);
+    std::fs::remove_dir_all(copy.join("index")).unwrap();
+    let e = err(&["trace", &c, "--count", "the king"]);
+    assert!(e.contains("no index") && e.contains("glass index"), "{e}");
+    // Stale: the chunk file changed after indexing (here: its header names other bytes).
+    ok(&["index", &c, "--quiet"]);
+    let hp = copy.join("data/chunks/chunk-00002.json");
+    let mut h: Value = serde_json::from_slice(&std::fs::read(&hp).unwrap()).unwrap();
+    h["tokens"]["sha256"] = Value::String("0".repeat(64));
+    std::fs::write(&hp, serde_json::to_vec_pretty(&h).unwrap()).unwrap();
+    let e = err(&["trace", &c, "--count", "the king"]);
+    assert!(e.contains("stale") && e.contains("glass index"), "{e}");
+    // Incremental: a rebuild touches only the changed chunk, then queries work again.
+    let rep = json(&["index", &c, "--json", "--quiet"]);
+    assert_eq!(rep["built"], serde_json::json!(["chunk-00002"]), "{rep}");
+    assert!(rep["reused"].as_array().unwrap().len() > 10);
+    ok(&["trace", &c, "--count", "the king"]);
+    // An index file altered on disk: verify names it.
+    let mut sa = std::fs::read(copy.join("index/chunk-00001.sa")).unwrap();
+    sa.swap(0, 4);
+    std::fs::write(copy.join("index/chunk-00001.sa"), &sa).unwrap();
+    let o = glass(&["verify", &c]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !o.status.success() && out.contains("index/chunk-00001.sa"),
+        "{out}"
+    );
+    // A checkpoint that fails its hash is refused.
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(copy.join("manifest.json")).unwrap()).unwrap();
+    let model = m["checkpoints"][1]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"].as_str().unwrap().ends_with("model.safetensors"))
+        .unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut b = std::fs::read(copy.join(&model)).unwrap();
+    let n = b.len();
+    b[n - 1] ^= 1;
+    std::fs::write(copy.join(&model), &b).unwrap();
+    let e = err(&[
+        "analyze",
+        "memorization",
+        &c,
+        "--checkpoints",
+        "1",
+        "--chunks",
+        "0",
+        "--samples",
+        "4",
+        "--prompt-tokens",
+        "8",
+        "--continuation-tokens",
+        "8",
+        "--quiet",
+    ]);
+    assert!(e.contains("sha256") || e.contains("hash"), "{e}");
+    // Prompt + continuation longer than a row.
+    let e = err(&[
+        "analyze",
+        "memorization",
+        &r,
+        "--prompt-tokens",
+        "32",
+        "--continuation-tokens",
+        "32",
+        "--quiet",
+    ]);
+    assert!(e.contains("more than a row holds"), "{e}");
+}
