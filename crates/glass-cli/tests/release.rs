@@ -186,10 +186,22 @@ fn every_changed_missing_or_extra_file_is_named() {
         &s(run),
         &s(&out),
         "--checkpoints",
-        "0,2",
+        "0,2,latest",
         "--with-optimizer",
     ]);
     let m = json(&out.join("manifest.json"));
+    let released: Vec<u64> = m["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["index"].as_u64().unwrap())
+        .collect();
+    let last = json(&run.join("manifest.json"))["checkpoints"]
+        .as_array()
+        .unwrap()
+        .len() as u64
+        - 1;
+    assert_eq!(released, [0, 2, last]);
     let files: Vec<String> = m["files"]
         .as_array()
         .unwrap()

@@ -30,8 +30,13 @@ pub enum CheckpointSelection {
     All,
     /// The last one.
     Latest,
-    /// These indices.
-    List(Vec<u32>),
+    /// These indices (`with_latest`: and the last one).
+    List {
+        /// Indices.
+        indices: Vec<u32>,
+        /// `latest` was in the list.
+        with_latest: bool,
+    },
 }
 
 impl CheckpointSelection {
@@ -41,33 +46,46 @@ impl CheckpointSelection {
             "all" => Ok(Self::All),
             "latest" => Ok(Self::Latest),
             list => {
-                let mut v = Vec::new();
+                let mut indices = Vec::new();
+                let mut with_latest = false;
                 for part in list.split(',') {
                     let p = part.trim();
                     if p == "latest" {
-                        return Err(ReleaseError::Invalid(
-                            "use `latest` alone, or list indices (e.g. 0,5,10)".into(),
-                        ));
+                        with_latest = true;
+                        continue;
                     }
-                    v.push(p.parse().map_err(|_| {
+                    indices.push(p.parse().map_err(|_| {
                         ReleaseError::Invalid(format!(
-                            "--checkpoints: `{p}` is not a checkpoint index; use all, latest or K,K,.."
+                            "--checkpoints: `{p}` is not a checkpoint index; use all, latest or K,K,.. (latest allowed in the list)"
                         ))
                     })?);
                 }
-                v.sort_unstable();
-                v.dedup();
-                Ok(Self::List(v))
+                Ok(Self::List {
+                    indices,
+                    with_latest,
+                })
             }
         }
     }
 
     fn resolve(&self, m: &RunManifest) -> Result<Vec<CheckpointEntry>> {
-        match self {
-            Self::All => Ok(m.checkpoints.clone()),
-            Self::Latest => Ok(m.checkpoints.last().cloned().into_iter().collect()),
-            Self::List(v) => v.iter().map(|&k| Ok(m.checkpoint(k)?.clone())).collect(),
-        }
+        let mut v: Vec<u32> = match self {
+            Self::All => return Ok(m.checkpoints.clone()),
+            Self::Latest => m.checkpoints.last().map(|c| c.index).into_iter().collect(),
+            Self::List {
+                indices,
+                with_latest,
+            } => {
+                let mut v = indices.clone();
+                if *with_latest {
+                    v.extend(m.checkpoints.last().map(|c| c.index));
+                }
+                v
+            }
+        };
+        v.sort_unstable();
+        v.dedup();
+        v.iter().map(|&k| Ok(m.checkpoint(k)?.clone())).collect()
     }
 }
 
@@ -606,4 +624,30 @@ fn write_checkpoint(
     std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
     sync_dir(&parent)?;
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_selection_parses() {
+        assert_eq!(
+            CheckpointSelection::parse("all").unwrap(),
+            CheckpointSelection::All
+        );
+        assert_eq!(
+            CheckpointSelection::parse("latest").unwrap(),
+            CheckpointSelection::Latest
+        );
+        assert_eq!(
+            CheckpointSelection::parse("3, 1,latest").unwrap(),
+            CheckpointSelection::List {
+                indices: vec![3, 1],
+                with_latest: true
+            }
+        );
+        let e = CheckpointSelection::parse("1,x").unwrap_err().to_string();
+        assert!(e.contains("`x` is not a checkpoint index"), "{e}");
+    }
 }
