@@ -157,3 +157,62 @@ pub fn import(a: ImportReleaseArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// Options of `glass import llm360`.
+#[derive(Args)]
+pub struct ImportLlm360Args {
+    /// Folder of data chunks `train_NNN.jsonl` (rows `{"token_ids": [...], "source": ...}`).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Folder of checkpoint folders `ckpt_NNN` (transformers LLaMA; ckpt_NNN is the model
+    /// after chunk NNN).
+    #[arg(long)]
+    pub checkpoints: PathBuf,
+    /// Rows per optimizer step; must divide every chunk's rows (Amber: 2048).
+    #[arg(long, default_value_t = glass_release::llm360::AMBER_ROWS_PER_STEP)]
+    pub rows_per_step: usize,
+    /// The tokenizer.json (default: ckpt_000/tokenizer.json, else CHECKPOINTS/tokenizer.json).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// New run directory.
+    pub run: PathBuf,
+    /// Print a JSON report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `glass import llm360`.
+pub fn import_llm360(a: ImportLlm360Args) -> Result<()> {
+    let r = glass_release::import_llm360(
+        &a.data,
+        &a.checkpoints,
+        a.tokenizer.as_deref(),
+        a.rows_per_step,
+        &a.run,
+        &mut |msg| eprintln!("{msg}"),
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "imported {} chunks and checkpoints from {} and {} into {}: {} rows of {} tokens, {} steps of {} rows ({} per chunk), sources {}; data manifest {}, in {:.2} s",
+        r.chunks.len(),
+        a.data.display(),
+        a.checkpoints.display(),
+        r.run_dir.display(),
+        r.rows_per_chunk.iter().sum::<u64>(),
+        r.row_len,
+        r.n_steps,
+        r.rows_per_step,
+        r.steps_per_chunk,
+        r.sources.join(", "),
+        &r.data_manifest_sha256[..16],
+        r.seconds
+    );
+    println!(
+        "next: glass data show {0} --step N, glass eval {0} --checkpoint K, glass verify {0}",
+        r.run_dir.display()
+    );
+    Ok(())
+}

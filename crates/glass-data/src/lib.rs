@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod order;
 pub mod pack;
 pub mod prepare;
+pub mod pretokenized;
 mod progress;
 pub mod reader;
 pub mod sources;
