@@ -168,9 +168,14 @@ pub struct ImportLlm360Args {
     /// after chunk NNN).
     #[arg(long)]
     pub checkpoints: PathBuf,
-    /// Rows per optimizer step; must divide every chunk's rows (Amber: 2048).
-    #[arg(long, default_value_t = glass_release::llm360::AMBER_ROWS_PER_STEP)]
+    /// Rows per optimizer step (the release's global batch); must divide every chunk's
+    /// rows. The default, 1, makes each row its own step.
+    #[arg(long, default_value_t = 1)]
     pub rows_per_step: usize,
+    /// Checkpoints to import: all, latest, or indices K,K2,... (checkpoint K is ckpt_K,
+    /// the model after train_K.jsonl; all chunks' data is imported either way).
+    #[arg(long = "select-checkpoints", default_value = "all")]
+    pub select: String,
     /// The tokenizer.json (default: ckpt_000/tokenizer.json, else CHECKPOINTS/tokenizer.json).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -188,6 +193,7 @@ pub fn import_llm360(a: ImportLlm360Args) -> Result<()> {
         &a.checkpoints,
         a.tokenizer.as_deref(),
         a.rows_per_step,
+        &glass_release::CheckpointSelection::parse(&a.select)?,
         &a.run,
         &mut |msg| eprintln!("{msg}"),
     )?;
@@ -196,8 +202,9 @@ pub fn import_llm360(a: ImportLlm360Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "imported {} chunks and checkpoints from {} and {} into {}: {} rows of {} tokens, {} steps of {} rows ({} per chunk), sources {}; data manifest {}, in {:.2} s",
+        "imported {} chunks and {} checkpoints from {} and {} into {}: {} rows of {} tokens, {} steps of {} rows ({} per chunk), sources {}; data manifest {}, in {:.2} s",
         r.chunks.len(),
+        r.checkpoints.len(),
         a.data.display(),
         a.checkpoints.display(),
         r.run_dir.display(),

@@ -282,3 +282,45 @@ fn bad_llm360_releases_are_refused_naming_file_and_line() {
     let e = refused(|_| {}, &["--rows-per-step", "3"]);
     assert!(e.contains("train_000.jsonl") && e.contains("8 rows"), "{e}");
 }
+
+#[test]
+fn chosen_checkpoints_only_need_their_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture();
+    // ckpt_000 is not needed when only checkpoint 1 is imported (all data still is).
+    let ckpts = dir.path().join("checkpoints");
+    std::fs::create_dir_all(ckpts.join("ckpt_001")).unwrap();
+    for e in std::fs::read_dir(f.join("checkpoints/ckpt_001")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), ckpts.join("ckpt_001").join(e.file_name())).unwrap();
+    }
+    let run = dir.path().join("run");
+    let o = import(
+        &f.join("data"),
+        &ckpts,
+        &run,
+        &["--select-checkpoints", "latest"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    let c = m["checkpoints"].as_array().unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        (c[0]["index"].as_u64(), c[0]["step"].as_u64()),
+        (Some(1), Some(4))
+    );
+    let r = run.to_str().unwrap();
+    assert!(ok(&["verify", r]).contains("all files match"));
+    let s: Value =
+        serde_json::from_str(&ok(&["data", "show", r, "--step", "0", "--json"])).unwrap();
+    assert_eq!(s["rows"][0]["segments"][0]["doc_id"], "train_000.jsonl:1");
+    let o = import(
+        &f.join("data"),
+        &ckpts,
+        &dir.path().join("run2"),
+        &["--select-checkpoints", "2"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("chunks 0..=1"), "{err}");
+}

@@ -8,7 +8,8 @@
 //!   holding the model after chunk NNN, read with glass-hf's reader and published as run
 //!   checkpoint NNN at step `(rows of chunks 0..=NNN) / rows_per_step`.
 //!
-//! Every chunk needs its checkpoint. The run is assembled in a temporary sibling
+//! Every chunk is imported; every checkpoint, or those chosen (`--select-checkpoints`), each
+//! of which must be present. The run is assembled in a temporary sibling
 //! directory and renamed into place, so it appears complete or not at all; `import.json`
 //! records every source file with its sha256.
 
@@ -27,17 +28,17 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::error::{file_err, io, ReleaseError, Result};
-
-/// Rows per step of LLM360 Amber's training (its published batch size).
-pub const AMBER_ROWS_PER_STEP: usize = 2048;
+use crate::write::CheckpointSelection;
 
 /// What [`import_llm360`] did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Llm360Report {
     /// The new run.
     pub run_dir: PathBuf,
-    /// Chunk (= checkpoint) indices imported.
+    /// Chunk indices imported.
     pub chunks: Vec<u32>,
+    /// Checkpoint indices imported (checkpoint K = the model after chunk K).
+    pub checkpoints: Vec<u32>,
     /// Rows of each chunk.
     pub rows_per_chunk: Vec<u64>,
     /// Tokens per row.
@@ -87,6 +88,7 @@ pub fn import_llm360(
     ckpt_dir: &Path,
     tokenizer: Option<&Path>,
     rows_per_step: usize,
+    select: &CheckpointSelection,
     run_dir: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Llm360Report> {
@@ -103,14 +105,36 @@ pub fn import_llm360(
             ));
         }
     }
+    let last = chunks.len() as u32 - 1;
+    let mut wanted: Vec<u32> = match select {
+        CheckpointSelection::All => (0..=last).collect(),
+        CheckpointSelection::Latest => vec![last],
+        CheckpointSelection::List {
+            indices,
+            with_latest,
+        } => indices
+            .iter()
+            .copied()
+            .chain(with_latest.then_some(last))
+            .collect(),
+    };
+    wanted.sort_unstable();
+    wanted.dedup();
+    if let Some(&k) = wanted.iter().find(|&&k| k > last) {
+        return Err(ReleaseError::Invalid(format!(
+            "--select-checkpoints names {k}, but {} holds chunks 0..={last} only (checkpoint NNN is the model after train_NNN.jsonl)",
+            data_dir.display()
+        )));
+    }
     let ckpts = numbered(ckpt_dir, "ckpt_", "", true)?;
     let mut ckpt_of = Vec::new();
-    for (n, p) in &chunks {
-        let c = ckpts.iter().find(|c| c.0 == *n).ok_or_else(|| {
+    for &n in &wanted {
+        let p = &chunks[n as usize].1;
+        let c = ckpts.iter().find(|c| c.0 == n).ok_or_else(|| {
             file_err(
                 p,
                 format!(
-                    "has no checkpoint: {} holds no ckpt_{n:03} (the model after this chunk); download it or remove the chunks after the last checkpoint",
+                    "has no checkpoint: {} holds no ckpt_{n:03} (the model after this chunk); download it, or choose checkpoints with --select-checkpoints K,K2,..",
                     ckpt_dir.display()
                 ),
             )
@@ -246,12 +270,12 @@ pub fn import_llm360(
     let mut entries = Vec::new();
     let mut rows_meta = Vec::new();
     let mut ckpt_records = Vec::new();
-    let mut step = 0u64;
     let mut parent_sha = None;
-    for (k, path) in ckpt_of.iter().enumerate() {
+    for (i, (&k, path)) in wanted.iter().zip(&ckpt_of).enumerate() {
+        let k = k as usize;
         progress(&format!(
-            "checkpoint {}/{}: {}",
-            k + 1,
+            "checkpoint {k} ({}/{}): {}",
+            i + 1,
             ckpt_of.len(),
             path.display()
         ));
@@ -265,7 +289,7 @@ pub fn import_llm360(
                 ),
             ));
         }
-        step += data.rows_per_file[k] / rows_per_step as u64;
+        let step = data.rows_per_file[..=k].iter().sum::<u64>() / rows_per_step as u64;
         let tokens = step * rows_per_step as u64 * (data.row_len as u64 - 1);
         let opt = AdamW::new(cfg.optim.adamw, model.params.len());
         let mut state = CheckpointState {
@@ -332,8 +356,8 @@ pub fn import_llm360(
     write_atomic(&dir.join(glass_run::import::IMPORT_FILE), &record_bytes)?;
     let record_sha = sha256_hex(&record_bytes);
     let mut checkpoints = Vec::new();
-    for (index, step, tokens, sha, mut files) in entries {
-        if index == 0 {
+    for (i, (index, step, tokens, sha, mut files)) in entries.into_iter().enumerate() {
+        if i == 0 {
             files.push(FileEntry {
                 path: glass_run::import::IMPORT_FILE.into(),
                 sha256: record_sha.clone(),
@@ -388,6 +412,7 @@ pub fn import_llm360(
     Ok(Llm360Report {
         run_dir: run_dir.to_path_buf(),
         chunks: chunks.iter().map(|c| c.0).collect(),
+        checkpoints: wanted.clone(),
         rows_per_chunk: data.rows_per_file.clone(),
         row_len: data.row_len,
         rows_per_step,
