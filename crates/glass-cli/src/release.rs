@@ -218,7 +218,7 @@ pub fn import_llm360(a: ImportLlm360Args) -> Result<()> {
         r.seconds
     );
     println!(
-        "next: glass data show {0} --step N, glass eval {0} --checkpoint K, glass verify {0}",
+        "next: glass data show {0} --step N, glass eval {0} --checkpoints all, glass verify {0}",
         r.run_dir.display()
     );
     Ok(())

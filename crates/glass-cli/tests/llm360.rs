@@ -156,6 +156,13 @@ fn imported_llm360_release_shows_its_rows_computes_its_logits_and_verifies() {
         !p.status.success() && err.contains("kind = \"release\""),
         "{err}"
     );
+    // It is for study: training refuses and says how to continue pretraining instead.
+    let t = glass(&["train", r, "--quiet"]);
+    let err = String::from_utf8_lossy(&t.stderr);
+    assert!(
+        !t.status.success() && err.contains("glass import hf"),
+        "{err}"
+    );
     // A changed data byte is named.
     let chunk = run.join("data/chunks/chunk-00001.tokens");
     let mut b = std::fs::read(&chunk).unwrap();

@@ -168,10 +168,12 @@ pub fn import_llm360(
     };
     let tok_json = std::fs::read(&tok_path).map_err(io(&tok_path))?;
     let tok_folder = tok_path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    progress(&format!("reading {}", ckpt_of[0].display()));
-    let (first, _, info, _) = glass_hf::load_folder(&ckpt_of[0])?;
-    let model_cfg = first.cfg.clone();
-    drop(first);
+    // config.json only: the weights are read once, in the checkpoint loop below.
+    let cp = ckpt_of[0].join("config.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cp).map_err(io(&cp))?)
+        .map_err(|e| file_err(&cp, format!("not valid JSON: {e}")))?;
+    let info = glass_hf::hf_config::from_hf(&v, &cp)?;
+    let model_cfg = info.cfg.clone().expect("mapped");
     let sp =
         glass_hf::import::specials(&tok_folder, &tok_json, info.bos_token_id, info.eos_token_id)?;
     let tcfg = TokenizerConfig {
