@@ -563,17 +563,78 @@ fn write_checkpoint(
         .to_path_buf();
     std::fs::create_dir_all(&parent).map_err(io(&parent))?;
     let tmp = parent.join(format!(".ckpt_{:03}.partial", c.index));
+    // Glass state files are staged beside the folder while the export runs, then moved in.
+    let staging = parent.join(format!(".ckpt_{:03}.glass.partial", c.index));
     remove_dir_if_exists(&tmp)?;
+    remove_dir_if_exists(&staging)?;
     remove_dir_if_exists(&final_dir)?;
-    let r = glass_hf::export(
-        run_dir,
-        &tmp,
-        &glass_hf::ExportOptions {
-            checkpoint: Some(c.index),
-            dtype: opts.dtype,
-            max_shard_bytes: 5_000_000_000,
+    // The transformers folder holds the exact f32 weights unless they were rounded
+    // (bf16/f16) or had scales folded in; only then is the Glass model file carried too.
+    let (_, folds) = glass_hf::hf_config::to_hf(
+        &glass_run::RunConfig::load(run_dir)?.model,
+        glass_hf::hf_config::SpecialTokenIds {
+            bos: None,
+            eos: None,
         },
+        opts.dtype.torch_name(),
     )?;
+    let exact = opts.dtype == ExportDtype::F32 && folds.is_identity();
+    // The export (read, convert, write, hash the weights) and the copy of the optimizer
+    // state (twice the weights' size: read, hash, write) touch different files, so they
+    // run side by side instead of one after the other.
+    let (r, state_files) = rayon::join(
+        || {
+            glass_hf::export(
+                run_dir,
+                &tmp,
+                &glass_hf::ExportOptions {
+                    checkpoint: Some(c.index),
+                    dtype: opts.dtype,
+                    max_shard_bytes: 5_000_000_000,
+                },
+            )
+        },
+        || -> Result<Vec<ReleaseFile>> {
+            let mut files = Vec::new();
+            if !opts.with_optimizer {
+                return Ok(files);
+            }
+            for f in &c.files {
+                let name = f.path.rsplit('/').next().unwrap_or(&f.path);
+                if exact && name == glass_run::checkpoint::MODEL_FILE {
+                    continue;
+                }
+                let (sha256, bytes) = copy_hashed(&run_dir.join(&f.path), &staging.join(name))?;
+                if sha256 != f.sha256 {
+                    return Err(file_err(
+                        run_dir.join(&f.path),
+                        format!(
+                            "sha256 {sha256} differs from the run manifest's {}; the run is damaged (glass verify {})",
+                            f.sha256,
+                            run_dir.display()
+                        ),
+                    ));
+                }
+                files.push(ReleaseFile {
+                    path: format!("{rel}/{GLASS_STATE_DIR}/{name}"),
+                    sha256,
+                    bytes,
+                });
+            }
+            sync_dir(&staging)?;
+            Ok(files)
+        },
+    );
+    let (r, state_files) = match (r, state_files) {
+        (Ok(r), Ok(s)) => (r, s),
+        (r, s) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            let _ = std::fs::remove_dir_all(&tmp);
+            r?;
+            s?;
+            unreachable!("one of the two failed")
+        }
+    };
     let mut files: Vec<ReleaseFile> = r
         .files
         .iter()
@@ -590,35 +651,9 @@ fn write_checkpoint(
         bytes,
     });
     if opts.with_optimizer {
-        // The transformers folder holds the exact f32 weights unless they were rounded
-        // (bf16/f16) or had scales folded in; only then is the Glass file carried too.
-        let exact = opts.dtype == ExportDtype::F32 && r.folds.is_empty();
-        for f in &c.files {
-            let name = f.path.rsplit('/').next().unwrap_or(&f.path);
-            if exact && name == glass_run::checkpoint::MODEL_FILE {
-                continue;
-            }
-            let (sha256, bytes) = copy_hashed(
-                &run_dir.join(&f.path),
-                &tmp.join(GLASS_STATE_DIR).join(name),
-            )?;
-            if sha256 != f.sha256 {
-                return Err(file_err(
-                    run_dir.join(&f.path),
-                    format!(
-                        "sha256 {sha256} differs from the run manifest's {}; the run is damaged (glass verify {})",
-                        f.sha256,
-                        run_dir.display()
-                    ),
-                ));
-            }
-            files.push(ReleaseFile {
-                path: format!("{rel}/{GLASS_STATE_DIR}/{name}"),
-                sha256,
-                bytes,
-            });
-        }
-        sync_dir(&tmp.join(GLASS_STATE_DIR))?;
+        let dst = tmp.join(GLASS_STATE_DIR);
+        std::fs::rename(&staging, &dst).map_err(io(&dst))?;
+        files.extend(state_files);
     }
     sync_dir(&tmp)?;
     std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
