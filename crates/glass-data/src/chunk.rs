@@ -325,3 +325,79 @@ pub fn read_rows(
     h.dtype.decode(&buf, out);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::SegmentKind;
+
+    fn seg(row: u32, pos: u32, len: u32, doc: u64) -> Segment {
+        Segment {
+            row,
+            pos,
+            len,
+            kind: SegmentKind::Text,
+            source: 1,
+            epoch: 0,
+            doc,
+            doc_tok: 3,
+        }
+    }
+
+    /// The streaming writer and the in-memory one write the same bytes and header.
+    #[test]
+    fn chunk_writer_matches_write_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let meta = ChunkMeta {
+            chunk: Some(3),
+            first_step: 6,
+            n_steps: 2,
+            first_row: 12,
+            row_len: 4,
+            dtype: TokenDtype::U16,
+            config_sha256: "c".into(),
+            tokenizer_sha256: "t".into(),
+        };
+        let tokens: Vec<u32> = (0..16).map(|i| i * 1000 + 7).collect();
+        let segments = vec![
+            seg(0, 0, 4, 0),
+            seg(1, 0, 1, 0),
+            seg(1, 1, 3, 1),
+            seg(2, 0, 4, 2),
+            seg(3, 0, 4, 3),
+        ];
+        let rows = ChunkRows {
+            tokens: tokens.clone(),
+            segments: segments.clone(),
+            n_rows: 4,
+        };
+        let (want, written) = write_chunk(&a, "chunk-00003", &meta, &rows).unwrap();
+        assert!(written);
+        let mut w = ChunkWriter::create(&b, "chunk-00003", meta.clone()).unwrap();
+        for r in 0..4u32 {
+            let s: Vec<Segment> = segments
+                .iter()
+                .filter(|s| s.row == r)
+                .map(|s| Segment { row: 99, ..*s })
+                .collect();
+            w.push_row(&tokens[r as usize * 4..(r as usize + 1) * 4], &s)
+                .unwrap();
+        }
+        assert!(w.push_row(&tokens[..3], &[]).is_err(), "a short row");
+        let got = w.finish(2).unwrap();
+        write_header(&b, "chunk-00003", &got).unwrap();
+        assert_eq!(got, want);
+        for ext in ["tokens", "segments", "json"] {
+            let name = format!("chunk-00003.{ext}");
+            assert_eq!(
+                std::fs::read(a.join(&name)).unwrap(),
+                std::fs::read(b.join(&name)).unwrap(),
+                "{name}"
+            );
+        }
+        assert_eq!(read_segments(&b, &got).unwrap(), segments);
+    }
+}
