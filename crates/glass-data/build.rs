@@ -1,7 +1,9 @@
-//! Embeds the default corpus and the project's own Rust sources into the library, so the
-//! default run needs no downloads and works from any directory.
+//! Embeds the default corpus into the library, so the default run needs no downloads and
+//! works from any directory: the English works (`corpus/**/*.txt`) and the code snapshot
+//! (`corpus/code/`, a fixed committed file, so editing Glass's sources never changes the
+//! demo's data).
 //!
-//! Both lists are sorted by path, so the generated table (and every dataset built from it)
+//! The list is sorted by path, so the generated table (and every dataset built from it)
 //! is the same on every machine that builds the same tree.
 
 use std::fmt::Write as _;
@@ -14,7 +16,7 @@ fn collect(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || name.starts_with("target") {
+        if name.starts_with('.') || name.starts_with("target") || name == "code" {
             continue;
         }
         if path.is_dir() {
@@ -47,9 +49,7 @@ fn table(name: &str, root: &Path, prefix: &str, files: &[PathBuf], code: &mut St
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let corpus = manifest.join("corpus");
-    let crates = manifest.join("..").canonicalize().unwrap();
     println!("cargo:rerun-if-changed={}", corpus.display());
-    println!("cargo:rerun-if-changed={}", crates.display());
 
     let mut text = Vec::new();
     collect(&corpus, "txt", &mut text);
@@ -57,30 +57,22 @@ fn main() {
         |p: &PathBuf, root: &Path| p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
     text.sort_by_key(|p| key(p, &corpus));
 
-    let mut rust = Vec::new();
-    let in_workspace = crates.join("../Cargo.toml").exists();
-    let code_root = if in_workspace {
-        crates.clone()
-    } else {
-        manifest.join("src")
-    };
-    collect(&code_root, "rs", &mut rust);
-    rust.sort_by_key(|p| key(p, &code_root));
-
     let mut code = String::new();
     table("CORPUS", &corpus, "", &text, &mut code);
-    let prefix = if in_workspace {
-        "crates/"
-    } else {
-        "crates/glass-data/src/"
-    };
-    table("CODE", &code_root, prefix, &rust, &mut code);
-    writeln!(
-        code,
-        "pub(crate) static CORPUS_README: &str = include_str!({:?});",
-        corpus.join("README.md").display().to_string()
-    )
-    .unwrap();
+    for (name, file) in [
+        ("CORPUS_README", corpus.join("README.md")),
+        (
+            "CODE_SNAPSHOT",
+            corpus.join("code").join("glass-rust-snapshot.txt"),
+        ),
+    ] {
+        writeln!(
+            code,
+            "pub(crate) static {name}: &str = include_str!({:?});",
+            file.display().to_string()
+        )
+        .unwrap();
+    }
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("embedded.rs");
     std::fs::write(out, code).unwrap();
 }

@@ -20,6 +20,13 @@ pub enum ImportCommand {
     /// A transformers LLaMA folder (safetensors or PyTorch .bin, single or sharded,
     /// f32/f16/bf16) as a new run whose checkpoint 0 is its weights.
     Hf(ImportHfArgs),
+    /// A release written by `glass release --with-optimizer` as a run that replays and
+    /// continues training bit for bit.
+    Release(crate::release::ImportReleaseArgs),
+    /// A release in LLM360's published layout (data chunks train_NNN.jsonl, checkpoint
+    /// folders ckpt_NNN) as a run whose chunk NNN is that file's rows and whose
+    /// checkpoint NNN is the model after it.
+    Llm360(crate::release::ImportLlm360Args),
 }
 
 /// Options of `glass export hf`.
@@ -104,7 +111,11 @@ pub fn export(cmd: ExportCommand) -> Result<()> {
 
 /// Runs `glass import …`.
 pub fn import(cmd: ImportCommand) -> Result<()> {
-    let ImportCommand::Hf(a) = cmd;
+    let a = match cmd {
+        ImportCommand::Hf(a) => a,
+        ImportCommand::Release(a) => return crate::release::import(a),
+        ImportCommand::Llm360(a) => return crate::release::import_llm360(a),
+    };
     let r = glass_hf::import(&a.dir, &a.run)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

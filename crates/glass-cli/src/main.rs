@@ -16,6 +16,7 @@ mod demo;
 mod eval;
 mod generate;
 mod hf;
+mod release;
 mod run_cmds;
 
 /// Fully transparent LLM pretraining: every token, checkpoint and metric of a run,
@@ -85,6 +86,8 @@ enum Command {
     /// Analyse checkpoints against the training data (`analyze memorization`).
     #[command(subcommand)]
     Analyze(analysis::AnalyzeCommand),
+    /// Publish a run as a release: transformers checkpoints, JSONL training rows, metrics, card, manifest.
+    Release(release::ReleaseArgs),
     /// Measure engine and data-pipeline speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -163,12 +166,16 @@ fn real_main() -> Result<()> {
         Command::Data(cmd) => data::run(cmd),
         Command::Train(a) => run_cmds::train(a),
         Command::Info { run, json } => run_cmds::info(&run, json),
+        Command::Verify { run, replay, json } if glass_release::is_release(&run) => {
+            release::verify(&run, replay, json)
+        }
         Command::Verify { run, replay, json } => run_cmds::verify(&run, replay, json),
         Command::Metrics(a) => run_cmds::metrics(a),
         Command::Eval(a) => eval::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Export(cmd) => hf::export(cmd),
         Command::Import(cmd) => hf::import(cmd),
+        Command::Release(a) => release::release(a),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Index(a) => analysis::index(a),
         Command::Trace(a) => analysis::trace(a),

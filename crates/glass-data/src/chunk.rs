@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{remove_if_exists, sha256_file, sha256_hex, write_atomic};
+use crate::atomic::{remove_if_exists, sha256_file, sha256_hex, write_atomic, AtomicFile};
 use crate::dtype::TokenDtype;
 use crate::error::{DataError, IoContext, Result};
 use crate::pack::{ChunkRows, Segment, SEGMENT_BYTES};
@@ -108,33 +108,21 @@ pub fn write_chunk(
     for s in &rows.segments {
         seg_bytes.extend_from_slice(&s.to_bytes());
     }
-    let header = ChunkHeader {
-        format: CHUNK_FORMAT.into(),
-        chunk: meta.chunk,
-        first_step: meta.first_step,
-        n_steps: meta.n_steps,
-        first_row: meta.first_row,
-        n_rows: rows.n_rows,
-        row_len: meta.row_len,
-        dtype: meta.dtype,
-        n_segments: rows.segments.len() as u64,
-        segment_fields: SEGMENT_FIELDS
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect(),
-        tokens: FileHash {
+    let header = make_header(
+        meta,
+        rows.n_rows,
+        rows.segments.len() as u64,
+        FileHash {
             file: format!("{stem}.tokens"),
             sha256: sha256_hex(&tok_bytes),
             bytes: tok_bytes.len() as u64,
         },
-        segments: FileHash {
+        FileHash {
             file: format!("{stem}.segments"),
             sha256: sha256_hex(&seg_bytes),
             bytes: seg_bytes.len() as u64,
         },
-        config_sha256: meta.config_sha256.clone(),
-        tokenizer_sha256: meta.tokenizer_sha256.clone(),
-    };
+    );
     let json_path = file(dir, stem, "json");
     if let Ok(existing) = read_header(dir, stem) {
         if existing == header && file_ok(dir, &header.tokens)? && file_ok(dir, &header.segments)? {
@@ -149,6 +137,123 @@ pub fn write_chunk(
         &serde_json::to_vec_pretty(&header).expect("json"),
     )?;
     Ok((header, true))
+}
+
+fn make_header(
+    meta: &ChunkMeta,
+    n_rows: u64,
+    n_segments: u64,
+    tokens: FileHash,
+    segments: FileHash,
+) -> ChunkHeader {
+    ChunkHeader {
+        format: CHUNK_FORMAT.into(),
+        chunk: meta.chunk,
+        first_step: meta.first_step,
+        n_steps: meta.n_steps,
+        first_row: meta.first_row,
+        n_rows,
+        row_len: meta.row_len,
+        dtype: meta.dtype,
+        n_segments,
+        segment_fields: SEGMENT_FIELDS
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+        tokens,
+        segments,
+        config_sha256: meta.config_sha256.clone(),
+        tokenizer_sha256: meta.tokenizer_sha256.clone(),
+    }
+}
+
+/// Writes one chunk row by row, for chunks too large to hold in memory (rows imported
+/// from a release). The files are hashed as they are written and the header is written
+/// last, as [`write_chunk`] does; dropping an unfinished writer leaves no chunk behind.
+pub struct ChunkWriter {
+    stem: String,
+    meta: ChunkMeta,
+    tokens: AtomicFile,
+    segments: AtomicFile,
+    n_rows: u64,
+    n_segments: u64,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    /// Starts chunk `stem` under `dir`, removing any header of an older one first.
+    pub fn create(dir: &Path, stem: &str, meta: ChunkMeta) -> Result<Self> {
+        remove_if_exists(&file(dir, stem, "json"))?;
+        Ok(Self {
+            tokens: AtomicFile::create(&file(dir, stem, "tokens"))?,
+            segments: AtomicFile::create(&file(dir, stem, "segments"))?,
+            stem: stem.to_string(),
+            meta,
+            n_rows: 0,
+            n_segments: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Appends one row of `row_len` ids and its segments (their `row` is set here).
+    pub fn push_row(&mut self, ids: &[u32], segments: &[Segment]) -> Result<()> {
+        if ids.len() != self.meta.row_len {
+            return Err(DataError::Format(format!(
+                "row of {} tokens in a chunk of {}-token rows",
+                ids.len(),
+                self.meta.row_len
+            )));
+        }
+        let row = u32::try_from(self.n_rows)
+            .map_err(|_| DataError::Format("more than 2^32 rows in one chunk".into()))?;
+        self.buf.clear();
+        self.meta.dtype.encode(ids, &mut self.buf);
+        self.tokens.write(&self.buf)?;
+        for s in segments {
+            self.segments.write(&Segment { row, ..*s }.to_bytes())?;
+        }
+        self.n_rows += 1;
+        self.n_segments += segments.len() as u64;
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn n_rows(&self) -> u64 {
+        self.n_rows
+    }
+
+    /// Commits both files and returns the header to publish with [`write_header`] (the
+    /// caller may still fill in fields known only later, such as the config hash);
+    /// `n_steps` is set now that the rows are counted.
+    pub fn finish(mut self, n_steps: u64) -> Result<ChunkHeader> {
+        self.meta.n_steps = n_steps;
+        let (tsha, tbytes) = self.tokens.commit()?;
+        let (ssha, sbytes) = self.segments.commit()?;
+        let header = make_header(
+            &self.meta,
+            self.n_rows,
+            self.n_segments,
+            FileHash {
+                file: format!("{}.tokens", self.stem),
+                sha256: tsha,
+                bytes: tbytes,
+            },
+            FileHash {
+                file: format!("{}.segments", self.stem),
+                sha256: ssha,
+                bytes: sbytes,
+            },
+        );
+        Ok(header)
+    }
+}
+
+/// Publishes a chunk's header (atomically; it marks the chunk complete).
+pub fn write_header(dir: &Path, stem: &str, h: &ChunkHeader) -> Result<()> {
+    write_atomic(
+        &file(dir, stem, "json"),
+        &serde_json::to_vec_pretty(h).expect("json"),
+    )
 }
 
 fn file_ok(dir: &Path, f: &FileHash) -> Result<bool> {
@@ -219,4 +324,80 @@ pub fn read_rows(
         .at(&p)?;
     h.dtype.decode(&buf, out);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::SegmentKind;
+
+    fn seg(row: u32, pos: u32, len: u32, doc: u64) -> Segment {
+        Segment {
+            row,
+            pos,
+            len,
+            kind: SegmentKind::Text,
+            source: 1,
+            epoch: 0,
+            doc,
+            doc_tok: 3,
+        }
+    }
+
+    /// The streaming writer and the in-memory one write the same bytes and header.
+    #[test]
+    fn chunk_writer_matches_write_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let meta = ChunkMeta {
+            chunk: Some(3),
+            first_step: 6,
+            n_steps: 2,
+            first_row: 12,
+            row_len: 4,
+            dtype: TokenDtype::U16,
+            config_sha256: "c".into(),
+            tokenizer_sha256: "t".into(),
+        };
+        let tokens: Vec<u32> = (0..16).map(|i| i * 1000 + 7).collect();
+        let segments = vec![
+            seg(0, 0, 4, 0),
+            seg(1, 0, 1, 0),
+            seg(1, 1, 3, 1),
+            seg(2, 0, 4, 2),
+            seg(3, 0, 4, 3),
+        ];
+        let rows = ChunkRows {
+            tokens: tokens.clone(),
+            segments: segments.clone(),
+            n_rows: 4,
+        };
+        let (want, written) = write_chunk(&a, "chunk-00003", &meta, &rows).unwrap();
+        assert!(written);
+        let mut w = ChunkWriter::create(&b, "chunk-00003", meta.clone()).unwrap();
+        for r in 0..4u32 {
+            let s: Vec<Segment> = segments
+                .iter()
+                .filter(|s| s.row == r)
+                .map(|s| Segment { row: 99, ..*s })
+                .collect();
+            w.push_row(&tokens[r as usize * 4..(r as usize + 1) * 4], &s)
+                .unwrap();
+        }
+        assert!(w.push_row(&tokens[..3], &[]).is_err(), "a short row");
+        let got = w.finish(2).unwrap();
+        write_header(&b, "chunk-00003", &got).unwrap();
+        assert_eq!(got, want);
+        for ext in ["tokens", "segments", "json"] {
+            let name = format!("chunk-00003.{ext}");
+            assert_eq!(
+                std::fs::read(a.join(&name)).unwrap(),
+                std::fs::read(b.join(&name)).unwrap(),
+                "{name}"
+            );
+        }
+        assert_eq!(read_segments(&b, &got).unwrap(), segments);
+    }
 }

@@ -145,6 +145,9 @@ pub enum SourceKind {
     Code,
     /// Data compiled into Glass (see [`EmbeddedSet`]).
     Embedded,
+    /// Rows taken as they are from a published release (`glass import llm360`): already
+    /// tokenized and packed, so `glass data prepare` cannot rebuild them.
+    Release,
 }
 
 /// What to do with a JSONL line that does not parse or lacks the text field.

@@ -110,7 +110,7 @@ name = "english"
 kind = "embedded"
 embedded = "english"
 
-# The project's own Rust sources, embedded at build time.
+# A fixed snapshot of the project's Rust sources (corpus/code/), embedded at build time.
 [[data.sources]]
 name = "code"
 kind = "embedded"

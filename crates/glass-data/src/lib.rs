@@ -21,6 +21,7 @@ pub mod order;
 pub mod pack;
 pub mod preflight;
 pub mod prepare;
+pub mod pretokenized;
 mod progress;
 pub mod reader;
 pub mod sources;

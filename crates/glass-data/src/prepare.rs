@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::atomic::{remove_if_exists, sha256_file, sha256_hex, write_atomic};
 use crate::chunk::{chunk_stem, write_chunk, ChunkMeta};
-use crate::config::DataConfig;
+use crate::config::{DataConfig, SourceKind};
 use crate::dtype::TokenDtype;
 use crate::error::{DataError, IoContext, Result};
 use crate::manifest::{
@@ -99,6 +99,14 @@ pub struct PrepareReport {
 
 /// Prepares `run_dir`'s data per its `glass.toml` `[data]` table.
 pub fn prepare(run_dir: &Path, opts: &PrepareOptions) -> Result<PrepareReport> {
+    let cfg = DataConfig::load(run_dir)?;
+    if let Some(s) = cfg.sources.iter().find(|s| s.kind == SourceKind::Release) {
+        return Err(DataError::Config(format!(
+            "source `{}` is kind = \"release\": {}/data was imported from a published release (rows as they were trained on), not built from sources, so `glass data prepare` cannot rebuild it; `glass data verify` checks it",
+            s.name,
+            run_dir.display()
+        )));
+    }
     match opts.threads {
         Some(t) => rayon::ThreadPoolBuilder::new()
             .num_threads(crate::preflight::cap_threads(t))

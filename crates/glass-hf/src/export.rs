@@ -45,7 +45,8 @@ impl ExportDtype {
             ))),
         }
     }
-    fn torch_name(self) -> &'static str {
+    /// The dtype name transformers uses (`torch_dtype`).
+    pub fn torch_name(self) -> &'static str {
         match self {
             Self::F32 => "float32",
             Self::BF16 => "bfloat16",

@@ -48,10 +48,13 @@ pub struct ImportReport {
 }
 
 /// The special tokens a folder's tokenizer uses.
-struct Specials {
-    eos: String,
-    bos: Option<String>,
-    add_bos: bool,
+pub struct Specials {
+    /// EOS token string.
+    pub eos: String,
+    /// BOS token string, when the tokenizer has one.
+    pub bos: Option<String>,
+    /// Whether documents start with BOS.
+    pub add_bos: bool,
 }
 
 fn token_string(v: Option<&Value>) -> Option<String> {
@@ -62,7 +65,9 @@ fn token_string(v: Option<&Value>) -> Option<String> {
     }
 }
 
-fn specials(
+/// The special tokens of the tokenizer `tok_json` found in folder `src` (its
+/// `tokenizer_config.json`, else the ids `config.json` names).
+pub fn specials(
     src: &Path,
     tok_json: &[u8],
     bos_id: Option<u32>,
@@ -107,7 +112,7 @@ fn toml_str(s: &str) -> String {
 /// The `glass.toml` of an imported run: `[model]` spelled out field by field so it
 /// reproduces the imported config exactly, and a `[data]` table that uses the imported
 /// tokenizer on the embedded corpus (edit `[[data.sources]]` for real data).
-fn run_toml(name: &str, src: &Path, m: &ModelConfig, sp: &Specials) -> String {
+pub fn run_toml(name: &str, src: &Path, m: &ModelConfig, sp: &Specials) -> String {
     let bos = match &sp.bos {
         Some(b) => format!("bos = {}\n", toml_str(b)),
         None => "# bos = \"<s>\"\n".into(),

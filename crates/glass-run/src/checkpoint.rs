@@ -161,6 +161,18 @@ fn read_tensors(path: &Path, model: &Model, dsts: &mut [(&str, &mut [f32])]) -> 
     Ok(())
 }
 
+/// Writes `model`'s weights as a checkpoint's `model.safetensors` at `path` (fsynced),
+/// byte for byte as [`write`] does: a checkpoint rebuilt from the same weights elsewhere
+/// (e.g. from a release's transformers folder) has the same sha256.
+pub fn write_model_file(path: &Path, model: &Model) -> Result<()> {
+    write_tensors(
+        path,
+        model,
+        &[("", &model.params)],
+        HashMap::from([("glass".to_string(), "{\"kind\":\"model\"}".to_string())]),
+    )
+}
+
 /// Directory name of checkpoint `index` at `step`.
 pub fn dir_name(index: u32, step: u64) -> String {
     format!("ckpt-{index:04}-step-{step:08}")
@@ -206,12 +218,7 @@ pub fn write(
             format!("{{\"kind\":\"{kind}\"{extra}}}"),
         )])
     };
-    write_tensors(
-        &tmp_dir.join(MODEL_FILE),
-        model,
-        &[("", &model.params)],
-        meta("model", String::new()),
-    )?;
+    write_model_file(&tmp_dir.join(MODEL_FILE), model)?;
     crate::fault::point("after-model-write");
     let opt_meta = meta("optimizer", format!(",\"adamw_step\":{}", opt.step));
     write_tensors(

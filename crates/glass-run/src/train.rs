@@ -396,6 +396,14 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
                     )));
                 }
             }
+            if m.import.as_ref().is_some_and(|i| i.format == "llm360") {
+                // Its checkpoints follow the release's plan, not Glass's, and its data
+                // ends where the release's does.
+                return Err(RunError::Invalid(format!(
+                    "{} was imported from an LLM360-layout release (`glass import llm360`): it holds that release's data and checkpoints for study, not a Glass training plan; to continue pretraining from one of its checkpoints, `glass export hf {0} DIR --checkpoint K` then `glass import hf DIR NEWRUN`",
+                    run_dir.display()
+                )));
+            }
             let mut m = m;
             if crate::import::adopts_data(&m) {
                 // An imported run is created before its data exists; its first `glass
