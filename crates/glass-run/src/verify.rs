@@ -262,4 +262,3 @@ fn listed_files_problems(run_dir: &Path, manifest: &str, out: &mut Vec<FileProbl
     }
     d.files.len()
 }
-
