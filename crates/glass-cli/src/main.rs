@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_gemm;
 mod demo;
 mod eval;
 mod generate;
@@ -94,6 +95,8 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
+    // Refuse a bad GLASS_KERNEL before any work starts (all kernels give the same bits).
+    glass_engine::gemm::init_from_env()?;
     if let Some(t) = cli.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(t)
