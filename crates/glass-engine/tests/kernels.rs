@@ -94,3 +94,21 @@ fn every_kernel_trains_to_the_same_bits() {
     }
     set_kernel(Kernel::detect()).unwrap();
 }
+
+/// Prints an FNV-1a digest of the losses and parameters after training both configs with
+/// the fastest kernel here. `.ci/cross-arch.sh` runs it natively and for aarch64 under
+/// qemu and requires the same digest (the contract spans architectures).
+#[test]
+#[ignore = "run by .ci/cross-arch.sh"]
+fn print_training_digest() {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for cfg in [llama(), crystal()] {
+        let (losses, params) = train(&cfg, Kernel::detect(), 2);
+        for x in losses.iter().chain(&params) {
+            for byte in x.to_le_bytes() {
+                h = (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    println!("TRAINING_DIGEST {h:016x} ({:?} kernel)", Kernel::detect());
+}
