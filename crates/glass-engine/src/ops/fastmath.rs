@@ -10,8 +10,9 @@
 //!   separate multiplies and adds, not FMA: Rust never contracts `a * b + c`, so the
 //!   operation sequence is the same on every target, and a CPU without FMA (where
 //!   `mul_add` is a slow libm call) runs it at full speed.
-//! - [`ln`], [`exp_f64`], [`cos_f64`], [`sin_f64`], [`pow_f64`]: cold paths (one log per
-//!   row, RoPE tables, sampling, learning-rate schedule, initialisation). They call the
+//! - [`ln`], [`exp_f64`], [`ln_f64`], [`cos_f64`], [`sin_f64`], [`pow_f64`]: cold paths (one log per
+//!   row, RoPE tables, sampling, learning-rate schedule, initialisation, evaluation
+//!   scores). They call the
 //!   `libm` crate, a pure-Rust port of musl's libm: fixed software algorithms whose only
 //!   hardware use is correctly rounded `sqrt`/`fma`, so they have no CPU dispatch.
 //! - [`standard_normal`]: Box–Muller on those functions (rand_distr's ziggurat calls the
@@ -53,6 +54,12 @@ pub fn ln(x: f32) -> f32 {
 #[inline]
 pub fn exp_f64(x: f64) -> f64 {
     libm::exp(x)
+}
+
+/// `ln x` in f64 (musl's `log`, < 1 ulp).
+#[inline]
+pub fn ln_f64(x: f64) -> f64 {
+    libm::log(x)
 }
 
 /// `cos x` in f64 (musl's `cos`, < 1 ulp, full range reduction).
@@ -102,6 +109,8 @@ mod tests {
             let y = -(i as f64) / 1000.0;
             assert!((super::pow_f64(1e4, y) / 1e4f64.powf(y) - 1.0).abs() < 1e-15);
             assert!((super::exp_f64(y * 30.0) / (y * 30.0).exp() - 1.0).abs() < 1e-15);
+            let z = 1.0 + i as f64 * 7.7;
+            assert!((super::ln_f64(z) - z.ln()).abs() <= 1e-15 * z.ln().abs());
         }
     }
 
