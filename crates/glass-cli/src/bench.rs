@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use glass_engine::bench::{gemm_peak, train_bench};
+use glass_engine::bench::train_bench;
 use glass_engine::ModelConfig;
 
 /// What to measure.
@@ -29,12 +29,8 @@ pub enum BenchCommand {
     Hf(crate::hf::BenchHfArgs),
     /// Trace-index build speed and peak memory, and count latency (`glass index`).
     Index(crate::analysis::BenchIndexArgs),
-    /// Raw sgemm throughput of the engine's GEMM backend.
-    Gemm {
-        /// Square matrix size.
-        #[arg(long, default_value_t = 2048)]
-        n: usize,
-    },
+    /// sgemm throughput of Glass's GEMM against the `gemm` crate (squares and model shapes).
+    Gemm(crate::bench_gemm::GemmArgs),
 }
 
 /// Options of `glass bench train`.
@@ -61,7 +57,7 @@ pub struct TrainArgs {
 }
 
 /// The benchmark shapes the engine targets were set for.
-fn default_shape(preset: &str, cfg: &ModelConfig) -> (usize, usize) {
+pub fn default_shape(preset: &str, cfg: &ModelConfig) -> (usize, usize) {
     match preset {
         "tiny" => (8, 256),
         "small" => (4, 512),
@@ -78,14 +74,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         }
         BenchCommand::Hf(a) => crate::hf::bench(a)?,
         BenchCommand::Index(a) => crate::analysis::bench_index(a)?,
-        BenchCommand::Gemm { n } => {
-            let p = gemm_peak(n, 5);
-            println!(
-                "sgemm {n}³: {:.1} GFLOP/s ({} threads)",
-                p.gflops,
-                rayon::current_num_threads()
-            );
-        }
+        BenchCommand::Gemm(a) => crate::bench_gemm::run(a)?,
         BenchCommand::Train(a) => {
             let cfg = ModelConfig::preset(&a.preset)?;
             let (b, s) = default_shape(&a.preset, &cfg);
@@ -97,6 +86,10 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 println!(
                     "{} (batch {} × seq {}, {} threads): {:.0} tokens/s, {:.1} ms/step, {:.1} GFLOP/s, MFU {:.0}% of {:.1} GFLOP/s GEMM peak, peak RSS {:.0} MiB, loss {:.3}",
                     r.model, r.batch, r.seq, r.threads, r.tokens_per_s, r.step_ms, r.gflops, 100.0 * r.mfu, r.gemm_peak_gflops, r.peak_rss_mib, r.last_loss
+                );
+                println!(
+                    "  {:.1} GFLOP/s = {:.0}% of the measured GEMM peak ({:.1} GFLOP/s, {} kernel) and {:.0}% of the hardware peak: {}",
+                    r.gflops, 100.0 * r.mfu, r.gemm_peak_gflops, r.kernel, 100.0 * r.mfu_hardware, r.hardware_peak.derivation
                 );
             }
         }

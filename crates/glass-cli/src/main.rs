@@ -12,6 +12,7 @@ mod bench_checkpoint;
 mod bench_data;
 mod bench_hf;
 mod data;
+mod bench_gemm;
 mod demo;
 mod eval;
 mod generate;
@@ -144,6 +145,8 @@ fn real_main() -> Result<()> {
     let cmd = allow_negative_numbers(Cli::command());
     let matches = cmd.try_get_matches().unwrap_or_else(|e| plain_negative(e));
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Refuse a bad GLASS_KERNEL before any work starts (all kernels give the same bits).
+    glass_engine::gemm::init_from_env()?;
     if let Some(t) = cli.threads {
         let cap = glass_data::preflight::max_threads();
         if t > cap {

@@ -9,7 +9,6 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 
 use crate::config::ModelConfig;
@@ -264,8 +263,9 @@ impl Model {
             } else {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 rng.set_stream(i as u64);
-                let normal = Normal::new(0.0f32, init_std(cfg, t)).expect("valid std");
-                s.iter_mut().for_each(|x| *x = normal.sample(&mut rng));
+                s.iter_mut().for_each(|x| {
+                    *x = init_std(cfg, t) * crate::ops::fastmath::standard_normal(&mut rng)
+                });
             }
         });
         Ok(m)

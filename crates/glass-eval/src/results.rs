@@ -3,6 +3,7 @@
 //! corpus-level perplexities are ratios of sums, for which the harness reports a random
 //! bootstrap; Glass stores no stderr for them (NULL) rather than a random number.
 
+use glass_engine::ops::fastmath::exp_f64;
 use serde::Serialize;
 
 use crate::prompts::Prepared;
@@ -167,8 +168,8 @@ pub fn aggregate(metrics: &[Metric], samples: &[Sample]) -> Vec<MetricValue> {
                     let words: usize = samples.iter().filter_map(|s| s.words).sum();
                     let bytes: usize = samples.iter().filter_map(|s| s.bytes).sum();
                     let v = match m {
-                        Metric::WordPerplexity => (-ll / words as f64).exp(),
-                        Metric::BytePerplexity => (-ll / bytes as f64).exp(),
+                        Metric::WordPerplexity => exp_f64(-ll / words as f64),
+                        Metric::BytePerplexity => exp_f64(-ll / bytes as f64),
                         _ => -ll / bytes as f64 / std::f64::consts::LN_2,
                     };
                     (v, None)

@@ -293,7 +293,7 @@ pub fn lr_at(o: &OptimConfig, step: u64, total_steps: u64) -> f32 {
     }
     let span = total_steps.saturating_sub(o.warmup_steps).max(1) as f64;
     let progress = ((step - o.warmup_steps) as f64 / span).min(1.0);
-    let cos = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+    let cos = 0.5 * (1.0 + glass_engine::ops::fastmath::cos_f64(std::f64::consts::PI * progress));
     (o.min_lr as f64 + (o.lr - o.min_lr) as f64 * cos) as f32
 }
 
