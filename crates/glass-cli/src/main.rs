@@ -7,11 +7,13 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_dist;
 mod demo;
 mod eval;
 mod generate;
 mod hf;
 mod run_cmds;
+mod world;
 
 /// Fully transparent LLM pretraining: every token, checkpoint and metric of a run,
 /// recorded and verifiable.
@@ -87,7 +89,8 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     if let Err(e) = real_main() {
-        eprintln!("error: {e:#}");
+        eprintln!("{}error: {e:#}", world::rank_label());
+        world::abort_if_parallel();
         std::process::exit(1);
     }
 }

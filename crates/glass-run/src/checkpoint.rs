@@ -64,6 +64,10 @@ pub struct CheckpointState {
     pub val_loss: Option<f64>,
     /// Held-out bits per UTF-8 byte.
     pub val_bpb: Option<f64>,
+    /// Gradient groups whose pairwise tree made each step's gradient (the reduction rule
+    /// of docs/run-format.md); absent in imported checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_groups: Option<u32>,
 }
 
 /// A file of a checkpoint with its hash, as listed in the manifest.
@@ -363,6 +367,7 @@ pub fn bench(dir: &Path, cfg: &glass_engine::ModelConfig) -> Result<CheckpointBe
         optimizer_sha256: String::new(),
         val_loss: None,
         val_bpb: None,
+        grad_groups: None,
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     // A private directory, so benchmarking inside a run can never touch its checkpoints.
