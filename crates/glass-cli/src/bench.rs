@@ -99,16 +99,19 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             let comm = crate::world::world("bench train")?;
             if comm.size() > 1 || a.grad_groups.is_some() {
                 let g = a.grad_groups.unwrap_or(comm.size());
-                let r = crate::bench_dist::run(
-                    comm.clone(),
-                    &a.preset,
-                    &cfg,
-                    b,
-                    s,
-                    a.steps,
-                    a.warmup,
-                    g,
-                    a.shard_optimizer,
+                let r = crate::world::or_abort(
+                    &*comm,
+                    crate::bench_dist::run(
+                        comm.clone(),
+                        &a.preset,
+                        &cfg,
+                        b,
+                        s,
+                        a.steps,
+                        a.warmup,
+                        g,
+                        a.shard_optimizer,
+                    ),
                 )?;
                 if comm.rank() == 0 {
                     if a.json {

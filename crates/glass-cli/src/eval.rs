@@ -104,7 +104,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
         log_samples: a.log_samples,
     };
     let comm = crate::world::world("eval")?;
-    let results = evaluate_on(&a.run, &opts, a.quiet || comm.rank() != 0, &*comm)?;
+    let results = crate::world::or_abort(
+        &*comm,
+        evaluate_on(&a.run, &opts, a.quiet || comm.rank() != 0, &*comm),
+    )?;
     if comm.rank() != 0 {
         return Ok(());
     }

@@ -42,7 +42,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
         shard_optimizer: a.shard_optimizer,
     };
     let comm = crate::world::world("train")?;
-    let r = glass_run::train::train_on(&a.run, &opts, comm.clone())?;
+    let r = crate::world::or_abort(
+        &*comm,
+        glass_run::train::train_on(&a.run, &opts, comm.clone()).map_err(Into::into),
+    )?;
     if comm.rank() != 0 {
         return Ok(());
     }

@@ -35,6 +35,19 @@ fn connect(command: &str, w: usize, var: &str) -> Result<Arc<dyn Collective>> {
     )
 }
 
+/// Passes `r` through; on an error in a job of several ranks, prints it and ends the
+/// whole job at once (while MPI is still initialised: finalising would wait for ranks
+/// that are waiting for this one).
+pub fn or_abort<T>(comm: &dyn Collective, r: anyhow::Result<T>) -> anyhow::Result<T> {
+    if let Err(e) = &r {
+        if comm.size() > 1 {
+            eprintln!("{}error: {e:#}", rank_label());
+            abort_if_parallel();
+        }
+    }
+    r
+}
+
 /// Error path of `main`: ends the whole MPI job so no other rank waits forever for this
 /// one (a no-op without MPI or alone).
 pub fn abort_if_parallel() {

@@ -291,11 +291,12 @@ impl DataParallel {
         }
     }
 
-    /// The full optimizer state on rank 0 (`None` elsewhere) for writing a checkpoint:
-    /// the shards gathered when sharded, else `opt` itself.
+    /// With a sharded optimizer, the full optimizer state on rank 0 (`None` on the other
+    /// ranks) for writing a checkpoint; `None` everywhere when not sharded (every rank's
+    /// `opt` is already whole).
     pub fn gather_optimizer(&self, opt: &AdamW, n_params: usize) -> Result<Option<AdamW>> {
         if !self.shard_optimizer {
-            return Ok(self.is_root().then(|| opt.clone()));
+            return Ok(None);
         }
         let root = self.is_root();
         let mut full = AdamW {

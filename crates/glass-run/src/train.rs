@@ -472,6 +472,28 @@ fn publish(
     Ok(entry)
 }
 
+/// Runs `f` with the whole optimizer state: `gathered` (a sharded optimizer collected on
+/// rank 0) or the session's own, lent out without a copy.
+fn publish_with<T>(
+    s: &mut Session,
+    gathered: Option<AdamW>,
+    f: impl FnOnce(&mut Session, &AdamW) -> Result<T>,
+) -> Result<T> {
+    if let Some(full) = gathered {
+        return f(s, &full);
+    }
+    let placeholder = AdamW {
+        cfg: s.opt.cfg,
+        m: Vec::new(),
+        v: Vec::new(),
+        step: s.opt.step,
+    };
+    let opt = std::mem::replace(&mut s.opt, placeholder);
+    let r = f(s, &opt);
+    s.opt = opt;
+    r
+}
+
 /// Trains `run_dir` from its last published checkpoint (or from scratch / a parent run)
 /// to the end of its data, checkpointing on the plan.
 pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
@@ -649,9 +671,11 @@ pub fn train_on(
                     "a rank computed different bits (a fault, or a CPU outside the numerics contract); the run stops before publishing, the last published checkpoint is intact — resume on matching machines",
                 )?;
             }
-            let full = s.dp.gather_optimizer(&s.opt, n_params)?;
-            if let (Some(metrics), Some(manifest), Some(full)) = (&metrics, &mut manifest, full) {
-                let e = publish(&mut s, manifest, metrics, next_index, &full)?;
+            let gathered = s.dp.gather_optimizer(&s.opt, n_params)?;
+            if let (Some(metrics), Some(manifest)) = (&metrics, &mut manifest) {
+                let e = publish_with(&mut s, gathered, |s, opt| {
+                    publish(s, manifest, metrics, next_index, opt)
+                })?;
                 report.final_val_loss = e.val_loss;
             }
             report.checkpoints_written += 1;
@@ -806,8 +830,7 @@ fn root_setup(
                 "start",
                 json!({"run_id": m.run_id, "parent": parent}),
             )?;
-            let opt = s.opt.clone();
-            publish(s, &mut m, &metrics, 0, &opt)?;
+            publish_with(s, None, |s, opt| publish(s, &mut m, &metrics, 0, opt))?;
             report.checkpoints_written += 1;
             m
         }
