@@ -87,7 +87,7 @@ impl GradTree {
             add_into(&mut left, &buf);
             self.spare.push(buf);
             buf = left;
-            loss = left_loss + loss;
+            loss += left_loss; // commutative: the same bits as left + right
             level += 1;
         }
         self.stack.push((level, buf, loss));
