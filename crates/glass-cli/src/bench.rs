@@ -54,6 +54,13 @@ pub struct TrainArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Time the data-parallel step with this many gradient groups (default under
+    /// mpirun/srun: the world size); also usable in one process for comparison.
+    #[arg(long)]
+    grad_groups: Option<usize>,
+    /// Data parallel: shard the AdamW moments over the ranks (ZeRO stage 1).
+    #[arg(long)]
+    shard_optimizer: bool,
 }
 
 /// The benchmark shapes the engine targets were set for.
@@ -79,6 +86,32 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             let cfg = ModelConfig::preset(&a.preset)?;
             let (b, s) = default_shape(&a.preset, &cfg);
             let (b, s) = (a.batch.unwrap_or(b), a.seq.unwrap_or(s));
+            let comm = crate::world::world("bench train")?;
+            if comm.size() > 1 || a.grad_groups.is_some() {
+                let g = a.grad_groups.unwrap_or(comm.size());
+                let r = crate::world::or_abort(
+                    &*comm,
+                    crate::bench_dist::run(
+                        comm.clone(),
+                        &a.preset,
+                        &cfg,
+                        b,
+                        s,
+                        a.steps,
+                        a.warmup,
+                        g,
+                        a.shard_optimizer,
+                    ),
+                )?;
+                if comm.rank() == 0 {
+                    if a.json {
+                        println!("{}", serde_json::to_string(&r)?);
+                    } else {
+                        println!("{}", crate::bench_dist::describe(&r));
+                    }
+                }
+                return Ok(());
+            }
             let r = train_bench(&a.preset, &cfg, b, s, a.steps, a.warmup)?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);

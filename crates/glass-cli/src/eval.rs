@@ -103,7 +103,14 @@ pub fn run(a: EvalArgs) -> Result<()> {
         force: a.force,
         log_samples: a.log_samples,
     };
-    let results = evaluate(&a.run, &opts, a.quiet)?;
+    let comm = crate::world::world("eval")?;
+    let results = crate::world::or_abort(
+        &*comm,
+        evaluate_on(&a.run, &opts, a.quiet || comm.rank() != 0, &*comm),
+    )?;
+    if comm.rank() != 0 {
+        return Ok(());
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
@@ -114,6 +121,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
 
 /// Evaluates with progress on stderr (unless `quiet`).
 pub fn evaluate(run: &Path, opts: &EvalOptions, quiet: bool) -> Result<Vec<TaskResult>> {
+    evaluate_on(run, opts, quiet, &glass_dist::Solo)
+}
+
+/// [`evaluate`] as one rank of `comm` (pairs split over ranks; rank 0 stores).
+pub fn evaluate_on(
+    run: &Path,
+    opts: &EvalOptions,
+    quiet: bool,
+    comm: &dyn glass_dist::Collective,
+) -> Result<Vec<TaskResult>> {
     let tty = std::io::stderr().is_terminal();
     let state = Mutex::new((0u32, String::new(), 0usize));
     let progress = |p: EvalProgress| {
@@ -161,7 +178,7 @@ pub fn evaluate(run: &Path, opts: &EvalOptions, quiet: bool) -> Result<Vec<TaskR
             }
         }
     };
-    Ok(glass_eval::evaluate_run(run, opts, &progress)?)
+    Ok(glass_eval::evaluate_run_on(run, opts, &progress, comm)?)
 }
 
 fn print_table(results: &[TaskResult]) {

@@ -13,12 +13,14 @@ mod bench_data;
 mod bench_hf;
 mod data;
 mod bench_gemm;
+mod bench_dist;
 mod demo;
 mod eval;
 mod generate;
 mod hf;
 mod release;
 mod run_cmds;
+mod world;
 
 /// Fully transparent LLM pretraining: every token, checkpoint and metric of a run,
 /// recorded and verifiable.
@@ -133,7 +135,8 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     if let Err(e) = real_main() {
-        eprintln!("error: {e:#}");
+        eprintln!("{}error: {e:#}", world::rank_label());
+        world::abort_if_parallel();
         std::process::exit(1);
     }
 }

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod config;
 pub mod gemm;
 pub mod generate;
+pub mod grad_tree;
 pub mod layout;
 pub mod model;
 pub mod ops;
@@ -17,6 +18,7 @@ pub mod parallel;
 
 pub use config::{AttentionScale, LrMultipliers, ModelConfig, MupConfig, NormKind, PRESETS};
 pub use generate::{CachedInput, KvCache, Sampler, SamplingConfig};
+pub use grad_tree::GradTree;
 pub use layout::{ParamGroup, ParamLayout, TensorView};
 pub use model::{Model, StepStats};
 pub use optim::{AdamW, AdamWConfig};

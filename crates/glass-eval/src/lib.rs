@@ -17,7 +17,9 @@ pub mod yaml;
 
 pub use prompts::{prepare, Prepared};
 pub use results::{MetricValue, Sample};
-pub use run::{evaluate_run, CheckpointSel, EvalOptions, EvalProgress, TaskResult};
+pub use run::{
+    evaluate_run, evaluate_run_on, CheckpointSel, EvalOptions, EvalProgress, TaskResult,
+};
 pub use score::{Scored, Scorer};
 pub use task::{TaskData, TaskDef};
 
