@@ -217,7 +217,7 @@ fn run_in(
                 libc::SYS_mount_setattr,
                 libc::AT_FDCWD,
                 scratch_c.as_ptr(),
-                0 as libc::c_uint,
+                0u32,
                 &rw as *const MountAttr,
                 std::mem::size_of::<MountAttr>(),
             ))?;
@@ -233,12 +233,7 @@ fn run_in(
                 // Close the spawner's exec-status pipe (and every other inherited
                 // descriptor but stdio) here, or `spawn` would wait for this process,
                 // which never execs, to exit.
-                libc::syscall(
-                    libc::SYS_close_range,
-                    3 as libc::c_uint,
-                    libc::c_uint::MAX,
-                    0 as libc::c_uint,
-                );
+                libc::syscall(libc::SYS_close_range, 3u32, libc::c_uint::MAX, 0u32);
                 let mut status: libc::c_int = 0;
                 while libc::waitpid(pid, &mut status, 0) < 0 {}
                 let code = if libc::WIFEXITED(status) {
