@@ -27,6 +27,10 @@ pub struct Sample {
     /// Highest log-likelihood per character.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pred_norm: Option<usize>,
+    /// The document's `acc` from a `process_results` hook (TruthfulQA MC2: the true
+    /// answers' share of probability mass) instead of `pred == gold`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
     /// Rolling log-likelihood.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loglikelihood: Option<f64>,
@@ -90,7 +94,12 @@ pub fn samples(prepared: &[Prepared], scored: &[Scored]) -> Vec<Sample> {
         .enumerate()
         .map(|(doc, (p, s))| match (p, s) {
             (
-                Prepared::MultipleChoice { choices, gold, .. },
+                Prepared::MultipleChoice {
+                    choices,
+                    gold,
+                    mc2_labels,
+                    ..
+                },
                 Scored::MultipleChoice { loglikelihoods },
             ) => {
                 let norm: Vec<f64> = loglikelihoods
@@ -104,6 +113,9 @@ pub fn samples(prepared: &[Prepared], scored: &[Scored]) -> Vec<Sample> {
                     gold: *gold,
                     pred: Some(argmax(loglikelihoods)),
                     pred_norm: Some(argmax(&norm)),
+                    score: mc2_labels
+                        .as_ref()
+                        .map(|l| crate::process::truthfulqa_mc2(loglikelihoods, l)),
                     loglikelihood: None,
                     words: None,
                     bytes: None,
@@ -122,6 +134,7 @@ pub fn samples(prepared: &[Prepared], scored: &[Scored]) -> Vec<Sample> {
                 gold: None,
                 pred: None,
                 pred_norm: None,
+                score: None,
                 loglikelihood: Some(*loglikelihood),
                 words: Some(count_words(text)),
                 bytes: Some(text.len()),
@@ -153,6 +166,9 @@ pub fn aggregate(metrics: &[Metric], samples: &[Sample]) -> Vec<MetricValue> {
                     let xs: Vec<f64> = samples
                         .iter()
                         .map(|s| {
+                            if let (Metric::Acc, Some(score)) = (m, s.score) {
+                                return score;
+                            }
                             let p = if m == Metric::Acc {
                                 s.pred
                             } else {
@@ -215,12 +231,14 @@ mod tests {
                 choices: vec!["ab".into(), "abcdefghij".into()],
                 continuations: vec![" ab".into(), " abcdefghij".into()],
                 gold: Some(1),
+                mc2_labels: None,
             },
             Prepared::MultipleChoice {
                 context: "Q".into(),
                 choices: vec!["ab".into(), "abcdefghij".into()],
                 continuations: vec![" ab".into(), " abcdefghij".into()],
                 gold: Some(0),
+                mc2_labels: None,
             },
         ];
         let scored = vec![
