@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use glass_engine::bench::{gemm_peak, train_bench};
+use glass_engine::bench::train_bench;
 use glass_engine::ModelConfig;
 
 /// What to measure.
@@ -29,12 +29,8 @@ pub enum BenchCommand {
     Hf(crate::hf::BenchHfArgs),
     /// Trace-index build speed and peak memory, and count latency (`glass index`).
     Index(crate::analysis::BenchIndexArgs),
-    /// Raw sgemm throughput of the engine's GEMM backend.
-    Gemm {
-        /// Square matrix size.
-        #[arg(long, default_value_t = 2048)]
-        n: usize,
-    },
+    /// sgemm throughput of Glass's GEMM against the `gemm` crate (squares and model shapes).
+    Gemm(crate::bench_gemm::GemmArgs),
 }
 
 /// Options of `glass bench train`.
@@ -58,10 +54,17 @@ pub struct TrainArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Time the data-parallel step with this many gradient groups (default under
+    /// mpirun/srun: the world size); also usable in one process for comparison.
+    #[arg(long)]
+    grad_groups: Option<usize>,
+    /// Data parallel: shard the AdamW moments over the ranks (ZeRO stage 1).
+    #[arg(long)]
+    shard_optimizer: bool,
 }
 
 /// The benchmark shapes the engine targets were set for.
-fn default_shape(preset: &str, cfg: &ModelConfig) -> (usize, usize) {
+pub fn default_shape(preset: &str, cfg: &ModelConfig) -> (usize, usize) {
     match preset {
         "tiny" => (8, 256),
         "small" => (4, 512),
@@ -78,18 +81,37 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         }
         BenchCommand::Hf(a) => crate::hf::bench(a)?,
         BenchCommand::Index(a) => crate::analysis::bench_index(a)?,
-        BenchCommand::Gemm { n } => {
-            let p = gemm_peak(n, 5);
-            println!(
-                "sgemm {n}³: {:.1} GFLOP/s ({} threads)",
-                p.gflops,
-                rayon::current_num_threads()
-            );
-        }
+        BenchCommand::Gemm(a) => crate::bench_gemm::run(a)?,
         BenchCommand::Train(a) => {
             let cfg = ModelConfig::preset(&a.preset)?;
             let (b, s) = default_shape(&a.preset, &cfg);
             let (b, s) = (a.batch.unwrap_or(b), a.seq.unwrap_or(s));
+            let comm = crate::world::world("bench train")?;
+            if comm.size() > 1 || a.grad_groups.is_some() {
+                let g = a.grad_groups.unwrap_or(comm.size());
+                let r = crate::world::or_abort(
+                    &*comm,
+                    crate::bench_dist::run(
+                        comm.clone(),
+                        &a.preset,
+                        &cfg,
+                        b,
+                        s,
+                        a.steps,
+                        a.warmup,
+                        g,
+                        a.shard_optimizer,
+                    ),
+                )?;
+                if comm.rank() == 0 {
+                    if a.json {
+                        println!("{}", serde_json::to_string(&r)?);
+                    } else {
+                        println!("{}", crate::bench_dist::describe(&r));
+                    }
+                }
+                return Ok(());
+            }
             let r = train_bench(&a.preset, &cfg, b, s, a.steps, a.warmup)?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -97,6 +119,10 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 println!(
                     "{} (batch {} × seq {}, {} threads): {:.0} tokens/s, {:.1} ms/step, {:.1} GFLOP/s, MFU {:.0}% of {:.1} GFLOP/s GEMM peak, peak RSS {:.0} MiB, loss {:.3}",
                     r.model, r.batch, r.seq, r.threads, r.tokens_per_s, r.step_ms, r.gflops, 100.0 * r.mfu, r.gemm_peak_gflops, r.peak_rss_mib, r.last_loss
+                );
+                println!(
+                    "  {:.1} GFLOP/s = {:.0}% of the measured GEMM peak ({:.1} GFLOP/s, {} kernel) and {:.0}% of the hardware peak: {}",
+                    r.gflops, 100.0 * r.mfu, r.gemm_peak_gflops, r.kernel, 100.0 * r.mfu_hardware, r.hardware_peak.derivation
                 );
             }
         }

@@ -8,6 +8,8 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use glass_eval::groups::GroupResult;
+use glass_eval::index::{self, Selection, TaskIndex};
 use glass_eval::{CheckpointSel, EvalOptions, EvalProgress, TaskDef, TaskResult};
 
 /// Options of `glass eval`.
@@ -18,14 +20,29 @@ pub struct EvalArgs {
     /// Checkpoints: all, latest, or indices K,K2,...
     #[arg(long, default_value = "all")]
     pub checkpoints: CheckpointSel,
-    /// Tasks: bundled task names (glass_cloze, glass_heldout) or paths to
-    /// lm-evaluation-harness task YAML files, comma-separated.
+    /// Tasks: bundled task names (glass_cloze, glass_heldout), paths to
+    /// lm-evaluation-harness task or group YAML files, or task/group/tag names from the
+    /// harness's task files (bundled: arc_easy, arc_challenge, hellaswag, mmlu, mmlu_*,
+    /// truthfulqa_mc1, truthfulqa_mc2; more with --include-path), comma-separated.
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "glass_cloze,glass_heldout"
     )]
     pub tasks: Vec<String>,
+    /// A standard suite with its standard shot counts: `leaderboard` (ARC-Challenge
+    /// 25-shot, HellaSwag 10-shot, MMLU 5-shot, TruthfulQA MC2 0-shot).
+    #[arg(long, conflicts_with = "tasks")]
+    pub suite: Option<String>,
+    /// More directories of harness task YAML files, searched for task, group and tag
+    /// names before the bundled copies (the harness's --include_path).
+    #[arg(long = "include-path", value_name = "DIR")]
+    pub include_path: Vec<PathBuf>,
+    /// Where hub datasets are: DIR/<dataset_path>/<dataset_name>/<split>.{jsonl,json,
+    /// parquet,arrow} or the hub's <split>-00000-of-00001.parquet (repeatable); the
+    /// Hugging Face datasets cache is searched after these.
+    #[arg(long = "data-dir", value_name = "DIR")]
+    pub data_dir: Vec<PathBuf>,
     /// Evaluate only the first N documents of each task.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -53,8 +70,13 @@ pub struct EvalArgs {
     pub quiet: bool,
 }
 
-/// Resolves task names and YAML paths.
-pub fn load_tasks(names: &[String], data_files: &[String]) -> Result<Vec<TaskDef>> {
+/// Resolves task names, YAML paths and suites into tasks and groups.
+pub fn load_tasks(
+    names: &[String],
+    data_files: &[String],
+    include_path: &[PathBuf],
+    data_dirs: &[PathBuf],
+) -> Result<Selection> {
     let mut files: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     for df in data_files {
         let (split, path) = df.split_once('=').with_context(|| {
@@ -65,55 +87,130 @@ pub fn load_tasks(names: &[String], data_files: &[String]) -> Result<Vec<TaskDef
             .or_default()
             .push(PathBuf::from(path));
     }
-    let mut out = Vec::new();
+    let mut dirs: Vec<PathBuf> = include_path.to_vec();
+    dirs.push(glass_eval::source::bundled_lm_eval_dir());
+    let mut index: Option<TaskIndex> = None;
+    let mut sel = Selection::default();
     for name in names {
         let name = name.trim();
         if let Some(t) = glass_eval::bundled::bundled(name) {
             if !files.is_empty() {
                 bail!("--data-files applies to YAML task files, not the bundled task `{name}`");
             }
-            out.push(t?);
+            sel.tasks.push(t?);
             continue;
         }
         let path = Path::new(name);
-        if !path.exists() {
+        if path.is_file() {
+            if index::is_group_file(path)? {
+                let mut d = vec![path.parent().unwrap_or(Path::new(".")).to_path_buf()];
+                d.extend(dirs.iter().cloned());
+                TaskIndex::build(&d)?.group_file(path, &mut sel)?;
+            } else {
+                sel.tasks.push(TaskDef::from_file(
+                    path,
+                    (!files.is_empty()).then_some(&files),
+                )?);
+            }
+            continue;
+        }
+        if index.is_none() {
+            index = Some(TaskIndex::build(&dirs)?);
+        }
+        let ix = index.as_ref().expect("built");
+        if !ix.knows(name) {
             let bundled: Vec<&str> = glass_eval::bundled::BUNDLED.iter().map(|b| b.0).collect();
             bail!(
-                "task `{name}` is neither a bundled task ({}) nor a YAML file",
+                "task `{name}` is neither a bundled task ({}), a YAML file, nor a task, group or tag in the harness's task files (bundled, or add a folder with --include-path)",
                 bundled.join(", ")
             );
         }
-        out.push(TaskDef::from_file(
-            path,
-            (!files.is_empty()).then_some(&files),
-        )?);
+        ix.select(name, &mut sel)?;
     }
-    Ok(out)
+    for t in &mut sel.tasks {
+        t.data_dirs = data_dirs.to_vec();
+    }
+    Ok(sel)
+}
+
+/// The tasks of a suite, each with the suite's shot count.
+pub fn load_suite(
+    suite: &str,
+    include_path: &[PathBuf],
+    data_dirs: &[PathBuf],
+) -> Result<Selection> {
+    let entries = glass_eval::suite::suite(suite)
+        .with_context(|| format!("unknown suite `{suite}` (available: leaderboard)"))?;
+    let mut sel = Selection::default();
+    for (name, shots, _) in entries {
+        let part = load_tasks(&[name.to_string()], &[], include_path, data_dirs)?;
+        for mut t in part.tasks {
+            t.num_fewshot = *shots;
+            if !sel.tasks.iter().any(|x| x.name == t.name) {
+                sel.tasks.push(t);
+            }
+        }
+        sel.groups.extend(part.groups);
+    }
+    Ok(sel)
 }
 
 /// Runs `glass eval`.
 pub fn run(a: EvalArgs) -> Result<()> {
-    let tasks = load_tasks(&a.tasks, &a.data_files)?;
+    let sel = match &a.suite {
+        Some(s) => {
+            if !a.data_files.is_empty() {
+                bail!("--data-files does not apply to a suite; use --data-dir DIR");
+            }
+            load_suite(s, &a.include_path, &a.data_dir)?
+        }
+        None => load_tasks(&a.tasks, &a.data_files, &a.include_path, &a.data_dir)?,
+    };
     let opts = EvalOptions {
         checkpoints: a.checkpoints.clone(),
-        tasks,
+        tasks: sel.tasks,
         limit: a.limit,
         num_fewshot: a.num_fewshot,
         fewshot_seed: a.fewshot_seed,
         force: a.force,
         log_samples: a.log_samples,
     };
-    let results = evaluate(&a.run, &opts, a.quiet)?;
+    let comm = crate::world::world("eval")?;
+    let results = crate::world::or_abort(
+        &*comm,
+        evaluate_on(&a.run, &opts, a.quiet || comm.rank() != 0, &*comm),
+    )?;
+    if comm.rank() != 0 {
+        return Ok(());
+    }
+    let groups = glass_eval::groups::store_groups(&a.run, &sel.groups, &results)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        let mut all: Vec<serde_json::Value> = results
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<_, _>>()?;
+        for g in &groups {
+            all.push(serde_json::to_value(g)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
-        print_table(&results);
+        print_table(&results, &groups);
     }
     Ok(())
 }
 
 /// Evaluates with progress on stderr (unless `quiet`).
 pub fn evaluate(run: &Path, opts: &EvalOptions, quiet: bool) -> Result<Vec<TaskResult>> {
+    evaluate_on(run, opts, quiet, &glass_dist::Solo)
+}
+
+/// [`evaluate`] as one rank of `comm` (pairs split over ranks; rank 0 stores).
+pub fn evaluate_on(
+    run: &Path,
+    opts: &EvalOptions,
+    quiet: bool,
+    comm: &dyn glass_dist::Collective,
+) -> Result<Vec<TaskResult>> {
     let tty = std::io::stderr().is_terminal();
     let state = Mutex::new((0u32, String::new(), 0usize));
     let progress = |p: EvalProgress| {
@@ -161,10 +258,10 @@ pub fn evaluate(run: &Path, opts: &EvalOptions, quiet: bool) -> Result<Vec<TaskR
             }
         }
     };
-    Ok(glass_eval::evaluate_run(run, opts, &progress)?)
+    Ok(glass_eval::evaluate_run_on(run, opts, &progress, comm)?)
 }
 
-fn print_table(results: &[TaskResult]) {
+fn print_table(results: &[TaskResult], groups: &[GroupResult]) {
     println!(
         "{:>5} {:>9}  {:<16} {:<16} {:>10} {:>9} {:>6}",
         "ckpt", "step", "task", "metric", "value", "stderr", "n"
@@ -176,6 +273,20 @@ fn print_table(results: &[TaskResult]) {
                 r.checkpoint,
                 r.step,
                 r.task,
+                m.metric,
+                m.value,
+                m.stderr.map_or("-".into(), |s| format!("{s:.4}")),
+                m.n
+            );
+        }
+    }
+    for g in groups {
+        for m in &g.metrics {
+            println!(
+                "{:>5} {:>9}  {:<16} {:<16} {:>10.4} {:>9} {:>6}",
+                g.checkpoint,
+                g.step,
+                format!("{} (group)", g.group),
                 m.metric,
                 m.value,
                 m.stderr.map_or("-".into(), |s| format!("{s:.4}")),

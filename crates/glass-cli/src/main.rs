@@ -12,12 +12,15 @@ mod bench_checkpoint;
 mod bench_data;
 mod bench_hf;
 mod data;
+mod bench_gemm;
+mod bench_dist;
 mod demo;
 mod eval;
 mod generate;
 mod hf;
 mod release;
 mod run_cmds;
+mod world;
 
 /// Fully transparent LLM pretraining: every token, checkpoint and metric of a run,
 /// recorded and verifiable.
@@ -132,7 +135,8 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     if let Err(e) = real_main() {
-        eprintln!("error: {e:#}");
+        eprintln!("{}error: {e:#}", world::rank_label());
+        world::abort_if_parallel();
         std::process::exit(1);
     }
 }
@@ -144,6 +148,8 @@ fn real_main() -> Result<()> {
     let cmd = allow_negative_numbers(Cli::command());
     let matches = cmd.try_get_matches().unwrap_or_else(|e| plain_negative(e));
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Refuse a bad GLASS_KERNEL before any work starts (all kernels give the same bits).
+    glass_engine::gemm::init_from_env()?;
     if let Some(t) = cli.threads {
         let cap = glass_data::preflight::max_threads();
         if t > cap {

@@ -26,6 +26,10 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Under mpirun/srun: each rank keeps 1/W of the AdamW moments (ZeRO stage 1); the
+    /// bits and checkpoint files are unchanged.
+    #[arg(long)]
+    pub shard_optimizer: bool,
 }
 
 /// Runs `glass train`.
@@ -35,8 +39,35 @@ pub fn train(a: TrainArgs) -> Result<()> {
         from: a.from.map(|f| (f, a.checkpoint.unwrap_or(0))),
         until_step: a.until_step,
         progress: !a.quiet,
+        shard_optimizer: a.shard_optimizer,
     };
-    let r = glass_run::train(&a.run, &opts)?;
+    let comm = crate::world::world("train")?;
+    let r = crate::world::or_abort(
+        &*comm,
+        glass_run::train::train_on(&a.run, &opts, comm.clone()).map_err(Into::into),
+    )?;
+    if comm.rank() != 0 {
+        return Ok(());
+    }
+    if r.world_size > 1 {
+        println!(
+            "{} ranks ({}), {} gradient groups per step; optimizer state {} per rank{}; {:.1} MiB sent per step per rank",
+            r.world_size,
+            comm.transport(),
+            r.grad_groups,
+            mib(r.optimizer_bytes_per_rank),
+            if r.shard_optimizer {
+                format!(
+                    " (sharded: {} saved of {})",
+                    mib(r.optimizer_bytes_unsharded - r.optimizer_bytes_per_rank),
+                    mib(r.optimizer_bytes_unsharded)
+                )
+            } else {
+                String::new()
+            },
+            r.bytes_sent_per_step as f64 / (1u64 << 20) as f64
+        );
+    }
     let resumed = r
         .resumed_from
         .map_or(String::new(), |k| format!(" (resumed from checkpoint {k})"));
@@ -56,6 +87,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
 
 /// Runs `glass info`.

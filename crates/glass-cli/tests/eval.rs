@@ -238,3 +238,102 @@ fn bad_task_files_are_refused_with_file_and_line() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("glass_cloze"), "{e}");
 }
+
+/// The harness's shipped benchmark YAML (bundled) on hand-made data in each benchmark's
+/// schema (JSON Lines, and MMLU's test split as the hub's Parquet file), a user-written
+/// group over three MMLU subjects aggregated as the harness does (weighted by size), and
+/// a suite whose data is missing refused with where to put it.
+#[test]
+fn benchmarks_groups_and_suites() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = make_run(dir.path());
+    let r = run.to_str().unwrap();
+    let hub = Path::new(env!("CARGO_MANIFEST_DIR")).join("../glass-eval/tests/fixtures/hub");
+    let group = dir.path().join("mini_mmlu.yaml");
+    std::fs::write(
+        &group,
+        "group: mini_mmlu\ntask:\n  - mmlu_anatomy\n  - mmlu_world_religions\n  - mmlu_abstract_algebra\naggregate_metric_list:\n  - metric: acc\n    weight_by_size: true\n",
+    )
+    .unwrap();
+    let no_cache = dir.path().join("no-cache");
+    let env = [("HF_DATASETS_CACHE", no_cache.to_str().unwrap())];
+    let tasks = format!("{},arc_challenge,hellaswag,truthfulqa_mc2", group.display());
+    let o = common::glass_env(
+        &[
+            "eval",
+            r,
+            "--checkpoints",
+            "latest",
+            "--tasks",
+            &tasks,
+            "--data-dir",
+            hub.to_str().unwrap(),
+            "--num-fewshot",
+            "1",
+            "--limit",
+            "3",
+            "--json",
+            "--quiet",
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let all = results(&String::from_utf8_lossy(&o.stdout));
+    let task = |n: &str| {
+        all.iter()
+            .find(|x| x["task"] == n)
+            .unwrap_or_else(|| panic!("{n}"))
+    };
+    for t in [
+        "arc_challenge",
+        "hellaswag",
+        "truthfulqa_mc2",
+        "mmlu_anatomy",
+    ] {
+        assert_eq!(task(t)["n"], 3, "{t}");
+    }
+    // MC2 is a probability mass, not a 0/1 accuracy.
+    let mc2 = metric(task("truthfulqa_mc2"), "acc");
+    assert!(mc2 > 0.0 && mc2 < 1.0, "{mc2}");
+    let g = all.iter().find(|x| x["group"] == "mini_mmlu").unwrap();
+    let subjects = [
+        "mmlu_anatomy",
+        "mmlu_world_religions",
+        "mmlu_abstract_algebra",
+    ];
+    let want = subjects
+        .iter()
+        .map(|s| metric(task(s), "acc") * 3.0)
+        .sum::<f64>()
+        / 9.0;
+    assert!((metric(g, "acc") - want).abs() < 1e-12);
+    assert!(run
+        .join(format!(
+            "evals/ckpt-{:04}/mini_mmlu.json",
+            g["checkpoint"].as_u64().unwrap()
+        ))
+        .exists());
+    let m = ok_output(&["metrics", r, "--evals", "--csv"]).0;
+    assert!(m.contains("mini_mmlu"), "{m}");
+    // A suite without its data says which files to place where.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = common::glass_env(
+        &[
+            "eval",
+            r,
+            "--suite",
+            "leaderboard",
+            "--data-dir",
+            empty.to_str().unwrap(),
+        ],
+        &env,
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && e.contains("allenai/ai2_arc/ARC-Challenge")
+            && e.contains("test.jsonl"),
+        "{e}"
+    );
+}

@@ -311,7 +311,12 @@ impl Sampler {
         let mut probs: Vec<(u32, f64)> = logits
             .iter()
             .enumerate()
-            .map(|(i, &z)| (i as u32, (((z - m) / t) as f64).exp()))
+            .map(|(i, &z)| {
+                (
+                    i as u32,
+                    crate::ops::fastmath::exp_f64(((z - m) / t) as f64),
+                )
+            })
             .collect();
         // Stable order: by probability, then by id, so ties never depend on sort internals.
         probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));

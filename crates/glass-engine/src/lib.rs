@@ -9,6 +9,7 @@ pub mod bench;
 pub mod config;
 pub mod gemm;
 pub mod generate;
+pub mod grad_tree;
 pub mod layout;
 pub mod model;
 pub mod ops;
@@ -17,24 +18,37 @@ pub mod parallel;
 
 pub use config::{AttentionScale, LrMultipliers, ModelConfig, MupConfig, NormKind, PRESETS};
 pub use generate::{CachedInput, KvCache, Sampler, SamplingConfig};
+pub use grad_tree::GradTree;
 pub use layout::{ParamGroup, ParamLayout, TensorView};
 pub use model::{Model, StepStats};
 pub use optim::{AdamW, AdamWConfig};
 
 /// Version of the engine's numerics: bumped whenever any kernel's rounding changes
-/// (operation order, GEMM backend or tiling, exp approximation). Two engines with the
-/// same numerics version produce the same bits; a checkpoint can only be replayed bit for
-/// bit by an engine with the version that wrote it.
+/// (operation order, GEMM accumulation order or k-block, exp approximation). Two engines
+/// with the same numerics version produce the same bits; a checkpoint can only be
+/// replayed bit for bit by an engine with the version that wrote it.
 ///
 /// 2: grouped-query attention sums a KV head's gradient over its query heads after
 /// computing each head's share (was: accumulated head after head).
-pub const NUMERICS_VERSION: u32 = 2;
+///
+/// 3: portable. The GEMM has a fixed accumulation order ([`gemm`]), every
+/// transcendental is a fixed software sequence ([`ops::fastmath`]) and nothing dispatches
+/// on the CPU in a way that changes rounding, so the bits are the same on every x86-64
+/// CPU (AVX-512, AVX2+FMA or neither) and on aarch64, for any thread count.
+pub const NUMERICS_VERSION: u32 = 3;
 
-/// A string naming this engine and its numerics, recorded in every checkpoint.
+/// The numerics contract a checkpoint records: what must match for a bit-identical
+/// replay. It names no machine: any CPU the contract covers reproduces the bits.
+pub fn numerics_contract() -> String {
+    format!("numerics {NUMERICS_VERSION}: portable")
+}
+
+/// A string naming this engine and its numerics contract, recorded in every checkpoint.
 pub fn engine_id() -> String {
     format!(
-        "glass-engine {} numerics {NUMERICS_VERSION}",
-        env!("CARGO_PKG_VERSION")
+        "glass-engine {} {}",
+        env!("CARGO_PKG_VERSION"),
+        numerics_contract()
     )
 }
 

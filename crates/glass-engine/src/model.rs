@@ -9,7 +9,6 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 
 use crate::config::ModelConfig;
@@ -264,8 +263,9 @@ impl Model {
             } else {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 rng.set_stream(i as u64);
-                let normal = Normal::new(0.0f32, init_std(cfg, t)).expect("valid std");
-                s.iter_mut().for_each(|x| *x = normal.sample(&mut rng));
+                s.iter_mut().for_each(|x| {
+                    *x = init_std(cfg, t) * crate::ops::fastmath::standard_normal(&mut rng)
+                });
             }
         });
         Ok(m)
@@ -594,29 +594,25 @@ impl Model {
 
     /// Forward and backward over `rows` (packed rows of `seq + 1` tokens) as
     /// micro-batches of `micro_batch` rows; gradients are zeroed first and then hold the
-    /// gradient of the mean loss over every target token. Returns that mean loss.
+    /// gradient of the mean loss over every target token. Returns that mean loss. This is
+    /// the one-group case of [`Model::accumulate_grouped`] (the training loop uses the
+    /// configured number of gradient groups).
     pub fn accumulate_gradients(
         &mut self,
         rows: &[u32],
         seq: usize,
         micro_batch: usize,
     ) -> Result<f64, EngineError> {
-        let row_len = seq + 1;
-        if rows.is_empty() || !rows.len().is_multiple_of(row_len) || micro_batch == 0 {
-            return Err(EngineError::Input(format!(
-                "{} tokens do not form rows of {row_len}",
-                rows.len()
-            )));
-        }
-        let n_rows = rows.len() / row_len;
-        let scale = 1.0 / (n_rows * seq) as f32;
-        self.zero_grads();
-        let mut loss_sum = 0.0f64;
-        for mb in rows.chunks(micro_batch * row_len) {
-            let (inputs, targets) = split_rows(mb, seq);
-            loss_sum += self.forward_backward(&inputs, &targets, mb.len() / row_len, seq, scale)?;
-        }
-        Ok(loss_sum / (n_rows * seq) as f64)
+        let tokens = rows.len() / (seq + 1) * seq;
+        let loss = self.accumulate_grouped(
+            &mut crate::grad_tree::GradTree::new(),
+            rows,
+            seq,
+            micro_batch,
+            1,
+            tokens,
+        )?;
+        Ok(loss / tokens as f64)
     }
 
     /// One full optimizer step: [`Model::accumulate_gradients`] then AdamW at `lr`

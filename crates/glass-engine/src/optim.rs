@@ -91,7 +91,7 @@ impl AdamW {
         mult: &LrMultipliers,
     ) -> f64 {
         let norm = Self::grad_norm(grads);
-        self.step_with_norm(params, grads, layout, lr, mult, norm);
+        self.step_slice(params, grads, 0, layout, lr, mult, norm);
         norm
     }
 
@@ -107,6 +107,27 @@ impl AdamW {
         mult: &LrMultipliers,
         norm: f64,
     ) {
+        self.step_slice(params, grads, 0, layout, lr, mult, norm);
+    }
+
+    /// The update of [`AdamW::step`] restricted to the elements `[offset, offset +
+    /// params.len())` of the flat parameter buffer, with the global pre-clip gradient
+    /// `norm` computed by the caller. `self.m` / `self.v` hold exactly that slice: this is
+    /// how a data-parallel rank updates its shard of the optimizer state (ZeRO stage 1).
+    /// The update is element-wise, so any split of the buffer gives the same bits.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_slice(
+        &mut self,
+        params: &mut [f32],
+        grads: &mut [f32],
+        offset: usize,
+        layout: &ParamLayout,
+        lr: f32,
+        mult: &LrMultipliers,
+        norm: f64,
+    ) {
+        assert_eq!(params.len(), grads.len());
+        assert_eq!(params.len(), self.m.len(), "moments hold the updated slice");
         let coef = if self.cfg.grad_clip > 0.0 {
             (self.cfg.grad_clip as f64 / (norm + 1e-6)).min(1.0) as f32
         } else {
@@ -117,7 +138,13 @@ impl AdamW {
         let (b1, b2, eps) = (self.cfg.beta1, self.cfg.beta2, self.cfg.eps);
         let bc1 = 1.0 - (b1 as f64).powi(t);
         let bc2_sqrt = (1.0 - (b2 as f64).powi(t)).sqrt() as f32;
+        let end = offset + params.len();
         for tv in layout.tensors() {
+            let full = tv.range();
+            let (a, b) = (full.start.max(offset), full.end.min(end));
+            if a >= b {
+                continue;
+            }
             let gm = match tv.group {
                 ParamGroup::Embedding => mult.embedding,
                 ParamGroup::Hidden => mult.hidden,
@@ -131,7 +158,7 @@ impl AdamW {
                 1.0
             };
             let step_size = (glr as f64 / bc1) as f32;
-            let r = tv.range();
+            let r = a - offset..b - offset;
             params[r.clone()]
                 .par_chunks_mut(REDUCE_CHUNK)
                 .zip(grads[r.clone()].par_chunks_mut(REDUCE_CHUNK))

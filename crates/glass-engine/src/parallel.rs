@@ -14,9 +14,14 @@ pub const REDUCE_CHUNK: usize = 1 << 16;
 
 /// Sum of squares of `xs` in f64, combined in a thread-count-independent order.
 pub fn sum_squares(xs: &[f32]) -> f64 {
-    let partials: Vec<f64> = xs
-        .par_chunks(REDUCE_CHUNK)
+    sum_squares_partials(xs).iter().sum()
+}
+
+/// The per-chunk partials of [`sum_squares`], chunk `i` covering elements
+/// `[i·REDUCE_CHUNK, (i+1)·REDUCE_CHUNK)`. Processes holding chunk-aligned slices of a
+/// buffer concatenate their partials and add them in order to get [`sum_squares`]'s bits.
+pub fn sum_squares_partials(xs: &[f32]) -> Vec<f64> {
+    xs.par_chunks(REDUCE_CHUNK)
         .map(|c| c.iter().map(|&x| x as f64 * x as f64).sum::<f64>())
-        .collect();
-    partials.iter().sum()
+        .collect()
 }

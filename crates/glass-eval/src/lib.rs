@@ -6,18 +6,29 @@
 //! See `docs/eval.md`.
 
 pub mod bundled;
+pub mod bundled_files;
+pub mod datasets;
+pub mod groups;
+pub mod include;
+pub mod index;
+pub mod process;
 pub mod prompts;
 pub mod pyrandom;
 pub mod results;
 pub mod run;
+pub mod sandbox;
 pub mod score;
+pub mod source;
+pub mod suite;
 pub mod task;
 pub mod template;
 pub mod yaml;
 
 pub use prompts::{prepare, Prepared};
 pub use results::{MetricValue, Sample};
-pub use run::{evaluate_run, CheckpointSel, EvalOptions, EvalProgress, TaskResult};
+pub use run::{
+    evaluate_run, evaluate_run_on, CheckpointSel, EvalOptions, EvalProgress, TaskResult,
+};
 pub use score::{Scored, Scorer};
 pub use task::{TaskData, TaskDef};
 

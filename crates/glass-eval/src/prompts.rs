@@ -25,6 +25,10 @@ pub enum Prepared {
         /// Index of the gold choice; `None` when the target is not among the choices
         /// (scored as wrong, as the harness does).
         gold: Option<usize>,
+        /// TruthfulQA MC2 (`process_results_mc2`): `mc2_targets.labels`, 1 for each true
+        /// answer; the document's score is the true answers' share of probability mass.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mc2_labels: Option<Vec<i64>>,
     },
     /// Rolling log-likelihood of `text`.
     Rolling {
@@ -357,11 +361,41 @@ pub fn prepare(
             .iter()
             .map(|c| format!("{}{c}", task.target_delimiter))
             .collect();
+        let mc2_labels = match task.process_results {
+            Some(crate::process::ResultsFn::TruthfulqaMc2) => {
+                let labels = doc
+                    .value
+                    .pointer("/mc2_targets/labels")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.iter().map(Value::as_i64).collect::<Option<Vec<i64>>>())
+                    .ok_or_else(|| {
+                        r.fail(
+                            doc,
+                            "process_results",
+                            "needs `mc2_targets.labels`, a list of integers",
+                        )
+                    })?;
+                if labels.len() != choices.len() {
+                    return Err(r.fail(
+                        doc,
+                        "process_results",
+                        format!(
+                            "`mc2_targets.labels` has {} entries for {} choices",
+                            labels.len(),
+                            choices.len()
+                        ),
+                    ));
+                }
+                Some(labels)
+            }
+            None => None,
+        };
         out.push(Prepared::MultipleChoice {
             context: ctx,
             choices,
             continuations,
             gold,
+            mc2_labels,
         });
     }
     Ok(out)

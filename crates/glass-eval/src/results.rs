@@ -3,6 +3,7 @@
 //! corpus-level perplexities are ratios of sums, for which the harness reports a random
 //! bootstrap; Glass stores no stderr for them (NULL) rather than a random number.
 
+use glass_engine::ops::fastmath::exp_f64;
 use serde::Serialize;
 
 use crate::prompts::Prepared;
@@ -26,6 +27,10 @@ pub struct Sample {
     /// Highest log-likelihood per character.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pred_norm: Option<usize>,
+    /// The document's `acc` from a `process_results` hook (TruthfulQA MC2: the true
+    /// answers' share of probability mass) instead of `pred == gold`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
     /// Rolling log-likelihood.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loglikelihood: Option<f64>,
@@ -89,7 +94,12 @@ pub fn samples(prepared: &[Prepared], scored: &[Scored]) -> Vec<Sample> {
         .enumerate()
         .map(|(doc, (p, s))| match (p, s) {
             (
-                Prepared::MultipleChoice { choices, gold, .. },
+                Prepared::MultipleChoice {
+                    choices,
+                    gold,
+                    mc2_labels,
+                    ..
+                },
                 Scored::MultipleChoice { loglikelihoods },
             ) => {
                 let norm: Vec<f64> = loglikelihoods
@@ -103,6 +113,9 @@ pub fn samples(prepared: &[Prepared], scored: &[Scored]) -> Vec<Sample> {
                     gold: *gold,
                     pred: Some(argmax(loglikelihoods)),
                     pred_norm: Some(argmax(&norm)),
+                    score: mc2_labels
+                        .as_ref()
+                        .map(|l| crate::process::truthfulqa_mc2(loglikelihoods, l)),
                     loglikelihood: None,
                     words: None,
                     bytes: None,
@@ -121,6 +134,7 @@ pub fn samples(prepared: &[Prepared], scored: &[Scored]) -> Vec<Sample> {
                 gold: None,
                 pred: None,
                 pred_norm: None,
+                score: None,
                 loglikelihood: Some(*loglikelihood),
                 words: Some(count_words(text)),
                 bytes: Some(text.len()),
@@ -152,6 +166,9 @@ pub fn aggregate(metrics: &[Metric], samples: &[Sample]) -> Vec<MetricValue> {
                     let xs: Vec<f64> = samples
                         .iter()
                         .map(|s| {
+                            if let (Metric::Acc, Some(score)) = (m, s.score) {
+                                return score;
+                            }
                             let p = if m == Metric::Acc {
                                 s.pred
                             } else {
@@ -167,8 +184,8 @@ pub fn aggregate(metrics: &[Metric], samples: &[Sample]) -> Vec<MetricValue> {
                     let words: usize = samples.iter().filter_map(|s| s.words).sum();
                     let bytes: usize = samples.iter().filter_map(|s| s.bytes).sum();
                     let v = match m {
-                        Metric::WordPerplexity => (-ll / words as f64).exp(),
-                        Metric::BytePerplexity => (-ll / bytes as f64).exp(),
+                        Metric::WordPerplexity => exp_f64(-ll / words as f64),
+                        Metric::BytePerplexity => exp_f64(-ll / bytes as f64),
                         _ => -ll / bytes as f64 / std::f64::consts::LN_2,
                     };
                     (v, None)
@@ -214,12 +231,14 @@ mod tests {
                 choices: vec!["ab".into(), "abcdefghij".into()],
                 continuations: vec![" ab".into(), " abcdefghij".into()],
                 gold: Some(1),
+                mc2_labels: None,
             },
             Prepared::MultipleChoice {
                 context: "Q".into(),
                 choices: vec!["ab".into(), "abcdefghij".into()],
                 continuations: vec![" ab".into(), " abcdefghij".into()],
                 gold: Some(0),
+                mc2_labels: None,
             },
         ];
         let scored = vec![

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use glass_data::atomic::{sha256_hex, write_atomic};
+use glass_dist::{Collective, Solo};
 use glass_run::metrics::{EvalRow, EvalRunRow};
 use glass_run::{Metrics, RunManifest};
 use serde::Serialize;
@@ -143,6 +144,21 @@ pub fn evaluate_run(
     opts: &EvalOptions,
     progress: &(dyn Fn(EvalProgress) + Sync),
 ) -> Result<Vec<TaskResult>, EvalError> {
+    evaluate_run_on(run_dir, opts, progress, &Solo)
+}
+
+/// [`evaluate_run`] as one rank of `comm`: rank 0 decides which (checkpoint, task) pairs
+/// need scoring, pair `i` is scored by rank `i mod W`, and rank 0 receives every result
+/// and stores it (JSON files, then SQLite rows) in the one-process order. Scores do not
+/// depend on which rank computed them, so the stored results equal one process's (only
+/// the `seconds` metadata differs). Ranks other than 0 return their own pairs' results.
+pub fn evaluate_run_on(
+    run_dir: &Path,
+    opts: &EvalOptions,
+    progress: &(dyn Fn(EvalProgress) + Sync),
+    comm: &dyn Collective,
+) -> Result<Vec<TaskResult>, EvalError> {
+    let root = comm.rank() == 0;
     if opts.limit == Some(0) {
         return Err(EvalError::Invalid("--limit must be at least 1".into()));
     }
@@ -206,114 +222,195 @@ pub fn evaluate_run(
     let tok = glass_run::run_tokenizer(run_dir)?;
     let sp = tok.specials();
     let prefix_token = sp.bos.unwrap_or(sp.eos);
-    let mut metrics = Metrics::open(run_dir)?;
+    // Only rank 0 touches the metrics database; it says which pairs need scoring.
+    let mut metrics = if root {
+        Some(Metrics::open(run_dir)?)
+    } else {
+        None
+    };
     let mut out = Vec::new();
-    for entry in entries {
-        // Which tasks still need this checkpoint?
-        let mut todo = Vec::new();
-        for t in &tasks {
-            let prev = metrics.eval_run(entry.index, &t.def.name)?;
-            let same = prev.as_ref().is_some_and(|p| {
-                p.task_sha256 == t.data.task_sha256
-                    && p.num_fewshot == t.num_fewshot as u64
-                    && p.fewshot_seed == opts.fewshot_seed
-                    && p.limit == opts.limit.map(|l| l as u64)
-                    && stored_result_ok(run_dir, p)
-            });
-            if same && !opts.force {
-                let p = prev.expect("checked");
-                let r = read_result(run_dir, &p.result_path)?;
-                let mut r = r;
-                r.skipped = true;
-                progress(EvalProgress::Done(&r));
-                out.push(r);
-            } else {
-                todo.push(t);
+    let mut todo: Vec<(usize, usize)> = Vec::new();
+    if let Some(metrics) = &metrics {
+        for (e, entry) in entries.iter().enumerate() {
+            for (ti, t) in tasks.iter().enumerate() {
+                let prev = metrics.eval_run(entry.index, &t.def.name)?;
+                let same = prev.as_ref().is_some_and(|p| {
+                    p.task_sha256 == t.data.task_sha256
+                        && p.num_fewshot == t.num_fewshot as u64
+                        && p.fewshot_seed == opts.fewshot_seed
+                        && p.limit == opts.limit.map(|l| l as u64)
+                        && stored_result_ok(run_dir, p)
+                });
+                if same && !opts.force {
+                    let p = prev.expect("checked");
+                    let mut r = read_result(run_dir, &p.result_path)?;
+                    r.skipped = true;
+                    progress(EvalProgress::Done(&r));
+                    out.push(r);
+                } else {
+                    todo.push((e, ti));
+                }
             }
         }
-        if todo.is_empty() {
+    }
+    if comm.size() > 1 {
+        let mut b = serde_json::to_vec(&todo).expect("serializable");
+        comm.broadcast_bytes(0, &mut b).map_err(dist_err)?;
+        todo = serde_json::from_slice(&b)
+            .map_err(|e| EvalError::Invalid(format!("rank 0 sent a malformed work list: {e}")))?;
+    }
+    // Pair i is scored by rank i mod W; a rank loads each checkpoint it needs once.
+    let (w, me) = (comm.size(), comm.rank());
+    let mut mine: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut loaded: Option<(u32, glass_engine::Model)> = None;
+    for (i, &(e, ti)) in todo.iter().enumerate() {
+        if i % w != me {
             continue;
         }
-        let (model, _) = glass_run::load_model(run_dir, Some(entry.index))?;
+        let (entry, t) = (entries[e], &tasks[ti]);
+        if loaded.as_ref().is_none_or(|(k, _)| *k != entry.index) {
+            drop(loaded.take()); // free the previous checkpoint first
+            loaded = Some((
+                entry.index,
+                glass_run::load_model(run_dir, Some(entry.index))?.0,
+            ));
+        }
+        let model = &loaded.as_ref().expect("loaded").1;
         let scorer = Scorer {
-            model: &model,
+            model,
             tokenizer: &tok,
             prefix_token,
             max_length: model.cfg.max_seq_len,
         };
-        for t in todo {
-            progress(EvalProgress::Start {
-                checkpoint: entry.index,
-                task: &t.def.name,
-                docs: t.prepared.len(),
-            });
-            let t0 = Instant::now();
-            let scored = scorer.score_all(&t.prepared, &|d| progress(EvalProgress::Docs(d)))?;
-            let seconds = t0.elapsed().as_secs_f64();
-            let s = samples(&t.prepared, &scored);
-            let mv = aggregate(&t.def.metrics, &s);
-            let r = TaskResult {
-                checkpoint: entry.index,
-                step: entry.step,
-                checkpoint_sha256: entry.sha256.clone(),
-                task: t.def.name.clone(),
-                task_source: t.def.source.clone(),
-                task_sha256: t.data.task_sha256.clone(),
-                yaml_sha256: t.data.yaml_sha256.clone(),
-                data_sha256: t.data.file_sha256.clone(),
-                num_fewshot: t.num_fewshot,
-                fewshot_seed: opts.fewshot_seed,
-                limit: opts.limit,
-                n: s.len(),
-                metrics: mv,
-                samples: opts.log_samples.then_some(s),
-                engine: glass_engine::engine_id(),
-                seconds,
-                skipped: false,
-            };
-            let rel = result_path(entry.index, &r.task);
-            let path = run_dir.join(&rel);
-            let dir = path.parent().expect("has a parent");
-            std::fs::create_dir_all(dir).map_err(|e| EvalError::Io {
-                path: dir.to_path_buf(),
-                source: e,
-            })?;
-            let mut json = serde_json::to_vec_pretty(&r).expect("serializable");
-            json.push(b'\n');
-            write_atomic(&path, &json)?;
-            let rows: Vec<EvalRow> = r
-                .metrics
-                .iter()
-                .map(|m| EvalRow {
-                    checkpoint: r.checkpoint,
-                    task: r.task.clone(),
-                    metric: m.metric.clone(),
-                    value: m.value,
-                    stderr: m.stderr,
-                    n: m.n as u64,
-                })
-                .collect();
-            metrics.record_eval(
-                &EvalRunRow {
-                    checkpoint: r.checkpoint,
-                    task: r.task.clone(),
-                    task_sha256: r.task_sha256.clone(),
-                    num_fewshot: r.num_fewshot as u64,
-                    fewshot_seed: r.fewshot_seed,
-                    limit: r.limit.map(|l| l as u64),
-                    n: r.n as u64,
-                    result_path: rel,
-                    result_sha256: sha256_hex(&json),
-                    seconds,
-                    wall_time: glass_run::metrics::now(),
-                },
-                &rows,
-            )?;
+        progress(EvalProgress::Start {
+            checkpoint: entry.index,
+            task: &t.def.name,
+            docs: t.prepared.len(),
+        });
+        let t0 = Instant::now();
+        let scored = scorer.score_all(&t.prepared, &|d| progress(EvalProgress::Docs(d)))?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let s = samples(&t.prepared, &scored);
+        let mv = aggregate(&t.def.metrics, &s);
+        let r = TaskResult {
+            checkpoint: entry.index,
+            step: entry.step,
+            checkpoint_sha256: entry.sha256.clone(),
+            task: t.def.name.clone(),
+            task_source: t.def.source.clone(),
+            task_sha256: t.data.task_sha256.clone(),
+            yaml_sha256: t.data.yaml_sha256.clone(),
+            data_sha256: t.data.file_sha256.clone(),
+            num_fewshot: t.num_fewshot,
+            fewshot_seed: opts.fewshot_seed,
+            limit: opts.limit,
+            n: s.len(),
+            metrics: mv,
+            samples: opts.log_samples.then_some(s),
+            engine: glass_engine::engine_id(),
+            seconds,
+            skipped: false,
+        };
+        let mut json = serde_json::to_vec_pretty(&r).expect("serializable");
+        json.push(b'\n');
+        if let Some(metrics) = &mut metrics {
+            store_result(run_dir, metrics, &r, &json)?;
             progress(EvalProgress::Done(&r));
-            out.push(r);
+        } else {
+            mine.push((i, json));
+        }
+        out.push(r);
+    }
+    if w > 1 {
+        // Every other rank's results to rank 0, stored in the one-process order.
+        let mut b = Vec::new();
+        for (i, json) in &mine {
+            b.extend_from_slice(&(*i as u64).to_le_bytes());
+            b.extend_from_slice(&(json.len() as u64).to_le_bytes());
+            b.extend_from_slice(json);
+        }
+        let all = comm.all_gather_bytes(&b).map_err(dist_err)?;
+        if let Some(metrics) = &mut metrics {
+            let mut received = Vec::new();
+            for b in all.iter().skip(1) {
+                let mut pos = 0;
+                while pos + 16 <= b.len() {
+                    let i = u64::from_le_bytes(b[pos..pos + 8].try_into().expect("8")) as usize;
+                    let n =
+                        u64::from_le_bytes(b[pos + 8..pos + 16].try_into().expect("8")) as usize;
+                    received.push((i, b[pos + 16..pos + 16 + n].to_vec()));
+                    pos += 16 + n;
+                }
+            }
+            received.sort_by_key(|(i, _)| *i);
+            for (i, json) in received {
+                let (e, ti) = todo[i];
+                let mut r =
+                    parse_result(&json, &result_path(entries[e].index, &tasks[ti].def.name))?;
+                store_result(run_dir, metrics, &r, &json)?;
+                r.skipped = false;
+                progress(EvalProgress::Done(&r));
+                out.push(r);
+            }
         }
     }
+    out.sort_by_key(|r| {
+        (
+            entries.iter().position(|e| e.index == r.checkpoint),
+            tasks.iter().position(|t| t.def.name == r.task),
+        )
+    });
     Ok(out)
+}
+
+fn dist_err(e: glass_dist::DistError) -> EvalError {
+    EvalError::Invalid(e.to_string())
+}
+
+/// Writes one result file atomically and records it in the metrics database.
+fn store_result(
+    run_dir: &Path,
+    metrics: &mut Metrics,
+    r: &TaskResult,
+    json: &[u8],
+) -> Result<(), EvalError> {
+    let rel = result_path(r.checkpoint, &r.task);
+    let path = run_dir.join(&rel);
+    let dir = path.parent().expect("has a parent");
+    std::fs::create_dir_all(dir).map_err(|e| EvalError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    write_atomic(&path, json)?;
+    let rows: Vec<EvalRow> = r
+        .metrics
+        .iter()
+        .map(|m| EvalRow {
+            checkpoint: r.checkpoint,
+            task: r.task.clone(),
+            metric: m.metric.clone(),
+            value: m.value,
+            stderr: m.stderr,
+            n: m.n as u64,
+        })
+        .collect();
+    metrics.record_eval(
+        &EvalRunRow {
+            checkpoint: r.checkpoint,
+            task: r.task.clone(),
+            task_sha256: r.task_sha256.clone(),
+            num_fewshot: r.num_fewshot as u64,
+            fewshot_seed: r.fewshot_seed,
+            limit: r.limit.map(|l| l as u64),
+            n: r.n as u64,
+            result_path: rel,
+            result_sha256: sha256_hex(json),
+            seconds: r.seconds,
+            wall_time: glass_run::metrics::now(),
+        },
+        &rows,
+    )?;
+    Ok(())
 }
 
 fn stored_result_ok(run_dir: &Path, p: &EvalRunRow) -> bool {
@@ -353,8 +450,13 @@ fn read_result(run_dir: &Path, rel: &str) -> Result<TaskResult, EvalError> {
         path: path.clone(),
         source: e,
     })?;
-    let s: StoredResult = serde_json::from_slice(&bytes)
-        .map_err(|e| EvalError::Invalid(format!("{}: unreadable result: {e}", path.display())))?;
+    parse_result(&bytes, &path.display().to_string())
+}
+
+/// A stored result file's fields (`samples` are not read back); `what` labels errors.
+fn parse_result(bytes: &[u8], what: &str) -> Result<TaskResult, EvalError> {
+    let s: StoredResult = serde_json::from_slice(bytes)
+        .map_err(|e| EvalError::Invalid(format!("{what}: unreadable result: {e}")))?;
     Ok(TaskResult {
         checkpoint: s.checkpoint,
         step: s.step,

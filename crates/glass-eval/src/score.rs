@@ -4,6 +4,7 @@
 //! model once and its KV cache reused for every choice, with documents in parallel.
 
 use glass_data::GlassTokenizer;
+use glass_engine::ops::fastmath::{exp_f64, ln_f64};
 use glass_engine::{CachedInput, KvCache, Model};
 use rayon::prelude::*;
 
@@ -49,8 +50,9 @@ fn py_space(c: char) -> bool {
 /// `log_softmax(row)[t]`, accumulated in f64.
 fn log_prob(row: &[f32], t: u32) -> f64 {
     let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let s: f64 = row.iter().map(|&x| (x as f64 - m).exp()).sum();
-    row[t as usize] as f64 - m - s.ln()
+    // Portable exp/ln (no CPU-dependent libm variants), so scores match across machines.
+    let s: f64 = row.iter().map(|&x| exp_f64(x as f64 - m)).sum();
+    row[t as usize] as f64 - m - ln_f64(s)
 }
 
 impl Scorer<'_> {

@@ -124,6 +124,20 @@ pub struct TaskDef {
     pub num_fewshot: usize,
     /// Metrics, in the YAML's order.
     pub metrics: Vec<Metric>,
+    /// `dataset_path` when it names a hub dataset (not `json`): located at load time
+    /// under `data_dirs` or the `datasets` cache (`crate::datasets`).
+    pub dataset_path: Option<String>,
+    /// `dataset_name` (the hub dataset's configuration).
+    pub dataset_name: Option<String>,
+    /// Directories searched for hub datasets (`--data-dir`), before the `datasets` cache.
+    pub data_dirs: Vec<PathBuf>,
+    /// The `datasets` cache directory (`None`: from the environment, see
+    /// `crate::datasets::hf_cache_dir`).
+    pub datasets_cache: Option<PathBuf>,
+    /// `process_docs: !function …` with a native implementation.
+    pub process_docs: Option<crate::process::DocsFn>,
+    /// `process_results: !function …` with a native implementation.
+    pub process_results: Option<crate::process::ResultsFn>,
 }
 
 /// One data file of a split: a path on disk or embedded bytes.
@@ -161,27 +175,51 @@ fn err(task: &str, line: usize, msg: impl std::fmt::Display) -> EvalError {
     EvalError::Task(format!("{task}:{line}: {msg}"))
 }
 
+/// Refuses `!function` anywhere but as the value of `process_docs` / `process_results`
+/// (where `crate::process` judges the name).
+fn check_functions(node: &Node, source: &str, key: &str) -> Result<(), EvalError> {
+    match node {
+        Node::Function { name, line } => {
+            if matches!(key, "process_docs" | "process_results") {
+                Ok(())
+            } else {
+                Err(err(
+                    source,
+                    *line,
+                    format!("`{key}: !function {name}` (Python code) is not supported by glass eval; only the functions in docs/eval.md are implemented"),
+                ))
+            }
+        }
+        Node::Seq(items, _) => items
+            .iter()
+            .try_for_each(|i| check_functions(i, source, &format!("{key}[]"))),
+        Node::Map(kv, _) => kv
+            .iter()
+            .try_for_each(|(k, v)| check_functions(v, source, &format!("{key}.{k}"))),
+        Node::Scalar { .. } => Ok(()),
+    }
+}
+
 /// Keys that only matter to features Glass does not evaluate (decontamination, bookkeeping).
+/// `should_decontaminate` / `doc_to_decontamination_query` only feed the harness's
+/// optional overlap check against training data (`--check_decontamination`), which does
+/// not change any score.
 const IGNORED_KEYS: &[&str] = &[
     "tag",
     "metadata",
     "should_decontaminate",
     "doc_to_decontamination_query",
-    "dataset_name",
     "task_alias",
 ];
 
 /// Keys of the harness Glass refuses, with why.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    ("process_docs", "Python document preprocessing"),
-    ("process_results", "Python result processing"),
     ("filter_list", "output filters (generation tasks)"),
     ("generation_kwargs", "generation tasks"),
     (
-        "include",
-        "`include` of another task file (copy its keys into this file)",
+        "group",
+        "a group file: pass it (or its name) to --tasks to evaluate its tasks",
     ),
-    ("group", "task groups"),
     ("use_prompt", "promptsource prompts"),
     ("doc_to_image", "multimodal inputs"),
     ("doc_to_audio", "multimodal inputs"),
@@ -202,7 +240,19 @@ impl TaskDef {
         data_files_override: Option<&BTreeMap<String, Vec<PathBuf>>>,
     ) -> Result<TaskDef, EvalError> {
         let root = yaml::parse(yaml_text).map_err(|e| err(source, e.line, e.message))?;
-        let Node::Map(entries, _) = &root else {
+        TaskDef::from_node(&root, yaml_text, source, base_dir, data_files_override)
+    }
+
+    /// Builds a task from a parsed (include-merged) mapping; `yaml_text` is what the
+    /// task's hash covers.
+    pub fn from_node(
+        root: &Node,
+        yaml_text: &str,
+        source: &str,
+        base_dir: &Path,
+        data_files_override: Option<&BTreeMap<String, Vec<PathBuf>>>,
+    ) -> Result<TaskDef, EvalError> {
+        let Node::Map(entries, _) = root else {
             return Err(err(
                 source,
                 root.line(),
@@ -244,13 +294,45 @@ impl TaskDef {
                 "fewshot_config",
                 "metric_list",
                 "repeats",
-                "output_type",
+                "dataset_name",
+                "process_docs",
+                "process_results",
             ];
             if !known.contains(&k.as_str()) && !IGNORED_KEYS.contains(&k.as_str()) {
                 return Err(err(
                     source,
                     v.line(),
                     format!("unknown or unsupported key `{k}`"),
+                ));
+            }
+        }
+        let dataset_path_value = root.get("dataset_path").and_then(Node::as_str);
+        let mut process_docs = None;
+        let mut process_results = None;
+        for (k, v) in entries {
+            check_functions(v, source, k)?;
+            if let Node::Function { name, line } = v {
+                let ds = dataset_path_value.unwrap_or_default();
+                match k.as_str() {
+                    "process_docs" => {
+                        process_docs =
+                            Some(crate::process::DocsFn::find(name, ds).ok_or_else(|| {
+                                err(source, *line, crate::process::refusal(k, name, ds))
+                            })?)
+                    }
+                    "process_results" => {
+                        process_results =
+                            Some(crate::process::ResultsFn::find(name, ds).ok_or_else(|| {
+                                err(source, *line, crate::process::refusal(k, name, ds))
+                            })?)
+                    }
+                    _ => unreachable!("check_functions refuses functions elsewhere"),
+                }
+            } else if matches!(k.as_str(), "process_docs" | "process_results") && !v.is_null() {
+                return Err(err(
+                    source,
+                    v.line(),
+                    format!("`{k}` must be `!function module.name`"),
                 ));
             }
         }
@@ -294,8 +376,10 @@ impl TaskDef {
                 ));
             }
         }
-        // Data: local JSON only.
+        // Data: local JSON files named in the YAML or on the command line, else a hub
+        // dataset located at load time.
         let mut data_files = BTreeMap::new();
+        let mut dataset_path = None;
         if let Some(ov) = data_files_override {
             for (split, paths) in ov {
                 data_files.insert(
@@ -313,15 +397,11 @@ impl TaskDef {
             let dp = root.get("dataset_path");
             match dp.and_then(Node::as_str) {
                 Some("json") => {}
-                Some(other) => {
-                    return Err(err(
-                        source,
-                        dp.map_or(1, Node::line),
-                        format!("dataset_path `{other}` is a hub dataset; download it as JSON / JSON Lines and pass --data-files SPLIT=FILE (or set `dataset_path: json` with dataset_kwargs.data_files)"),
-                    ))
-                }
-                None => return Err(err(source, 1, "missing `dataset_path: json`")),
+                Some(other) => dataset_path = Some(other.to_string()),
+                None => return Err(err(source, 1, "missing `dataset_path`")),
             }
+        }
+        if data_files_override.is_none() && dataset_path.is_none() {
             let kw = root.get("dataset_kwargs").ok_or_else(|| {
                 err(
                     source,
@@ -331,7 +411,7 @@ impl TaskDef {
             })?;
             if let Node::Map(kv, _) = kw {
                 for (k, v) in kv {
-                    if k != "data_files" {
+                    if k != "data_files" && k != "trust_remote_code" {
                         return Err(err(
                             source,
                             v.line(),
@@ -553,6 +633,12 @@ impl TaskDef {
             sampler,
             num_fewshot,
             metrics,
+            dataset_path,
+            dataset_name: text("dataset_name")?,
+            data_dirs: Vec::new(),
+            datasets_cache: None,
+            process_docs,
+            process_results,
         })
     }
 
@@ -561,13 +647,11 @@ impl TaskDef {
         path: &Path,
         data_files_override: Option<&BTreeMap<String, Vec<PathBuf>>>,
     ) -> Result<TaskDef, EvalError> {
-        let text = std::fs::read_to_string(path).map_err(|e| EvalError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let merged = crate::include::load(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        TaskDef::parse(
-            &text,
+        TaskDef::from_node(
+            &merged.root,
+            &merged.text,
             &path.display().to_string(),
             base,
             data_files_override,
@@ -606,28 +690,54 @@ impl TaskDef {
             if splits.contains_key(&split) {
                 continue;
             }
-            let files = self.data_files.get(&split).ok_or_else(|| {
-                let have: Vec<&str> = self.data_files.keys().map(String::as_str).collect();
-                let have = if have.is_empty() { "none".to_string() } else { have.join(", ") };
-                err(&self.source, 1, format!("split `{split}` has no data files (data_files has: {have}); pass --data-files {split}=FILE"))
-            })?;
+            let located;
+            let files: &[DataFile] = match (self.data_files.get(&split), &self.dataset_path) {
+                (Some(f), _) => f,
+                (None, Some(dp)) => {
+                    located = crate::datasets::locate(
+                        &self.name,
+                        dp,
+                        self.dataset_name.as_deref(),
+                        &split,
+                        &self.data_dirs,
+                        self.datasets_cache
+                            .clone()
+                            .or_else(crate::datasets::hf_cache_dir),
+                    )?
+                    .into_iter()
+                    .map(|path| DataFile {
+                        path,
+                        embedded: None,
+                    })
+                    .collect::<Vec<_>>();
+                    &located
+                }
+                (None, None) => {
+                    let have: Vec<&String> = self.data_files.keys().collect();
+                    return Err(err(&self.source, 1, format!("split `{split}` has no data files (data_files has {have:?}); pass --data-files {split}=FILE")));
+                }
+            };
             let mut docs = Vec::new();
             let mut hashes = Vec::new();
             for f in files {
                 let owned;
-                let text: &str = match f.embedded {
-                    Some(t) => t,
+                let bytes: &[u8] = match f.embedded {
+                    Some(t) => t.as_bytes(),
                     None => {
-                        let bytes = std::fs::read(&f.path).map_err(|e| EvalError::Io {
+                        owned = std::fs::read(&f.path).map_err(|e| EvalError::Io {
                             path: f.path.clone(),
                             source: e,
                         })?;
-                        owned = utf8_text(bytes, &f.path)?;
                         &owned
                     }
                 };
-                hashes.push(hex::encode(Sha256::digest(text.as_bytes())));
-                docs.extend(parse_rows(text, &f.path.display().to_string())?);
+                hashes.push(hex::encode(Sha256::digest(bytes)));
+                docs.extend(crate::datasets::read_rows(&f.path, bytes)?);
+            }
+            if let Some(pd) = self.process_docs {
+                for d in &mut docs {
+                    d.value = pd.apply(&d.value, &d.origin)?;
+                }
             }
             if docs.is_empty() {
                 return Err(err(
@@ -660,17 +770,6 @@ impl TaskDef {
 }
 
 /// A data file's bytes as text, or an error naming the line of the first invalid UTF-8.
-fn utf8_text(bytes: Vec<u8>, path: &std::path::Path) -> Result<String, EvalError> {
-    String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
-        EvalError::Data(format!(
-            "{}:{line}: invalid UTF-8 (at byte {at}); data files must be UTF-8",
-            path.display()
-        ))
-    })
-}
-
 /// Rows of a JSON Lines file, or of a JSON file holding an array of objects.
 pub fn parse_rows(text: &str, path: &str) -> Result<Vec<Doc>, EvalError> {
     let trimmed = text.trim_start();

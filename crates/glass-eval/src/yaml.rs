@@ -22,6 +22,14 @@ pub enum Node {
     Seq(Vec<Node>, usize),
     /// A mapping with string keys, in file order.
     Map(Vec<(String, Node)>, usize),
+    /// The harness's `!function module.name` tag: Python code, which Glass runs only
+    /// where it has a native implementation (`crate::process`).
+    Function {
+        /// `module.name` as written.
+        name: String,
+        /// Line.
+        line: usize,
+    },
 }
 
 /// Why a YAML text was refused.
@@ -37,7 +45,10 @@ impl Node {
     /// The line this node starts on.
     pub fn line(&self) -> usize {
         match self {
-            Node::Scalar { line, .. } | Node::Seq(_, line) | Node::Map(_, line) => *line,
+            Node::Scalar { line, .. }
+            | Node::Seq(_, line)
+            | Node::Map(_, line)
+            | Node::Function { line, .. } => *line,
         }
     }
     /// The scalar text, if a scalar.
@@ -87,6 +98,7 @@ impl Node {
                 }
                 Value::String(value.clone())
             }
+            Node::Function { name, .. } => Value::String(format!("!function {name}")),
             Node::Seq(items, _) => Value::Array(items.iter().map(Node::to_json).collect()),
             Node::Map(kv, _) => {
                 Value::Object(kv.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
@@ -108,10 +120,15 @@ struct Builder {
     docs: usize,
 }
 
+fn is_function_tag(tag: &Option<Tag>) -> bool {
+    tag.as_ref()
+        .is_some_and(|t| t.handle == "!" && t.suffix == "function")
+}
+
 fn tag_error(tag: &Option<Tag>, line: usize) -> Option<YamlError> {
     let t = tag.as_ref()?;
-    // Plain `!!str`-style core tags are harmless; anything else (notably the harness's
-    // `!function module.fn`) calls Python code Glass cannot run.
+    // Plain `!!str`-style core tags are harmless; `!function` on a scalar becomes a
+    // `Node::Function` judged by the task parser; anything else is refused.
     if t.handle == "!!" || t.handle == "tag:yaml.org,2002:" {
         return None;
     }
@@ -177,6 +194,10 @@ impl MarkedEventReceiver for Builder {
                 })
             }
             Event::Scalar(value, style, _, tag) => {
+                if is_function_tag(&tag) {
+                    self.push_node(Node::Function { name: value, line });
+                    return;
+                }
                 if let Some(e) = tag_error(&tag, line) {
                     self.error = Some(e);
                     return;
@@ -248,9 +269,16 @@ mod tests {
     }
 
     #[test]
-    fn function_tags_are_refused_with_their_line() {
-        let e = parse("task: t\nprocess_docs: !function utils.process_docs\n").unwrap_err();
-        assert_eq!(e.line, 2);
-        assert!(e.message.contains("!function"), "{}", e.message);
+    fn function_tags_become_function_nodes_with_their_line() {
+        let n = parse("task: t\nprocess_docs: !function utils.process_docs\n").unwrap();
+        assert_eq!(
+            n.get("process_docs"),
+            Some(&Node::Function {
+                name: "utils.process_docs".into(),
+                line: 2
+            })
+        );
+        let e = parse("task: !custom x\n").unwrap_err();
+        assert_eq!(e.line, 1);
     }
 }

@@ -110,8 +110,20 @@ fn unsupported_features_are_named_with_their_line() {
     );
     let e = parse_err(&format!("{base}metric_list:\n  - metric: exact_match\n"));
     assert!(e.contains("t.yaml:12") && e.contains("exact_match"), "{e}");
-    let e = parse_err(&base.replace("dataset_path: json", "dataset_path: allenai/ai2_arc"));
-    assert!(e.contains("t.yaml:2") && e.contains("--data-files"), "{e}");
+    // A hub dataset parses; loading it without local files says where to put them.
+    let mut t = TaskDef::parse(
+        &base.replace("dataset_path: json", "dataset_path: allenai/ai2_arc"),
+        "t.yaml",
+        Path::new("."),
+        None,
+    )
+    .unwrap();
+    t.datasets_cache = Some(PathBuf::from("/nonexistent"));
+    let e = t.load().unwrap_err().to_string();
+    assert!(
+        e.contains("allenai/ai2_arc") && e.contains("--data-files"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -64,6 +64,10 @@ pub struct CheckpointState {
     pub val_loss: Option<f64>,
     /// Held-out bits per UTF-8 byte.
     pub val_bpb: Option<f64>,
+    /// Gradient groups whose pairwise tree made each step's gradient (the reduction rule
+    /// of docs/run-format.md); absent in imported checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_groups: Option<u32>,
 }
 
 /// A file of a checkpoint with its hash, as listed in the manifest.

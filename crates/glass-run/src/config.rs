@@ -62,6 +62,36 @@ pub struct TrainSection {
     /// Rows per micro-batch (gradient accumulation); does not change the result's math,
     /// only rounding, so it is part of the config.
     pub micro_batch_rows: usize,
+    /// Gradient groups per step (a power of two dividing `[data] rows_per_step`): the
+    /// step's gradient is a fixed pairwise tree over them, which every data-parallel
+    /// world size dividing it reproduces bit for bit. Default: see
+    /// [`crate::dist::default_grad_groups`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_groups: Option<usize>,
+}
+
+impl TrainSection {
+    /// The gradient groups of a step of `rows_per_step` rows, checked.
+    pub fn resolved_grad_groups(&self, rows_per_step: usize, path: &Path) -> Result<usize> {
+        match self.grad_groups {
+            None => Ok(crate::dist::default_grad_groups(
+                rows_per_step,
+                self.micro_batch_rows,
+            )),
+            Some(g) if g.is_power_of_two() && rows_per_step.is_multiple_of(g) => Ok(g),
+            Some(g) => Err(RunError::Config {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "[train] grad_groups = {g} must be a power of two dividing [data] rows_per_step = {rows_per_step}; valid: {}",
+                    glass_dist::valid_world_sizes(rows_per_step & rows_per_step.wrapping_neg())
+                        .iter()
+                        .map(|g| g.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        }
+    }
 }
 
 /// `[checkpoints]`: the checkpoint plan.
@@ -293,7 +323,7 @@ pub fn lr_at(o: &OptimConfig, step: u64, total_steps: u64) -> f32 {
     }
     let span = total_steps.saturating_sub(o.warmup_steps).max(1) as f64;
     let progress = ((step - o.warmup_steps) as f64 / span).min(1.0);
-    let cos = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+    let cos = 0.5 * (1.0 + glass_engine::ops::fastmath::cos_f64(std::f64::consts::PI * progress));
     (o.min_lr as f64 + (o.lr - o.min_lr) as f64 * cos) as f32
 }
 
@@ -369,6 +399,10 @@ decay_norms = false
 # Rows per micro-batch; the step's global batch ([data] rows_per_step) is accumulated
 # from micro-batches of this size, so it must divide rows_per_step.
 micro_batch_rows = {micro}
+# The step's gradient is a fixed pairwise tree over this many groups of rows, so
+# `mpirun -n W glass train` gives the same bits for every power-of-two W dividing it.
+# Default: the largest power of two <= rows_per_step / micro_batch_rows (at most 8).
+# grad_groups = 8
 
 [checkpoints]
 # One checkpoint per data chunk (LLM360-style) is always written, plus step 0.

@@ -153,6 +153,7 @@ pub fn create_imported_run(run_dir: &Path, run: &ImportedRun<'_>) -> Result<RunM
         optimizer_sha256: String::new(),
         val_loss: None,
         val_bpb: None,
+        grad_groups: None,
     };
     let (mut files, sha) = checkpoint::write(dir, run.model, &opt, &mut state)?;
     files.push(FileEntry {

@@ -8,16 +8,19 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use glass_data::atomic::{sha256_file, sha256_hex};
 use glass_data::PreparedData;
+use glass_dist::{Collective, Solo};
 use glass_engine::{AdamW, Model};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::{lr_at, RunConfig, SkipUnit};
+use crate::dist::{params_sha256, DataParallel};
 use crate::error::{Result, RunError};
 use crate::fault;
 use crate::lock::RunLock;
@@ -36,6 +39,19 @@ pub struct TrainOptions {
     pub until_step: Option<u64>,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Data parallel only: each rank keeps 1/W of the AdamW moments (ZeRO stage 1).
+    /// Same bits, same checkpoint files.
+    pub shard_optimizer: bool,
+}
+
+impl TrainOptions {
+    /// The options every rank of a data-parallel run must share.
+    fn fingerprint(&self) -> String {
+        format!(
+            "inject-nan-at {:?}, from {:?}, until-step {:?}, shard-optimizer {}",
+            self.inject_nan_at, self.from, self.until_step, self.shard_optimizer
+        )
+    }
 }
 
 /// What a `glass train` invocation did.
@@ -53,6 +69,19 @@ pub struct TrainReport {
     pub final_val_loss: Option<f64>,
     /// Steps the guard skipped in this invocation.
     pub guard_skips: Vec<u64>,
+    /// Data-parallel ranks that trained.
+    pub world_size: usize,
+    /// Gradient groups of each step (the reduction tree's leaves).
+    pub grad_groups: usize,
+    /// Whether the optimizer state was sharded over the ranks.
+    pub shard_optimizer: bool,
+    /// Bytes of AdamW moments this rank held.
+    pub optimizer_bytes_per_rank: u64,
+    /// Bytes of AdamW moments one unsharded process holds.
+    pub optimizer_bytes_unsharded: u64,
+    /// Bytes this rank sent in collectives per step (0 for one process; modelled as
+    /// reduce-scatter plus all-gather volume).
+    pub bytes_sent_per_step: u64,
 }
 
 /// Checkpoint steps: 0, optional log-spaced early steps, then every chunk boundary.
@@ -107,11 +136,35 @@ pub(crate) struct Session {
     pub skips: BTreeSet<u64>,
     pub recent: VecDeque<f64>,
     pub parent_sha: Option<String>,
+    /// This process's place in the data-parallel world (one process: rank 0 of 1).
+    pub dp: DataParallel,
+}
+
+/// The training state rank 0 hands every other rank at start and after a rollback.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SyncedState {
+    step: u64,
+    tokens: u64,
+    last_lr: f32,
+    skips: Vec<u64>,
+    recent: Vec<f64>,
+    parent_sha: Option<String>,
 }
 
 impl Session {
     /// Opens the run's config and prepared data and builds an (uninitialised) model.
     pub fn open(run_dir: &Path) -> Result<Self> {
+        Self::open_on(run_dir, Arc::new(Solo), false)
+    }
+
+    /// [`Session::open`] as one rank of `comm`: refuses to go on unless every rank read
+    /// the same config and data as rank 0, and unless the world size reproduces the run's
+    /// bits (it divides the gradient groups).
+    pub fn open_on(
+        run_dir: &Path,
+        comm: Arc<dyn Collective>,
+        shard_optimizer: bool,
+    ) -> Result<Self> {
         let cfg = RunConfig::load(run_dir)?;
         let data = PreparedData::open(run_dir)?;
         let m = &cfg.model;
@@ -145,6 +198,38 @@ impl Session {
         );
         let config_sha = sha256_hex(cfg.text.as_bytes());
         let data_sha = sha256_file(&run_dir.join("data").join("manifest.json"))?.0;
+        let cfg_path = RunConfig::path(run_dir);
+        crate::dist::require_same(
+            &*comm,
+            "glass.toml (sha256)",
+            &config_sha,
+            &format!("give every rank the same {}", cfg_path.display()),
+        )?;
+        crate::dist::require_same(
+            &*comm,
+            "the prepared data (sha256 of data/manifest.json)",
+            &data_sha,
+            &format!(
+                "give every rank the same prepared data (`glass data verify {}` on each node)",
+                run_dir.display()
+            ),
+        )?;
+        crate::dist::require_same(
+            &*comm,
+            "the engine",
+            &glass_engine::engine_id(),
+            "run the same glass build on every rank",
+        )?;
+        let groups = cfg
+            .train
+            .resolved_grad_groups(data.rows_per_step(), &cfg_path)?;
+        let dp = DataParallel::new(
+            comm,
+            groups,
+            model.params.len(),
+            shard_optimizer,
+            &cfg_path.display().to_string(),
+        )?;
         let mut val_rows = Vec::new();
         data.validation(&mut val_rows)?;
         let val_bytes = if val_rows.is_empty() {
@@ -175,7 +260,32 @@ impl Session {
             skips,
             recent: VecDeque::new(),
             parent_sha: None,
+            dp,
         })
+    }
+
+    /// Gives every rank rank 0's model, optimizer and training state (after rank 0
+    /// initialised or loaded them).
+    fn sync_from_root(&mut self) -> Result<()> {
+        if self.dp.size() == 1 {
+            return Ok(());
+        }
+        self.dp.sync_from_root(&mut self.model, &mut self.opt)?;
+        let st = self.dp.broadcast_json(&SyncedState {
+            step: self.step,
+            tokens: self.tokens,
+            last_lr: self.last_lr,
+            skips: self.skips.iter().copied().collect(),
+            recent: self.recent.iter().copied().collect(),
+            parent_sha: self.parent_sha.clone(),
+        })?;
+        self.step = st.step;
+        self.tokens = st.tokens;
+        self.last_lr = st.last_lr;
+        self.skips = st.skips.into_iter().collect();
+        self.recent = st.recent.into_iter().collect();
+        self.parent_sha = st.parent_sha;
+        Ok(())
     }
 
     fn tokens_per_step(&self) -> u64 {
@@ -194,6 +304,8 @@ impl Session {
     /// Loads published checkpoint `entry` of this run.
     pub fn load_checkpoint(&mut self, entry: &CheckpointEntry) -> Result<CheckpointState> {
         crate::integrity::check_loadable(&self.run_dir, entry)?;
+        self.dp
+            .unshard_for_load(&mut self.opt, self.model.params.len());
         let st = checkpoint::load(&self.run_dir, &entry.files, &mut self.model, &mut self.opt)?;
         self.restore(&st);
         self.parent_sha = Some(entry.sha256.clone());
@@ -227,15 +339,17 @@ impl Session {
     /// (then nothing was applied and the step counter did not move).
     pub fn run_step(&mut self, inject_nan: bool, rows: &mut Vec<u32>) -> Result<StepOutcome> {
         let step = self.step;
-        self.data.batch(step, rows)?;
-        let seq = self.data.seq_len();
-        let mut loss =
-            self.model
-                .accumulate_gradients(rows, seq, self.cfg.train.micro_batch_rows)?;
+        let mut loss = self.dp.gradients(
+            &mut self.model,
+            &self.data,
+            step,
+            rows,
+            self.cfg.train.micro_batch_rows,
+        )?;
         if inject_nan {
             loss = f64::NAN;
         }
-        let grad_norm = AdamW::grad_norm(&self.model.grads);
+        let grad_norm = self.dp.grad_norm(&self.model)?;
         let g = &self.cfg.guard;
         let spike = g.spike_factor > 0.0 && self.recent.len() >= g.spike_window.max(1) && {
             let mean = self.recent.iter().sum::<f64>() / self.recent.len() as f64;
@@ -258,7 +372,8 @@ impl Session {
             });
         }
         let lr = lr_at(&self.cfg.optim, step, self.data.n_steps());
-        self.model.apply_optimizer(&mut self.opt, lr);
+        self.dp
+            .apply(&mut self.model, &mut self.opt, lr, grad_norm)?;
         if !crate::integrity::updated_params_ok(&mut self.model.params) {
             let reason = "non-finite parameters after the update";
             return Ok(StepOutcome::Rejected {
@@ -312,6 +427,7 @@ impl Session {
             optimizer_sha256: String::new(),
             val_loss: val.0,
             val_bpb: val.1,
+            grad_groups: Some(self.dp.groups as u32),
         }
     }
 }
@@ -338,10 +454,11 @@ fn publish(
     manifest: &mut RunManifest,
     metrics: &Metrics,
     index: u32,
+    opt: &AdamW,
 ) -> Result<CheckpointEntry> {
     let val = s.validate()?;
     let mut state = s.state(index, val);
-    let (files, sha) = checkpoint::write(&s.run_dir, &s.model, &s.opt, &mut state)?;
+    let (files, sha) = checkpoint::write(&s.run_dir, &s.model, opt, &mut state)?;
     let entry = CheckpointEntry {
         index,
         step: s.step,
@@ -364,14 +481,52 @@ fn publish(
     Ok(entry)
 }
 
+/// Runs `f` with the whole optimizer state: `gathered` (a sharded optimizer collected on
+/// rank 0) or the session's own, lent out without a copy.
+fn publish_with<T>(
+    s: &mut Session,
+    gathered: Option<AdamW>,
+    f: impl FnOnce(&mut Session, &AdamW) -> Result<T>,
+) -> Result<T> {
+    if let Some(full) = gathered {
+        return f(s, &full);
+    }
+    let placeholder = AdamW {
+        cfg: s.opt.cfg,
+        m: Vec::new(),
+        v: Vec::new(),
+        step: s.opt.step,
+    };
+    let opt = std::mem::replace(&mut s.opt, placeholder);
+    let r = f(s, &opt);
+    s.opt = opt;
+    r
+}
+
 /// Trains `run_dir` from its last published checkpoint (or from scratch / a parent run)
 /// to the end of its data, checkpointing on the plan.
 pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
+    train_on(run_dir, opts, Arc::new(Solo))
+}
+
+/// [`train`] as one rank of a data-parallel world. Every rank reads its own slice of each
+/// step's batch and the ranks combine gradients in the fixed tree order, so the bits are
+/// those of one process; rank 0 alone writes checkpoints, metrics and the manifest.
+/// Before each checkpoint is published every rank's parameter hash is compared.
+pub fn train_on(
+    run_dir: &Path,
+    opts: &TrainOptions,
+    comm: Arc<dyn Collective>,
+) -> Result<TrainReport> {
     RunConfig::load(run_dir)?; // clear error for a missing or bad config before locking
-    let _lock = RunLock::acquire(run_dir)?;
-    let mut s = Session::open(run_dir)?;
-    s.skips.extend(load_guard_skips(run_dir)?);
-    let metrics = Metrics::open(run_dir)?;
+    let mut s = Session::open_on(run_dir, comm, opts.shard_optimizer)?;
+    s.dp.require_same(
+        "the `glass train` options",
+        &opts.fingerprint(),
+        "launch every rank with the same arguments",
+    )?;
+    let root = s.dp.is_root();
+    let n_params = s.model.params.len();
     let n_steps = s.data.n_steps();
     let mut report = TrainReport {
         step: 0,
@@ -380,8 +535,197 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
         checkpoints_written: 0,
         final_val_loss: None,
         guard_skips: vec![],
+        world_size: s.dp.size(),
+        grad_groups: s.dp.groups,
+        shard_optimizer: s.dp.shard_optimizer,
+        optimizer_bytes_per_rank: 0,
+        optimizer_bytes_unsharded: 2 * 4 * n_params as u64,
+        bytes_sent_per_step: 0,
     };
-    let mut manifest = match RunManifest::load(run_dir)? {
+    // Rank 0 alone locks the run, reads or creates its manifest and loads the starting
+    // point; its verdict (and then its state) goes to every rank.
+    let setup = if root {
+        root_setup(&mut s, opts, &mut report).map(Some)
+    } else {
+        Ok(None)
+    };
+    let verdict =
+        s.dp.broadcast_json(&setup.as_ref().err().map(|e| e.to_string()))?;
+    let (_lock, metrics, mut manifest) = match (setup, verdict) {
+        (Err(e), _) => return Err(e),
+        (Ok(_), Some(msg)) => {
+            return Err(RunError::Invalid(format!("rank 0 stopped: {msg}")));
+        }
+        (Ok(Some((l, m, man))), None) => (Some(l), Some(m), Some(man)),
+        (Ok(None), None) => (None, None, None),
+    };
+    let mut next_index = s.dp.broadcast_json(
+        &manifest
+            .as_ref()
+            .and_then(|m| m.checkpoints.last())
+            .map_or(0, |c| c.index + 1),
+    )?;
+    s.sync_from_root()?;
+    report.resumed_from = s.dp.broadcast_json(&report.resumed_from)?;
+    report.optimizer_bytes_per_rank = 2 * 4 * s.opt.m.len() as u64;
+
+    let until = opts.until_step.unwrap_or(n_steps).min(n_steps);
+    let pb = if opts.progress && root {
+        ProgressBar::new(n_steps)
+    } else {
+        ProgressBar::with_draw_target(Some(n_steps), ProgressDrawTarget::hidden())
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_position(s.step);
+    let mut rows = Vec::new();
+    let mut injected = BTreeSet::new();
+    while s.step < until {
+        let step = s.step;
+        if s.skips.contains(&step) {
+            let why = if s.cfg.guard.skip_steps.contains(&step) {
+                "configured"
+            } else {
+                "guard"
+            };
+            if let Some(metrics) = &metrics {
+                metrics.event(
+                    Some(step),
+                    "skip",
+                    json!({"reason": why, "rows": row_range(&s, step)}),
+                )?;
+            }
+            s.skip_step();
+        } else {
+            let inject = opts.inject_nan_at.contains(&step) && injected.insert(step);
+            let t0 = Instant::now();
+            match s.run_step(inject, &mut rows)? {
+                StepOutcome::Applied {
+                    loss,
+                    grad_norm,
+                    lr,
+                } => {
+                    let dt = t0.elapsed().as_secs_f64();
+                    let tps = s.tokens_per_step() as f64 / dt.max(1e-9);
+                    report.bytes_sent_per_step = 4 * s.dp.last_step_values_sent;
+                    if let Some(metrics) = &metrics {
+                        metrics.step(&StepRow {
+                            step,
+                            loss,
+                            lr: lr as f64,
+                            grad_norm,
+                            tokens: s.tokens,
+                            tokens_per_s: tps,
+                            wall_time: now(),
+                        })?;
+                    }
+                    pb.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
+                }
+                StepOutcome::Rejected {
+                    reason,
+                    loss,
+                    grad_norm,
+                } => {
+                    // Every rank reaches the same verdict from the same reduced values.
+                    let skipped: Vec<u64> = match s.cfg.guard.skip {
+                        SkipUnit::Batch => vec![step],
+                        SkipUnit::Chunk => {
+                            let spc = s.data.steps_per_chunk().max(1);
+                            (step..((step / spc + 1) * spc).min(n_steps)).collect()
+                        }
+                    };
+                    s.skips.extend(skipped.iter().copied());
+                    report.guard_skips.extend(skipped.iter().copied());
+                    if let (Some(metrics), Some(manifest)) = (&metrics, &manifest) {
+                        let all: Vec<u64> = load_guard_skips(run_dir)?
+                            .into_iter()
+                            .chain(skipped.iter().copied())
+                            .collect::<BTreeSet<_>>()
+                            .into_iter()
+                            .collect();
+                        glass_data::atomic::write_atomic(
+                            &run_dir.join(GUARD_SKIPS_FILE),
+                            &serde_json::to_vec(&all).expect("json"),
+                        )?;
+                        let last = manifest
+                            .checkpoints
+                            .last()
+                            .cloned()
+                            .expect("checkpoint 0 exists");
+                        metrics.event(
+                            Some(step),
+                            "rollback",
+                            json!({"reason": reason, "loss": loss, "grad_norm": grad_norm, "rows": row_range(&s, step),
+                                   "skipped_steps": skipped, "to_checkpoint": last.index, "to_step": last.step}),
+                        )?;
+                        pb.println(format!("guard: {reason} at step {step}; rolled back to checkpoint {} (step {}), skipping {:?}", last.index, last.step, skipped));
+                        s.load_checkpoint(&last)?;
+                    }
+                    s.sync_from_root()?;
+                    pb.set_position(s.step);
+                    continue;
+                }
+            }
+        }
+        fault::point("after-step");
+        pb.set_position(s.step);
+        if s.plan.get(next_index as usize) == Some(&s.step) {
+            if s.dp.size() > 1 {
+                s.dp.require_same(
+                    &format!("the parameters (sha256) at step {} before checkpoint {next_index}", s.step),
+                    &params_sha256(&s.model.params),
+                    "a rank computed different bits (a fault, or a CPU outside the numerics contract); the run stops before publishing, the last published checkpoint is intact — resume on matching machines",
+                )?;
+            }
+            let gathered = s.dp.gather_optimizer(&s.opt, n_params)?;
+            if let (Some(metrics), Some(manifest)) = (&metrics, &mut manifest) {
+                let e = publish_with(&mut s, gathered, |s, opt| {
+                    publish(s, manifest, metrics, next_index, opt)
+                })?;
+                report.final_val_loss = e.val_loss;
+            }
+            report.checkpoints_written += 1;
+            next_index += 1;
+        }
+    }
+    pb.finish_and_clear();
+    if let (Some(metrics), Some(manifest)) = (&metrics, &manifest) {
+        if s.step == n_steps
+            && report
+                .resumed_from
+                .is_none_or(|_| report.checkpoints_written > 0)
+        {
+            metrics.event(
+                Some(s.step),
+                "finish",
+                json!({"checkpoints": manifest.checkpoints.len(), "world_size": s.dp.size()}),
+            )?;
+        }
+        if report.final_val_loss.is_none() {
+            report.final_val_loss = manifest.checkpoints.last().and_then(|c| c.val_loss);
+        }
+    }
+    report.step = s.step;
+    report.final_val_loss = s.dp.broadcast_json(&report.final_val_loss)?;
+    Ok(report)
+}
+
+/// Rank 0's start: lock, then resume from the manifest's last checkpoint or create the
+/// manifest and publish checkpoint 0.
+fn root_setup(
+    s: &mut Session,
+    opts: &TrainOptions,
+    report: &mut TrainReport,
+) -> Result<(RunLock, Metrics, RunManifest)> {
+    let run_dir = s.run_dir.clone();
+    let run_dir = run_dir.as_path();
+    let lock = RunLock::acquire(run_dir)?;
+    s.skips.extend(load_guard_skips(run_dir)?);
+    let metrics = Metrics::open(run_dir)?;
+    let manifest = match RunManifest::load(run_dir)? {
         Some(m) => {
             if let Some((other, k)) = &opts.from {
                 // Re-running the same branch command after a crash simply resumes.
@@ -478,7 +822,7 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
                 }
             }
             let parent = match &opts.from {
-                Some((other, k)) => Some(branch_from(&mut s, other, *k)?),
+                Some((other, k)) => Some(branch_from(s, other, *k)?),
                 None => {
                     s.model = Model::new(&s.cfg.model, s.cfg.run.seed)?;
                     None
@@ -503,131 +847,13 @@ pub fn train(run_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
                 "start",
                 json!({"run_id": m.run_id, "parent": parent}),
             )?;
-            publish(&mut s, &mut m, &metrics, 0)?;
+            publish_with(s, None, |s, opt| publish(s, &mut m, &metrics, 0, opt))?;
             report.checkpoints_written += 1;
             m
         }
     };
 
-    let until = opts.until_step.unwrap_or(n_steps).min(n_steps);
-    let pb = if opts.progress {
-        ProgressBar::new(n_steps)
-    } else {
-        ProgressBar::with_draw_target(Some(n_steps), ProgressDrawTarget::hidden())
-    };
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    pb.set_position(s.step);
-    let mut rows = Vec::new();
-    let mut injected = BTreeSet::new();
-    let mut next_index = manifest.checkpoints.last().map_or(0, |c| c.index + 1);
-    while s.step < until {
-        let step = s.step;
-        if s.skips.contains(&step) {
-            let why = if s.cfg.guard.skip_steps.contains(&step) {
-                "configured"
-            } else {
-                "guard"
-            };
-            metrics.event(
-                Some(step),
-                "skip",
-                json!({"reason": why, "rows": row_range(&s, step)}),
-            )?;
-            s.skip_step();
-        } else {
-            let inject = opts.inject_nan_at.contains(&step) && injected.insert(step);
-            let t0 = Instant::now();
-            match s.run_step(inject, &mut rows)? {
-                StepOutcome::Applied {
-                    loss,
-                    grad_norm,
-                    lr,
-                } => {
-                    let dt = t0.elapsed().as_secs_f64();
-                    let tps = s.tokens_per_step() as f64 / dt.max(1e-9);
-                    metrics.step(&StepRow {
-                        step,
-                        loss,
-                        lr: lr as f64,
-                        grad_norm,
-                        tokens: s.tokens,
-                        tokens_per_s: tps,
-                        wall_time: now(),
-                    })?;
-                    pb.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
-                }
-                StepOutcome::Rejected {
-                    reason,
-                    loss,
-                    grad_norm,
-                } => {
-                    let skipped: Vec<u64> = match s.cfg.guard.skip {
-                        SkipUnit::Batch => vec![step],
-                        SkipUnit::Chunk => {
-                            let spc = s.data.steps_per_chunk().max(1);
-                            (step..((step / spc + 1) * spc).min(n_steps)).collect()
-                        }
-                    };
-                    s.skips.extend(skipped.iter().copied());
-                    let all: Vec<u64> = load_guard_skips(run_dir)?
-                        .into_iter()
-                        .chain(skipped.iter().copied())
-                        .collect::<BTreeSet<_>>()
-                        .into_iter()
-                        .collect();
-                    glass_data::atomic::write_atomic(
-                        &run_dir.join(GUARD_SKIPS_FILE),
-                        &serde_json::to_vec(&all).expect("json"),
-                    )?;
-                    report.guard_skips.extend(skipped.iter().copied());
-                    let last = manifest
-                        .checkpoints
-                        .last()
-                        .cloned()
-                        .expect("checkpoint 0 exists");
-                    metrics.event(
-                        Some(step),
-                        "rollback",
-                        json!({"reason": reason, "loss": loss, "grad_norm": grad_norm, "rows": row_range(&s, step),
-                               "skipped_steps": skipped, "to_checkpoint": last.index, "to_step": last.step}),
-                    )?;
-                    pb.println(format!("guard: {reason} at step {step}; rolled back to checkpoint {} (step {}), skipping {:?}", last.index, last.step, skipped));
-                    s.load_checkpoint(&last)?;
-                    pb.set_position(s.step);
-                    continue;
-                }
-            }
-        }
-        fault::point("after-step");
-        pb.set_position(s.step);
-        if s.plan.get(next_index as usize) == Some(&s.step) {
-            let e = publish(&mut s, &mut manifest, &metrics, next_index)?;
-            report.checkpoints_written += 1;
-            report.final_val_loss = e.val_loss;
-            next_index += 1;
-        }
-    }
-    pb.finish_and_clear();
-    if s.step == n_steps
-        && report
-            .resumed_from
-            .is_none_or(|_| report.checkpoints_written > 0)
-    {
-        metrics.event(
-            Some(s.step),
-            "finish",
-            json!({"checkpoints": manifest.checkpoints.len()}),
-        )?;
-    }
-    report.step = s.step;
-    if report.final_val_loss.is_none() {
-        report.final_val_loss = manifest.checkpoints.last().and_then(|c| c.val_loss);
-    }
-    Ok(report)
+    Ok((lock, metrics, manifest))
 }
 
 fn row_range(s: &Session, step: u64) -> [u64; 2] {

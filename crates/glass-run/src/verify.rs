@@ -131,7 +131,7 @@ pub fn replay(run_dir: &Path, k: u32) -> Result<ReplayReport> {
     checkpoint::verify_files(run_dir, &target.files)?;
     if target_state.engine != glass_engine::engine_id() {
         return Err(RunError::Invalid(format!(
-            "checkpoint {k} was computed by {}, this is {}: a bit-identical replay needs the same engine numerics; use that glass version",
+            "checkpoint {k} was computed by {}, this is {}: a bit-identical replay needs the same engine and numerics contract (any CPU will do); use that glass version",
             target_state.engine,
             glass_engine::engine_id()
         )));

@@ -103,7 +103,7 @@ pub fn head_forward(
                 *x *= inv;
             }
             row[valid..].fill(0.0);
-            lse[i0 + ii] = m + sum.ln();
+            lse[i0 + ii] = m + fastmath::ln(sum);
         }
         matmul(
             Threads::Single,

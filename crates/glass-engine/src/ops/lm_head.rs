@@ -60,7 +60,7 @@ fn exp_shifted(z: &mut [f32]) -> (f32, f32) {
 fn row_loss(z: &mut [f32], t: u32) -> f32 {
     let zt = z[t as usize];
     let (m, sum) = exp_shifted(z);
-    m + sum.ln() - zt
+    m + fastmath::ln(sum) - zt
 }
 
 /// Computes the logits of `x` rows into `logits` (`[rows, vocab]`).
@@ -166,7 +166,7 @@ fn forward_backward_chunked(
                 }
                 let zt = z[t as usize];
                 let (m, sum) = exp_shifted(z);
-                *l = m + sum.ln() - zt;
+                *l = m + fastmath::ln(sum) - zt;
                 // softmax = exp(z − max) / Σ.
                 let scale = g / sum;
                 for zj in z.iter_mut() {

@@ -3,6 +3,7 @@
 //! The first `rot_dim` dimensions of each head rotate as pairs `(j, j + rot_dim/2)` by
 //! angle `pos · theta^(−2j/rot_dim)`; the rest pass through (CrystalCoder's 25%).
 
+use super::fastmath::{cos_f64, pow_f64, sin_f64};
 use crate::config::ModelConfig;
 
 /// Precomputed cos/sin tables, `[max_seq_len, rot_dim/2]`.
@@ -15,7 +16,8 @@ pub struct Rope {
 }
 
 impl Rope {
-    /// Builds the tables in f64 and rounds once, for accuracy at long positions.
+    /// Builds the tables in f64 (portable libm, see [`super::fastmath`]) and rounds once,
+    /// for accuracy at long positions.
     pub fn new(cfg: &ModelConfig) -> Self {
         let rot = cfg.rotary_dim();
         let half = rot / 2;
@@ -24,10 +26,10 @@ impl Rope {
         let mut sin = vec![0.0f32; max_pos * half];
         for p in 0..max_pos {
             for j in 0..half {
-                let inv_freq = 1.0 / (cfg.rope_theta as f64).powf(2.0 * j as f64 / rot as f64);
+                let inv_freq = 1.0 / pow_f64(cfg.rope_theta as f64, 2.0 * j as f64 / rot as f64);
                 let ang = p as f64 * inv_freq;
-                cos[p * half + j] = ang.cos() as f32;
-                sin[p * half + j] = ang.sin() as f32;
+                cos[p * half + j] = cos_f64(ang) as f32;
+                sin[p * half + j] = sin_f64(ang) as f32;
             }
         }
         Rope {

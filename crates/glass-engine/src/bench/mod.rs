@@ -3,6 +3,8 @@
 //! Numbers, not assertions: `glass bench train` prints them so they can be compared with
 //! `bench/pytorch_reference.py` on the same machine.
 
+pub mod gemm;
+
 use std::time::Instant;
 
 use serde::Serialize;
@@ -80,10 +82,16 @@ pub struct TrainBench {
     pub tokens_per_s: f64,
     /// Achieved model GFLOP/s.
     pub gflops: f64,
-    /// Model-FLOPs utilisation against the measured GEMM peak.
+    /// Model-FLOPs utilisation against the measured GEMM peak (`gflops / gemm_peak_gflops`).
     pub mfu: f64,
-    /// Measured GEMM peak, GFLOP/s.
+    /// Measured GEMM peak, GFLOP/s (Glass's GEMM, 1024³, this process's threads).
     pub gemm_peak_gflops: f64,
+    /// Model-FLOPs utilisation against the hardware peak (`gflops / hardware_peak.gflops`).
+    pub mfu_hardware: f64,
+    /// The CPU's theoretical f32 FMA peak and how it was derived.
+    pub hardware_peak: HardwarePeak,
+    /// GEMM micro-kernel in use (`avx512`, `avx2`, `neon`, `portable`).
+    pub kernel: &'static str,
     /// Peak resident memory of the process, MiB.
     pub peak_rss_mib: f64,
     /// Final loss (sanity: finite and falling from ln(vocab)).
@@ -122,6 +130,7 @@ pub fn train_bench(
     let tokens = (batch * seq) as f64;
     let gflops = train_flops_per_token(cfg, seq) * tokens / step_s / 1e9;
     let peak = gemm_peak(1024, 3).gflops;
+    let hw = hardware_peak();
     Ok(TrainBench {
         model: name.to_string(),
         threads: rayon::current_num_threads(),
@@ -133,6 +142,9 @@ pub fn train_bench(
         gflops,
         mfu: gflops / peak,
         gemm_peak_gflops: peak,
+        mfu_hardware: gflops / hw.gflops,
+        hardware_peak: hw,
+        kernel: crate::gemm::active_kernel().name(),
         peak_rss_mib: peak_rss_mib(),
         last_loss,
     })
@@ -148,4 +160,71 @@ pub fn peak_rss_mib() -> f64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Theoretical f32 peak: cores × FMA units × lanes × 2 flops × clock.
+#[derive(Debug, Clone, Serialize)]
+pub struct HardwarePeak {
+    /// Threads this process computes on (the rayon pool).
+    pub cores: usize,
+    /// FMA pipes per core (assumed: 2 on every x86-64 core with AVX2 or AVX-512F since
+    /// Haswell/Skylake-SP, 2 for NEON on common aarch64 cores, 1 without vector FMA).
+    pub fma_units: usize,
+    /// f32 lanes per FMA of the kernel in use.
+    pub lanes: usize,
+    /// Clock, GHz.
+    pub ghz: f64,
+    /// Where the clock came from.
+    pub clock_source: String,
+    /// cores × fma_units × lanes × 2 × ghz.
+    pub gflops: f64,
+    /// One line saying how the figure was derived.
+    pub derivation: String,
+}
+
+/// The hardware peak for the active kernel, with the clock from sysfs
+/// (`cpuinfo_max_freq`) or else `/proc/cpuinfo` (`cpu MHz`).
+pub fn hardware_peak() -> HardwarePeak {
+    use crate::gemm::Kernel;
+    let kernel = crate::gemm::active_kernel();
+    let (fma_units, lanes) = match kernel {
+        Kernel::Avx512 => (2, 16),
+        Kernel::Avx2 => (2, 8),
+        Kernel::Neon => (2, 4),
+        Kernel::Portable => (1, 1),
+    };
+    let cores = rayon::current_num_threads();
+    let sysfs = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .map(|khz| {
+            (
+                khz / 1e6,
+                "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq",
+            )
+        });
+    let cpuinfo = || {
+        std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("cpu MHz"))
+                .and_then(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
+                .map(|mhz| (mhz / 1e3, "/proc/cpuinfo 'cpu MHz'"))
+        })
+    };
+    let (ghz, src) = sysfs
+        .or_else(cpuinfo)
+        .unwrap_or((0.0, "unknown (no sysfs or /proc/cpuinfo clock)"));
+    let gflops = cores as f64 * fma_units as f64 * lanes as f64 * 2.0 * ghz;
+    HardwarePeak {
+        cores,
+        fma_units,
+        lanes,
+        ghz,
+        clock_source: src.to_string(),
+        gflops,
+        derivation: format!(
+            "{cores} threads × {fma_units} FMA units (assumed for {}) × {lanes} f32 lanes × 2 flops × {ghz:.2} GHz ({src}) = {gflops:.1} GFLOP/s",
+            kernel.name()
+        ),
+    }
 }

@@ -1,0 +1,201 @@
+//! The data-parallel checks through real `mpirun` processes. They need Open MPI and a
+//! glass built with `--features mpi`, so they are ignored by default; CI runs them with
+//! `cargo test --release -p glass-cli --features mpi --test mpi -- --ignored`.
+#![cfg(feature = "mpi")]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+mod common;
+use common::ok;
+#[path = "support/dist_run.rs"]
+mod dist_run;
+use dist_run::{chain, copy_dir, eval_results, make_run, p};
+
+/// `mpirun -n W glass ARGS` (oversubscribed: CI machines have few cores), one thread
+/// per rank, with extra environment variables exported to every rank.
+fn mpirun(w: usize, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new("mpirun");
+    c.args([
+        "--oversubscribe",
+        "--allow-run-as-root",
+        "-n",
+        &w.to_string(),
+    ]);
+    for (k, v) in env {
+        c.env(k, v);
+        c.args(["-x", k]);
+    }
+    c.arg(env!("CARGO_BIN_EXE_glass"));
+    c.args(["--threads", "1"]);
+    c.args(args);
+    c.output()
+        .expect("mpirun runs (apt-get install openmpi-bin)")
+}
+
+fn must(o: Output, what: &str) -> String {
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{what} failed:\n{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+fn fails(o: Output, what: &str) -> String {
+    assert!(!o.status.success(), "{what} should fail");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+#[ignore = "needs Open MPI; run by .ci/run"]
+fn mpirun_world_sizes_give_the_one_process_hash_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = make_run(&tmp.path().join("one"), 4, 0);
+    ok(&["train", &p(&one), "--quiet"]);
+    let reference = chain(&one);
+    for w in [1, 2, 4] {
+        let run = make_run(&tmp.path().join(format!("w{w}")), 4, 0);
+        let out = must(mpirun(w, &["train", &p(&run), "--quiet"], &[]), "train");
+        assert_eq!(chain(&run), reference, "mpirun -n {w}");
+        if w > 1 {
+            assert!(out.contains(&format!("{w} ranks (mpi)")), "{out}");
+        }
+    }
+    // ZeRO stage 1: same bits, a quarter of the moments per rank.
+    let run = make_run(&tmp.path().join("zero"), 4, 0);
+    let out = must(
+        mpirun(4, &["train", &p(&run), "--quiet", "--shard-optimizer"], &[]),
+        "train --shard-optimizer",
+    );
+    assert!(out.contains("sharded:"), "{out}");
+    assert_eq!(chain(&run), reference, "--shard-optimizer");
+    // A world size that cannot reproduce the bits is refused, naming the valid ones.
+    let run = make_run(&tmp.path().join("w3"), 4, 0);
+    let e = fails(
+        mpirun(3, &["train", &p(&run), "--quiet"], &[]),
+        "mpirun -n 3",
+    );
+    assert!(e.contains("world sizes 1, 2, 4"), "{e}");
+}
+
+#[test]
+#[ignore = "needs Open MPI; run by .ci/run"]
+fn killed_job_resumes_under_another_world_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = make_run(&tmp.path().join("one"), 4, 0);
+    ok(&["train", &p(&one), "--quiet"]);
+    let reference = chain(&one);
+    let run = make_run(&tmp.path().join("r"), 4, 0);
+    // Every rank aborts (like kill -9) after its 6th step; mpirun ends the job.
+    fails(
+        mpirun(
+            4,
+            &["train", &p(&run), "--quiet", "--shard-optimizer"],
+            &[("GLASS_FAULT", "after-step:6")],
+        ),
+        "faulted job",
+    );
+    let partial = chain(&run);
+    assert!(partial.len() < reference.len(), "{partial:?}");
+    let out = must(mpirun(2, &["train", &p(&run), "--quiet"], &[]), "resume");
+    assert!(out.contains("resumed from checkpoint"), "{out}");
+    assert_eq!(chain(&run), reference);
+
+    // Only rank 1 dies (abort, like kill -9) while rank 0 waits for it in a collective:
+    // MPI ends the whole job; one process then resumes from the last publication.
+    let run = make_run(&tmp.path().join("k"), 4, 0);
+    let glass = env!("CARGO_BIN_EXE_glass");
+    let o = Command::new("mpirun")
+        .args(["--oversubscribe", "--allow-run-as-root"])
+        .args([
+            "-n",
+            "1",
+            glass,
+            "--threads",
+            "1",
+            "train",
+            &p(&run),
+            "--quiet",
+        ])
+        .args([":", "-n", "1", "-x", "GLASS_FAULT=after-step:7"])
+        .args([glass, "--threads", "1", "train", &p(&run), "--quiet"])
+        .output()
+        .unwrap();
+    fails(o, "job with a dying rank");
+    assert!(chain(&run).len() < reference.len());
+    let out = ok(&["train", &p(&run), "--quiet"]);
+    assert!(out.contains("resumed from checkpoint"), "{out}");
+    assert_eq!(chain(&run), reference);
+}
+
+#[test]
+#[ignore = "needs Open MPI; run by .ci/run"]
+fn mismatched_rank_is_refused_and_eval_matches_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = make_run(&tmp.path().join("a"), 2, 0);
+    let b = make_run(&tmp.path().join("b"), 2, 1);
+    // MPMD launch: rank 0 reads run a, rank 1 run b (another seed in glass.toml).
+    let o = Command::new("mpirun")
+        .args(["--oversubscribe", "--allow-run-as-root"])
+        .args([
+            "-n",
+            "1",
+            env!("CARGO_BIN_EXE_glass"),
+            "train",
+            &p(&a),
+            "--quiet",
+        ])
+        .arg(":")
+        .args([
+            "-n",
+            "1",
+            env!("CARGO_BIN_EXE_glass"),
+            "train",
+            &p(&b),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let e = fails(o, "mismatched ranks");
+    assert!(
+        e.contains("glass.toml (sha256) differs between ranks"),
+        "{e}"
+    );
+    assert!(!a.join("manifest.json").exists());
+
+    ok(&["train", &p(&a), "--quiet"]);
+    let (solo, dist) = (tmp.path().join("solo"), tmp.path().join("dist"));
+    copy_dir(&a, &solo);
+    copy_dir(&a, &dist);
+    let args = |r: &Path| {
+        vec![
+            "eval".to_string(),
+            p(r),
+            "--checkpoints".into(),
+            "all".into(),
+            "--limit".into(),
+            "6".into(),
+            "--quiet".into(),
+        ]
+    };
+    let sargs = args(&solo);
+    ok(&sargs.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    let dargs = args(&dist);
+    must(
+        mpirun(
+            3,
+            &dargs.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            &[],
+        ),
+        "distributed eval",
+    );
+    assert_eq!(eval_results(&dist), eval_results(&solo));
+    let metrics = |r: &Path| ok(&["metrics", &p(r), "--evals", "--json"]);
+    assert_eq!(metrics(&dist), metrics(&solo));
+}

@@ -1,0 +1,462 @@
+//! The one place matrix products happen: Glass's own f32 GEMM with a fixed, documented
+//! accumulation order, so a product has the same bits on every CPU.
+//!
+//! # The numerics contract
+//!
+//! For `C[m,n] = alpha · op(A)[m,k] · op(B)[k,n] (+ C)`, every output element is computed
+//! by exactly this sequence of IEEE-754 single-precision operations (`fma` rounds once):
+//!
+//! ```text
+//! KC = 256                                   (a constant, never derived from caches)
+//! for block q = 0, 1, …, ⌈k/KC⌉−1:            (k indices q·KC .. min((q+1)·KC, k))
+//!     s_q = +0
+//!     for p in the block, ascending:  s_q = fma(a[i,p], b[p,j], s_q)
+//! t = s_0;  t = t + s_1;  t = t + s_2;  …      (block results added in block order)
+//! C[i,j] = accumulate ? fma(alpha, t, C[i,j]) : alpha · t
+//! ```
+//!
+//! `k == 0` leaves `C` untouched when accumulating and writes `+0` otherwise.
+//!
+//! Each output element is one vector lane from start to finish and no reduction crosses
+//! lanes, so the bits depend neither on the vector width, nor on the micro-tile shape
+//! (MR×NR), nor on packing, cache tiling (MC/NC) or how the product is split over
+//! threads. The micro-kernels — AVX-512F and AVX2+FMA on x86-64 (chosen at run time),
+//! NEON on aarch64 and a portable one built on `f32::mul_add` — differ only in how many
+//! lanes they process at once. `GLASS_KERNEL=avx512|avx2|neon|portable` forces one
+//! ([`init_from_env`]); tests check that they agree bit for bit.
+//!
+//! Written by hand because no GEMM crate fixes its reduction order independently of the
+//! machine: the `gemm` crate and BLAS libraries pick k-blocking from cache sizes and
+//! kernels from the instruction set, so their bits differ between CPUs.
+
+mod kernels;
+mod pack;
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use rayon::prelude::*;
+
+pub use kernels::Kernel;
+
+/// The fixed k-block of the contract (see the module docs). Changing it changes the
+/// bits of every product and requires a new [`crate::NUMERICS_VERSION`].
+pub const KC: usize = 256;
+
+/// How the operand is stored: row-major as given, or row-major of its transpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Use the matrix as stored (`[rows, cols]` row-major with leading dimension `ld`).
+    N,
+    /// Use the transpose of the stored matrix.
+    T,
+}
+
+/// A strided view of a row-major matrix operand.
+#[derive(Debug, Clone, Copy)]
+pub struct Mat<'a> {
+    /// Backing storage.
+    pub data: &'a [f32],
+    /// Leading dimension (distance between stored rows).
+    pub ld: usize,
+    /// Whether to transpose.
+    pub op: Op,
+}
+
+impl<'a> Mat<'a> {
+    /// Row-major operand used as stored.
+    pub fn n(data: &'a [f32], ld: usize) -> Self {
+        Mat {
+            data,
+            ld,
+            op: Op::N,
+        }
+    }
+    /// Row-major operand used transposed.
+    pub fn t(data: &'a [f32], ld: usize) -> Self {
+        Mat {
+            data,
+            ld,
+            op: Op::T,
+        }
+    }
+    /// (row stride, column stride) of the logical operand.
+    fn strides(&self) -> (usize, usize) {
+        match self.op {
+            Op::N => (self.ld, 1),
+            Op::T => (1, self.ld),
+        }
+    }
+    /// Index one past the last element touched by a logical `[rows, cols]` operand.
+    fn extent(&self, rows: usize, cols: usize) -> usize {
+        if rows == 0 || cols == 0 {
+            return 0;
+        }
+        let (rs, cs) = self.strides();
+        (rows - 1) * rs + (cols - 1) * cs + 1
+    }
+    /// Element offset of logical position (row, col).
+    fn offset(&self, row: usize, col: usize) -> usize {
+        let (rs, cs) = self.strides();
+        row * rs + col * cs
+    }
+}
+
+/// Whether a product may use the rayon pool or must stay on the calling thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// Split over the current rayon pool.
+    Pool,
+    /// Single-threaded (used inside already-parallel loops).
+    Single,
+}
+
+/// `GLASS_KERNEL` named a kernel this build or CPU cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    /// Not one of the known names.
+    #[error("GLASS_KERNEL={0:?} is not a kernel; use one of avx512, avx2, neon, portable (or unset it to pick the fastest)")]
+    Unknown(String),
+    /// Known, but this CPU lacks the instructions.
+    #[error("GLASS_KERNEL={0}: this CPU (or build target) lacks the instructions it needs; supported here: {1}")]
+    Unsupported(&'static str, String),
+}
+
+/// 0 = not chosen yet, otherwise `Kernel as u8 + 1`.
+static ACTIVE: AtomicU8 = AtomicU8::new(0);
+
+/// Reads `GLASS_KERNEL` (if set) and makes that kernel, or else the fastest one this CPU
+/// supports, the process-wide choice. Returns the chosen kernel, or an error naming the
+/// bad value. Call it at program start to report a bad value cleanly; otherwise the first
+/// product calls it and panics on a bad value.
+pub fn init_from_env() -> Result<Kernel, KernelError> {
+    let k = match std::env::var("GLASS_KERNEL") {
+        Ok(v) if !v.is_empty() => {
+            let k = Kernel::parse(&v).ok_or_else(|| KernelError::Unknown(v.clone()))?;
+            if !k.is_supported() {
+                return Err(KernelError::Unsupported(k.name(), supported_names()));
+            }
+            k
+        }
+        _ => Kernel::detect(),
+    };
+    ACTIVE.store(k as u8 + 1, Ordering::Relaxed);
+    Ok(k)
+}
+
+fn supported_names() -> String {
+    Kernel::ALL
+        .iter()
+        .filter(|k| k.is_supported())
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Forces the kernel every later product uses (all kernels give the same bits; this
+/// exists for tests and benchmarks). Refuses a kernel this CPU lacks.
+pub fn set_kernel(k: Kernel) -> Result<(), KernelError> {
+    if !k.is_supported() {
+        return Err(KernelError::Unsupported(k.name(), supported_names()));
+    }
+    ACTIVE.store(k as u8 + 1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The kernel products use now (resolving `GLASS_KERNEL` on first use).
+pub fn active_kernel() -> Kernel {
+    match ACTIVE.load(Ordering::Relaxed) {
+        0 => init_from_env().unwrap_or_else(|e| panic!("{e}")),
+        v => Kernel::ALL[(v - 1) as usize],
+    }
+}
+
+/// `C[m,n] = alpha · op(A)[m,k] · op(B)[k,n] (+ C when accumulate)`, C row-major with
+/// leading dimension `ldc`, in the order fixed by the module docs, with the active kernel.
+///
+/// Panics only on slice extents that are too short, which is a bug in the caller.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    threads: Threads,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    c: &mut [f32],
+    ldc: usize,
+    alpha: f32,
+    accumulate: bool,
+) {
+    matmul_with(
+        active_kernel(),
+        threads,
+        m,
+        n,
+        k,
+        a,
+        b,
+        c,
+        ldc,
+        alpha,
+        accumulate,
+    );
+}
+
+/// [`matmul`] with an explicit kernel (tests and benchmarks compare kernels with it).
+///
+/// Panics if the CPU lacks `kernel` or a slice is too short.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_with(
+    kernel: Kernel,
+    threads: Threads,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    c: &mut [f32],
+    ldc: usize,
+    alpha: f32,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(kernel.is_supported(), "gemm: kernel {kernel:?} unsupported");
+    assert!(a.data.len() >= a.extent(m, k), "gemm: A too short");
+    assert!(b.data.len() >= b.extent(k, n), "gemm: B too short");
+    assert!(ldc >= n, "gemm: ldc < n");
+    assert!(c.len() >= (m - 1) * ldc + n, "gemm: C too short");
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                c[r * ldc..r * ldc + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let threads = match threads {
+        Threads::Pool => rayon::current_num_threads(),
+        Threads::Single => 1,
+    };
+    let (mr, nr) = kernel.tile();
+    // The split only balances work: by the contract it cannot change any bit.
+    let flops = m * n * k;
+    if threads > 1 && flops >= PAR_MIN_FLOPS {
+        let split_rows = m >= n;
+        let (dim, unit) = if split_rows { (m, mr) } else { (n, nr) };
+        let tiles = (2 * threads).min(dim.div_ceil(unit)).max(1);
+        let tile = dim.div_ceil(tiles).next_multiple_of(unit);
+        let c_ptr = SendPtr(c.as_mut_ptr());
+        (0..dim.div_ceil(tile)).into_par_iter().for_each(|t| {
+            let lo = t * tile;
+            let len = tile.min(dim - lo);
+            let c_ptr = &c_ptr;
+            if split_rows {
+                let a_t = Mat {
+                    data: &a.data[a.offset(lo, 0)..],
+                    ..a
+                };
+                // SAFETY: tile `t` writes only rows lo..lo+len of C, which are disjoint
+                // from every other tile's rows and in bounds by the asserts above
+                // (lo + len <= m, so row lo + r < m for r < len).
+                unsafe {
+                    region(
+                        kernel,
+                        len,
+                        n,
+                        k,
+                        a_t,
+                        b,
+                        c_ptr.0.add(lo * ldc),
+                        ldc,
+                        alpha,
+                        accumulate,
+                    )
+                };
+            } else {
+                let b_t = Mat {
+                    data: &b.data[b.offset(0, lo)..],
+                    ..b
+                };
+                // SAFETY: tile `t` writes only columns lo..lo+len of C, disjoint from
+                // every other tile's columns and in bounds (lo + len <= n <= ldc).
+                unsafe {
+                    region(
+                        kernel,
+                        m,
+                        len,
+                        k,
+                        a,
+                        b_t,
+                        c_ptr.0.add(lo),
+                        ldc,
+                        alpha,
+                        accumulate,
+                    )
+                };
+            }
+        });
+    } else {
+        // SAFETY: bounds asserted above; `c` is uniquely borrowed for the call.
+        unsafe {
+            region(
+                kernel,
+                m,
+                n,
+                k,
+                a,
+                b,
+                c.as_mut_ptr(),
+                ldc,
+                alpha,
+                accumulate,
+            )
+        };
+    }
+}
+
+/// Products below this many multiply-adds run on one thread.
+const PAR_MIN_FLOPS: usize = 1 << 18;
+
+struct SendPtr(*mut f32);
+// SAFETY: the pointer is only used for disjoint tile writes, see `matmul_with`.
+unsafe impl Sync for SendPtr {}
+
+/// Per-thread packing buffers, reused across products so small products do not allocate.
+#[derive(Default)]
+struct Buffers {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    tot: Vec<f32>,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
+}
+
+/// Rows of A packed per cache block (a multiple of every MR): adapts nothing about the
+/// arithmetic, only how long a packed A block stays in L2.
+const MC: usize = 96;
+/// Columns of B packed per cache block (a multiple of every NR).
+const NC: usize = 1024;
+
+/// One single-threaded product over a region of C (BLIS loop order: jc, pc, ic, jr, ir).
+///
+/// # Safety
+/// `c` must be valid for reads and writes of a `[m, n]` matrix with row stride `ldc`,
+/// not aliasing `a` or `b`, and not accessed by anyone else during the call; `a` and `b`
+/// must cover logical `[m, k]` and `[k, n]` operands; `kernel` must be supported.
+#[allow(clippy::too_many_arguments)]
+unsafe fn region(
+    kernel: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    accumulate: bool,
+) {
+    let (mr, nr) = kernel.tile();
+    debug_assert!(MC.is_multiple_of(mr) && NC.is_multiple_of(nr));
+    let (a_rs, a_cs) = a.strides();
+    let (b_rs, b_cs) = b.strides();
+    BUFFERS.with(|cell| {
+        // A product never calls another product, so the borrow cannot be re-entered;
+        // fall back to fresh buffers rather than panic if it ever were.
+        let mut fresh;
+        let mut guard = cell.try_borrow_mut();
+        let bufs: &mut Buffers = match guard {
+            Ok(ref mut g) => g,
+            Err(_) => {
+                fresh = Buffers::default();
+                &mut fresh
+            }
+        };
+        let mc_max = MC.min(m.next_multiple_of(mr));
+        let nc_max = NC.min(n.next_multiple_of(nr));
+        let kc_max = KC.min(k);
+        grow(&mut bufs.a, mc_max * kc_max);
+        grow(&mut bufs.b, nc_max * kc_max);
+        // Running block totals live in C itself unless C's old value is still needed.
+        let use_scratch = accumulate && k > KC;
+        if use_scratch {
+            grow(&mut bufs.tot, m * nc_max);
+        }
+        let tot_base = bufs.tot.as_mut_ptr();
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let first = pc == 0;
+                let last = pc + kc == k;
+                pack::pack_b(
+                    &mut bufs.b,
+                    b.data,
+                    b.offset(pc, jc),
+                    b_rs,
+                    b_cs,
+                    kc,
+                    nc,
+                    nr,
+                );
+                for ic in (0..m).step_by(MC) {
+                    let mc = MC.min(m - ic);
+                    pack::pack_a(
+                        &mut bufs.a,
+                        a.data,
+                        a.offset(ic, pc),
+                        a_rs,
+                        a_cs,
+                        mc,
+                        kc,
+                        mr,
+                    );
+                    for jr in (0..nc).step_by(nr) {
+                        let cols = nr.min(nc - jr);
+                        for ir in (0..mc).step_by(mr) {
+                            let rows = mr.min(mc - ir);
+                            let c_tile = c.add((ic + ir) * ldc + jc + jr);
+                            let (tot, tot_rs) = if use_scratch {
+                                (tot_base.add((ic + ir) * nc_max + jr), nc_max)
+                            } else {
+                                (c_tile, ldc)
+                            };
+                            let dst = kernels::Dst {
+                                tot,
+                                tot_rs,
+                                c: c_tile,
+                                c_rs: ldc,
+                                rows,
+                                cols,
+                                first,
+                                last,
+                                alpha,
+                                accumulate,
+                            };
+                            kernel.run(
+                                kc,
+                                bufs.a.as_ptr().add(ir * kc),
+                                bufs.b.as_ptr().add(jr * kc),
+                                &dst,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn grow(v: &mut Vec<f32>, len: usize) {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests;

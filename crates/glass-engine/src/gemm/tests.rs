@@ -1,0 +1,263 @@
+use super::*;
+
+/// Deterministic values in [-1, 1) with varied exponents and low bits, so that a change
+/// of summation order shows up in the last bits.
+fn random(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let u = (s >> 40) as f32 / (1u64 << 24) as f32;
+            (2.0 * u - 1.0) * if s & 1 == 0 { 1.0 } else { 0.03 }
+        })
+        .collect()
+}
+
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+    ldc: usize,
+    alpha: f32,
+    accumulate: bool,
+}
+
+impl Case {
+    fn operands(&self) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let a = random(self.m * self.k, 1 + self.m as u64);
+        let b = random(self.k * self.n, 2 + self.n as u64);
+        let c = random((self.m - 1) * self.ldc + self.n, 3 + self.k as u64);
+        (a, b, c)
+    }
+    fn a_at(&self, a: &[f32], i: usize, p: usize) -> f32 {
+        if self.ta {
+            a[p * self.m + i]
+        } else {
+            a[i * self.k + p]
+        }
+    }
+    fn b_at(&self, b: &[f32], p: usize, j: usize) -> f32 {
+        if self.tb {
+            b[j * self.k + p]
+        } else {
+            b[p * self.n + j]
+        }
+    }
+    fn run(&self, kernel: Kernel, threads: usize) -> Vec<f32> {
+        let (a, b, mut c) = self.operands();
+        let am = if self.ta {
+            Mat::t(&a, self.m)
+        } else {
+            Mat::n(&a, self.k)
+        };
+        let bm = if self.tb {
+            Mat::t(&b, self.k)
+        } else {
+            Mat::n(&b, self.n)
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            matmul_with(
+                kernel,
+                Threads::Pool,
+                self.m,
+                self.n,
+                self.k,
+                am,
+                bm,
+                &mut c,
+                self.ldc,
+                self.alpha,
+                self.accumulate,
+            )
+        });
+        c
+    }
+    /// The module-doc formula, element by element, in plain scalar code.
+    fn contract(&self) -> Vec<f32> {
+        let (a, b, mut c) = self.operands();
+        for i in 0..self.m {
+            for j in 0..self.n {
+                let mut t = 0.0f32;
+                for (q, p0) in (0..self.k).step_by(KC).enumerate() {
+                    let mut s = 0.0f32;
+                    for p in p0..(p0 + KC).min(self.k) {
+                        s = self.a_at(&a, i, p).mul_add(self.b_at(&b, p, j), s);
+                    }
+                    t = if q == 0 { s } else { t + s };
+                }
+                let cv = &mut c[i * self.ldc + j];
+                *cv = if self.accumulate {
+                    self.alpha.mul_add(t, *cv)
+                } else {
+                    self.alpha * t
+                };
+            }
+        }
+        c
+    }
+    /// f64 reference and its error bound scale (Σ|a·b| per element).
+    fn reference(&self) -> (Vec<f64>, Vec<f64>) {
+        let (a, b, c) = self.operands();
+        let mut out = vec![0.0f64; self.m * self.n];
+        let mut mag = vec![0.0f64; self.m * self.n];
+        for i in 0..self.m {
+            for j in 0..self.n {
+                let (mut s, mut g) = (0.0f64, 0.0f64);
+                for p in 0..self.k {
+                    let x = self.a_at(&a, i, p) as f64 * self.b_at(&b, p, j) as f64;
+                    s += x;
+                    g += x.abs();
+                }
+                let old = if self.accumulate {
+                    c[i * self.ldc + j] as f64
+                } else {
+                    0.0
+                };
+                out[i * self.n + j] = old + self.alpha as f64 * s;
+                mag[i * self.n + j] = old.abs() + (self.alpha as f64 * g).abs();
+            }
+        }
+        (out, mag)
+    }
+}
+
+fn same_bits(x: &[f32], y: &[f32]) -> usize {
+    x.iter()
+        .zip(y)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count()
+}
+
+fn supported() -> Vec<Kernel> {
+    Kernel::ALL
+        .into_iter()
+        .filter(|k| k.is_supported())
+        .collect()
+}
+
+fn check(case: &Case) {
+    let want = case.contract();
+    let (r64, mag) = case.reference();
+    for i in 0..case.m {
+        for j in 0..case.n {
+            let got = want[i * case.ldc + j] as f64;
+            let (r, g) = (r64[i * case.n + j], mag[i * case.n + j]);
+            assert!(
+                (got - r).abs() <= 1e-6 * (case.k as f64).sqrt() * g + 1e-30,
+                "contract vs f64 at ({i},{j}): {got} vs {r}"
+            );
+        }
+    }
+    for kernel in supported() {
+        for threads in [1, 2, 4] {
+            let got = case.run(kernel, threads);
+            let diff = same_bits(&got, &want);
+            assert_eq!(
+                diff,
+                0,
+                "{kernel:?}, {threads} threads, m={} n={} k={} ta={} tb={} acc={}: {diff} elements differ from the contract",
+                case.m, case.n, case.k, case.ta, case.tb, case.accumulate
+            );
+        }
+    }
+}
+
+#[test]
+fn every_kernel_and_thread_count_gives_the_contract_bits() {
+    // Odd edges everywhere; k spans three k-blocks (the last one partial), m spans
+    // several MC blocks, so packing, tiling, thread split and block sums all take part.
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        for accumulate in [false, true] {
+            check(&Case {
+                m: 203,
+                n: 157,
+                k: 3 * KC - 37,
+                ta,
+                tb,
+                ldc: 160,
+                alpha: if accumulate { 0.75 } else { 1.0 },
+                accumulate,
+            });
+        }
+    }
+}
+
+#[test]
+fn wide_and_single_block_products() {
+    // n beyond one NC block, k inside one k-block, alpha ≠ 1 without accumulate.
+    check(&Case {
+        m: 37,
+        n: NC + 45,
+        k: 129,
+        ta: false,
+        tb: true,
+        ldc: NC + 45,
+        alpha: -1.5,
+        accumulate: false,
+    });
+    // Tiny shapes below every tile size and k exactly one block.
+    check(&Case {
+        m: 3,
+        n: 5,
+        k: KC,
+        ta: true,
+        tb: false,
+        ldc: 7,
+        alpha: 2.0,
+        accumulate: true,
+    });
+}
+
+#[test]
+fn empty_reduction_zeroes_or_keeps_c() {
+    let mut c = vec![5.0f32; 6];
+    matmul(
+        Threads::Single,
+        2,
+        3,
+        0,
+        Mat::n(&[], 0),
+        Mat::n(&[], 3),
+        &mut c,
+        3,
+        1.0,
+        true,
+    );
+    assert_eq!(c, vec![5.0; 6]);
+    matmul(
+        Threads::Single,
+        2,
+        3,
+        0,
+        Mat::n(&[], 0),
+        Mat::n(&[], 3),
+        &mut c,
+        3,
+        1.0,
+        false,
+    );
+    assert_eq!(c, vec![0.0; 6]);
+}
+
+#[test]
+fn kernel_names_round_trip_and_unsupported_is_refused() {
+    for k in Kernel::ALL {
+        assert_eq!(Kernel::parse(k.name()), Some(k));
+    }
+    assert_eq!(Kernel::parse("sse9"), None);
+    assert!(Kernel::Portable.is_supported());
+    for k in Kernel::ALL {
+        assert_eq!(set_kernel(k).is_ok(), k.is_supported());
+    }
+    set_kernel(Kernel::detect()).unwrap();
+    #[cfg(target_arch = "x86_64")]
+    assert!(!Kernel::Neon.is_supported());
+}

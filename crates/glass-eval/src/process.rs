@@ -1,0 +1,273 @@
+//! Native versions of the harness's Python hooks (`process_docs: !function utils.x`,
+//! `process_results: !function utils.x`) that the standard benchmarks use. A hook is
+//! identified by its name *and* the task's `dataset_path` (many task folders have a
+//! `utils.process_docs`; only the one written for that dataset is known here); any other
+//! `!function` is refused by name. Each is checked byte for byte against the harness's
+//! own Python output (`tests/process.rs`, fixtures from `tools/fixtures`).
+
+use serde_json::{Map, Value};
+
+use crate::EvalError;
+
+/// A document preprocessing hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocsFn {
+    /// `hellaswag/utils.py: process_docs` (with its `preprocess`).
+    HellaswagProcessDocs,
+}
+
+/// A per-document result hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultsFn {
+    /// `truthfulqa/utils.py: process_results_mc2`: the normalised probability mass of the
+    /// true answers.
+    TruthfulqaMc2,
+}
+
+/// The native hooks: (`process_docs`/`process_results`, function, dataset_path).
+pub const NATIVE: &[(&str, &str, &str)] = &[
+    ("process_docs", "utils.process_docs", "Rowan/hellaswag"),
+    (
+        "process_results",
+        "utils.process_results_mc2",
+        "truthfulqa/truthful_qa",
+    ),
+];
+
+impl DocsFn {
+    /// The native hook for `name` in a task over `dataset_path`.
+    pub fn find(name: &str, dataset_path: &str) -> Option<DocsFn> {
+        match (name, dataset_path) {
+            ("utils.process_docs", "Rowan/hellaswag" | "hellaswag") => {
+                Some(DocsFn::HellaswagProcessDocs)
+            }
+            _ => None,
+        }
+    }
+
+    /// Applies the hook to one document (the harness's `dataset.map`: the returned
+    /// fields are added to, or replace, the document's own).
+    pub fn apply(self, doc: &Value, origin: &str) -> Result<Value, EvalError> {
+        match self {
+            DocsFn::HellaswagProcessDocs => hellaswag_process_doc(doc, origin),
+        }
+    }
+}
+
+impl ResultsFn {
+    /// The native hook for `name` in a task over `dataset_path`.
+    pub fn find(name: &str, dataset_path: &str) -> Option<ResultsFn> {
+        match (name, dataset_path) {
+            ("utils.process_results_mc2", "truthfulqa/truthful_qa" | "truthful_qa") => {
+                Some(ResultsFn::TruthfulqaMc2)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why a `!function` is refused.
+pub fn refusal(key: &str, name: &str, dataset_path: &str) -> String {
+    let known: Vec<String> = NATIVE
+        .iter()
+        .filter(|(k, _, _)| *k == key)
+        .map(|(_, f, d)| format!("{f} for {d}"))
+        .collect();
+    format!(
+        "`{key}: !function {name}` (Python code) is not supported for dataset `{dataset_path}`; glass eval implements natively only: {}",
+        known.join(", ")
+    )
+}
+
+fn field<'a>(doc: &'a Value, key: &str, origin: &str) -> Result<&'a Value, EvalError> {
+    doc.get(key).ok_or_else(|| {
+        EvalError::Data(format!(
+            "{origin}: process_docs needs field `{key}`, which the row lacks"
+        ))
+    })
+}
+
+fn string<'a>(doc: &'a Value, key: &str, origin: &str) -> Result<&'a str, EvalError> {
+    field(doc, key, origin)?
+        .as_str()
+        .ok_or_else(|| EvalError::Data(format!("{origin}: field `{key}` must be a string")))
+}
+
+/// Python's `str.isspace` (what `str.strip()` removes): Unicode White_Space plus the
+/// information separators U+001C..U+001F, which Python also counts.
+pub fn py_isspace(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// Python's `str.capitalize()`: the first character in title case, the rest lower case.
+/// Title case differs from upper case only for a few characters (the Latin digraphs and
+/// `ß`), handled here; Greek letters with ypogegrammeni, whose title case Rust's
+/// standard library cannot give, fall back to upper case.
+pub fn py_capitalize(s: &str) -> String {
+    let mut chars = s.chars();
+    let Some(first) = chars.next() else {
+        return String::new();
+    };
+    let mut out = match first {
+        'Ǆ' | 'ǅ' | 'ǆ' => "ǅ".to_string(),
+        'Ǉ' | 'ǈ' | 'ǉ' => "ǈ".to_string(),
+        'Ǌ' | 'ǋ' | 'ǌ' => "ǋ".to_string(),
+        'Ǳ' | 'ǲ' | 'ǳ' => "ǲ".to_string(),
+        'ß' => "Ss".to_string(),
+        c => c.to_uppercase().collect(),
+    };
+    out.push_str(&chars.as_str().to_lowercase());
+    out
+}
+
+/// `re.sub("\\[.*?\\]", "", text)`: remove each shortest `[...]` that does not span a
+/// newline (`.` does not match `\n`), scanning left to right.
+fn remove_brackets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        let after = &rest[open + 1..];
+        let close = after.find(']');
+        let newline = after.find('\n');
+        match close {
+            Some(c) if newline.is_none_or(|n| n > c) => {
+                out.push_str(&rest[..open]);
+                rest = &after[c + 1..];
+            }
+            _ => {
+                // No match at this `[`: keep it and go on after it.
+                out.push_str(&rest[..=open]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// HellaSwag's `preprocess(text)`.
+pub fn hellaswag_preprocess(text: &str) -> String {
+    let t = text.trim_matches(py_isspace);
+    let t = t.replace(" [title]", ". ");
+    let t = remove_brackets(&t);
+    t.replace("  ", " ")
+}
+
+fn hellaswag_process_doc(doc: &Value, origin: &str) -> Result<Value, EvalError> {
+    let ctx = format!(
+        "{} {}",
+        string(doc, "ctx_a", origin)?,
+        py_capitalize(string(doc, "ctx_b", origin)?)
+    );
+    let query = hellaswag_preprocess(&format!(
+        "{}: {ctx}",
+        string(doc, "activity_label", origin)?
+    ));
+    let endings = field(doc, "endings", origin)?
+        .as_array()
+        .ok_or_else(|| EvalError::Data(format!("{origin}: field `endings` must be a list")))?;
+    let choices = endings
+        .iter()
+        .map(|e| {
+            e.as_str()
+                .map(|s| Value::String(hellaswag_preprocess(s)))
+                .ok_or_else(|| EvalError::Data(format!("{origin}: `endings` must be strings")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // int(doc["label"]): a label string of digits (optionally signed / spaced, as int()).
+    let label = field(doc, "label", origin)?;
+    let gold = match label {
+        Value::Number(n) if n.is_i64() => n.as_i64(),
+        Value::String(s) => s.trim_matches(py_isspace).parse::<i64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| EvalError::Data(format!("{origin}: `label` {label} is not an integer")))?;
+    let mut out: Map<String, Value> = doc.as_object().cloned().unwrap_or_default();
+    out.insert("query".into(), Value::String(query));
+    out.insert("choices".into(), Value::Array(choices));
+    out.insert("gold".into(), Value::from(gold));
+    Ok(Value::Object(out))
+}
+
+/// TruthfulQA MC2 for one document: `exp` of each choice's log-likelihood, normalised
+/// to sum 1, summed over the choices labelled 1 in `mc2_targets.labels` (numpy's f64
+/// arithmetic and summation order; `exp` is glibc's, which numpy's vectorised `exp`
+/// can differ from by 1 ulp).
+pub fn truthfulqa_mc2(loglikelihoods: &[f64], labels: &[i64]) -> f64 {
+    let probs: Vec<f64> = loglikelihoods.iter().map(|l| l.exp()).collect();
+    let total = pairwise_sum(&probs);
+    let norm: Vec<f64> = probs.iter().map(|p| p / total).collect();
+    let chosen: Vec<f64> = norm
+        .iter()
+        .zip(labels)
+        .filter(|(_, l)| **l == 1)
+        .map(|(p, _)| *p)
+        .collect();
+    pairwise_sum(&chosen)
+}
+
+/// numpy's `np.sum` over a 1-d float64 array: sequential below 8 elements, otherwise
+/// 8 interleaved accumulators (pairwise above 128 elements), which is what makes it
+/// differ from a left-to-right sum in the last bits.
+pub fn pairwise_sum(xs: &[f64]) -> f64 {
+    if xs.len() < 8 {
+        return xs.iter().fold(0.0, |a, &b| a + b);
+    }
+    if xs.len() <= 128 {
+        let mut r = [0.0f64; 8];
+        r.copy_from_slice(&xs[..8]);
+        let mut i = 8;
+        while i + 8 <= xs.len() {
+            for (acc, x) in r.iter_mut().zip(&xs[i..i + 8]) {
+                *acc += x;
+            }
+            i += 8;
+        }
+        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for &x in &xs[i..] {
+            res += x;
+        }
+        return res;
+    }
+    let mut n2 = xs.len() / 2;
+    n2 -= n2 % 8;
+    pairwise_sum(&xs[..n2]) + pairwise_sum(&xs[n2..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brackets_are_removed_as_python_re_does() {
+        assert_eq!(remove_brackets("a [b] c [d"), "a  c [d");
+        assert_eq!(remove_brackets("[x\n] [y]z"), "[x\n] z");
+        assert_eq!(remove_brackets("[[a]]"), "]");
+        assert_eq!(
+            hellaswag_preprocess("  Home [title] How to  [step] x  "),
+            "Home. How to  x"
+        );
+    }
+
+    #[test]
+    fn capitalize_lowers_the_rest_like_python() {
+        assert_eq!(py_capitalize("hELLO World"), "Hello world");
+        assert_eq!(py_capitalize("ǆem"), "ǅem");
+        assert_eq!(py_capitalize(""), "");
+    }
+
+    #[test]
+    fn mc2_is_the_true_share_of_probability_mass() {
+        let ll = [(0.5f64).ln(), (0.25f64).ln(), (0.25f64).ln()];
+        assert!((truthfulqa_mc2(&ll, &[1, 0, 0]) - 0.5).abs() < 1e-15);
+        assert!((truthfulqa_mc2(&ll, &[1, 1, 0]) - 0.75).abs() < 1e-15);
+    }
+
+    #[test]
+    fn numpy_sum_order() {
+        let xs: Vec<f64> = (0..300).map(|i| 1.0 / (i as f64 + 1.0)).collect();
+        let s = pairwise_sum(&xs);
+        let naive: f64 = xs.iter().sum();
+        assert!((s - naive).abs() < 1e-12);
+    }
+}
