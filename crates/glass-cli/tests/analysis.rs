@@ -552,12 +552,22 @@ fn bad_input_gets_clear_errors() {
     std::fs::remove_dir_all(copy.join("index")).unwrap();
     let e = err(&["trace", &c, "--count", "the king"]);
     assert!(e.contains("no index") && e.contains("glass index"), "{e}");
-    // Stale: the chunk file changed after indexing (here: its header names other bytes).
+    // Stale: the index was built from other bytes of a chunk than the run holds now
+    // (its record of chunk 2 names another token file; tampered data itself is refused
+    // earlier, by the data manifest's hashes).
     ok(&["index", &c, "--quiet"]);
-    let hp = copy.join("data/chunks/chunk-00002.json");
-    let mut h: Value = serde_json::from_slice(&std::fs::read(&hp).unwrap()).unwrap();
-    h["tokens"]["sha256"] = Value::String("0".repeat(64));
-    std::fs::write(&hp, serde_json::to_vec_pretty(&h).unwrap()).unwrap();
+    let mp = copy.join("index/manifest.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&mp).unwrap()).unwrap();
+    for rec in m["shards"].as_array_mut().unwrap() {
+        if rec["name"] == "chunk-00002" {
+            rec["tokens"]["sha256"] = Value::String("0".repeat(64));
+        }
+    }
+    std::fs::write(&mp, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let rp = copy.join("index/chunk-00002.json");
+    let mut rv: Value = serde_json::from_slice(&std::fs::read(&rp).unwrap()).unwrap();
+    rv["tokens"]["sha256"] = Value::String("0".repeat(64));
+    std::fs::write(&rp, serde_json::to_vec_pretty(&rv).unwrap()).unwrap();
     let e = err(&["trace", &c, "--count", "the king"]);
     assert!(e.contains("stale") && e.contains("glass index"), "{e}");
     // Incremental: a rebuild touches only the changed chunk, then queries work again.
