@@ -301,6 +301,29 @@ pub fn analyze(
     opts: &MemoOptions,
     progress: &mut dyn FnMut(MemoEvent<'_>),
 ) -> Result<Vec<PairResult>> {
+    analyze_on(run_dir, opts, progress, &glass_dist::Solo)
+}
+
+/// One (checkpoint, chunk) pair still to compute: its place in the one-process order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Job {
+    slot: usize,
+    checkpoint: u32,
+    chunk: u64,
+}
+
+/// [`analyze`] as one rank of `comm`: rank 0 decides which pairs need computing, pair
+/// `i` of that list is computed by rank `i mod W`, and rank 0 receives every result and
+/// stores it (JSON file, then SQLite row) in the one-process order. Greedy decoding does
+/// not depend on which rank (or how many threads) computed it, so the stored results
+/// equal one process's; only the `seconds` metadata differs. Ranks other than 0 return
+/// the results they computed.
+pub fn analyze_on(
+    run_dir: &Path,
+    opts: &MemoOptions,
+    progress: &mut dyn FnMut(MemoEvent<'_>),
+    comm: &dyn glass_dist::Collective,
+) -> Result<Vec<PairResult>> {
     if opts.samples == 0 || opts.prompt_tokens == 0 || opts.continuation_tokens == 0 {
         return Err(AnalysisError::Input(
             "--samples, --prompt-tokens and --continuation-tokens must be at least 1".into(),
@@ -335,101 +358,218 @@ pub fn analyze(
     } else {
         None
     };
-    let db = Db::open(run_dir)?;
-    let mut results = Vec::new();
-    for &k in &cks {
-        let entry = manifest.checkpoint(k as u32)?.clone();
-        let mut model: Option<Model> = None;
-        for &c in &chs {
-            let ds = chunks
-                .iter()
-                .find(|d| d.header.chunk == Some(c))
-                .expect("picked from the list");
-            let h = &ds.header;
-            let settings = Settings {
-                protocol: PROTOCOL.into(),
-                samples: opts.samples,
-                prompt_tokens: opts.prompt_tokens,
-                continuation_tokens: opts.continuation_tokens,
-                sample_rule:
-                    "rows floor(j*n_rows/samples), j < samples (all rows when samples >= n_rows)"
-                        .into(),
-                log_samples: opts.log_samples,
-                with_exposure: opts.with_exposure,
-                checkpoint_sha256: entry.sha256.clone(),
-                chunk_tokens_sha256: h.tokens.sha256.clone(),
-            };
-            let settings_sha = sha256_hex(&serde_json::to_vec(&settings).expect("json"));
-            let rel = result_path(entry.index, c);
-            if !opts.force {
-                if let Some(r) = db.reusable(run_dir, entry.index, c, &settings_sha, &rel)? {
-                    progress(MemoEvent::Done(&r, true));
-                    results.push(r);
-                    continue;
-                }
-            }
-            if model.is_none() {
-                model = Some(glass_run::load_model(run_dir, Some(entry.index))?.0);
-            }
-            let m = model.as_ref().expect("loaded");
-            let rows = sample_rows(h.n_rows, opts.samples);
-            progress(MemoEvent::Start {
-                checkpoint: entry.index,
-                chunk: c,
-                rows: rows.len(),
-            });
-            let t0 = Instant::now();
-            let mut prompts = Vec::with_capacity(rows.len());
-            let mut truth = Vec::with_capacity(rows.len());
-            let mut buf = Vec::new();
-            for &r in &rows {
-                buf.clear();
-                read_rows(&ds.dir, h, r, 1, &mut buf)?;
-                prompts.push(buf[..opts.prompt_tokens].to_vec());
-                truth.push(buf[opts.prompt_tokens..need].to_vec());
-            }
-            let gen = greedy(m, &prompts, opts.continuation_tokens, &mut |n| {
-                progress(MemoEvent::Rows(n))
-            })?;
-            let mut logs = Vec::with_capacity(rows.len());
-            for ((&row, g), t) in rows.iter().zip(&gen).zip(&truth) {
-                let matched: Vec<u8> = g.iter().zip(t).map(|(a, b)| (a == b) as u8).collect();
-                let exposure = match &index {
-                    Some(ix) => Some(ix.count_before(t, entry.step)?),
-                    None => None,
+    let shard = |c: u64| {
+        chunks
+            .iter()
+            .find(|d| d.header.chunk == Some(c))
+            .expect("picked from the list")
+    };
+    let settings_of = |entry: &glass_run::manifest::CheckpointEntry, c: u64| Settings {
+        protocol: PROTOCOL.into(),
+        samples: opts.samples,
+        prompt_tokens: opts.prompt_tokens,
+        continuation_tokens: opts.continuation_tokens,
+        sample_rule: "rows floor(j*n_rows/samples), j < samples (all rows when samples >= n_rows)"
+            .into(),
+        log_samples: opts.log_samples,
+        with_exposure: opts.with_exposure,
+        checkpoint_sha256: entry.sha256.clone(),
+        chunk_tokens_sha256: shard(c).header.tokens.sha256.clone(),
+    };
+    let root = comm.rank() == 0;
+    let parallel = comm.size() > 1;
+    // Only rank 0 touches the metrics database; it says which pairs need computing.
+    let db = if root { Some(Db::open(run_dir)?) } else { None };
+    let mut slots: Vec<Option<PairResult>> = Vec::new();
+    let mut todo: Vec<Job> = Vec::new();
+    if let Some(db) = &db {
+        for &k in &cks {
+            let entry = manifest.checkpoint(k as u32)?;
+            for &c in &chs {
+                let settings = settings_of(entry, c);
+                let settings_sha = sha256_hex(&serde_json::to_vec(&settings).expect("json"));
+                let rel = result_path(entry.index, c);
+                let stored = match opts.force {
+                    true => None,
+                    false => db.reusable(run_dir, entry.index, c, &settings_sha, &rel)?,
                 };
-                logs.push(SampleLog {
-                    row,
-                    matches: matched.iter().map(|&x| x as usize).sum(),
-                    matched,
-                    generated: g.clone(),
-                    exposure,
-                });
+                if let Some(r) = &stored {
+                    progress(MemoEvent::Done(r, true));
+                } else {
+                    todo.push(Job {
+                        slot: slots.len(),
+                        checkpoint: entry.index,
+                        chunk: c,
+                    });
+                }
+                slots.push(stored);
             }
-            let (tm, fm) = summarize(&logs, opts.continuation_tokens);
-            let result = PairResult {
-                checkpoint: entry.index,
-                step: entry.step,
-                chunk: c,
-                chunk_first_step: h.first_step,
-                n: logs.len(),
-                token_match: tm,
-                full_match: fm,
-                settings,
-                exposure: opts
-                    .with_exposure
-                    .then(|| buckets(&logs, opts.continuation_tokens)),
-                samples: opts.log_samples.then(|| logs.clone()),
-                seconds: t0.elapsed().as_secs_f64(),
-            };
-            let bytes = serde_json::to_vec_pretty(&result).expect("json");
-            write_atomic(&run_dir.join(&rel), &bytes)?;
-            db.record(&result, &settings_sha, &rel, &sha256_hex(&bytes))?;
-            progress(MemoEvent::Done(&result, false));
-            results.push(result);
         }
     }
-    Ok(results)
+    if parallel {
+        let mut b = serde_json::to_vec(&todo).expect("json");
+        comm.broadcast_bytes(0, &mut b).map_err(dist_err)?;
+        todo = serde_json::from_slice(&b)
+            .map_err(|e| AnalysisError::Input(format!("rank 0 sent a malformed work list: {e}")))?;
+    }
+    let (w, me) = (comm.size(), comm.rank());
+    let mut mine: Vec<(usize, PairResult)> = Vec::new();
+    let mut loaded: Option<(u32, Model)> = None;
+    for (i, job) in todo.iter().enumerate() {
+        if i % w != me {
+            continue;
+        }
+        let entry = manifest.checkpoint(job.checkpoint)?;
+        if loaded.as_ref().is_none_or(|(k, _)| *k != entry.index) {
+            drop(loaded.take()); // free the previous checkpoint first
+            loaded = Some((
+                entry.index,
+                glass_run::load_model(run_dir, Some(entry.index))?.0,
+            ));
+        }
+        let model = &loaded.as_ref().expect("loaded").1;
+        let ctx = PairContext {
+            opts,
+            index: index.as_ref(),
+        };
+        let result = ctx.compute(
+            model,
+            entry,
+            shard(job.chunk),
+            settings_of(entry, job.chunk),
+            progress,
+        )?;
+        if !parallel {
+            // One process: store each pair as soon as it is done (an interrupted
+            // analysis keeps what it finished).
+            let db = db.as_ref().expect("rank 0");
+            store(run_dir, db, &result)?;
+            progress(MemoEvent::Done(&result, false));
+        }
+        mine.push((job.slot, result));
+    }
+    if !parallel {
+        for (slot, r) in mine {
+            slots[slot] = Some(r);
+        }
+        return Ok(slots.into_iter().flatten().collect());
+    }
+    let b = serde_json::to_vec(&mine).expect("json");
+    let all = comm.all_gather_bytes(&b).map_err(dist_err)?;
+    let Some(db) = &db else {
+        return Ok(mine.into_iter().map(|(_, r)| r).collect());
+    };
+    for (rank, b) in all.iter().enumerate() {
+        let got: Vec<(usize, PairResult)> = serde_json::from_slice(b).map_err(|e| {
+            AnalysisError::Input(format!("rank {rank} sent malformed results: {e}"))
+        })?;
+        for (slot, r) in got {
+            if slot >= slots.len() {
+                return Err(AnalysisError::Input(format!(
+                    "rank {rank} sent a result for unknown pair {slot}"
+                )));
+            }
+            slots[slot] = Some(r);
+        }
+    }
+    // Stored in the one-process order.
+    for job in &todo {
+        let r = slots[job.slot].as_ref().ok_or_else(|| {
+            AnalysisError::Input(format!(
+                "no rank sent the result of checkpoint {} chunk {}",
+                job.checkpoint, job.chunk
+            ))
+        })?;
+        store(run_dir, db, r)?;
+        progress(MemoEvent::Done(r, false));
+    }
+    Ok(slots.into_iter().flatten().collect())
+}
+
+fn dist_err(e: glass_dist::DistError) -> AnalysisError {
+    AnalysisError::Input(format!("collective communication failed: {e}"))
+}
+
+/// Writes a pair's result file and its SQLite row.
+fn store(run_dir: &Path, db: &Db, result: &PairResult) -> Result<()> {
+    let settings_sha = sha256_hex(&serde_json::to_vec(&result.settings).expect("json"));
+    let rel = result_path(result.checkpoint, result.chunk);
+    let bytes = serde_json::to_vec_pretty(result).expect("json");
+    write_atomic(&run_dir.join(&rel), &bytes)?;
+    db.record(result, &settings_sha, &rel, &sha256_hex(&bytes))
+}
+
+/// What computing one pair needs besides the model.
+struct PairContext<'a> {
+    opts: &'a MemoOptions,
+    index: Option<&'a Index>,
+}
+
+impl PairContext<'_> {
+    /// Greedy-decodes the sampled rows of chunk `ds` with `m` (checkpoint `entry`).
+    fn compute(
+        &self,
+        m: &Model,
+        entry: &glass_run::manifest::CheckpointEntry,
+        ds: &crate::index::DataShard,
+        settings: Settings,
+        progress: &mut dyn FnMut(MemoEvent<'_>),
+    ) -> Result<PairResult> {
+        let opts = self.opts;
+        let need = opts.prompt_tokens + opts.continuation_tokens;
+        let h = &ds.header;
+        let c = h.chunk.expect("training chunk");
+        let rows = sample_rows(h.n_rows, opts.samples);
+        progress(MemoEvent::Start {
+            checkpoint: entry.index,
+            chunk: c,
+            rows: rows.len(),
+        });
+        let t0 = Instant::now();
+        let mut prompts = Vec::with_capacity(rows.len());
+        let mut truth = Vec::with_capacity(rows.len());
+        let mut buf = Vec::new();
+        for &r in &rows {
+            buf.clear();
+            read_rows(&ds.dir, h, r, 1, &mut buf)?;
+            prompts.push(buf[..opts.prompt_tokens].to_vec());
+            truth.push(buf[opts.prompt_tokens..need].to_vec());
+        }
+        let gen = greedy(m, &prompts, opts.continuation_tokens, &mut |n| {
+            progress(MemoEvent::Rows(n))
+        })?;
+        let mut logs = Vec::with_capacity(rows.len());
+        for ((&row, g), t) in rows.iter().zip(&gen).zip(&truth) {
+            let matched: Vec<u8> = g.iter().zip(t).map(|(a, b)| (a == b) as u8).collect();
+            let exposure = match self.index {
+                Some(ix) => Some(ix.count_before(t, entry.step)?),
+                None => None,
+            };
+            logs.push(SampleLog {
+                row,
+                matches: matched.iter().map(|&x| x as usize).sum(),
+                matched,
+                generated: g.clone(),
+                exposure,
+            });
+        }
+        let (tm, fm) = summarize(&logs, opts.continuation_tokens);
+        Ok(PairResult {
+            checkpoint: entry.index,
+            step: entry.step,
+            chunk: c,
+            chunk_first_step: h.first_step,
+            n: logs.len(),
+            token_match: tm,
+            full_match: fm,
+            settings,
+            exposure: opts
+                .with_exposure
+                .then(|| buckets(&logs, opts.continuation_tokens)),
+            samples: opts.log_samples.then(|| logs.clone()),
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    }
 }
 
 fn summarize(logs: &[SampleLog], c: usize) -> (f64, f64) {

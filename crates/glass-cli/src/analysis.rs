@@ -336,7 +336,17 @@ pub fn analyze(cmd: AnalyzeCommand) -> Result<()> {
                 force: a.force,
                 with_exposure: a.with_exposure,
             };
-            let r = memorize(&a.run, &opts, !a.quiet && !a.json, !a.quiet)?;
+            // Under mpirun/srun the (checkpoint, chunk) pairs are split over the ranks;
+            // rank 0 stores and prints the results, identical to one process's.
+            let comm = crate::world::world("analyze memorization")?;
+            let quiet = a.quiet || comm.rank() != 0;
+            let r = crate::world::or_abort(
+                &*comm,
+                memorize_on(&a.run, &opts, !quiet && !a.json, !quiet, &*comm),
+            )?;
+            if comm.rank() != 0 {
+                return Ok(());
+            }
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -354,25 +364,39 @@ pub fn memorize(
     lines: bool,
     progress: bool,
 ) -> Result<Vec<PairResult>> {
+    memorize_on(run, opts, lines, progress, &glass_dist::Solo)
+}
+
+/// [`memorize`] as one rank of `comm` (`glass analyze memorization` under mpirun).
+pub fn memorize_on(
+    run: &Path,
+    opts: &MemoOptions,
+    lines: bool,
+    progress: bool,
+    comm: &dyn glass_dist::Collective,
+) -> Result<Vec<PairResult>> {
     let b = bar(
         0,
         progress,
         "memorization ckpt {prefix} [{bar:30}] {pos}/{len} rows {per_sec} ETA {eta}",
     );
-    let r = memorization::analyze(run, opts, &mut |e| match e {
-        MemoEvent::Start {
-            checkpoint,
-            chunk,
-            rows,
-        } => {
-            b.reset();
-            b.set_length(rows as u64);
-            b.set_prefix(format!("{checkpoint} chunk {chunk}"));
-        }
-        MemoEvent::Rows(n) => b.set_position(n as u64),
-        MemoEvent::Done(p, reused) => {
-            if lines {
-                b.suspend(|| {
+    let r = memorization::analyze_on(
+        run,
+        opts,
+        &mut |e| match e {
+            MemoEvent::Start {
+                checkpoint,
+                chunk,
+                rows,
+            } => {
+                b.reset();
+                b.set_length(rows as u64);
+                b.set_prefix(format!("{checkpoint} chunk {chunk}"));
+            }
+            MemoEvent::Rows(n) => b.set_position(n as u64),
+            MemoEvent::Done(p, reused) => {
+                if lines {
+                    b.suspend(|| {
                     eprintln!(
                         "checkpoint {} (step {}) chunk {}: token_match {:.4} full_match {:.4} over {} rows{}",
                         p.checkpoint,
@@ -388,9 +412,11 @@ pub fn memorize(
                         }
                     )
                 });
+                }
             }
-        }
-    })?;
+        },
+        comm,
+    )?;
     b.finish_and_clear();
     Ok(r)
 }

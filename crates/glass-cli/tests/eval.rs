@@ -26,7 +26,7 @@ fn make_run(dir: &Path) -> PathBuf {
         ("n_heads", 2),
         ("n_kv_heads", 2),
         ("ffn_hidden", 48),
-        ("max_seq_len", 32),
+        ("max_seq_len", 128),
     ] {
         model.insert(k.into(), I(v));
     }

@@ -198,4 +198,60 @@ fn mismatched_rank_is_refused_and_eval_matches_one_process() {
     assert_eq!(eval_results(&dist), eval_results(&solo));
     let metrics = |r: &Path| ok(&["metrics", &p(r), "--evals", "--json"]);
     assert_eq!(metrics(&dist), metrics(&solo));
+
+    // Memorization: (checkpoint, chunk) pairs split over 3 ranks store what one process
+    // stores (the per-pair `seconds` aside).
+    let memo = |r: &Path| {
+        vec![
+            "analyze".to_string(),
+            "memorization".into(),
+            p(r),
+            "--samples".into(),
+            "4".into(),
+            "--prompt-tokens".into(),
+            "4".into(),
+            "--continuation-tokens".into(),
+            "4".into(),
+            "--log-samples".into(),
+            "--quiet".into(),
+        ]
+    };
+    let sargs = memo(&solo);
+    ok(&sargs.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    let dargs = memo(&dist);
+    must(
+        mpirun(
+            3,
+            &dargs.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            &[],
+        ),
+        "distributed memorization",
+    );
+    let matrix = |r: &Path| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&ok(&["metrics", &p(r), "--memorization", "--json"])).unwrap();
+        for row in v.as_array_mut().unwrap() {
+            row.as_object_mut().unwrap().retain(|k, _| k != "seconds");
+        }
+        v
+    };
+    let (m_solo, m_dist) = (matrix(&solo), matrix(&dist));
+    assert!(m_solo.as_array().unwrap().len() >= 3, "{m_solo}");
+    assert_eq!(m_dist, m_solo);
+    let files = |r: &Path| {
+        let mut out = Vec::new();
+        let root = r.join("analysis/memorization");
+        for d in std::fs::read_dir(&root).unwrap() {
+            for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+                let f = f.unwrap().path();
+                let mut v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+                v.as_object_mut().unwrap().remove("seconds");
+                out.push((f.strip_prefix(r).unwrap().to_path_buf(), v));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    assert_eq!(files(&dist), files(&solo));
 }

@@ -70,8 +70,13 @@ pub fn read_rows(path: &Path, bytes: &[u8]) -> Result<Vec<Doc>, EvalError> {
             batches_to_rows(&batches, &name)
         }
         _ => {
-            let text = std::str::from_utf8(bytes)
-                .map_err(|e| EvalError::Data(format!("{name}: not UTF-8 text: {e}")))?;
+            let text = std::str::from_utf8(bytes).map_err(|e| {
+                let at = e.valid_up_to();
+                let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
+                EvalError::Data(format!(
+                    "{name}:{line}: invalid UTF-8 (at byte {at}); data files must be UTF-8"
+                ))
+            })?;
             parse_rows(text, &name)
         }
     }

@@ -32,16 +32,30 @@ fn problem(path: impl Into<String>, what: String) -> FileProblem {
 pub fn manifest_problems(m: &RunManifest) -> Vec<FileProblem> {
     let mut out = Vec::new();
     let mut prev_step = None;
+    let mut prev_index: Option<u32> = None;
     for (i, c) in m.checkpoints.iter().enumerate() {
-        if c.index as usize != i {
+        // A trained run publishes 0, 1, 2, …; an imported release may keep a chosen
+        // subset of its source's checkpoint numbers, in increasing order.
+        let bad = match (&m.import, prev_index) {
+            (None, _) => c.index as usize != i,
+            (Some(_), Some(p)) => c.index <= p,
+            (Some(_), None) => false,
+        };
+        if bad {
+            let rule = if m.import.is_some() {
+                "entries must be in increasing order"
+            } else {
+                "entries must be 0, 1, 2, …"
+            };
             out.push(problem(
                 MANIFEST_FILE,
                 format!(
-                    "entry {i} has checkpoint index {} (duplicate or out of order); entries must be 0, 1, 2, …",
+                    "entry {i} has checkpoint index {} (duplicate or out of order); {rule}",
                     c.index
                 ),
             ));
         }
+        prev_index = Some(c.index);
         if prev_step.is_some_and(|p| c.step < p) {
             out.push(problem(
                 MANIFEST_FILE,
