@@ -1,0 +1,263 @@
+//! Branches as controlled experiments, through the real `glass` binary: a branch that
+//! continues its parent's stream reproduces the parent bit for bit when unchanged, a
+//! changed branch differs exactly where its change says, and `glass diff` shows it.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+mod common;
+use common::{glass, ok};
+
+/// A small, fast run (as in runs.rs): 1-layer model, 16-token rows, 4 rows a step, 4
+/// steps a chunk; stages of 19 and 16 steps (boundary at step 19, inside chunk 4).
+fn make_run(run: &Path, skip_steps: &[i64]) -> PathBuf {
+    ok(&["init", &p(run), "--preset", "tiny"]);
+    let cfg = run.join("glass.toml");
+    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let set = |t: &mut toml::Table, path: &[&str], v: toml::Value| {
+        let mut cur = t;
+        for k in &path[..path.len() - 1] {
+            cur = cur.get_mut(*k).unwrap().as_table_mut().unwrap();
+        }
+        cur.insert(path[path.len() - 1].to_string(), v);
+    };
+    use toml::Value::Integer as I;
+    for (k, v) in [
+        ("d_model", 32),
+        ("n_layers", 1),
+        ("n_heads", 2),
+        ("n_kv_heads", 2),
+        ("ffn_hidden", 48),
+        ("max_seq_len", 32),
+    ] {
+        set(&mut t, &["model", k], I(v));
+    }
+    set(&mut t, &["train", "micro_batch_rows"], I(2));
+    let skips = skip_steps.iter().map(|&s| I(s)).collect();
+    set(&mut t, &["guard", "skip_steps"], toml::Value::Array(skips));
+    set(&mut t, &["data", "seq_len"], I(16));
+    set(&mut t, &["data", "rows_per_step"], I(4));
+    set(&mut t, &["data", "steps_per_chunk"], I(4));
+    set(&mut t, &["data", "validation", "rows"], I(8));
+    for (i, tokens) in [1280, 1024].into_iter().enumerate() {
+        t.get_mut("data").unwrap()["stages"].as_array_mut().unwrap()[i]
+            .as_table_mut()
+            .unwrap()
+            .insert("tokens".into(), I(tokens));
+    }
+    std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
+    ok(&["data", "prepare", &p(run)]);
+    run.to_path_buf()
+}
+
+fn p(run: &Path) -> String {
+    run.to_str().unwrap().to_string()
+}
+
+fn manifest(run: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// (step, model sha, optimizer sha) of every checkpoint.
+fn tensor_hashes(run: &Path) -> Vec<(u64, String, String)> {
+    let m = manifest(run);
+    m["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let file = |name: &str| {
+                c["files"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|f| f["path"].as_str().unwrap().ends_with(name))
+                    .unwrap()["sha256"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            };
+            (
+                c["step"].as_u64().unwrap(),
+                file("model.safetensors"),
+                file("optimizer.safetensors"),
+            )
+        })
+        .collect()
+}
+
+/// `glass init NEW --from PARENT --checkpoint K`, optionally edited, then the branch.
+fn branch(parent: &Path, new: &Path, k: &str, edit: impl Fn(String) -> String) {
+    ok(&["init", &p(new), "--from", &p(parent), "--checkpoint", k]);
+    let cfg = new.join("glass.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.starts_with("# Branch of"), "{text}");
+    std::fs::write(&cfg, edit(text)).unwrap();
+    ok(&[
+        "train",
+        &p(new),
+        "--quiet",
+        "--from",
+        &p(parent),
+        "--checkpoint",
+        k,
+        "--continue",
+    ]);
+}
+
+#[test]
+fn unchanged_continuing_branches_reproduce_the_parent_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Skipped steps 10 and 22 and the stage boundary at step 19 lie after both branch
+    // points (steps 4 and 16).
+    let parent = make_run(&tmp.path().join("parent"), &[10, 22]);
+    ok(&["train", &p(&parent), "--quiet"]);
+    let reference = tensor_hashes(&parent);
+    assert_eq!(reference[3].0, 4);
+    assert_eq!(reference[6].0, 16);
+
+    for (k, step) in [(3usize, 4u64), (6, 16)] {
+        let b = tmp.path().join(format!("branch{k}"));
+        branch(&parent, &b, &k.to_string(), |t| t);
+        assert_eq!(
+            tensor_hashes(&b),
+            reference[k..].to_vec(),
+            "an unchanged branch at checkpoint {k} must publish the parent's later checkpoints bit for bit"
+        );
+        // The rows are read from the parent by hash, not copied.
+        assert!(!b.join("data/chunks").exists());
+        let info: Value = serde_json::from_str(&ok(&["info", &p(&b), "--json"])).unwrap();
+        assert_eq!(info["parent"]["mode"], "continue");
+        assert_eq!(info["parent"]["checkpoint"], k);
+        assert_eq!(info["parent"]["step"], step);
+        assert_eq!(
+            info["parent"]["checkpoint_sha256"],
+            manifest(&parent)["checkpoints"][k]["sha256"]
+        );
+        let text = ok(&["info", &p(&b)]);
+        assert!(text.contains("branched (continue)"), "{text}");
+        // Every checkpoint of the branch replays, its first included.
+        ok(&["verify", &p(&b)]);
+        for r in ["0", "1"] {
+            let out = ok(&["verify", &p(&b), "--replay", r]);
+            assert!(out.contains("bit-identical"), "{out}");
+        }
+        let d: Value =
+            serde_json::from_str(&ok(&["diff", &p(&parent), &p(&b), "--json"])).unwrap();
+        assert_eq!(d["common"]["a_checkpoint"], k);
+        assert_eq!(d["data"]["differing_steps"], 0);
+        assert_eq!(d["data"]["steps_compared"], 35 - step);
+        for row in d["checkpoints"].as_array().unwrap() {
+            assert_eq!(row["same_model"], true, "{row}");
+            assert_eq!(row["same_optimizer"], true, "{row}");
+        }
+    }
+    // The branch's later checkpoint replays across the skipped step and stage boundary.
+    let out = ok(&["verify", &p(&tmp.path().join("branch6")), "--replay", "2"]);
+    assert!(out.contains("bit-identical"), "{out}");
+    // Re-running the branch command resumes (nothing left to do) instead of refusing.
+    let b3 = tmp.path().join("branch3");
+    ok(&[
+        "train",
+        &p(&b3),
+        "--quiet",
+        "--from",
+        &p(&parent),
+        "--checkpoint",
+        "3",
+        "--continue",
+    ]);
+    // A continued-pretraining branch of the same checkpoint is another run.
+    let o = glass(&[
+        "train",
+        &p(&b3),
+        "--quiet",
+        "--from",
+        &p(&parent),
+        "--checkpoint",
+        "3",
+    ]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn a_branch_that_skips_a_chunk_differs_from_it_on_and_only_in_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let parent = make_run(&tmp.path().join("parent"), &[]);
+    ok(&["train", &p(&parent), "--quiet"]);
+    let reference = tensor_hashes(&parent);
+    let b = tmp.path().join("skip3");
+    // Chunk 3 holds steps 12..16; the branch starts at checkpoint 3 (step 4).
+    branch(&parent, &b, "3", |t| {
+        t.replacen("[guard]\n", "[guard]\nskip_chunks = [3]\n", 1)
+    });
+    let got = tensor_hashes(&b);
+    assert_eq!(got.len(), reference.len() - 3);
+    for (g, r) in got.iter().zip(&reference[3..]) {
+        assert_eq!(g.0, r.0);
+        assert_eq!(
+            g.1 == r.1,
+            g.0 < 16,
+            "step {}: same weights exactly before chunk 3 ends",
+            g.0
+        );
+    }
+    let d: Value = serde_json::from_str(&ok(&["diff", &p(&parent), &p(&b), "--json"])).unwrap();
+    // Offsets from step 4: chunk 3 is offsets 8..12.
+    assert_eq!(d["data"]["differing"], serde_json::json!([[8, 12]]), "{d}");
+    assert_eq!(d["data"]["b_only_skipped"], 4);
+    let a_tokens: u64 = d["data"]["a_tokens"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(a_tokens, 4 * 4 * 17, "chunk 3's rows: 4 steps of 4 rows of 17 tokens");
+    assert!(d["data"]["b_tokens"].as_object().unwrap().is_empty());
+    assert_eq!(d["config_tables"], serde_json::json!(["guard"]));
+    let text = ok(&["diff", &p(&parent), &p(&b)]);
+    assert!(text.contains("4 of 31 steps differ"), "{text}");
+    assert!(text.contains("identical") && text.contains("differ"), "{text}");
+
+    // An earlier decay: the cosine ends at step 24 instead of 35 (warm-up ends at 20).
+    let lr = tmp.path().join("lr");
+    branch(&parent, &lr, "7", |t| {
+        t.replacen("[optim]\n", "[optim]\ndecay_end_step = 24\n", 1)
+    });
+    let steps: Value = serde_json::from_str(&ok(&["metrics", &p(&lr), "--json"])).unwrap();
+    let steps = steps.as_array().unwrap();
+    assert_eq!(steps[0]["step"], 20, "the branch trains from step 20 on");
+    assert!((steps[0]["lr"].as_f64().unwrap() - 2e-3).abs() < 1e-9);
+    for s in &steps[4..] {
+        assert!((s["lr"].as_f64().unwrap() - 2e-4).abs() < 1e-9, "{s}");
+    }
+    let parent_lr: Value = serde_json::from_str(&ok(&["metrics", &p(&parent), "--json"])).unwrap();
+    assert!(parent_lr[24]["lr"].as_f64().unwrap() > 3e-4);
+    assert_eq!(tensor_hashes(&lr)[0], reference[7]);
+    assert_ne!(tensor_hashes(&lr)[1].1, reference[8].1);
+
+    // Changing the data of a continuing branch is refused, naming the key.
+    let bad = tmp.path().join("bad");
+    ok(&["init", &p(&bad), "--from", &p(&parent), "--checkpoint", "3"]);
+    let cfg = bad.join("glass.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replacen("seed = 1234", "seed = 99", 1)).unwrap();
+    let o = glass(&[
+        "train",
+        &p(&bad),
+        "--from",
+        &p(&parent),
+        "--checkpoint",
+        "3",
+        "--continue",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("seed"), "{err}");
+
+    // The parent's rows are read by hash: a moved parent is named, not a panic.
+    std::fs::rename(&parent, tmp.path().join("moved")).unwrap();
+    let o = glass(&["verify", &p(&b), "--replay", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("moved"), "{err}");
+}
