@@ -56,6 +56,7 @@ pub fn bench(dir: &Path, cfg: &ModelConfig) -> Result<CheckpointBench> {
         optimizer_sha256: String::new(),
         val_loss: None,
         val_bpb: None,
+        grad_groups: None,
     };
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     // A private directory, so benchmarking inside a run can never touch its checkpoints.

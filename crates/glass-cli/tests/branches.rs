@@ -143,8 +143,7 @@ fn unchanged_continuing_branches_reproduce_the_parent_bit_for_bit() {
             let out = ok(&["verify", &p(&b), "--replay", r]);
             assert!(out.contains("bit-identical"), "{out}");
         }
-        let d: Value =
-            serde_json::from_str(&ok(&["diff", &p(&parent), &p(&b), "--json"])).unwrap();
+        let d: Value = serde_json::from_str(&ok(&["diff", &p(&parent), &p(&b), "--json"])).unwrap();
         assert_eq!(d["common"]["a_checkpoint"], k);
         assert_eq!(d["data"]["differing_steps"], 0);
         assert_eq!(d["data"]["steps_compared"], 35 - step);
@@ -213,12 +212,19 @@ fn a_branch_that_skips_a_chunk_differs_from_it_on_and_only_in_it() {
         .values()
         .map(|v| v.as_u64().unwrap())
         .sum();
-    assert_eq!(a_tokens, 4 * 4 * 17, "chunk 3's rows: 4 steps of 4 rows of 17 tokens");
+    assert_eq!(
+        a_tokens,
+        4 * 4 * 17,
+        "chunk 3's rows: 4 steps of 4 rows of 17 tokens"
+    );
     assert!(d["data"]["b_tokens"].as_object().unwrap().is_empty());
     assert_eq!(d["config_tables"], serde_json::json!(["guard"]));
     let text = ok(&["diff", &p(&parent), &p(&b)]);
     assert!(text.contains("4 of 31 steps differ"), "{text}");
-    assert!(text.contains("identical") && text.contains("differ"), "{text}");
+    assert!(
+        text.contains("identical") && text.contains("differ"),
+        "{text}"
+    );
 
     // An earlier decay: the cosine ends at step 24 instead of 35 (warm-up ends at 20).
     let lr = tmp.path().join("lr");
@@ -260,4 +266,63 @@ fn a_branch_that_skips_a_chunk_differs_from_it_on_and_only_in_it() {
     let o = glass(&["verify", &p(&b), "--replay", "1"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("moved"), "{err}");
+}
+
+#[test]
+fn a_branch_that_drops_a_source_changes_only_the_remaining_stream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let parent = make_run(&tmp.path().join("parent"), &[]);
+    ok(&["train", &p(&parent), "--quiet"]);
+    let reference = tensor_hashes(&parent);
+    // From checkpoint 3 (step 4), the second stage (steps 19..35) trains on English
+    // only instead of 70% English and 30% code.
+    let b = tmp.path().join("nocode");
+    branch(&parent, &b, "3", |t| {
+        let mut t: toml::Table = toml::from_str(&t).unwrap();
+        let stage = t.get_mut("data").unwrap()["stages"].as_array_mut().unwrap()[1]
+            .as_table_mut()
+            .unwrap();
+        let mut w = toml::Table::new();
+        w.insert("english".into(), toml::Value::Float(1.0));
+        stage.insert("weights".into(), toml::Value::Table(w));
+        stage.remove("fim_rate");
+        toml::to_string(&t).unwrap()
+    });
+    let got = tensor_hashes(&b);
+    for (g, r) in got.iter().zip(&reference[3..]) {
+        assert_eq!(g.0, r.0);
+        assert_eq!(g.1 == r.1, g.0 <= 16, "step {}", g.0);
+    }
+    // Only the chunks from the branch point on are the branch's own.
+    assert!(b.join("data/chunks/chunk-00001.tokens").exists());
+    assert!(!b.join("data/chunks/chunk-00000.tokens").exists());
+    let d: Value = serde_json::from_str(&ok(&["diff", &p(&parent), &p(&b), "--json"])).unwrap();
+    assert_eq!(d["data"]["differing"], serde_json::json!([[15, 31]]), "{d}");
+    assert!(d["data"]["a_tokens"]["code"].as_u64().unwrap() > 0, "{d}");
+    assert!(d["data"]["b_tokens"].get("code").is_none(), "{d}");
+    assert_eq!(d["data"]["b_tokens"]["english"], 16 * 4 * 17);
+    // The new order is again a pure function of the config: the same edit in another
+    // directory gives the same data.
+    let b2 = tmp.path().join("nocode2");
+    ok(&["init", &p(&b2), "--from", &p(&parent), "--checkpoint", "3"]);
+    std::fs::copy(b.join("glass.toml"), b2.join("glass.toml")).unwrap();
+    ok(&[
+        "train",
+        &p(&b2),
+        "--quiet",
+        "--from",
+        &p(&parent),
+        "--checkpoint",
+        "3",
+        "--continue",
+        "--until-step",
+        "4",
+    ]);
+    assert_eq!(
+        std::fs::read(b.join("data/manifest.json")).unwrap(),
+        std::fs::read(b2.join("data/manifest.json")).unwrap()
+    );
+    ok(&["data", "verify", &p(&b)]);
+    let out = ok(&["verify", &p(&b), "--replay", "5"]);
+    assert!(out.contains("bit-identical"), "{out}");
 }

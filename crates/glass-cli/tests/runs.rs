@@ -260,6 +260,11 @@ fn nan_guard_equals_configured_skip_and_branch_records_lineage() {
     );
     let info: Value = serde_json::from_str(&ok(&["info", &p(&e), "--json"])).unwrap();
     assert_eq!(info["parent"]["run_id"], manifest(&d)["run_id"]);
+    assert_eq!(info["parent"]["mode"], "continued-pretraining");
+    // Continued pretraining: its own data from step 0.
+    assert_eq!(checkpoints(&e)[0].0, 0);
+    let out = ok(&["verify", &p(&e), "--replay", "0"]);
+    assert!(out.contains("bit-identical"), "{out}");
 }
 
 #[test]

@@ -147,6 +147,13 @@ impl Manifest {
         }
     }
 
+    /// The directory holding the files of chunk `stem` (`chunk-KKKKK`) of the data in
+    /// `run_dir` (see [`Manifest::dir_of`]).
+    pub fn chunk_dir(&self, run_dir: &Path, stem: &str) -> PathBuf {
+        self.dir_of(run_dir, &format!("chunks/{stem}.json"))
+            .join("chunks")
+    }
+
     /// For a branch's data: checks that the base run's data manifest is still the one
     /// the branch pinned, with an error naming both files and the fix.
     pub fn check_base(&self, run_dir: &Path) -> Result<()> {

@@ -235,13 +235,7 @@ impl PreparedData {
         let (a, b) = self.rank_rows(rank, world_size)?;
         let (chunk, dir, first) = self.locate(step)?;
         out.clear();
-        read_rows(
-            dir,
-            chunk,
-            first + a as u64,
-            (b - a) as u64,
-            out,
-        )
+        read_rows(dir, chunk, first + a as u64, (b - a) as u64, out)
     }
 
     /// Segments of each row of `step`'s global batch (row indices relative to the batch).

@@ -312,6 +312,7 @@ pub fn import_llm360(
             optimizer_sha256: String::new(),
             val_loss: None,
             val_bpb: None,
+            grad_groups: None,
         };
         let (files, sha) = checkpoint::write(dir, &model, &opt, &mut state)?;
         let mut src_files = Vec::new();

@@ -143,10 +143,12 @@ pub fn diff(a: &Path, b: &Path) -> Result<DiffReport> {
     let (rows_b, skips_b) = sides(&sb, common.b_checkpoint)?;
     let mut by_offset: BTreeMap<u64, (Option<DiffSide>, Option<DiffSide>)> = BTreeMap::new();
     for s in rows_a {
-        by_offset.entry(s.step - common.a_step).or_default().0 = Some(s);
+        let off = s.step - common.a_step;
+        by_offset.entry(off).or_default().0 = Some(s);
     }
     for s in rows_b {
-        by_offset.entry(s.step - common.b_step).or_default().1 = Some(s);
+        let off = s.step - common.b_step;
+        by_offset.entry(off).or_default().1 = Some(s);
     }
     let checkpoints = by_offset
         .into_iter()
@@ -345,13 +347,6 @@ fn data_diff(
     let da = PreparedData::open(a)?;
     let db = PreparedData::open(b)?;
     let (mut ra, mut rb) = (Vec::new(), Vec::new());
-    let mut differ = |i: u64, d: &mut DataDiff| {
-        match d.differing.last_mut() {
-            Some(r) if r[1] == i => r[1] = i + 1,
-            _ => d.differing.push([i, i + 1]),
-        }
-        d.differing_steps += 1;
-    };
     for i in 0..n {
         let (sa, sb) = (a0 + i, b0 + i);
         let (ta, tb) = (!skips_a.contains(&sa), !skips_b.contains(&sb));
@@ -363,7 +358,11 @@ fn data_diff(
         if same {
             continue;
         }
-        differ(i, &mut d);
+        match d.differing.last_mut() {
+            Some(r) if r[1] == i => r[1] = i + 1,
+            _ => d.differing.push([i, i + 1]),
+        }
+        d.differing_steps += 1;
         d.a_only_skipped += u64::from(!ta && tb);
         d.b_only_skipped += u64::from(ta && !tb);
         if ta {

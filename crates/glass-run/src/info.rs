@@ -77,7 +77,9 @@ pub fn init_branch(run_dir: &Path, parent: &Path, k: Option<u32>) -> Result<(u32
 #   [guard]  skip_steps, skip_chunks (data consumed, no update), spike_factor,
 #            spike_window, skip
 #   [run]    name
-# [model], [train] and [data] stay as they are ([train] grad_groups and
+#   [[data.stages]] weights, fim_rate: re-weight or drop a source for the rest of the
+#            stream (branch at a chunk boundary; rows before step {step} stay the parent's)
+# [model], [train] and the rest of [data] stay as they are ([train] grad_groups and
 # micro_batch_rows may change, but then no step reproduces the parent's bits).
 # Without --continue, `glass train {new} --from {old} --checkpoint {k}` is continued
 # pretraining: the weights and AdamW state, then this file's own data from step 0 and

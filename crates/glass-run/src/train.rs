@@ -856,7 +856,13 @@ fn root_setup(
             }
             let first = s.data.first_step();
             if first > 0 && (opts.from.is_none() || opts.mode != BranchMode::Continue) {
-                let base = s.data.manifest().base.clone().map(|b| b.run_dir).unwrap_or_default();
+                let base = s
+                    .data
+                    .manifest()
+                    .base
+                    .clone()
+                    .map(|b| b.run_dir)
+                    .unwrap_or_default();
                 return Err(RunError::Invalid(format!(
                     "{}: this run's data continues {base} from step {first}; start it with `glass train {} --from PARENT --checkpoint K --continue`",
                     run_dir.join("data/manifest.json").display(),
@@ -875,7 +881,10 @@ fn root_setup(
                 s.config_sha,
                 parent.as_ref().map_or("", |p| p.checkpoint_sha256.as_str())
             );
-            if parent.as_ref().is_some_and(|p| p.mode == BranchMode::Continue) {
+            if parent
+                .as_ref()
+                .is_some_and(|p| p.mode == BranchMode::Continue)
+            {
                 id_src.push_str(":continue");
             }
             let mut m = RunManifest {
