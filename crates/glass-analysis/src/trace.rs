@@ -295,9 +295,9 @@ impl Context {
     ) -> Result<Occurrence> {
         let rec = &index.shards[shard].rec;
         let chunks_dir = self.data.manifest().chunk_dir(&self.run_dir, &rec.name);
-        if !self.segments.contains_key(&shard) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.segments.entry(shard) {
             let h = read_header(&chunks_dir, &rec.name)?;
-            self.segments.insert(shard, read_segments(&chunks_dir, &h)?);
+            e.insert(read_segments(&chunks_dir, &h)?);
         }
         let segs = &self.segments[&shard];
         let (r, off) = (loc.row_in_chunk as u32, loc.offset as u32);

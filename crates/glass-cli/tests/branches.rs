@@ -155,6 +155,17 @@ fn unchanged_continuing_branches_reproduce_the_parent_bit_for_bit() {
     // The branch's later checkpoint replays across the skipped step and stage boundary.
     let out = ok(&["verify", &p(&tmp.path().join("branch6")), "--replay", "2"]);
     assert!(out.contains("bit-identical"), "{out}");
+    // `latest` names the parent's last checkpoint.
+    let l = tmp.path().join("latest");
+    let out = ok(&[
+        "init",
+        &p(&l),
+        "--from",
+        &p(&parent),
+        "--checkpoint",
+        "latest",
+    ]);
+    assert!(out.contains("at checkpoint 11, step 35"), "{out}");
     // Re-running the branch command resumes (nothing left to do) instead of refusing.
     let b3 = tmp.path().join("branch3");
     ok(&[
@@ -219,8 +230,50 @@ fn a_branch_that_skips_a_chunk_differs_from_it_on_and_only_in_it() {
     );
     assert!(d["data"]["b_tokens"].as_object().unwrap().is_empty());
     assert_eq!(d["config_tables"], serde_json::json!(["guard"]));
+    // Evaluation scores and memorization, where present, sit side by side.
+    for run in [&parent, &b] {
+        ok(&[
+            "eval",
+            &p(run),
+            "--checkpoints",
+            "latest",
+            "--tasks",
+            "glass_heldout",
+            "--limit",
+            "2",
+        ]);
+        ok(&[
+            "analyze",
+            "memorization",
+            &p(run),
+            "--checkpoints",
+            "latest",
+            "--chunks",
+            "0",
+            "--samples",
+            "4",
+            "--prompt-tokens",
+            "8",
+            "--continuation-tokens",
+            "8",
+        ]);
+    }
+    let d: Value = serde_json::from_str(&ok(&["diff", &p(&parent), &p(&b), "--json"])).unwrap();
+    let last = d["checkpoints"].as_array().unwrap().last().unwrap().clone();
+    for side in ["a", "b"] {
+        assert!(
+            last[side]["evals"]["glass_heldout/bits_per_byte"].is_f64(),
+            "{last}"
+        );
+        assert!(last[side]["memorization_token_match"].is_f64(), "{last}");
+    }
+    assert_ne!(
+        last["a"]["evals"]["glass_heldout/bits_per_byte"],
+        last["b"]["evals"]["glass_heldout/bits_per_byte"]
+    );
     let text = ok(&["diff", &p(&parent), &p(&b)]);
     assert!(text.contains("4 of 31 steps differ"), "{text}");
+    assert!(text.contains("A glass_heldout/bits_per_byte"), "{text}");
     assert!(
         text.contains("identical") && text.contains("differ"),
         "{text}"

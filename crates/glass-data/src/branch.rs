@@ -142,7 +142,7 @@ fn reweighted(
     let spc = parent.config.steps_per_chunk;
     let from = base.from_step;
     let cfg_path = run_dir.join(crate::config::RUN_CONFIG_FILE);
-    if from % spc != 0 {
+    if !from.is_multiple_of(spc) {
         return Err(DataError::Config(format!(
             "{}: changing stage weights needs a branch point at a chunk boundary (a multiple of steps_per_chunk = {spc}), but the checkpoint is at step {from}; branch at step {} or {}",
             cfg_path.display(),
