@@ -296,23 +296,60 @@ fn a_branch_that_skips_a_chunk_differs_from_it_on_and_only_in_it() {
     assert_eq!(tensor_hashes(&lr)[0], reference[7]);
     assert_ne!(tensor_hashes(&lr)[1].1, reference[8].1);
 
-    // Changing the data of a continuing branch is refused, naming the key.
-    let bad = tmp.path().join("bad");
-    ok(&["init", &p(&bad), "--from", &p(&parent), "--checkpoint", "3"]);
-    let cfg = bad.join("glass.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, text.replacen("seed = 1234", "seed = 99", 1)).unwrap();
-    let o = glass(&[
-        "train",
-        &p(&bad),
-        "--from",
-        &p(&parent),
-        "--checkpoint",
+    // Bad branch configs are refused with the key at fault named.
+    let refused = |name: &str, k: &str, edit: &dyn Fn(String) -> String, words: &[&str]| {
+        let bad = tmp.path().join(name);
+        ok(&["init", &p(&bad), "--from", &p(&parent), "--checkpoint", k]);
+        let cfg = bad.join("glass.toml");
+        std::fs::write(&cfg, edit(std::fs::read_to_string(&cfg).unwrap())).unwrap();
+        let o = glass(&[
+            "train",
+            &p(&bad),
+            "--quiet",
+            "--from",
+            &p(&parent),
+            "--checkpoint",
+            k,
+            "--continue",
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        for w in words {
+            assert!(err.contains(w), "missing `{w}` in {err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    refused(
+        "seed",
         "3",
-        "--continue",
-    ]);
+        &|t| t.replacen("seed = 1234", "seed = 99", 1),
+        &["[data] differs", "seed"],
+    );
+    refused(
+        "chunk99",
+        "3",
+        &|t| t.replacen("[guard]\n", "[guard]\nskip_chunks = [99]\n", 1),
+        &["skip_chunks", "99"],
+    );
+    refused(
+        "midchunk",
+        "2",
+        &|t| {
+            t.replacen(
+                "[data.stages.weights]\nenglish = 1.0",
+                "[data.stages.weights]\nenglish = 0.5\ncode = 0.5",
+                1,
+            )
+        },
+        &["chunk boundary", "step 2"],
+    );
+    // A linked branch has nothing to prepare.
+    let o = glass(&["data", "prepare", &p(&b)]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("seed"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("nothing to prepare"),
+        "{err}"
+    );
 
     // The parent's rows are read by hash: a moved parent is named, not a panic.
     std::fs::rename(&parent, tmp.path().join("moved")).unwrap();
