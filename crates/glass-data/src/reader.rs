@@ -240,15 +240,33 @@ impl PreparedData {
 
     /// Segments of each row of `step`'s global batch (row indices relative to the batch).
     pub fn batch_segments(&self, step: u64) -> Result<Vec<Vec<Segment>>> {
-        let (chunk, dir, first) = self.locate(step)?;
+        let (chunk_first_step, segs) = self.chunk_segments(step)?;
         let b = self.rows_per_step() as u64;
+        let first = (step - chunk_first_step) * b;
         let mut rows = vec![Vec::new(); b as usize];
+        for mut s in segs {
+            let r = s.row as u64;
+            if r >= first && r < first + b {
+                s.row = (r - first) as u32;
+                rows[(r - first) as usize].push(s);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Every segment of the chunk holding `step` (rows relative to the chunk), hashed and
+    /// checked, with the chunk's first step.
+    pub fn chunk_segments(&self, step: u64) -> Result<(u64, Vec<Segment>)> {
+        let (chunk, dir, _) = self.locate(step)?;
         verify_file(dir, &chunk.segments)?;
         let n_sources = self.manifest.config.sources.len();
-        for mut s in read_segments(dir, chunk)? {
-            let r = s.row as u64;
+        let segs = read_segments(dir, chunk)?;
+        for s in &segs {
             let end = s.pos as u64 + s.len as u64;
-            if r >= chunk.n_rows || end > self.row_len() as u64 || s.source as usize >= n_sources {
+            if s.row as u64 >= chunk.n_rows
+                || end > self.row_len() as u64
+                || s.source as usize >= n_sources
+            {
                 return Err(DataError::Format(format!(
                     "{}: segment (row {}, pos {}, len {}, source {}) lies outside the chunk's {} rows of {} tokens or its {n_sources} sources",
                     dir.join(&chunk.segments.file).display(),
@@ -260,12 +278,8 @@ impl PreparedData {
                     self.row_len()
                 )));
             }
-            if r >= first && r < first + b {
-                s.row = (r - first) as u32;
-                rows[(r - first) as usize].push(s);
-            }
         }
-        Ok(rows)
+        Ok((chunk.first_step, segs))
     }
 
     /// Number of validation rows (0 when none are configured).

@@ -347,6 +347,7 @@ fn data_diff(
     let da = PreparedData::open(a)?;
     let db = PreparedData::open(b)?;
     let (mut ra, mut rb) = (Vec::new(), Vec::new());
+    let (mut ta_tokens, mut tb_tokens) = (SourceTokens::default(), SourceTokens::default());
     for i in 0..n {
         let (sa, sb) = (a0 + i, b0 + i);
         let (ta, tb) = (!skips_a.contains(&sa), !skips_b.contains(&sb));
@@ -366,10 +367,10 @@ fn data_diff(
         d.a_only_skipped += u64::from(!ta && tb);
         d.b_only_skipped += u64::from(ta && !tb);
         if ta {
-            add_source_tokens(&da, sa, &mut d.a_tokens)?;
+            ta_tokens.add(&da, sa, &mut d.a_tokens)?;
         }
         if tb {
-            add_source_tokens(&db, sb, &mut d.b_tokens)?;
+            tb_tokens.add(&db, sb, &mut d.b_tokens)?;
         }
     }
     Ok(d)
@@ -398,19 +399,40 @@ fn same_rows(
     Ok(ra == rb)
 }
 
-fn add_source_tokens(
-    data: &PreparedData,
-    step: u64,
-    out: &mut BTreeMap<String, u64>,
-) -> Result<()> {
-    let names = &data.manifest().config.sources;
-    for row in data.batch_segments(step)? {
-        for s in row {
-            let name = names
-                .get(s.source as usize)
-                .map_or_else(|| format!("#{}", s.source), |x| x.name.clone());
-            *out.entry(name).or_default() += s.len as u64;
+/// Row tokens per source of each step, a chunk's segments read once.
+#[derive(Default)]
+struct SourceTokens {
+    chunk_first_step: Option<u64>,
+    per_step: Vec<BTreeMap<u32, u64>>,
+}
+
+impl SourceTokens {
+    fn add(
+        &mut self,
+        data: &PreparedData,
+        step: u64,
+        out: &mut BTreeMap<String, u64>,
+    ) -> Result<()> {
+        let spc = data.steps_per_chunk().max(1);
+        if self.chunk_first_step != Some(step / spc * spc) {
+            let (first, segs) = data.chunk_segments(step)?;
+            let rows = data.rows_per_step() as u64;
+            self.per_step = vec![BTreeMap::new(); spc as usize];
+            for s in segs {
+                if let Some(m) = self.per_step.get_mut((s.row as u64 / rows) as usize) {
+                    *m.entry(s.source).or_default() += s.len as u64;
+                }
+            }
+            self.chunk_first_step = Some(first);
         }
+        let names = &data.manifest().config.sources;
+        let i = (step - self.chunk_first_step.unwrap_or(0)) as usize;
+        for (&src, &n) in self.per_step.get(i).into_iter().flatten() {
+            let name = names
+                .get(src as usize)
+                .map_or_else(|| format!("#{src}"), |x| x.name.clone());
+            *out.entry(name).or_default() += n;
+        }
+        Ok(())
     }
-    Ok(())
 }
