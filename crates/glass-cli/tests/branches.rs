@@ -152,6 +152,22 @@ fn unchanged_continuing_branches_reproduce_the_parent_bit_for_bit() {
             assert_eq!(row["same_optimizer"], true, "{row}");
         }
     }
+    // A branch of the first branch (at its checkpoint 3, step 16) reads the original
+    // parent's rows and reproduces it too.
+    let b3 = tmp.path().join("branch3");
+    let bb = tmp.path().join("branch3-3");
+    branch(&b3, &bb, "3", |t| {
+        assert_eq!(t.matches("# Branch of").count(), 1, "{t}");
+        t
+    });
+    assert_eq!(tensor_hashes(&bb), reference[6..].to_vec());
+    let dm: Value =
+        serde_json::from_slice(&std::fs::read(bb.join("data/manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        dm["base"]["run_dir"].as_str().unwrap(),
+        std::fs::canonicalize(&parent).unwrap().to_str().unwrap()
+    );
+    assert_eq!(dm["base"]["from_step"], 16);
     // The branch's later checkpoint replays across the skipped step and stage boundary.
     let out = ok(&["verify", &p(&tmp.path().join("branch6")), "--replay", "2"]);
     assert!(out.contains("bit-identical"), "{out}");
@@ -167,7 +183,6 @@ fn unchanged_continuing_branches_reproduce_the_parent_bit_for_bit() {
     ]);
     assert!(out.contains("at checkpoint 11, step 35"), "{out}");
     // Re-running the branch command resumes (nothing left to do) instead of refusing.
-    let b3 = tmp.path().join("branch3");
     ok(&[
         "train",
         &p(&b3),

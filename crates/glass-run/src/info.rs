@@ -89,6 +89,11 @@ pub fn init_branch(run_dir: &Path, parent: &Path, k: Option<u32>) -> Result<(u32
         step = e.step,
         sha = e.sha256
     );
+    // A branch of a branch: the parent's own branch note is replaced by this one.
+    let text = match text.strip_prefix("# Branch of ") {
+        Some(rest) => rest.split_once("\n\n").map_or(text.as_str(), |x| x.1),
+        None => text.as_str(),
+    };
     let text = format!("{header}{text}");
     RunConfig::parse(&text, &path)?;
     std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
