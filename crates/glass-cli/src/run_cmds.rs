@@ -509,10 +509,17 @@ pub fn diff(a: DiffArgs) -> Result<()> {
             .differing
             .iter()
             .map(|[x, y]| {
+                let (ax, bx) = (c.a_step + x, c.b_step + x);
                 if y - x == 1 {
-                    format!("+{x}")
+                    format!("+{x} (A step {ax}, B step {bx})")
                 } else {
-                    format!("+{x}..+{}", y - 1)
+                    let n = y - 1 - x;
+                    format!(
+                        "+{x}..+{} (A steps {ax}..{}, B steps {bx}..{})",
+                        y - 1,
+                        ax + n,
+                        bx + n
+                    )
                 }
             })
             .collect();

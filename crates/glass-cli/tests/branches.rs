@@ -287,7 +287,10 @@ fn a_branch_that_skips_a_chunk_differs_from_it_on_and_only_in_it() {
         last["b"]["evals"]["glass_heldout/bits_per_byte"]
     );
     let text = ok(&["diff", &p(&parent), &p(&b)]);
-    assert!(text.contains("4 of 31 steps differ"), "{text}");
+    assert!(
+        text.contains("4 of 31 steps differ") && text.contains("A steps 12..15"),
+        "{text}"
+    );
     assert!(text.contains("A glass_heldout/bits_per_byte"), "{text}");
     assert!(
         text.contains("identical") && text.contains("differ"),
