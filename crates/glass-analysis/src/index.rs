@@ -160,15 +160,16 @@ pub(crate) fn data_shards(
     run_dir: &Path,
 ) -> Result<(glass_data::Manifest, Vec<DataShard>, Option<DataShard>)> {
     let m = glass_data::Manifest::load(run_dir)?;
-    let data = run_dir.join("data");
-    let chunks_dir = data.join("chunks");
+    // A branch's data may live in its parent's directory (docs/data-format.md).
+    let data = m.dir_of(run_dir, "validation.json");
     let mut shards = Vec::new();
     for c in &m.chunks {
         let stem = chunk_stem(c.index);
+        let chunks_dir = m.chunk_dir(run_dir, &stem);
         let header = read_header(&chunks_dir, &stem)?;
         shards.push(DataShard {
             name: stem,
-            dir: chunks_dir.clone(),
+            dir: chunks_dir,
             rel_dir: "data/chunks",
             header,
         });

@@ -262,7 +262,7 @@ pub fn trace(
 /// Lazily opened segments and document tables, for describing occurrences.
 struct Context {
     data: PreparedData,
-    chunks_dir: PathBuf,
+    run_dir: PathBuf,
     names: Vec<String>,
     segments: HashMap<usize, Vec<Segment>>,
     views: HashMap<u32, SourceView>,
@@ -272,7 +272,7 @@ impl Context {
     fn new(run_dir: &Path, index: &Index) -> Result<Self> {
         Ok(Context {
             data: PreparedData::open(run_dir)?,
-            chunks_dir: run_dir.join("data").join("chunks"),
+            run_dir: run_dir.to_path_buf(),
             names: index
                 .data
                 .config
@@ -294,10 +294,10 @@ impl Context {
         len: usize,
     ) -> Result<Occurrence> {
         let rec = &index.shards[shard].rec;
-        if !self.segments.contains_key(&shard) {
-            let h = read_header(&self.chunks_dir, &rec.name)?;
-            self.segments
-                .insert(shard, read_segments(&self.chunks_dir, &h)?);
+        let chunks_dir = self.data.manifest().chunk_dir(&self.run_dir, &rec.name);
+        if let std::collections::hash_map::Entry::Vacant(e) = self.segments.entry(shard) {
+            let h = read_header(&chunks_dir, &rec.name)?;
+            e.insert(read_segments(&chunks_dir, &h)?);
         }
         let segs = &self.segments[&shard];
         let (r, off) = (loc.row_in_chunk as u32, loc.offset as u32);
@@ -312,7 +312,7 @@ impl Context {
             .or_else(|| segs.get(first))
             .copied()
             .ok_or_else(|| AnalysisError::Format {
-                path: self.chunks_dir.join(format!("{}.segments", rec.name)),
+                path: chunks_dir.join(format!("{}.segments", rec.name)),
                 msg: format!("no segment covers row {r} position {off}"),
             })?;
         let name = self

@@ -38,13 +38,20 @@ struct Cli {
 enum Command {
     /// Run the whole pipeline on the embedded default data: init, prepare, train, report.
     Demo(demo::DemoArgs),
-    /// Create a run directory with a complete, commented glass.toml.
+    /// Create a run directory with a complete, commented glass.toml (--from: a branch's,
+    /// the parent's config with a comment saying what an experiment may change).
     Init {
         /// Run directory to create.
         run: PathBuf,
         /// Model preset (tiny, small, amber-7b, crystalcoder-7b).
-        #[arg(long, default_value = "tiny")]
+        #[arg(long, default_value = "tiny", conflicts_with = "from")]
         preset: String,
+        /// Branch: copy the config of this run.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Checkpoint of --from to branch at: an index or `latest` (default).
+        #[arg(long, requires = "from")]
+        checkpoint: Option<analysis::CkptArg>,
     },
     /// Prepare, inspect and verify a run's training data.
     #[command(subcommand)]
@@ -59,6 +66,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare two runs from their common checkpoint: losses, evals, memorization, data.
+    Diff(run_cmds::DiffArgs),
     /// Re-hash every file against the manifests; --replay K recomputes checkpoint K.
     Verify {
         /// Run directory.
@@ -161,7 +170,25 @@ fn real_main() -> Result<()> {
     }
     match cli.command {
         Command::Demo(a) => demo::run(a),
-        Command::Init { run, preset } => {
+        Command::Init {
+            run,
+            from: Some(parent),
+            checkpoint,
+            ..
+        } => {
+            let k = match checkpoint {
+                Some(analysis::CkptArg::Index(k)) => Some(k),
+                _ => None,
+            };
+            let (k, step) = glass_run::init_branch(&run, &parent, k)?;
+            println!(
+                "created {}/glass.toml (the config of {} at checkpoint {k}, step {step}); edit what the experiment changes, then: glass train {0} --from {1} --checkpoint {k} --continue",
+                run.display(),
+                parent.display()
+            );
+            Ok(())
+        }
+        Command::Init { run, preset, .. } => {
             glass_run::init(&run, &preset)?;
             println!(
                 "created {}/glass.toml; next: glass data prepare {0} && glass train {0}",
@@ -172,6 +199,7 @@ fn real_main() -> Result<()> {
         Command::Data(cmd) => data::run(cmd),
         Command::Train(a) => run_cmds::train(a),
         Command::Info { run, json } => run_cmds::info(&run, json),
+        Command::Diff(a) => run_cmds::diff(a),
         Command::Verify { run, replay, json } if glass_release::is_release(&run) => {
             release::verify(&run, replay, json)
         }

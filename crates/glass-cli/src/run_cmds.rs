@@ -11,12 +11,20 @@ use glass_run::{Metrics, TrainOptions};
 pub struct TrainArgs {
     /// Run directory (with glass.toml and prepared data).
     pub run: PathBuf,
-    /// Branch: start from a checkpoint of another run (requires --checkpoint).
+    /// Branch: start from a checkpoint of another run (requires --checkpoint). Without
+    /// --continue: continued pretraining (weights and AdamW state, then this run's own
+    /// data from step 0 and its schedule from warm-up).
     #[arg(long, requires = "checkpoint")]
     pub from: Option<PathBuf>,
-    /// Checkpoint index of --from to start from.
+    /// Checkpoint of --from to start from: an index or `latest`.
     #[arg(long, requires = "from")]
-    pub checkpoint: Option<u32>,
+    pub checkpoint: Option<crate::analysis::CkptArg>,
+    /// Continue the parent exactly: the checkpoint's whole state (step, schedule,
+    /// skipped steps, guard history) and the parent's data stream from its step on, read
+    /// by hash from the parent; this run's glass.toml says what changes (a controlled
+    /// experiment; `glass init NEW --from RUN --checkpoint K` writes it).
+    #[arg(long = "continue", requires = "from")]
+    pub continue_stream: bool,
     /// Fault injection: make the loss NaN the first time step S runs (repeatable).
     #[arg(long = "inject-nan-at-step", value_name = "S")]
     pub inject_nan: Vec<u64>,
@@ -34,9 +42,25 @@ pub struct TrainArgs {
 
 /// Runs `glass train`.
 pub fn train(a: TrainArgs) -> Result<()> {
+    let from = match (a.from, a.checkpoint) {
+        (Some(f), Some(crate::analysis::CkptArg::Index(k))) => Some((f, k)),
+        (Some(f), _) => {
+            let m = glass_run::RunManifest::require(&f)?;
+            let Some(last) = m.checkpoints.last() else {
+                bail!("{} has no checkpoint yet", f.display());
+            };
+            Some((f, last.index))
+        }
+        (None, _) => None,
+    };
     let opts = TrainOptions {
         inject_nan_at: a.inject_nan,
-        from: a.from.map(|f| (f, a.checkpoint.unwrap_or(0))),
+        from,
+        mode: if a.continue_stream {
+            glass_run::BranchMode::Continue
+        } else {
+            glass_run::BranchMode::ContinuedPretraining
+        },
         until_step: a.until_step,
         progress: !a.quiet,
         shard_optimizer: a.shard_optimizer,
@@ -109,9 +133,11 @@ pub fn info(run: &Path, json: bool) -> Result<()> {
     );
     if let Some(p) = &i.parent {
         println!(
-            "branched from {} checkpoint {} ({})",
+            "branched ({}) from {} checkpoint {}{} ({})",
+            p.mode.as_str(),
             p.run_dir,
             p.checkpoint,
+            p.step.map_or(String::new(), |s| format!(" at step {s}")),
             short(&p.checkpoint_sha256)
         );
     }
@@ -144,12 +170,13 @@ pub fn verify(run: &Path, replay: Option<u32>, json: bool) -> Result<()> {
         if json {
             println!("{}", serde_json::to_string_pretty(&r)?);
         } else {
+            let from = match k {
+                0 => "the parent's checkpoint".to_string(),
+                k => format!("checkpoint {}", k - 1),
+            };
             println!(
-                "replayed steps {}..{} from checkpoint {} to {}:",
-                r.from_step,
-                r.to_step,
-                k - 1,
-                k
+                "replayed steps {}..{} from {from} to checkpoint {k}:",
+                r.from_step, r.to_step,
             );
             for (name, want, got) in &r.files {
                 println!(
@@ -164,6 +191,9 @@ pub fn verify(run: &Path, replay: Option<u32>, json: bool) -> Result<()> {
             }
         }
         if !r.identical {
+            if k == 0 {
+                bail!("checkpoint 0 is NOT what the parent's checkpoint gives");
+            }
             bail!(
                 "checkpoint {k} is NOT what checkpoint {} and the data produce",
                 k - 1
@@ -366,4 +396,153 @@ fn csv_field(s: &str) -> String {
 
 fn short(h: &str) -> &str {
     h.get(..12).unwrap_or(h)
+}
+
+/// Options of `glass diff`.
+#[derive(Args)]
+pub struct DiffArgs {
+    /// Run A (e.g. the parent).
+    pub a: PathBuf,
+    /// Run B (e.g. a branch of A).
+    pub b: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `glass diff`.
+pub fn diff(a: DiffArgs) -> Result<()> {
+    let d = glass_run::diff(&a.a, &a.b)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+        return Ok(());
+    }
+    let c = &d.common;
+    println!("A {} (run {})", d.a.run_dir, d.a.run_id);
+    println!("B {} (run {})", d.b.run_dir, d.b.run_id);
+    println!(
+        "common checkpoint: A {} (step {}) = B's start {} (step {}), {}",
+        c.a_checkpoint,
+        c.a_step,
+        c.b_checkpoint,
+        c.b_step,
+        short(&c.sha256)
+    );
+    if d.config_tables.is_empty() {
+        println!("glass.toml: same values");
+    } else {
+        println!("glass.toml differs in: [{}]", d.config_tables.join("], ["));
+    }
+    let mut cols: Vec<String> = d
+        .checkpoints
+        .iter()
+        .flat_map(|r| [&r.a, &r.b])
+        .flatten()
+        .flat_map(|s| s.evals.keys().cloned())
+        .collect();
+    cols.sort();
+    cols.dedup();
+    let memo = d
+        .checkpoints
+        .iter()
+        .flat_map(|r| [&r.a, &r.b])
+        .flatten()
+        .any(|s| s.memorization_token_match.is_some());
+    print!(
+        "{:>7} {:>9} {:>9} {:>10} {:>10} {:>9}",
+        "+steps", "A ckpt", "B ckpt", "A val", "B val", "B-A"
+    );
+    for c in &cols {
+        print!("  {:>14} {:>14}", format!("A {c}"), format!("B {c}"));
+    }
+    if memo {
+        print!("  {:>9} {:>9}", "A memo", "B memo");
+    }
+    println!("  bits");
+    let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    for r in &d.checkpoints {
+        let (va, vb) = (
+            r.a.as_ref().and_then(|s| s.val_loss),
+            r.b.as_ref().and_then(|s| s.val_loss),
+        );
+        let delta = va.zip(vb).map(|(x, y)| y - x);
+        let k = |s: &Option<glass_run::diff::DiffSide>| {
+            s.as_ref()
+                .map_or("-".to_string(), |s| format!("{}@{}", s.checkpoint, s.step))
+        };
+        print!(
+            "{:>7} {:>9} {:>9} {:>10} {:>10} {:>9}",
+            r.offset,
+            k(&r.a),
+            k(&r.b),
+            f(va),
+            f(vb),
+            delta.map_or("-".to_string(), |d| format!("{d:+.4}"))
+        );
+        for c in &cols {
+            let v = |s: &Option<glass_run::diff::DiffSide>| {
+                f(s.as_ref().and_then(|s| s.evals.get(c).copied()))
+            };
+            print!("  {:>14} {:>14}", v(&r.a), v(&r.b));
+        }
+        if memo {
+            let m = |s: &Option<glass_run::diff::DiffSide>| {
+                f(s.as_ref().and_then(|s| s.memorization_token_match))
+            };
+            print!("  {:>9} {:>9}", m(&r.a), m(&r.b));
+        }
+        let bits = match (&r.a, &r.b) {
+            (Some(_), Some(_)) if r.same_model && r.same_optimizer => "identical",
+            (Some(_), Some(_)) => "differ",
+            _ => "-",
+        };
+        println!("  {bits}");
+    }
+    let dd = &d.data;
+    if dd.differing.is_empty() {
+        println!(
+            "data: the same rows at all {} steps compared",
+            dd.steps_compared
+        );
+    } else {
+        let ranges: Vec<String> = dd
+            .differing
+            .iter()
+            .map(|[x, y]| {
+                let (ax, bx) = (c.a_step + x, c.b_step + x);
+                if y - x == 1 {
+                    format!("+{x} (A step {ax}, B step {bx})")
+                } else {
+                    let n = y - 1 - x;
+                    format!(
+                        "+{x}..+{} (A steps {ax}..{}, B steps {bx}..{})",
+                        y - 1,
+                        ax + n,
+                        bx + n
+                    )
+                }
+            })
+            .collect();
+        println!(
+            "data: {} of {} steps differ (steps since the common checkpoint: {}); A skipped {} of them, B {}",
+            dd.differing_steps,
+            dd.steps_compared,
+            ranges.join(", "),
+            dd.a_only_skipped,
+            dd.b_only_skipped
+        );
+        let toks = |m: &std::collections::BTreeMap<String, u64>| {
+            if m.is_empty() {
+                "none".to_string()
+            } else {
+                m.iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        println!("  tokens A trained on there: {}", toks(&dd.a_tokens));
+        println!("  tokens B trained on there: {}", toks(&dd.b_tokens));
+    }
+    Ok(())
 }

@@ -194,3 +194,53 @@ fn a_build_without_mpi_refuses_to_run_under_a_launcher() {
         );
     }
 }
+
+/// (step, sha256 of model.safetensors) of every published checkpoint.
+fn model_hashes(run: &Path) -> Vec<(u64, String)> {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    m["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let f = c["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["path"].as_str().unwrap().ends_with("model.safetensors"))
+                .unwrap();
+            (
+                c["step"].as_u64().unwrap(),
+                f["sha256"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_continuing_branch_trained_on_two_ranks_reproduces_the_parent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let parent = make_run(&tmp.path().join("parent"), 4, 0);
+    ok(&["train", &p(&parent), "--quiet"]);
+    let b = tmp.path().join("branch");
+    ok(&["init", &p(&b), "--from", &p(&parent), "--checkpoint", "3"]);
+    let opts = TrainOptions {
+        from: Some((parent.clone(), 3)),
+        mode: glass_run::BranchMode::Continue,
+        ..Default::default()
+    };
+    // Rank 0 links the parent's data; both ranks then read their slices of its rows.
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = local_group(2)
+            .into_iter()
+            .map(|c| {
+                let (b, opts) = (&b, opts.clone());
+                s.spawn(move || train_on(b, &opts, Arc::new(c) as Arc<dyn Collective>))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    all_ok(reports);
+    assert_eq!(model_hashes(&b), model_hashes(&parent)[3..].to_vec());
+}

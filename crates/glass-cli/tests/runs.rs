@@ -103,6 +103,10 @@ fn file_sha(run: &Path, index: usize, name: &str) -> String {
         .to_string()
 }
 
+fn n_steps(run: &Path) -> u64 {
+    checkpoints(run).last().unwrap().0
+}
+
 fn p(run: &Path) -> String {
     run.to_str().unwrap().to_string()
 }
@@ -260,6 +264,17 @@ fn nan_guard_equals_configured_skip_and_branch_records_lineage() {
     );
     let info: Value = serde_json::from_str(&ok(&["info", &p(&e), "--json"])).unwrap();
     assert_eq!(info["parent"]["run_id"], manifest(&d)["run_id"]);
+    assert_eq!(info["parent"]["mode"], "continued-pretraining");
+    // Continued pretraining: its own data from step 0.
+    assert_eq!(checkpoints(&e)[0].0, 0);
+    let out = ok(&["verify", &p(&e), "--replay", "0"]);
+    assert!(out.contains("bit-identical"), "{out}");
+    // `glass diff` aligns a continued-pretraining branch by steps since the branch point.
+    let dj: Value = serde_json::from_str(&ok(&["diff", &p(&d), &p(&e), "--json"])).unwrap();
+    assert_eq!(dj["common"]["a_checkpoint"], 3);
+    assert_eq!(dj["common"]["b_step"], 0);
+    let a_step = dj["common"]["a_step"].as_u64().unwrap();
+    assert_eq!(dj["data"]["steps_compared"], n_steps(&d) - a_step);
 }
 
 #[test]

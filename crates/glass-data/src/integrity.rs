@@ -96,6 +96,19 @@ pub fn check_manifest(m: &Manifest, path: &Path) -> Result<()> {
     for f in &m.files {
         check_inside(&f.path, path)?;
     }
+    if let Some(b) = &m.base {
+        // A branch reads its parent's files by design; which ones, and their hashes,
+        // are still this manifest's.
+        if !Path::new(&b.run_dir).is_absolute() || b.from_step > m.n_steps {
+            return bad(format!(
+                "base {{run_dir {}, from_step {}}} must name an absolute directory and a step within the {} steps",
+                b.run_dir, b.from_step, m.n_steps
+            ));
+        }
+        for l in &b.local {
+            check_inside(l, path)?;
+        }
+    }
     Ok(())
 }
 

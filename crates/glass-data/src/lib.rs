@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod atomic;
+pub mod branch;
 mod bytelevel;
 pub mod chunk;
 pub mod config;
@@ -32,7 +33,7 @@ pub use config::DataConfig;
 pub use demo::default_demo_toml;
 pub use embedded::{embedded_code, embedded_work, embedded_works, HELD_OUT_WORKS};
 pub use error::{DataError, Result};
-pub use manifest::{verify, Manifest, VerifyReport};
+pub use manifest::{verify, BaseData, Manifest, VerifyReport};
 pub use prepare::{prepare, PrepareOptions, PrepareReport, Shard};
 pub use reader::PreparedData;
 pub use tokenizer::GlassTokenizer;

@@ -1,7 +1,7 @@
 //! The run's data manifest: what was built from what, with every file's sha256, so anyone
 //! can check a released run byte for byte (`glass data verify`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -115,6 +115,69 @@ pub struct Manifest {
     pub validation: Option<String>,
     /// Every file under `RUN/data/` except this manifest, with its hash.
     pub files: Vec<ManifestFile>,
+    /// A branch's data (`glass train --continue`): the files are read, by hash, from
+    /// another run's data directory instead of being copied (absent for prepared data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseData>,
+}
+
+/// Where a branch's data manifest reads the files it does not hold itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseData {
+    /// The run whose `data/` holds the files (absolute path).
+    pub run_dir: String,
+    /// sha256 of that run's `data/manifest.json` when the branch was made.
+    pub manifest_sha256: String,
+    /// The first step the branch trains: the step of the parent checkpoint it starts
+    /// from. Rows before it are the parent's, untouched.
+    pub from_step: u64,
+    /// Files (paths as in `files`) this data directory holds itself; every other listed
+    /// file is read from the base's `data/`.
+    #[serde(default)]
+    pub local: Vec<String>,
+}
+
+impl Manifest {
+    /// The directory holding file `rel` (relative to a data directory) of the data in
+    /// `run_dir`: the run's own `data/`, or the base run's for a branch.
+    pub fn dir_of(&self, run_dir: &Path, rel: &str) -> PathBuf {
+        match &self.base {
+            Some(b) if !b.local.iter().any(|l| l == rel) => Path::new(&b.run_dir).join("data"),
+            _ => run_dir.join("data"),
+        }
+    }
+
+    /// The directory holding the files of chunk `stem` (`chunk-KKKKK`) of the data in
+    /// `run_dir` (see [`Manifest::dir_of`]).
+    pub fn chunk_dir(&self, run_dir: &Path, stem: &str) -> PathBuf {
+        self.dir_of(run_dir, &format!("chunks/{stem}.json"))
+            .join("chunks")
+    }
+
+    /// For a branch's data: checks that the base run's data manifest is still the one
+    /// the branch pinned, with an error naming both files and the fix.
+    pub fn check_base(&self, run_dir: &Path) -> Result<()> {
+        let Some(b) = &self.base else {
+            return Ok(());
+        };
+        let mine = run_dir.join("data").join(MANIFEST_FILE);
+        let theirs = Path::new(&b.run_dir).join("data").join(MANIFEST_FILE);
+        match sha256_file(&theirs) {
+            Ok((sha, _)) if sha == b.manifest_sha256 => Ok(()),
+            Ok((sha, _)) => Err(DataError::Format(format!(
+                "{}: this branch reads its rows from {} (sha256 {}), which now has sha256 {sha}: the parent's data changed; restore it (re-run `glass data prepare` there with its original [data] table)",
+                mine.display(),
+                theirs.display(),
+                b.manifest_sha256
+            ))),
+            Err(_) => Err(DataError::Format(format!(
+                "{}: this branch reads its rows, by hash, from the parent run's data at {}, which is missing: the parent moved or was deleted; put it back at {}",
+                mine.display(),
+                theirs.display(),
+                b.run_dir
+            ))),
+        }
+    }
 }
 
 impl Manifest {
@@ -178,8 +241,14 @@ pub fn verify(run_dir: &Path) -> Result<VerifyReport> {
         manifest_sha256: sha256_file(&data.join(MANIFEST_FILE))?.0,
         ..Default::default()
     };
+    if let Err(e) = m.check_base(run_dir) {
+        r.mismatches.push(Mismatch {
+            path: format!("data/{MANIFEST_FILE}"),
+            problem: e.to_string(),
+        });
+    }
     for f in &m.files {
-        let p = data.join(&f.path);
+        let p = m.dir_of(run_dir, &f.path).join(&f.path);
         let shown = format!("data/{}", f.path);
         r.checked += 1;
         if !crate::integrity::is_inside(&f.path) {

@@ -415,6 +415,53 @@ impl<'a> Packer<'a> {
         }
     }
 
+    /// From `from_step` on (a chunk boundary not yet packed), draw with the stage weights
+    /// and FIM rates of `cfg` instead: a branch that re-weights or drops sources for the
+    /// remaining stream. A stage whose weights change draws from a fresh [`Blend`]
+    /// starting at `from_step` (so the rest of it matches the new weights within one row);
+    /// the streams continue where they were. `cfg` must have the same sources and stages
+    /// (names, tokens) as the packer's config.
+    pub fn reweight(&mut self, cfg: &DataConfig, from_step: u64) {
+        let per_source = |m: &std::collections::BTreeMap<String, f64>| -> Vec<f64> {
+            cfg.sources
+                .iter()
+                .map(|s| m.get(&s.name).copied().unwrap_or(0.0))
+                .collect()
+        };
+        for k in self.plan.stage_of(from_step)..self.plan.stages.len() {
+            if self.plan.stages[k].first_step + self.plan.stages[k].n_steps <= from_step {
+                continue;
+            }
+            let (w, f) = (
+                per_source(&cfg.stages[k].weights),
+                per_source(&cfg.stages[k].fim_rate),
+            );
+            if w == self.weights[k] && f == self.fim[k] {
+                continue;
+            }
+            self.weights[k] = w;
+            self.fim[k] = f;
+            self.blends[k] = None;
+            let stats = &mut self.stats[k].sources;
+            for (i, src) in cfg.sources.iter().enumerate() {
+                match stats.iter_mut().find(|t| t.source == src.name) {
+                    Some(t) => {
+                        t.weight = self.weights[k][i];
+                        t.fim_rate = self.fim[k][i];
+                    }
+                    None if self.weights[k][i] > 0.0 => stats.push(SourceStageStats {
+                        source: src.name.clone(),
+                        weight: self.weights[k][i],
+                        fim_rate: self.fim[k][i],
+                        ..Default::default()
+                    }),
+                    None => {}
+                }
+            }
+            stats.sort_by_key(|t| cfg.source_index(&t.source));
+        }
+    }
+
     /// The plan being packed.
     pub fn plan(&self) -> &Plan {
         &self.plan

@@ -100,6 +100,14 @@ pub struct PrepareReport {
 /// Prepares `run_dir`'s data per its `glass.toml` `[data]` table.
 pub fn prepare(run_dir: &Path, opts: &PrepareOptions) -> Result<PrepareReport> {
     let cfg = DataConfig::load(run_dir)?;
+    if let Some(b) = Manifest::load(run_dir).ok().and_then(|m| m.base) {
+        return Err(DataError::Config(format!(
+            "{}/data reads the rows of {} by hash (a branch made with `glass train --continue`); there is nothing to prepare — `glass data verify {}` checks them",
+            run_dir.display(),
+            b.run_dir,
+            run_dir.display()
+        )));
+    }
     if let Some(s) = cfg.sources.iter().find(|s| s.kind == SourceKind::Release) {
         return Err(DataError::Config(format!(
             "source `{}` is kind = \"release\": {}/data was imported from a published release (rows as they were trained on), not built from sources, so `glass data prepare` cannot rebuild it; `glass data verify` checks it",
@@ -651,6 +659,7 @@ impl Prepare {
             chunks,
             validation,
             files,
+            base: None,
         };
         write_atomic(
             &self.data.join(MANIFEST_FILE),

@@ -488,6 +488,7 @@ pub fn import_pretokenized(
         chunks,
         validation: None,
         files,
+        base: None,
     };
     let bytes = serde_json::to_vec_pretty(&manifest).expect("json");
     write_atomic(&data.join(MANIFEST_FILE), &bytes)?;

@@ -22,7 +22,13 @@ use crate::tokenizer::{GlassTokenizer, SpecialIds};
 /// returned (once per chunk), so training never runs a step on altered data.
 #[derive(Debug)]
 pub struct PreparedData {
+    /// The run's own `data/`.
     data_dir: PathBuf,
+    /// Where each chunk's files are: `data/chunks` of this run or, for a branch, of the
+    /// run it reads its rows from.
+    chunk_dirs: Vec<PathBuf>,
+    /// Where the validation rows, tokenizer and token stores are.
+    shared_dir: PathBuf,
     manifest: Manifest,
     chunks: Vec<ChunkHeader>,
     validation: Option<ChunkHeader>,
@@ -34,8 +40,9 @@ impl PreparedData {
     /// Opens `run_dir/data` (fails if `prepare` has not completed).
     pub fn open(run_dir: &Path) -> Result<Self> {
         let manifest = Manifest::load(run_dir)?;
+        manifest.check_base(run_dir)?;
         let data_dir = run_dir.join("data");
-        let chunks_dir = data_dir.join("chunks");
+        let shared_dir = manifest.dir_of(run_dir, "validation.json");
         let open_header = |dir: &Path, stem: &str, rel: &str, rec: Option<&ChunkRecord>| {
             let path = dir.join(format!("{stem}.json"));
             let (sha, _) = crate::atomic::sha256_file(&path)?;
@@ -52,17 +59,22 @@ impl PreparedData {
             crate::integrity::check_header(&manifest, &h, rec, dir_rel, &path)?;
             Ok(h)
         };
+        let mut chunk_dirs = Vec::with_capacity(manifest.chunks.len());
         let chunks = manifest
             .chunks
             .iter()
             .map(|c| {
                 let stem = crate::chunk::chunk_stem(c.index);
-                open_header(&chunks_dir, &stem, &format!("chunks/{stem}.json"), Some(c))
+                let rel = format!("chunks/{stem}.json");
+                let dir = manifest.dir_of(run_dir, &rel).join("chunks");
+                let h = open_header(&dir, &stem, &rel, Some(c))?;
+                chunk_dirs.push(dir);
+                Ok(h)
             })
             .collect::<Result<Vec<_>>>()?;
         let validation = match &manifest.validation {
             Some(_) => Some(open_header(
-                &data_dir,
+                &shared_dir,
                 "validation",
                 "validation.json",
                 None,
@@ -72,6 +84,8 @@ impl PreparedData {
         let verified = (0..chunks.len()).map(|_| OnceLock::new()).collect();
         Ok(Self {
             data_dir,
+            chunk_dirs,
+            shared_dir,
             manifest,
             chunks,
             validation,
@@ -84,7 +98,7 @@ impl PreparedData {
         if self.verified[c].get().is_some() {
             return Ok(());
         }
-        verify_file(&self.data_dir.join("chunks"), &self.chunks[c].tokens)?;
+        verify_file(&self.chunk_dirs[c], &self.chunks[c].tokens)?;
         let _ = self.verified[c].set(());
         Ok(())
     }
@@ -92,6 +106,23 @@ impl PreparedData {
     /// The manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The first step this run trains: 0, or for a branch that continues another run's
+    /// stream the step of the checkpoint it starts from.
+    pub fn first_step(&self) -> u64 {
+        self.manifest.base.as_ref().map_or(0, |b| b.from_step)
+    }
+
+    /// The run's own data directory (`RUN/data`).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// sha256 of the token file of the chunk holding `step` (as the manifest lists it).
+    pub fn chunk_tokens_sha256(&self, step: u64) -> Option<&str> {
+        let i = (step / self.steps_per_chunk().max(1)) as usize;
+        self.chunks.get(i).map(|c| c.tokens.sha256.as_str())
     }
 
     /// Tokens per training input (rows hold one more).
@@ -136,7 +167,7 @@ impl PreparedData {
 
     /// Path of the run's `tokenizer.json`.
     pub fn tokenizer_path(&self) -> PathBuf {
-        self.data_dir.join(&self.manifest.tokenizer.file)
+        self.shared_dir.join(&self.manifest.tokenizer.file)
     }
 
     /// Loads the run's tokenizer (for decoding samples and encoding prompts).
@@ -155,7 +186,7 @@ impl PreparedData {
         &self.manifest.stages[i].name
     }
 
-    fn locate(&self, step: u64) -> Result<(&ChunkHeader, u64)> {
+    fn locate(&self, step: u64) -> Result<(&ChunkHeader, &Path, u64)> {
         if step >= self.n_steps() {
             return Err(DataError::Range(format!(
                 "step {step} is past the end of the data ({} steps)",
@@ -165,7 +196,11 @@ impl PreparedData {
         let i = (step / self.steps_per_chunk()) as usize;
         self.verify_chunk(i)?;
         let c = &self.chunks[i];
-        Ok((c, (step - c.first_step) * self.rows_per_step() as u64))
+        Ok((
+            c,
+            &self.chunk_dirs[i],
+            (step - c.first_step) * self.rows_per_step() as u64,
+        ))
     }
 
     /// Fills `out` with the global batch of `step`: `rows_per_step` rows of `row_len`
@@ -198,29 +233,40 @@ impl PreparedData {
         out: &mut Vec<u32>,
     ) -> Result<()> {
         let (a, b) = self.rank_rows(rank, world_size)?;
-        let (chunk, first) = self.locate(step)?;
+        let (chunk, dir, first) = self.locate(step)?;
         out.clear();
-        read_rows(
-            &self.data_dir.join("chunks"),
-            chunk,
-            first + a as u64,
-            (b - a) as u64,
-            out,
-        )
+        read_rows(dir, chunk, first + a as u64, (b - a) as u64, out)
     }
 
     /// Segments of each row of `step`'s global batch (row indices relative to the batch).
     pub fn batch_segments(&self, step: u64) -> Result<Vec<Vec<Segment>>> {
-        let (chunk, first) = self.locate(step)?;
+        let (chunk_first_step, segs) = self.chunk_segments(step)?;
         let b = self.rows_per_step() as u64;
+        let first = (step - chunk_first_step) * b;
         let mut rows = vec![Vec::new(); b as usize];
-        let dir = self.data_dir.join("chunks");
-        verify_file(&dir, &chunk.segments)?;
-        let n_sources = self.manifest.config.sources.len();
-        for mut s in read_segments(&dir, chunk)? {
+        for mut s in segs {
             let r = s.row as u64;
+            if r >= first && r < first + b {
+                s.row = (r - first) as u32;
+                rows[(r - first) as usize].push(s);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Every segment of the chunk holding `step` (rows relative to the chunk), hashed and
+    /// checked, with the chunk's first step.
+    pub fn chunk_segments(&self, step: u64) -> Result<(u64, Vec<Segment>)> {
+        let (chunk, dir, _) = self.locate(step)?;
+        verify_file(dir, &chunk.segments)?;
+        let n_sources = self.manifest.config.sources.len();
+        let segs = read_segments(dir, chunk)?;
+        for s in &segs {
             let end = s.pos as u64 + s.len as u64;
-            if r >= chunk.n_rows || end > self.row_len() as u64 || s.source as usize >= n_sources {
+            if s.row as u64 >= chunk.n_rows
+                || end > self.row_len() as u64
+                || s.source as usize >= n_sources
+            {
                 return Err(DataError::Format(format!(
                     "{}: segment (row {}, pos {}, len {}, source {}) lies outside the chunk's {} rows of {} tokens or its {n_sources} sources",
                     dir.join(&chunk.segments.file).display(),
@@ -232,12 +278,8 @@ impl PreparedData {
                     self.row_len()
                 )));
             }
-            if r >= first && r < first + b {
-                s.row = (r - first) as u32;
-                rows[(r - first) as usize].push(s);
-            }
         }
-        Ok(rows)
+        Ok((chunk.first_step, segs))
     }
 
     /// Number of validation rows (0 when none are configured).
@@ -250,8 +292,8 @@ impl PreparedData {
         out.clear();
         match &self.validation {
             Some(v) => {
-                verify_file(&self.data_dir, &v.tokens)?;
-                read_rows(&self.data_dir, v, 0, v.n_rows, out)?;
+                verify_file(&self.shared_dir, &v.tokens)?;
+                read_rows(&self.shared_dir, v, 0, v.n_rows, out)?;
                 Ok(v.n_rows)
             }
             None => Ok(0),
@@ -266,7 +308,7 @@ impl PreparedData {
             .iter()
             .find(|s| s.name == name)
             .ok_or_else(|| DataError::Range(format!("no source `{name}` in this run")))?;
-        let tokens_dir = self.data_dir.join("tokens");
+        let tokens_dir = self.shared_dir.join("tokens");
         let headers = (0..rec.n_shards)
             .map(|j| {
                 read_store_header(&tokens_dir, name, j, rec.n_shards)?.ok_or_else(|| {

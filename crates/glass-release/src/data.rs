@@ -124,7 +124,10 @@ pub(crate) fn write_chunk(
     seg_rel: &str,
     views: &mut [Option<SourceView>],
 ) -> Result<[ReleaseFile; 2]> {
-    let chunks_dir = run_dir.join("data").join("chunks");
+    let chunks_dir = data.manifest().chunk_dir(
+        run_dir,
+        &glass_data::chunk::chunk_stem(h.chunk.unwrap_or(0)),
+    );
     let names: Vec<String> = data
         .manifest()
         .config

@@ -431,12 +431,12 @@ impl ChunkWriter<'_> {
     fn until(&mut self, step: u64, parts: &mut Parts<'_>) -> Result<()> {
         let dm = self.data.manifest();
         let n = dm.chunks.len();
-        let chunks_dir = self.run_dir.join("data").join("chunks");
         while self.next < n {
             let rec = &dm.chunks[self.next];
             if rec.first_step + rec.n_steps > step {
                 break;
             }
+            let chunks_dir = dm.chunk_dir(self.run_dir, &glass_data::chunk::chunk_stem(rec.index));
             let h = glass_data::chunk::read_header(
                 &chunks_dir,
                 &glass_data::chunk::chunk_stem(rec.index),

@@ -50,6 +50,10 @@ pub struct OptimConfig {
     pub min_lr: f32,
     /// Linear warm-up steps (Amber: 2000).
     pub warmup_steps: u64,
+    /// Step at which the cosine decay reaches `min_lr` (it stays there afterwards);
+    /// absent: the last step. An earlier value decays earlier, e.g. in a branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decay_end_step: Option<u64>,
     /// AdamW hyperparameters.
     #[serde(flatten)]
     pub adamw: AdamWConfig,
@@ -130,6 +134,10 @@ pub struct GuardSection {
     /// Steps whose data is skipped from the start (no update is made for them).
     #[serde(default)]
     pub skip_steps: Vec<u64>,
+    /// Data chunks whose steps are all skipped (chunk `c` holds steps
+    /// `[c·steps_per_chunk, (c+1)·steps_per_chunk)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip_chunks: Vec<u64>,
 }
 
 fn default_window() -> usize {
@@ -146,6 +154,7 @@ impl Default for GuardSection {
             spike_window: default_window(),
             skip: SkipUnit::Batch,
             skip_steps: vec![],
+            skip_chunks: vec![],
         }
     }
 }
@@ -316,12 +325,14 @@ fn resolve_model(v: toml::Value, path: &Path) -> Result<ModelConfig> {
 }
 
 /// The learning rate at `step` (0-based): linear warm-up to `lr` over `warmup_steps`,
-/// then cosine decay to `min_lr` at `total_steps`.
+/// then cosine decay to `min_lr` at `total_steps` (or at `decay_end_step` when set and
+/// earlier), constant `min_lr` after it.
 pub fn lr_at(o: &OptimConfig, step: u64, total_steps: u64) -> f32 {
     if step < o.warmup_steps {
         return o.lr * (step + 1) as f32 / o.warmup_steps as f32;
     }
-    let span = total_steps.saturating_sub(o.warmup_steps).max(1) as f64;
+    let end = o.decay_end_step.map_or(total_steps, |e| e.min(total_steps));
+    let span = end.saturating_sub(o.warmup_steps).max(1) as f64;
     let progress = ((step - o.warmup_steps) as f64 / span).min(1.0);
     let cos = 0.5 * (1.0 + glass_engine::ops::fastmath::cos_f64(std::f64::consts::PI * progress));
     (o.min_lr as f64 + (o.lr - o.min_lr) as f64 * cos) as f32
@@ -387,6 +398,8 @@ preset = "{preset}"
 lr = {lr}
 min_lr = {min_lr}
 warmup_steps = {warmup}
+# The cosine reaches min_lr at this step instead of the last one, then stays there:
+# decay_end_step = 1000
 beta1 = 0.9
 beta2 = 0.95
 eps = 1e-8
@@ -416,8 +429,9 @@ spike_factor = 0.0
 spike_window = 20
 # Skip the offending "batch" or the rest of its "chunk".
 skip = "batch"
-# Steps whose data is skipped from the start.
+# Steps whose data is skipped from the start (data consumed, no update).
 skip_steps = []
+# Data chunks whose steps are all skipped: skip_chunks = [3]
 
 "#,
         presets = glass_engine::PRESETS.join(", "),
@@ -493,6 +507,7 @@ mod tests {
             lr: 3e-4,
             min_lr: 3e-5,
             warmup_steps: 2000,
+            decay_end_step: None,
             adamw: AdamWConfig::default(),
         };
         assert!((lr_at(&o, 0, 10_000) - 3e-4 / 2000.0).abs() < 1e-12);
@@ -502,6 +517,14 @@ mod tests {
             "half way: midpoint"
         );
         assert!((lr_at(&o, 10_000, 10_000) - 3e-5).abs() < 1e-9);
+        let early = OptimConfig {
+            decay_end_step: Some(6000),
+            ..o.clone()
+        };
+        assert_eq!(lr_at(&early, 1999, 10_000), lr_at(&o, 1999, 10_000));
+        assert!((lr_at(&early, 4000, 10_000) - 1.65e-4).abs() < 1e-7);
+        assert!((lr_at(&early, 6000, 10_000) - 3e-5).abs() < 1e-9);
+        assert!((lr_at(&early, 8000, 10_000) - 3e-5).abs() < 1e-9);
     }
 
     #[test]

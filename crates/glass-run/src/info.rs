@@ -41,6 +41,66 @@ pub fn init(run_dir: &Path, preset: &str) -> Result<()> {
     Ok(())
 }
 
+/// Creates `run_dir` as a branch of `parent` at checkpoint `k` (default: the latest):
+/// its `glass.toml` is the parent's, byte for byte, under a comment saying what a
+/// controlled experiment may change. Returns the checkpoint's index and step.
+pub fn init_branch(run_dir: &Path, parent: &Path, k: Option<u32>) -> Result<(u32, u64)> {
+    let path = run_dir.join(CONFIG_FILE);
+    if path.exists() {
+        return Err(RunError::Invalid(format!(
+            "{} already exists; choose a new run directory",
+            path.display()
+        )));
+    }
+    let m = RunManifest::require(parent)?;
+    let k = match k {
+        Some(k) => k,
+        None => {
+            m.checkpoints
+                .last()
+                .ok_or_else(|| RunError::Invalid("the parent has no checkpoint".into()))?
+                .index
+        }
+    };
+    let (e, _) = crate::integrity::checked_entry(parent, &m, k)?;
+    let ppath = RunConfig::path(parent);
+    let text = std::fs::read_to_string(&ppath).map_err(io(&ppath))?;
+    let (new, old) = (run_dir.display(), parent.display());
+    let header = format!(
+        r#"# Branch of {old} at checkpoint {k} (step {step}, sha256 {sha}).
+# `glass train {new} --from {old} --checkpoint {k} --continue` starts at step {step}
+# with the checkpoint's whole state and trains on {old}'s rows from there on; left
+# as it is, this file reproduces {old}'s later checkpoints bit for bit. Every change
+# applies to steps >= {step} only (docs/run-format.md, "Branching"):
+#   [optim]  lr, min_lr, warmup_steps, decay_end_step (an earlier decay), beta1,
+#            beta2, eps, weight_decay, grad_clip, decay_embeddings, decay_norms
+#   [guard]  skip_steps, skip_chunks (data consumed, no update), spike_factor,
+#            spike_window, skip
+#   [run]    name
+#   [[data.stages]] weights, fim_rate: re-weight or drop a source for the rest of the
+#            stream (branch at a chunk boundary; rows before step {step} stay the parent's)
+# [model], [train] and the rest of [data] stay as they are ([train] grad_groups and
+# micro_batch_rows may change, but then no step reproduces the parent's bits).
+# Without --continue, `glass train {new} --from {old} --checkpoint {k}` is continued
+# pretraining: the weights and AdamW state, then this file's own data from step 0 and
+# its schedule from warm-up (prepare the data first: `glass data prepare {new}`).
+
+"#,
+        step = e.step,
+        sha = e.sha256
+    );
+    // A branch of a branch: the parent's own branch note is replaced by this one.
+    let text = match text.strip_prefix("# Branch of ") {
+        Some(rest) => rest.split_once("\n\n").map_or(text.as_str(), |x| x.1),
+        None => text.as_str(),
+    };
+    let text = format!("{header}{text}");
+    RunConfig::parse(&text, &path)?;
+    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+    write_atomic(&path, text.as_bytes())?;
+    Ok((k, e.step))
+}
+
 /// One checkpoint as `glass info` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckpointInfo {

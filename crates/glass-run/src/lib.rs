@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod diff;
 pub mod dist;
 pub mod error;
 pub mod fault;
@@ -19,10 +20,11 @@ pub mod train;
 pub mod verify;
 
 pub use config::{init_toml, lr_at, RunConfig};
+pub use diff::{diff, DiffReport};
 pub use error::{Result, RunError};
 pub use import::{create_imported_run, run_tokenizer, run_tokenizer_path, ImportedRun};
-pub use info::{info, init, load_model, RunInfo};
-pub use manifest::{ImportSource, RunManifest};
+pub use info::{info, init, init_branch, load_model, RunInfo};
+pub use manifest::{BranchMode, ImportSource, Parent, RunManifest};
 pub use metrics::Metrics;
 pub use train::{checkpoint_plan, train, TrainOptions, TrainReport};
 pub use verify::{replay, verify_run, ReplayReport, RunVerifyReport};

@@ -26,6 +26,37 @@ pub struct Parent {
     pub checkpoint: u32,
     /// Hash of that checkpoint (sha256 of its state.json).
     pub checkpoint_sha256: String,
+    /// What the branch takes from the checkpoint (absent in older manifests:
+    /// continued pretraining).
+    #[serde(default)]
+    pub mode: BranchMode,
+    /// The step the parent checkpoint is at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
+}
+
+/// How a branch starts from its parent's checkpoint (docs/run-format.md, "Branching").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BranchMode {
+    /// Weights, AdamW moments and step counter; then the branch's own data from step 0
+    /// and its own schedule from warm-up.
+    #[default]
+    ContinuedPretraining,
+    /// The whole training state (step, schedule position, skipped steps, guard history
+    /// too), then the parent's data stream from the checkpoint's step on, changed only
+    /// where the branch's config says so: a controlled experiment.
+    Continue,
+}
+
+impl BranchMode {
+    /// The name written in manifests and shown by `glass info`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BranchMode::ContinuedPretraining => "continued-pretraining",
+            BranchMode::Continue => "continue",
+        }
+    }
 }
 
 /// One published checkpoint.

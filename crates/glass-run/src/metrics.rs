@@ -275,6 +275,33 @@ impl Metrics {
         rows.next().transpose().map_err(self.sql())
     }
 
+    /// Per checkpoint, the mean token-match and full-match rates over the chunks that
+    /// `glass analyze memorization` measured (empty when it never ran).
+    pub fn memorization_means(&self) -> Result<Vec<(u32, f64, f64)>> {
+        let exists: bool = self
+            .conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'memorization'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.sql())?;
+        if !exists {
+            return Ok(vec![]);
+        }
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT checkpoint, avg(token_match), avg(full_match) FROM memorization GROUP BY checkpoint ORDER BY checkpoint",
+            )
+            .map_err(self.sql())?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(self.sql())?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(self.sql())
+    }
+
     /// Every stored evaluation metric, by checkpoint, task, metric.
     pub fn evals(&self) -> Result<Vec<EvalRow>> {
         let mut st = self

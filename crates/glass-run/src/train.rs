@@ -24,7 +24,7 @@ use crate::dist::{params_sha256, DataParallel};
 use crate::error::{Result, RunError};
 use crate::fault;
 use crate::lock::RunLock;
-use crate::manifest::{CheckpointEntry, Parent, RunManifest, FORMAT_VERSION};
+use crate::manifest::{BranchMode, CheckpointEntry, Parent, RunManifest, FORMAT_VERSION};
 use crate::metrics::{now, CheckpointRow, Metrics, StepRow};
 
 /// Options of one `glass train` invocation (none of them changes the result, except
@@ -35,6 +35,8 @@ pub struct TrainOptions {
     pub inject_nan_at: Vec<u64>,
     /// Branch: start from checkpoint K of another run.
     pub from: Option<(PathBuf, u32)>,
+    /// What a branch takes from that checkpoint (ignored without `from`).
+    pub mode: BranchMode,
     /// Stop (cleanly, after its checkpoint if any) once this step is reached.
     pub until_step: Option<u64>,
     /// Draw a progress bar on stderr.
@@ -48,8 +50,8 @@ impl TrainOptions {
     /// The options every rank of a data-parallel run must share.
     fn fingerprint(&self) -> String {
         format!(
-            "inject-nan-at {:?}, from {:?}, until-step {:?}, shard-optimizer {}",
-            self.inject_nan_at, self.from, self.until_step, self.shard_optimizer
+            "inject-nan-at {:?}, from {:?}, mode {:?}, until-step {:?}, shard-optimizer {}",
+            self.inject_nan_at, self.from, self.mode, self.until_step, self.shard_optimizer
         )
     }
 }
@@ -134,6 +136,8 @@ pub(crate) struct Session {
     pub tokens: u64,
     pub last_lr: f32,
     pub skips: BTreeSet<u64>,
+    /// Steps the config skips (`[guard] skip_steps` and the steps of `skip_chunks`).
+    pub configured_skips: BTreeSet<u64>,
     pub recent: VecDeque<f64>,
     pub parent_sha: Option<String>,
     /// This process's place in the data-parallel world (one process: rank 0 of 1).
@@ -191,11 +195,18 @@ impl Session {
         }
         let model = Model::zeros(m)?;
         let opt = AdamW::new(cfg.optim.adamw, model.params.len());
-        let plan = checkpoint_plan(
+        let mut plan = checkpoint_plan(
             data.n_steps(),
             data.steps_per_chunk(),
             cfg.checkpoints.log_spaced_early,
         );
+        // A branch that continues its parent's stream starts at the parent checkpoint's
+        // step: its checkpoint 0 is there, then the parent's plan.
+        let first = data.first_step();
+        if first > 0 {
+            plan.retain(|&s| s > first);
+            plan.insert(0, first);
+        }
         let config_sha = sha256_hex(cfg.text.as_bytes());
         let data_sha = sha256_file(&run_dir.join("data").join("manifest.json"))?.0;
         let cfg_path = RunConfig::path(run_dir);
@@ -242,7 +253,8 @@ impl Session {
             }
             bytes
         };
-        let skips = cfg.guard.skip_steps.iter().copied().collect();
+        let configured_skips = configured_skips(&cfg, &data, &cfg_path)?;
+        let skips = configured_skips.clone();
         Ok(Session {
             run_dir: run_dir.to_path_buf(),
             cfg,
@@ -258,6 +270,7 @@ impl Session {
             tokens: 0,
             last_lr: 0.0,
             skips,
+            configured_skips,
             recent: VecDeque::new(),
             parent_sha: None,
             dp,
@@ -297,6 +310,8 @@ impl Session {
         self.step = st.step;
         self.tokens = st.tokens;
         self.last_lr = st.lr;
+        // Before the checkpoint, what it records is what happened.
+        self.skips.retain(|&s| s >= st.step);
         self.skips.extend(st.skipped_steps.iter().copied());
         self.recent = st.recent_losses.iter().copied().collect();
     }
@@ -519,6 +534,21 @@ pub fn train_on(
     comm: Arc<dyn Collective>,
 ) -> Result<TrainReport> {
     RunConfig::load(run_dir)?; // clear error for a missing or bad config before locking
+    if let (Some((parent, k)), BranchMode::Continue) = (&opts.from, opts.mode) {
+        // The branch reads its parent's rows: rank 0 links the data before anyone opens it.
+        let linked = if comm.rank() == 0 {
+            link_parent_data(run_dir, parent, *k)
+        } else {
+            Ok(())
+        };
+        let mut b =
+            serde_json::to_vec(&linked.as_ref().err().map(|e| e.to_string())).expect("json");
+        comm.broadcast_bytes(0, &mut b)?;
+        linked?;
+        if let Ok(Some(msg)) = serde_json::from_slice::<Option<String>>(&b) {
+            return Err(RunError::Invalid(format!("rank 0 stopped: {msg}")));
+        }
+    }
     let mut s = Session::open_on(run_dir, comm, opts.shard_optimizer)?;
     s.dp.require_same(
         "the `glass train` options",
@@ -586,7 +616,7 @@ pub fn train_on(
     while s.step < until {
         let step = s.step;
         if s.skips.contains(&step) {
-            let why = if s.cfg.guard.skip_steps.contains(&step) {
+            let why = if s.configured_skips.contains(&step) {
                 "configured"
             } else {
                 "guard"
@@ -730,12 +760,15 @@ fn root_setup(
             if let Some((other, k)) = &opts.from {
                 // Re-running the same branch command after a crash simply resumes.
                 let same = m.parent.as_ref().is_some_and(|p| {
-                    p.checkpoint == *k && Path::new(&p.run_dir) == other.as_path()
+                    p.checkpoint == *k
+                        && Path::new(&p.run_dir) == other.as_path()
+                        && p.mode == opts.mode
                 });
                 if !same {
                     return Err(RunError::Invalid(format!(
-                        "{} already has checkpoints and is not a branch of {} checkpoint {k}; --from only starts a new run (use a new directory), plain `glass train` resumes",
+                        "{} already has checkpoints and is not a {} branch of {} checkpoint {k}; --from only starts a new run (use a new directory), plain `glass train` resumes",
                         run_dir.display(),
+                        opts.mode.as_str(),
                         other.display()
                     )));
                 }
@@ -821,18 +854,39 @@ fn root_setup(
                     )));
                 }
             }
+            let first = s.data.first_step();
+            if first > 0 && (opts.from.is_none() || opts.mode != BranchMode::Continue) {
+                let base = s
+                    .data
+                    .manifest()
+                    .base
+                    .clone()
+                    .map(|b| b.run_dir)
+                    .unwrap_or_default();
+                return Err(RunError::Invalid(format!(
+                    "{}: this run's data continues {base} from step {first}; start it with `glass train {} --from PARENT --checkpoint K --continue`",
+                    run_dir.join("data/manifest.json").display(),
+                    run_dir.display()
+                )));
+            }
             let parent = match &opts.from {
-                Some((other, k)) => Some(branch_from(s, other, *k)?),
+                Some((other, k)) => Some(branch_from(s, other, *k, opts.mode)?),
                 None => {
                     s.model = Model::new(&s.cfg.model, s.cfg.run.seed)?;
                     None
                 }
             };
-            let id_src = format!(
+            let mut id_src = format!(
                 "{}:{}",
                 s.config_sha,
                 parent.as_ref().map_or("", |p| p.checkpoint_sha256.as_str())
             );
+            if parent
+                .as_ref()
+                .is_some_and(|p| p.mode == BranchMode::Continue)
+            {
+                id_src.push_str(":continue");
+            }
             let mut m = RunManifest {
                 format_version: FORMAT_VERSION,
                 run_id: sha256_hex(id_src.as_bytes())[..16].to_string(),
@@ -861,8 +915,55 @@ fn row_range(s: &Session, step: u64) -> [u64; 2] {
     [step * b, (step + 1) * b]
 }
 
-/// Loads checkpoint `k` of `other` as the starting point of a new run.
-fn branch_from(s: &mut Session, other: &Path, k: u32) -> Result<Parent> {
+/// The steps `[guard] skip_steps` and `skip_chunks` skip, checked against the data.
+fn configured_skips(cfg: &RunConfig, data: &PreparedData, path: &Path) -> Result<BTreeSet<u64>> {
+    let mut out: BTreeSet<u64> = cfg.guard.skip_steps.iter().copied().collect();
+    let spc = data.steps_per_chunk().max(1);
+    for &c in &cfg.guard.skip_chunks {
+        if c >= data.n_chunks() {
+            return Err(RunError::Config {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "[guard] skip_chunks names chunk {c}, but the data has chunks 0..{}; remove it",
+                    data.n_chunks()
+                ),
+            });
+        }
+        out.extend(c * spc..((c + 1) * spc).min(data.n_steps()));
+    }
+    Ok(out)
+}
+
+/// Makes a continuing branch's data the parent's rows (read by hash from the parent),
+/// starting at checkpoint `k`'s step.
+fn link_parent_data(run_dir: &Path, parent: &Path, k: u32) -> Result<()> {
+    let pm = RunManifest::require(parent)?;
+    let (e, _) = crate::integrity::checked_entry(parent, &pm, k)?;
+    if let Some(p) = crate::integrity::data_problem(parent, &pm) {
+        return Err(RunError::Checkpoint {
+            path: parent.join(&p.path),
+            msg: p.problem,
+        });
+    }
+    if pm.data_manifest_sha256.is_empty() {
+        return Err(RunError::Invalid(format!(
+            "{} has no data of its own yet (an imported run before its first `glass train`); a --continue branch needs the parent's data stream",
+            parent.display()
+        )));
+    }
+    glass_data::branch::link(run_dir, parent, e.step)?;
+    Ok(())
+}
+
+/// Loads checkpoint `k` of `other` as the starting point of a new run: its weights and
+/// AdamW state, and with [`BranchMode::Continue`] the whole training state. Used both to
+/// start a branch and to replay its checkpoint 0.
+pub(crate) fn branch_from(
+    s: &mut Session,
+    other: &Path,
+    k: u32,
+    mode: BranchMode,
+) -> Result<Parent> {
     let om = RunManifest::require(other)?;
     let (e, _) = crate::integrity::checked_entry(other, &om, k)?;
     let ocfg = RunConfig::load(other)?;
@@ -875,13 +976,27 @@ fn branch_from(s: &mut Session, other: &Path, k: u32) -> Result<Parent> {
             ),
         });
     }
-    checkpoint::load(other, &e.files, &mut s.model, &mut s.opt)?;
+    let st = checkpoint::load(other, &e.files, &mut s.model, &mut s.opt)?;
+    if mode == BranchMode::Continue {
+        if s.data.first_step() != st.step {
+            return Err(RunError::Invalid(format!(
+                "{}: the branch's data starts at step {}, but {} checkpoint {k} is at step {}; start the branch in a new directory",
+                s.run_dir.join("data/manifest.json").display(),
+                s.data.first_step(),
+                other.display(),
+                st.step
+            )));
+        }
+        s.restore(&st);
+    }
     s.parent_sha = Some(e.sha256.clone());
     Ok(Parent {
         run_id: om.run_id,
         run_dir: other.display().to_string(),
         checkpoint: k,
         checkpoint_sha256: e.sha256,
+        mode,
+        step: Some(st.step),
     })
 }
 

@@ -118,16 +118,16 @@ pub struct ReplayReport {
 }
 
 /// Recomputes checkpoint `k` from checkpoint `k − 1` and the published data and compares
-/// the resulting files bit for bit (by sha256) with the published ones.
+/// the resulting files bit for bit (by sha256) with the published ones. Checkpoint 0 of a
+/// branch is recomputed from the parent's checkpoint it names.
 pub fn replay(run_dir: &Path, k: u32) -> Result<ReplayReport> {
-    if k == 0 {
+    let m = RunManifest::require(run_dir)?;
+    if k == 0 && m.parent.is_none() {
         return Err(RunError::Invalid(
-            "checkpoint 0 is the starting point; replay proves checkpoints 1 and later".into(),
+            "checkpoint 0 is the starting point; replay proves checkpoints 1 and later (and checkpoint 0 of a branch)".into(),
         ));
     }
-    let m = RunManifest::require(run_dir)?;
     let (target, target_state) = integrity::checked_entry(run_dir, &m, k)?;
-    let prev = m.checkpoint(k - 1)?.clone();
     checkpoint::verify_files(run_dir, &target.files)?;
     if target_state.engine != glass_engine::engine_id() {
         return Err(RunError::Invalid(format!(
@@ -151,24 +151,38 @@ pub fn replay(run_dir: &Path, k: u32) -> Result<ReplayReport> {
             )));
         }
     }
-    s.load_checkpoint(&prev)?;
-    s.skips = target_state
-        .skipped_steps
-        .iter()
-        .copied()
-        .collect::<BTreeSet<_>>();
-    let from_step = s.step;
-    let mut rows = Vec::new();
-    while s.step < target.step {
-        if s.skips.contains(&s.step) {
-            s.skip_step();
-            continue;
-        }
-        if let StepOutcome::Rejected { reason, .. } = s.run_step(false, &mut rows)? {
+    let from_step;
+    if k == 0 {
+        let p = m.parent.as_ref().expect("checked above");
+        let got = crate::train::branch_from(&mut s, Path::new(&p.run_dir), p.checkpoint, p.mode)?;
+        if got.checkpoint_sha256 != p.checkpoint_sha256 {
             return Err(RunError::Invalid(format!(
-                "replay: the guard rejected step {} ({reason}), which the run applied",
-                s.step
+                "{} checkpoint {} is now {}, but this branch started from {}; restore the parent run",
+                p.run_dir, p.checkpoint, got.checkpoint_sha256, p.checkpoint_sha256
             )));
+        }
+        from_step = s.step;
+    } else {
+        let prev = m.checkpoint(k - 1)?.clone();
+        s.load_checkpoint(&prev)?;
+        s.skips = target_state
+            .skipped_steps
+            .iter()
+            .copied()
+            .collect::<BTreeSet<_>>();
+        from_step = s.step;
+        let mut rows = Vec::new();
+        while s.step < target.step {
+            if s.skips.contains(&s.step) {
+                s.skip_step();
+                continue;
+            }
+            if let StepOutcome::Rejected { reason, .. } = s.run_step(false, &mut rows)? {
+                return Err(RunError::Invalid(format!(
+                    "replay: the guard rejected step {} ({reason}), which the run applied",
+                    s.step
+                )));
+            }
         }
     }
     let val = s.validate()?;
