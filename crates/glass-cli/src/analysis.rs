@@ -224,7 +224,12 @@ fn encode(tok: &glass_data::GlassTokenizer, text: &str) -> Result<Vec<u32>> {
 /// Prints a trace for people.
 pub fn print_trace(r: &TraceReport, prompt: Option<&str>) {
     if let Some(p) = prompt {
-        println!("{p}\x1b[1m{}\x1b[0m", r.text);
+        // The generated part in bold on a terminal; plain text into files and pipes.
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            println!("{p}\x1b[1m{}\x1b[0m", r.text);
+        } else {
+            println!("{p}{}", r.text);
+        }
         println!();
     }
     let at = match (r.checkpoint, r.checkpoint_step) {
