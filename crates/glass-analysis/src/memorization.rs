@@ -254,6 +254,8 @@ pub fn greedy(
     let v = model.cfg.vocab_size;
     let mut out = Vec::with_capacity(prompts.len());
     let mut caches: Vec<KvCache> = Vec::new();
+    // Every decoding step multiplies a few rows by every weight: pack the weights once.
+    let packed = model.packed();
     for batch in prompts.chunks(DECODE_BATCH) {
         while caches.len() < batch.len() {
             caches.push(KvCache::new(model));
@@ -276,7 +278,7 @@ pub fn greedy(
                     keep: 1,
                 })
                 .collect();
-            let logits = model.forward_cached_batch(&mut items)?;
+            let logits = packed.forward_cached_batch(&mut items)?;
             for (i, l) in logits.iter().enumerate() {
                 let t = argmax(&l[..v]);
                 gen[i].push(t);

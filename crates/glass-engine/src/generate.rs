@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::model::{run_trunk, Model, Trunk};
 use crate::ops::attention::{self, SeqKv};
 use crate::ops::lm_head::{self, HeadDims};
+use crate::packed::PackedModel;
 use crate::EngineError;
 
 /// Keys and values of every position decoded so far, per layer `[len, KV·hd]`.
@@ -123,6 +124,16 @@ impl Model {
         &self,
         items: &mut [CachedInput<'_>],
     ) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.forward_cached_batch_with(items, None)
+    }
+
+    /// [`Model::forward_cached_batch`] with the linear weights packed beforehand when
+    /// `packed` is given ([`PackedModel`]); the same bits either way.
+    pub(crate) fn forward_cached_batch_with(
+        &self,
+        items: &mut [CachedInput<'_>],
+        packed: Option<&crate::packed::PackedWeights>,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
         let cfg = &self.cfg;
         for it in items.iter() {
             let n = it.tokens.len();
@@ -199,7 +210,7 @@ impl Model {
                     .collect();
                 attention::forward_seqs(nh, nkv, hd, scale, qkv, &seqs, att, lse, hm);
             };
-        run_trunk(cfg, p, lay, rope, &mut tr, &|r| pos[r], &mut attend);
+        run_trunk(cfg, p, lay, rope, &mut tr, &|r| pos[r], &mut attend, packed);
         for it in items.iter_mut() {
             it.cache.len += it.tokens.len();
         }
@@ -213,10 +224,11 @@ impl Model {
         let total: usize = items.iter().map(|it| it.keep).sum();
         let v = cfg.vocab_size;
         let mut logits = vec![0.0f32; total * v];
-        lm_head::logits(
+        lm_head::logits_with(
             HeadDims::new(cfg),
             &kept,
             &p[lay.head..lay.head + v * d],
+            packed.map(|pw| &pw.head),
             total,
             &mut logits,
         );
@@ -243,7 +255,9 @@ impl Model {
         }
         let mut cache = KvCache::new(self);
         let v = self.cfg.vocab_size;
-        let logits = self.forward_cached(prompt, &mut cache)?;
+        // Every step multiplies one row by every weight: pack the weights once.
+        let packed = self.packed();
+        let logits = packed.forward_cached(prompt, &mut cache)?;
         let mut last = logits[(prompt.len() - 1) * v..].to_vec();
         let mut out = Vec::new();
         for _ in 0..max_new {
@@ -255,9 +269,47 @@ impl Model {
             if !on_token(t) {
                 break;
             }
-            last = self.forward_cached(&[t], &mut cache)?;
+            last = packed.forward_cached(&[t], &mut cache)?;
         }
         Ok(out)
+    }
+}
+
+impl PackedModel<'_> {
+    /// [`Model::forward_cached`] with the packed weights (same bits).
+    pub fn forward_cached(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>, EngineError> {
+        self.forward_cached_tail(tokens, cache, tokens.len())
+    }
+
+    /// [`Model::forward_cached_tail`] with the packed weights (same bits).
+    pub fn forward_cached_tail(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        keep: usize,
+    ) -> Result<Vec<f32>, EngineError> {
+        let mut items = [CachedInput {
+            tokens,
+            cache,
+            keep,
+        }];
+        Ok(self
+            .forward_cached_batch(&mut items)?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// [`Model::forward_cached_batch`] with the packed weights (same bits).
+    pub fn forward_cached_batch(
+        &self,
+        items: &mut [CachedInput<'_>],
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.model()
+            .forward_cached_batch_with(items, self.weights())
     }
 }
 

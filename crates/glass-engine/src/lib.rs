@@ -14,6 +14,7 @@ pub mod layout;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod packed;
 pub mod parallel;
 
 pub use config::{AttentionScale, LrMultipliers, ModelConfig, MupConfig, NormKind, PRESETS};
@@ -22,6 +23,7 @@ pub use grad_tree::GradTree;
 pub use layout::{ParamGroup, ParamLayout, TensorView};
 pub use model::{Model, StepStats};
 pub use optim::{AdamW, AdamWConfig};
+pub use packed::PackedModel;
 
 /// Version of the engine's numerics: bumped whenever any kernel's rounding changes
 /// (operation order, GEMM accumulation order or k-block, exp approximation). Two engines

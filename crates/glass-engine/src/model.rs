@@ -355,6 +355,7 @@ impl Model {
             &mut ws.trunk,
             &|r| r % seq,
             &mut |_, qkv, att, lse, hm| attention::forward(dims, qkv, att, lse, hm),
+            None,
         );
     }
 
@@ -662,7 +663,9 @@ impl Model {
 /// position of row `r` (RoPE); `attend` runs attention of block `l` (training attends
 /// within each sequence, KV-cache decoding appends to the caches and attends to them).
 /// Block `l` reads residual buffer `l` and writes `l + 1` (modulo the buffers kept) and
-/// saves into block buffer `l` (modulo the blocks kept).
+/// saves into block buffer `l` (modulo the blocks kept). `packed` holds the linear
+/// weights packed beforehand (generation); it changes no bit.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run_trunk(
     cfg: &ModelConfig,
     p: &[f32],
@@ -671,6 +674,7 @@ pub(crate) fn run_trunk(
     tr: &mut Trunk,
     pos: &(dyn Fn(usize) -> usize + Sync),
     attend: &mut Attend<'_>,
+    packed: Option<&crate::packed::PackedWeights>,
 ) {
     let n = tr.tokens.len();
     let (d, f, hd) = (cfg.d_model, cfg.ffn_hidden, cfg.head_dim());
@@ -698,9 +702,11 @@ pub(crate) fn run_trunk(
             &mut a.ln1_mean,
             &mut a.ln1_rstd,
         );
-        linear::forward(
+        let pk = packed.map(|pw| &pw.blocks[l]);
+        linear::forward_with(
             &a.ln1,
             &p[bo.qkv..bo.qkv + w * d],
+            pk.map(|b| &b.qkv),
             &mut a.qkv,
             n,
             d,
@@ -714,9 +720,10 @@ pub(crate) fn run_trunk(
         });
         attend(l, &a.qkv, &mut a.att, &mut a.lse, &mut tr.hm);
         a.xmid.copy_from_slice(x);
-        linear::forward(
+        linear::forward_with(
             &a.att,
             &p[bo.o..bo.o + d * nh * hd],
+            pk.map(|b| &b.o),
             &mut a.xmid,
             n,
             nh * hd,
@@ -733,9 +740,10 @@ pub(crate) fn run_trunk(
             &mut a.ln2_mean,
             &mut a.ln2_rstd,
         );
-        linear::forward(
+        linear::forward_with(
             &a.ln2,
             &p[bo.gate_up..bo.gate_up + 2 * f * d],
+            pk.map(|b| &b.gate_up),
             &mut a.gu,
             n,
             d,
@@ -744,7 +752,16 @@ pub(crate) fn run_trunk(
         );
         swiglu::forward(&a.gu, &mut a.h, f);
         x_next.copy_from_slice(&a.xmid);
-        linear::forward(&a.h, &p[bo.down..bo.down + d * f], x_next, n, f, d, true);
+        linear::forward_with(
+            &a.h,
+            &p[bo.down..bo.down + d * f],
+            pk.map(|b| &b.down),
+            x_next,
+            n,
+            f,
+            d,
+            true,
+        );
     }
     let x = &tr.resid[cfg.n_layers % nr];
     norm_forward(

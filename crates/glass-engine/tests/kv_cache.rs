@@ -118,3 +118,59 @@ fn caches_grow_as_used_and_match_across_blocks() {
     let err = common::rel_err(&inc, &full);
     assert!(err < 1e-5, "relative error {err}");
 }
+
+/// Weights packed once ([`Model::packed`]) give the bits of per-product packing, at
+/// shapes that reach every path of the packed GEMM: two k-blocks (d_model and ffn over
+/// 256), a head wider than one column block (vocab over 1024), decode-sized products
+/// split by columns over three threads, and MQA.
+#[test]
+fn packed_weights_give_the_same_bits() {
+    let cfg = glass_engine::ModelConfig {
+        vocab_size: 1100,
+        d_model: 288,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 1,
+        ffn_hidden: 600,
+        max_seq_len: 64,
+        ..glass_engine::ModelConfig::preset("tiny").unwrap()
+    };
+    let model = Model::new(&cfg, 7).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let packed = model.packed();
+        assert!(packed.is_packed());
+        let seqs: Vec<Vec<u32>> = (0..32)
+            .map(|i| common::tokens(12, cfg.vocab_size, 100 + i))
+            .collect();
+        let run = |use_packed: bool| {
+            let mut caches: Vec<KvCache> = seqs.iter().map(|_| KvCache::new(&model)).collect();
+            let mut all = Vec::new();
+            // A prefill of 8 tokens, then four one-token steps, 32 sequences together.
+            for (lo, hi) in [(0, 8), (8, 9), (9, 10), (10, 11), (11, 12)] {
+                let mut items: Vec<CachedInput<'_>> = seqs
+                    .iter()
+                    .zip(caches.iter_mut())
+                    .map(|(s, cache)| CachedInput {
+                        tokens: &s[lo..hi],
+                        cache,
+                        keep: 1,
+                    })
+                    .collect();
+                let out = if use_packed {
+                    packed.forward_cached_batch(&mut items).unwrap()
+                } else {
+                    model.forward_cached_batch(&mut items).unwrap()
+                };
+                all.extend(out.into_iter().flatten().map(f32::to_bits));
+            }
+            all
+        };
+        let (plain, with_packed) = (run(false), run(true));
+        assert_eq!(plain.len(), 5 * 32 * cfg.vocab_size);
+        assert!(plain == with_packed, "packed weights changed the logits");
+    });
+}

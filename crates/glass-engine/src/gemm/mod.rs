@@ -223,9 +223,133 @@ pub fn matmul_with(
     if m == 0 || n == 0 {
         return;
     }
+    assert!(b.data.len() >= b.extent(k, n), "gemm: B too short");
+    product(
+        kernel,
+        threads,
+        m,
+        n,
+        k,
+        a,
+        BSrc::Plain(b),
+        c,
+        ldc,
+        alpha,
+        accumulate,
+    );
+}
+
+/// A right-hand operand packed once, for many products with it (a weight matrix during
+/// generation: at a few rows per product, packing the weight costs about as much as the
+/// arithmetic). Packing only moves values, so a product with a `PackedB` has exactly the
+/// bits of the same product with the unpacked operand.
+pub struct PackedB {
+    kernel: Kernel,
+    k: usize,
+    n: usize,
+    /// One packed `[kc, n]` block per k-block of [`KC`] (strips of NR columns).
+    blocks: Vec<Vec<f32>>,
+}
+
+impl PackedB {
+    /// Packs the logical `[k, n]` operand `b` for the active kernel.
+    pub fn new(k: usize, n: usize, b: Mat<'_>) -> PackedB {
+        Self::new_with(active_kernel(), k, n, b)
+    }
+
+    /// Packs `b` for `kernel`.
+    ///
+    /// Panics if the CPU lacks `kernel` or `b` is too short.
+    pub fn new_with(kernel: Kernel, k: usize, n: usize, b: Mat<'_>) -> PackedB {
+        assert!(kernel.is_supported(), "gemm: kernel {kernel:?} unsupported");
+        assert!(b.data.len() >= b.extent(k, n), "gemm: B too short");
+        let (_, nr) = kernel.tile();
+        let (rs, cs) = b.strides();
+        let blocks = (0..k)
+            .step_by(KC)
+            .map(|pc| {
+                let kc = KC.min(k - pc);
+                let mut buf = vec![0.0f32; n.next_multiple_of(nr) * kc];
+                pack::pack_b(&mut buf, b.data, b.offset(pc, 0), rs, cs, kc, n, nr);
+                buf
+            })
+            .collect();
+        PackedB {
+            kernel,
+            k,
+            n,
+            blocks,
+        }
+    }
+
+    /// Logical rows (`k`).
+    pub fn rows(&self) -> usize {
+        self.k
+    }
+
+    /// Logical columns (`n`).
+    pub fn cols(&self) -> usize {
+        self.n
+    }
+}
+
+/// `C[m,n] = alpha · op(A)[m,k] · B (+ C)` with `B` packed beforehand: the same bits as
+/// [`matmul`] with the unpacked operand (and any kernel).
+///
+/// Panics only on slice extents that are too short, which is a bug in the caller.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_packed(
+    threads: Threads,
+    m: usize,
+    a: Mat<'_>,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    alpha: f32,
+    accumulate: bool,
+) {
+    if m == 0 || b.n == 0 {
+        return;
+    }
+    product(
+        b.kernel,
+        threads,
+        m,
+        b.n,
+        b.k,
+        a,
+        BSrc::Packed(b),
+        c,
+        ldc,
+        alpha,
+        accumulate,
+    );
+}
+
+/// The right-hand operand of a product: to be packed block by block, or packed already.
+#[derive(Clone, Copy)]
+enum BSrc<'a> {
+    Plain(Mat<'a>),
+    Packed(&'a PackedB),
+}
+
+/// The body of every product; `b` is checked by the caller.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    kernel: Kernel,
+    threads: Threads,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_>,
+    b: BSrc<'_>,
+    c: &mut [f32],
+    ldc: usize,
+    alpha: f32,
+    accumulate: bool,
+) {
     assert!(kernel.is_supported(), "gemm: kernel {kernel:?} unsupported");
     assert!(a.data.len() >= a.extent(m, k), "gemm: A too short");
-    assert!(b.data.len() >= b.extent(k, n), "gemm: B too short");
     assert!(ldc >= n, "gemm: ldc < n");
     assert!(c.len() >= (m - 1) * ldc + n, "gemm: C too short");
     if k == 0 {
@@ -269,6 +393,7 @@ pub fn matmul_with(
                         k,
                         a_t,
                         b,
+                        0,
                         c_ptr.0.add(lo * ldc),
                         ldc,
                         alpha,
@@ -276,9 +401,17 @@ pub fn matmul_with(
                     )
                 };
             } else {
-                let b_t = Mat {
-                    data: &b.data[b.offset(0, lo)..],
-                    ..b
+                // A packed operand is addressed by the tile's first column (a multiple
+                // of NR); a plain one is cut at it.
+                let (b_t, col0) = match b {
+                    BSrc::Plain(b) => (
+                        BSrc::Plain(Mat {
+                            data: &b.data[b.offset(0, lo)..],
+                            ..b
+                        }),
+                        0,
+                    ),
+                    BSrc::Packed(_) => (b, lo),
                 };
                 // SAFETY: tile `t` writes only columns lo..lo+len of C, disjoint from
                 // every other tile's columns and in bounds (lo + len <= n <= ldc).
@@ -290,6 +423,7 @@ pub fn matmul_with(
                         k,
                         a,
                         b_t,
+                        col0,
                         c_ptr.0.add(lo),
                         ldc,
                         alpha,
@@ -308,6 +442,7 @@ pub fn matmul_with(
                 k,
                 a,
                 b,
+                0,
                 c.as_mut_ptr(),
                 ldc,
                 alpha,
@@ -355,7 +490,8 @@ unsafe fn region(
     n: usize,
     k: usize,
     a: Mat<'_>,
-    b: Mat<'_>,
+    b: BSrc<'_>,
+    col0: usize,
     c: *mut f32,
     ldc: usize,
     alpha: f32,
@@ -364,7 +500,6 @@ unsafe fn region(
     let (mr, nr) = kernel.tile();
     debug_assert!(MC.is_multiple_of(mr) && NC.is_multiple_of(nr));
     let (a_rs, a_cs) = a.strides();
-    let (b_rs, b_cs) = b.strides();
     BUFFERS.with(|cell| {
         // A product never calls another product, so the borrow cannot be re-entered;
         // fall back to fresh buffers rather than panic if it ever were.
@@ -381,7 +516,9 @@ unsafe fn region(
         let nc_max = NC.min(n.next_multiple_of(nr));
         let kc_max = KC.min(k);
         grow(&mut bufs.a, mc_max * kc_max);
-        grow(&mut bufs.b, nc_max * kc_max);
+        if let BSrc::Plain(_) = b {
+            grow(&mut bufs.b, nc_max * kc_max);
+        }
         // Running block totals live in C itself unless C's old value is still needed.
         let use_scratch = accumulate && k > KC;
         if use_scratch {
@@ -394,16 +531,25 @@ unsafe fn region(
                 let kc = KC.min(k - pc);
                 let first = pc == 0;
                 let last = pc + kc == k;
-                pack::pack_b(
-                    &mut bufs.b,
-                    b.data,
-                    b.offset(pc, jc),
-                    b_rs,
-                    b_cs,
-                    kc,
-                    nc,
-                    nr,
-                );
+                let b_block: *const f32 = match b {
+                    BSrc::Plain(b) => {
+                        let (b_rs, b_cs) = b.strides();
+                        pack::pack_b(
+                            &mut bufs.b,
+                            b.data,
+                            b.offset(pc, jc),
+                            b_rs,
+                            b_cs,
+                            kc,
+                            nc,
+                            nr,
+                        );
+                        bufs.b.as_ptr()
+                    }
+                    // Strip (col0 + jc) / NR of the k-block holds this block's columns;
+                    // col0 and jc are multiples of NR.
+                    BSrc::Packed(pb) => pb.blocks[pc / KC].as_ptr().add((col0 + jc) * kc),
+                };
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
                     pack::pack_a(
@@ -441,7 +587,7 @@ unsafe fn region(
                             kernel.run(
                                 kc,
                                 bufs.a.as_ptr().add(ir * kc),
-                                bufs.b.as_ptr().add(jr * kc),
+                                b_block.add(jr * kc),
                                 &dst,
                             );
                         }

@@ -47,6 +47,40 @@ impl Case {
             b[p * self.n + j]
         }
     }
+    /// The product with B packed beforehand ([`PackedB`], [`matmul_packed`]).
+    fn run_packed(&self, kernel: Kernel, threads: usize) -> Vec<f32> {
+        let (a, b, mut c) = self.operands();
+        let am = if self.ta {
+            Mat::t(&a, self.m)
+        } else {
+            Mat::n(&a, self.k)
+        };
+        let bm = if self.tb {
+            Mat::t(&b, self.k)
+        } else {
+            Mat::n(&b, self.n)
+        };
+        let packed = PackedB::new_with(kernel, self.k, self.n, bm);
+        assert_eq!((packed.rows(), packed.cols()), (self.k, self.n));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            matmul_packed(
+                Threads::Pool,
+                self.m,
+                am,
+                &packed,
+                &mut c,
+                self.ldc,
+                self.alpha,
+                self.accumulate,
+            )
+        });
+        c
+    }
+
     fn run(&self, kernel: Kernel, threads: usize) -> Vec<f32> {
         let (a, b, mut c) = self.operands();
         let am = if self.ta {
@@ -158,14 +192,18 @@ fn check(case: &Case) {
     }
     for kernel in supported() {
         for threads in [1, 2, 4] {
-            let got = case.run(kernel, threads);
-            let diff = same_bits(&got, &want);
-            assert_eq!(
-                diff,
-                0,
-                "{kernel:?}, {threads} threads, m={} n={} k={} ta={} tb={} acc={}: {diff} elements differ from the contract",
-                case.m, case.n, case.k, case.ta, case.tb, case.accumulate
-            );
+            for (how, got) in [
+                ("plain", case.run(kernel, threads)),
+                ("packed B", case.run_packed(kernel, threads)),
+            ] {
+                let diff = same_bits(&got, &want);
+                assert_eq!(
+                    diff,
+                    0,
+                    "{kernel:?} ({how}), {threads} threads, m={} n={} k={} ta={} tb={} acc={}: {diff} elements differ from the contract",
+                    case.m, case.n, case.k, case.ta, case.tb, case.accumulate
+                );
+            }
         }
     }
 }
@@ -260,4 +298,23 @@ fn kernel_names_round_trip_and_unsupported_is_refused() {
     set_kernel(Kernel::detect()).unwrap();
     #[cfg(target_arch = "x86_64")]
     assert!(!Kernel::Neon.is_supported());
+}
+
+/// Decode-shaped products (a few rows, a wide weight): the threads split the columns, so
+/// a packed operand is addressed from each tile's first column; two column blocks (NC)
+/// and three k-blocks.
+#[test]
+fn few_rows_wide_operand_split_by_columns() {
+    for (m, tb, accumulate) in [(7, true, false), (32, true, true), (1, false, false)] {
+        check(&Case {
+            m,
+            n: 1100,
+            k: 600,
+            ta: false,
+            tb,
+            ldc: 1103,
+            alpha: 1.0,
+            accumulate,
+        });
+    }
 }

@@ -65,6 +65,31 @@ fn row_loss(z: &mut [f32], t: u32) -> f32 {
 
 /// Computes the logits of `x` rows into `logits` (`[rows, vocab]`).
 pub fn logits(dims: HeadDims, x: &[f32], w: &[f32], rows: usize, logits: &mut [f32]) {
+    logits_with(dims, x, w, None, rows, logits)
+}
+
+/// [`logits`] with the head's `Wᵀ` packed beforehand when `packed` is given (same bits).
+pub fn logits_with(
+    dims: HeadDims,
+    x: &[f32],
+    w: &[f32],
+    packed: Option<&crate::gemm::PackedB>,
+    rows: usize,
+    logits: &mut [f32],
+) {
+    if let Some(pb) = packed {
+        crate::gemm::matmul_packed(
+            Threads::Pool,
+            rows,
+            Mat::n(x, dims.d),
+            pb,
+            logits,
+            dims.vocab,
+            dims.mult,
+            false,
+        );
+        return;
+    }
     matmul(
         Threads::Pool,
         rows,
