@@ -50,16 +50,7 @@ impl Case {
     /// The product with B packed beforehand ([`PackedB`], [`matmul_packed`]).
     fn run_packed(&self, kernel: Kernel, threads: usize) -> Vec<f32> {
         let (a, b, mut c) = self.operands();
-        let am = if self.ta {
-            Mat::t(&a, self.m)
-        } else {
-            Mat::n(&a, self.k)
-        };
-        let bm = if self.tb {
-            Mat::t(&b, self.k)
-        } else {
-            Mat::n(&b, self.n)
-        };
+        let (am, bm) = self.views(&a, &b);
         let packed = PackedB::new_with(kernel, self.k, self.n, bm);
         assert_eq!((packed.rows(), packed.cols()), (self.k, self.n));
         let pool = rayon::ThreadPoolBuilder::new()
@@ -81,18 +72,24 @@ impl Case {
         c
     }
 
-    fn run(&self, kernel: Kernel, threads: usize) -> Vec<f32> {
-        let (a, b, mut c) = self.operands();
+    /// The operands as the case stores them.
+    fn views<'a>(&self, a: &'a [f32], b: &'a [f32]) -> (Mat<'a>, Mat<'a>) {
         let am = if self.ta {
-            Mat::t(&a, self.m)
+            Mat::t(a, self.m)
         } else {
-            Mat::n(&a, self.k)
+            Mat::n(a, self.k)
         };
         let bm = if self.tb {
-            Mat::t(&b, self.k)
+            Mat::t(b, self.k)
         } else {
-            Mat::n(&b, self.n)
+            Mat::n(b, self.n)
         };
+        (am, bm)
+    }
+
+    fn run(&self, kernel: Kernel, threads: usize) -> Vec<f32> {
+        let (a, b, mut c) = self.operands();
+        let (am, bm) = self.views(&a, &b);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
