@@ -103,13 +103,23 @@ impl Model {
         cache: &mut KvCache,
         keep: usize,
     ) -> Result<Vec<f32>, EngineError> {
+        self.forward_cached_tail_with(tokens, cache, keep, None)
+    }
+
+    fn forward_cached_tail_with(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        keep: usize,
+        packed: Option<&crate::packed::PackedWeights>,
+    ) -> Result<Vec<f32>, EngineError> {
         let mut items = [CachedInput {
             tokens,
             cache,
             keep,
         }];
         Ok(self
-            .forward_cached_batch(&mut items)?
+            .forward_cached_batch_with(&mut items, packed)?
             .pop()
             .unwrap_or_default())
     }
@@ -292,15 +302,8 @@ impl PackedModel<'_> {
         cache: &mut KvCache,
         keep: usize,
     ) -> Result<Vec<f32>, EngineError> {
-        let mut items = [CachedInput {
-            tokens,
-            cache,
-            keep,
-        }];
-        Ok(self
-            .forward_cached_batch(&mut items)?
-            .pop()
-            .unwrap_or_default())
+        self.model()
+            .forward_cached_tail_with(tokens, cache, keep, self.weights())
     }
 
     /// [`Model::forward_cached_batch`] with the packed weights (same bits).
