@@ -20,6 +20,7 @@ use std::time::Instant;
 use glass_data::atomic::{sha256_file, sha256_hex, write_atomic};
 use glass_data::chunk::read_rows;
 use glass_engine::{CachedInput, KvCache, Model};
+use rayon::prelude::*;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
@@ -245,50 +246,80 @@ pub fn argmax(logits: &[f32]) -> u32 {
 
 /// Greedy continuations of `prompts` (`n_new` tokens each), decoded in batches of
 /// [`DECODE_BATCH`] with a KV cache per sequence. `on_rows` is told the rows done.
+///
+/// With several batches and threads, batches run side by side, each on one thread: a
+/// decode step's products (32 rows) are too small to share between threads without
+/// most of the time going to hand-offs. A batch's tokens do not depend on the thread
+/// count, so the result is the same either way.
 pub fn greedy(
     model: &Model,
     prompts: &[Vec<u32>],
     n_new: usize,
     on_rows: &mut dyn FnMut(usize),
 ) -> Result<Vec<Vec<u32>>> {
-    let v = model.cfg.vocab_size;
-    let mut out = Vec::with_capacity(prompts.len());
-    let mut caches: Vec<KvCache> = Vec::new();
+    if prompts.iter().any(|p| p.is_empty()) {
+        return Err(AnalysisError::Input("empty prompt".into()));
+    }
     // Every decoding step multiplies a few rows by every weight: pack the weights once.
     let packed = model.packed();
-    for batch in prompts.chunks(DECODE_BATCH) {
-        while caches.len() < batch.len() {
-            caches.push(KvCache::new(model));
+    let batches: Vec<&[Vec<u32>]> = prompts.chunks(DECODE_BATCH).collect();
+    let threads = rayon::current_num_threads();
+    let mut out = Vec::with_capacity(prompts.len());
+    if threads < 2 || batches.len() < 2 {
+        for batch in batches {
+            out.extend(greedy_batch(&packed, batch, n_new)?);
+            on_rows(out.len());
         }
-        for c in &mut caches {
-            c.clear();
+        return Ok(out);
+    }
+    for wave in batches.chunks(threads) {
+        let done: Vec<Result<Vec<Vec<u32>>>> = wave
+            .par_iter()
+            .map(|batch| {
+                let one = rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .build()
+                    .map_err(|e| AnalysisError::Input(format!("cannot start a thread: {e}")))?;
+                one.install(|| greedy_batch(&packed, batch, n_new))
+            })
+            .collect();
+        for d in done {
+            out.extend(d?);
         }
-        if batch.iter().any(|p| p.is_empty()) {
-            return Err(AnalysisError::Input("empty prompt".into()));
-        }
-        let mut gen: Vec<Vec<u32>> = vec![Vec::with_capacity(n_new); batch.len()];
-        let mut feed: Vec<Vec<u32>> = batch.to_vec();
-        for _ in 0..n_new {
-            let mut items: Vec<CachedInput<'_>> = feed
-                .iter()
-                .zip(caches.iter_mut())
-                .map(|(t, c)| CachedInput {
-                    tokens: t,
-                    cache: c,
-                    keep: 1,
-                })
-                .collect();
-            let logits = packed.forward_cached_batch(&mut items)?;
-            for (i, l) in logits.iter().enumerate() {
-                let t = argmax(&l[..v]);
-                gen[i].push(t);
-                feed[i] = vec![t];
-            }
-        }
-        out.extend(gen);
         on_rows(out.len());
     }
     Ok(out)
+}
+
+/// Greedy continuations of one batch of prompts, decoded together.
+fn greedy_batch(
+    packed: &glass_engine::PackedModel<'_>,
+    batch: &[Vec<u32>],
+    n_new: usize,
+) -> Result<Vec<Vec<u32>>> {
+    let model = packed.model();
+    let v = model.cfg.vocab_size;
+    let mut caches: Vec<KvCache> = batch.iter().map(|_| KvCache::new(model)).collect();
+    let mut gen: Vec<Vec<u32>> = vec![Vec::with_capacity(n_new); batch.len()];
+    let mut feed: Vec<Vec<u32>> = batch.to_vec();
+    for _ in 0..n_new {
+        let mut items: Vec<CachedInput<'_>> = feed
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(t, c)| CachedInput {
+                tokens: t,
+                cache: c,
+                keep: 1,
+            })
+            .collect();
+        let logits = packed.forward_cached_batch(&mut items)?;
+        for (i, l) in logits.iter().enumerate() {
+            let t = argmax(&l[..v]);
+            gen[i].push(t);
+            feed[i] = vec![t];
+        }
+    }
+    Ok(gen)
 }
 
 /// Result file of a pair, relative to the run.
