@@ -94,18 +94,7 @@ pub fn import_release(
             "already exists and is not empty; import into a new run directory",
         ));
     }
-    let parent = match run_dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-    let name = run_dir
-        .file_name()
-        .map_or("run".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.import-"))
-        .tempdir_in(&parent)
-        .map_err(io(&parent))?;
+    let (parent, tmp) = crate::import::staging_dir(run_dir)?;
     let dir = tmp.path();
 
     // Run records (the manifest is written last).
@@ -294,4 +283,22 @@ fn compare_rows(out: &Path, run_dir: &Path, m: &ReleaseManifest) -> Result<u64> 
         }
     }
     Ok(n)
+}
+
+/// A private directory beside `run_dir` where an import is assembled, so the run appears
+/// whole (one rename) or not at all; returns it with `run_dir`'s parent.
+pub(crate) fn staging_dir(run_dir: &Path) -> Result<(PathBuf, tempfile::TempDir)> {
+    let parent = match run_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+    let name = run_dir
+        .file_name()
+        .map_or("run".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.import-"))
+        .tempdir_in(&parent)
+        .map_err(io(&parent))?;
+    Ok((parent, tmp))
 }

@@ -188,18 +188,10 @@ pub fn import_llm360(
         fim: FimTokens::default(),
     };
 
-    let parent = match run_dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+    let (parent, tmp) = crate::import::staging_dir(run_dir)?;
     let name = run_dir
         .file_name()
         .map_or("run".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.import-"))
-        .tempdir_in(&parent)
-        .map_err(io(&parent))?;
     let dir = tmp.path();
 
     // Data.
