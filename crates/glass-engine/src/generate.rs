@@ -7,12 +7,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::model::{run_trunk, Model, Trunk};
-use crate::ops::attention::{self, SeqKv};
+use crate::ops::attention::{self, KeyLayout, SeqKv};
 use crate::ops::lm_head::{self, HeadDims};
 use crate::packed::PackedModel;
 use crate::EngineError;
 
-/// Keys and values of every position decoded so far, per layer `[len, KV·hd]`.
+/// Keys and values of every position decoded so far, per layer: values `[len, KV·hd]`,
+/// keys transposed, `[KV·hd, key_cols]` (one row per key dimension, a column per
+/// position), so that a decoding step's one-row query product reads them in place
+/// ([`KeyLayout::Columns`]) instead of packing them at every step.
 ///
 /// The buffers grow as positions are fed (amortised doubling), so a cache costs memory
 /// for the positions it holds, not for `max_seq_len`: scoring a short prompt with a model
@@ -22,6 +25,8 @@ pub struct KvCache {
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
     len: usize,
+    /// Columns (positions) each layer's key buffer has room for.
+    key_cols: usize,
     capacity: usize,
     kv_dim: usize,
 }
@@ -34,6 +39,7 @@ impl KvCache {
             k: vec![Vec::new(); c.n_layers],
             v: vec![Vec::new(); c.n_layers],
             len: 0,
+            key_cols: 0,
             capacity: c.max_seq_len,
             kv_dim: c.kv_dim(),
         }
@@ -67,9 +73,31 @@ impl KvCache {
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
         let keep = self.len * self.kv_dim;
-        for b in self.k.iter_mut().chain(self.v.iter_mut()) {
+        for b in &mut self.v {
             b.truncate(keep);
         }
+    }
+
+    /// Makes room for keys of positions `0..len` (doubling, at most `capacity`), moving
+    /// the cached columns into the wider rows.
+    fn reserve_keys(&mut self, len: usize) {
+        if len <= self.key_cols {
+            return;
+        }
+        let cols = len
+            .max(2 * self.key_cols)
+            .max(16)
+            .min(self.capacity)
+            .max(len);
+        let (old, kvd, n) = (self.key_cols, self.kv_dim, self.len);
+        for layer in &mut self.k {
+            let mut wider = vec![0.0f32; kvd * cols];
+            for c in 0..kvd {
+                wider[c * cols..c * cols + n].copy_from_slice(&layer[c * old..c * old + n]);
+            }
+            *layer = wider;
+        }
+        self.key_cols = cols;
     }
 }
 
@@ -187,6 +215,9 @@ impl Model {
         let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim());
         let (w, kvd, ad) = ((nh + 2 * nkv) * hd, nkv * hd, nh * hd);
         let scale = cfg.attention_scale();
+        for (it, &len) in items.iter_mut().zip(&pos0) {
+            it.cache.reserve_keys(len + it.tokens.len());
+        }
         let mut tr = Trunk::for_inference();
         tr.resize(cfg, n);
         let mut at = 0;
@@ -199,11 +230,14 @@ impl Model {
         let mut attend =
             |l: usize, qkv: &[f32], att: &mut [f32], lse: &mut [f32], hm: &mut [f32]| {
                 for (i, it) in items.iter_mut().enumerate() {
+                    let cols = it.cache.key_cols;
                     let (kc, vc) = (&mut it.cache.k[l], &mut it.cache.v[l]);
-                    kc.truncate(pos0[i] * kvd);
                     vc.truncate(pos0[i] * kvd);
-                    for row in qkv[offs[i] * w..offs[i + 1] * w].chunks_exact(w) {
-                        kc.extend_from_slice(&row[ad..ad + kvd]);
+                    let new_rows = qkv[offs[i] * w..offs[i + 1] * w].chunks_exact(w);
+                    for (t, row) in (pos0[i]..).zip(new_rows) {
+                        for (c, &x) in row[ad..ad + kvd].iter().enumerate() {
+                            kc[c * cols + t] = x;
+                        }
                         vc.extend_from_slice(&row[ad + kvd..]);
                     }
                 }
@@ -214,6 +248,7 @@ impl Model {
                         rows: it.tokens.len(),
                         pos0: pos0[i],
                         k: &it.cache.k[l],
+                        keys: KeyLayout::Columns(it.cache.key_cols),
                         v: &it.cache.v[l],
                         ld: kvd,
                     })

@@ -31,6 +31,7 @@
 
 mod kernels;
 mod pack;
+mod rows;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -367,6 +368,13 @@ fn product(
     let (mr, nr) = kernel.tile();
     // The split only balances work: by the contract it cannot change any bit.
     let flops = m * n * k;
+    // A few rows against a row-major B on one thread: read B in place (same bits).
+    if let BSrc::Plain(bm) = b {
+        if rows::applies(m, &bm) && (threads == 1 || flops < PAR_MIN_FLOPS) {
+            rows::product(kernel, m, n, k, a, bm, c, ldc, alpha, accumulate);
+            return;
+        }
+    }
     if threads > 1 && flops >= PAR_MIN_FLOPS {
         let split_rows = m >= n;
         let (dim, unit) = if split_rows { (m, mr) } else { (n, nr) };

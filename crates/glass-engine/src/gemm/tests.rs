@@ -315,3 +315,35 @@ fn few_rows_wide_operand_split_by_columns() {
         });
     }
 }
+
+/// Products of one to four rows with a row-major B (decoding's attention against the
+/// KV cache) read B in place, strip by strip: every strip width, the moved-back last
+/// strip (with and without accumulation), single columns below the narrow strip, and
+/// k within one block, at a block edge and over three blocks.
+#[test]
+fn few_rows_read_a_row_major_operand_in_place() {
+    for m in [1, 2, MAX_ROWS_TESTED] {
+        for n in [1, 7, 8, 15, 16, 17, 33, 63, 64, 65, 100, 130] {
+            for k in [1, 64, KC + 1, 2 * KC + 37] {
+                for (ta, accumulate) in [(false, false), (true, true), (false, true)] {
+                    let case = Case {
+                        m,
+                        n,
+                        k,
+                        ta,
+                        tb: false,
+                        ldc: n + 3,
+                        alpha: if accumulate { 0.75 } else { -1.25 },
+                        accumulate,
+                    };
+                    let (a, b, _) = case.operands();
+                    let (_, bm) = case.views(&a, &b);
+                    assert!(rows::applies(m, &bm), "m={m} must take the row path");
+                    check(&case);
+                }
+            }
+        }
+    }
+}
+
+const MAX_ROWS_TESTED: usize = rows::MAX_ROWS;

@@ -126,20 +126,35 @@ pub fn head_forward(
 /// The sequences of a call are stacked: the first owns `qkv` rows `0..rows`, the next the
 /// following `rows`, and so on. Its queries sit at positions `pos0..pos0 + rows`; keys
 /// and values of positions `0..pos0 + rows` are rows of `k` / `v` (leading dimension
-/// `ld`, KV head `g` at columns `g·hd..`). Training passes the `qkv` buffer itself
-/// (`pos0 = 0`); KV-cache decoding passes the cache.
+/// `ld`, KV head `g` at columns `g·hd..`), unless [`KeyLayout::Columns`] says the keys
+/// are stored transposed. Training passes the `qkv` buffer itself (`pos0 = 0`); KV-cache
+/// decoding passes the cache.
 #[derive(Debug, Clone, Copy)]
 pub struct SeqKv<'a> {
     /// Query rows of this sequence.
     pub rows: usize,
     /// Position of its first query.
     pub pos0: usize,
-    /// Keys, `[pos0 + rows, ld]`.
+    /// Keys, laid out as `keys` says.
     pub k: &'a [f32],
+    /// How `k` is stored.
+    pub keys: KeyLayout,
     /// Values, `[pos0 + rows, ld]`.
     pub v: &'a [f32],
     /// Leading dimension of `k` and `v`.
     pub ld: usize,
+}
+
+/// How a sequence's keys are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyLayout {
+    /// One row per position (`[pos0 + rows, ld]`, the [`SeqKv`]'s `ld`), like the values.
+    Rows,
+    /// Transposed: row `c` holds key dimension `c` of every position (KV head `g` owns
+    /// rows `g·hd..(g+1)·hd`), with this leading dimension. Decoding keeps its cache so:
+    /// a one-row query product then reads the keys in place instead of packing them
+    /// (same bits, by the GEMM contract).
+    Columns(usize),
 }
 
 /// Splits `buf` into consecutive pieces of the given lengths (disjoint `&mut`).
@@ -197,7 +212,10 @@ pub fn forward_seqs(
             let g = h / group;
             head_forward(
                 Mat::n(&qkv[row0[i] * w + h * hd..], w),
-                Mat::t(&s.k[g * hd..], s.ld),
+                match s.keys {
+                    KeyLayout::Rows => Mat::t(&s.k[g * hd..], s.ld),
+                    KeyLayout::Columns(ld) => Mat::n(&s.k[g * hd * ld..], ld),
+                },
                 Mat::n(&s.v[g * hd..], s.ld),
                 out,
                 hd,
@@ -235,6 +253,7 @@ pub fn forward(dims: AttnDims, qkv: &[f32], att: &mut [f32], lse: &mut [f32], hm
             rows: t,
             pos0: 0,
             k: &qkv[b * t * w + kc..],
+            keys: KeyLayout::Rows,
             v: &qkv[b * t * w + vc..],
             ld: w,
         })
@@ -496,6 +515,7 @@ mod tests {
                 rows: rows[i],
                 pos0: pos0[i],
                 k: &caches[i].0,
+                keys: KeyLayout::Rows,
                 v: &caches[i].1,
                 ld: kvd,
             })
@@ -527,6 +547,34 @@ mod tests {
             }
             r0 += rows[i];
         }
+        // The same keys stored transposed (decoding's cache layout, with spare columns)
+        // give the same bits: the GEMM contract does not depend on the operand layout.
+        let ldt: Vec<usize> = (0..3).map(|i| pos0[i] + rows[i] + 3).collect();
+        let kt: Vec<Vec<f32>> = (0..3)
+            .map(|i| {
+                let mut t = vec![f32::NAN; kvd * ldt[i]];
+                for pos in 0..pos0[i] + rows[i] {
+                    for c in 0..kvd {
+                        t[c * ldt[i] + pos] = caches[i].0[pos * kvd + c];
+                    }
+                }
+                t
+            })
+            .collect();
+        let seqs_t: Vec<SeqKv<'_>> = (0..3)
+            .map(|i| SeqKv {
+                k: &kt[i],
+                keys: KeyLayout::Columns(ldt[i]),
+                ..seqs[i]
+            })
+            .collect();
+        let (mut att_t, mut lse_t) = (vec![0.0; att.len()], vec![0.0; lse.len()]);
+        forward_seqs(
+            heads, kv_heads, hd, 0.5, &qkv, &seqs_t, &mut att_t, &mut lse_t, &mut hm,
+        );
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&att_t), bits(&att));
+        assert_eq!(bits(&lse_t), bits(&lse));
     }
 
     /// Grouped-query backward: a KV head's gradient is the sum of its query heads' shares,
