@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glass_data::atomic::{sha256_file, sync_dir, write_atomic};
+use glass_data::atomic::{sha256_file, sync_dir, write_atomic, write_atomic_all};
 use glass_engine::Model;
 use glass_run::checkpoint::CheckpointState;
 use glass_run::{RunConfig, RunManifest};
@@ -285,10 +285,36 @@ pub fn write_weights(
 }
 
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
+    write_atomic(path, &json_bytes(v))?;
+    Ok(())
+}
+
+/// Pretty JSON with a final newline, as every JSON file of an export is written.
+fn json_bytes(v: &serde_json::Value) -> Vec<u8> {
     let mut b = serde_json::to_vec_pretty(v).expect("json");
     b.push(b'\n');
-    write_atomic(path, &b)?;
+    b
+}
+
+/// Writes small files of `dir` together, their fsyncs side by side (`write_atomic_all`).
+fn write_all(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
+    let paths: Vec<PathBuf> = files.iter().map(|(n, _)| dir.join(n)).collect();
+    let batch: Vec<(&Path, &[u8])> = paths
+        .iter()
+        .zip(files)
+        .map(|(p, (_, b))| (p.as_path(), b.as_slice()))
+        .collect();
+    write_atomic_all(&batch)?;
     Ok(())
+}
+
+/// The manifest entry of a file written from memory.
+fn exported(name: &str, bytes: &[u8]) -> ExportedFile {
+    ExportedFile {
+        path: name.to_string(),
+        sha256: glass_data::atomic::sha256_hex(bytes),
+        bytes: bytes.len() as u64,
+    }
 }
 
 fn hash_files(dir: &Path, names: &[String]) -> Result<Vec<ExportedFile>> {
@@ -373,40 +399,39 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
         .tempdir_in(&parent)
         .map_err(io(&parent))?;
     let dir = tmp.path();
-    let mut names = write_weights(dir, &model, opts.dtype, opts.max_shard_bytes)?;
+    let names = write_weights(dir, &model, opts.dtype, opts.max_shard_bytes)?;
     let weight_names = names.clone();
-    write_json(&dir.join("config.json"), &config_json)?;
-    write_json(
-        &dir.join("generation_config.json"),
-        &json!({"bos_token_id": sp.bos, "eos_token_id": sp.eos, "pad_token_id": null}),
-    )?;
     let tok_bytes = std::fs::read(&tok_path).map_err(io(&tok_path))?;
-    write_atomic(&dir.join("tokenizer.json"), &tok_bytes)?;
     let token = |id: Option<u32>| id.and_then(|i| tok.hf().id_to_token(i));
-    write_json(
-        &dir.join("tokenizer_config.json"),
-        &json!({
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "bos_token": token(sp.bos),
-            "eos_token": token(Some(sp.eos)),
-            "pad_token": null,
-            "unk_token": null,
-            "add_bos_token": false,
-            "add_eos_token": false,
-            "clean_up_tokenization_spaces": false,
-            "model_max_length": cfg.model.max_seq_len,
-        }),
-    )?;
-    names.extend(
-        [
-            "config.json",
+    let small = [
+        ("config.json", json_bytes(&config_json)),
+        (
             "generation_config.json",
-            "tokenizer.json",
+            json_bytes(
+                &json!({"bos_token_id": sp.bos, "eos_token_id": sp.eos, "pad_token_id": null}),
+            ),
+        ),
+        ("tokenizer.json", tok_bytes),
+        (
             "tokenizer_config.json",
-        ]
-        .map(String::from),
-    );
-    let mut files = hash_files(dir, &names)?;
+            json_bytes(&json!({
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": token(sp.bos),
+                "eos_token": token(Some(sp.eos)),
+                "pad_token": null,
+                "unk_token": null,
+                "add_bos_token": false,
+                "add_eos_token": false,
+                "clean_up_tokenization_spaces": false,
+                "model_max_length": cfg.model.max_seq_len,
+            })),
+        ),
+    ];
+    // Hashing the weights (CPU) and the small files' fsyncs (disk) side by side.
+    let (hashed, written) = rayon::join(|| hash_files(dir, &names), || write_all(dir, &small));
+    written?;
+    let mut files = hashed?;
+    files.extend(small.iter().map(|(name, bytes)| exported(name, bytes)));
     let card = crate::card::model_card(&crate::card::CardInput {
         run_name: &cfg.run.name,
         manifest: &manifest,
@@ -418,8 +443,7 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
         files: &files,
         config_sha256_now: &config_now,
     });
-    write_atomic(&dir.join("README.md"), card.as_bytes())?;
-    files.extend(hash_files(dir, &["README.md".to_string()])?);
+    files.push(exported("README.md", card.as_bytes()));
     let weight_bytes = files
         .iter()
         .filter(|f| weight_names.contains(&f.path))
@@ -444,8 +468,14 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
         "folded": folds.notes,
         "files": files,
     });
-    write_json(&dir.join("glass-export.json"), &record)?;
-    sync_dir(dir)?;
+    // The card and the record together; the batch fsyncs the folder last.
+    write_all(
+        dir,
+        &[
+            ("README.md", card.into_bytes()),
+            ("glass-export.json", json_bytes(&record)),
+        ],
+    )?;
     let kept = tmp.keep();
     std::fs::rename(&kept, out).map_err(|e| {
         let _ = std::fs::remove_dir_all(&kept);

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use glass_data::atomic::{sha256_hex, write_atomic};
+use glass_data::atomic::{sha256_hex, write_atomic_all};
 use glass_run::metrics::{CheckpointRow, EvalRow, EventRow, StepRow};
 use glass_run::Metrics;
 use serde::Serialize;
@@ -127,10 +127,11 @@ pub(crate) fn write(out: &Path, m: &RunMetrics) -> Result<Vec<ReleaseFile>> {
         ("events", csv_events(&m.events), json(&m.events)),
     ];
     let mut files = Vec::new();
+    let mut batch = Vec::new();
     for (name, csv, js) in &tables {
         for (ext, bytes) in [("csv", csv.as_bytes()), ("json", js.as_slice())] {
             let rel = format!("metrics/{name}.{ext}");
-            write_atomic(&crate::layout::join(out, &rel), bytes)?;
+            batch.push((crate::layout::join(out, &rel), bytes));
             files.push(ReleaseFile {
                 path: rel,
                 sha256: sha256_hex(bytes),
@@ -138,6 +139,8 @@ pub(crate) fn write(out: &Path, m: &RunMetrics) -> Result<Vec<ReleaseFile>> {
             });
         }
     }
+    let batch: Vec<(&Path, &[u8])> = batch.iter().map(|(p, b)| (p.as_path(), *b)).collect();
+    write_atomic_all(&batch)?;
     Ok(files)
 }
 

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glass_data::atomic::{sha256_file, sync_dir, write_atomic, AtomicFile};
+use glass_data::atomic::{sha256_file, sync_dir, write_atomic, write_atomic_all, AtomicFile};
 use glass_data::store::SourceView;
 use glass_data::PreparedData;
 use glass_hf::ExportDtype;
@@ -165,21 +165,28 @@ fn dtype_name(d: ExportDtype) -> &'static str {
     }
 }
 
-/// Copies `src` to `dst` atomically, hashing as it goes.
+/// Copies `src` to `dst` atomically, hashing as it goes (in blocks large enough that
+/// [`AtomicFile::write`] hashes each on a second thread while it copies).
 pub(crate) fn copy_hashed(src: &Path, dst: &Path) -> Result<(String, u64)> {
     use std::io::Read;
-    let mut f = std::fs::File::open(src).map_err(io(src))?;
+    let f = std::fs::File::open(src).map_err(io(src))?;
     let mut out = AtomicFile::create(dst)?;
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = Vec::with_capacity(COPY_BLOCK);
+    let mut f = f.take(0);
     loop {
-        let n = f.read(&mut buf).map_err(io(src))?;
+        buf.clear();
+        f.set_limit(COPY_BLOCK as u64);
+        let n = f.read_to_end(&mut buf).map_err(io(src))?;
         if n == 0 {
             break;
         }
-        out.write(&buf[..n])?;
+        out.write(&buf)?;
     }
     Ok(out.commit()?)
 }
+
+/// Bytes read and written at a time by [`copy_hashed`].
+const COPY_BLOCK: usize = 32 << 20;
 
 fn part_path(out: &Path, part: &str) -> PathBuf {
     out.join(PARTIAL_DIR).join(format!("{part}.json"))
@@ -522,27 +529,36 @@ fn start_or_resume(out: &Path, identity: &Identity) -> Result<()> {
 
 /// `OUT/tokenizer.json` and `OUT/glass/`: the run's config, manifests and records.
 fn write_run_files(run_dir: &Path, out: &Path, data: &PreparedData) -> Result<Vec<ReleaseFile>> {
-    let mut files = Vec::new();
-    let mut copy = |src: &Path, rel: &str| -> Result<()> {
-        let (sha256, bytes) = copy_hashed(src, &join(out, rel))?;
-        files.push(ReleaseFile {
-            path: rel.to_string(),
-            sha256,
-            bytes,
-        });
-        Ok(())
-    };
-    copy(&data.tokenizer_path(), "tokenizer.json")?;
+    // Small files: read whole, written as one batch (their fsyncs side by side).
+    let mut sources = vec![(data.tokenizer_path(), "tokenizer.json".to_string())];
     for name in RUN_FILES {
         let p = run_dir.join(name);
         if p.exists() {
-            copy(&p, &format!("glass/run/{name}"))?;
+            sources.push((p, format!("glass/run/{name}")));
         }
     }
-    copy(
-        &run_dir.join("data").join("manifest.json"),
-        "glass/data-manifest.json",
-    )?;
+    sources.push((
+        run_dir.join("data").join("manifest.json"),
+        "glass/data-manifest.json".into(),
+    ));
+    let mut contents = Vec::with_capacity(sources.len());
+    for (src, rel) in &sources {
+        contents.push((join(out, rel), std::fs::read(src).map_err(io(src))?));
+    }
+    let batch: Vec<(&Path, &[u8])> = contents
+        .iter()
+        .map(|(p, b)| (p.as_path(), b.as_slice()))
+        .collect();
+    write_atomic_all(&batch)?;
+    let files: Vec<ReleaseFile> = sources
+        .iter()
+        .zip(&contents)
+        .map(|((_, rel), (_, b))| ReleaseFile {
+            path: rel.clone(),
+            sha256: glass_data::atomic::sha256_hex(b),
+            bytes: b.len() as u64,
+        })
+        .collect();
     Ok(files)
 }
 

@@ -277,7 +277,8 @@ pub fn verify_files(run_dir: &Path, files: &[FileEntry]) -> Result<()> {
     files.par_iter().try_for_each(|f| verify_file(run_dir, f))
 }
 
-fn verify_file(run_dir: &Path, f: &FileEntry) -> Result<()> {
+/// Where a manifest entry's file is, refusing paths that leave the run.
+fn entry_path(run_dir: &Path, f: &FileEntry) -> Result<PathBuf> {
     if !glass_data::integrity::is_inside(&f.path) {
         return Err(RunError::Checkpoint {
             path: crate::manifest::RunManifest::path(run_dir),
@@ -287,7 +288,11 @@ fn verify_file(run_dir: &Path, f: &FileEntry) -> Result<()> {
             ),
         });
     }
-    let p = run_dir.join(&f.path);
+    Ok(run_dir.join(&f.path))
+}
+
+fn verify_file(run_dir: &Path, f: &FileEntry) -> Result<()> {
+    let p = entry_path(run_dir, f)?;
     let (sha, _) = sha256_file(&p).map_err(|e| RunError::Checkpoint {
         path: p.clone(),
         msg: format!("{e}; the checkpoint is incomplete"),
@@ -351,9 +356,17 @@ pub fn load_weights(run_dir: &Path, files: &[FileEntry], model: &mut Model) -> R
         .iter()
         .find(|f| f.path.ends_with(MODEL_FILE))
         .ok_or_else(|| RunError::Invalid("manifest entry lacks the model file".into()))?;
-    verify_file(run_dir, f)?;
-    let mut params = std::mem::take(&mut model.params);
-    let r = read_tensors(&run_dir.join(&f.path), model, &mut [("", &mut params)]);
+    // Hash and parse side by side (each reads the whole file); the weights are taken
+    // only if the hash matches, so a damaged file never reaches the model.
+    let mut params = vec![0.0f32; model.params.len()];
+    let path = entry_path(run_dir, f)?;
+    let shared: &Model = model;
+    let (verified, read) = rayon::join(
+        || verify_file(run_dir, f),
+        || read_tensors(&path, shared, &mut [("", &mut params)]),
+    );
+    verified?;
+    read?;
     model.params = params;
-    r
+    Ok(())
 }
