@@ -615,28 +615,46 @@ fn write_checkpoint(
             if !opts.with_optimizer {
                 return Ok(files);
             }
-            for f in &c.files {
-                let name = f.path.rsplit('/').next().unwrap_or(&f.path);
-                if exact && name == glass_run::checkpoint::MODEL_FILE {
-                    continue;
-                }
-                let (sha256, bytes) = copy_hashed(&run_dir.join(&f.path), &staging.join(name))?;
-                if sha256 != f.sha256 {
-                    return Err(file_err(
-                        run_dir.join(&f.path),
-                        format!(
-                            "sha256 {sha256} differs from the run manifest's {}; the run is damaged (glass verify {})",
-                            f.sha256,
-                            run_dir.display()
-                        ),
-                    ));
-                }
-                files.push(ReleaseFile {
-                    path: format!("{rel}/{GLASS_STATE_DIR}/{name}"),
-                    sha256,
-                    bytes,
-                });
-            }
+            // Copied side by side: the small state file's fsync waits with the large
+            // optimizer file's, not after it.
+            use rayon::prelude::*;
+            let copied: Vec<Option<ReleaseFile>> = c
+                .files
+                .par_iter()
+                .map(|f| -> Result<Option<ReleaseFile>> {
+                    let name = f.path.rsplit('/').next().unwrap_or(&f.path);
+                    if exact && name == glass_run::checkpoint::MODEL_FILE {
+                        return Ok(None);
+                    }
+                    let src = run_dir.join(&f.path);
+                    if !glass_data::integrity::is_inside(&f.path) {
+                        return Err(file_err(
+                            RunManifest::path(run_dir),
+                            format!(
+                                "lists `{}`, a path outside the run; refusing to read it",
+                                f.path
+                            ),
+                        ));
+                    }
+                    let (sha256, bytes) = copy_hashed(&src, &staging.join(name))?;
+                    if sha256 != f.sha256 {
+                        return Err(file_err(
+                            src,
+                            format!(
+                                "sha256 {sha256} differs from the run manifest's {}; the run is damaged (glass verify {})",
+                                f.sha256,
+                                run_dir.display()
+                            ),
+                        ));
+                    }
+                    Ok(Some(ReleaseFile {
+                        path: format!("{rel}/{GLASS_STATE_DIR}/{name}"),
+                        sha256,
+                        bytes,
+                    }))
+                })
+                .collect::<Result<_>>()?;
+            files.extend(copied.into_iter().flatten());
             sync_dir(&staging)?;
             Ok(files)
         },
