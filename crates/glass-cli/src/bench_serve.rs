@@ -200,10 +200,16 @@ fn start_server(dir: &Path) -> Result<SocketAddr> {
 /// Runs `glass bench serve`.
 pub fn run(a: BenchServeArgs) -> Result<()> {
     let run_dir = a.dir.join("run-1m");
-    eprintln!("writing the synthetic {}-step run to {}", a.steps, run_dir.display());
+    eprintln!(
+        "writing the synthetic {}-step run to {}",
+        a.steps,
+        run_dir.display()
+    );
     write_run(&run_dir, a.steps)?;
     let addr = start_server(&run_dir)?;
-    let id = glass_serve::Runs::new(vec![run_dir.clone()]).list()[0].id.clone();
+    let id = glass_serve::Runs::new(vec![run_dir.clone()]).list()[0]
+        .id
+        .clone();
     let target = format!("/api/runs/{id}/series/loss?width={}", a.width);
     let get = |t: &str| -> Result<(f64, glass_serve::client::Reply)> {
         let t0 = Instant::now();
@@ -268,7 +274,9 @@ pub fn run(a: BenchServeArgs) -> Result<()> {
         "loss curve of a {}-step run at width {}: {} points, {} bytes; p50 {:.2} ms, p99 {:.2} ms over {} requests (full resolution: {:.0} ms)",
         r.steps, r.width, r.points, r.reply_bytes, r.p50_ms, r.p99_ms, r.requests, r.full_resolution_ms
     );
-    if let (Some(p), Some(b), Some(f)) = (r.browser_page_ms, r.browser_baseline_ms, r.first_chart_ms) {
+    if let (Some(p), Some(b), Some(f)) =
+        (r.browser_page_ms, r.browser_baseline_ms, r.first_chart_ms)
+    {
         println!(
             "headless Chromium: run page drawn in {p:.0} ms, an empty page in {b:.0} ms: first chart {f:.0} ms after the browser is up (medians of {})",
             a.loads

@@ -71,15 +71,23 @@ fn make_run(run: &Path, skip_steps: &[i64]) {
 fn fixture() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
+        // A static is never dropped: keep it under cargo's scratch directory, not /tmp.
+        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         std::fs::write(tmp.path().join("secret.txt"), SECRET).unwrap();
         let runs = tmp.path().join("runs");
         let parent = runs.join("parent");
         make_run(&parent, &[10]);
         ok(&["train", &p(&parent), "--quiet", "--inject-nan-at-step", "6"]);
-        ok(&["index", &p(&parent)]);
+        ok(&["index", &p(&parent), "--quiet"]);
         let branch = runs.join("branch");
-        ok(&["init", &p(&branch), "--from", &p(&parent), "--checkpoint", "3"]);
+        ok(&[
+            "init",
+            &p(&branch),
+            "--from",
+            &p(&parent),
+            "--checkpoint",
+            "3",
+        ]);
         ok(&[
             "train",
             &p(&branch),
@@ -185,12 +193,23 @@ fn api_answers_with_the_runs_own_numbers() {
         let got: Vec<&Value> = c["values"].as_array().unwrap().iter().collect();
         assert_eq!(got, want, "{col}");
         let st: Vec<&Value> = steps.iter().map(|r| &r["step"]).collect();
-        assert_eq!(c["steps"].as_array().unwrap().iter().collect::<Vec<_>>(), st);
+        assert_eq!(
+            c["steps"].as_array().unwrap().iter().collect::<Vec<_>>(),
+            st
+        );
     }
     let ck = json_out(&["metrics", &p(&parent()), "--checkpoints", "--json"]);
     let v = s.json("/api/runs/parent/series/val_loss");
-    let want: Vec<&Value> = ck.as_array().unwrap().iter().map(|r| &r["val_loss"]).collect();
-    assert_eq!(v["values"].as_array().unwrap().iter().collect::<Vec<_>>(), want);
+    let want: Vec<&Value> = ck
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["val_loss"])
+        .collect();
+    assert_eq!(
+        v["values"].as_array().unwrap().iter().collect::<Vec<_>>(),
+        want
+    );
 
     // Downsampled: at most 5 points per bucket, first and last kept, the extremes kept.
     let d = s.json("/api/runs/parent/series/loss?width=2");
@@ -241,7 +260,14 @@ fn api_answers_with_the_runs_own_numbers() {
 
     // Data: exactly `glass data show --json`, plus each segment's text.
     for step in [0u64, 7] {
-        let want = json_out(&["data", "show", &p(&parent()), "--step", &step.to_string(), "--json"]);
+        let want = json_out(&[
+            "data",
+            "show",
+            &p(&parent()),
+            "--step",
+            &step.to_string(),
+            "--json",
+        ]);
         let got = s.json(&format!("/api/runs/parent/data?step={step}"));
         assert_eq!(got["batch"], want, "step {step}");
         assert_eq!(
@@ -250,17 +276,29 @@ fn api_answers_with_the_runs_own_numbers() {
         );
     }
     // The branch's rows are read where its data manifest says (the parent's).
-    let want = json_out(&["data", "show", &p(&dir.join("runs/branch")), "--step", "13", "--json"]);
+    let want = json_out(&[
+        "data",
+        "show",
+        &p(&dir.join("runs/branch")),
+        "--step",
+        "13",
+        "--json",
+    ]);
     assert_eq!(s.json("/api/runs/branch/data?step=13")["batch"], want);
 
     // Trace: what `glass trace --text` reports.
     let row = &json_out(&["data", "show", &p(&parent()), "--step", "3", "--json"])["rows"][0];
     let text: String = row["text"].as_str().unwrap().chars().take(40).collect();
-    let want = json_out(&["trace", &p(&parent()), "--text", &text, "--json", "--min-tokens", "4"]);
-    let q: String = text
-        .bytes()
-        .map(|b| format!("%{b:02X}"))
-        .collect();
+    let want = json_out(&[
+        "trace",
+        &p(&parent()),
+        "--text",
+        &text,
+        "--json",
+        "--min-tokens",
+        "4",
+    ]);
+    let q: String = text.bytes().map(|b| format!("%{b:02X}")).collect();
     let got = s.json(&format!("/api/runs/parent/trace?text={q}&min_tokens=4"));
     assert_eq!(got, want);
     assert!(!got["spans"].as_array().unwrap().is_empty());
@@ -270,8 +308,14 @@ fn api_answers_with_the_runs_own_numbers() {
     assert!(r.text().contains("glass index"), "{}", r.text());
 
     // Evaluations and memorization: none yet, empty lists rather than errors.
-    assert_eq!(s.json("/api/runs/parent/evals")["rows"], Value::Array(vec![]));
-    assert_eq!(s.json("/api/runs/parent/memorization")["rows"], Value::Array(vec![]));
+    assert_eq!(
+        s.json("/api/runs/parent/evals")["rows"],
+        Value::Array(vec![])
+    );
+    assert_eq!(
+        s.json("/api/runs/parent/memorization")["rows"],
+        Value::Array(vec![])
+    );
     drop(s);
 }
 
@@ -287,7 +331,9 @@ fn a_single_run_opens_on_its_page_and_pages_are_embedded() {
     assert!(page.header("content-security-policy").is_some());
     let js = s.get("/assets/uPlot.iife.min.js");
     assert_eq!(js.status, 200);
-    assert!(js.text().starts_with("/*! https://github.com/leeoniya/uPlot (v1.6.32) */"));
+    assert!(js
+        .text()
+        .starts_with("/*! https://github.com/leeoniya/uPlot (v1.6.32) */"));
     assert_eq!(s.get("/assets/uPlot.LICENSE").status, 200);
 }
 
@@ -335,7 +381,10 @@ fn assert_refused(s: &Server, target: &str) {
         r.text()
     );
     let body = r.text();
-    assert!(!body.contains(SECRET) && !body.contains("root:"), "GET {target} leaked: {body}");
+    assert!(
+        !body.contains(SECRET) && !body.contains("root:"),
+        "GET {target} leaked: {body}"
+    );
     assert!(!body.contains("[model]"), "GET {target} served a run file");
 }
 
@@ -346,10 +395,25 @@ fn traversal_unknown_ids_and_absurd_parameters_get_4xx() {
         assert_refused(&s, t);
     }
     for route in [
-        "", "/series/loss", "/events", "/checkpoints", "/checkpoints/0/verify", "/evals",
-        "/memorization", "/data?step=0", "/trace?text=abc",
+        "",
+        "/series/loss",
+        "/events",
+        "/checkpoints",
+        "/checkpoints/0/verify",
+        "/evals",
+        "/memorization",
+        "/data?step=0",
+        "/trace?text=abc",
     ] {
-        for id in ["nope", "parent2", "PARENT", "parent%00", "%00", "parent.", "runs"] {
+        for id in [
+            "nope",
+            "parent2",
+            "PARENT",
+            "parent%00",
+            "%00",
+            "parent.",
+            "runs",
+        ] {
             let t = format!("/api/runs/{id}{route}");
             let r = s.get(&t);
             assert_eq!(r.status, 404, "GET {t}: {}", r.text());
@@ -408,7 +472,8 @@ fn traversal_unknown_ids_and_absurd_parameters_get_4xx() {
     // Still serving after all of that.
     assert_eq!(s.get("/api/runs").status, 200);
     assert_eq!(
-        s.get("/api/runs/parent/series/loss?to=9223372036854775807").status,
+        s.get("/api/runs/parent/series/loss?to=9223372036854775807")
+            .status,
         200
     );
 }
@@ -423,8 +488,20 @@ fn a_malformed_run_is_an_error_not_a_crash() {
     let s = serve(&[&p(&bad)]);
     // The summary names each unreadable part.
     let sum = s.json("/api/runs/bad");
-    assert!(sum["run"]["error"].as_str().unwrap().contains("manifest.json"), "{sum}");
-    assert!(sum["metrics_error"].as_str().unwrap().contains("metrics.sqlite"), "{sum}");
+    assert!(
+        sum["run"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("manifest.json"),
+        "{sum}"
+    );
+    assert!(
+        sum["metrics_error"]
+            .as_str()
+            .unwrap()
+            .contains("metrics.sqlite"),
+        "{sum}"
+    );
     for t in [
         "/api/runs/bad/series/loss",
         "/api/runs/bad/events",
@@ -436,7 +513,8 @@ fn a_malformed_run_is_an_error_not_a_crash() {
     ] {
         let r = s.get(t);
         assert!(r.status >= 400, "GET {t}: {}", r.text());
-        let v: Value = serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("{t}: {}", r.text()));
+        let v: Value =
+            serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("{t}: {}", r.text()));
         assert!(v["error"].is_string(), "{t}: {v}");
     }
     assert_eq!(s.get("/runs/bad").status, 200);
@@ -480,9 +558,17 @@ fn serving_writes_nothing_and_reads_while_a_writer_holds_the_database() {
     let before = snapshot(&run);
     let s = serve(&[&p(&run)]);
     for t in [
-        "/", "/runs/live", "/api/runs", "/api/runs/live", "/api/runs/live/series/loss?width=3",
-        "/api/runs/live/events", "/api/runs/live/checkpoints", "/api/runs/live/checkpoints/1/verify",
-        "/api/runs/live/evals", "/api/runs/live/memorization", "/api/runs/live/data?step=1",
+        "/",
+        "/runs/live",
+        "/api/runs",
+        "/api/runs/live",
+        "/api/runs/live/series/loss?width=3",
+        "/api/runs/live/events",
+        "/api/runs/live/checkpoints",
+        "/api/runs/live/checkpoints/1/verify",
+        "/api/runs/live/evals",
+        "/api/runs/live/memorization",
+        "/api/runs/live/data?step=1",
         "/api/runs/live/trace?text=the%20king",
     ] {
         assert!(s.get(t).status < 500, "{t}");
@@ -491,9 +577,14 @@ fn serving_writes_nothing_and_reads_while_a_writer_holds_the_database() {
 
     // The trainer's database is in WAL mode: a reader never waits for a writer.
     let db = rusqlite::Connection::open(run.join("metrics.sqlite")).unwrap();
-    let mode: String = db.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    let mode: String = db
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(mode, "wal");
-    let n0 = s.json("/api/runs/live/series/loss")["steps"].as_array().unwrap().len();
+    let n0 = s.json("/api/runs/live/series/loss")["steps"]
+        .as_array()
+        .unwrap()
+        .len();
     db.execute_batch(
         "BEGIN IMMEDIATE; INSERT INTO steps VALUES (1000000, 1.5, 0.001, 1.0, 4000000, 10.0, 0.0);",
     )
@@ -504,7 +595,10 @@ fn serving_writes_nothing_and_reads_while_a_writer_holds_the_database() {
     db.execute_batch("COMMIT;").unwrap();
     let after = s.json("/api/runs/live/series/loss");
     assert_eq!(after["steps"].as_array().unwrap().len(), n0 + 1);
-    assert_eq!(after["steps"].as_array().unwrap().last().unwrap(), 1_000_000);
+    assert_eq!(
+        after["steps"].as_array().unwrap().last().unwrap(),
+        1_000_000
+    );
 }
 
 #[test]
@@ -583,7 +677,10 @@ fn screenshot(url: &str, name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join(format!("{name}.png"));
     let _ = Command::new(chromium())
-        .args(browser_args(&[format!("--screenshot={}", file.display()), url.into()]))
+        .args(browser_args(&[
+            format!("--screenshot={}", file.display()),
+            url.into(),
+        ]))
         .output();
     file
 }
@@ -636,7 +733,11 @@ fn browser_run_page_plots_the_databases_values() {
                 return Err(format!("{col}: x is not the steps: {}", c["x"]));
             }
             // Series 0: the raw points as stored; series 1: their EMA.
-            if c["series"][0].as_array().map(|a| a.iter().collect::<Vec<_>>()) != Some(ys) {
+            if c["series"][0]
+                .as_array()
+                .map(|a| a.iter().collect::<Vec<_>>())
+                != Some(ys)
+            {
                 return Err(format!("{col}: plotted {} != SQLite", c["series"][0]));
             }
             let raw: Vec<f64> = steps.iter().map(|r| r[col].as_f64().unwrap()).collect();
@@ -661,7 +762,12 @@ fn browser_run_page_plots_the_databases_values() {
             }
         }
         let vl = &v["curves"]["charts"]["val_loss"]["series"][0];
-        let want: Vec<&Value> = cks.as_array().unwrap().iter().map(|r| &r["val_loss"]).collect();
+        let want: Vec<&Value> = cks
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["val_loss"])
+            .collect();
         if vl.as_array().map(|a| a.iter().collect::<Vec<_>>()) != Some(want) {
             return Err(format!("val_loss plotted {vl}"));
         }
@@ -675,12 +781,18 @@ fn browser_run_page_plots_the_databases_values() {
         Ok(())
     });
     // Overlaid with the branch, by tokens: both runs' raw points on one x axis.
-    let url = format!("http://{}/runs/parent?live=0&overlay=branch&x=tokens", s.addr);
+    let url = format!(
+        "http://{}/runs/parent?live=0&overlay=branch&x=tokens",
+        s.addr
+    );
     check_page(&url, "overlay", |dom| {
         let v = plotted(dom)?;
         let c = &v["curves"]["charts"]["loss"];
         if c["labels"].as_array().map(|a| a.len()) != Some(4) {
-            return Err(format!("expected 4 series (2 runs × raw, smoothed): {}", c["labels"]));
+            return Err(format!(
+                "expected 4 series (2 runs × raw, smoothed): {}",
+                c["labels"]
+            ));
         }
         let tokens: Vec<&Value> = steps.iter().map(|r| &r["tokens"]).collect();
         let xs: Vec<&Value> = c["x"].as_array().ok_or("no x")?.iter().collect();
@@ -727,7 +839,9 @@ fn browser_data_page_shows_the_rows_of_data_show() {
     // The index lists the branch under the parent's checkpoint 3.
     let url = format!("http://{}/", s.addr);
     check_page(&url, "index", |dom| {
-        let at = dom.find("checkpoint 3").ok_or("no `checkpoint 3` heading")?;
+        let at = dom
+            .find("checkpoint 3")
+            .ok_or("no `checkpoint 3` heading")?;
         let parent = dom.find(">parent</a>").ok_or("no parent link")?;
         let branch = dom.find(">branch</a>").ok_or("no branch link")?;
         if !(parent < at && at < branch) {

@@ -278,11 +278,16 @@ impl Metrics {
             .map_err(self.sql())?;
         let mut out = StepSeries::default();
         while let Some(r) = rows.next().map_err(self.sql())? {
-            out.steps.push(r.get::<_, i64>(0).map_err(self.sql())? as u64);
-            out.tokens.push(r.get::<_, i64>(1).map_err(self.sql())? as u64);
+            out.steps
+                .push(r.get::<_, i64>(0).map_err(self.sql())? as u64);
+            out.tokens
+                .push(r.get::<_, i64>(1).map_err(self.sql())? as u64);
             // NULL (never written) reads as NaN, like a non-finite loss.
-            out.values
-                .push(r.get::<_, Option<f64>>(2).map_err(self.sql())?.unwrap_or(f64::NAN));
+            out.values.push(
+                r.get::<_, Option<f64>>(2)
+                    .map_err(self.sql())?
+                    .unwrap_or(f64::NAN),
+            );
         }
         Ok(out)
     }
@@ -291,9 +296,11 @@ impl Metrics {
     pub fn step_extent(&self) -> Result<Option<(u64, u64, u64)>> {
         let (lo, hi, n): (Option<i64>, Option<i64>, i64) = self
             .conn
-            .query_row("SELECT min(step), max(step), count(*) FROM steps", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+            .query_row(
+                "SELECT min(step), max(step), count(*) FROM steps",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .map_err(self.sql())?;
         Ok(lo.zip(hi).map(|(lo, hi)| (lo as u64, hi as u64, n as u64)))
     }

@@ -85,8 +85,14 @@ async fn asset(UrlPath(name): UrlPath<String>) -> Response {
     match assets::get(&name) {
         Some(a) => (
             [
-                (header::CONTENT_TYPE, HeaderValue::from_static(a.content_type)),
-                (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(a.content_type),
+                ),
+                (
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ),
                 (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
             ],
             a.bytes,
@@ -121,7 +127,9 @@ fn uint(q: &HashMap<String, String>, key: &str, default: Option<u64>, max: u64) 
         .parse()
         .map_err(|_| ApiError::bad(format!("`{key}` must be an integer >= 0, not `{v}`")))?;
     if n > max {
-        return Err(ApiError::bad(format!("`{key}` must be at most {max}, not {n}")));
+        return Err(ApiError::bad(format!(
+            "`{key}` must be at most {max}, not {n}"
+        )));
     }
     Ok(n)
 }
@@ -160,7 +168,8 @@ fn lineage(runs: &Runs) -> Vec<Value> {
                     o["run_id"] = m.run_id.clone().into();
                     o["checkpoints"] = m.checkpoints.len().into();
                     if let Some(l) = m.checkpoints.last() {
-                        o["last_checkpoint"] = json!({"index": l.index, "step": l.step, "tokens": l.tokens});
+                        o["last_checkpoint"] =
+                            json!({"index": l.index, "step": l.step, "tokens": l.tokens});
                     }
                     if let Some(p) = &m.parent {
                         o["parent"] = json!({
@@ -247,19 +256,32 @@ pub struct SeriesReply {
 }
 
 /// The names `series/{metric}` accepts: per-step columns, then per-checkpoint ones.
-pub const METRICS: [&str; 6] = ["loss", "lr", "grad_norm", "tokens_per_s", "val_loss", "val_bpb"];
+pub const METRICS: [&str; 6] = [
+    "loss",
+    "lr",
+    "grad_norm",
+    "tokens_per_s",
+    "val_loss",
+    "val_bpb",
+];
 
 fn series(run: &ServedRun, metric: &str, q: &HashMap<String, String>) -> ApiResult<SeriesReply> {
     let from = uint(q, "from", Some(0), i64::MAX as u64)?;
     let to = uint(q, "to", Some(i64::MAX as u64), i64::MAX as u64)?;
     if from > to {
-        return Err(ApiError::bad(format!("`from` ({from}) is after `to` ({to})")));
+        return Err(ApiError::bad(format!(
+            "`from` ({from}) is after `to` ({to})"
+        )));
     }
     let width = uint(q, "width", Some(0), MAX_WIDTH as u64)? as usize;
     let spacing = match q.get("scale").map(String::as_str) {
         None | Some("linear") => Spacing::Linear,
         Some("log") => Spacing::Log,
-        Some(s) => return Err(ApiError::bad(format!("`scale` is linear or log, not `{s}`"))),
+        Some(s) => {
+            return Err(ApiError::bad(format!(
+                "`scale` is linear or log, not `{s}`"
+            )))
+        }
     };
     let m = open_metrics(run)?;
     let s = if let Some(c) = StepColumn::from_name(metric) {
@@ -267,7 +289,11 @@ fn series(run: &ServedRun, metric: &str, q: &HashMap<String, String>) -> ApiResu
     } else if metric == "val_loss" || metric == "val_bpb" {
         let mut s = StepSeries::default();
         for c in m.checkpoints().map_err(ApiError::run)? {
-            let v = if metric == "val_loss" { c.val_loss } else { c.val_bpb };
+            let v = if metric == "val_loss" {
+                c.val_loss
+            } else {
+                c.val_bpb
+            };
             if (from..=to).contains(&c.step) {
                 s.steps.push(c.step);
                 s.tokens.push(c.tokens);
@@ -311,7 +337,9 @@ async fn api_series(
     let csv = match q.get("format").map(String::as_str) {
         None | Some("json") => false,
         Some("csv") => true,
-        Some(f) => return ApiError::bad(format!("`format` is json or csv, not `{f}`")).into_response(),
+        Some(f) => {
+            return ApiError::bad(format!("`format` is json or csv, not `{f}`")).into_response()
+        }
     };
     if !csv {
         return with_run(runs, id, move |run| series(run, &metric, &q)).await;
@@ -325,7 +353,11 @@ async fn api_series(
             let mut out = format!("step,tokens,{}\n", s.metric);
             for i in 0..s.steps.len() {
                 let v = s.values[i];
-                let v = if v.is_finite() { v.to_string() } else { String::new() };
+                let v = if v.is_finite() {
+                    v.to_string()
+                } else {
+                    String::new()
+                };
                 out.push_str(&format!("{},{},{v}\n", s.steps[i], s.tokens[i]));
             }
             let disp = format!("attachment; filename=\"{name}\"");
@@ -369,7 +401,10 @@ fn has_index(dir: &Path) -> bool {
 
 fn quote(p: &Path) -> String {
     let s = p.display().to_string();
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:=@".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@".contains(c))
+    {
         s
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -515,8 +550,8 @@ async fn api_data(
                 data.n_steps()
             )));
         }
-        let batch = glass_data::inspect::show(&run.dir, step, rank, world_size)
-            .map_err(ApiError::run)?;
+        let batch =
+            glass_data::inspect::show(&run.dir, step, rank, world_size).map_err(ApiError::run)?;
         // Each segment's own text, so the page can colour documents (a piece may cut
         // a UTF-8 character; it then shows U+FFFD, the row's `text` stays exact).
         let tok = data.tokenizer().map_err(ApiError::run)?;
@@ -546,19 +581,27 @@ async fn api_trace(
             return Err(ApiError::bad("`text` is empty"));
         }
         if text.len() > MAX_TRACE_BYTES {
-            return Err(ApiError::bad(format!("`text` is longer than {MAX_TRACE_BYTES} bytes")));
+            return Err(ApiError::bad(format!(
+                "`text` is longer than {MAX_TRACE_BYTES} bytes"
+            )));
         }
         let min_tokens = uint(&q, "min_tokens", Some(8), 4096)?.max(1) as usize;
         let max_occurrences = uint(&q, "max_occurrences", Some(10), 1000)? as usize;
         let checkpoint = match q.get("checkpoint").map(String::as_str) {
             None | Some("") => None,
             Some(c) => {
-                let m = manifest(run)?.ok_or_else(|| ApiError::not_found("the run has no checkpoint"))?;
+                let m = manifest(run)?
+                    .ok_or_else(|| ApiError::not_found("the run has no checkpoint"))?;
                 let e = if c == "latest" {
-                    m.checkpoints.last().ok_or_else(|| ApiError::not_found("the run has no checkpoint"))?
+                    m.checkpoints
+                        .last()
+                        .ok_or_else(|| ApiError::not_found("the run has no checkpoint"))?
                 } else {
-                    let k: u32 = c.parse().map_err(|_| ApiError::bad(format!("`checkpoint` is K or latest, not `{c}`")))?;
-                    m.checkpoint(k).map_err(|_| ApiError::not_found(format!("no checkpoint {k}")))?
+                    let k: u32 = c.parse().map_err(|_| {
+                        ApiError::bad(format!("`checkpoint` is K or latest, not `{c}`"))
+                    })?;
+                    m.checkpoint(k)
+                        .map_err(|_| ApiError::not_found(format!("no checkpoint {k}")))?
                 };
                 Some((e.index, e.step))
             }
@@ -581,7 +624,8 @@ async fn api_trace(
             rank: glass_analysis::trace::Rank::Length,
             checkpoint,
         };
-        glass_analysis::trace::trace(&run.dir, &index, &tok, &text, &ids, &opts).map_err(ApiError::run)
+        glass_analysis::trace::trace(&run.dir, &index, &tok, &text, &ids, &opts)
+            .map_err(ApiError::run)
     })
     .await
 }

@@ -78,7 +78,9 @@ mod tests {
         assert_eq!(sha("uPlot.iife.min.js"), UPLOT_JS_SHA256);
         assert_eq!(sha("uPlot.min.css"), UPLOT_CSS_SHA256);
         assert_eq!(sha("uPlot.LICENSE"), UPLOT_LICENSE_SHA256);
-        assert!(String::from_utf8_lossy(get("uPlot.iife.min.js").unwrap().bytes)
-            .contains(UPLOT_VERSION));
+        assert!(
+            String::from_utf8_lossy(get("uPlot.iife.min.js").unwrap().bytes)
+                .contains(UPLOT_VERSION)
+        );
     }
 }

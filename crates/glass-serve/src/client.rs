@@ -71,7 +71,11 @@ pub fn get(addr: SocketAddr, target: &str) -> std::io::Result<Reply> {
                 .position(|w| w == b"\r\n")
                 .ok_or_else(|| bad("bad chunk"))?;
             let size = usize::from_str_radix(
-                String::from_utf8_lossy(&rest[..nl]).split(';').next().unwrap_or("").trim(),
+                String::from_utf8_lossy(&rest[..nl])
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim(),
                 16,
             )
             .map_err(|_| bad("bad chunk size"))?;

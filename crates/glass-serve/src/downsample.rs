@@ -68,7 +68,10 @@ mod tests {
     fn short_series_are_kept_whole() {
         let xs: Vec<u64> = (0..10).collect();
         let ys = vec![1.0; 10];
-        assert_eq!(keep(&xs, &ys, 3, Spacing::Linear), (0..10).collect::<Vec<_>>());
+        assert_eq!(
+            keep(&xs, &ys, 3, Spacing::Linear),
+            (0..10).collect::<Vec<_>>()
+        );
     }
 
     #[test]

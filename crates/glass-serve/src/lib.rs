@@ -10,8 +10,8 @@
 #![warn(missing_docs)]
 
 pub mod api;
-pub mod client;
 pub mod assets;
+pub mod client;
 pub mod downsample;
 pub mod error;
 pub mod runs;

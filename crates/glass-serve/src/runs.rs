@@ -70,9 +70,13 @@ impl Runs {
 
 /// Whether `dir` looks like a run directory (it has a config, a manifest or metrics).
 pub fn is_run(dir: &Path) -> bool {
-    ["glass.toml", "manifest.json", glass_run::metrics::METRICS_FILE]
-        .iter()
-        .any(|f| dir.join(f).is_file())
+    [
+        "glass.toml",
+        "manifest.json",
+        glass_run::metrics::METRICS_FILE,
+    ]
+    .iter()
+    .any(|f| dir.join(f).is_file())
 }
 
 /// The run directories named by `paths`: each is a run, or a directory whose runs are
