@@ -850,3 +850,132 @@ fn browser_data_page_shows_the_rows_of_data_show() {
         Ok(())
     });
 }
+
+/// A copy of the parent with evaluation results and a memorization matrix written into
+/// its database the way `glass eval` and `glass analyze memorization` store them (both
+/// take minutes on a real model; the pages only read the tables).
+fn copy_with_evals(dst: &Path) {
+    let st = Command::new("cp")
+        .args(["-r", &p(&parent()), &p(dst)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let db = rusqlite::Connection::open(dst.join("metrics.sqlite")).unwrap();
+    let cks: Vec<(u32, u64)> = {
+        let mut q = db
+            .prepare("SELECT checkpoint, step FROM checkpoints ORDER BY checkpoint")
+            .unwrap();
+        let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    db.execute_batch(
+        "CREATE TABLE IF NOT EXISTS memorization(
+           checkpoint INTEGER NOT NULL, chunk INTEGER NOT NULL, step INTEGER NOT NULL,
+           samples INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,
+           continuation_tokens INTEGER NOT NULL, n INTEGER NOT NULL,
+           token_match REAL NOT NULL, full_match REAL NOT NULL,
+           settings_sha256 TEXT NOT NULL, result_path TEXT NOT NULL,
+           result_sha256 TEXT NOT NULL, seconds REAL, wall_time REAL,
+           PRIMARY KEY (checkpoint, chunk));",
+    )
+    .unwrap();
+    for &(k, step) in &cks {
+        let kf = k as f64;
+        db.execute(
+            "INSERT INTO evals VALUES (?1, 'cloze', 'acc', ?2, ?3, 300)",
+            rusqlite::params![k, 0.25 + 0.01 * kf, 0.02 + 0.001 * kf],
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO evals VALUES (?1, 'heldout', 'bits_per_byte', ?2, NULL, 40)",
+            rusqlite::params![k, 4.5 - 0.05 * kf],
+        )
+        .unwrap();
+        for c in 0..3u64 {
+            db.execute(
+                "INSERT INTO memorization VALUES (?1, ?2, ?3, 16, 8, 8, 16, ?4, ?5, 'x', 'r.json', 'y', 0, 0)",
+                rusqlite::params![k, c as i64, step as i64, 0.1 * kf / 11.0 + 0.01 * c as f64, 0.05 * kf / 11.0],
+            )
+            .unwrap();
+        }
+    }
+}
+
+#[test]
+fn evaluations_and_memorization_are_the_stored_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("ev");
+    copy_with_evals(&run);
+    let s = serve(&[&p(&run)]);
+    let want = json_out(&["metrics", &p(&run), "--evals", "--json"]);
+    assert_eq!(s.json("/api/runs/ev/evals")["rows"], want);
+    let want = json_out(&["metrics", &p(&run), "--memorization", "--json"]);
+    assert_eq!(s.json("/api/runs/ev/memorization")["rows"], want);
+    assert!(!want.as_array().unwrap().is_empty());
+    let cks = s.json("/api/runs/ev/checkpoints");
+    assert_eq!(cks[2]["evals"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+#[ignore = "needs headless Chromium; .ci/run runs it with --ignored"]
+fn browser_evals_tab_plots_each_metric_with_its_stderr_band() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("ev");
+    copy_with_evals(&run);
+    let s = serve(&[&p(&run)]);
+    let rows = json_out(&["metrics", &p(&run), "--evals", "--json"]);
+    let cks = json_out(&["metrics", &p(&run), "--checkpoints", "--json"]);
+    let step_of = |k: &Value| {
+        cks.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| &c["checkpoint"] == k)
+            .unwrap()["step"]
+            .clone()
+    };
+    let url = format!("http://{}/runs/ev?tab=evals&live=0", s.addr);
+    check_page(&url, "evals", |dom| {
+        let v = plotted(dom)?;
+        for (key, task, metric) in [
+            ("cloze / acc", "cloze", "acc"),
+            ("heldout / bits_per_byte", "heldout", "bits_per_byte"),
+        ] {
+            let want: Vec<&Value> = rows
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["task"] == task && r["metric"] == metric)
+                .collect();
+            let e = &v["evals"][key];
+            let xs: Vec<Value> = want.iter().map(|r| step_of(&r["checkpoint"])).collect();
+            if e["x"].as_array() != Some(&xs) {
+                return Err(format!("{key}: x {} is not the checkpoints' steps", e["x"]));
+            }
+            for (i, r) in want.iter().enumerate() {
+                let (val, se) = (
+                    r["value"].as_f64().unwrap(),
+                    r["stderr"].as_f64().unwrap_or(0.0),
+                );
+                let got = |f: &str| e[f][i].as_f64().unwrap_or(f64::NAN);
+                if got("y") != val
+                    || (got("hi") - (val + se)).abs() > 1e-12
+                    || (got("lo") - (val - se)).abs() > 1e-12
+                {
+                    return Err(format!("{key}[{i}]: {} vs {r}", e));
+                }
+            }
+        }
+        let memo = v["memorization"]
+            .as_array()
+            .ok_or("no memorization matrix")?;
+        if memo.len() != cks.as_array().unwrap().len() * 3 {
+            return Err(format!("{} memorization cells", memo.len()));
+        }
+        for f in ["full_match", "token_match"] {
+            if !dom.contains(&format!("data-field=\"{f}\"")) {
+                return Err(format!("no {f} heatmap"));
+            }
+        }
+        Ok(())
+    });
+}
