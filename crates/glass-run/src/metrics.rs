@@ -113,7 +113,7 @@ pub struct EvalRunRow {
 }
 
 /// A per-step column of the `steps` table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StepColumn {
     /// Mean loss.
     Loss,
@@ -290,6 +290,14 @@ impl Metrics {
             );
         }
         Ok(out)
+    }
+
+    /// A number that changes whenever another connection (the trainer) commits a change
+    /// to the database: a reader's cache is current while it stays the same.
+    pub fn data_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(self.sql())
     }
 
     /// (first step, last step, number of steps) recorded, if any.

@@ -283,10 +283,13 @@ fn series(run: &ServedRun, metric: &str, q: &HashMap<String, String>) -> ApiResu
             )))
         }
     };
-    let m = open_metrics(run)?;
-    let s = if let Some(c) = StepColumn::from_name(metric) {
-        m.step_series(c, from, to).map_err(ApiError::run)?
+    let (all, a, b) = if let Some(c) = StepColumn::from_name(metric) {
+        let all = run.cache.column(&run.dir, c).map_err(ApiError::run)?;
+        let a = all.steps.partition_point(|&x| x < from);
+        let b = all.steps.partition_point(|&x| x <= to);
+        (all, a, b)
     } else if metric == "val_loss" || metric == "val_bpb" {
+        let m = open_metrics(run)?;
         let mut s = StepSeries::default();
         for c in m.checkpoints().map_err(ApiError::run)? {
             let v = if metric == "val_loss" {
@@ -300,32 +303,35 @@ fn series(run: &ServedRun, metric: &str, q: &HashMap<String, String>) -> ApiResu
                 s.values.push(v.unwrap_or(f64::NAN));
             }
         }
-        s
+        let n = s.steps.len();
+        (Arc::new(s), 0, n)
     } else {
         return Err(ApiError::not_found(format!(
             "no series `{metric}`; one of {}",
             METRICS.join(", ")
         )));
     };
-    let raw_points = s.steps.len();
+    // Slices of the cached columns: only the points sent are copied.
+    let (steps, tokens, values) = (&all.steps[a..b], &all.tokens[a..b], &all.values[a..b]);
+    let raw_points = steps.len();
     if width == 0 || raw_points <= 4 * width {
         return Ok(SeriesReply {
             metric: metric.into(),
             raw_points,
             downsampled: false,
-            steps: s.steps,
-            tokens: s.tokens,
-            values: s.values,
+            steps: steps.to_vec(),
+            tokens: tokens.to_vec(),
+            values: values.to_vec(),
         });
     }
-    let k = keep(&s.steps, &s.values, width, spacing);
+    let k = keep(steps, values, width, spacing);
     Ok(SeriesReply {
         metric: metric.into(),
         raw_points,
         downsampled: true,
-        steps: k.iter().map(|&i| s.steps[i]).collect(),
-        tokens: k.iter().map(|&i| s.tokens[i]).collect(),
-        values: k.iter().map(|&i| s.values[i]).collect(),
+        steps: k.iter().map(|&i| steps[i]).collect(),
+        tokens: k.iter().map(|&i| tokens[i]).collect(),
+        values: k.iter().map(|&i| values[i]).collect(),
     })
 }
 

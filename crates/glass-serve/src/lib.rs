@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod cache;
 pub mod client;
 pub mod downsample;
 pub mod error;

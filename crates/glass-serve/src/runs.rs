@@ -3,6 +3,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::cache::SeriesCache;
 
 use crate::error::{Result, ServeError};
 
@@ -13,6 +16,8 @@ pub struct ServedRun {
     pub id: String,
     /// The directory as given (shown, and used in the suggested commands).
     pub dir: PathBuf,
+    /// Its per-step columns, read once per commit of the trainer.
+    pub cache: Arc<SeriesCache>,
 }
 
 /// Every served run, by id.
@@ -52,7 +57,11 @@ impl Runs {
                 id = format!("{base}-{n}");
             }
             r.by_id.insert(id.clone(), r.list.len());
-            r.list.push(ServedRun { id, dir });
+            r.list.push(ServedRun {
+                id,
+                dir,
+                cache: Arc::default(),
+            });
         }
         r
     }
