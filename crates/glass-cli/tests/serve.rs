@@ -335,6 +335,17 @@ fn a_single_run_opens_on_its_page_and_pages_are_embedded() {
         .text()
         .starts_with("/*! https://github.com/leeoniya/uPlot (v1.6.32) */"));
     assert_eq!(s.get("/assets/uPlot.LICENSE").status, 200);
+    // On loopback, only loopback host names (no DNS rebinding from another site).
+    for (host, status) in [
+        ("evil.example", 403),
+        ("evil.example:8360", 403),
+        ("127.0.0.1.evil.example", 403),
+        ("localhost", 200),
+        ("[::1]:8360", 200),
+    ] {
+        let r = glass_serve::client::get_as(s.addr, "/api/runs", host).unwrap();
+        assert_eq!(r.status, status, "Host: {host}");
+    }
 }
 
 /// Targets that try to leave the run table: plain, percent-encoded, double-encoded.

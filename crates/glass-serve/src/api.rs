@@ -636,7 +636,86 @@ async fn api_trace(
     .await
 }
 
-/// Starts serving `runs` on `listener` until the process ends.
+/// Starts serving `runs` on `listener` until the process ends; on a loopback address,
+/// only to requests that name a loopback host ([`loopback_hosts_only`]).
 pub async fn serve(listener: tokio::net::TcpListener, runs: Runs) -> std::io::Result<()> {
-    axum::serve(listener, router(runs)).await
+    let r = router(runs);
+    let r = if listener.local_addr()?.ip().is_loopback() {
+        loopback_hosts_only(r)
+    } else {
+        r
+    };
+    axum::serve(listener, r).await
+}
+
+/// Refuses (403) requests whose `Host` is not a loopback name, so that a web page
+/// elsewhere cannot read a loopback server through DNS rebinding.
+pub fn loopback_hosts_only(r: Router) -> Router {
+    r.layer(axum::middleware::from_fn(
+        |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            if is_loopback_host(host) {
+                next.run(req).await
+            } else {
+                ApiError {
+                    status: axum::http::StatusCode::FORBIDDEN,
+                    msg: format!("host `{host}` is not this loopback server"),
+                }
+                .into_response()
+            }
+        },
+    ))
+}
+
+/// Whether a `Host` header names a loopback address (`localhost`, `127.x.y.z`, `[::1]`),
+/// with or without a port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((ip, port)) if port.is_empty() || port.starts_with(':') => ip,
+            _ => return false,
+        }
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:8360",
+            "127.0.0.1:8360",
+            "127.1.2.3",
+            "[::1]:80",
+            "[::1]",
+            "LOCALHOST",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "",
+            "evil.example",
+            "evil.example:8360",
+            "127.0.0.1.evil.example",
+            "10.0.0.1:8360",
+            "[::2]:1",
+            "[::1]x",
+            "localhost.evil",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
 }

@@ -34,12 +34,17 @@ impl Reply {
 
 /// `GET target` from `addr`, with `Connection: close`.
 pub fn get(addr: SocketAddr, target: &str) -> std::io::Result<Reply> {
+    get_as(addr, target, &addr.to_string())
+}
+
+/// [`get`] with another `Host` header.
+pub fn get_as(addr: SocketAddr, target: &str, host: &str) -> std::io::Result<Reply> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
     write!(
         s,
-        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
