@@ -446,6 +446,8 @@ fn traversal_unknown_ids_and_absurd_parameters_get_4xx() {
         "/api/runs/parent/data?step=0&world_size=0",
         "/api/runs/parent/data?step=0&rank=2&world_size=2",
         "/api/runs/parent/data?step=0&rank=-1",
+        "/api/runs/parent/data?step=0&world_size=5",
+        "/api/runs/parent/data?step=0&rank=7&world_size=1048576",
         "/api/runs/parent/data?step=0&world_size=99999999999999999999",
         "/api/runs/parent/series/loss?width=-1",
         "/api/runs/parent/series/loss?width=NaN",
