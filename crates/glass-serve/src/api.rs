@@ -550,7 +550,8 @@ async fn api_data(
             )));
         }
         let data = glass_data::reader::PreparedData::open(&run.dir).map_err(ApiError::run)?;
-        data.rank_rows(rank, world_size).map_err(|e| ApiError::bad(e.to_string()))?;
+        data.rank_rows(rank, world_size)
+            .map_err(|e| ApiError::bad(e.to_string()))?;
         if step >= data.n_steps() {
             return Err(ApiError::not_found(format!(
                 "step {step} is beyond the run's {} steps",
