@@ -793,6 +793,18 @@ fn browser_run_page_plots_the_databases_values() {
         }
         Ok(())
     });
+    // Clicking the highest loss opens the batch of its step.
+    let (top, _) = steps
+        .iter()
+        .map(|r| (r["step"].as_u64().unwrap(), r["loss"].as_f64().unwrap()))
+        .fold((0, f64::MIN), |a, b| if b.1 > a.1 { b } else { a });
+    let url = format!("http://{}/runs/parent?live=0&click=loss:{top}", s.addr);
+    check_page(&url, "click", |dom| {
+        if !dom.contains(&format!("data-data-shown=\"{top}\"")) {
+            return Err(format!("clicking step {top} did not open its batch"));
+        }
+        Ok(())
+    });
     // Overlaid with the branch, by tokens: both runs' raw points on one x axis.
     let url = format!(
         "http://{}/runs/parent?live=0&overlay=branch&x=tokens",

@@ -96,16 +96,34 @@ async function runPage() {
     lin.append(` at checkpoint ${p.checkpoint}` + (p.step != null ? ` (step ${p.step})` : ""));
   }
   if (summary.metrics_error) showError(summary.metrics_error);
-  const tab = params.get("tab") || "curves";
-  for (const a of document.querySelectorAll("#tabs a")) {
-    if (a.dataset.tab === tab) a.classList.add("active");
-  }
+  await showTab(params.get("tab") || "curves");
+  if (params.get("live") !== "0") setInterval(() => poll(currentTab).catch(() => {}), 3000);
+}
+
+let currentTab = null;
+const started = new Set();
+async function showTab(tab) {
   const sec = $("tab-" + tab);
   if (!sec) return showError("no tab " + tab);
-  sec.hidden = false;
+  currentTab = tab;
+  for (const a of document.querySelectorAll("#tabs a")) a.classList.toggle("active", a.dataset.tab === tab);
+  for (const s of document.querySelectorAll("main > section")) s.hidden = s !== sec;
+  if (started.has(tab)) return;
+  started.add(tab);
   const init = { curves: initCurves, evals: initEvals, checkpoints: initCheckpoints, data: initData, trace: initTrace }[tab];
   await init();
-  if (params.get("live") !== "0") setInterval(() => poll(tab).catch(() => {}), 3000);
+}
+
+// Opens the data tab at `step` in place (a click on a curve's point).
+async function openStep(step) {
+  history.pushState(null, "", `/runs/${enc(RID)}?tab=data&step=${step}`);
+  $("step").value = String(step);
+  if (started.has("data")) {
+    await showTab("data");
+    await showData();
+  } else {
+    await showTab("data");
+  }
 }
 
 async function poll(tab) {
@@ -256,13 +274,27 @@ async function drawCurvesNow() {
       if (i == null) return;
       const x = u.data[0][i];
       const step = xmode === "step" ? x : stepAt.get(x);
-      if (step != null) location.href = `/runs/${enc(RID)}?tab=data&step=${step}`;
+      if (step != null) openStep(step).catch(showError);
     });
     charts.push(u);
     rec.charts[metric] = { x: Array.from(data[0]), series: data.slice(1).map((a) => Array.from(a)), labels: opts.slice(1).map((o) => o.label) };
   });
   record("curves", rec);
   document.body.dataset.chartsDrawn = String(charts.length);
+  // `?click=METRIC:STEP` clicks that point once, as a person would (used by the tests).
+  const click = params.get("click");
+  if (click && !drawCurvesNow.clicked) {
+    drawCurvesNow.clicked = true;
+    const [metric, step] = click.split(":");
+    const u = charts.find((c) => c.root.parentElement.dataset.metric === metric);
+    const i = u ? u.data[0].indexOf(Number(step)) : -1;
+    // After the chart's first draw, when its scales are set.
+    if (i >= 0) setTimeout(() => {
+      const r = u.over.getBoundingClientRect();
+      const at = { bubbles: true, button: 0, clientX: r.left + u.valToPos(u.data[0][i], "x"), clientY: r.top + u.valToPos(u.data[1][i], "y") };
+      for (const kind of ["mousemove", "mousedown", "mouseup", "click"]) u.over.dispatchEvent(new MouseEvent(kind, at));
+    }, 100);
+  }
 }
 
 // ---------- evaluations and memorization ----------
@@ -357,7 +389,7 @@ async function initCheckpoints() {
 // ---------- data: the rows of a step ----------
 async function initData() {
   const f = $("data-form");
-  if (params.get("step")) $("step").value = params.get("step");
+  if (params.get("step") && params.get("tab") === "data") $("step").value = params.get("step");
   if (params.get("rank")) $("rank").value = params.get("rank");
   if (params.get("world_size")) $("world").value = params.get("world_size");
   f.addEventListener("submit", (e) => {
