@@ -38,6 +38,14 @@ function showError(e) {
 const enc = encodeURIComponent;
 const fmt = (v, d = 4) => (v == null || !isFinite(v) ? "-" : Number(v).toFixed(d));
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
+// Axis labels that stay readable for learning rates (1e-4) and token counts (1e9).
+function tick(v) {
+  if (v == null) return "";
+  const a = Math.abs(v);
+  if (a === 0) return "0";
+  if (a < 1e-2 || a >= 1e7) return v.toExponential(1);
+  return String(Number(v.toPrecision(4)));
+}
 function hue(s) {
   let h = 0;
   for (let i = 0; i < s.length; i++) h = (h * 31 + s.charCodeAt(i)) >>> 0;
@@ -264,7 +272,7 @@ async function drawCurvesNow() {
     const u = new uPlot({
       width, height: 220,
       scales: { x: { time: false, distr: log ? 3 : 1 } },
-      axes: [{ label: xmode }, { size: 60 }],
+      axes: [{ label: xmode }, { size: 64, values: (_, vals) => vals.map(tick) }],
       series: opts,
       plugins: [markerPlugin(marks)],
       cursor: { drag: { x: true, y: false } },
@@ -320,7 +328,7 @@ async function initEvals() {
     const div = el("div", { class: "chart", "data-eval": k }, el("h3", {}, k + " per checkpoint (band: ± stderr)"));
     box.append(div);
     new uPlot({
-      width: 600, height: 200, scales: { x: { time: false } }, axes: [{ label: "step" }, { size: 60 }],
+      width: 600, height: 200, scales: { x: { time: false } }, axes: [{ label: "step" }, { size: 64, values: (_, vals) => vals.map(tick) }],
       series: [{ label: "step" }, { label: k, stroke: "#1f77b4", width: 2, points: { show: true, size: 5 } },
         { label: "+stderr", stroke: "#1f77b433" }, { label: "-stderr", stroke: "#1f77b433" }],
       bands: [{ series: [2, 3], fill: "#1f77b422" }],
