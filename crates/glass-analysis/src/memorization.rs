@@ -672,12 +672,32 @@ pub struct StoredRow {
     pub result_path: String,
 }
 
-/// Every stored pair of a run (empty when none).
+/// Every stored pair of a run (empty when none). Reads only: the database is opened
+/// read-only, so this never blocks or changes a run that is training.
 pub fn stored(run_dir: &Path) -> Result<Vec<StoredRow>> {
-    let db = Db::open(run_dir)?;
-    let sql = db.sql();
-    let mut st = db
-        .conn
+    let path = run_dir.join(glass_run::metrics::METRICS_FILE);
+    if !path.is_file() {
+        return Ok(vec![]);
+    }
+    let sql = |e: rusqlite::Error| AnalysisError::Sql {
+        path: path.clone(),
+        msg: e.to_string(),
+    };
+    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(sql)?;
+    conn.busy_timeout(std::time::Duration::from_secs(2))
+        .map_err(sql)?;
+    let exists: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'memorization'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql)?;
+    if !exists {
+        return Ok(vec![]);
+    }
+    let mut st = conn
         .prepare(
             "SELECT checkpoint, step, chunk, n, prompt_tokens, continuation_tokens, token_match, full_match, result_path
              FROM memorization ORDER BY checkpoint, chunk",

@@ -31,6 +31,9 @@ pub enum BenchCommand {
     Index(crate::analysis::BenchIndexArgs),
     /// sgemm throughput of Glass's GEMM against the `gemm` crate (squares and model shapes).
     Gemm(crate::bench_gemm::GemmArgs),
+    /// `glass serve` on a synthetic million-step run: API latency of the loss curve, and
+    /// time to the first drawn chart in headless Chromium.
+    Serve(crate::bench_serve::BenchServeArgs),
 }
 
 /// Options of `glass bench train`.
@@ -82,6 +85,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Hf(a) => crate::hf::bench(a)?,
         BenchCommand::Index(a) => crate::analysis::bench_index(a)?,
         BenchCommand::Gemm(a) => crate::bench_gemm::run(a)?,
+        BenchCommand::Serve(a) => crate::bench_serve::run(a)?,
         BenchCommand::Train(a) => {
             let cfg = ModelConfig::preset(&a.preset)?;
             let (b, s) = default_shape(&a.preset, &cfg);

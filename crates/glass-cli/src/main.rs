@@ -13,6 +13,7 @@ mod bench_data;
 mod bench_dist;
 mod bench_gemm;
 mod bench_hf;
+mod bench_serve;
 mod data;
 mod demo;
 mod eval;
@@ -20,6 +21,7 @@ mod generate;
 mod hf;
 mod release;
 mod run_cmds;
+mod serve;
 mod world;
 
 /// Fully transparent LLM pretraining: every token, checkpoint and metric of a run,
@@ -100,6 +102,8 @@ enum Command {
     Analyze(analysis::AnalyzeCommand),
     /// Publish a run as a release: transformers checkpoints, JSONL training rows, metrics, card, manifest.
     Release(release::ReleaseArgs),
+    /// A read-only web dashboard over runs: curves, evaluations, checkpoints, data, trace.
+    Serve(serve::ServeArgs),
     /// Measure engine and data-pipeline speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -211,6 +215,7 @@ fn real_main() -> Result<()> {
         Command::Import(cmd) => hf::import(cmd),
         Command::Release(a) => release::release(a),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Serve(a) => serve::run(a),
         Command::Index(a) => analysis::index(a),
         Command::Trace(a) => analysis::trace(a),
         Command::Analyze(cmd) => analysis::analyze(cmd),

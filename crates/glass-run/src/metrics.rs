@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OpenFlags};
 use serde::Serialize;
 
 use crate::error::{Result, RunError};
@@ -112,6 +112,55 @@ pub struct EvalRunRow {
     pub wall_time: f64,
 }
 
+/// A per-step column of the `steps` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepColumn {
+    /// Mean loss.
+    Loss,
+    /// Learning rate.
+    Lr,
+    /// Pre-clip gradient norm.
+    GradNorm,
+    /// Throughput.
+    TokensPerS,
+}
+
+impl StepColumn {
+    /// Every column, in display order.
+    pub const ALL: [StepColumn; 4] = [
+        StepColumn::Loss,
+        StepColumn::Lr,
+        StepColumn::GradNorm,
+        StepColumn::TokensPerS,
+    ];
+
+    /// Its column name (also its name in the JSON API).
+    pub fn name(self) -> &'static str {
+        match self {
+            StepColumn::Loss => "loss",
+            StepColumn::Lr => "lr",
+            StepColumn::GradNorm => "grad_norm",
+            StepColumn::TokensPerS => "tokens_per_s",
+        }
+    }
+
+    /// The column called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+/// One column of the `steps` table as parallel arrays.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StepSeries {
+    /// Steps, ascending.
+    pub steps: Vec<u64>,
+    /// Tokens consumed after each step.
+    pub tokens: Vec<u64>,
+    /// The column's values (NaN where a step recorded a non-finite value).
+    pub values: Vec<f64>,
+}
+
 /// Seconds since the Unix epoch (metadata only).
 pub fn now() -> f64 {
     std::time::SystemTime::now()
@@ -144,6 +193,138 @@ impl Metrics {
         )
         .map_err(sql)?;
         Ok(Metrics { conn, path })
+    }
+
+    /// Opens the run's metrics database for reading only: nothing is created or
+    /// changed, so a dashboard can read while `glass train` writes. The database is in
+    /// WAL mode, so readers never block the trainer and see its last committed step.
+    pub fn open_read_only(run_dir: &Path) -> Result<Self> {
+        let path = run_dir.join(METRICS_FILE);
+        let sql = |source| RunError::Sql {
+            path: path.clone(),
+            source,
+        };
+        if !path.is_file() {
+            return Err(RunError::Invalid(format!(
+                "{}: no metrics yet; run `glass train {}` first",
+                path.display(),
+                run_dir.display()
+            )));
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql)?;
+        // A reader may meet the writer's WAL checkpoint for an instant; wait, not fail.
+        conn.busy_timeout(std::time::Duration::from_secs(2))
+            .map_err(sql)?;
+        Ok(Metrics { conn, path })
+    }
+
+    /// Whether the database has table `name` (older runs lack the newer tables).
+    pub fn has_table(&self, name: &str) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .map_err(self.sql())
+    }
+
+    /// Records many steps in one transaction (bulk writers: imports, benchmarks).
+    pub fn steps_bulk(&mut self, rows: &[StepRow]) -> Result<()> {
+        let path = self.path.clone();
+        let sql = move |source| RunError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(&sql)?;
+        {
+            let mut st = tx
+                .prepare("INSERT OR REPLACE INTO steps VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+                .map_err(&sql)?;
+            for r in rows {
+                st.execute(params![
+                    r.step as i64,
+                    r.loss,
+                    r.lr,
+                    r.grad_norm,
+                    r.tokens as i64,
+                    r.tokens_per_s,
+                    r.wall_time
+                ])
+                .map_err(&sql)?;
+            }
+        }
+        tx.commit().map_err(&sql)?;
+        Ok(())
+    }
+
+    /// One per-step column as parallel arrays (step, tokens, value) over the steps in
+    /// `[from, to]`, in step order: what a curve needs, without the other columns.
+    pub fn step_series(&self, column: StepColumn, from: u64, to: u64) -> Result<StepSeries> {
+        let q = format!(
+            "SELECT step, tokens, {} FROM steps WHERE step >= ?1 AND step <= ?2 ORDER BY step",
+            column.name()
+        );
+        let mut st = self.conn.prepare_cached(&q).map_err(self.sql())?;
+        let mut rows = st
+            .query(params![
+                from.min(i64::MAX as u64) as i64,
+                to.min(i64::MAX as u64) as i64
+            ])
+            .map_err(self.sql())?;
+        let mut out = StepSeries::default();
+        while let Some(r) = rows.next().map_err(self.sql())? {
+            out.steps
+                .push(r.get::<_, i64>(0).map_err(self.sql())? as u64);
+            out.tokens
+                .push(r.get::<_, i64>(1).map_err(self.sql())? as u64);
+            // NULL (never written) reads as NaN, like a non-finite loss.
+            out.values.push(
+                r.get::<_, Option<f64>>(2)
+                    .map_err(self.sql())?
+                    .unwrap_or(f64::NAN),
+            );
+        }
+        Ok(out)
+    }
+
+    /// A number that changes whenever another connection (the trainer) commits a change
+    /// to the database: a reader's cache is current while it stays the same.
+    pub fn data_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(self.sql())
+    }
+
+    /// (first step, last step, number of steps) recorded, if any.
+    pub fn step_extent(&self) -> Result<Option<(u64, u64, u64)>> {
+        let (lo, hi, n): (Option<i64>, Option<i64>, i64) = self
+            .conn
+            .query_row(
+                "SELECT min(step), max(step), count(*) FROM steps",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(self.sql())?;
+        Ok(lo.zip(hi).map(|(lo, hi)| (lo as u64, hi as u64, n as u64)))
+    }
+
+    /// Tokens consumed after the last recorded step at or before `step`.
+    pub fn tokens_at(&self, step: u64) -> Result<Option<u64>> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT tokens FROM steps WHERE step <= ?1 ORDER BY step DESC LIMIT 1",
+                params![step.min(i64::MAX as u64) as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|v| v.map(|t| t as u64))
+            .map_err(self.sql())
     }
 
     fn sql(&self) -> impl Fn(rusqlite::Error) -> RunError + '_ {

@@ -1,0 +1,1006 @@
+//! `glass serve` through the real binary on a tiny trained run (a parent, a branch of
+//! it, an index): the JSON API answers with the run's own numbers, refuses traversal and
+//! absurd parameters with a 4xx and never a file outside the runs, reads while a writer
+//! holds the database, and writes nothing. The headless-Chromium tests are `#[ignore]`
+//! (`cargo test --workspace` needs no browser); `.ci/run` installs Chromium and runs
+//! them with `--ignored`. On failure they save screenshots under
+//! `target/serve-screenshots/`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use glass_serve::client::{get, Reply};
+use serde_json::Value;
+
+mod common;
+use common::ok;
+
+const SECRET: &str = "GLASS-SERVE-SECRET-7f3a";
+
+fn p(run: &Path) -> String {
+    run.to_str().unwrap().to_string()
+}
+
+/// A small, fast run (as in runs.rs): 1-layer model, 16-token rows, 4 rows a step, 4
+/// steps a chunk.
+fn make_run(run: &Path, skip_steps: &[i64]) {
+    ok(&["init", &p(run), "--preset", "tiny"]);
+    let cfg = run.join("glass.toml");
+    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let set = |t: &mut toml::Table, path: &[&str], v: toml::Value| {
+        let mut cur = t;
+        for k in &path[..path.len() - 1] {
+            cur = cur.get_mut(*k).unwrap().as_table_mut().unwrap();
+        }
+        cur.insert(path[path.len() - 1].to_string(), v);
+    };
+    use toml::Value::Integer as I;
+    for (k, v) in [
+        ("d_model", 32),
+        ("n_layers", 1),
+        ("n_heads", 2),
+        ("n_kv_heads", 2),
+        ("ffn_hidden", 48),
+        ("max_seq_len", 32),
+    ] {
+        set(&mut t, &["model", k], I(v));
+    }
+    set(&mut t, &["train", "micro_batch_rows"], I(2));
+    let skips = skip_steps.iter().map(|&s| I(s)).collect();
+    set(&mut t, &["guard", "skip_steps"], toml::Value::Array(skips));
+    set(&mut t, &["data", "seq_len"], I(16));
+    set(&mut t, &["data", "rows_per_step"], I(4));
+    set(&mut t, &["data", "steps_per_chunk"], I(4));
+    set(&mut t, &["data", "validation", "rows"], I(8));
+    for (i, tokens) in [1280, 1024].into_iter().enumerate() {
+        t.get_mut("data").unwrap()["stages"].as_array_mut().unwrap()[i]
+            .as_table_mut()
+            .unwrap()
+            .insert("tokens".into(), I(tokens));
+    }
+    std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
+    ok(&["data", "prepare", &p(run)]);
+}
+
+/// runs/parent (trained with a configured skip and a guard rollback, indexed) and
+/// runs/branch (continuing the parent from checkpoint 3), plus a secret file beside
+/// them that must never be served.
+fn fixture() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // A static is never dropped: keep it under cargo's scratch directory, not /tmp.
+        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        std::fs::write(tmp.path().join("secret.txt"), SECRET).unwrap();
+        let runs = tmp.path().join("runs");
+        let parent = runs.join("parent");
+        make_run(&parent, &[10]);
+        ok(&["train", &p(&parent), "--quiet", "--inject-nan-at-step", "6"]);
+        ok(&["index", &p(&parent), "--quiet"]);
+        let branch = runs.join("branch");
+        ok(&[
+            "init",
+            &p(&branch),
+            "--from",
+            &p(&parent),
+            "--checkpoint",
+            "3",
+        ]);
+        ok(&[
+            "train",
+            &p(&branch),
+            "--quiet",
+            "--from",
+            &p(&parent),
+            "--checkpoint",
+            "3",
+            "--continue",
+        ]);
+        tmp
+    })
+    .path()
+}
+
+fn parent() -> PathBuf {
+    fixture().join("runs/parent")
+}
+
+/// A running `glass serve` (killed on drop).
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(args: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_glass"))
+        .arg("serve")
+        .args(args)
+        .args(["--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("glass serve starts");
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let mut addr = None;
+    for line in out.lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("http://").nth(1) {
+            addr = Some(rest.split('/').next().unwrap().parse().unwrap());
+            break;
+        }
+    }
+    let Some(addr) = addr else {
+        let mut e = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut e).unwrap();
+        panic!("glass serve printed no URL: {e}");
+    };
+    Server { child, addr }
+}
+
+impl Server {
+    fn get(&self, target: &str) -> Reply {
+        get(self.addr, target).unwrap_or_else(|e| panic!("GET {target}: {e}"))
+    }
+
+    fn json(&self, target: &str) -> Value {
+        let r = self.get(target);
+        assert_eq!(r.status, 200, "GET {target}: {}", r.text());
+        serde_json::from_slice(&r.body).unwrap()
+    }
+}
+
+fn json_out(args: &[&str]) -> Value {
+    serde_json::from_str(&ok(args)).unwrap()
+}
+
+#[test]
+fn api_answers_with_the_runs_own_numbers() {
+    let dir = fixture();
+    let s = serve(&[&p(&dir.join("runs"))]);
+    let runs = s.json("/api/runs");
+    let ids: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["branch", "parent"]);
+    // Lineage: the branch names its parent's served id and checkpoint.
+    let b = &runs[0];
+    assert_eq!(b["parent"]["served_id"], "parent");
+    assert_eq!(b["parent"]["checkpoint"], 3);
+    let sum = s.json("/api/runs/parent");
+    assert_eq!(sum["branches"][0]["id"], "branch");
+    assert_eq!(sum["has_index"], true);
+
+    // Every per-step column equals `glass metrics --json`.
+    let steps = json_out(&["metrics", &p(&parent()), "--json"]);
+    let steps = steps.as_array().unwrap();
+    assert!(steps.len() > 20);
+    for col in ["loss", "lr", "grad_norm", "tokens_per_s"] {
+        let c = s.json(&format!("/api/runs/parent/series/{col}"));
+        assert_eq!(c["downsampled"], false);
+        let want: Vec<&Value> = steps.iter().map(|r| &r[col]).collect();
+        let got: Vec<&Value> = c["values"].as_array().unwrap().iter().collect();
+        assert_eq!(got, want, "{col}");
+        let st: Vec<&Value> = steps.iter().map(|r| &r["step"]).collect();
+        assert_eq!(
+            c["steps"].as_array().unwrap().iter().collect::<Vec<_>>(),
+            st
+        );
+    }
+    let ck = json_out(&["metrics", &p(&parent()), "--checkpoints", "--json"]);
+    let v = s.json("/api/runs/parent/series/val_loss");
+    let want: Vec<&Value> = ck
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["val_loss"])
+        .collect();
+    assert_eq!(
+        v["values"].as_array().unwrap().iter().collect::<Vec<_>>(),
+        want
+    );
+
+    // Downsampled: at most 5 points per bucket, first and last kept, the extremes kept.
+    let d = s.json("/api/runs/parent/series/loss?width=2");
+    assert_eq!(d["downsampled"], true);
+    let dv = d["values"].as_array().unwrap();
+    assert!(dv.len() <= 10 && dv.len() >= 4, "{d}");
+    let all: Vec<f64> = steps.iter().map(|r| r["loss"].as_f64().unwrap()).collect();
+    let max = all.iter().cloned().fold(f64::MIN, f64::max);
+    assert!(dv.iter().any(|v| v.as_f64() == Some(max)));
+
+    // CSV download: every step.
+    let csv = s.get("/api/runs/parent/series/loss?format=csv");
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    let text = csv.text();
+    assert_eq!(text.lines().next(), Some("step,tokens,loss"));
+    assert_eq!(text.lines().count(), steps.len() + 1);
+
+    // Events: the configured skip and the guard's rollback, with their steps.
+    let ev = s.json("/api/runs/parent/events");
+    let kinds: Vec<(&str, u64)> = ev
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["step"].is_u64())
+        .map(|e| (e["kind"].as_str().unwrap(), e["step"].as_u64().unwrap()))
+        .collect();
+    assert!(kinds.contains(&("rollback", 6)), "{kinds:?}");
+    assert!(kinds.contains(&("skip", 10)), "{kinds:?}");
+
+    // Checkpoints: the manifest's hashes, state checked, commands, the branch listed.
+    let info = json_out(&["info", &p(&parent()), "--json"]);
+    let cks = s.json("/api/runs/parent/checkpoints");
+    let cks = cks.as_array().unwrap();
+    assert_eq!(cks.len(), info["checkpoints"].as_array().unwrap().len());
+    for (c, i) in cks.iter().zip(info["checkpoints"].as_array().unwrap()) {
+        assert_eq!(c["sha256"], i["sha256"]);
+        assert_eq!(c["step"], i["step"]);
+        assert_eq!(c["state_ok"], true);
+    }
+    assert_eq!(cks[3]["branches"][0], "branch");
+    assert!(cks[2]["commands"]["replay"]
+        .as_str()
+        .unwrap()
+        .ends_with("--replay 2"));
+    let v = s.json("/api/runs/parent/checkpoints/2/verify");
+    assert_eq!(v["ok"], true, "{v}");
+
+    // Data: exactly `glass data show --json`, plus each segment's text.
+    for step in [0u64, 7] {
+        let want = json_out(&[
+            "data",
+            "show",
+            &p(&parent()),
+            "--step",
+            &step.to_string(),
+            "--json",
+        ]);
+        let got = s.json(&format!("/api/runs/parent/data?step={step}"));
+        assert_eq!(got["batch"], want, "step {step}");
+        assert_eq!(
+            got["segment_text"].as_array().unwrap().len(),
+            want["rows"].as_array().unwrap().len()
+        );
+    }
+    // The branch's rows are read where its data manifest says (the parent's).
+    let want = json_out(&[
+        "data",
+        "show",
+        &p(&dir.join("runs/branch")),
+        "--step",
+        "13",
+        "--json",
+    ]);
+    assert_eq!(s.json("/api/runs/branch/data?step=13")["batch"], want);
+
+    // Trace: what `glass trace --text` reports.
+    let row = &json_out(&["data", "show", &p(&parent()), "--step", "3", "--json"])["rows"][0];
+    let text: String = row["text"].as_str().unwrap().chars().take(40).collect();
+    let want = json_out(&[
+        "trace",
+        &p(&parent()),
+        "--text",
+        &text,
+        "--json",
+        "--min-tokens",
+        "4",
+    ]);
+    let q: String = text.bytes().map(|b| format!("%{b:02X}")).collect();
+    let got = s.json(&format!("/api/runs/parent/trace?text={q}&min_tokens=4"));
+    assert_eq!(got, want);
+    assert!(!got["spans"].as_array().unwrap().is_empty());
+    // The branch has no index of its own: a clear 404.
+    let r = s.get(&format!("/api/runs/branch/trace?text={q}"));
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("glass index"), "{}", r.text());
+
+    // Evaluations and memorization: none yet, empty lists rather than errors.
+    assert_eq!(
+        s.json("/api/runs/parent/evals")["rows"],
+        Value::Array(vec![])
+    );
+    assert_eq!(
+        s.json("/api/runs/parent/memorization")["rows"],
+        Value::Array(vec![])
+    );
+    drop(s);
+}
+
+#[test]
+fn a_single_run_opens_on_its_page_and_pages_are_embedded() {
+    let s = serve(&[&p(&parent())]);
+    let r = s.get("/");
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.header("location"), Some("/runs/parent"));
+    let page = s.get("/runs/parent");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("/assets/uPlot.iife.min.js"));
+    assert!(page.header("content-security-policy").is_some());
+    let js = s.get("/assets/uPlot.iife.min.js");
+    assert_eq!(js.status, 200);
+    assert!(js
+        .text()
+        .starts_with("/*! https://github.com/leeoniya/uPlot (v1.6.32) */"));
+    assert_eq!(s.get("/assets/uPlot.LICENSE").status, 200);
+    // On loopback, only loopback host names (no DNS rebinding from another site).
+    for (host, status) in [
+        ("evil.example", 403),
+        ("evil.example:8360", 403),
+        ("127.0.0.1.evil.example", 403),
+        ("localhost", 200),
+        ("[::1]:8360", 200),
+    ] {
+        let r = glass_serve::client::get_as(s.addr, "/api/runs", host).unwrap();
+        assert_eq!(r.status, status, "Host: {host}");
+    }
+}
+
+/// Targets that try to leave the run table: plain, percent-encoded, double-encoded.
+const TRAVERSALS: &[&str] = &[
+    "/../secret.txt",
+    "/../../../../etc/passwd",
+    "/assets/../../secret.txt",
+    "/assets/..%2f..%2fsecret.txt",
+    "/assets/..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    "/assets/%2e%2e%2f%2e%2e%2fsecret.txt",
+    "/assets/%252e%252e%252fsecret.txt",
+    "/assets/..%252f..%252fsecret.txt",
+    "/assets/%2fetc%2fpasswd",
+    "/assets/app.js%00.txt",
+    "/assets/",
+    "/runs/..%2fsecret.txt",
+    "/runs/%2e%2e",
+    "/runs/parent/../../secret.txt",
+    "/runs/parent%2f..%2f..%2fsecret.txt",
+    "/api/runs/..",
+    "/api/runs/%2e%2e/series/loss",
+    "/api/runs/..%2f..%2fsecret.txt/events",
+    "/api/runs/parent%2f..%2f..%2fsecret.txt/events",
+    "/api/runs/parent/series/..%2f..%2f..%2fsecret.txt",
+    "/api/runs/parent/series/%252e%252e%252fsecret.txt",
+    "/api/runs/parent/checkpoints/..%2f..%2fsecret.txt/verify",
+    "/api/runs/parent/checkpoints/0%2f..%2f..%2f/verify",
+    "/api/runs/parent/data/../../../secret.txt",
+    "//etc/passwd",
+    "/%2e%2e/%2e%2e/etc/passwd",
+    "/secret.txt",
+    "/runs/parent/secret.txt",
+    "/runs/parent/glass.toml",
+    "/runs/parent/metrics.sqlite",
+    "/api/runs/parent/glass.toml",
+];
+
+fn assert_refused(s: &Server, target: &str) {
+    let r = get(s.addr, target).unwrap_or_else(|e| panic!("GET {target}: {e}"));
+    assert!(
+        (400..500).contains(&r.status),
+        "GET {target}: {} {}",
+        r.status,
+        r.text()
+    );
+    let body = r.text();
+    assert!(
+        !body.contains(SECRET) && !body.contains("root:"),
+        "GET {target} leaked: {body}"
+    );
+    assert!(!body.contains("[model]"), "GET {target} served a run file");
+}
+
+#[test]
+fn traversal_unknown_ids_and_absurd_parameters_get_4xx() {
+    let s = serve(&[&p(&fixture().join("runs"))]);
+    for t in TRAVERSALS {
+        assert_refused(&s, t);
+    }
+    for route in [
+        "",
+        "/series/loss",
+        "/events",
+        "/checkpoints",
+        "/checkpoints/0/verify",
+        "/evals",
+        "/memorization",
+        "/data?step=0",
+        "/trace?text=abc",
+    ] {
+        for id in [
+            "nope",
+            "parent2",
+            "PARENT",
+            "parent%00",
+            "%00",
+            "parent.",
+            "runs",
+        ] {
+            let t = format!("/api/runs/{id}{route}");
+            let r = s.get(&t);
+            assert_eq!(r.status, 404, "GET {t}: {}", r.text());
+            assert!(r.text().contains("error"));
+        }
+    }
+    let absurd = [
+        "/api/runs/parent/data",
+        "/api/runs/parent/data?step=",
+        "/api/runs/parent/data?step=-1",
+        "/api/runs/parent/data?step=NaN",
+        "/api/runs/parent/data?step=nan",
+        "/api/runs/parent/data?step=inf",
+        "/api/runs/parent/data?step=1e309",
+        "/api/runs/parent/data?step=3.5",
+        "/api/runs/parent/data?step=18446744073709551615",
+        "/api/runs/parent/data?step=18446744073709551616",
+        "/api/runs/parent/data?step=99999999999",
+        "/api/runs/parent/data?step=0&world_size=0",
+        "/api/runs/parent/data?step=0&rank=2&world_size=2",
+        "/api/runs/parent/data?step=0&rank=-1",
+        "/api/runs/parent/data?step=0&world_size=5",
+        "/api/runs/parent/data?step=0&rank=7&world_size=1048576",
+        "/api/runs/parent/data?step=0&world_size=99999999999999999999",
+        "/api/runs/parent/series/loss?width=-1",
+        "/api/runs/parent/series/loss?width=NaN",
+        "/api/runs/parent/series/loss?width=1e9",
+        "/api/runs/parent/series/loss?width=99999999999999999999999",
+        "/api/runs/parent/series/loss?from=-5",
+        "/api/runs/parent/series/loss?from=10&to=2",
+        "/api/runs/parent/series/loss?to=NaN",
+        "/api/runs/parent/series/loss?to=18446744073709551615",
+        "/api/runs/parent/series/loss?scale=cubic",
+        "/api/runs/parent/series/loss?format=xml",
+        "/api/runs/parent/series/loss?format=csv&width=-3",
+        "/api/runs/parent/series/nope",
+        "/api/runs/parent/series/loss%3BDROP%20TABLE%20steps",
+        "/api/runs/parent/series/val_loss?width=NaN",
+        "/api/runs/parent/checkpoints/-1/verify",
+        "/api/runs/parent/checkpoints/NaN/verify",
+        "/api/runs/parent/checkpoints/99999/verify",
+        "/api/runs/parent/checkpoints/4294967296/verify",
+        "/api/runs/parent/trace",
+        "/api/runs/parent/trace?text=",
+        "/api/runs/parent/trace?text=%20%20",
+        "/api/runs/parent/trace?text=abc&min_tokens=NaN",
+        "/api/runs/parent/trace?text=abc&min_tokens=-4",
+        "/api/runs/parent/trace?text=abc&max_occurrences=1e12",
+        "/api/runs/parent/trace?text=abc&checkpoint=99",
+        "/api/runs/parent/trace?text=abc&checkpoint=-1",
+        "/api/runs/parent/trace?text=abc&checkpoint=latest%00",
+    ];
+    for t in absurd {
+        assert_refused(&s, t);
+    }
+    let long = format!("/api/runs/parent/trace?text={}", "a".repeat(20_000));
+    assert_refused(&s, &long);
+    // Still serving after all of that.
+    assert_eq!(s.get("/api/runs").status, 200);
+    assert_eq!(
+        s.get("/api/runs/parent/series/loss?to=9223372036854775807")
+            .status,
+        200
+    );
+}
+
+#[test]
+fn a_malformed_run_is_an_error_not_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("manifest.json"), "{ not json").unwrap();
+    std::fs::write(bad.join("metrics.sqlite"), "not a database at all").unwrap();
+    let s = serve(&[&p(&bad)]);
+    // The summary names each unreadable part.
+    let sum = s.json("/api/runs/bad");
+    assert!(
+        sum["run"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("manifest.json"),
+        "{sum}"
+    );
+    assert!(
+        sum["metrics_error"]
+            .as_str()
+            .unwrap()
+            .contains("metrics.sqlite"),
+        "{sum}"
+    );
+    for t in [
+        "/api/runs/bad/series/loss",
+        "/api/runs/bad/events",
+        "/api/runs/bad/checkpoints",
+        "/api/runs/bad/checkpoints/0/verify",
+        "/api/runs/bad/evals",
+        "/api/runs/bad/memorization",
+        "/api/runs/bad/data?step=0",
+    ] {
+        let r = s.get(t);
+        assert!(r.status >= 400, "GET {t}: {}", r.text());
+        let v: Value =
+            serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("{t}: {}", r.text()));
+        assert!(v["error"].is_string(), "{t}: {v}");
+    }
+    assert_eq!(s.get("/runs/bad").status, 200);
+    assert_eq!(s.get("/api/runs").status, 200);
+    // A path that is not a run is refused at start with the fix.
+    let o = common::glass(&["serve", &p(&tmp.path().join("nothing")), "--port", "0"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a run"));
+}
+
+/// sha256 and size of every file under `dir` (the reader's -shm file aside).
+fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
+    use sha2::{Digest, Sha256};
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if !path.to_string_lossy().ends_with("-shm") {
+                let h = hex::encode(Sha256::digest(std::fs::read(&path).unwrap()));
+                out.push((path, h));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn serving_writes_nothing_and_reads_while_a_writer_holds_the_database() {
+    // A copy, so the writer below does not disturb the other tests.
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("live");
+    let st = Command::new("cp")
+        .args(["-r", &p(&parent()), &p(&run)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let before = snapshot(&run);
+    let s = serve(&[&p(&run)]);
+    for t in [
+        "/",
+        "/runs/live",
+        "/api/runs",
+        "/api/runs/live",
+        "/api/runs/live/series/loss?width=3",
+        "/api/runs/live/events",
+        "/api/runs/live/checkpoints",
+        "/api/runs/live/checkpoints/1/verify",
+        "/api/runs/live/evals",
+        "/api/runs/live/memorization",
+        "/api/runs/live/data?step=1",
+        "/api/runs/live/trace?text=the%20king",
+    ] {
+        assert!(s.get(t).status < 500, "{t}");
+    }
+    assert_eq!(snapshot(&run), before, "serving changed the run's files");
+
+    // The trainer's database is in WAL mode: a reader never waits for a writer.
+    let db = rusqlite::Connection::open(run.join("metrics.sqlite")).unwrap();
+    let mode: String = db
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let n0 = s.json("/api/runs/live/series/loss")["steps"]
+        .as_array()
+        .unwrap()
+        .len();
+    db.execute_batch(
+        "BEGIN IMMEDIATE; INSERT INTO steps VALUES (1000000, 1.5, 0.001, 1.0, 4000000, 10.0, 0.0);",
+    )
+    .unwrap();
+    // Mid-transaction: the reader answers at once with the last committed state.
+    let mid = s.json("/api/runs/live/series/loss");
+    assert_eq!(mid["steps"].as_array().unwrap().len(), n0);
+    db.execute_batch("COMMIT;").unwrap();
+    let after = s.json("/api/runs/live/series/loss");
+    assert_eq!(after["steps"].as_array().unwrap().len(), n0 + 1);
+    assert_eq!(
+        after["steps"].as_array().unwrap().last().unwrap(),
+        1_000_000
+    );
+}
+
+#[test]
+fn binding_beyond_loopback_prints_a_warning() {
+    let s = {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_glass"))
+            .args(["serve", &p(&parent()), "--port", "0", "--bind", "0.0.0.0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        line
+    };
+    assert!(s.contains("warning") && s.contains("0.0.0.0"), "{s}");
+}
+
+// ---------- headless Chromium ----------
+
+/// The browser to drive; a clear failure when it is missing.
+fn chromium() -> PathBuf {
+    for c in ["chromium", "chromium-browser", "google-chrome"] {
+        if Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return PathBuf::from(c);
+        }
+    }
+    panic!(
+        "these tests drive headless Chromium and none was found on PATH (chromium, chromium-browser, google-chrome); install it: apt-get install -y chromium"
+    );
+}
+
+fn browser_args(extra: &[String]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--window-size=1200,1600",
+        "--virtual-time-budget=8000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend_from_slice(extra);
+    a
+}
+
+/// The page's DOM after its scripts ran.
+fn dump_dom(url: &str) -> String {
+    let o = Command::new(chromium())
+        .args(browser_args(&["--dump-dom".into(), url.into()]))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "chromium failed on {url}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Saves a screenshot of `url` as target/serve-screenshots/NAME.png (for failures).
+fn screenshot(url: &str, name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/serve-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{name}.png"));
+    let _ = Command::new(chromium())
+        .args(browser_args(&[
+            format!("--screenshot={}", file.display()),
+            url.into(),
+        ]))
+        .output();
+    file
+}
+
+/// Runs `check` on the page's DOM; on failure saves a screenshot and fails naming it.
+fn check_page(url: &str, name: &str, check: impl Fn(&str) -> Result<(), String>) {
+    let dom = dump_dom(url);
+    if let Err(e) = check(&dom) {
+        let shot = screenshot(url, name);
+        panic!("{url}: {e}\nscreenshot: {}\nDOM:\n{dom}", shot.display());
+    }
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&amp;", "&")
+}
+
+/// What the page's scripts recorded as plotted (`<pre id="plotted">`).
+fn plotted(dom: &str) -> Result<Value, String> {
+    let start = dom.find("id=\"plotted\"").ok_or("no #plotted element")?;
+    let open = start + dom[start..].find('>').ok_or("bad #plotted")? + 1;
+    let close = open + dom[open..].find("</pre>").ok_or("bad #plotted")?;
+    serde_json::from_str(&unescape(&dom[open..close]))
+        .map_err(|e| format!("#plotted is not JSON ({e}): {}", &dom[open..close]))
+}
+
+#[test]
+#[ignore = "needs headless Chromium; .ci/run runs it with --ignored"]
+fn browser_run_page_plots_the_databases_values() {
+    let s = serve(&[&p(&fixture().join("runs"))]);
+    let steps = json_out(&["metrics", &p(&parent()), "--json"]);
+    let steps = steps.as_array().unwrap();
+    let cks = json_out(&["metrics", &p(&parent()), "--checkpoints", "--json"]);
+    let url = format!("http://{}/runs/parent?live=0&smooth=0.6", s.addr);
+    check_page(&url, "run-page", |dom| {
+        if !dom.contains("data-charts-drawn=\"6\"") {
+            return Err("the page did not draw its 6 charts".into());
+        }
+        let v = plotted(dom)?;
+        for col in ["loss", "lr", "grad_norm", "tokens_per_s"] {
+            let c = &v["curves"]["charts"][col];
+            let xs: Vec<&Value> = steps.iter().map(|r| &r["step"]).collect();
+            let ys: Vec<&Value> = steps.iter().map(|r| &r[col]).collect();
+            if c["x"].as_array().map(|a| a.iter().collect::<Vec<_>>()) != Some(xs) {
+                return Err(format!("{col}: x is not the steps: {}", c["x"]));
+            }
+            // Series 0: the raw points as stored; series 1: their EMA.
+            if c["series"][0]
+                .as_array()
+                .map(|a| a.iter().collect::<Vec<_>>())
+                != Some(ys)
+            {
+                return Err(format!("{col}: plotted {} != SQLite", c["series"][0]));
+            }
+            let raw: Vec<f64> = steps.iter().map(|r| r[col].as_f64().unwrap()).collect();
+            let sm: Vec<f64> = c["series"][1]
+                .as_array()
+                .ok_or("no smoothed series")?
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            if raw.iter().all(|&r| r == raw[0]) {
+                continue;
+            }
+            // TensorBoard's debiased EMA with weight 0.6.
+            let (mut last, mut n) = (0.0f64, 0i32);
+            for (i, &r) in raw.iter().enumerate() {
+                last = last * 0.6 + 0.4 * r;
+                n += 1;
+                let want = last / (1.0 - 0.6f64.powi(n));
+                if (sm[i] - want).abs() > 1e-9 * want.abs().max(1.0) {
+                    return Err(format!("{col}: smoothed[{i}] {} != {want}", sm[i]));
+                }
+            }
+        }
+        let vl = &v["curves"]["charts"]["val_loss"]["series"][0];
+        let want: Vec<&Value> = cks
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["val_loss"])
+            .collect();
+        if vl.as_array().map(|a| a.iter().collect::<Vec<_>>()) != Some(want) {
+            return Err(format!("val_loss plotted {vl}"));
+        }
+        // The guard's rollback at step 6 and the configured skip at 10 are marked.
+        let marks = v["curves"]["marks"].as_array().ok_or("no marks")?;
+        for (kind, step) in [("rollback", 6), ("skip", 10), ("checkpoint", 4)] {
+            if !marks.iter().any(|m| m["kind"] == kind && m["step"] == step) {
+                return Err(format!("no {kind} mark at step {step}"));
+            }
+        }
+        Ok(())
+    });
+    // Clicking the highest loss opens the batch of its step.
+    let (top, _) = steps
+        .iter()
+        .map(|r| (r["step"].as_u64().unwrap(), r["loss"].as_f64().unwrap()))
+        .fold((0, f64::MIN), |a, b| if b.1 > a.1 { b } else { a });
+    let url = format!("http://{}/runs/parent?live=0&click=loss:{top}", s.addr);
+    check_page(&url, "click", |dom| {
+        if !dom.contains(&format!("data-data-shown=\"{top}\"")) {
+            return Err(format!("clicking step {top} did not open its batch"));
+        }
+        Ok(())
+    });
+    // Overlaid with the branch, by tokens: both runs' raw points on one x axis.
+    let url = format!(
+        "http://{}/runs/parent?live=0&overlay=branch&x=tokens",
+        s.addr
+    );
+    check_page(&url, "overlay", |dom| {
+        let v = plotted(dom)?;
+        let c = &v["curves"]["charts"]["loss"];
+        if c["labels"].as_array().map(|a| a.len()) != Some(4) {
+            return Err(format!(
+                "expected 4 series (2 runs × raw, smoothed): {}",
+                c["labels"]
+            ));
+        }
+        let tokens: Vec<&Value> = steps.iter().map(|r| &r["tokens"]).collect();
+        let xs: Vec<&Value> = c["x"].as_array().ok_or("no x")?.iter().collect();
+        if !tokens.iter().all(|t| xs.contains(t)) {
+            return Err("the parent's token positions are not all on the x axis".into());
+        }
+        Ok(())
+    });
+}
+
+#[test]
+#[ignore = "needs headless Chromium; .ci/run runs it with --ignored"]
+fn browser_data_page_shows_the_rows_of_data_show() {
+    let s = serve(&[&p(&fixture().join("runs"))]);
+    let want = json_out(&["data", "show", &p(&parent()), "--step", "5", "--json"]);
+    let url = format!("http://{}/runs/parent?tab=data&step=5&live=0", s.addr);
+    check_page(&url, "data-page", |dom| {
+        if !dom.contains("data-data-shown=\"5\"") {
+            return Err("the data page did not show step 5".into());
+        }
+        let v = plotted(dom)?;
+        if v["data"] != want {
+            return Err(format!("rows differ from glass data show: {}", v["data"]));
+        }
+        for r in want["rows"].as_array().unwrap() {
+            let head = format!(
+                "row {} (slot {}) source {}:",
+                r["row"],
+                r["slot"],
+                r["source"].as_str().unwrap()
+            );
+            if !dom.contains(&head) {
+                return Err(format!("no `{head}` on the page"));
+            }
+            for seg in r["segments"].as_array().unwrap() {
+                let id = seg["doc_id"].as_str().unwrap();
+                if !unescape(dom).contains(id) {
+                    return Err(format!("document id {id} not on the page"));
+                }
+            }
+        }
+        Ok(())
+    });
+    // The index lists the branch under the parent's checkpoint 3.
+    let url = format!("http://{}/", s.addr);
+    check_page(&url, "index", |dom| {
+        let at = dom
+            .find("checkpoint 3")
+            .ok_or("no `checkpoint 3` heading")?;
+        let parent = dom.find(">parent</a>").ok_or("no parent link")?;
+        let branch = dom.find(">branch</a>").ok_or("no branch link")?;
+        if !(parent < at && at < branch) {
+            return Err("the branch is not listed under the parent's checkpoint 3".into());
+        }
+        Ok(())
+    });
+}
+
+/// A copy of the parent with evaluation results and a memorization matrix written into
+/// its database the way `glass eval` and `glass analyze memorization` store them (both
+/// take minutes on a real model; the pages only read the tables).
+fn copy_with_evals(dst: &Path) {
+    let st = Command::new("cp")
+        .args(["-r", &p(&parent()), &p(dst)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let db = rusqlite::Connection::open(dst.join("metrics.sqlite")).unwrap();
+    let cks: Vec<(u32, u64)> = {
+        let mut q = db
+            .prepare("SELECT checkpoint, step FROM checkpoints ORDER BY checkpoint")
+            .unwrap();
+        let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    db.execute_batch(
+        "CREATE TABLE IF NOT EXISTS memorization(
+           checkpoint INTEGER NOT NULL, chunk INTEGER NOT NULL, step INTEGER NOT NULL,
+           samples INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,
+           continuation_tokens INTEGER NOT NULL, n INTEGER NOT NULL,
+           token_match REAL NOT NULL, full_match REAL NOT NULL,
+           settings_sha256 TEXT NOT NULL, result_path TEXT NOT NULL,
+           result_sha256 TEXT NOT NULL, seconds REAL, wall_time REAL,
+           PRIMARY KEY (checkpoint, chunk));",
+    )
+    .unwrap();
+    for &(k, step) in &cks {
+        let kf = k as f64;
+        db.execute(
+            "INSERT INTO evals VALUES (?1, 'cloze', 'acc', ?2, ?3, 300)",
+            rusqlite::params![k, 0.25 + 0.01 * kf, 0.02 + 0.001 * kf],
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO evals VALUES (?1, 'heldout', 'bits_per_byte', ?2, NULL, 40)",
+            rusqlite::params![k, 4.5 - 0.05 * kf],
+        )
+        .unwrap();
+        for c in 0..3u64 {
+            db.execute(
+                "INSERT INTO memorization VALUES (?1, ?2, ?3, 16, 8, 8, 16, ?4, ?5, 'x', 'r.json', 'y', 0, 0)",
+                rusqlite::params![k, c as i64, step as i64, 0.1 * kf / 11.0 + 0.01 * c as f64, 0.05 * kf / 11.0],
+            )
+            .unwrap();
+        }
+    }
+}
+
+#[test]
+fn evaluations_and_memorization_are_the_stored_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("ev");
+    copy_with_evals(&run);
+    let s = serve(&[&p(&run)]);
+    let want = json_out(&["metrics", &p(&run), "--evals", "--json"]);
+    assert_eq!(s.json("/api/runs/ev/evals")["rows"], want);
+    let want = json_out(&["metrics", &p(&run), "--memorization", "--json"]);
+    assert_eq!(s.json("/api/runs/ev/memorization")["rows"], want);
+    assert!(!want.as_array().unwrap().is_empty());
+    let cks = s.json("/api/runs/ev/checkpoints");
+    assert_eq!(cks[2]["evals"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+#[ignore = "needs headless Chromium; .ci/run runs it with --ignored"]
+fn browser_evals_tab_plots_each_metric_with_its_stderr_band() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("ev");
+    copy_with_evals(&run);
+    let s = serve(&[&p(&run)]);
+    let rows = json_out(&["metrics", &p(&run), "--evals", "--json"]);
+    let cks = json_out(&["metrics", &p(&run), "--checkpoints", "--json"]);
+    let step_of = |k: &Value| {
+        cks.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| &c["checkpoint"] == k)
+            .unwrap()["step"]
+            .clone()
+    };
+    let url = format!("http://{}/runs/ev?tab=evals&live=0", s.addr);
+    check_page(&url, "evals", |dom| {
+        let v = plotted(dom)?;
+        for (key, task, metric) in [
+            ("cloze / acc", "cloze", "acc"),
+            ("heldout / bits_per_byte", "heldout", "bits_per_byte"),
+        ] {
+            let want: Vec<&Value> = rows
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["task"] == task && r["metric"] == metric)
+                .collect();
+            let e = &v["evals"][key];
+            let xs: Vec<Value> = want.iter().map(|r| step_of(&r["checkpoint"])).collect();
+            if e["x"].as_array() != Some(&xs) {
+                return Err(format!("{key}: x {} is not the checkpoints' steps", e["x"]));
+            }
+            for (i, r) in want.iter().enumerate() {
+                let (val, se) = (
+                    r["value"].as_f64().unwrap(),
+                    r["stderr"].as_f64().unwrap_or(0.0),
+                );
+                let got = |f: &str| e[f][i].as_f64().unwrap_or(f64::NAN);
+                if got("y") != val
+                    || (got("hi") - (val + se)).abs() > 1e-12
+                    || (got("lo") - (val - se)).abs() > 1e-12
+                {
+                    return Err(format!("{key}[{i}]: {} vs {r}", e));
+                }
+            }
+        }
+        let memo = v["memorization"]
+            .as_array()
+            .ok_or("no memorization matrix")?;
+        if memo.len() != cks.as_array().unwrap().len() * 3 {
+            return Err(format!("{} memorization cells", memo.len()));
+        }
+        for f in ["full_match", "token_match"] {
+            if !dom.contains(&format!("data-field=\"{f}\"")) {
+                return Err(format!("no {f} heatmap"));
+            }
+        }
+        Ok(())
+    });
+}
