@@ -186,7 +186,7 @@ pub(crate) fn copy_hashed(src: &Path, dst: &Path) -> Result<(String, u64)> {
 }
 
 /// Bytes read and written at a time by [`copy_hashed`].
-const COPY_BLOCK: usize = 32 << 20;
+const COPY_BLOCK: usize = 4 << 20;
 
 fn part_path(out: &Path, part: &str) -> PathBuf {
     out.join(PARTIAL_DIR).join(format!("{part}.json"))
