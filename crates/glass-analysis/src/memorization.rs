@@ -265,9 +265,18 @@ pub fn greedy(
     let batches: Vec<&[Vec<u32>]> = prompts.chunks(DECODE_BATCH).collect();
     let threads = rayon::current_num_threads();
     let mut out = Vec::with_capacity(prompts.len());
+    // A batch runs inside a one-thread pool: its many small row-parallel steps then stay
+    // on that thread instead of each being handed to a pool and waited for.
+    let one_thread = || {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .map_err(|e| AnalysisError::Input(format!("cannot start a thread: {e}")))
+    };
     if threads < 2 || batches.len() < 2 {
+        let one = one_thread()?;
         for batch in batches {
-            out.extend(greedy_batch(&packed, batch, n_new)?);
+            out.extend(one.install(|| greedy_batch(&packed, batch, n_new))?);
             on_rows(out.len());
         }
         return Ok(out);
@@ -275,13 +284,7 @@ pub fn greedy(
     for wave in batches.chunks(threads) {
         let done: Vec<Result<Vec<Vec<u32>>>> = wave
             .par_iter()
-            .map(|batch| {
-                let one = rayon::ThreadPoolBuilder::new()
-                    .num_threads(1)
-                    .build()
-                    .map_err(|e| AnalysisError::Input(format!("cannot start a thread: {e}")))?;
-                one.install(|| greedy_batch(&packed, batch, n_new))
-            })
+            .map(|batch| one_thread()?.install(|| greedy_batch(&packed, batch, n_new)))
             .collect();
         for d in done {
             out.extend(d?);
