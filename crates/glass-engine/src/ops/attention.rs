@@ -94,9 +94,14 @@ pub fn head_forward(
                 .iter()
                 .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
             // Exponentiate in one pass (vectorised), sum in a second (fixed order).
-            for x in &mut row[..valid] {
-                *x = fastmath::exp(*x - m);
-            }
+            super::wide::wide(
+                #[inline(always)]
+                || {
+                    for x in &mut row[..valid] {
+                        *x = fastmath::exp(*x - m);
+                    }
+                },
+            );
             let sum: f32 = row[..valid].iter().sum();
             let inv = 1.0 / sum;
             for x in &mut row[..valid] {

@@ -12,3 +12,4 @@ pub mod lm_head;
 pub mod norm;
 pub mod rope;
 pub mod swiglu;
+pub mod wide;

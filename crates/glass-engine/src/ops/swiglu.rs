@@ -13,9 +13,14 @@ pub fn forward(gu: &[f32], h: &mut [f32], f: usize) {
         .zip(gu.par_chunks(2 * f))
         .for_each(|(hr, gur)| {
             let (g, u) = gur.split_at(f);
-            for j in 0..f {
-                hr[j] = g[j] * sigmoid(g[j]) * u[j];
-            }
+            super::wide::wide(
+                #[inline(always)]
+                || {
+                    for ((h, &gj), &uj) in hr.iter_mut().zip(g).zip(u) {
+                        *h = gj * sigmoid(gj) * uj;
+                    }
+                },
+            );
         });
 }
 
@@ -26,11 +31,16 @@ pub fn backward(gu: &[f32], dh: &[f32], dgu: &mut [f32], f: usize) {
         .for_each(|(dr, (gur, dhr))| {
             let (g, u) = gur.split_at(f);
             let (dg, du) = dr.split_at_mut(f);
-            for j in 0..f {
-                let s = sigmoid(g[j]);
-                let silu = g[j] * s;
-                du[j] = dhr[j] * silu;
-                dg[j] = dhr[j] * u[j] * s * (1.0 + g[j] * (1.0 - s));
-            }
+            super::wide::wide(
+                #[inline(always)]
+                || {
+                    for j in 0..f {
+                        let s = sigmoid(g[j]);
+                        let silu = g[j] * s;
+                        du[j] = dhr[j] * silu;
+                        dg[j] = dhr[j] * u[j] * s * (1.0 + g[j] * (1.0 - s));
+                    }
+                },
+            );
         });
 }
