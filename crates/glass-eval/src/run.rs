@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::prompts::{prepare, Prepared};
 use crate::results::{aggregate, samples, MetricValue, Sample};
-use crate::score::Scorer;
+use crate::score::{Scored, Scorer};
 use crate::task::{TaskData, TaskDef};
 use crate::EvalError;
 
@@ -64,6 +64,9 @@ pub struct EvalOptions {
     pub force: bool,
     /// Store per-document log-likelihoods in the result JSON.
     pub log_samples: bool,
+    /// Where generated programs run (code tasks); `None`: `python3` on `PATH` in the
+    /// system's temporary directory.
+    pub code: Option<crate::code::CodeRunner>,
 }
 
 /// Progress reports.
@@ -218,6 +221,25 @@ pub fn evaluate_run_on(
             prepared,
         });
     }
+    let generative = tasks
+        .iter()
+        .any(|t| t.def.output_type == crate::task::OutputType::GenerateUntil);
+    let runner = match (&opts.code, generative) {
+        (_, false) => None,
+        (Some(r), true) => Some(r.clone()),
+        (None, true) => Some(crate::code::CodeRunner::new(
+            crate::code::find_python().ok_or_else(|| {
+                EvalError::Invalid(
+                    "code tasks run generated Python: no python3 on PATH (pass --python PATH)"
+                        .into(),
+                )
+            })?,
+            crate::code::default_scratch(),
+        )),
+    };
+    if let Some(r) = &runner {
+        r.check()?;
+    }
     // The run's tokenizer, also for imported runs whose data is not prepared yet.
     let tok = glass_run::run_tokenizer(run_dir)?;
     let sp = tok.specials();
@@ -288,7 +310,13 @@ pub fn evaluate_run_on(
             docs: t.prepared.len(),
         });
         let t0 = Instant::now();
-        let scored = scorer.score_all(&t.prepared, &|d| progress(EvalProgress::Docs(d)))?;
+        let generative = t.def.output_type == crate::task::OutputType::GenerateUntil;
+        let scored = if generative {
+            let runner = runner.as_ref().expect("set for generate_until tasks");
+            generate_and_execute(&scorer, runner, &t.prepared, progress)?
+        } else {
+            scorer.score_all(&t.prepared, &|d| progress(EvalProgress::Docs(d)))?
+        };
         let seconds = t0.elapsed().as_secs_f64();
         let s = samples(&t.prepared, &scored);
         let mv = aggregate(&t.def.metrics, &s);
@@ -306,7 +334,8 @@ pub fn evaluate_run_on(
             limit: opts.limit,
             n: s.len(),
             metrics: mv,
-            samples: opts.log_samples.then_some(s),
+            // A code task's programs and their results are always kept.
+            samples: (opts.log_samples || generative).then_some(s),
             engine: glass_engine::engine_id(),
             seconds,
             skipped: false,
@@ -361,6 +390,41 @@ pub fn evaluate_run_on(
         )
     });
     Ok(out)
+}
+
+/// Generates every document's completion, builds its program (the task's filter, then
+/// `code_eval`'s concatenation) and runs it in the sandbox.
+fn generate_and_execute(
+    scorer: &Scorer,
+    runner: &crate::code::CodeRunner,
+    prepared: &[Prepared],
+    progress: &(dyn Fn(EvalProgress) + Sync),
+) -> Result<Vec<Scored>, EvalError> {
+    let generated = scorer.generate_all(prepared, &|d| progress(EvalProgress::Docs(d)))?;
+    let programs: Vec<String> = prepared
+        .iter()
+        .zip(&generated)
+        .map(|(p, g)| match p {
+            Prepared::Generate {
+                reference,
+                prediction_prefix,
+                ..
+            } => crate::code::program(&format!("{prediction_prefix}{}", g.completion), reference),
+            _ => unreachable!("a generate_until task prepares generation requests"),
+        })
+        .collect();
+    let results = runner.run_all(&programs)?;
+    Ok(generated
+        .into_iter()
+        .zip(programs)
+        .zip(results)
+        .map(|((g, program), result)| Scored::Generated {
+            completion: g.completion,
+            tokens: g.tokens,
+            program,
+            result,
+        })
+        .collect())
 }
 
 fn dist_err(e: glass_dist::DistError) -> EvalError {

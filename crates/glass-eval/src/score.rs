@@ -20,6 +20,17 @@ pub enum Scored {
         /// One per choice.
         loglikelihoods: Vec<f64>,
     },
+    /// A generation and, for code tasks, its program's execution.
+    Generated {
+        /// The continuation (cut before the first stop sequence).
+        completion: String,
+        /// Tokens generated.
+        tokens: usize,
+        /// The program executed: filtered prediction + "\n" + reference.
+        program: String,
+        /// Its execution.
+        result: crate::code::CodeResult,
+    },
     /// Total log-likelihood of a rolling text.
     Rolling {
         /// Sum over every token.
@@ -212,6 +223,11 @@ impl Scorer<'_> {
                         loglikelihood: 0.0,
                         tokens: toks.len(),
                     });
+                }
+                Prepared::Generate { .. } => {
+                    return Err(EvalError::Score(
+                        "a generate_until request cannot be scored by log-likelihood".into(),
+                    ))
                 }
                 Prepared::MultipleChoice {
                     context,
