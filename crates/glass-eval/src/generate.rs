@@ -9,11 +9,11 @@
 //!
 //! Documents go in fixed groups of [`crate::score::BATCH_DOCS`]: each decoding step feeds
 //! one token of every unfinished sequence of the group through one batched forward
-//! ([`glass_engine::PackedModel::forward_cached_batch`], weights packed once), groups in
+//! (`PackedModel::forward_cached_batch`, weights packed once), groups in
 //! parallel. The schedule depends only on the documents, so the tokens do not depend on
 //! the thread count.
 
-use glass_engine::{CachedInput, KvCache, PackedModel};
+use glass_engine::{CachedInput, KvCache};
 use rayon::prelude::*;
 
 use crate::prompts::Prepared;
@@ -173,7 +173,6 @@ impl Scorer<'_> {
     /// token over the rows still running.
     fn generate_group(
         &self,
-        packed: &PackedModel<'_>,
         docs: &[Prepared],
         caches: &mut [KvCache],
     ) -> Result<Vec<Generated>, EvalError> {
@@ -195,7 +194,7 @@ impl Scorer<'_> {
                     }
                 })
                 .collect();
-            packed.forward_cached_batch(&mut items).map_err(engine)?
+            self.batch(&mut items).map_err(engine)?
         };
         for (r, lg) in rows.iter_mut().zip(&first) {
             self.advance(r, lg)?;
@@ -223,7 +222,7 @@ impl Scorer<'_> {
                         keep: 1,
                     })
                     .collect();
-                packed.forward_cached_batch(&mut items).map_err(engine)?
+                self.batch(&mut items).map_err(engine)?
             };
             for (&i, lg) in which.iter().zip(&logits) {
                 self.advance(&mut rows[i], lg)?;
@@ -255,7 +254,18 @@ impl Scorer<'_> {
         docs: &[Prepared],
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<Vec<Generated>, EvalError> {
-        let packed = self.model.packed();
+        // Every step multiplies a few rows by every weight: pack the weights once.
+        let own;
+        let scorer = match self.packed {
+            Some(_) => self,
+            None => {
+                own = self.model.packed();
+                &Scorer {
+                    packed: Some(&own),
+                    ..*self
+                }
+            }
+        };
         let done = std::sync::atomic::AtomicUsize::new(0);
         let groups: Vec<Vec<Generated>> = docs
             .par_chunks(BATCH_DOCS)
@@ -266,7 +276,7 @@ impl Scorer<'_> {
                         .collect::<Vec<_>>()
                 },
                 |caches, chunk| {
-                    let r = self.generate_group(&packed, chunk, caches)?;
+                    let r = scorer.generate_group(chunk, caches)?;
                     let n = done.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
                     progress(n + chunk.len());
                     Ok(r)

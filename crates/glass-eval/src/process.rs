@@ -90,14 +90,13 @@ impl FilterFn {
     /// The text the filter puts before a document's completion.
     pub fn prefix<'a>(self, doc: &'a Value, origin: &str) -> Result<&'a str, EvalError> {
         match self {
-            FilterFn::HumanevalBuildPredictions => doc
-                .get("prompt")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
+            FilterFn::HumanevalBuildPredictions => {
+                doc.get("prompt").and_then(Value::as_str).ok_or_else(|| {
                     EvalError::Data(format!(
                         "{origin}: build_predictions needs a string field `prompt`"
                     ))
-                }),
+                })
+            }
         }
     }
 }
@@ -106,7 +105,9 @@ impl SamplesFn {
     /// The native few-shot list for `name` in a task over `dataset_path`.
     pub fn find(name: &str, dataset_path: &str) -> Option<SamplesFn> {
         match (name, dataset_path) {
-            ("utils.list_fewshot_samples", MBPP | "mbpp") => Some(SamplesFn::MbppListFewshotSamples),
+            ("utils.list_fewshot_samples", MBPP | "mbpp") => {
+                Some(SamplesFn::MbppListFewshotSamples)
+            }
             _ => None,
         }
     }

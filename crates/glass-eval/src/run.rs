@@ -284,71 +284,69 @@ pub fn evaluate_run_on(
     // Pair i is scored by rank i mod W; a rank loads each checkpoint it needs once.
     let (w, me) = (comm.size(), comm.rank());
     let mut mine: Vec<(usize, Vec<u8>)> = Vec::new();
-    let mut loaded: Option<(u32, glass_engine::Model)> = None;
-    for (i, &(e, ti)) in todo.iter().enumerate() {
-        if i % w != me {
-            continue;
+    let my_pairs: Vec<usize> = (0..todo.len()).filter(|i| i % w == me).collect();
+    // Consecutive pairs of one checkpoint share its loaded model and one packing of its
+    // weights (packing every weight per product would cost a fifth of the time on a
+    // small model with short tasks).
+    for run_of in my_pairs.chunk_by(|&a, &b| todo[a].0 == todo[b].0) {
+        let model = glass_run::load_model(run_dir, Some(entries[todo[run_of[0]].0].index))?.0;
+        let packed = model.packed();
+        for &i in run_of {
+            let (e, ti) = todo[i];
+            let (entry, t) = (entries[e], &tasks[ti]);
+            let scorer = Scorer {
+                model: &model,
+                packed: Some(&packed),
+                tokenizer: &tok,
+                prefix_token,
+                max_length: model.cfg.max_seq_len,
+            };
+            progress(EvalProgress::Start {
+                checkpoint: entry.index,
+                task: &t.def.name,
+                docs: t.prepared.len(),
+            });
+            let t0 = Instant::now();
+            let generative = t.def.output_type == crate::task::OutputType::GenerateUntil;
+            let scored = if generative {
+                let runner = runner.as_ref().expect("set for generate_until tasks");
+                generate_and_execute(&scorer, runner, &t.prepared, progress)?
+            } else {
+                scorer.score_all(&t.prepared, &|d| progress(EvalProgress::Docs(d)))?
+            };
+            let seconds = t0.elapsed().as_secs_f64();
+            let s = samples(&t.prepared, &scored);
+            let mv = aggregate(&t.def.metrics, &s);
+            let r = TaskResult {
+                checkpoint: entry.index,
+                step: entry.step,
+                checkpoint_sha256: entry.sha256.clone(),
+                task: t.def.name.clone(),
+                task_source: t.def.source.clone(),
+                task_sha256: t.data.task_sha256.clone(),
+                yaml_sha256: t.data.yaml_sha256.clone(),
+                data_sha256: t.data.file_sha256.clone(),
+                num_fewshot: t.num_fewshot,
+                fewshot_seed: opts.fewshot_seed,
+                limit: opts.limit,
+                n: s.len(),
+                metrics: mv,
+                // A code task's programs and their results are always kept.
+                samples: (opts.log_samples || generative).then_some(s),
+                engine: glass_engine::engine_id(),
+                seconds,
+                skipped: false,
+            };
+            let mut json = serde_json::to_vec_pretty(&r).expect("serializable");
+            json.push(b'\n');
+            if let Some(metrics) = &mut metrics {
+                store_result(run_dir, metrics, &r, &json)?;
+                progress(EvalProgress::Done(&r));
+            } else {
+                mine.push((i, json));
+            }
+            out.push(r);
         }
-        let (entry, t) = (entries[e], &tasks[ti]);
-        if loaded.as_ref().is_none_or(|(k, _)| *k != entry.index) {
-            drop(loaded.take()); // free the previous checkpoint first
-            loaded = Some((
-                entry.index,
-                glass_run::load_model(run_dir, Some(entry.index))?.0,
-            ));
-        }
-        let model = &loaded.as_ref().expect("loaded").1;
-        let scorer = Scorer {
-            model,
-            tokenizer: &tok,
-            prefix_token,
-            max_length: model.cfg.max_seq_len,
-        };
-        progress(EvalProgress::Start {
-            checkpoint: entry.index,
-            task: &t.def.name,
-            docs: t.prepared.len(),
-        });
-        let t0 = Instant::now();
-        let generative = t.def.output_type == crate::task::OutputType::GenerateUntil;
-        let scored = if generative {
-            let runner = runner.as_ref().expect("set for generate_until tasks");
-            generate_and_execute(&scorer, runner, &t.prepared, progress)?
-        } else {
-            scorer.score_all(&t.prepared, &|d| progress(EvalProgress::Docs(d)))?
-        };
-        let seconds = t0.elapsed().as_secs_f64();
-        let s = samples(&t.prepared, &scored);
-        let mv = aggregate(&t.def.metrics, &s);
-        let r = TaskResult {
-            checkpoint: entry.index,
-            step: entry.step,
-            checkpoint_sha256: entry.sha256.clone(),
-            task: t.def.name.clone(),
-            task_source: t.def.source.clone(),
-            task_sha256: t.data.task_sha256.clone(),
-            yaml_sha256: t.data.yaml_sha256.clone(),
-            data_sha256: t.data.file_sha256.clone(),
-            num_fewshot: t.num_fewshot,
-            fewshot_seed: opts.fewshot_seed,
-            limit: opts.limit,
-            n: s.len(),
-            metrics: mv,
-            // A code task's programs and their results are always kept.
-            samples: (opts.log_samples || generative).then_some(s),
-            engine: glass_engine::engine_id(),
-            seconds,
-            skipped: false,
-        };
-        let mut json = serde_json::to_vec_pretty(&r).expect("serializable");
-        json.push(b'\n');
-        if let Some(metrics) = &mut metrics {
-            store_result(run_dir, metrics, &r, &json)?;
-            progress(EvalProgress::Done(&r));
-        } else {
-            mine.push((i, json));
-        }
-        out.push(r);
     }
     if w > 1 {
         // Every other rank's results to rank 0, stored in the one-process order.

@@ -279,7 +279,11 @@ fn parse_generation(
         return Ok(g);
     };
     let Node::Map(kv, _) = node else {
-        return Err(err(source, node.line(), "`generation_kwargs` must be a mapping"));
+        return Err(err(
+            source,
+            node.line(),
+            "`generation_kwargs` must be a mapping",
+        ));
     };
     for (k, v) in kv {
         match k.as_str() {
