@@ -32,7 +32,7 @@ for r in $(seq "$ROUNDS"); do
   for bs in $BATCHES; do
     echo "== round $r: lm-evaluation-harness, batch $bs" >&2
     "$PY" "$ROOT/bench/lm_eval_suite_reference.py" "$WORK/hf" "$DATA" "$LIMIT" "$bs" "$WORK/harness-$bs.json"
-    "$PY" -c 'import json,sys; print(f"harness-{sys.argv[2]}\t{json.load(open(sys.argv[1]))[\"seconds\"]:.3f}")' \
+    "$PY" -c 'import json,sys; print("harness-%s\t%.3f" % (sys.argv[2], json.load(open(sys.argv[1]))["seconds"]))' \
       "$WORK/harness-$bs.json" "$bs" >> "$WORK/times.tsv"
   done
   echo "== round $r: glass eval --suite leaderboard" >&2
