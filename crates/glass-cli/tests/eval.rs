@@ -361,9 +361,10 @@ fn code_tasks_generate_execute_and_store_their_programs() {
     let small = dir.path().join("mbpp_small.yaml");
     std::fs::write(
         &small,
-        shipped
-            .replace("task: mbpp", "task: mbpp_small")
-            .replace("  do_sample: false", "  do_sample: false\n  max_gen_toks: 12"),
+        shipped.replace("task: mbpp", "task: mbpp_small").replace(
+            "  do_sample: false",
+            "  do_sample: false\n  max_gen_toks: 12",
+        ),
     )
     .unwrap();
     let o = glass(&[
