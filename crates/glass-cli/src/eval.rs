@@ -23,7 +23,8 @@ pub struct EvalArgs {
     /// Tasks: bundled task names (glass_cloze, glass_heldout), paths to
     /// lm-evaluation-harness task or group YAML files, or task/group/tag names from the
     /// harness's task files (bundled: arc_easy, arc_challenge, hellaswag, mmlu, mmlu_*,
-    /// truthfulqa_mc1, truthfulqa_mc2; more with --include-path), comma-separated.
+    /// truthfulqa_mc1, truthfulqa_mc2, humaneval, mbpp; more with --include-path),
+    /// comma-separated.
     #[arg(
         long,
         value_delimiter = ',',
