@@ -109,6 +109,7 @@ fn evaluate(run: &Path) -> Result<()> {
             fewshot_seed: glass_eval::DEFAULT_FEWSHOT_SEED,
             force: false,
             log_samples: false,
+            code: None,
         };
         // One line per (checkpoint, task) would drown the curve printed below.
         results.extend(crate::eval::evaluate(run, &opts, true)?);

@@ -23,7 +23,8 @@ pub struct EvalArgs {
     /// Tasks: bundled task names (glass_cloze, glass_heldout), paths to
     /// lm-evaluation-harness task or group YAML files, or task/group/tag names from the
     /// harness's task files (bundled: arc_easy, arc_challenge, hellaswag, mmlu, mmlu_*,
-    /// truthfulqa_mc1, truthfulqa_mc2; more with --include-path), comma-separated.
+    /// truthfulqa_mc1, truthfulqa_mc2, humaneval, mbpp; more with --include-path),
+    /// comma-separated.
     #[arg(
         long,
         value_delimiter = ',',
@@ -31,7 +32,8 @@ pub struct EvalArgs {
     )]
     pub tasks: Vec<String>,
     /// A standard suite with its standard shot counts: `leaderboard` (ARC-Challenge
-    /// 25-shot, HellaSwag 10-shot, MMLU 5-shot, TruthfulQA MC2 0-shot).
+    /// 25-shot, HellaSwag 10-shot, MMLU 5-shot, TruthfulQA MC2 0-shot) or `code`
+    /// (HumanEval 0-shot, MBPP 3-shot; pass@1, generated code run in a sandbox).
     #[arg(long, conflicts_with = "tasks")]
     pub suite: Option<String>,
     /// More directories of harness task YAML files, searched for task, group and tag
@@ -62,6 +64,10 @@ pub struct EvalArgs {
     /// Store per-document log-likelihoods in the result JSON files.
     #[arg(long)]
     pub log_samples: bool,
+    /// Python interpreter that runs generated programs (code tasks); default:
+    /// /usr/bin/python3, else python3 on PATH.
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
@@ -140,7 +146,7 @@ pub fn load_suite(
     data_dirs: &[PathBuf],
 ) -> Result<Selection> {
     let entries = glass_eval::suite::suite(suite)
-        .with_context(|| format!("unknown suite `{suite}` (available: leaderboard)"))?;
+        .with_context(|| format!("unknown suite `{suite}` (available: leaderboard, code)"))?;
     let mut sel = Selection::default();
     for (name, shots, _) in entries {
         let part = load_tasks(&[name.to_string()], &[], include_path, data_dirs)?;
@@ -174,6 +180,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
         fewshot_seed: a.fewshot_seed,
         force: a.force,
         log_samples: a.log_samples,
+        code: a.python.as_ref().map(|p| {
+            glass_eval::code::CodeRunner::new(p.clone(), glass_eval::code::default_scratch())
+        }),
     };
     let comm = crate::world::world("eval")?;
     let results = crate::world::or_abort(

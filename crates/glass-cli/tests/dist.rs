@@ -151,6 +151,7 @@ fn distributed_eval_stores_what_one_process_stores() {
         fewshot_seed: glass_eval::DEFAULT_FEWSHOT_SEED,
         force: false,
         log_samples: false,
+        code: None,
     };
     let counts: Vec<usize> = std::thread::scope(|s| {
         let hs: Vec<_> = local_group(3)

@@ -20,6 +20,14 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../tasks/lm_eval/hellaswag/hellaswag.yaml"),
     ),
     (
+        "lm_eval/humaneval/humaneval.yaml",
+        include_str!("../tasks/lm_eval/humaneval/humaneval.yaml"),
+    ),
+    (
+        "lm_eval/mbpp/mbpp.yaml",
+        include_str!("../tasks/lm_eval/mbpp/mbpp.yaml"),
+    ),
+    (
         "lm_eval/mmlu/default/_default_template_yaml",
         include_str!("../tasks/lm_eval/mmlu/default/_default_template_yaml"),
     ),

@@ -7,7 +7,9 @@
 
 pub mod bundled;
 pub mod bundled_files;
+pub mod code;
 pub mod datasets;
+pub mod generate;
 pub mod groups;
 pub mod include;
 pub mod index;

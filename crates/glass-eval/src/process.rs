@@ -7,6 +7,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::task::Metric;
 use crate::EvalError;
 
 /// A document preprocessing hook.
@@ -24,7 +25,25 @@ pub enum ResultsFn {
     TruthfulqaMc2,
 }
 
-/// The native hooks: (`process_docs`/`process_results`, function, dataset_path).
+/// A `filter_list` custom filter (`filter_fn: !function …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterFn {
+    /// `humaneval/utils.py: build_predictions`: the program is the document's `prompt`
+    /// followed by the generated completion.
+    HumanevalBuildPredictions,
+}
+
+/// `fewshot_config.samples: !function …`: the few-shot examples as a fixed list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplesFn {
+    /// `mbpp/utils.py: list_fewshot_samples`: MBPP tasks 2, 3 and 4 with their code.
+    MbppListFewshotSamples,
+}
+
+const HUMANEVAL: &str = "openai/openai_humaneval";
+const MBPP: &str = "google-research-datasets/mbpp";
+
+/// The native hooks: (where the `!function` stands, function, dataset_path).
 pub const NATIVE: &[(&str, &str, &str)] = &[
     ("process_docs", "utils.process_docs", "Rowan/hellaswag"),
     (
@@ -32,7 +51,113 @@ pub const NATIVE: &[(&str, &str, &str)] = &[
         "utils.process_results_mc2",
         "truthfulqa/truthful_qa",
     ),
+    ("metric", "utils.pass_at_k (k: [1])", HUMANEVAL),
+    ("metric", "utils.pass_at_1", MBPP),
+    ("filter_fn", "utils.build_predictions", HUMANEVAL),
+    ("samples", "utils.list_fewshot_samples", MBPP),
 ];
+
+/// The native code metric for `metric: !function name` in a task over `dataset_path`;
+/// `entry` is the `metric_list` entry (HumanEval's `pass_at_k` must have `k: [1]`).
+pub fn metric_fn(name: &str, dataset_path: &str, entry: &crate::yaml::Node) -> Option<Metric> {
+    match (name, dataset_path) {
+        ("utils.pass_at_k", HUMANEVAL | "openai_humaneval") => {
+            let k_is_1 = match entry.get("k") {
+                Some(crate::yaml::Node::Seq(items, _)) => {
+                    items.len() == 1 && items[0].as_str() == Some("1")
+                }
+                Some(n) => n.as_str() == Some("1"),
+                None => false,
+            };
+            k_is_1.then_some(Metric::PassAtK1)
+        }
+        ("utils.pass_at_1", MBPP | "mbpp") => Some(Metric::PassAt1),
+        _ => None,
+    }
+}
+
+impl FilterFn {
+    /// The native filter for `name` in a task over `dataset_path`.
+    pub fn find(name: &str, dataset_path: &str) -> Option<FilterFn> {
+        match (name, dataset_path) {
+            ("utils.build_predictions", HUMANEVAL | "openai_humaneval") => {
+                Some(FilterFn::HumanevalBuildPredictions)
+            }
+            _ => None,
+        }
+    }
+
+    /// The text the filter puts before a document's completion.
+    pub fn prefix<'a>(self, doc: &'a Value, origin: &str) -> Result<&'a str, EvalError> {
+        match self {
+            FilterFn::HumanevalBuildPredictions => {
+                doc.get("prompt").and_then(Value::as_str).ok_or_else(|| {
+                    EvalError::Data(format!(
+                        "{origin}: build_predictions needs a string field `prompt`"
+                    ))
+                })
+            }
+        }
+    }
+}
+
+impl SamplesFn {
+    /// The native few-shot list for `name` in a task over `dataset_path`.
+    pub fn find(name: &str, dataset_path: &str) -> Option<SamplesFn> {
+        match (name, dataset_path) {
+            ("utils.list_fewshot_samples", MBPP | "mbpp") => {
+                Some(SamplesFn::MbppListFewshotSamples)
+            }
+            _ => None,
+        }
+    }
+
+    /// The examples, as the Python function returns them.
+    pub fn docs(self) -> Vec<Value> {
+        match self {
+            SamplesFn::MbppListFewshotSamples => {
+                serde_json::from_str(MBPP_FEWSHOT).expect("valid JSON")
+            }
+        }
+    }
+}
+
+/// `mbpp/utils.py: list_fewshot_samples()` (lm-evaluation-harness 0.4.13) as JSON.
+const MBPP_FEWSHOT: &str = r#"[
+ {
+  "task_id": 2,
+  "text": "Write a function to find the similar elements from the given two tuple lists.",
+  "code": "def similar_elements(test_tup1, test_tup2):\r\n  res = tuple(set(test_tup1) & set(test_tup2))\r\n  return (res) ",
+  "test_list": [
+   "assert similar_elements((3, 4, 5, 6),(5, 7, 4, 10)) == (4, 5)",
+   "assert similar_elements((1, 2, 3, 4),(5, 4, 3, 7)) == (3, 4)",
+   "assert similar_elements((11, 12, 14, 13),(17, 15, 14, 13)) == (13, 14)"
+  ],
+  "is_fewshot": true
+ },
+ {
+  "task_id": 3,
+  "text": "Write a python function to identify non-prime numbers.",
+  "code": "import math\r\ndef is_not_prime(n):\r\n    result = False\r\n    for i in range(2,int(math.sqrt(n)) + 1):\r\n        if n % i == 0:\r\n            result = True\r\n    return result",
+  "test_list": [
+   "assert is_not_prime(2) == False",
+   "assert is_not_prime(10) == True",
+   "assert is_not_prime(35) == True"
+  ],
+  "is_fewshot": true
+ },
+ {
+  "task_id": 4,
+  "text": "Write a function to find the largest integers from a given list of numbers using heap queue algorithm.",
+  "code": "import heapq as hq\r\ndef heap_queue_largest(nums,n):\r\n  largest_nums = hq.nlargest(n, nums)\r\n  return largest_nums",
+  "test_list": [
+   "assert heap_queue_largest( [25, 35, 22, 85, 14, 65, 75, 22, 58],3)==[85, 75, 65] ",
+   "assert heap_queue_largest( [25, 35, 22, 85, 14, 65, 75, 22, 58],2)==[85, 75] ",
+   "assert heap_queue_largest( [25, 35, 22, 85, 14, 65, 75, 22, 58],5)==[85, 75, 65, 58, 35]"
+  ],
+  "is_fewshot": true
+ }
+]"#;
 
 impl DocsFn {
     /// The native hook for `name` in a task over `dataset_path`.

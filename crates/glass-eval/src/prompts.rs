@@ -35,6 +35,19 @@ pub enum Prepared {
         /// The text.
         text: String,
     },
+    /// Greedy generation after `context` (the harness's `generate_until` request).
+    Generate {
+        /// The full context (description, few-shot examples, question).
+        context: String,
+        /// Stop sequences (`until`, before the end-of-sequence text is added).
+        until: Vec<String>,
+        /// Most tokens generated.
+        max_gen_toks: usize,
+        /// `doc_to_target`: the reference the metric receives (code tasks: the tests).
+        reference: String,
+        /// What the task's filter puts before the completion (HumanEval: the prompt).
+        prediction_prefix: String,
+    },
 }
 
 /// A rendered `doc_to_*` value.
@@ -284,8 +297,21 @@ pub fn prepare(
         return Ok(out);
     }
     let k = task.num_fewshot;
+    let listed: Vec<Doc> = match (k > 0, task.fewshot_split.is_none(), task.fewshot_samples) {
+        (true, true, Some(f)) => f
+            .docs()
+            .into_iter()
+            .enumerate()
+            .map(|(i, value)| Doc {
+                value,
+                origin: format!("fewshot_config.samples[{i}]"),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     let pool: &[Doc] = match (k > 0, task.fewshot_source_split()) {
         (false, _) => &[],
+        (true, _) if !listed.is_empty() => &listed,
         (true, Some(s)) => &data.splits[s],
         (true, None) => {
             return Err(EvalError::Task(format!(
@@ -348,6 +374,25 @@ pub fn prepare(
             }
         }
         ctx.push_str(&r.text(doc)?);
+        if let Some(g) = &task.generation {
+            let reference = match r.target(doc)? {
+                Rendered::Str(s) => s,
+                Rendered::Int(i) => i.to_string(),
+                Rendered::List(_) => unreachable!("rejected by target()"),
+            };
+            let prediction_prefix = match task.filter {
+                Some(f) => f.prefix(&doc.value, &doc.origin)?.to_string(),
+                None => String::new(),
+            };
+            out.push(Prepared::Generate {
+                context: ctx,
+                until: g.until.clone(),
+                max_gen_toks: g.max_gen_toks,
+                reference,
+                prediction_prefix,
+            });
+            continue;
+        }
         let choices = r.choices(doc)?;
         if choices.is_empty() {
             return Err(r.fail(doc, "doc_to_choice", "gives no choices"));

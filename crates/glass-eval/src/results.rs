@@ -43,6 +43,18 @@ pub struct Sample {
     /// Tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens: Option<usize>,
+    /// Generation tasks: the continuation as the metric receives it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion: Option<String>,
+    /// Code tasks: the program executed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// Code tasks: `passed`, `failed: <exception>` or `timed out`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// Code tasks: whether the program passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passed: Option<bool>,
 }
 
 /// One metric's value.
@@ -120,6 +132,10 @@ pub fn samples(prepared: &[Prepared], scored: &[Scored]) -> Vec<Sample> {
                     words: None,
                     bytes: None,
                     tokens: None,
+                    completion: None,
+                    program: None,
+                    result: None,
+                    passed: None,
                 }
             }
             (
@@ -139,6 +155,34 @@ pub fn samples(prepared: &[Prepared], scored: &[Scored]) -> Vec<Sample> {
                 words: Some(count_words(text)),
                 bytes: Some(text.len()),
                 tokens: Some(*tokens),
+                completion: None,
+                program: None,
+                result: None,
+                passed: None,
+            },
+            (
+                Prepared::Generate { .. },
+                Scored::Generated {
+                    completion,
+                    tokens,
+                    program,
+                    result,
+                },
+            ) => Sample {
+                doc,
+                loglikelihoods: None,
+                gold: None,
+                pred: None,
+                pred_norm: None,
+                score: None,
+                loglikelihood: None,
+                words: None,
+                bytes: None,
+                tokens: Some(*tokens),
+                completion: Some(completion.clone()),
+                program: Some(program.clone()),
+                result: Some(result.result.clone()),
+                passed: Some(result.passed),
             },
             _ => unreachable!("scores follow their requests"),
         })
@@ -176,6 +220,13 @@ pub fn aggregate(metrics: &[Metric], samples: &[Sample]) -> Vec<MetricValue> {
                             };
                             f64::from(u8::from(p.is_some() && p == s.gold))
                         })
+                        .collect();
+                    mean_and_stderr(&xs)
+                }
+                Metric::PassAtK1 | Metric::PassAt1 => {
+                    let xs: Vec<f64> = samples
+                        .iter()
+                        .map(|s| f64::from(u8::from(s.passed == Some(true))))
                         .collect();
                     mean_and_stderr(&xs)
                 }

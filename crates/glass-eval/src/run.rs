@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::prompts::{prepare, Prepared};
 use crate::results::{aggregate, samples, MetricValue, Sample};
-use crate::score::Scorer;
+use crate::score::{Scored, Scorer};
 use crate::task::{TaskData, TaskDef};
 use crate::EvalError;
 
@@ -64,6 +64,9 @@ pub struct EvalOptions {
     pub force: bool,
     /// Store per-document log-likelihoods in the result JSON.
     pub log_samples: bool,
+    /// Where generated programs run (code tasks); `None`: `python3` on `PATH` in the
+    /// system's temporary directory.
+    pub code: Option<crate::code::CodeRunner>,
 }
 
 /// Progress reports.
@@ -218,6 +221,25 @@ pub fn evaluate_run_on(
             prepared,
         });
     }
+    let generative = tasks
+        .iter()
+        .any(|t| t.def.output_type == crate::task::OutputType::GenerateUntil);
+    let runner = match (&opts.code, generative) {
+        (_, false) => None,
+        (Some(r), true) => Some(r.clone()),
+        (None, true) => Some(crate::code::CodeRunner::new(
+            crate::code::find_python().ok_or_else(|| {
+                EvalError::Invalid(
+                    "code tasks run generated Python: no python3 on PATH (pass --python PATH)"
+                        .into(),
+                )
+            })?,
+            crate::code::default_scratch(),
+        )),
+    };
+    if let Some(r) = &runner {
+        r.check()?;
+    }
     // The run's tokenizer, also for imported runs whose data is not prepared yet.
     let tok = glass_run::run_tokenizer(run_dir)?;
     let sp = tok.specials();
@@ -262,64 +284,69 @@ pub fn evaluate_run_on(
     // Pair i is scored by rank i mod W; a rank loads each checkpoint it needs once.
     let (w, me) = (comm.size(), comm.rank());
     let mut mine: Vec<(usize, Vec<u8>)> = Vec::new();
-    let mut loaded: Option<(u32, glass_engine::Model)> = None;
-    for (i, &(e, ti)) in todo.iter().enumerate() {
-        if i % w != me {
-            continue;
+    let my_pairs: Vec<usize> = (0..todo.len()).filter(|i| i % w == me).collect();
+    // Consecutive pairs of one checkpoint share its loaded model and one packing of its
+    // weights (packing every weight per product would cost a fifth of the time on a
+    // small model with short tasks).
+    for run_of in my_pairs.chunk_by(|&a, &b| todo[a].0 == todo[b].0) {
+        let model = glass_run::load_model(run_dir, Some(entries[todo[run_of[0]].0].index))?.0;
+        let packed = model.packed();
+        for &i in run_of {
+            let (e, ti) = todo[i];
+            let (entry, t) = (entries[e], &tasks[ti]);
+            let scorer = Scorer {
+                model: &model,
+                packed: Some(&packed),
+                tokenizer: &tok,
+                prefix_token,
+                max_length: model.cfg.max_seq_len,
+            };
+            progress(EvalProgress::Start {
+                checkpoint: entry.index,
+                task: &t.def.name,
+                docs: t.prepared.len(),
+            });
+            let t0 = Instant::now();
+            let generative = t.def.output_type == crate::task::OutputType::GenerateUntil;
+            let scored = if generative {
+                let runner = runner.as_ref().expect("set for generate_until tasks");
+                generate_and_execute(&scorer, runner, &t.prepared, progress)?
+            } else {
+                scorer.score_all(&t.prepared, &|d| progress(EvalProgress::Docs(d)))?
+            };
+            let seconds = t0.elapsed().as_secs_f64();
+            let s = samples(&t.prepared, &scored);
+            let mv = aggregate(&t.def.metrics, &s);
+            let r = TaskResult {
+                checkpoint: entry.index,
+                step: entry.step,
+                checkpoint_sha256: entry.sha256.clone(),
+                task: t.def.name.clone(),
+                task_source: t.def.source.clone(),
+                task_sha256: t.data.task_sha256.clone(),
+                yaml_sha256: t.data.yaml_sha256.clone(),
+                data_sha256: t.data.file_sha256.clone(),
+                num_fewshot: t.num_fewshot,
+                fewshot_seed: opts.fewshot_seed,
+                limit: opts.limit,
+                n: s.len(),
+                metrics: mv,
+                // A code task's programs and their results are always kept.
+                samples: (opts.log_samples || generative).then_some(s),
+                engine: glass_engine::engine_id(),
+                seconds,
+                skipped: false,
+            };
+            let mut json = serde_json::to_vec_pretty(&r).expect("serializable");
+            json.push(b'\n');
+            if let Some(metrics) = &mut metrics {
+                store_result(run_dir, metrics, &r, &json)?;
+                progress(EvalProgress::Done(&r));
+            } else {
+                mine.push((i, json));
+            }
+            out.push(r);
         }
-        let (entry, t) = (entries[e], &tasks[ti]);
-        if loaded.as_ref().is_none_or(|(k, _)| *k != entry.index) {
-            drop(loaded.take()); // free the previous checkpoint first
-            loaded = Some((
-                entry.index,
-                glass_run::load_model(run_dir, Some(entry.index))?.0,
-            ));
-        }
-        let model = &loaded.as_ref().expect("loaded").1;
-        let scorer = Scorer {
-            model,
-            tokenizer: &tok,
-            prefix_token,
-            max_length: model.cfg.max_seq_len,
-        };
-        progress(EvalProgress::Start {
-            checkpoint: entry.index,
-            task: &t.def.name,
-            docs: t.prepared.len(),
-        });
-        let t0 = Instant::now();
-        let scored = scorer.score_all(&t.prepared, &|d| progress(EvalProgress::Docs(d)))?;
-        let seconds = t0.elapsed().as_secs_f64();
-        let s = samples(&t.prepared, &scored);
-        let mv = aggregate(&t.def.metrics, &s);
-        let r = TaskResult {
-            checkpoint: entry.index,
-            step: entry.step,
-            checkpoint_sha256: entry.sha256.clone(),
-            task: t.def.name.clone(),
-            task_source: t.def.source.clone(),
-            task_sha256: t.data.task_sha256.clone(),
-            yaml_sha256: t.data.yaml_sha256.clone(),
-            data_sha256: t.data.file_sha256.clone(),
-            num_fewshot: t.num_fewshot,
-            fewshot_seed: opts.fewshot_seed,
-            limit: opts.limit,
-            n: s.len(),
-            metrics: mv,
-            samples: opts.log_samples.then_some(s),
-            engine: glass_engine::engine_id(),
-            seconds,
-            skipped: false,
-        };
-        let mut json = serde_json::to_vec_pretty(&r).expect("serializable");
-        json.push(b'\n');
-        if let Some(metrics) = &mut metrics {
-            store_result(run_dir, metrics, &r, &json)?;
-            progress(EvalProgress::Done(&r));
-        } else {
-            mine.push((i, json));
-        }
-        out.push(r);
     }
     if w > 1 {
         // Every other rank's results to rank 0, stored in the one-process order.
@@ -361,6 +388,41 @@ pub fn evaluate_run_on(
         )
     });
     Ok(out)
+}
+
+/// Generates every document's completion, builds its program (the task's filter, then
+/// `code_eval`'s concatenation) and runs it in the sandbox.
+fn generate_and_execute(
+    scorer: &Scorer,
+    runner: &crate::code::CodeRunner,
+    prepared: &[Prepared],
+    progress: &(dyn Fn(EvalProgress) + Sync),
+) -> Result<Vec<Scored>, EvalError> {
+    let generated = scorer.generate_all(prepared, &|d| progress(EvalProgress::Docs(d)))?;
+    let programs: Vec<String> = prepared
+        .iter()
+        .zip(&generated)
+        .map(|(p, g)| match p {
+            Prepared::Generate {
+                reference,
+                prediction_prefix,
+                ..
+            } => crate::code::program(&format!("{prediction_prefix}{}", g.completion), reference),
+            _ => unreachable!("a generate_until task prepares generation requests"),
+        })
+        .collect();
+    let results = runner.run_all(&programs)?;
+    Ok(generated
+        .into_iter()
+        .zip(programs)
+        .zip(results)
+        .map(|((g, program), result)| Scored::Generated {
+            completion: g.completion,
+            tokens: g.tokens,
+            program,
+            result,
+        })
+        .collect())
 }
 
 fn dist_err(e: glass_dist::DistError) -> EvalError {

@@ -5,7 +5,7 @@
 
 use glass_data::GlassTokenizer;
 use glass_engine::ops::fastmath::{exp_f64, ln_f64};
-use glass_engine::{CachedInput, KvCache, Model};
+use glass_engine::{CachedInput, EngineError, KvCache, Model, PackedModel};
 use rayon::prelude::*;
 
 use crate::prompts::Prepared;
@@ -20,6 +20,17 @@ pub enum Scored {
         /// One per choice.
         loglikelihoods: Vec<f64>,
     },
+    /// A generation and, for code tasks, its program's execution.
+    Generated {
+        /// The continuation (cut before the first stop sequence).
+        completion: String,
+        /// Tokens generated.
+        tokens: usize,
+        /// The program executed: filtered prediction + "\n" + reference.
+        program: String,
+        /// Its execution.
+        result: crate::code::CodeResult,
+    },
     /// Total log-likelihood of a rolling text.
     Rolling {
         /// Sum over every token.
@@ -33,6 +44,9 @@ pub enum Scored {
 pub struct Scorer<'a> {
     /// Model.
     pub model: &'a Model,
+    /// The model with its weights packed once (same bits, no packing per product);
+    /// `None` packs per product.
+    pub packed: Option<&'a PackedModel<'a>>,
     /// Tokenizer (encodes without special tokens, like the harness's HF causal models).
     pub tokenizer: &'a GlassTokenizer,
     /// Token conditioning an empty context and the first rolling window: BOS if the
@@ -56,6 +70,30 @@ fn log_prob(row: &[f32], t: u32) -> f64 {
 }
 
 impl Scorer<'_> {
+    /// [`Model::forward_cached_tail`], through the packed weights when there are some.
+    fn tail(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        keep: usize,
+    ) -> Result<Vec<f32>, EngineError> {
+        match self.packed {
+            Some(p) => p.forward_cached_tail(tokens, cache, keep),
+            None => self.model.forward_cached_tail(tokens, cache, keep),
+        }
+    }
+
+    /// [`Model::forward_cached_batch`], through the packed weights when there are some.
+    pub(crate) fn batch(
+        &self,
+        items: &mut [CachedInput<'_>],
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        match self.packed {
+            Some(p) => p.forward_cached_batch(items),
+            None => self.model.forward_cached_batch(items),
+        }
+    }
+
     fn encode(&self, s: &str) -> Result<Vec<u32>, EvalError> {
         self.tokenizer
             .encode(s)
@@ -94,10 +132,7 @@ impl Scorer<'_> {
         let start = full.len().saturating_sub(l + 1);
         let inp = &full[start..full.len() - 1];
         cache.clear();
-        let logits = self
-            .model
-            .forward_cached_tail(inp, cache, cont.len())
-            .map_err(engine)?;
+        let logits = self.tail(inp, cache, cont.len()).map_err(engine)?;
         let v = self.model.cfg.vocab_size;
         Ok(cont
             .iter()
@@ -146,10 +181,7 @@ impl Scorer<'_> {
                 .collect();
         }
         cache.clear();
-        let last = self
-            .model
-            .forward_cached_tail(shared, cache, 1)
-            .map_err(engine)?;
+        let last = self.tail(shared, cache, 1).map_err(engine)?;
         let n0 = shared.len();
         let mut out = Vec::with_capacity(pairs.len());
         for (_, cont) in &pairs {
@@ -157,10 +189,7 @@ impl Scorer<'_> {
             if cont.len() > 1 {
                 cache.truncate(n0);
                 let k = cont.len() - 1;
-                let logits = self
-                    .model
-                    .forward_cached_tail(&cont[..k], cache, k)
-                    .map_err(engine)?;
+                let logits = self.tail(&cont[..k], cache, k).map_err(engine)?;
                 for (i, &t) in cont[1..].iter().enumerate() {
                     ll += log_prob(&logits[i * v..(i + 1) * v], t);
                 }
@@ -213,6 +242,11 @@ impl Scorer<'_> {
                         tokens: toks.len(),
                     });
                 }
+                Prepared::Generate { .. } => {
+                    return Err(EvalError::Score(
+                        "a generate_until request cannot be scored by log-likelihood".into(),
+                    ))
+                }
                 Prepared::MultipleChoice {
                     context,
                     continuations,
@@ -253,10 +287,7 @@ impl Scorer<'_> {
                     }
                 })
                 .collect();
-            let logits = self
-                .model
-                .forward_cached_batch(&mut items)
-                .map_err(engine)?;
+            let logits = self.batch(&mut items).map_err(engine)?;
             for ((i, _, pred), lg) in group.iter().zip(logits) {
                 let ll: f64 = pred
                     .iter()
@@ -285,9 +316,7 @@ impl Scorer<'_> {
                         }
                     })
                     .collect();
-                self.model
-                    .forward_cached_batch(&mut items)
-                    .map_err(engine)?
+                self.batch(&mut items).map_err(engine)?
             };
             for (q, (_, _, conts)) in batch.iter().enumerate() {
                 for (c, cont) in conts.iter().enumerate() {
@@ -317,10 +346,7 @@ impl Scorer<'_> {
                 if items.is_empty() {
                     continue;
                 }
-                let logits = self
-                    .model
-                    .forward_cached_batch(&mut items)
-                    .map_err(engine)?;
+                let logits = self.batch(&mut items).map_err(engine)?;
                 for (q, lg) in which.into_iter().zip(logits) {
                     let cont = &batch[q].2[c];
                     for (t_i, &t) in cont[1..].iter().enumerate() {

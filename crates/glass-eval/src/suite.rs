@@ -1,4 +1,4 @@
-//! Standard benchmark suites: the task names (resolved in the harness's task files
+//! Standard benchmark suites (the Open LLM Leaderboard v1's, and HumanEval + MBPP): the task names (resolved in the harness's task files
 //! bundled with Glass, or the user's own with `--include-path`) and the shot counts the
 //! Open LLM Leaderboard (v1) used.
 
@@ -13,10 +13,14 @@ pub const LEADERBOARD: Suite = &[
     ("truthfulqa_mc2", 0, "acc"),
 ];
 
+/// HumanEval 0-shot (pass@1) and MBPP 3-shot (pass_at_1), as the harness ships them.
+pub const CODE: Suite = &[("humaneval", 0, "pass@1"), ("mbpp", 3, "pass_at_1")];
+
 /// The suites by name.
 pub fn suite(name: &str) -> Option<Suite> {
     match name {
         "leaderboard" => Some(LEADERBOARD),
+        "code" => Some(CODE),
         _ => None,
     }
 }

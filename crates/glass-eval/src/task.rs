@@ -19,6 +19,9 @@ pub enum OutputType {
     MultipleChoice,
     /// Log-likelihood of the whole target text in model-length windows; perplexities.
     LoglikelihoodRolling,
+    /// Greedy generation after the context until a stop sequence; code tasks run the
+    /// generated program against the reference tests (pass@1).
+    GenerateUntil,
 }
 
 /// A metric Glass computes.
@@ -35,6 +38,11 @@ pub enum Metric {
     BytePerplexity,
     /// -Σ ll / Σ bytes / ln 2.
     BitsPerByte,
+    /// HumanEval's `utils.pass_at_k` with `k: [1]` (HF `code_eval`): the share of
+    /// documents whose program passes its tests; the harness names it `pass@1`.
+    PassAtK1,
+    /// MBPP's `utils.pass_at_1`: the same measure under the name `pass_at_1`.
+    PassAt1,
 }
 
 impl Metric {
@@ -46,6 +54,8 @@ impl Metric {
             Metric::WordPerplexity => "word_perplexity",
             Metric::BytePerplexity => "byte_perplexity",
             Metric::BitsPerByte => "bits_per_byte",
+            Metric::PassAtK1 => "pass@1",
+            Metric::PassAt1 => "pass_at_1",
         }
     }
     fn parse(s: &str) -> Option<Metric> {
@@ -138,7 +148,26 @@ pub struct TaskDef {
     pub process_docs: Option<crate::process::DocsFn>,
     /// `process_results: !function …` with a native implementation.
     pub process_results: Option<crate::process::ResultsFn>,
+    /// `generation_kwargs` of a `generate_until` task.
+    pub generation: Option<Generation>,
+    /// The `filter_list` pipeline's native filter (`None`: the harness's default,
+    /// take the first response).
+    pub filter: Option<crate::process::FilterFn>,
+    /// `fewshot_config.samples: !function …`: few-shot examples from a fixed list.
+    pub fewshot_samples: Option<crate::process::SamplesFn>,
 }
+
+/// `generation_kwargs` with greedy decoding (the only decoding Glass does for tasks).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Generation {
+    /// Stop sequences (`until`), before the tokenizer's end-of-sequence text is added.
+    pub until: Vec<String>,
+    /// Most tokens generated (`max_gen_toks`; the harness's HF default is 256).
+    pub max_gen_toks: usize,
+}
+
+/// The harness's default `max_gen_toks` (`HFLM(max_gen_toks=256)`).
+pub const DEFAULT_MAX_GEN_TOKS: usize = 256;
 
 /// One data file of a split: a path on disk or embedded bytes.
 #[derive(Debug, Clone)]
@@ -175,12 +204,20 @@ fn err(task: &str, line: usize, msg: impl std::fmt::Display) -> EvalError {
     EvalError::Task(format!("{task}:{line}: {msg}"))
 }
 
-/// Refuses `!function` anywhere but as the value of `process_docs` / `process_results`
-/// (where `crate::process` judges the name).
+/// Refuses `!function` anywhere but as the value of `process_docs` / `process_results`,
+/// a metric, a custom filter or the few-shot samples (where `crate::process` judges the
+/// name).
 fn check_functions(node: &Node, source: &str, key: &str) -> Result<(), EvalError> {
     match node {
         Node::Function { name, line } => {
-            if matches!(key, "process_docs" | "process_results") {
+            if matches!(
+                key,
+                "process_docs"
+                    | "process_results"
+                    | "metric_list[].metric"
+                    | "filter_list[].filter[].filter_fn"
+                    | "fewshot_config.samples"
+            ) {
                 Ok(())
             } else {
                 Err(err(
@@ -214,8 +251,6 @@ const IGNORED_KEYS: &[&str] = &[
 
 /// Keys of the harness Glass refuses, with why.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    ("filter_list", "output filters (generation tasks)"),
-    ("generation_kwargs", "generation tasks"),
     (
         "group",
         "a group file: pass it (or its name) to --tasks to evaluate its tasks",
@@ -226,8 +261,154 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("custom_dataset", "custom dataset loaders"),
     ("gen_prefix", "generation prefixes"),
     ("class", "Python task classes"),
-    ("unsafe_code", "code execution"),
 ];
+
+/// `generation_kwargs`: `until` (a string or a list), `max_gen_toks`, and greedy decoding
+/// (`do_sample: false`, `temperature: 0`); absent, the harness's default (until the
+/// few-shot delimiter).
+fn parse_generation(
+    node: Option<&Node>,
+    source: &str,
+    fewshot_delimiter: &str,
+) -> Result<Generation, EvalError> {
+    let mut g = Generation {
+        until: vec![fewshot_delimiter.to_string()],
+        max_gen_toks: DEFAULT_MAX_GEN_TOKS,
+    };
+    let Some(node) = node else {
+        return Ok(g);
+    };
+    let Node::Map(kv, _) = node else {
+        return Err(err(
+            source,
+            node.line(),
+            "`generation_kwargs` must be a mapping",
+        ));
+    };
+    for (k, v) in kv {
+        match k.as_str() {
+            "until" => {
+                g.until = match v {
+                    Node::Scalar { value, .. } => vec![value.clone()],
+                    Node::Seq(items, _) => items
+                        .iter()
+                        .map(|i| {
+                            i.as_str().map(str::to_string).ok_or_else(|| {
+                                err(source, i.line(), "`until` items must be strings")
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
+                    _ => return Err(err(source, v.line(), "`until` must be a string or a list")),
+                }
+            }
+            "max_gen_toks" | "max_new_tokens" => {
+                g.max_gen_toks = v
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .filter(|&n: &usize| n > 0)
+                    .ok_or_else(|| err(source, v.line(), format!("`{k}` must be a positive integer")))?
+            }
+            "do_sample" if matches!(v.as_str(), Some("false" | "False")) => {}
+            "temperature" if v.as_str().and_then(|s| s.parse::<f64>().ok()) == Some(0.0) => {}
+            _ => {
+                return Err(err(
+                    source,
+                    v.line(),
+                    format!("generation_kwargs.{k} is not supported (glass eval decodes greedily: until, max_gen_toks, do_sample: false, temperature: 0)"),
+                ))
+            }
+        }
+    }
+    Ok(g)
+}
+
+/// `filter_list`: one pipeline whose steps are `take_first` or a native `custom` filter.
+fn parse_filter(
+    node: &Node,
+    source: &str,
+    dataset_path: &str,
+) -> Result<Option<crate::process::FilterFn>, EvalError> {
+    let Node::Seq(pipelines, _) = node else {
+        return Err(err(source, node.line(), "`filter_list` must be a list"));
+    };
+    if pipelines.len() != 1 {
+        return Err(err(
+            source,
+            node.line(),
+            "only one `filter_list` pipeline is supported",
+        ));
+    }
+    let steps = match pipelines[0].get("filter") {
+        Some(Node::Seq(steps, _)) => steps,
+        _ => {
+            return Err(err(
+                source,
+                pipelines[0].line(),
+                "a filter pipeline needs a `filter:` list",
+            ))
+        }
+    };
+    let mut out = None;
+    for step in steps {
+        match (
+            step.get("function").and_then(Node::as_str),
+            step.get("filter_fn"),
+        ) {
+            (Some("take_first"), None) => {}
+            (Some("custom"), Some(Node::Function { name, line })) if out.is_none() => {
+                out = Some(
+                    crate::process::FilterFn::find(name, dataset_path).ok_or_else(|| {
+                        err(source, *line, crate::process::refusal("filter_fn", name, dataset_path))
+                    })?,
+                );
+            }
+            _ => {
+                return Err(err(
+                    source,
+                    step.line(),
+                    "filter steps other than `take_first` and the custom filters in docs/eval.md are not supported",
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A `metric_list` entry's options: `aggregation` must be the harness's for the metric;
+/// `higher_is_better` is accepted; `k` (code metrics) was judged with the metric.
+fn check_metric_options(
+    entry: &Node,
+    source: &str,
+    metric: Metric,
+    want: &str,
+) -> Result<(), EvalError> {
+    let Node::Map(kv, _) = entry else {
+        return Ok(());
+    };
+    for (k, v) in kv {
+        match k.as_str() {
+            "metric" | "higher_is_better" => {}
+            "k" if matches!(metric, Metric::PassAtK1) => {}
+            "aggregation" => {
+                if v.as_str() != Some(want) {
+                    return Err(err(
+                        source,
+                        v.line(),
+                        format!("aggregation for `{}` must be `{want}`", metric.name()),
+                    ));
+                }
+            }
+            _ => {
+                return Err(err(
+                    source,
+                    v.line(),
+                    format!("metric_list option `{k}` is not supported"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
 
 impl TaskDef {
     /// Parses a task file. `base_dir` resolves relative data file paths;
@@ -297,6 +478,9 @@ impl TaskDef {
                 "dataset_name",
                 "process_docs",
                 "process_results",
+                "generation_kwargs",
+                "filter_list",
+                "unsafe_code",
             ];
             if !known.contains(&k.as_str()) && !IGNORED_KEYS.contains(&k.as_str()) {
                 return Err(err(
@@ -357,11 +541,12 @@ impl TaskDef {
             Some(n) => match n.as_str() {
                 Some("multiple_choice") => OutputType::MultipleChoice,
                 Some("loglikelihood_rolling") => OutputType::LoglikelihoodRolling,
+                Some("generate_until") => OutputType::GenerateUntil,
                 Some(o) => {
                     return Err(err(
                         source,
                         n.line(),
-                        format!("output_type `{o}` is not supported (use multiple_choice or loglikelihood_rolling)"),
+                        format!("output_type `{o}` is not supported (use multiple_choice, loglikelihood_rolling or generate_until)"),
                     ))
                 }
                 None => return Err(err(source, n.line(), "`output_type` must be a string")),
@@ -507,6 +692,8 @@ impl TaskDef {
         let mut fs_target = target_delimiter.clone();
         let mut fs_fewshot = fewshot_delimiter.clone();
         let mut fewshot_split = text("fewshot_split")?;
+        let mut fewshot_samples = None;
+        let ds_name = dataset_path_value.unwrap_or_default();
         if let Some(fc) = root.get("fewshot_config") {
             let Node::Map(kv, _) = fc else {
                 return Err(err(source, fc.line(), "`fewshot_config` must be a mapping"));
@@ -519,11 +706,20 @@ impl TaskDef {
                     ("target_delimiter", Some(s)) => fs_target = s,
                     ("fewshot_delimiter", Some(s)) => fs_fewshot = s,
                     ("split", Some(s)) => fewshot_split = Some(s),
+                    ("samples", None) if matches!(v, Node::Function { .. }) => {
+                        let Node::Function { name: f, line } = v else {
+                            unreachable!()
+                        };
+                        fewshot_samples =
+                            Some(crate::process::SamplesFn::find(f, ds_name).ok_or_else(|| {
+                                err(source, *line, crate::process::refusal("samples", f, ds_name))
+                            })?);
+                    }
                     _ => {
                         return Err(err(
                             source,
                             v.line(),
-                            format!("fewshot_config.{k} is not supported (supported: sampler default|first_n, split, target_delimiter, fewshot_delimiter)"),
+                            format!("fewshot_config.{k} is not supported (supported: sampler default|first_n, split, samples (the functions in docs/eval.md), target_delimiter, fewshot_delimiter)"),
                         ))
                     }
                 }
@@ -548,6 +744,13 @@ impl TaskDef {
                     Metric::BytePerplexity,
                     Metric::BitsPerByte,
                 ],
+                OutputType::GenerateUntil => {
+                    return Err(err(
+                        source,
+                        1,
+                        "generate_until needs a `metric_list` (glass eval computes the code metrics in docs/eval.md)",
+                    ))
+                }
             },
             Some(Node::Seq(items, _)) => {
                 let mut out = Vec::new();
@@ -555,6 +758,21 @@ impl TaskDef {
                     let m = it.get("metric").ok_or_else(|| {
                         err(source, it.line(), "each metric_list entry needs `metric:`")
                     })?;
+                    if let Node::Function { name: f, line } = m {
+                        let metric = crate::process::metric_fn(f, ds_name, it).ok_or_else(|| {
+                            err(source, *line, crate::process::refusal("metric", f, ds_name))
+                        })?;
+                        if output_type != OutputType::GenerateUntil {
+                            return Err(err(
+                                source,
+                                *line,
+                                format!("metric `!function {f}` applies to generate_until tasks"),
+                            ));
+                        }
+                        check_metric_options(it, source, metric, "mean")?;
+                        out.push(metric);
+                        continue;
+                    }
                     let name = m.as_str().unwrap_or_default();
                     let metric = Metric::parse(name).ok_or_else(|| {
                         err(source, m.line(), format!("metric `{name}` is not supported (acc, acc_norm, word_perplexity, byte_perplexity, bits_per_byte)"))
@@ -576,42 +794,49 @@ impl TaskDef {
                             format!("metric `{name}` does not apply to this output_type"),
                         ));
                     }
-                    if let Node::Map(kv, _) = it {
-                        for (k, v) in kv {
-                            match k.as_str() {
-                                "metric" | "higher_is_better" => {}
-                                "aggregation" => {
-                                    let want = match metric {
-                                        Metric::Acc | Metric::AccNorm => "mean",
-                                        Metric::WordPerplexity | Metric::BytePerplexity => {
-                                            "weighted_perplexity"
-                                        }
-                                        Metric::BitsPerByte => "bits_per_byte",
-                                    };
-                                    if v.as_str() != Some(want) {
-                                        return Err(err(
-                                            source,
-                                            v.line(),
-                                            format!("aggregation for `{name}` must be `{want}`"),
-                                        ));
-                                    }
-                                }
-                                _ => {
-                                    return Err(err(
-                                        source,
-                                        v.line(),
-                                        format!("metric_list option `{k}` is not supported"),
-                                    ))
-                                }
-                            }
-                        }
-                    }
+                    let want = match metric {
+                        Metric::WordPerplexity | Metric::BytePerplexity => "weighted_perplexity",
+                        Metric::BitsPerByte => "bits_per_byte",
+                        _ => "mean",
+                    };
+                    check_metric_options(it, source, metric, want)?;
                     out.push(metric);
                 }
                 out
             }
             Some(n) => return Err(err(source, n.line(), "`metric_list` must be a list")),
         };
+        let generation = match (output_type, root.get("generation_kwargs")) {
+            (OutputType::GenerateUntil, g) => Some(parse_generation(
+                g.filter(|n| !n.is_null()),
+                source,
+                &fewshot_delimiter,
+            )?),
+            (_, Some(g)) if !g.is_null() => {
+                return Err(err(
+                    source,
+                    g.line(),
+                    "`generation_kwargs` applies to generate_until tasks",
+                ))
+            }
+            _ => None,
+        };
+        let filter = match root.get("filter_list") {
+            Some(f) if !f.is_null() => {
+                if output_type != OutputType::GenerateUntil {
+                    return Err(err(
+                        source,
+                        f.line(),
+                        "`filter_list` applies to generate_until tasks",
+                    ));
+                }
+                parse_filter(f, source, ds_name)?
+            }
+            _ => None,
+        };
+        if output_type == OutputType::GenerateUntil && doc_to_text.is_none() {
+            return Err(err(source, 1, "generate_until needs `doc_to_text`"));
+        }
         Ok(TaskDef {
             name,
             source: source.to_string(),
@@ -639,6 +864,9 @@ impl TaskDef {
             datasets_cache: None,
             process_docs,
             process_results,
+            generation,
+            filter,
+            fewshot_samples,
         })
     }
 
@@ -679,7 +907,8 @@ impl TaskDef {
     /// Loads the splits this task uses, hashing the YAML and every data file.
     pub fn load(&self) -> Result<TaskData, EvalError> {
         let mut needed = vec![self.eval_split()?.to_string()];
-        if self.num_fewshot > 0 {
+        let listed = self.fewshot_split.is_none() && self.fewshot_samples.is_some();
+        if self.num_fewshot > 0 && !listed {
             if let Some(s) = self.fewshot_source_split() {
                 needed.push(s.to_string());
             }

@@ -37,6 +37,34 @@ fn check_requests(mut task: TaskDef, expected: &Value) {
     let docs = expected["docs"].as_array().unwrap();
     assert_eq!(prepared.len(), docs.len(), "{}", task.name);
     for (p, d) in prepared.iter().zip(docs) {
+        if let Prepared::Generate {
+            context,
+            until,
+            max_gen_toks,
+            ..
+        } = p
+        {
+            // generate_until: one request, (context, generation_kwargs).
+            let r = &d["requests"][0];
+            assert_eq!(
+                context,
+                r[0].as_str().unwrap(),
+                "{} doc {}",
+                task.name,
+                d["doc"]
+            );
+            let want: Vec<&str> = r[1]["until"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u.as_str().unwrap())
+                .collect();
+            assert_eq!(until, &want, "{}", task.name);
+            let max = r[1]["max_gen_toks"].as_u64().unwrap_or(256) as usize;
+            assert_eq!(*max_gen_toks, max, "{}", task.name);
+            assert_eq!(r[1]["do_sample"], Value::Bool(false));
+            continue;
+        }
         let Prepared::MultipleChoice {
             context,
             continuations,
@@ -76,7 +104,7 @@ fn check_requests(mut task: TaskDef, expected: &Value) {
 fn shipped_benchmark_yaml_builds_the_harness_requests() {
     let f = json("benchmarks.json");
     let tasks = f["tasks"].as_object().unwrap();
-    assert_eq!(tasks.len(), 7);
+    assert_eq!(tasks.len(), 9);
     for (name, expected) in tasks {
         let mut task = bundled_task(name);
         // JSON Lines, and for MMLU's test split the hub's Parquet file.

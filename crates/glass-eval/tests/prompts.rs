@@ -103,11 +103,27 @@ fn unsupported_features_are_named_with_their_line() {
     assert!(e.contains("t.yaml:11") && e.contains("!function"), "{e}");
     let e = parse_err(&format!("{base}filter_list:\n  - name: x\n"));
     assert!(e.contains("t.yaml:11") && e.contains("filter_list"), "{e}");
-    let e = parse_err(&base.replace("multiple_choice", "generate_until"));
+    let e = parse_err(&base.replace("multiple_choice", "loglikelihood"));
     assert!(
-        e.contains("t.yaml:6") && e.contains("generate_until"),
+        e.contains("t.yaml:6") && e.contains("output_type `loglikelihood`"),
         "{e}"
     );
+    // Generation: sampling, and code metrics outside their benchmark, are refused.
+    let gen = base.replace("multiple_choice", "generate_until");
+    let e = parse_err(&format!(
+        "{gen}metric_list:\n  - metric: !function utils.pass_at_1\ngeneration_kwargs:\n  do_sample: true\n"
+    ));
+    assert!(
+        e.contains("t.yaml:12") && e.contains("utils.pass_at_1"),
+        "{e}"
+    );
+    let e = parse_err(&format!(
+        "{}metric_list:\n  - metric: !function utils.pass_at_1\ngeneration_kwargs:\n  do_sample: true\n",
+        gen.replace("dataset_path: json", "dataset_path: google-research-datasets/mbpp")
+    ));
+    assert!(e.contains("t.yaml:14") && e.contains("do_sample"), "{e}");
+    let e = parse_err(&gen);
+    assert!(e.contains("generate_until needs a `metric_list`"), "{e}");
     let e = parse_err(&format!("{base}metric_list:\n  - metric: exact_match\n"));
     assert!(e.contains("t.yaml:12") && e.contains("exact_match"), "{e}");
     // A hub dataset parses; loading it without local files says where to put them.

@@ -66,6 +66,7 @@ fn scorer<'a>(
 ) -> Scorer<'a> {
     Scorer {
         model,
+        packed: None,
         tokenizer: tok,
         prefix_token,
         max_length,
@@ -207,4 +208,121 @@ fn batched_rolling_windows_sum_like_single_texts() {
             "{loglikelihood} vs {want}"
         );
     }
+}
+
+/// Greedy continuation from uncached full forwards, to `max_new` tokens or the
+/// end-of-sequence token, decoded without special tokens and cut at the stops: what the
+/// harness's answer is, whatever step its stopping criteria fire at.
+fn reference_generation(
+    model: &Model,
+    tok: &GlassTokenizer,
+    ctx: &[u32],
+    max_new: usize,
+    stops: &[String],
+) -> String {
+    let mut m = model.clone_for_test();
+    let v = m.cfg.vocab_size;
+    let eos = tok.specials().eos;
+    let mut seq = ctx.to_vec();
+    let mut out = Vec::new();
+    for _ in 0..max_new {
+        let logits = m.forward_logits(&seq, 1, seq.len()).unwrap();
+        let t = glass_eval::generate::argmax_f32(&logits[(seq.len() - 1) * v..]);
+        if t == eos {
+            break;
+        }
+        out.push(t);
+        seq.push(t);
+    }
+    let text = tok.hf().decode(&out, true).unwrap();
+    glass_eval::generate::cut_at_stops(&text, stops)
+}
+
+fn generation_docs(n: usize, max_gen_toks: usize) -> Vec<glass_eval::Prepared> {
+    bundled_docs("glass_cloze", n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let glass_eval::Prepared::MultipleChoice { context, .. } = p else {
+                unreachable!()
+            };
+            glass_eval::Prepared::Generate {
+                // Contexts of different lengths, some longer than the model allows.
+                context: context.repeat(1 + i % 3),
+                until: vec!["\n".into(), ["e ", "the"][i % 2].into()],
+                max_gen_toks: max_gen_toks + i % 5,
+                reference: String::new(),
+                prediction_prefix: String::new(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn batched_greedy_generation_equals_full_forwards_cut_at_the_stops() {
+    let (model, tok) = setup(96);
+    let s = scorer(&model, &tok, tok.specials().eos, 96);
+    let docs = generation_docs(21, 10);
+    let got = s.generate_all(&docs, &|_| {}).unwrap();
+    assert_eq!(got.len(), docs.len());
+    let mut stopped_early = 0;
+    for (d, g) in docs.iter().zip(&got) {
+        let glass_eval::Prepared::Generate {
+            context,
+            until,
+            max_gen_toks,
+            ..
+        } = d
+        else {
+            unreachable!()
+        };
+        let ctx = s.generation_context(context, *max_gen_toks).unwrap();
+        assert!(ctx.len() <= 96 - max_gen_toks);
+        assert_eq!(g.context_tokens, ctx.len());
+        let stops = s.stop_sequences(until).unwrap();
+        let want = reference_generation(&model, &tok, &ctx, *max_gen_toks, &stops);
+        assert_eq!(g.completion, want);
+        stopped_early += usize::from(g.tokens < *max_gen_toks);
+    }
+    // The stop sequences fired for some documents, so early stopping was exercised.
+    assert!(stopped_early > 0);
+}
+
+#[test]
+fn generation_is_identical_for_any_thread_count() {
+    let (model, tok) = setup(96);
+    let s = scorer(&model, &tok, tok.specials().eos, 96);
+    let docs = generation_docs(40, 8);
+    let run = |threads| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| s.generate_all(&docs, &|_| {}).unwrap())
+    };
+    assert_eq!(run(1), run(3));
+}
+
+#[test]
+fn generation_refuses_max_gen_toks_beyond_the_model_length() {
+    let (model, tok) = setup(32);
+    let s = scorer(&model, &tok, tok.specials().eos, 32);
+    let docs = generation_docs(1, 40);
+    let e = s.generate_all(&docs, &|_| {}).unwrap_err().to_string();
+    assert!(e.contains("max_gen_toks 40"), "{e}");
+}
+
+#[test]
+fn packed_scoring_gives_the_same_bits() {
+    let (model, tok) = setup(64);
+    let docs = bundled_docs("glass_cloze", 20);
+    let plain = scorer(&model, &tok, tok.specials().eos, 64)
+        .score_all(&docs, &|_| {})
+        .unwrap();
+    let packed = model.packed();
+    let s = Scorer {
+        packed: Some(&packed),
+        ..scorer(&model, &tok, tok.specials().eos, 64)
+    };
+    assert_eq!(s.score_all(&docs, &|_| {}).unwrap(), plain);
 }
