@@ -2,58 +2,12 @@
 //! continues its parent's stream reproduces the parent bit for bit when unchanged, a
 //! changed branch differs exactly where its change says, and `glass diff` shows it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
 mod common;
-use common::{glass, ok};
-
-/// A small, fast run (as in runs.rs): 1-layer model, 16-token rows, 4 rows a step, 4
-/// steps a chunk; stages of 19 and 16 steps (boundary at step 19, inside chunk 4).
-fn make_run(run: &Path, skip_steps: &[i64]) -> PathBuf {
-    ok(&["init", &p(run), "--preset", "tiny"]);
-    let cfg = run.join("glass.toml");
-    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
-    let set = |t: &mut toml::Table, path: &[&str], v: toml::Value| {
-        let mut cur = t;
-        for k in &path[..path.len() - 1] {
-            cur = cur.get_mut(*k).unwrap().as_table_mut().unwrap();
-        }
-        cur.insert(path[path.len() - 1].to_string(), v);
-    };
-    use toml::Value::Integer as I;
-    for (k, v) in [
-        ("d_model", 32),
-        ("n_layers", 1),
-        ("n_heads", 2),
-        ("n_kv_heads", 2),
-        ("ffn_hidden", 48),
-        ("max_seq_len", 32),
-    ] {
-        set(&mut t, &["model", k], I(v));
-    }
-    set(&mut t, &["train", "micro_batch_rows"], I(2));
-    let skips = skip_steps.iter().map(|&s| I(s)).collect();
-    set(&mut t, &["guard", "skip_steps"], toml::Value::Array(skips));
-    set(&mut t, &["data", "seq_len"], I(16));
-    set(&mut t, &["data", "rows_per_step"], I(4));
-    set(&mut t, &["data", "steps_per_chunk"], I(4));
-    set(&mut t, &["data", "validation", "rows"], I(8));
-    for (i, tokens) in [1280, 1024].into_iter().enumerate() {
-        t.get_mut("data").unwrap()["stages"].as_array_mut().unwrap()[i]
-            .as_table_mut()
-            .unwrap()
-            .insert("tokens".into(), I(tokens));
-    }
-    std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
-    ok(&["data", "prepare", &p(run)]);
-    run.to_path_buf()
-}
-
-fn p(run: &Path) -> String {
-    run.to_str().unwrap().to_string()
-}
+use common::{glass, ok, p, small_run};
 
 fn manifest(run: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap()
@@ -111,7 +65,7 @@ fn unchanged_continuing_branches_reproduce_the_parent_bit_for_bit() {
     let tmp = tempfile::tempdir().unwrap();
     // Skipped steps 10 and 22 and the stage boundary at step 19 lie after both branch
     // points (steps 4 and 16).
-    let parent = make_run(&tmp.path().join("parent"), &[10, 22]);
+    let parent = small_run(&tmp.path().join("parent"), &[10, 22]);
     ok(&["train", &p(&parent), "--quiet"]);
     let reference = tensor_hashes(&parent);
     assert_eq!(reference[3].0, 4);
@@ -209,7 +163,7 @@ fn unchanged_continuing_branches_reproduce_the_parent_bit_for_bit() {
 #[test]
 fn a_branch_that_skips_a_chunk_differs_from_it_on_and_only_in_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let parent = make_run(&tmp.path().join("parent"), &[]);
+    let parent = small_run(&tmp.path().join("parent"), &[]);
     ok(&["train", &p(&parent), "--quiet"]);
     let reference = tensor_hashes(&parent);
     let b = tmp.path().join("skip3");
@@ -379,7 +333,7 @@ fn a_branch_that_skips_a_chunk_differs_from_it_on_and_only_in_it() {
 #[test]
 fn a_branch_that_drops_a_source_changes_only_the_remaining_stream() {
     let tmp = tempfile::tempdir().unwrap();
-    let parent = make_run(&tmp.path().join("parent"), &[]);
+    let parent = small_run(&tmp.path().join("parent"), &[]);
     ok(&["train", &p(&parent), "--quiet"]);
     let reference = tensor_hashes(&parent);
     // From checkpoint 3 (step 4), the second stage (steps 19..35) trains on English

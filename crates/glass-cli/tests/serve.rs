@@ -16,54 +16,9 @@ use glass_serve::client::{get, Reply};
 use serde_json::Value;
 
 mod common;
-use common::ok;
+use common::{ok, p, small_run};
 
 const SECRET: &str = "GLASS-SERVE-SECRET-7f3a";
-
-fn p(run: &Path) -> String {
-    run.to_str().unwrap().to_string()
-}
-
-/// A small, fast run (as in runs.rs): 1-layer model, 16-token rows, 4 rows a step, 4
-/// steps a chunk.
-fn make_run(run: &Path, skip_steps: &[i64]) {
-    ok(&["init", &p(run), "--preset", "tiny"]);
-    let cfg = run.join("glass.toml");
-    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
-    let set = |t: &mut toml::Table, path: &[&str], v: toml::Value| {
-        let mut cur = t;
-        for k in &path[..path.len() - 1] {
-            cur = cur.get_mut(*k).unwrap().as_table_mut().unwrap();
-        }
-        cur.insert(path[path.len() - 1].to_string(), v);
-    };
-    use toml::Value::Integer as I;
-    for (k, v) in [
-        ("d_model", 32),
-        ("n_layers", 1),
-        ("n_heads", 2),
-        ("n_kv_heads", 2),
-        ("ffn_hidden", 48),
-        ("max_seq_len", 32),
-    ] {
-        set(&mut t, &["model", k], I(v));
-    }
-    set(&mut t, &["train", "micro_batch_rows"], I(2));
-    let skips = skip_steps.iter().map(|&s| I(s)).collect();
-    set(&mut t, &["guard", "skip_steps"], toml::Value::Array(skips));
-    set(&mut t, &["data", "seq_len"], I(16));
-    set(&mut t, &["data", "rows_per_step"], I(4));
-    set(&mut t, &["data", "steps_per_chunk"], I(4));
-    set(&mut t, &["data", "validation", "rows"], I(8));
-    for (i, tokens) in [1280, 1024].into_iter().enumerate() {
-        t.get_mut("data").unwrap()["stages"].as_array_mut().unwrap()[i]
-            .as_table_mut()
-            .unwrap()
-            .insert("tokens".into(), I(tokens));
-    }
-    std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
-    ok(&["data", "prepare", &p(run)]);
-}
 
 /// runs/parent (trained with a configured skip and a guard rollback, indexed) and
 /// runs/branch (continuing the parent from checkpoint 3), plus a secret file beside
@@ -76,7 +31,7 @@ fn fixture() -> &'static Path {
         std::fs::write(tmp.path().join("secret.txt"), SECRET).unwrap();
         let runs = tmp.path().join("runs");
         let parent = runs.join("parent");
-        make_run(&parent, &[10]);
+        small_run(&parent, &[10]);
         ok(&["train", &p(&parent), "--quiet", "--inject-nan-at-step", "6"]);
         ok(&["index", &p(&parent), "--quiet"]);
         let branch = runs.join("branch");

@@ -2,7 +2,7 @@
 
 mod common;
 
-use glass_engine::{CachedInput, KvCache, Model, NormKind, Sampler, SamplingConfig};
+use glass_engine::{CachedInput, KvCache, Model, NormKind, PackedModel, Sampler, SamplingConfig};
 
 #[test]
 fn cached_logits_equal_full_sequence_logits() {
@@ -119,6 +119,38 @@ fn caches_grow_as_used_and_match_across_blocks() {
     assert!(err < 1e-5, "relative error {err}");
 }
 
+/// Decodes `group` together (a prefill of `steps[0]`, then the other spans), with the
+/// weights packed when `packed` is given; returns each sequence's logits as bits, in
+/// feeding order.
+fn decode_bits(
+    model: &Model,
+    packed: Option<&PackedModel<'_>>,
+    group: &[Vec<u32>],
+    steps: &[(usize, usize)],
+) -> Vec<Vec<u32>> {
+    let mut caches: Vec<KvCache> = group.iter().map(|_| KvCache::new(model)).collect();
+    let mut per_seq: Vec<Vec<u32>> = vec![Vec::new(); group.len()];
+    for &(lo, hi) in steps {
+        let mut items: Vec<CachedInput<'_>> = group
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(s, cache)| CachedInput {
+                tokens: &s[lo..hi],
+                cache,
+                keep: 1,
+            })
+            .collect();
+        let out = match packed {
+            Some(p) => p.forward_cached_batch(&mut items).unwrap(),
+            None => model.forward_cached_batch(&mut items).unwrap(),
+        };
+        for (bits, logits) in per_seq.iter_mut().zip(out) {
+            bits.extend(logits.into_iter().map(f32::to_bits));
+        }
+    }
+    per_seq
+}
+
 /// Weights packed once ([`Model::packed`]) give the bits of per-product packing, at
 /// shapes that reach every path of the packed GEMM: two k-blocks (d_model and ffn over
 /// 256), a head wider than one column block (vocab over 1024), decode-sized products
@@ -146,31 +178,11 @@ fn packed_weights_give_the_same_bits() {
         let seqs: Vec<Vec<u32>> = (0..32)
             .map(|i| common::tokens(12, cfg.vocab_size, 100 + i))
             .collect();
-        let run = |use_packed: bool| {
-            let mut caches: Vec<KvCache> = seqs.iter().map(|_| KvCache::new(&model)).collect();
-            let mut all = Vec::new();
-            // A prefill of 8 tokens, then four one-token steps, 32 sequences together.
-            for (lo, hi) in [(0, 8), (8, 9), (9, 10), (10, 11), (11, 12)] {
-                let mut items: Vec<CachedInput<'_>> = seqs
-                    .iter()
-                    .zip(caches.iter_mut())
-                    .map(|(s, cache)| CachedInput {
-                        tokens: &s[lo..hi],
-                        cache,
-                        keep: 1,
-                    })
-                    .collect();
-                let out = if use_packed {
-                    packed.forward_cached_batch(&mut items).unwrap()
-                } else {
-                    model.forward_cached_batch(&mut items).unwrap()
-                };
-                all.extend(out.into_iter().flatten().map(f32::to_bits));
-            }
-            all
-        };
-        let (plain, with_packed) = (run(false), run(true));
-        assert_eq!(plain.len(), 5 * 32 * cfg.vocab_size);
+        // A prefill of 8 tokens, then four one-token steps, 32 sequences together.
+        let steps = [(0, 8), (8, 9), (9, 10), (10, 11), (11, 12)];
+        let plain = decode_bits(&model, None, &seqs, &steps);
+        let with_packed = decode_bits(&model, Some(&packed), &seqs, &steps);
+        assert_eq!(plain.concat().len(), 5 * 32 * cfg.vocab_size);
         assert!(plain == with_packed, "packed weights changed the logits");
     });
 }
@@ -193,32 +205,13 @@ fn a_sequence_gets_the_same_bits_in_any_batch() {
         .unwrap();
     pool.install(|| {
         let packed = model.packed();
-        // Logits bits of sequence 0..n decoded in batches of `batch`.
-        let run = |batch: usize, use_packed: bool| {
-            let mut per_seq: Vec<Vec<u32>> = vec![Vec::new(); seqs.len()];
-            for (b, group) in seqs.chunks(batch).enumerate() {
-                let mut caches: Vec<KvCache> = group.iter().map(|_| KvCache::new(&model)).collect();
-                for (lo, hi) in [(0, 6), (6, 7), (7, 8), (8, 9), (9, 10)] {
-                    let mut items: Vec<CachedInput<'_>> = group
-                        .iter()
-                        .zip(caches.iter_mut())
-                        .map(|(s, cache)| CachedInput {
-                            tokens: &s[lo..hi],
-                            cache,
-                            keep: 1,
-                        })
-                        .collect();
-                    let out = if use_packed {
-                        packed.forward_cached_batch(&mut items).unwrap()
-                    } else {
-                        model.forward_cached_batch(&mut items).unwrap()
-                    };
-                    for (i, l) in out.into_iter().enumerate() {
-                        per_seq[b * batch + i].extend(l.into_iter().map(f32::to_bits));
-                    }
-                }
-            }
-            per_seq
+        // Logits bits of every sequence, decoded in batches of `batch`.
+        let steps = [(0, 6), (6, 7), (7, 8), (8, 9), (9, 10)];
+        let run = |batch: usize, use_packed: bool| -> Vec<Vec<u32>> {
+            let p = use_packed.then_some(&packed);
+            seqs.chunks(batch)
+                .flat_map(|group| decode_bits(&model, p, group, &steps))
+                .collect()
         };
         let alone = run(1, false);
         for batch in [5, 13, 40] {

@@ -168,13 +168,15 @@ fn strip_generic<const W: usize>(r: &Row<'_>, j0: usize) -> [f32; W] {
 #[inline(always)]
 fn row_generic<const W: usize>(r: &Row<'_>, c: &mut [f32]) {
     strips(c.len(), W, W, |j0, w, from| {
-        if w == W {
-            let t = strip_generic::<W>(r, j0);
-            finish(&t, j0, from, r.alpha, r.accumulate, c);
+        let (wide, single);
+        let t: &[f32] = if w == W {
+            wide = strip_generic::<W>(r, j0);
+            &wide
         } else {
-            let t = strip_generic::<1>(r, j0);
-            finish(&t, j0, from, r.alpha, r.accumulate, c);
-        }
+            single = strip_generic::<1>(r, j0);
+            &single
+        };
+        finish(t, j0, from, r.alpha, r.accumulate, c);
     });
 }
 
@@ -229,34 +231,24 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn row_avx512(r: &Row<'_>, c: &mut [f32]) {
         strips(c.len(), 64, 16, |j0, w, from| {
-            // SAFETY: avx512f is present (this function's contract); `strips` keeps
-            // every strip inside columns 0..n, which the caller bounded in `r.b`.
-            match w {
-                64 => finish(
-                    unsafe { strip512::<4>(r, j0) }.as_flattened(),
-                    j0,
-                    from,
-                    r.alpha,
-                    r.accumulate,
-                    c,
-                ),
-                16 => finish(
-                    unsafe { strip512::<1>(r, j0) }.as_flattened(),
-                    j0,
-                    from,
-                    r.alpha,
-                    r.accumulate,
-                    c,
-                ),
-                _ => finish(
-                    &strip_generic::<1>(r, j0),
-                    j0,
-                    from,
-                    r.alpha,
-                    r.accumulate,
-                    c,
-                ),
-            }
+            // SAFETY: the CPU has the instructions (this function's contract); `strips`
+            // keeps every strip inside columns 0..n, which the caller bounded in `r.b`.
+            let (wide, narrow, single);
+            let t: &[f32] = match w {
+                64 => {
+                    wide = unsafe { strip512::<4>(r, j0) };
+                    wide.as_flattened()
+                }
+                16 => {
+                    narrow = unsafe { strip512::<1>(r, j0) };
+                    narrow.as_flattened()
+                }
+                _ => {
+                    single = strip_generic::<1>(r, j0);
+                    &single
+                }
+            };
+            finish(t, j0, from, r.alpha, r.accumulate, c);
         });
     }
 
@@ -305,33 +297,24 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn row_avx2(r: &Row<'_>, c: &mut [f32]) {
         strips(c.len(), 32, 8, |j0, w, from| {
-            // SAFETY: avx2+fma are present; strips stay inside the bounded columns.
-            match w {
-                32 => finish(
-                    unsafe { strip256::<4>(r, j0) }.as_flattened(),
-                    j0,
-                    from,
-                    r.alpha,
-                    r.accumulate,
-                    c,
-                ),
-                8 => finish(
-                    unsafe { strip256::<1>(r, j0) }.as_flattened(),
-                    j0,
-                    from,
-                    r.alpha,
-                    r.accumulate,
-                    c,
-                ),
-                _ => finish(
-                    &strip_generic::<1>(r, j0),
-                    j0,
-                    from,
-                    r.alpha,
-                    r.accumulate,
-                    c,
-                ),
-            }
+            // SAFETY: the CPU has the instructions (this function's contract); `strips`
+            // keeps every strip inside columns 0..n, which the caller bounded in `r.b`.
+            let (wide, narrow, single);
+            let t: &[f32] = match w {
+                32 => {
+                    wide = unsafe { strip256::<4>(r, j0) };
+                    wide.as_flattened()
+                }
+                8 => {
+                    narrow = unsafe { strip256::<1>(r, j0) };
+                    narrow.as_flattened()
+                }
+                _ => {
+                    single = strip_generic::<1>(r, j0);
+                    &single
+                }
+            };
+            finish(t, j0, from, r.alpha, r.accumulate, c);
         });
     }
 }
