@@ -206,6 +206,105 @@ impl AtomicFile {
         written
     }
 
+    /// Appends the rest of `src` (from its position to its end), read from `src_path`.
+    ///
+    /// On Linux the kernel copies (`copy_file_range`: from page cache to page cache, one
+    /// copy of every byte where reading and writing make two), in steps of
+    /// [`WRITEBACK_STEP`]; each step's writeback is started as in [`AtomicFile::write`],
+    /// and a second thread hashes it from this file's own pages, through a read-only map,
+    /// while the next step is copied. The hash is thus of the bytes in the file. Where the
+    /// kernel refuses (another filesystem on an older kernel, a special file), or off
+    /// Linux, the bytes are read and written instead.
+    pub fn copy_from(&mut self, src: &mut File, src_path: &Path) -> Result<()> {
+        #[cfg(target_os = "linux")]
+        if self.kernel_copy(src, src_path)? {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(COPY_BLOCK);
+        let mut src = src.take(0);
+        loop {
+            buf.clear();
+            src.set_limit(COPY_BLOCK as u64);
+            if src.read_to_end(&mut buf).at(src_path)? == 0 {
+                return Ok(());
+            }
+            self.write(&buf)?;
+        }
+    }
+
+    /// [`AtomicFile::copy_from`] by `copy_file_range`; `Ok(false)` when the kernel
+    /// refuses before the first byte (nothing was copied or hashed then).
+    #[cfg(target_os = "linux")]
+    fn kernel_copy(&mut self, src: &mut File, src_path: &Path) -> Result<bool> {
+        use std::os::fd::AsRawFd;
+        let out = self.out.as_mut().expect("open");
+        out.flush().at(&self.tmp)?;
+        let file: &File = out.get_ref();
+        let reader = File::open(&self.tmp).at(&self.tmp)?;
+        let mut hasher = std::mem::take(&mut self.hasher);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, usize)>(2);
+        let start = self.len;
+        let (len, written_back) = (&mut self.len, &mut self.written_back);
+        let (copied, hashed) = std::thread::scope(|s| {
+            let hashing = s.spawn(move || -> std::io::Result<Sha256> {
+                for (offset, n) in rx {
+                    hash_mapped(&reader, offset, n, &mut hasher)?;
+                }
+                Ok(hasher)
+            });
+            let copied = (|| -> std::io::Result<bool> {
+                loop {
+                    // SAFETY: both descriptors are open for the call (`src` and `file`
+                    // are borrowed), and null offsets make the kernel use and advance
+                    // each file's own position.
+                    let n = unsafe {
+                        libc::copy_file_range(
+                            src.as_raw_fd(),
+                            std::ptr::null_mut(),
+                            file.as_raw_fd(),
+                            std::ptr::null_mut(),
+                            WRITEBACK_STEP as usize,
+                            0,
+                        )
+                    };
+                    if n < 0 {
+                        let e = std::io::Error::last_os_error();
+                        let refused = matches!(
+                            e.raw_os_error(),
+                            Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL)
+                        );
+                        if refused && *len == start {
+                            return Ok(false);
+                        }
+                        return Err(e);
+                    }
+                    if n == 0 {
+                        return Ok(true);
+                    }
+                    if tx.send((*len, n as usize)).is_err() {
+                        // The hashing thread stopped on an error, which join reports.
+                        return Ok(true);
+                    }
+                    *len += n as u64;
+                    if *len - *written_back >= WRITEBACK_STEP {
+                        start_writeback(file, *written_back, *len);
+                        *written_back = *len;
+                    }
+                }
+            })();
+            drop(tx);
+            let hashed = hashing
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (copied, hashed)
+        });
+        // Which file failed: the copy names the source (reads fail far more often than
+        // writes to a fresh temp file), the hash names the temp file it maps.
+        let copied = copied.at(src_path)?;
+        self.hasher = hashed.at(&self.tmp)?;
+        Ok(copied)
+    }
+
     /// Copies bytes into the file (the caller hashes them).
     fn write_unhashed(&mut self, bytes: &[u8]) -> Result<()> {
         // In pieces, so a large buffer's first megabytes go to disk while the rest is
@@ -235,6 +334,28 @@ impl AtomicFile {
         Ok((hex::encode(hash.finalize()), self.len))
     }
 }
+
+/// Hashes bytes `offset..offset + len` of `f` through a read-only map of just them.
+#[cfg(target_os = "linux")]
+fn hash_mapped(f: &File, offset: u64, len: usize, h: &mut Sha256) -> std::io::Result<()> {
+    // SAFETY: `f` is this process's own temp file (a fresh name no one else writes) and
+    // this range is no longer being written: the copy has moved on to later offsets. Only
+    // another process truncating the temp file could fault the read.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(len)
+            .populate()
+            .map(f)?
+    };
+    h.update(&map[..]);
+    Ok(())
+}
+
+/// Bytes read and written at a time where [`AtomicFile::copy_from`] cannot have the
+/// kernel copy (large enough that [`AtomicFile::write`] hashes beside the copy, small
+/// enough to stay in cache between the two).
+const COPY_BLOCK: usize = 4 << 20;
 
 /// Starts (does not wait for) writeback of bytes `from..to` of `f`; advisory, so a
 /// failure is ignored (the fsync at commit reports real I/O errors).
@@ -335,5 +456,51 @@ mod tests {
         assert_eq!(f.commit().unwrap(), (sha, data.len() as u64));
         assert_eq!(std::fs::read(&whole).unwrap(), data);
         assert_eq!(std::fs::read(&pieces).unwrap(), data);
+    }
+    /// A copy after a few written bytes (so the kernel's steps start off a page
+    /// boundary), over several steps and a remainder, followed by more writes: the file
+    /// and its hash are those of the bytes, whichever way the copy went. The kernel path
+    /// is checked to have run, and the read-and-write path is forced with a pipe, which
+    /// `copy_file_range` refuses.
+    #[test]
+    fn copies_land_whole_by_kernel_and_by_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(2 * WRITEBACK_STEP as usize + 54_321))
+            .map(|i| (i * 13 % 253) as u8)
+            .collect();
+        let src_path = dir.path().join("src.bin");
+        std::fs::write(&src_path, &data).unwrap();
+        let expected = [&b"head"[..], &data, b"tail"].concat();
+
+        let dst = dir.path().join("kernel.bin");
+        let mut out = AtomicFile::create(&dst).unwrap();
+        out.write(b"head").unwrap();
+        let mut src = File::open(&src_path).unwrap();
+        #[cfg(target_os = "linux")]
+        assert!(
+            out.kernel_copy(&mut src, &src_path).unwrap(),
+            "the kernel refused"
+        );
+        #[cfg(not(target_os = "linux"))]
+        out.copy_from(&mut src, &src_path).unwrap();
+        out.write(b"tail").unwrap();
+        let got = out.commit().unwrap();
+        assert_eq!(got, (sha256_hex(&expected), expected.len() as u64));
+        assert!(std::fs::read(&dst).unwrap() == expected);
+
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let feed = {
+            let data = data.clone();
+            std::thread::spawn(move || writer.write_all(&data).unwrap())
+        };
+        let mut piped = File::from(std::os::fd::OwnedFd::from(reader));
+        let dst = dir.path().join("read.bin");
+        let mut out = AtomicFile::create(&dst).unwrap();
+        out.write(b"head").unwrap();
+        out.copy_from(&mut piped, Path::new("pipe")).unwrap();
+        out.write(b"tail").unwrap();
+        feed.join().unwrap();
+        assert_eq!(out.commit().unwrap(), got);
+        assert!(std::fs::read(&dst).unwrap() == expected);
     }
 }

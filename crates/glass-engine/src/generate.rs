@@ -78,6 +78,31 @@ impl KvCache {
         }
     }
 
+    /// Holds exactly the first `len` positions of `src` (a cache of the same model): a
+    /// prefix that several sequences share is computed once and copied into each one's
+    /// cache, and each sequence then feeds only its own rest.
+    ///
+    /// Panics if `src` holds fewer than `len` positions or is of another shape.
+    pub fn copy_prefix_from(&mut self, src: &KvCache, len: usize) {
+        assert!(
+            len <= src.len && src.kv_dim == self.kv_dim && src.k.len() == self.k.len(),
+            "copy_prefix_from: {len} positions of a cache holding {}",
+            src.len
+        );
+        self.clear();
+        self.reserve_keys(len);
+        let (kvd, from, to) = (self.kv_dim, src.key_cols, self.key_cols);
+        for (dst, s) in self.k.iter_mut().zip(&src.k) {
+            for c in 0..kvd {
+                dst[c * to..c * to + len].copy_from_slice(&s[c * from..c * from + len]);
+            }
+        }
+        for (dst, s) in self.v.iter_mut().zip(&src.v) {
+            dst.extend_from_slice(&s[..len * kvd]);
+        }
+        self.len = len;
+    }
+
     /// Makes room for keys of positions `0..len` (doubling, at most `capacity`), moving
     /// the cached columns into the wider rows.
     fn reserve_keys(&mut self, len: usize) {

@@ -301,16 +301,34 @@ impl Scorer<'_> {
         }
         if !batch.is_empty() {
             let mut lls: Vec<Vec<f64>> = batch.iter().map(|b| vec![0.0; b.2.len()]).collect();
-            // Contexts: one pass, last position's logits only.
+            // The beginning the contexts share (a task's fixed few-shot examples or
+            // primer): computed once and copied into every question's cache.
+            let shared = shared_prefix_len(batch.iter().map(|b| b.1.as_slice()));
+            if shared > 0 {
+                let (first, ctx) = (batch[0].0, &batch[0].1);
+                caches[first].clear();
+                self.batch(&mut [CachedInput {
+                    tokens: &ctx[..shared],
+                    cache: &mut caches[first],
+                    keep: 0,
+                }])
+                .map_err(engine)?;
+                let prefix = std::mem::replace(&mut caches[first], KvCache::new(self.model));
+                for (i, _, _) in &batch {
+                    caches[*i].copy_prefix_from(&prefix, shared);
+                }
+            }
+            // Contexts (the rest of each after the shared beginning): one pass, last
+            // position's logits only.
             let last = {
                 let mut slots: Vec<Option<&mut KvCache>> = caches.iter_mut().map(Some).collect();
                 let mut items: Vec<CachedInput> = batch
                     .iter()
                     .map(|(i, ctx, _)| {
                         let cache = slots[*i].take().expect("one question per slot");
-                        cache.clear();
+                        cache.truncate(shared);
                         CachedInput {
-                            tokens: ctx,
+                            tokens: &ctx[shared..],
                             cache,
                             keep: 1,
                         }
@@ -398,6 +416,31 @@ impl Scorer<'_> {
 
 /// Documents scored together in one group (fixed, so results never depend on threads).
 pub const BATCH_DOCS: usize = 16;
+
+/// Shared beginnings shorter than this many tokens are fed with each context.
+pub const SHARED_PREFIX_MIN: usize = 16;
+
+/// How many leading tokens the contexts of a group share and compute once: their common
+/// prefix, short of the shortest context (each must feed at least its last token, whose
+/// logits score the first continuation token); 0 for fewer than two contexts or a prefix
+/// under [`SHARED_PREFIX_MIN`]. A cached prefix gives every later position the values a
+/// single pass over the whole context would, so scores keep their bits.
+pub fn shared_prefix_len<'a>(contexts: impl IntoIterator<Item = &'a [u32]>) -> usize {
+    let mut it = contexts.into_iter();
+    let Some(first) = it.next() else { return 0 };
+    let (mut n, mut shortest, mut count) = (first.len(), first.len(), 1);
+    for c in it {
+        n = n.min(first.iter().zip(c).take_while(|(a, b)| a == b).count());
+        shortest = shortest.min(c.len());
+        count += 1;
+    }
+    let n = n.min(shortest.saturating_sub(1));
+    if count < 2 || n < SHARED_PREFIX_MIN {
+        0
+    } else {
+        n
+    }
+}
 
 fn engine(e: glass_engine::EngineError) -> EvalError {
     EvalError::Score(e.to_string())

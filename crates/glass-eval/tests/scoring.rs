@@ -183,6 +183,65 @@ fn batched_groups_score_like_single_questions() {
     }
 }
 
+/// Questions after the same few-shot examples (MMLU's fixed shots, TruthfulQA's primer):
+/// the group computes the shared beginning once, and every score keeps the bits of the
+/// question scored alone. Also a group whose contexts share too little to be worth it.
+#[test]
+fn a_shared_few_shot_beginning_keeps_every_score_bit_for_bit() {
+    let (model, tok) = setup(96);
+    let scorer = scorer(&model, &tok, tok.specials().eos, 96);
+    let shots = "Question: Who comes? Answer: Macduff.\nQuestion: What hour? Answer: Midnight.\n";
+    let questions = [
+        "Question: Where is the king? Answer:",
+        "Question: Who knocks? Answer:",
+        "Question: What is done? Answer:",
+        "Question: Is this a dagger? Answer:",
+    ];
+    let choices: Vec<String> = [" Macbeth", " The porter", " Banquo"]
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    for prefix in [shots, ""] {
+        let docs: Vec<glass_eval::Prepared> = questions
+            .iter()
+            .map(|q| glass_eval::Prepared::MultipleChoice {
+                context: format!("{prefix}{q}"),
+                choices: choices.clone(),
+                continuations: choices.clone(),
+                gold: Some(0),
+                mc2_labels: None,
+            })
+            .collect();
+        let contexts: Vec<Vec<u32>> = questions
+            .iter()
+            .map(|q| tok.encode(&format!("{prefix}{q}")).unwrap())
+            .collect();
+        let shared = glass_eval::score::shared_prefix_len(contexts.iter().map(|c| c.as_slice()));
+        if prefix.is_empty() {
+            assert_eq!(shared, 0, "no shared beginning here");
+        } else {
+            assert!(
+                shared >= glass_eval::score::SHARED_PREFIX_MIN,
+                "the shots are shared ({shared} tokens)"
+            );
+        }
+        let batched = scorer.score_all(&docs, &|_| {}).unwrap();
+        let mut cache = KvCache::new(&model);
+        for (q, b) in questions.iter().zip(&batched) {
+            let alone = scorer
+                .multiple_choice(&format!("{prefix}{q}"), &choices, &mut cache)
+                .unwrap();
+            assert_eq!(
+                b,
+                &glass_eval::Scored::MultipleChoice {
+                    loglikelihoods: alone
+                },
+                "{q}"
+            );
+        }
+    }
+}
+
 #[test]
 fn batched_rolling_windows_sum_like_single_texts() {
     let (model, tok) = setup(24);

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glass_data::atomic::{sha256_file, sync_dir, write_atomic, write_atomic_all};
+use glass_data::atomic::{sync_dir, write_atomic, write_atomic_all, AtomicFile};
 use glass_engine::Model;
 use glass_run::checkpoint::CheckpointState;
 use glass_run::{RunConfig, RunManifest};
@@ -218,13 +218,15 @@ pub fn apply_folds(model: &mut Model, f: &Folds) {
 }
 
 /// Writes the weights of `model` as safetensors (sharded above `max_shard_bytes`) into
-/// `dir`; returns the file names written (index last when sharded).
+/// `dir`; returns the files written with their hashes (index last when sharded). Each
+/// shard goes through [`AtomicFile`]: hashed as it is written and sent to disk while the
+/// rest is produced, so no shard is read back to be hashed.
 pub fn write_weights(
     dir: &Path,
     model: &Model,
     dtype: ExportDtype,
     max_shard_bytes: u64,
-) -> Result<Vec<String>> {
+) -> Result<Vec<ExportedFile>> {
     let tensors = model.layout.tensors();
     let mut shards: Vec<Vec<usize>> = vec![vec![]];
     let mut size = 0u64;
@@ -238,12 +240,12 @@ pub fn write_weights(
         size += n;
     }
     let total = shards.len();
-    let mut names = Vec::new();
+    let mut files = Vec::new();
     let mut weight_map = serde_json::Map::new();
     let mut total_size = 0u64;
     // One metadata key: safetensors writes its metadata map in hash order, so a single
     // key keeps the bytes deterministic. transformers requires `format`.
-    let meta = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     for (s, idx) in shards.iter().enumerate() {
         let name = if total == 1 {
             "model.safetensors".to_string()
@@ -268,25 +270,69 @@ pub fn write_weights(
             })
             .collect();
         let path = dir.join(&name);
-        safetensors::serialize_to_file(views, &meta, &path)
-            .map_err(|e| file_err(&path, e.to_string()))?;
-        std::fs::File::open(&path)
-            .and_then(|f| f.sync_all())
-            .map_err(io(&path))?;
-        names.push(name);
+        let (prefix, order) = safetensors_prefix(&views, &meta);
+        let mut out = AtomicFile::create(&path)?;
+        out.write(&prefix)?;
+        for i in order {
+            out.write(&views[i].1.data)?;
+        }
+        let (sha256, bytes) = out.commit()?;
+        files.push(ExportedFile {
+            path: name,
+            sha256,
+            bytes,
+        });
     }
     if total > 1 {
         let index = json!({"metadata": {"total_size": total_size}, "weight_map": weight_map});
         let name = "model.safetensors.index.json";
-        write_json(&dir.join(name), &index)?;
-        names.push(name.into());
+        let bytes = json_bytes(&index);
+        write_atomic(&dir.join(name), &bytes)?;
+        files.push(exported(name, &bytes));
     }
-    Ok(names)
+    Ok(files)
 }
 
-fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
-    write_atomic(path, &json_bytes(v))?;
-    Ok(())
+/// What `safetensors::serialize_to_file` writes before the tensor data (the header's
+/// length and the header), and the order of `views` in which it then writes their data:
+/// sorted by descending dtype, then name; `__metadata__` first; offsets in that order;
+/// the header padded with spaces to a multiple of 8 bytes.
+///
+/// Written out here because the crate writes only to a file it opens itself (nothing to
+/// hash through as the bytes go) and keeps its header builder private; the entries are
+/// the crate's own `TensorInfo` serialised, and `streamed_shards_equal_the_crates_own_files`
+/// checks every byte against the crate's files.
+fn safetensors_prefix(
+    views: &[(String, Bytes)],
+    meta: &HashMap<String, String>,
+) -> (Vec<u8>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..views.len()).collect();
+    order.sort_by(|&a, &b| {
+        (views[b].1.dtype.cmp(&views[a].1.dtype)).then(views[a].0.cmp(&views[b].0))
+    });
+    let mut header = format!("{{\"__metadata__\":{}", to_json(meta));
+    let mut offset = 0;
+    for &i in &order {
+        let (name, view) = &views[i];
+        let info = safetensors::tensor::TensorInfo {
+            dtype: view.dtype,
+            shape: view.shape.clone(),
+            data_offsets: (offset, offset + view.data.len()),
+        };
+        offset += view.data.len();
+        header.push_str(&format!(",{}:{}", to_json(name), to_json(&info)));
+    }
+    header.push('}');
+    let mut header = header.into_bytes();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut prefix = (header.len() as u64).to_le_bytes().to_vec();
+    prefix.extend_from_slice(&header);
+    (prefix, order)
+}
+
+/// Compact JSON of plain data (strings, numbers, the crate's `TensorInfo`).
+fn to_json<T: Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serialises")
 }
 
 /// Pretty JSON with a final newline, as every JSON file of an export is written.
@@ -315,20 +361,6 @@ fn exported(name: &str, bytes: &[u8]) -> ExportedFile {
         sha256: glass_data::atomic::sha256_hex(bytes),
         bytes: bytes.len() as u64,
     }
-}
-
-fn hash_files(dir: &Path, names: &[String]) -> Result<Vec<ExportedFile>> {
-    names
-        .par_iter()
-        .map(|n| {
-            let (sha256, bytes) = sha256_file(&dir.join(n))?;
-            Ok(ExportedFile {
-                path: n.clone(),
-                sha256,
-                bytes,
-            })
-        })
-        .collect()
 }
 
 /// Exports checkpoint `opts.checkpoint` (default: latest) of `run_dir` to the new folder
@@ -399,8 +431,10 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
         .tempdir_in(&parent)
         .map_err(io(&parent))?;
     let dir = tmp.path();
-    let names = write_weights(dir, &model, opts.dtype, opts.max_shard_bytes)?;
-    let weight_names = names.clone();
+    let mut files = write_weights(dir, &model, opts.dtype, opts.max_shard_bytes)?;
+    let weight_names: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+    // The weights are written: free them before the rest is.
+    drop(model);
     let tok_bytes = std::fs::read(&tok_path).map_err(io(&tok_path))?;
     let token = |id: Option<u32>| id.and_then(|i| tok.hf().id_to_token(i));
     let small = [
@@ -427,10 +461,7 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
             })),
         ),
     ];
-    // Hashing the weights (CPU) and the small files' fsyncs (disk) side by side.
-    let (hashed, written) = rayon::join(|| hash_files(dir, &names), || write_all(dir, &small));
-    written?;
-    let mut files = hashed?;
+    write_all(dir, &small)?;
     files.extend(small.iter().map(|(name, bytes)| exported(name, bytes)));
     let card = crate::card::model_card(&crate::card::CardInput {
         run_name: &cfg.run.name,
@@ -515,5 +546,62 @@ mod tests {
         assert_eq!(parse_size("123").unwrap(), 123);
         assert!(parse_size("5 parsecs").is_err());
         assert!(parse_size("0").is_err());
+    }
+
+    /// The streamed shards are byte for byte what `safetensors::serialize_to_file` writes
+    /// for the same tensors, in one shard and in several (the `tiny` preset's 4 MiB
+    /// embedding is above the size where `AtomicFile` hashes on a second thread), in
+    /// f32 and bf16; and the hashes returned are of the files' bytes.
+    #[test]
+    fn streamed_shards_equal_the_crates_own_files() {
+        let cfg = glass_engine::ModelConfig::preset("tiny").unwrap();
+        let model = Model::new(&cfg, 5).unwrap();
+        let meta = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
+        for dtype in [ExportDtype::F32, ExportDtype::BF16] {
+            for max_shard in [u64::MAX, 3_000_000] {
+                let dir = tempfile::tempdir().unwrap();
+                let files = write_weights(dir.path(), &model, dtype, max_shard).unwrap();
+                let shards: Vec<&ExportedFile> = files
+                    .iter()
+                    .filter(|f| f.path.ends_with(".safetensors"))
+                    .collect();
+                assert_eq!(shards.len() > 1, max_shard != u64::MAX);
+                let tensors = model.layout.tensors();
+                let mut seen = 0;
+                for f in &shards {
+                    let bytes = std::fs::read(dir.path().join(&f.path)).unwrap();
+                    assert_eq!(f.sha256, glass_data::atomic::sha256_hex(&bytes));
+                    assert_eq!(f.bytes, bytes.len() as u64);
+                    // The same tensors, written by the crate.
+                    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+                    let names: Vec<String> = st.names().into_iter().cloned().collect();
+                    seen += names.len();
+                    let views: Vec<(String, Bytes)> = tensors
+                        .iter()
+                        .filter(|t| names.contains(&t.name))
+                        .map(|t| {
+                            let (dt, data) = encode(&model.params[t.range()], dtype);
+                            let shape = t.shape.clone();
+                            (
+                                t.name.clone(),
+                                Bytes {
+                                    dtype: dt,
+                                    shape,
+                                    data,
+                                },
+                            )
+                        })
+                        .collect();
+                    let reference = dir.path().join("reference.safetensors");
+                    safetensors::serialize_to_file(views, &meta, &reference).unwrap();
+                    assert!(
+                        std::fs::read(&reference).unwrap() == bytes,
+                        "{} ({dtype:?}) differs from the crate's own file",
+                        f.path
+                    );
+                }
+                assert_eq!(seen, tensors.len());
+            }
+        }
     }
 }

@@ -165,28 +165,14 @@ fn dtype_name(d: ExportDtype) -> &'static str {
     }
 }
 
-/// Copies `src` to `dst` atomically, hashing as it goes (in blocks large enough that
-/// [`AtomicFile::write`] hashes each on a second thread while it copies).
+/// Copies `src` to `dst` atomically and hashes what was written
+/// ([`AtomicFile::copy_from`]: the kernel copies while a second thread hashes).
 pub(crate) fn copy_hashed(src: &Path, dst: &Path) -> Result<(String, u64)> {
-    use std::io::Read;
-    let f = std::fs::File::open(src).map_err(io(src))?;
+    let mut f = std::fs::File::open(src).map_err(io(src))?;
     let mut out = AtomicFile::create(dst)?;
-    let mut buf = Vec::with_capacity(COPY_BLOCK);
-    let mut f = f.take(0);
-    loop {
-        buf.clear();
-        f.set_limit(COPY_BLOCK as u64);
-        let n = f.read_to_end(&mut buf).map_err(io(src))?;
-        if n == 0 {
-            break;
-        }
-        out.write(&buf)?;
-    }
+    out.copy_from(&mut f, src)?;
     Ok(out.commit()?)
 }
-
-/// Bytes read and written at a time by [`copy_hashed`].
-const COPY_BLOCK: usize = 4 << 20;
 
 fn part_path(out: &Path, part: &str) -> PathBuf {
     out.join(PARTIAL_DIR).join(format!("{part}.json"))
