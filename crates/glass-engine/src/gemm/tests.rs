@@ -347,3 +347,33 @@ fn few_rows_read_a_row_major_operand_in_place() {
 }
 
 const MAX_ROWS_TESTED: usize = rows::MAX_ROWS;
+
+#[test]
+fn packed_strips_are_laid_out_alike_for_every_kernel_height() {
+    // The in-order path for whole strips of a row-major operand against the layout's
+    // definition, for every kernel's MR (also those this CPU cannot run), with a partial
+    // last strip that takes the general path.
+    let (m, k, ld, off) = (29, 300, 311, 5);
+    let src = random(m * ld, 3);
+    for mr in [4, 6, 8, 12] {
+        let mut got = vec![f32::NAN; m.next_multiple_of(mr) * k];
+        pack::pack_a(&mut got, &src, off, ld, 1, m, k, mr);
+        for s in 0..m.div_ceil(mr) {
+            for p in 0..k {
+                for r in 0..mr {
+                    let row = s * mr + r;
+                    let want = if row < m {
+                        src[off + row * ld + p]
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(
+                        got[s * mr * k + p * mr + r].to_bits(),
+                        want.to_bits(),
+                        "mr {mr}, strip {s}, p {p}, r {r}"
+                    );
+                }
+            }
+        }
+    }
+}
