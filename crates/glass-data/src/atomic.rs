@@ -165,7 +165,7 @@ const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// Writes at least this large are hashed on a second thread ([`AtomicFile::write`]);
 /// below it a thread costs more than it saves.
-const PARALLEL_HASH_MIN: usize = 4 << 20;
+const PARALLEL_HASH_MIN: usize = 1 << 20;
 
 impl AtomicFile {
     /// Starts writing `path` (its directory is created).
