@@ -210,8 +210,9 @@ impl Scorer<'_> {
         Ok((total, toks.len()))
     }
 
-    /// Scores a fixed group of documents: the contexts of all multiple-choice questions
-    /// in one batched pass, then choice `c` of every question in one batched pass after
+    /// Scores a fixed group of documents: the beginning their contexts share (once), the
+    /// rest of every multiple-choice question's context in one batched pass, then choice
+    /// `c` of every question in one batched pass after
     /// its question's cached context; rolling windows of all texts in batched passes.
     /// Questions whose inputs need left truncation are scored one by one.
     // Choice `c` of every question is one batched pass; the index addresses
