@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glass_data::atomic::{sync_dir, write_atomic, write_atomic_all, AtomicFile};
+use glass_data::atomic::{sync_dir, write_atomic, write_atomic_all};
 use glass_engine::Model;
 use glass_run::checkpoint::CheckpointState;
+use glass_run::checkpoint::{write_safetensors, TensorBytes};
 use glass_run::{RunConfig, RunManifest};
 use rayon::prelude::*;
 use safetensors::{Dtype, View};
@@ -219,8 +220,7 @@ pub fn apply_folds(model: &mut Model, f: &Folds) {
 
 /// Writes the weights of `model` as safetensors (sharded above `max_shard_bytes`) into
 /// `dir`; returns the files written with their hashes (index last when sharded). Each
-/// shard goes through [`AtomicFile`]: hashed as it is written and sent to disk while the
-/// rest is produced, so no shard is read back to be hashed.
+/// shard is hashed as it is written (`write_safetensors`), never read back.
 pub fn write_weights(
     dir: &Path,
     model: &Model,
@@ -270,13 +270,16 @@ pub fn write_weights(
             })
             .collect();
         let path = dir.join(&name);
-        let (prefix, order) = safetensors_prefix(&views, &meta);
-        let mut out = AtomicFile::create(&path)?;
-        out.write(&prefix)?;
-        for i in order {
-            out.write(&views[i].1.data)?;
-        }
-        let (sha256, bytes) = out.commit()?;
+        let tensors: Vec<TensorBytes> = views
+            .iter()
+            .map(|(name, v)| TensorBytes {
+                name: name.clone(),
+                dtype: v.dtype,
+                shape: v.shape.clone(),
+                data: &v.data,
+            })
+            .collect();
+        let (sha256, bytes) = write_safetensors(&path, &tensors, &meta)?;
         files.push(ExportedFile {
             path: name,
             sha256,
@@ -291,48 +294,6 @@ pub fn write_weights(
         files.push(exported(name, &bytes));
     }
     Ok(files)
-}
-
-/// What `safetensors::serialize_to_file` writes before the tensor data (the header's
-/// length and the header), and the order of `views` in which it then writes their data:
-/// sorted by descending dtype, then name; `__metadata__` first; offsets in that order;
-/// the header padded with spaces to a multiple of 8 bytes.
-///
-/// Written out here because the crate writes only to a file it opens itself (nothing to
-/// hash through as the bytes go) and keeps its header builder private; the entries are
-/// the crate's own `TensorInfo` serialised, and `streamed_shards_equal_the_crates_own_files`
-/// checks every byte against the crate's files.
-fn safetensors_prefix(
-    views: &[(String, Bytes)],
-    meta: &HashMap<String, String>,
-) -> (Vec<u8>, Vec<usize>) {
-    let mut order: Vec<usize> = (0..views.len()).collect();
-    order.sort_by(|&a, &b| {
-        (views[b].1.dtype.cmp(&views[a].1.dtype)).then(views[a].0.cmp(&views[b].0))
-    });
-    let mut header = format!("{{\"__metadata__\":{}", to_json(meta));
-    let mut offset = 0;
-    for &i in &order {
-        let (name, view) = &views[i];
-        let info = safetensors::tensor::TensorInfo {
-            dtype: view.dtype,
-            shape: view.shape.clone(),
-            data_offsets: (offset, offset + view.data.len()),
-        };
-        offset += view.data.len();
-        header.push_str(&format!(",{}:{}", to_json(name), to_json(&info)));
-    }
-    header.push('}');
-    let mut header = header.into_bytes();
-    header.resize(header.len().next_multiple_of(8), b' ');
-    let mut prefix = (header.len() as u64).to_le_bytes().to_vec();
-    prefix.extend_from_slice(&header);
-    (prefix, order)
-}
-
-/// Compact JSON of plain data (strings, numbers, the crate's `TensorInfo`).
-fn to_json<T: Serialize + ?Sized>(v: &T) -> String {
-    serde_json::to_string(v).expect("plain data serialises")
 }
 
 /// Pretty JSON with a final newline, as every JSON file of an export is written.

@@ -141,9 +141,8 @@ pub fn import_release(
                         "describes another architecture than glass/run/glass.toml [model]",
                     ));
                 }
-                glass_run::checkpoint::write_model_file(&dst, &model)?;
                 converted += 1;
-                sha256_file(&dst)?.0
+                glass_run::checkpoint::write_model_file(&dst, &model)?.0
             } else {
                 copy_hashed(&state_dir.join(base), &dst)?.0
             };

@@ -5,14 +5,13 @@
 //! lists it with its hashes. The checkpoint's identity is the sha256 of its `state.json`,
 //! which itself records the sha256 of the two tensor files.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use glass_data::atomic::{sha256_file, sync_dir, write_atomic};
 use glass_engine::{AdamW, Model};
-use safetensors::{Dtype, SafeTensors, View};
+use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io, Result, RunError};
@@ -81,52 +80,85 @@ pub struct FileEntry {
     pub bytes: u64,
 }
 
-struct F32View<'a> {
-    data: &'a [f32],
-    shape: Vec<usize>,
-}
-
-impl View for F32View<'_> {
-    fn dtype(&self) -> Dtype {
-        Dtype::F32
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(bytemuck::cast_slice(self.data))
-    }
-    fn data_len(&self) -> usize {
-        self.data.len() * 4
-    }
-}
-
-/// Writes named views of `buffers` (one per prefix) as one safetensors file, fsynced.
+/// Writes named views of `buffers` (one per prefix) as one safetensors file, fsynced;
+/// returns its (sha256, bytes).
 fn write_tensors(
     path: &Path,
     model: &Model,
     buffers: &[(&str, &[f32])],
     meta: HashMap<String, String>,
-) -> Result<()> {
-    let mut views = Vec::new();
+) -> Result<(String, u64)> {
+    let mut tensors = Vec::new();
     for (prefix, buf) in buffers {
         for t in model.layout.tensors() {
-            views.push((
-                format!("{prefix}{}", t.name),
-                F32View {
-                    data: &buf[t.range()],
-                    shape: t.shape.clone(),
-                },
-            ));
+            tensors.push(TensorBytes {
+                name: format!("{prefix}{}", t.name),
+                dtype: Dtype::F32,
+                shape: t.shape.clone(),
+                data: bytemuck::cast_slice(&buf[t.range()]),
+            });
         }
     }
-    safetensors::serialize_to_file(views, &Some(meta), path).map_err(|e| RunError::Checkpoint {
-        path: path.into(),
-        msg: e.to_string(),
-    })?;
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(io(path))
+    write_safetensors(path, &tensors, &meta)
+}
+
+/// One tensor of a safetensors file being written: its raw little-endian bytes.
+pub struct TensorBytes<'a> {
+    /// Tensor name.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// The values' bytes.
+    pub data: &'a [u8],
+}
+
+/// Writes `tensors` as a safetensors file at `path`, byte for byte what
+/// `safetensors::serialize_to_file` writes for them, atomically and fsynced, and returns
+/// its (sha256, bytes): the file is hashed as it is written (through
+/// [`glass_data::atomic::AtomicFile`]), never read back.
+///
+/// The header is written out here because the crate writes only to a file it opens
+/// itself and keeps its header builder private: sorted by descending dtype, then name;
+/// `__metadata__` first; the entries are the crate's own `TensorInfo` serialised; padded
+/// with spaces to a multiple of 8 bytes. A test checks every byte against the crate.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[TensorBytes<'_>],
+    meta: &HashMap<String, String>,
+) -> Result<(String, u64)> {
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by(|&a, &b| {
+        (tensors[b].dtype.cmp(&tensors[a].dtype)).then(tensors[a].name.cmp(&tensors[b].name))
+    });
+    let mut header = format!("{{\"__metadata__\":{}", to_json(meta));
+    let mut offset = 0;
+    for &i in &order {
+        let t = &tensors[i];
+        let info = safetensors::tensor::TensorInfo {
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            data_offsets: (offset, offset + t.data.len()),
+        };
+        offset += t.data.len();
+        header.push_str(&format!(",{}:{}", to_json(&t.name), to_json(&info)));
+    }
+    header.push('}');
+    let mut header = header.into_bytes();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut out = glass_data::atomic::AtomicFile::create(path)?;
+    out.write(&(header.len() as u64).to_le_bytes())?;
+    out.write(&header)?;
+    for i in order {
+        out.write(tensors[i].data)?;
+    }
+    Ok(out.commit()?)
+}
+
+/// Compact JSON of plain data (strings, the metadata map, the crate's `TensorInfo`).
+fn to_json<T: Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serialises")
 }
 
 /// Copies the tensors named `prefix + layout name` from a safetensors file into `dst`.
@@ -167,8 +199,9 @@ fn read_tensors(path: &Path, model: &Model, dsts: &mut [(&str, &mut [f32])]) -> 
 
 /// Writes `model`'s weights as a checkpoint's `model.safetensors` at `path` (fsynced),
 /// byte for byte as [`write`] does: a checkpoint rebuilt from the same weights elsewhere
-/// (e.g. from a release's transformers folder) has the same sha256.
-pub fn write_model_file(path: &Path, model: &Model) -> Result<()> {
+/// (e.g. from a release's transformers folder) has the same sha256. Returns its
+/// (sha256, bytes).
+pub fn write_model_file(path: &Path, model: &Model) -> Result<(String, u64)> {
     write_tensors(
         path,
         model,
@@ -222,23 +255,18 @@ pub fn write(
             format!("{{\"kind\":\"{kind}\"{extra}}}"),
         )])
     };
-    write_model_file(&tmp_dir.join(MODEL_FILE), model)?;
+    let (model_sha, model_len) = write_model_file(&tmp_dir.join(MODEL_FILE), model)?;
     crate::fault::point("after-model-write");
     let opt_meta = meta("optimizer", format!(",\"adamw_step\":{}", opt.step));
-    write_tensors(
+    let (opt_sha, opt_len) = write_tensors(
         &tmp_dir.join(OPTIMIZER_FILE),
         model,
         &[("exp_avg.", &opt.m), ("exp_avg_sq.", &opt.v)],
         opt_meta,
     )?;
     crate::fault::point("after-optimizer-write");
-    // Hash both files at once: hashing, not the disk, bounds this on a fast disk.
-    let (m, o) = rayon::join(
-        || sha256_file(&tmp_dir.join(MODEL_FILE)),
-        || sha256_file(&tmp_dir.join(OPTIMIZER_FILE)),
-    );
-    state.model_sha256 = m?.0;
-    state.optimizer_sha256 = o?.0;
+    state.model_sha256 = model_sha;
+    state.optimizer_sha256 = opt_sha;
     let state_bytes = serde_json::to_vec_pretty(state).expect("state serialises");
     write_atomic(&tmp_dir.join(STATE_FILE), &state_bytes)?;
     sync_dir(&tmp_dir)?;
@@ -251,12 +279,12 @@ pub fn write(
         FileEntry {
             path: rel(MODEL_FILE),
             sha256: state.model_sha256.clone(),
-            bytes: file_len(&final_dir.join(MODEL_FILE))?,
+            bytes: model_len,
         },
         FileEntry {
             path: rel(OPTIMIZER_FILE),
             sha256: state.optimizer_sha256.clone(),
-            bytes: file_len(&final_dir.join(OPTIMIZER_FILE))?,
+            bytes: opt_len,
         },
         FileEntry {
             path: rel(STATE_FILE),
@@ -265,10 +293,6 @@ pub fn write(
         },
     ];
     Ok((files, state_sha))
-}
-
-fn file_len(p: &Path) -> Result<u64> {
-    Ok(std::fs::metadata(p).map_err(io(p))?.len())
 }
 
 /// Verifies `files` against their recorded hashes.
@@ -369,4 +393,73 @@ pub fn load_weights(run_dir: &Path, files: &[FileEntry], model: &mut Model) -> R
     read?;
     model.params = params;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    struct Raw<'a>(&'a TensorBytes<'a>);
+
+    impl safetensors::View for Raw<'_> {
+        fn dtype(&self) -> Dtype {
+            self.0.dtype
+        }
+        fn shape(&self) -> &[usize] {
+            &self.0.shape
+        }
+        fn data(&self) -> Cow<'_, [u8]> {
+            Cow::Borrowed(self.0.data)
+        }
+        fn data_len(&self) -> usize {
+            self.0.data.len()
+        }
+    }
+
+    /// A checkpoint's optimizer file (two prefixes, names out of order, metadata holding
+    /// quotes, mixed dtypes) is byte for byte what `safetensors::serialize_to_file`
+    /// writes, and the returned hash and length are the file's.
+    #[test]
+    fn streamed_files_equal_the_crates_own() {
+        let values: Vec<f32> = (0..3000).map(|i| (i as f32 * 0.37).sin()).collect();
+        let halves: Vec<u8> = (0..600u16).flat_map(|x| x.to_le_bytes()).collect();
+        let f32s: &[u8] = bytemuck::cast_slice(&values);
+        let tensors = vec![
+            TensorBytes {
+                name: "exp_avg_sq.layers.0.w".into(),
+                dtype: Dtype::F32,
+                shape: vec![20, 50],
+                data: &f32s[..4000],
+            },
+            TensorBytes {
+                name: "exp_avg.b".into(),
+                dtype: Dtype::F32,
+                shape: vec![2000],
+                data: &f32s[4000..],
+            },
+            TensorBytes {
+                name: "a.half".into(),
+                dtype: Dtype::BF16,
+                shape: vec![600],
+                data: &halves,
+            },
+        ];
+        let meta = HashMap::from([(
+            "glass".to_string(),
+            "{\"kind\":\"optimizer\",\"adamw_step\":7}".to_string(),
+        )]);
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("ours.safetensors");
+        let (sha, len) = write_safetensors(&ours, &tensors, &meta).unwrap();
+        let theirs = dir.path().join("theirs.safetensors");
+        let views: Vec<(String, Raw)> = tensors.iter().map(|t| (t.name.clone(), Raw(t))).collect();
+        safetensors::serialize_to_file(views, &Some(meta), &theirs).unwrap();
+        let bytes = std::fs::read(&ours).unwrap();
+        assert!(bytes == std::fs::read(&theirs).unwrap());
+        assert_eq!(
+            (sha, len),
+            (glass_data::atomic::sha256_hex(&bytes), bytes.len() as u64)
+        );
+    }
 }
