@@ -23,7 +23,7 @@ fn checkpoint_bench_reports_warm_and_cold_loads() {
         assert!((0.0..=1.0).contains(&share), "{load}: {share}");
         assert!(v[load]["gb_s"].as_f64().unwrap() > 0.0);
     }
-    // Just written: the pages are in the page cache.
+    // Read just before: the pages are in the page cache.
     assert!(v["warm_load"]["resident_before"].as_f64().unwrap() > 0.5);
     // The scratch directory is removed afterwards.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

@@ -307,6 +307,47 @@ fn forged_checkpoint_entries_are_refused_by_verify_and_every_loader() {
     }
 }
 
+/// A weights file damaged inside its tensor data (so it still parses) is caught by its
+/// hash when an exact f32 export or a release streams its tensors straight from the mapped
+/// file: both refuse, naming the file, and leave no folder and no manifest behind.
+#[test]
+fn damaged_weights_are_never_published() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = copy_of(tmp.path(), true);
+    let m = read_json(&r.join("manifest.json"));
+    let entry = m["checkpoints"].as_array().unwrap().last().unwrap().clone();
+    let rel = entry["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .find(|p| p.ends_with("model.safetensors"))
+        .unwrap()
+        .to_string();
+    let model = r.join(&rel);
+    let mut bytes = std::fs::read(&model).unwrap();
+    let at = bytes.len() - 5; // inside the last tensor's values
+    bytes[at] ^= 0x40;
+    std::fs::write(&model, &bytes).unwrap();
+    let out = tmp.path().join("hf");
+    refused(
+        &glass(&["export", "hf", &s(&r), &s(&out), "--dtype", "f32"]),
+        &[&rel, "does not match the manifest"],
+    );
+    assert!(!out.exists(), "a folder was left at {}", out.display());
+    let rel_out = tmp.path().join("release");
+    refused(
+        &glass(&["release", &s(&r), &s(&rel_out)]),
+        &[&rel, "does not match the manifest"],
+    );
+    assert!(!rel_out.join("manifest.json").exists());
+    let last = entry["index"].as_u64().unwrap();
+    assert!(
+        !rel_out.join(format!("checkpoints/ckpt_{last:03}")).exists(),
+        "the damaged checkpoint was published"
+    );
+}
+
 #[test]
 fn training_hash_checks_each_chunk_before_its_first_step() {
     let tmp = tempfile::tempdir().unwrap();

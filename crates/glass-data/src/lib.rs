@@ -26,6 +26,7 @@ pub mod pretokenized;
 mod progress;
 pub mod reader;
 pub mod sources;
+mod stages;
 pub mod store;
 pub mod tokenizer;
 

@@ -16,7 +16,7 @@ use glass_run::checkpoint::CheckpointState;
 use glass_run::checkpoint::{write_safetensors, TensorBytes};
 use glass_run::{RunConfig, RunManifest};
 use rayon::prelude::*;
-use safetensors::{Dtype, View};
+use safetensors::Dtype;
 use serde::Serialize;
 use serde_json::json;
 
@@ -147,42 +147,21 @@ pub struct ExportReport {
     pub seconds: f64,
 }
 
-struct Bytes<'a> {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: Cow<'a, [u8]>,
-}
-
-impl View for Bytes<'_> {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
-}
-
-fn encode<'a>(v: &'a [f32], dtype: ExportDtype) -> (Dtype, Cow<'a, [u8]>) {
+fn encode<'a>(v: &'a [u8], dtype: ExportDtype) -> (Dtype, Cow<'a, [u8]>) {
+    let values = || {
+        v.par_chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("four bytes")))
+    };
     match dtype {
-        ExportDtype::F32 => (Dtype::F32, Cow::Borrowed(bytemuck::cast_slice(v))),
+        ExportDtype::F32 => (Dtype::F32, Cow::Borrowed(v)),
         ExportDtype::BF16 => {
-            let out: Vec<u16> = v
-                .par_iter()
-                .map(|&x| half::bf16::from_f32(x).to_bits())
+            let out: Vec<u16> = values()
+                .map(|x| half::bf16::from_f32(x).to_bits())
                 .collect();
             (Dtype::BF16, Cow::Owned(bytemuck::cast_slice(&out).to_vec()))
         }
         ExportDtype::F16 => {
-            let out: Vec<u16> = v
-                .par_iter()
-                .map(|&x| half::f16::from_f32(x).to_bits())
-                .collect();
+            let out: Vec<u16> = values().map(|x| half::f16::from_f32(x).to_bits()).collect();
             (Dtype::F16, Cow::Owned(bytemuck::cast_slice(&out).to_vec()))
         }
     }
@@ -218,20 +197,36 @@ pub fn apply_folds(model: &mut Model, f: &Folds) {
     }
 }
 
-/// Writes the weights of `model` as safetensors (sharded above `max_shard_bytes`) into
-/// `dir`; returns the files written with their hashes (index last when sharded). Each
-/// shard is hashed as it is written (`write_safetensors`), never read back.
+/// A model's weights as F32 tensors named as transformers names them, for
+/// [`write_weights`].
+pub fn model_tensors(model: &Model) -> Vec<TensorBytes<'_>> {
+    model
+        .layout
+        .tensors()
+        .iter()
+        .map(|t| TensorBytes {
+            name: t.name.clone(),
+            dtype: Dtype::F32,
+            shape: t.shape.clone(),
+            data: bytemuck::cast_slice(&model.params[t.range()]),
+        })
+        .collect()
+}
+
+/// Writes `tensors` (F32 values, named as transformers names them) as safetensors in
+/// `dtype` (sharded above `max_shard_bytes`) into `dir`; returns the files written with
+/// their hashes (index last when sharded). Each shard is hashed as it is written
+/// (`write_safetensors`), never read back.
 pub fn write_weights(
     dir: &Path,
-    model: &Model,
+    tensors: &[TensorBytes<'_>],
     dtype: ExportDtype,
     max_shard_bytes: u64,
 ) -> Result<Vec<ExportedFile>> {
-    let tensors = model.layout.tensors();
     let mut shards: Vec<Vec<usize>> = vec![vec![]];
     let mut size = 0u64;
     for (i, t) in tensors.iter().enumerate() {
-        let n = (t.len() * dtype.size()) as u64;
+        let n = (t.data.len() / 4 * dtype.size()) as u64;
         if !shards.last().expect("one").is_empty() && size + n > max_shard_bytes {
             shards.push(vec![]);
             size = 0;
@@ -252,34 +247,26 @@ pub fn write_weights(
         } else {
             format!("model-{:05}-of-{total:05}.safetensors", s + 1)
         };
-        let views: Vec<(String, Bytes)> = idx
+        let encoded: Vec<(Dtype, Cow<[u8]>)> = idx
             .iter()
-            .map(|&i| {
+            .map(|&i| encode(tensors[i].data, dtype))
+            .collect();
+        let shard: Vec<TensorBytes> = idx
+            .iter()
+            .zip(&encoded)
+            .map(|(&i, (dt, data))| {
                 let t = &tensors[i];
-                let (dt, data) = encode(&model.params[t.range()], dtype);
                 total_size += data.len() as u64;
                 weight_map.insert(t.name.clone(), json!(name));
-                (
-                    t.name.clone(),
-                    Bytes {
-                        dtype: dt,
-                        shape: t.shape.clone(),
-                        data,
-                    },
-                )
+                TensorBytes {
+                    name: t.name.clone(),
+                    dtype: *dt,
+                    shape: t.shape.clone(),
+                    data,
+                }
             })
             .collect();
-        let path = dir.join(&name);
-        let tensors: Vec<TensorBytes> = views
-            .iter()
-            .map(|(name, v)| TensorBytes {
-                name: name.clone(),
-                dtype: v.dtype,
-                shape: v.shape.clone(),
-                data: &v.data,
-            })
-            .collect();
-        let (sha256, bytes) = write_safetensors(&path, &tensors, &meta)?;
+        let (sha256, bytes) = write_safetensors(&dir.join(&name), &shard, &meta)?;
         files.push(ExportedFile {
             path: name,
             sha256,
@@ -376,8 +363,10 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
             entry.index, state.config_sha256, config_now
         ));
     }
-    let (mut model, k) = glass_run::load_model(run_dir, Some(entry.index))?;
-    apply_folds(&mut model, &folds);
+    // The checkpoint's f32 values, unchanged, are written straight from the mapped file
+    // (hashed beside the writing; nothing counts unless it matches). Rounding or folded
+    // scales need the weights in memory.
+    let exact = opts.dtype == ExportDtype::F32 && folds.is_identity();
 
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -392,10 +381,38 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
         .tempdir_in(&parent)
         .map_err(io(&parent))?;
     let dir = tmp.path();
-    let mut files = write_weights(dir, &model, opts.dtype, opts.max_shard_bytes)?;
+    let (mut files, k) = if exact {
+        let (weights, layout, k) = glass_run::map_weights(run_dir, Some(entry.index))?;
+        // The check on a thread of its own: the writing mostly waits for the disk.
+        let (verified, written) = std::thread::scope(|s| {
+            let check = s.spawn(|| weights.verify());
+            let written = write_weights(
+                dir,
+                &weights.tensors(&layout),
+                opts.dtype,
+                opts.max_shard_bytes,
+            );
+            (
+                check
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                written,
+            )
+        });
+        verified?;
+        (written?, k)
+    } else {
+        let (mut model, k) = glass_run::load_model(run_dir, Some(entry.index))?;
+        apply_folds(&mut model, &folds);
+        let files = write_weights(
+            dir,
+            &model_tensors(&model),
+            opts.dtype,
+            opts.max_shard_bytes,
+        )?;
+        (files, k)
+    };
     let weight_names: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
-    // The weights are written: free them before the rest is.
-    drop(model);
     let tok_bytes = std::fs::read(&tok_path).map_err(io(&tok_path))?;
     let token = |id: Option<u32>| id.and_then(|i| tok.hf().id_to_token(i));
     let small = [
@@ -498,6 +515,28 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
 #[cfg(test)]
 mod tests {
     use super::*;
+    use safetensors::View;
+
+    struct Bytes<'a> {
+        dtype: Dtype,
+        shape: Vec<usize>,
+        data: Cow<'a, [u8]>,
+    }
+
+    impl View for Bytes<'_> {
+        fn dtype(&self) -> Dtype {
+            self.dtype
+        }
+        fn shape(&self) -> &[usize] {
+            &self.shape
+        }
+        fn data(&self) -> Cow<'_, [u8]> {
+            Cow::Borrowed(&self.data)
+        }
+        fn data_len(&self) -> usize {
+            self.data.len()
+        }
+    }
 
     #[test]
     fn sizes_parse_like_transformers() {
@@ -521,7 +560,8 @@ mod tests {
         for dtype in [ExportDtype::F32, ExportDtype::BF16] {
             for max_shard in [u64::MAX, 3_000_000] {
                 let dir = tempfile::tempdir().unwrap();
-                let files = write_weights(dir.path(), &model, dtype, max_shard).unwrap();
+                let files =
+                    write_weights(dir.path(), &model_tensors(&model), dtype, max_shard).unwrap();
                 let shards: Vec<&ExportedFile> = files
                     .iter()
                     .filter(|f| f.path.ends_with(".safetensors"))
@@ -541,7 +581,8 @@ mod tests {
                         .iter()
                         .filter(|t| names.contains(&t.name))
                         .map(|t| {
-                            let (dt, data) = encode(&model.params[t.range()], dtype);
+                            let (dt, data) =
+                                encode(bytemuck::cast_slice(&model.params[t.range()]), dtype);
                             let shape = t.shape.clone();
                             (
                                 t.name.clone(),

@@ -287,23 +287,57 @@ pub fn write_release(
         released: Vec::new(),
     };
     let mut released_ckpts = Vec::new();
-    for (i, c) in ckpts.iter().enumerate() {
-        chunks.until(c.step, &mut parts)?;
-        parts.run(
-            &format!("ckpt-{:05}", c.index),
-            format!("checkpoint {} ({}/{})", c.index, i + 1, ckpts.len()),
-            || write_checkpoint(run_dir, out, c, opts),
-        )?;
-        released_ckpts.push(ReleasedCheckpoint {
-            index: c.index,
-            step: c.step,
-            tokens: c.tokens,
-            checkpoint_sha256: c.sha256.clone(),
-            val_loss: c.val_loss,
-            dir: ckpt_dir(c.index),
-            with_optimizer: opts.with_optimizer,
-        });
-    }
+    // A checkpoint starts while the one before it finishes: the start is mostly hashing
+    // and the finish mostly waiting for the disk, so the two overlap. Only exact f32
+    // folders are streamed from the mapped checkpoint; any other dtype holds the weights
+    // in memory, so those checkpoints go one at a time.
+    let (_, folds) = glass_hf::hf_config::to_hf(
+        &cfg.model,
+        glass_hf::hf_config::SpecialTokenIds {
+            bos: None,
+            eos: None,
+        },
+        opts.dtype.torch_name(),
+    )?;
+    let streamed = opts.dtype == ExportDtype::F32 && folds.is_identity();
+    std::thread::scope(|s| -> Result<()> {
+        let mut pending: Option<Pending> = None;
+        for (i, c) in ckpts.iter().enumerate() {
+            chunks.until(c.step, &mut parts)?;
+            if !streamed {
+                if let Some(p) = pending.take() {
+                    p.settle(&mut parts)?;
+                }
+            }
+            let part = format!("ckpt-{:05}", c.index);
+            let work = match completed(out, &part) {
+                Some(files) => Work::Kept(files),
+                None => Work::Running(s.spawn(move || write_checkpoint(run_dir, out, c, opts))),
+            };
+            let next = Pending {
+                part,
+                label: format!("checkpoint {} ({}/{})", c.index, i + 1, ckpts.len()),
+                started: Instant::now(),
+                work,
+            };
+            if let Some(p) = pending.replace(next) {
+                p.settle(&mut parts)?;
+            }
+            released_ckpts.push(ReleasedCheckpoint {
+                index: c.index,
+                step: c.step,
+                tokens: c.tokens,
+                checkpoint_sha256: c.sha256.clone(),
+                val_loss: c.val_loss,
+                dir: ckpt_dir(c.index),
+                with_optimizer: opts.with_optimizer,
+            });
+        }
+        if let Some(p) = pending.take() {
+            p.settle(&mut parts)?;
+        }
+        Ok(())
+    })?;
     chunks.until(u64::MAX, &mut parts)?;
 
     // Metrics, then the card (which quotes hashes and metrics), then the manifest.
@@ -381,10 +415,19 @@ impl Parts<'_> {
         f: impl FnOnce() -> Result<Vec<ReleaseFile>>,
     ) -> Result<()> {
         let t = Instant::now();
-        let (files, skipped) = match completed(self.out, part) {
-            Some(files) => (files, true),
-            None => {
-                let files = f()?;
+        let outcome = match completed(self.out, part) {
+            Some(files) => Outcome::Kept(files),
+            None => Outcome::Written(f()),
+        };
+        self.settle(part, label, t, outcome)
+    }
+
+    /// Records a part once its files are written (or kept) and reports it.
+    fn settle(&mut self, part: &str, label: String, t: Instant, outcome: Outcome) -> Result<()> {
+        let (files, skipped) = match outcome {
+            Outcome::Kept(files) => (files, true),
+            Outcome::Written(files) => {
+                let files = files?;
                 record(self.out, part, &files)?;
                 glass_run::fault::point("release-after-part");
                 (files, false)
@@ -407,6 +450,39 @@ impl Parts<'_> {
         });
         self.files.extend(files);
         Ok(())
+    }
+}
+
+/// A part's files: kept from an interrupted release, or just written.
+enum Outcome {
+    Kept(Vec<ReleaseFile>),
+    Written(Result<Vec<ReleaseFile>>),
+}
+
+/// A checkpoint part under way on its own thread.
+struct Pending<'scope> {
+    part: String,
+    label: String,
+    started: Instant,
+    work: Work<'scope>,
+}
+
+enum Work<'scope> {
+    Kept(Vec<ReleaseFile>),
+    Running(std::thread::ScopedJoinHandle<'scope, Result<Vec<ReleaseFile>>>),
+}
+
+impl Pending<'_> {
+    /// Waits for the part and records it.
+    fn settle(self, parts: &mut Parts<'_>) -> Result<()> {
+        let outcome = match self.work {
+            Work::Kept(files) => Outcome::Kept(files),
+            Work::Running(h) => Outcome::Written(
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            ),
+        };
+        parts.settle(&self.part, self.label, self.started, outcome)
     }
 }
 
@@ -583,9 +659,10 @@ fn write_checkpoint(
     let exact = opts.dtype == ExportDtype::F32 && folds.is_identity();
     // The export (read, convert, write, hash the weights) and the copy of the optimizer
     // state (twice the weights' size: read, hash, write) touch different files, so they
-    // run side by side instead of one after the other.
-    let (r, state_files) = rayon::join(
-        || {
+    // run side by side instead of one after the other, on threads of their own rather
+    // than the compute pool's, as both mostly wait for the disk.
+    let (r, state_files) = std::thread::scope(|s| {
+        let export = s.spawn(|| {
             glass_hf::export(
                 run_dir,
                 &tmp,
@@ -595,56 +672,64 @@ fn write_checkpoint(
                     max_shard_bytes: 5_000_000_000,
                 },
             )
-        },
-        || -> Result<Vec<ReleaseFile>> {
+        });
+        let state_files = (|| -> Result<Vec<ReleaseFile>> {
             let mut files = Vec::new();
             if !opts.with_optimizer {
                 return Ok(files);
             }
             // Copied side by side: the small state file's fsync waits with the large
             // optimizer file's, not after it.
-            use rayon::prelude::*;
-            let copied: Vec<Option<ReleaseFile>> = c
-                .files
-                .par_iter()
-                .map(|f| -> Result<Option<ReleaseFile>> {
-                    let name = f.path.rsplit('/').next().unwrap_or(&f.path);
-                    if exact && name == glass_run::checkpoint::MODEL_FILE {
-                        return Ok(None);
-                    }
-                    let src = run_dir.join(&f.path);
-                    if !glass_data::integrity::is_inside(&f.path) {
-                        return Err(file_err(
-                            RunManifest::path(run_dir),
-                            format!(
-                                "lists `{}`, a path outside the run; refusing to read it",
-                                f.path
-                            ),
-                        ));
-                    }
-                    let (sha256, bytes) = copy_hashed(&src, &staging.join(name))?;
-                    if sha256 != f.sha256 {
-                        return Err(file_err(
-                            src,
-                            format!(
-                                "sha256 {sha256} differs from the run manifest's {}; the run is damaged (glass verify {})",
-                                f.sha256,
-                                run_dir.display()
-                            ),
-                        ));
-                    }
-                    Ok(Some(ReleaseFile {
-                        path: format!("{rel}/{GLASS_STATE_DIR}/{name}"),
-                        sha256,
-                        bytes,
-                    }))
-                })
-                .collect::<Result<_>>()?;
-            files.extend(copied.into_iter().flatten());
+            let copy = |f: &glass_run::checkpoint::FileEntry| -> Result<Option<ReleaseFile>> {
+                let name = f.path.rsplit('/').next().unwrap_or(&f.path);
+                if exact && name == glass_run::checkpoint::MODEL_FILE {
+                    return Ok(None);
+                }
+                let src = run_dir.join(&f.path);
+                if !glass_data::integrity::is_inside(&f.path) {
+                    return Err(file_err(
+                        RunManifest::path(run_dir),
+                        format!(
+                            "lists `{}`, a path outside the run; refusing to read it",
+                            f.path
+                        ),
+                    ));
+                }
+                let (sha256, bytes) = copy_hashed(&src, &staging.join(name))?;
+                if sha256 != f.sha256 {
+                    return Err(file_err(
+                        src,
+                        format!(
+                            "sha256 {sha256} differs from the run manifest's {}; the run is damaged (glass verify {})",
+                            f.sha256,
+                            run_dir.display()
+                        ),
+                    ));
+                }
+                Ok(Some(ReleaseFile {
+                    path: format!("{rel}/{GLASS_STATE_DIR}/{name}"),
+                    sha256,
+                    bytes,
+                }))
+            };
+            let copied: Vec<Result<Option<ReleaseFile>>> = std::thread::scope(|s| {
+                let copies: Vec<_> = c.files.iter().map(|f| s.spawn(move || copy(f))).collect();
+                copies
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+            for f in copied {
+                files.extend(f?);
+            }
             sync_dir(&staging)?;
             Ok(files)
-        },
-    );
+        })();
+        let exported = export
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (exported, state_files)
+    });
     let (r, state_files) = match (r, state_files) {
         (Ok(r), Ok(s)) => (r, s),
         (r, s) => {

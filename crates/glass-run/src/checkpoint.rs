@@ -10,6 +10,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use glass_data::atomic::{sha256_file, sync_dir, write_atomic};
+use glass_engine::layout::ParamLayout;
 use glass_engine::{AdamW, Model};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
@@ -161,23 +162,28 @@ fn to_json<T: Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data serialises")
 }
 
-/// Copies the tensors named `prefix + layout name` from a safetensors file into `dst`.
-fn read_tensors(path: &Path, model: &Model, dsts: &mut [(&str, &mut [f32])]) -> Result<()> {
-    let file = File::open(path).map_err(io(path))?;
-    // SAFETY: the map is read-only and dropped before returning; a concurrent writer
-    // would only corrupt the values read, which the hash check upstream detects.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io(path))?;
+/// Where each layout tensor named `prefix + layout name` lies in the safetensors bytes
+/// `map` (read from `path`), in layout order, after checking its dtype (F32) and shape.
+fn tensor_ranges(
+    path: &Path,
+    map: &[u8],
+    layout: &ParamLayout,
+    prefix: &str,
+) -> Result<Vec<std::ops::Range<usize>>> {
     let err = |msg: String| RunError::Checkpoint {
         path: path.into(),
         msg,
     };
-    let st = SafeTensors::deserialize(&map).map_err(|e| {
+    let st = SafeTensors::deserialize(map).map_err(|e| {
         err(format!(
             "not a valid safetensors file ({e}); the file is truncated or corrupt"
         ))
     })?;
-    for (prefix, dst) in dsts.iter_mut() {
-        for t in model.layout.tensors() {
+    let base = map.as_ptr() as usize;
+    layout
+        .tensors()
+        .iter()
+        .map(|t| {
             let name = format!("{prefix}{}", t.name);
             let v = st
                 .tensor(&name)
@@ -190,11 +196,113 @@ fn read_tensors(path: &Path, model: &Model, dsts: &mut [(&str, &mut [f32])]) -> 
                     t.shape
                 )));
             }
+            let at = v.data().as_ptr() as usize - base;
+            Ok(at..at + v.data().len())
+        })
+        .collect()
+}
+
+/// Maps a file read-only.
+fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    let file = File::open(path).map_err(io(path))?;
+    // SAFETY: the map is read-only and no `&mut` to it exists. Glass never rewrites a
+    // checkpoint file in place (it writes a temp name and renames), so its bytes do not
+    // change while mapped; another program writing into it would only corrupt the values
+    // read, which the hash check detects, and one truncating it would stop this process
+    // with SIGBUS, as it would any reader of a mapped file.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(io(path))
+}
+
+/// Copies the tensors named `prefix + layout name` from a safetensors file into `dst`.
+fn read_tensors(path: &Path, model: &Model, dsts: &mut [(&str, &mut [f32])]) -> Result<()> {
+    let map = map_file(path)?;
+    for (prefix, dst) in dsts.iter_mut() {
+        let ranges = tensor_ranges(path, &map, &model.layout, prefix)?;
+        for (t, r) in model.layout.tensors().iter().zip(ranges) {
             let out: &mut [u8] = bytemuck::cast_slice_mut(&mut dst[t.range()]);
-            out.copy_from_slice(v.data());
+            out.copy_from_slice(&map[r]);
         }
     }
     Ok(())
+}
+
+/// A checkpoint's weights file, mapped read-only and checked against the model layout:
+/// its tensors are read in place, with no copy into a model (an exact export writes them
+/// straight out), and its hash is checked from the same pages.
+pub struct MappedWeights {
+    path: PathBuf,
+    expected_sha256: String,
+    map: memmap2::Mmap,
+    /// Where each layout tensor's bytes lie in the map, in layout order.
+    ranges: Vec<std::ops::Range<usize>>,
+}
+
+impl MappedWeights {
+    /// Maps the weights file listed in `files` and finds every tensor of `layout` in it
+    /// (the hash is not checked yet: see [`MappedWeights::verify`]).
+    pub fn open(run_dir: &Path, files: &[FileEntry], layout: &ParamLayout) -> Result<Self> {
+        let f = model_entry(files)?;
+        let path = entry_path(run_dir, f)?;
+        let map = map_file(&path)?;
+        let mut weights = Self {
+            path,
+            expected_sha256: f.sha256.clone(),
+            map,
+            ranges: Vec::new(),
+        };
+        match tensor_ranges(&weights.path, &weights.map, layout, "") {
+            Ok(ranges) => weights.ranges = ranges,
+            // A file that does not parse is most often a damaged one: say so by its hash
+            // first, as `glass verify` would.
+            Err(e) => return Err(weights.verify().err().unwrap_or(e)),
+        }
+        Ok(weights)
+    }
+
+    /// Checks the file's sha256 against the manifest's.
+    pub fn verify(&self) -> Result<()> {
+        let actual = glass_data::atomic::sha256_hex(&self.map);
+        if actual != self.expected_sha256 {
+            return Err(RunError::HashMismatch {
+                path: self.path.clone(),
+                expected: self.expected_sha256.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// The tensors as F32 bytes, named and shaped as `layout` (the one it was opened with)
+    /// says, in layout order.
+    pub fn tensors<'a>(&'a self, layout: &ParamLayout) -> Vec<TensorBytes<'a>> {
+        layout
+            .tensors()
+            .iter()
+            .zip(&self.ranges)
+            .map(|(t, r)| TensorBytes {
+                name: t.name.clone(),
+                dtype: Dtype::F32,
+                shape: t.shape.clone(),
+                data: &self.map[r.clone()],
+            })
+            .collect()
+    }
+
+    /// Copies the weights into `params` (laid out as the layout it was opened with).
+    pub fn copy_into(&self, layout: &ParamLayout, params: &mut [f32]) {
+        for (t, r) in layout.tensors().iter().zip(&self.ranges) {
+            let out: &mut [u8] = bytemuck::cast_slice_mut(&mut params[t.range()]);
+            out.copy_from_slice(&self.map[r.clone()]);
+        }
+    }
+}
+
+/// The weights file of a checkpoint's manifest entry.
+fn model_entry(files: &[FileEntry]) -> Result<&FileEntry> {
+    files
+        .iter()
+        .find(|f| f.path.ends_with(MODEL_FILE))
+        .ok_or_else(|| RunError::Invalid("manifest entry lacks the model file".into()))
 }
 
 /// Writes `model`'s weights as a checkpoint's `model.safetensors` at `path` (fsynced),
@@ -376,21 +484,15 @@ pub fn load(
 /// model file is hashed: the optimizer state (twice its size) plays no part in the
 /// weights, and `glass verify` checks every file.
 pub fn load_weights(run_dir: &Path, files: &[FileEntry], model: &mut Model) -> Result<()> {
-    let f = files
-        .iter()
-        .find(|f| f.path.ends_with(MODEL_FILE))
-        .ok_or_else(|| RunError::Invalid("manifest entry lacks the model file".into()))?;
-    // Hash and parse side by side (each reads the whole file); the weights are taken
-    // only if the hash matches, so a damaged file never reaches the model.
+    let weights = MappedWeights::open(run_dir, files, &model.layout)?;
+    // Hash and copy side by side (both read the mapped file); the weights are taken only
+    // if the hash matches, so a damaged file never reaches the model.
     let mut params = vec![0.0f32; model.params.len()];
-    let path = entry_path(run_dir, f)?;
-    let shared: &Model = model;
-    let (verified, read) = rayon::join(
-        || verify_file(run_dir, f),
-        || read_tensors(&path, shared, &mut [("", &mut params)]),
+    let (verified, ()) = rayon::join(
+        || weights.verify(),
+        || weights.copy_into(&model.layout, &mut params),
     );
     verified?;
-    read?;
     model.params = params;
     Ok(())
 }

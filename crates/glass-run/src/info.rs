@@ -173,6 +173,41 @@ pub fn info(run_dir: &Path) -> Result<RunInfo> {
 /// for evaluation and generation. Returns the model and the checkpoint's index.
 pub fn load_model(run_dir: &Path, index: Option<u32>) -> Result<(glass_engine::Model, u32)> {
     let cfg = RunConfig::load(run_dir)?;
+    let (entry, _) = published_entry(run_dir, index)?;
+    let mut model = glass_engine::Model::zeros(&cfg.model)?;
+    crate::checkpoint::load_weights(run_dir, &entry.files, &mut model)?;
+    Ok((model, entry.index))
+}
+
+/// Checkpoint `index` (default: the latest)'s weights file mapped in place, after the
+/// checks [`load_model`] makes, against the layout of the run's current `[model]`. The
+/// caller checks its hash ([`crate::checkpoint::MappedWeights::verify`]) before anything
+/// made from it counts.
+pub fn map_weights(
+    run_dir: &Path,
+    index: Option<u32>,
+) -> Result<(
+    crate::checkpoint::MappedWeights,
+    glass_engine::ParamLayout,
+    u32,
+)> {
+    let cfg = RunConfig::load(run_dir)?;
+    cfg.model.validate()?;
+    let (entry, _) = published_entry(run_dir, index)?;
+    let layout = glass_engine::ParamLayout::new(&cfg.model);
+    let weights = crate::checkpoint::MappedWeights::open(run_dir, &entry.files, &layout)?;
+    Ok((weights, layout, entry.index))
+}
+
+/// The manifest entry of checkpoint `index` (default: the latest), with its state and
+/// chain checked ([`crate::integrity::checked_entry`]).
+fn published_entry(
+    run_dir: &Path,
+    index: Option<u32>,
+) -> Result<(
+    crate::manifest::CheckpointEntry,
+    crate::checkpoint::CheckpointState,
+)> {
     let m = RunManifest::require(run_dir)?;
     let k = match index {
         Some(k) => k,
@@ -183,8 +218,5 @@ pub fn load_model(run_dir: &Path, index: Option<u32>) -> Result<(glass_engine::M
                 .index
         }
     };
-    let (entry, _) = crate::integrity::checked_entry(run_dir, &m, k)?;
-    let mut model = glass_engine::Model::zeros(&cfg.model)?;
-    crate::checkpoint::load_weights(run_dir, &entry.files, &mut model)?;
-    Ok((model, entry.index))
+    crate::integrity::checked_entry(run_dir, &m, k)
 }

@@ -23,7 +23,7 @@ pub use config::{init_toml, lr_at, RunConfig};
 pub use diff::{diff, DiffReport};
 pub use error::{Result, RunError};
 pub use import::{create_imported_run, run_tokenizer, run_tokenizer_path, ImportedRun};
-pub use info::{info, init, init_branch, load_model, RunInfo};
+pub use info::{info, init, init_branch, load_model, map_weights, RunInfo};
 pub use manifest::{BranchMode, ImportSource, Parent, RunManifest};
 pub use metrics::Metrics;
 pub use train::{checkpoint_plan, train, TrainOptions, TrainReport};
