@@ -345,6 +345,17 @@ fn interrupted_release_resumes_to_the_same_bytes() {
     let mut b = std::fs::read(&damaged).unwrap();
     b[10] ^= 1;
     std::fs::write(&damaged, b).unwrap();
+    // What a crash at any instant leaves half-written (a temp file, a checkpoint folder
+    // being assembled, an export folder) is cleared on resume, not published.
+    let leftovers = [
+        out.join("data/.train_000.jsonl.99999.tmp"),
+        out.join("checkpoints/.ckpt_001.partial/model.safetensors"),
+        out.join("checkpoints/..ckpt_002.partial.export-Ab12Cd/config.json"),
+    ];
+    for p in &leftovers {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"half").unwrap();
+    }
     // Other options are refused rather than mixed in.
     let e = glass(&[
         "release",
@@ -372,6 +383,9 @@ fn interrupted_release_resumes_to_the_same_bytes() {
     );
     ok(&["verify", &s(&out)]);
     assert!(!out.join(".release-partial").exists());
+    for p in &leftovers {
+        assert!(!p.exists(), "{} was left", p.display());
+    }
     let e = glass(&["release", &s(run), &s(&out), "--with-optimizer"]);
     assert!(String::from_utf8_lossy(&e.stderr).contains("complete release"));
 }

@@ -259,6 +259,7 @@ pub fn write_release(
         with_optimizer: opts.with_optimizer,
     };
     start_or_resume(out, &identity)?;
+    remove_leftovers(out)?;
 
     let dm = data.manifest();
     let n_chunks = dm.chunks.len();
@@ -291,15 +292,7 @@ pub fn write_release(
     // and the finish mostly waiting for the disk, so the two overlap. Only exact f32
     // folders are streamed from the mapped checkpoint; any other dtype holds the weights
     // in memory, so those checkpoints go one at a time.
-    let (_, folds) = glass_hf::hf_config::to_hf(
-        &cfg.model,
-        glass_hf::hf_config::SpecialTokenIds {
-            bos: None,
-            eos: None,
-        },
-        opts.dtype.torch_name(),
-    )?;
-    let streamed = opts.dtype == ExportDtype::F32 && folds.is_identity();
+    let streamed = exact_weights(&cfg, opts.dtype)?;
     std::thread::scope(|s| -> Result<()> {
         let mut pending: Option<Pending> = None;
         for (i, c) in ckpts.iter().enumerate() {
@@ -312,7 +305,9 @@ pub fn write_release(
             let part = format!("ckpt-{:05}", c.index);
             let work = match completed(out, &part) {
                 Some(files) => Work::Kept(files),
-                None => Work::Running(s.spawn(move || write_checkpoint(run_dir, out, c, opts))),
+                None => Work::Running(
+                    s.spawn(move || write_checkpoint(run_dir, out, c, opts, streamed)),
+                ),
             };
             let next = Pending {
                 part,
@@ -589,6 +584,36 @@ fn start_or_resume(out: &Path, identity: &Identity) -> Result<()> {
     Ok(())
 }
 
+/// Removes what an interrupted release left half-written: temp files (`.NAME.PID.tmp`),
+/// checkpoint folders being assembled (`.ckpt_KKK.partial`, `.ckpt_KKK.glass.partial`)
+/// and export folders (`..ckpt_KKK.partial.export-*`). A crash can stop any part mid-way,
+/// and these hidden names would otherwise stay in the release as files its manifest does
+/// not list. Nothing else is touched.
+fn remove_leftovers(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io(dir))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_dir = entry.file_type().map_err(io(&path))?.is_dir();
+        let leftover = name.starts_with('.')
+            && name != PARTIAL_DIR
+            && (name.ends_with(".tmp") || name.ends_with(".partial") || name.contains(".export-"));
+        if leftover && is_dir {
+            remove_dir_if_exists(&path)?;
+        } else if leftover {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        } else if is_dir && name != PARTIAL_DIR {
+            remove_leftovers(&path)?;
+        }
+    }
+    Ok(())
+}
+
 /// `OUT/tokenizer.json` and `OUT/glass/`: the run's config, manifests and records.
 fn write_run_files(run_dir: &Path, out: &Path, data: &PreparedData) -> Result<Vec<ReleaseFile>> {
     // Small files: read whole, written as one batch (their fsyncs side by side).
@@ -624,14 +649,33 @@ fn write_run_files(run_dir: &Path, out: &Path, data: &PreparedData) -> Result<Ve
     Ok(files)
 }
 
+/// Whether a transformers folder in `dtype` holds the run's f32 weights unchanged: not
+/// rounded (bf16/f16), no scales folded in. Such folders are streamed from the mapped
+/// checkpoint (`glass export hf`) and carry no Glass model file.
+fn exact_weights(cfg: &RunConfig, dtype: ExportDtype) -> Result<bool> {
+    let (_, folds) = glass_hf::hf_config::to_hf(
+        &cfg.model,
+        glass_hf::hf_config::SpecialTokenIds {
+            bos: None,
+            eos: None,
+        },
+        dtype.torch_name(),
+    )?;
+    Ok(dtype == ExportDtype::F32 && folds.is_identity())
+}
+
 /// `OUT/checkpoints/ckpt_KKK/`: the transformers folder (`glass export hf`) plus, with
 /// `--with-optimizer`, `glass/` holding the exact training state. Assembled under a
 /// temporary name and renamed into place.
+///
+/// `exact`: the transformers folder holds the checkpoint's f32 weights unchanged (see
+/// [`exact_weights`]); otherwise the Glass model file is carried too.
 fn write_checkpoint(
     run_dir: &Path,
     out: &Path,
     c: &CheckpointEntry,
     opts: &ReleaseOptions,
+    exact: bool,
 ) -> Result<Vec<ReleaseFile>> {
     let rel = ckpt_dir(c.index);
     let final_dir = join(out, &rel);
@@ -646,17 +690,6 @@ fn write_checkpoint(
     remove_dir_if_exists(&tmp)?;
     remove_dir_if_exists(&staging)?;
     remove_dir_if_exists(&final_dir)?;
-    // The transformers folder holds the exact f32 weights unless they were rounded
-    // (bf16/f16) or had scales folded in; only then is the Glass model file carried too.
-    let (_, folds) = glass_hf::hf_config::to_hf(
-        &glass_run::RunConfig::load(run_dir)?.model,
-        glass_hf::hf_config::SpecialTokenIds {
-            bos: None,
-            eos: None,
-        },
-        opts.dtype.torch_name(),
-    )?;
-    let exact = opts.dtype == ExportDtype::F32 && folds.is_identity();
     // The export (read, convert, write, hash the weights) and the copy of the optimizer
     // state (twice the weights' size: read, hash, write) touch different files, so they
     // run side by side instead of one after the other, on threads of their own rather
