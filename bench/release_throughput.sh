@@ -4,9 +4,9 @@
 #
 # A: `glass release RUN OUT --with-optimizer` of a `small`-preset run with 3 checkpoints
 #    (f32 transformers folders + optimizer moments + state, JSONL data, metrics, card,
-#    manifest): read each checkpoint (page cache warm after the first run), convert,
-#    write, fsync every file, sha256 every file. Process start and `rm -rf` of the last
-#    OUT included.
+#    manifest): read each checkpoint (page cache warm after the first run) and check its
+#    hash, write every file (large ones by O_DIRECT where the filesystem allows), fsync
+#    and sha256 every file. Process start and `rm -rf` of the last OUT included.
 # B: `dd if=/dev/zero bs=1M conv=fsync` of the same number of bytes (rm of the last file
 #    included).
 # Bytes are equal, so rate(A) / rate(B) = time(B) / time(A).
