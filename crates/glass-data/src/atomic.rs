@@ -340,31 +340,18 @@ mod tests {
         assert_eq!(names(dir.path()), vec!["a.json", "sub"]);
     }
 
-    /// Whether `dir`'s filesystem takes `O_DIRECT` writes of whole pages.
+    /// Whether `dir`'s filesystem takes `O_DIRECT` writes of whole pages (by the
+    /// descriptor the pipeline itself opens).
     fn takes_direct_io(dir: &Path) -> bool {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let probe = dir.join("probe");
-            let mut stage = Stage::take();
-            stage.push(&[7; 4096]);
-            let ok = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&probe)
-                .and_then(|mut f| f.write_all(stage.bytes()))
-                .is_ok();
-            stage.give_back();
-            let _ = std::fs::remove_file(probe);
-            ok
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = dir;
-            false
-        }
+        let probe = dir.join("probe");
+        std::fs::write(&probe, b"").unwrap();
+        let mut stage = Stage::take();
+        stage.push(&[7; 4096]);
+        let ok = crate::stages::open_direct(&probe)
+            .is_some_and(|mut f| f.write_all(stage.bytes()).is_ok());
+        stage.give_back();
+        std::fs::remove_file(probe).unwrap();
+        ok
     }
 
     /// Writes `pieces` of `data` (cycling through the sizes) with the disk path on or off;

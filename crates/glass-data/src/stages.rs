@@ -60,15 +60,20 @@ pub(crate) struct Stage {
 impl Stage {
     /// A stage from the pool, or a new one (its pages zeroed lazily by the kernel).
     pub(crate) fn take() -> Stage {
-        if let Some(mut s) = POOL.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            s.len = 0;
-            return s;
+        if let Some(s) = POOL.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return s.emptied();
         }
         let pages = Box::<[Page]>::new_zeroed_slice(STAGE / PAGE);
         // SAFETY: a `Page` is a byte array, and all-zero bytes are a valid one.
         let pages = unsafe { pages.assume_init() };
         LIVE.fetch_add(1, Ordering::Relaxed);
         Stage { pages, len: 0 }
+    }
+
+    /// The stage with nothing filled, for reuse.
+    fn emptied(mut self) -> Stage {
+        self.len = 0;
+        self
     }
 
     /// Returns the stage to the pool (or frees it when the pool is full).
@@ -212,19 +217,17 @@ impl Pipeline {
     /// The next stage to fill: a returned one, a new one while this file holds fewer than
     /// [`STAGES_PER_FILE`], or else the next to come back.
     pub(crate) fn next_stage(&mut self) -> Stage {
-        if let Ok(mut s) = self.returned.try_recv() {
+        if let Ok(s) = self.returned.try_recv() {
             self.out -= 1;
-            s.len = 0;
-            return s;
+            return s.emptied();
         }
         if self.out + 1 < STAGES_PER_FILE && (self.out == 0 || Stage::may_take_more()) {
             return Stage::take();
         }
         match self.returned.recv() {
-            Ok(mut s) => {
+            Ok(s) => {
                 self.out -= 1;
-                s.len = 0;
-                s
+                s.emptied()
             }
             // The writer is gone (it failed and returned what it held); `finish` says why.
             Err(_) => Stage::take(),
@@ -342,7 +345,7 @@ fn write_stage(
 
 /// A second descriptor of `tmp` that bypasses the page cache, if the filesystem has one.
 #[cfg(target_os = "linux")]
-fn open_direct(tmp: &Path) -> Option<File> {
+pub(crate) fn open_direct(tmp: &Path) -> Option<File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
@@ -352,7 +355,7 @@ fn open_direct(tmp: &Path) -> Option<File> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_direct(_tmp: &Path) -> Option<File> {
+pub(crate) fn open_direct(_tmp: &Path) -> Option<File> {
     None
 }
 

@@ -382,16 +382,11 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
         .map_err(io(&parent))?;
     let dir = tmp.path();
     let (mut files, k) = if exact {
-        let (weights, layout, k) = glass_run::map_weights(run_dir, Some(entry.index))?;
+        let (weights, k) = glass_run::map_weights(run_dir, Some(entry.index))?;
         // The check on a thread of its own: the writing mostly waits for the disk.
         let (verified, written) = std::thread::scope(|s| {
             let check = s.spawn(|| weights.verify());
-            let written = write_weights(
-                dir,
-                &weights.tensors(&layout),
-                opts.dtype,
-                opts.max_shard_bytes,
-            );
+            let written = write_weights(dir, &weights.tensors(), opts.dtype, opts.max_shard_bytes);
             (
                 check
                     .join()

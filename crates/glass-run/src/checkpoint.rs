@@ -213,15 +213,26 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(&file) }.map_err(io(path))
 }
 
+/// Copies the tensors found at `ranges` of `map` ([`tensor_ranges`]) into `dst`, laid
+/// out as `layout` says.
+fn copy_ranges(
+    map: &[u8],
+    layout: &ParamLayout,
+    ranges: &[std::ops::Range<usize>],
+    dst: &mut [f32],
+) {
+    for (t, r) in layout.tensors().iter().zip(ranges) {
+        let out: &mut [u8] = bytemuck::cast_slice_mut(&mut dst[t.range()]);
+        out.copy_from_slice(&map[r.clone()]);
+    }
+}
+
 /// Copies the tensors named `prefix + layout name` from a safetensors file into `dst`.
 fn read_tensors(path: &Path, model: &Model, dsts: &mut [(&str, &mut [f32])]) -> Result<()> {
     let map = map_file(path)?;
     for (prefix, dst) in dsts.iter_mut() {
         let ranges = tensor_ranges(path, &map, &model.layout, prefix)?;
-        for (t, r) in model.layout.tensors().iter().zip(ranges) {
-            let out: &mut [u8] = bytemuck::cast_slice_mut(&mut dst[t.range()]);
-            out.copy_from_slice(&map[r]);
-        }
+        copy_ranges(&map, &model.layout, &ranges, dst);
     }
     Ok(())
 }
@@ -233,6 +244,7 @@ pub struct MappedWeights {
     path: PathBuf,
     expected_sha256: String,
     map: memmap2::Mmap,
+    layout: ParamLayout,
     /// Where each layout tensor's bytes lie in the map, in layout order.
     ranges: Vec<std::ops::Range<usize>>,
 }
@@ -248,6 +260,7 @@ impl MappedWeights {
             path,
             expected_sha256: f.sha256.clone(),
             map,
+            layout: layout.clone(),
             ranges: Vec::new(),
         };
         match tensor_ranges(&weights.path, &weights.map, layout, "") {
@@ -272,10 +285,9 @@ impl MappedWeights {
         Ok(())
     }
 
-    /// The tensors as F32 bytes, named and shaped as `layout` (the one it was opened with)
-    /// says, in layout order.
-    pub fn tensors<'a>(&'a self, layout: &ParamLayout) -> Vec<TensorBytes<'a>> {
-        layout
+    /// The tensors as F32 bytes, named and shaped as the layout says, in layout order.
+    pub fn tensors(&self) -> Vec<TensorBytes<'_>> {
+        self.layout
             .tensors()
             .iter()
             .zip(&self.ranges)
@@ -288,12 +300,9 @@ impl MappedWeights {
             .collect()
     }
 
-    /// Copies the weights into `params` (laid out as the layout it was opened with).
-    pub fn copy_into(&self, layout: &ParamLayout, params: &mut [f32]) {
-        for (t, r) in layout.tensors().iter().zip(&self.ranges) {
-            let out: &mut [u8] = bytemuck::cast_slice_mut(&mut params[t.range()]);
-            out.copy_from_slice(&self.map[r.clone()]);
-        }
+    /// Copies the weights into `params` (laid out as the layout says).
+    pub fn copy_into(&self, params: &mut [f32]) {
+        copy_ranges(&self.map, &self.layout, &self.ranges, params);
     }
 }
 
@@ -488,10 +497,7 @@ pub fn load_weights(run_dir: &Path, files: &[FileEntry], model: &mut Model) -> R
     // Hash and copy side by side (both read the mapped file); the weights are taken only
     // if the hash matches, so a damaged file never reaches the model.
     let mut params = vec![0.0f32; model.params.len()];
-    let (verified, ()) = rayon::join(
-        || weights.verify(),
-        || weights.copy_into(&model.layout, &mut params),
-    );
+    let (verified, ()) = rayon::join(|| weights.verify(), || weights.copy_into(&mut params));
     verified?;
     model.params = params;
     Ok(())

@@ -182,21 +182,17 @@ pub fn load_model(run_dir: &Path, index: Option<u32>) -> Result<(glass_engine::M
 /// Checkpoint `index` (default: the latest)'s weights file mapped in place, after the
 /// checks [`load_model`] makes, against the layout of the run's current `[model]`. The
 /// caller checks its hash ([`crate::checkpoint::MappedWeights::verify`]) before anything
-/// made from it counts.
+/// made from it counts. Returns the weights and the checkpoint's index.
 pub fn map_weights(
     run_dir: &Path,
     index: Option<u32>,
-) -> Result<(
-    crate::checkpoint::MappedWeights,
-    glass_engine::ParamLayout,
-    u32,
-)> {
+) -> Result<(crate::checkpoint::MappedWeights, u32)> {
     let cfg = RunConfig::load(run_dir)?;
     cfg.model.validate()?;
     let (entry, _) = published_entry(run_dir, index)?;
     let layout = glass_engine::ParamLayout::new(&cfg.model);
     let weights = crate::checkpoint::MappedWeights::open(run_dir, &entry.files, &layout)?;
-    Ok((weights, layout, entry.index))
+    Ok((weights, entry.index))
 }
 
 /// The manifest entry of checkpoint `index` (default: the latest), with its state and
