@@ -34,14 +34,6 @@ pub enum AnalysisError {
     /// Suffix-array construction failed.
     #[error("suffix array construction failed: {0}")]
     Build(String),
-    /// The metrics database refused a statement.
-    #[error("{path}: {msg}")]
-    Sql {
-        /// The database file.
-        path: PathBuf,
-        /// The SQLite message.
-        msg: String,
-    },
     /// From the data layer.
     #[error(transparent)]
     Data(#[from] glass_data::DataError),
@@ -60,4 +52,10 @@ pub type Result<T, E = AnalysisError> = std::result::Result<T, E>;
 pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> AnalysisError {
     let path = path.into();
     move |source| AnalysisError::Io { path, source }
+}
+
+impl From<glass_io::IoError> for AnalysisError {
+    fn from(e: glass_io::IoError) -> Self {
+        AnalysisError::Data(e.into())
+    }
 }

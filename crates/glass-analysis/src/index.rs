@@ -21,9 +21,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glass_data::atomic::{sha256_file, write_atomic, AtomicFile};
 use glass_data::chunk::{chunk_stem, read_header, ChunkHeader};
 use glass_data::dtype::TokenDtype;
+use glass_io::atomic::{sha256_file, write_atomic, AtomicFile};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io, AnalysisError, Result};
@@ -299,7 +299,7 @@ fn reusable(run_dir: &Path, s: &DataShard) -> Result<Option<ShardRecord>> {
 fn build_shard(run_dir: &Path, s: &DataShard, narrow_max_tokens: u64) -> Result<ShardRecord> {
     let h = &s.header;
     let hp = run_dir.join(INDEX_DIR).join(format!("{}.json", s.name));
-    glass_data::atomic::remove_if_exists(&hp)?;
+    glass_io::atomic::remove_if_exists(&hp)?;
     let tp = s.dir.join(&h.tokens.file);
     let n = h.n_rows * h.row_len as u64;
     let rel = format!("{INDEX_DIR}/{}.sa", s.name);

@@ -14,14 +14,14 @@
 //! `memorization` table of `RUN/metrics.sqlite`; a pair already computed with the same
 //! settings, checkpoint and chunk file is reused.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use glass_data::atomic::{sha256_file, sha256_hex, write_atomic};
 use glass_data::chunk::read_rows;
 use glass_engine::{CachedInput, KvCache, Model};
+use glass_io::atomic::{sha256_file, sha256_hex, write_atomic};
+use glass_run::metrics::{MemorizationRow, Metrics};
 use rayon::prelude::*;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io, AnalysisError, Result};
@@ -415,7 +415,11 @@ pub fn analyze_on(
     let root = comm.rank() == 0;
     let parallel = comm.size() > 1;
     // Only rank 0 touches the metrics database; it says which pairs need computing.
-    let db = if root { Some(Db::open(run_dir)?) } else { None };
+    let db = if root {
+        Some(Metrics::open(run_dir)?)
+    } else {
+        None
+    };
     let mut slots: Vec<Option<PairResult>> = Vec::new();
     let mut todo: Vec<Job> = Vec::new();
     if let Some(db) = &db {
@@ -427,7 +431,7 @@ pub fn analyze_on(
                 let rel = result_path(entry.index, c);
                 let stored = match opts.force {
                     true => None,
-                    false => db.reusable(run_dir, entry.index, c, &settings_sha, &rel)?,
+                    false => reusable(db, run_dir, entry.index, c, &settings_sha, &rel)?,
                 };
                 if let Some(r) = &stored {
                     progress(MemoEvent::Done(r, true));
@@ -527,12 +531,28 @@ fn dist_err(e: glass_dist::DistError) -> AnalysisError {
 }
 
 /// Writes a pair's result file and its SQLite row.
-fn store(run_dir: &Path, db: &Db, result: &PairResult) -> Result<()> {
-    let settings_sha = sha256_hex(&serde_json::to_vec(&result.settings).expect("json"));
-    let rel = result_path(result.checkpoint, result.chunk);
-    let bytes = serde_json::to_vec_pretty(result).expect("json");
+fn store(run_dir: &Path, db: &Metrics, r: &PairResult) -> Result<()> {
+    let settings_sha256 = sha256_hex(&serde_json::to_vec(&r.settings).expect("json"));
+    let rel = result_path(r.checkpoint, r.chunk);
+    let bytes = serde_json::to_vec_pretty(r).expect("json");
     write_atomic(&run_dir.join(&rel), &bytes)?;
-    db.record(result, &settings_sha, &rel, &sha256_hex(&bytes))
+    db.record_memorization(&MemorizationRow {
+        checkpoint: r.checkpoint,
+        chunk: r.chunk,
+        step: r.step,
+        samples: r.settings.samples as u64,
+        prompt_tokens: r.settings.prompt_tokens as u64,
+        continuation_tokens: r.settings.continuation_tokens as u64,
+        n: r.n as u64,
+        token_match: r.token_match,
+        full_match: r.full_match,
+        settings_sha256,
+        result_path: rel,
+        result_sha256: sha256_hex(&bytes),
+        seconds: Some(r.seconds),
+        wall_time: Some(glass_run::metrics::now()),
+    })?;
+    Ok(())
 }
 
 /// What computing one pair needs besides the model.
@@ -652,170 +672,34 @@ fn buckets(logs: &[SampleLog], c: usize) -> Vec<ExposureBucket> {
     out
 }
 
-/// One stored pair, as `glass metrics --memorization` lists it.
-#[derive(Debug, Clone, Serialize)]
-pub struct StoredRow {
-    /// Checkpoint.
-    pub checkpoint: u32,
-    /// Its step.
-    pub step: u64,
-    /// Chunk.
-    pub chunk: u64,
-    /// Rows evaluated.
-    pub n: u64,
-    /// Prompt tokens.
-    pub prompt_tokens: u64,
-    /// Continuation tokens.
-    pub continuation_tokens: u64,
-    /// Mean fraction of matching positions.
-    pub token_match: f64,
-    /// Fraction of fully matching rows.
-    pub full_match: f64,
-    /// Result JSON, relative to the run.
-    pub result_path: String,
-}
-
 /// Every stored pair of a run (empty when none). Reads only: the database is opened
-/// read-only, so this never blocks or changes a run that is training.
-pub fn stored(run_dir: &Path) -> Result<Vec<StoredRow>> {
-    let path = run_dir.join(glass_run::metrics::METRICS_FILE);
-    if !path.is_file() {
-        return Ok(vec![]);
+/// read-only, so this never creates a file or blocks a run that is training.
+pub fn stored(run_dir: &Path) -> Result<Vec<MemorizationRow>> {
+    match Metrics::open_if_exists(run_dir)? {
+        Some(m) => Ok(m.memorization(None)?),
+        None => Ok(vec![]),
     }
-    let sql = |e: rusqlite::Error| AnalysisError::Sql {
-        path: path.clone(),
-        msg: e.to_string(),
+}
+
+/// The stored result of a pair if it has these settings and its file is intact.
+fn reusable(
+    db: &Metrics,
+    run_dir: &Path,
+    k: u32,
+    c: u64,
+    settings_sha: &str,
+    rel: &str,
+) -> Result<Option<PairResult>> {
+    let Some(row) = db.memorization(Some((k, c)))?.pop() else {
+        return Ok(None);
     };
-    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(sql)?;
-    conn.busy_timeout(std::time::Duration::from_secs(2))
-        .map_err(sql)?;
-    let exists: bool = conn
-        .query_row(
-            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'memorization'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(sql)?;
-    if !exists {
-        return Ok(vec![]);
+    let p = run_dir.join(rel);
+    if row.settings_sha256 != settings_sha || !p.exists() || sha256_file(&p)?.0 != row.result_sha256
+    {
+        return Ok(None);
     }
-    let mut st = conn
-        .prepare(
-            "SELECT checkpoint, step, chunk, n, prompt_tokens, continuation_tokens, token_match, full_match, result_path
-             FROM memorization ORDER BY checkpoint, chunk",
-        )
-        .map_err(&sql)?;
-    let rows = st
-        .query_map([], |r| {
-            Ok(StoredRow {
-                checkpoint: r.get(0)?,
-                step: r.get::<_, i64>(1)? as u64,
-                chunk: r.get::<_, i64>(2)? as u64,
-                n: r.get::<_, i64>(3)? as u64,
-                prompt_tokens: r.get::<_, i64>(4)? as u64,
-                continuation_tokens: r.get::<_, i64>(5)? as u64,
-                token_match: r.get(6)?,
-                full_match: r.get(7)?,
-                result_path: r.get(8)?,
-            })
-        })
-        .map_err(&sql)?
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(&sql)?;
-    Ok(rows)
-}
-
-/// The `memorization` table of `RUN/metrics.sqlite`.
-struct Db {
-    conn: Connection,
-    path: PathBuf,
-}
-
-impl Db {
-    fn open(run_dir: &Path) -> Result<Self> {
-        let path = run_dir.join(glass_run::metrics::METRICS_FILE);
-        let conn = Connection::open(&path).map_err(|e| AnalysisError::Sql {
-            path: path.clone(),
-            msg: e.to_string(),
-        })?;
-        let db = Db { conn, path };
-        db.conn
-            .execute_batch(
-                "PRAGMA busy_timeout = 10000;
-                 CREATE TABLE IF NOT EXISTS memorization(
-                   checkpoint INTEGER NOT NULL, chunk INTEGER NOT NULL, step INTEGER NOT NULL,
-                   samples INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,
-                   continuation_tokens INTEGER NOT NULL, n INTEGER NOT NULL,
-                   token_match REAL NOT NULL, full_match REAL NOT NULL,
-                   settings_sha256 TEXT NOT NULL, result_path TEXT NOT NULL,
-                   result_sha256 TEXT NOT NULL, seconds REAL, wall_time REAL,
-                   PRIMARY KEY (checkpoint, chunk));",
-            )
-            .map_err(db.sql())?;
-        Ok(db)
-    }
-
-    fn sql(&self) -> impl Fn(rusqlite::Error) -> AnalysisError + '_ {
-        |e| AnalysisError::Sql {
-            path: self.path.clone(),
-            msg: e.to_string(),
-        }
-    }
-
-    /// The stored result of a pair if it has these settings and its file is intact.
-    fn reusable(
-        &self,
-        run_dir: &Path,
-        k: u32,
-        c: u64,
-        settings_sha: &str,
-        rel: &str,
-    ) -> Result<Option<PairResult>> {
-        let row: Option<(String, String)> = self
-            .conn
-            .query_row(
-                "SELECT settings_sha256, result_sha256 FROM memorization WHERE checkpoint = ?1 AND chunk = ?2",
-                params![k, c as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(self.sql())?;
-        let Some((s, file_sha)) = row else {
-            return Ok(None);
-        };
-        let p = run_dir.join(rel);
-        if s != settings_sha || !p.exists() || sha256_file(&p)?.0 != file_sha {
-            return Ok(None);
-        }
-        let bytes = std::fs::read(&p).map_err(io(&p))?;
-        Ok(serde_json::from_slice(&bytes).ok())
-    }
-
-    fn record(&self, r: &PairResult, settings_sha: &str, rel: &str, file_sha: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO memorization VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
-                params![
-                    r.checkpoint,
-                    r.chunk as i64,
-                    r.step as i64,
-                    r.settings.samples as i64,
-                    r.settings.prompt_tokens as i64,
-                    r.settings.continuation_tokens as i64,
-                    r.n as i64,
-                    r.token_match,
-                    r.full_match,
-                    settings_sha,
-                    rel,
-                    file_sha,
-                    r.seconds,
-                    glass_run::metrics::now()
-                ],
-            )
-            .map_err(self.sql())?;
-        Ok(())
-    }
+    let bytes = std::fs::read(&p).map_err(io(&p))?;
+    Ok(serde_json::from_slice(&bytes).ok())
 }
 
 #[cfg(test)]

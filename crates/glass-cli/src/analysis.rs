@@ -10,7 +10,6 @@ use glass_analysis::memorization::{self, MemoEvent, MemoOptions, PairResult, Sel
 use glass_analysis::trace::{Rank, TraceOptions, TraceReport};
 use glass_analysis::Index;
 use glass_engine::{Sampler, SamplingConfig};
-use indicatif::{ProgressBar, ProgressStyle};
 
 /// Options of `glass index`.
 #[derive(Args)]
@@ -25,18 +24,7 @@ pub struct IndexArgs {
     pub quiet: bool,
 }
 
-fn bar(len: u64, show: bool, template: &str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len);
-    b.set_style(
-        ProgressStyle::with_template(template)
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    b
-}
+use glass_io::progress::bar;
 
 /// Runs `glass index`.
 pub fn index(a: IndexArgs) -> Result<()> {

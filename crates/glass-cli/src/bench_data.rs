@@ -14,11 +14,11 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use glass_data::atomic::write_atomic;
 use glass_data::config::{SourceConfig, SourceKind};
 use glass_data::embedded::{embedded_set, EmbeddedSet};
 use glass_data::tokenizer::{train_bpe, GlassTokenizer};
 use glass_data::{DataConfig, Manifest};
+use glass_io::atomic::write_atomic;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

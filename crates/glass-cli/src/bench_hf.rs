@@ -36,7 +36,7 @@ pub fn bench(dir: &Path, cfg: &ModelConfig, max_shard_bytes: u64) -> Result<HfBe
     let out = scratch.path();
     let t = Instant::now();
     let (config, _) = to_hf(cfg, SpecialTokenIds::default(), "float32")?;
-    glass_data::atomic::write_atomic(
+    glass_io::atomic::write_atomic(
         &out.join("config.json"),
         &serde_json::to_vec_pretty(&config)?,
     )?;

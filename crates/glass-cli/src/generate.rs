@@ -76,7 +76,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         let rows: Vec<&[f32]> = logits.chunks(vocab).collect();
         let doc =
             serde_json::json!({"checkpoint": k, "ids": prompt, "vocab": vocab, "logits": rows});
-        glass_data::atomic::write_atomic(path, &serde_json::to_vec(&doc)?)
+        glass_io::atomic::write_atomic(path, &serde_json::to_vec(&doc)?)
             .with_context(|| format!("writing {}", path.display()))?;
         if a.max_tokens == 0 {
             return Ok(());

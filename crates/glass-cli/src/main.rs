@@ -164,7 +164,7 @@ fn real_main() -> Result<()> {
     // Refuse a bad GLASS_KERNEL before any work starts (all kernels give the same bits).
     glass_engine::gemm::init_from_env()?;
     if let Some(t) = cli.threads {
-        let cap = glass_data::preflight::max_threads();
+        let cap = glass_io::disk::max_threads();
         if t > cap {
             eprintln!("--threads {t}: using {cap} (4 per core); more only costs memory");
         }

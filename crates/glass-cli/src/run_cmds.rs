@@ -272,7 +272,7 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
     if a.memorization {
         return crate::analysis::metrics_matrix(&a.run, a.json);
     }
-    let m = Metrics::open(&a.run)?;
+    let m = Metrics::open_read_only(&a.run)?;
     if a.evals {
         return evals(&m, a.json, a.csv);
     }

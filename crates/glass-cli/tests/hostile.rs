@@ -131,7 +131,7 @@ fn write_json(p: &Path, v: &Value) {
 }
 
 fn sha(p: &Path) -> (String, u64) {
-    glass_data::atomic::sha256_file(p).unwrap()
+    glass_io::atomic::sha256_file(p).unwrap()
 }
 
 /// Re-seals `RUN/data` after a file was edited, as a forger would: every header's file

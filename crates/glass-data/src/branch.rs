@@ -6,7 +6,6 @@
 
 use std::path::Path;
 
-use crate::atomic::{sha256_file, write_atomic};
 use crate::chunk::{chunk_stem, write_chunk, ChunkMeta};
 use crate::config::DataConfig;
 use crate::error::{DataError, Result};
@@ -14,6 +13,7 @@ use crate::manifest::{hash_entry, BaseData, Manifest, ManifestFile, MANIFEST_FIL
 use crate::order::Plan;
 use crate::pack::{Framing, Packer};
 use crate::store::{read_header as read_store_header, SourceView};
+use glass_io::atomic::{sha256_file, write_atomic};
 
 /// What [`link`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

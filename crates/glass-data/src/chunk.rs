@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{remove_if_exists, sha256_file, sha256_hex, write_atomic, AtomicFile};
 use crate::dtype::TokenDtype;
 use crate::error::{DataError, IoContext, Result};
 use crate::pack::{ChunkRows, Segment, SEGMENT_BYTES};
 use crate::store::FileHash;
+use glass_io::atomic::{remove_if_exists, sha256_file, sha256_hex, write_atomic, AtomicFile};
 
 /// Format tag of [`ChunkHeader`].
 pub const CHUNK_FORMAT: &str = "glass-chunk-v1";
@@ -250,10 +250,10 @@ impl ChunkWriter {
 
 /// Publishes a chunk's header (atomically; it marks the chunk complete).
 pub fn write_header(dir: &Path, stem: &str, h: &ChunkHeader) -> Result<()> {
-    write_atomic(
+    Ok(write_atomic(
         &file(dir, stem, "json"),
         &serde_json::to_vec_pretty(h).expect("json"),
-    )
+    )?)
 }
 
 fn file_ok(dir: &Path, f: &FileHash) -> Result<bool> {

@@ -53,3 +53,12 @@ impl<T> IoContext<T> for std::io::Result<T> {
         })
     }
 }
+
+impl From<glass_io::IoError> for DataError {
+    fn from(e: glass_io::IoError) -> Self {
+        DataError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}

@@ -2,24 +2,14 @@
 //! length or a path: a corrupt or forged file must give an error naming it, never a
 //! panic, an absurd allocation, or a read outside the run.
 
-use std::path::{Component, Path};
+use std::path::Path;
 
 use crate::chunk::ChunkHeader;
 use crate::error::{DataError, Result};
 use crate::manifest::{ChunkRecord, Manifest};
 use crate::pack::SEGMENT_BYTES;
 
-/// True when `rel` is a relative path that stays inside the directory it is joined to:
-/// no root, drive prefix, `..` or `.` component, and not empty. Manifests name files by
-/// such paths; anything else could make a loader read (and "verify") a file elsewhere.
-pub fn is_inside(rel: &str) -> bool {
-    !rel.is_empty()
-        && !rel.contains('\\')
-        && !rel.contains('\0')
-        && Path::new(rel)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
-}
+pub use glass_io::paths::is_inside;
 
 /// [`is_inside`] as an error naming the file that lists the path.
 pub fn check_inside(rel: &str, listed_in: &Path) -> Result<()> {

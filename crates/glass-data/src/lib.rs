@@ -6,7 +6,6 @@
 
 #![warn(missing_docs)]
 
-pub mod atomic;
 pub mod branch;
 mod bytelevel;
 pub mod chunk;
@@ -23,10 +22,8 @@ pub mod pack;
 pub mod preflight;
 pub mod prepare;
 pub mod pretokenized;
-mod progress;
 pub mod reader;
 pub mod sources;
-mod stages;
 pub mod store;
 pub mod tokenizer;
 

@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::sha256_file;
 use crate::config::{DataConfig, SourceKind};
 use crate::dtype::TokenDtype;
 use crate::error::{DataError, Result};
 use crate::pack::StageStats;
 use crate::store::UnitRecord;
 use crate::tokenizer::SpecialIds;
+use glass_io::atomic::sha256_file;
 
 /// Format tag of [`Manifest`].
 pub const MANIFEST_FORMAT: &str = "glass-data-manifest-v1";

@@ -12,7 +12,6 @@ use std::str::FromStr;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::atomic::{remove_if_exists, sha256_file, sha256_hex, write_atomic};
 use crate::chunk::{chunk_stem, write_chunk, ChunkMeta};
 use crate::config::{DataConfig, SourceKind};
 use crate::dtype::TokenDtype;
@@ -23,13 +22,14 @@ use crate::manifest::{
 };
 use crate::order::Plan;
 use crate::pack::{pack_validation, Framing, Packer};
-use crate::progress::Progress;
 use crate::sources::{list_units, read_unit, RawDoc, Unit, UnitCounts, UnitLocation};
 use crate::store::{
     files_match, read_header, shard_counts_present, FileHash, SourceView, StoreHeader, StoreWriter,
     STORE_FORMAT,
 };
 use crate::tokenizer::{add_missing_specials, train_bpe, GlassTokenizer};
+use glass_io::atomic::{remove_if_exists, sha256_file, sha256_hex, write_atomic};
+use glass_io::progress::Progress;
 
 /// One shard job out of `count`: tokenizes the units whose global index is `index (mod count)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +117,7 @@ pub fn prepare(run_dir: &Path, opts: &PrepareOptions) -> Result<PrepareReport> {
     }
     match opts.threads {
         Some(t) => rayon::ThreadPoolBuilder::new()
-            .num_threads(crate::preflight::cap_threads(t))
+            .num_threads(glass_io::disk::cap_threads(t))
             .build()
             .map_err(|e| DataError::Config(format!("thread pool: {e}")))?
             .install(|| Prepare::new(run_dir)?.run(opts)),
@@ -215,7 +215,7 @@ impl Prepare {
                         .sum::<u64>()
                 })
                 .sum();
-            let progress = Progress::new(total, opts.progress);
+            let progress = Progress::new("tokenize", total, opts.progress);
             for &j in &todo {
                 self.tokenize_shard(&tokens_dir, &tok, &tok_rec, j, n, &progress)?;
                 report.shards_tokenized.push(j);

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::atomic::{sha256_hex, write_atomic};
 use crate::chunk::{chunk_stem, write_header, ChunkMeta, ChunkWriter};
 use crate::config::{
     BadInput, DataConfig, DtypeChoice, SourceConfig, SourceKind, StageConfig, TokenizerConfig,
@@ -30,6 +29,7 @@ use crate::pack::{Segment, SegmentKind, SourceStageStats, StageStats};
 use crate::sources::UnitCounts;
 use crate::store::{FileHash, StoreHeader, StoreWriter, STORE_FORMAT};
 use crate::tokenizer::GlassTokenizer;
+use glass_io::atomic::{sha256_hex, write_atomic};
 
 /// Name of the single stage of imported data.
 pub const RELEASE_STAGE: &str = "release";

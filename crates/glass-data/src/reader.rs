@@ -45,7 +45,7 @@ impl PreparedData {
         let shared_dir = manifest.dir_of(run_dir, "validation.json");
         let open_header = |dir: &Path, stem: &str, rel: &str, rec: Option<&ChunkRecord>| {
             let path = dir.join(format!("{stem}.json"));
-            let (sha, _) = crate::atomic::sha256_file(&path)?;
+            let (sha, _) = glass_io::atomic::sha256_file(&path)?;
             let listed = crate::integrity::listed_sha(&manifest, rel);
             if listed != Some(sha.as_str()) {
                 return Err(DataError::Format(format!(
@@ -323,7 +323,7 @@ impl PreparedData {
 /// Hashes `dir/f.file` and compares it with the hash and length `f` records.
 fn verify_file(dir: &Path, f: &FileHash) -> Result<()> {
     let p = dir.join(&f.file);
-    let (sha, bytes) = crate::atomic::sha256_file(&p)?;
+    let (sha, bytes) = glass_io::atomic::sha256_file(&p)?;
     if sha != f.sha256 || bytes != f.bytes {
         return Err(DataError::Format(format!(
             "{}: sha256 {sha} ({bytes} bytes) but the data manifest lists {} ({} bytes); the file was modified — restore it or re-run `glass data prepare`",

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{sha256_file, AtomicFile};
 use crate::dtype::TokenDtype;
 use crate::error::{DataError, IoContext, Result};
 use crate::sources::UnitCounts;
+use glass_io::atomic::{sha256_file, AtomicFile};
 
 /// Bytes per [`DocRecord`] on disk.
 pub const DOC_RECORD_BYTES: usize = 40;
@@ -160,7 +160,7 @@ impl StoreWriter {
     /// Starts the store of `header.source`, shard `header.shard`.
     pub fn create(tokens_dir: &Path, header: StoreHeader, with_meta: bool) -> Result<Self> {
         let stem = store_stem(tokens_dir, &header.source, header.shard, header.n_shards);
-        crate::atomic::remove_if_exists(&with_ext(&stem, ".json"))?;
+        glass_io::atomic::remove_if_exists(&with_ext(&stem, ".json"))?;
         Ok(Self {
             tokens: AtomicFile::create(&with_ext(&stem, ".tokens"))?,
             docs: AtomicFile::create(&with_ext(&stem, ".docs"))?,
@@ -272,7 +272,7 @@ impl StoreWriter {
             });
         }
         let json = serde_json::to_vec_pretty(&self.header).expect("json");
-        crate::atomic::write_atomic(&with_ext(&self.stem, ".json"), &json)?;
+        glass_io::atomic::write_atomic(&with_ext(&self.stem, ".json"), &json)?;
         Ok(self.header)
     }
 }

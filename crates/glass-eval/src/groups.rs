@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use glass_data::atomic::{sha256_hex, write_atomic};
+use glass_io::atomic::{sha256_hex, write_atomic};
 use glass_run::metrics::{EvalRow, EvalRunRow};
 use glass_run::Metrics;
 use serde::Serialize;

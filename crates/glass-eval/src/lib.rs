@@ -67,3 +67,9 @@ pub enum EvalError {
     #[error("{0}")]
     Invalid(String),
 }
+
+impl From<glass_io::IoError> for EvalError {
+    fn from(e: glass_io::IoError) -> Self {
+        EvalError::RunData(e.into())
+    }
+}

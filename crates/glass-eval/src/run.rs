@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glass_data::atomic::{sha256_hex, write_atomic};
 use glass_dist::{Collective, Solo};
+use glass_io::atomic::{sha256_hex, write_atomic};
 use glass_run::metrics::{EvalRow, EvalRunRow};
 use glass_run::{Metrics, RunManifest};
 use serde::Serialize;

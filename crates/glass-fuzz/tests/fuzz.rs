@@ -122,7 +122,7 @@ fn fuzz(name: &str) {
         // Keep the shrunk input as a regression file (commit it once fixed).
         if let proptest::test_runner::TestError::Fail(_, (i, edits)) = &e {
             let input = mutate::apply(&seeds[*i], t.kind, edits);
-            let id = &glass_data::atomic::sha256_hex(&input)[..8];
+            let id = &glass_io::atomic::sha256_hex(&input)[..8];
             let p =
                 Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("regressions/{name}-{id}.bin"));
             let _ = std::fs::write(&p, &input);

@@ -74,3 +74,9 @@ pub(crate) fn tensor_err(
         msg: msg.into(),
     }
 }
+
+impl From<glass_io::IoError> for HfError {
+    fn from(e: glass_io::IoError) -> Self {
+        HfError::Data(e.into())
+    }
+}

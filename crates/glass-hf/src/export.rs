@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glass_data::atomic::{sync_dir, write_atomic, write_atomic_all};
 use glass_engine::Model;
+use glass_io::atomic::{sync_dir, write_atomic, write_atomic_all};
+use glass_io::safetensors::{write_safetensors, TensorBytes};
 use glass_run::checkpoint::CheckpointState;
-use glass_run::checkpoint::{write_safetensors, TensorBytes};
 use glass_run::{RunConfig, RunManifest};
 use rayon::prelude::*;
 use safetensors::Dtype;
@@ -306,7 +306,7 @@ fn write_all(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
 fn exported(name: &str, bytes: &[u8]) -> ExportedFile {
     ExportedFile {
         path: name.to_string(),
-        sha256: glass_data::atomic::sha256_hex(bytes),
+        sha256: glass_io::atomic::sha256_hex(bytes),
         bytes: bytes.len() as u64,
     }
 }
@@ -355,7 +355,7 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
     let state: CheckpointState =
         serde_json::from_slice(&std::fs::read(&state_path).map_err(io(&state_path))?)
             .map_err(|e| file_err(&state_path, e.to_string()))?;
-    let config_now = glass_data::atomic::sha256_hex(cfg.text.as_bytes());
+    let config_now = glass_io::atomic::sha256_hex(cfg.text.as_bytes());
     let mut warnings = Vec::new();
     if config_now != state.config_sha256 {
         warnings.push(format!(
@@ -566,7 +566,7 @@ mod tests {
                 let mut seen = 0;
                 for f in &shards {
                     let bytes = std::fs::read(dir.path().join(&f.path)).unwrap();
-                    assert_eq!(f.sha256, glass_data::atomic::sha256_hex(&bytes));
+                    assert_eq!(f.sha256, glass_io::atomic::sha256_hex(&bytes));
                     assert_eq!(f.bytes, bytes.len() as u64);
                     // The same tensors, written by the crate.
                     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

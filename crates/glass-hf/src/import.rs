@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glass_data::atomic::sha256_file;
 use glass_data::config::{FimTokens, TokenizerConfig};
 use glass_data::GlassTokenizer;
 use glass_engine::{Model, ModelConfig};
+use glass_io::atomic::sha256_file;
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{json, Value};

@@ -200,7 +200,7 @@ fn import_export_reimport_is_bit_identical() {
                     .unwrap();
             for f in rec["files"].as_array().unwrap() {
                 let p = out.join(f["path"].as_str().unwrap());
-                let (sha, _) = glass_data::atomic::sha256_file(&p).unwrap();
+                let (sha, _) = glass_io::atomic::sha256_file(&p).unwrap();
                 assert_eq!(sha, f["sha256"].as_str().unwrap());
             }
             let card = std::fs::read_to_string(out.join("README.md")).unwrap();

@@ -7,11 +7,11 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use glass_data::atomic::AtomicFile;
 use glass_data::chunk::{read_rows, ChunkHeader};
 use glass_data::pack::{Segment, SEGMENT_BYTES};
 use glass_data::store::SourceView;
 use glass_data::PreparedData;
+use glass_io::atomic::AtomicFile;
 use rayon::prelude::*;
 use serde::Serialize;
 

@@ -54,3 +54,9 @@ pub(crate) fn file_err(path: impl Into<PathBuf>, msg: impl Into<String>) -> Rele
         msg: msg.into(),
     }
 }
+
+impl From<glass_io::IoError> for ReleaseError {
+    fn from(e: glass_io::IoError) -> Self {
+        ReleaseError::Data(e.into())
+    }
+}

@@ -16,7 +16,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glass_data::atomic::{sha256_file, sync_dir};
+use glass_io::atomic::{sha256_file, sync_dir};
 use glass_run::checkpoint::{CheckpointState, MODEL_FILE, STATE_FILE};
 use glass_run::metrics::CheckpointRow;
 use glass_run::{Metrics, RunManifest};

@@ -16,10 +16,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glass_data::atomic::{sha256_file, sha256_hex, sync_dir, write_atomic};
 use glass_data::config::{FimTokens, TokenizerConfig};
 use glass_data::pretokenized::{import_pretokenized, PretokenizedInput};
 use glass_engine::AdamW;
+use glass_io::atomic::{sha256_file, sha256_hex, sync_dir, write_atomic};
 use glass_run::checkpoint::{self, CheckpointState, FileEntry};
 use glass_run::manifest::{CheckpointEntry, ImportSource, RunManifest, FORMAT_VERSION};
 use glass_run::metrics::CheckpointRow;

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use glass_data::atomic::{sha256_hex, write_atomic_all};
+use glass_io::atomic::{sha256_hex, write_atomic_all};
 use glass_run::metrics::{CheckpointRow, EvalRow, EventRow, StepRow};
 use glass_run::Metrics;
 use serde::Serialize;
@@ -30,7 +30,7 @@ pub fn collect(run_dir: &Path) -> Result<RunMetrics> {
     if !run_dir.join(glass_run::metrics::METRICS_FILE).exists() {
         return Ok(RunMetrics::default());
     }
-    let m = Metrics::open(run_dir)?;
+    let m = Metrics::open_read_only(run_dir)?;
     Ok(RunMetrics {
         steps: m.steps()?,
         checkpoints: m.checkpoints()?,

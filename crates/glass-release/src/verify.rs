@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use glass_data::atomic::sha256_file;
+use glass_io::atomic::sha256_file;
 use rayon::prelude::*;
 use serde::Serialize;
 

@@ -8,10 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glass_data::atomic::{sha256_file, sync_dir, write_atomic, write_atomic_all, AtomicFile};
 use glass_data::store::SourceView;
 use glass_data::PreparedData;
 use glass_hf::ExportDtype;
+use glass_io::atomic::{sha256_file, sync_dir, write_atomic, write_atomic_all, AtomicFile};
 use glass_run::manifest::CheckpointEntry;
 use glass_run::{RunConfig, RunManifest};
 use serde::{Deserialize, Serialize};
@@ -359,7 +359,7 @@ pub fn write_release(
         write_atomic(&out.join("README.md"), card.as_bytes())?;
         Ok(vec![ReleaseFile {
             path: "README.md".into(),
-            sha256: glass_data::atomic::sha256_hex(card.as_bytes()),
+            sha256: glass_io::atomic::sha256_hex(card.as_bytes()),
             bytes: card.len() as u64,
         }])
     })?;
@@ -642,7 +642,7 @@ fn write_run_files(run_dir: &Path, out: &Path, data: &PreparedData) -> Result<Ve
         .zip(&contents)
         .map(|((_, rel), (_, b))| ReleaseFile {
             path: rel.clone(),
-            sha256: glass_data::atomic::sha256_hex(b),
+            sha256: glass_io::atomic::sha256_hex(b),
             bytes: b.len() as u64,
         })
         .collect();
@@ -719,7 +719,7 @@ fn write_checkpoint(
                     return Ok(None);
                 }
                 let src = run_dir.join(&f.path);
-                if !glass_data::integrity::is_inside(&f.path) {
+                if !glass_io::paths::is_inside(&f.path) {
                     return Err(file_err(
                         RunManifest::path(run_dir),
                         format!(

@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use glass_data::atomic::{sha256_file, sync_dir, write_atomic};
 use glass_engine::layout::ParamLayout;
 use glass_engine::{AdamW, Model};
+use glass_io::atomic::{sha256_file, sync_dir, write_atomic};
+use glass_io::safetensors::{write_safetensors, TensorBytes};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
@@ -100,66 +101,7 @@ fn write_tensors(
             });
         }
     }
-    write_safetensors(path, &tensors, &meta)
-}
-
-/// One tensor of a safetensors file being written: its raw little-endian bytes.
-pub struct TensorBytes<'a> {
-    /// Tensor name.
-    pub name: String,
-    /// Element type.
-    pub dtype: Dtype,
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// The values' bytes.
-    pub data: &'a [u8],
-}
-
-/// Writes `tensors` as a safetensors file at `path`, byte for byte what
-/// `safetensors::serialize_to_file` writes for them, atomically and fsynced, and returns
-/// its (sha256, bytes): the file is hashed as it is written (through
-/// [`glass_data::atomic::AtomicFile`]), never read back.
-///
-/// The header is written out here because the crate writes only to a file it opens
-/// itself and keeps its header builder private: sorted by descending dtype, then name;
-/// `__metadata__` first; the entries are the crate's own `TensorInfo` serialised; padded
-/// with spaces to a multiple of 8 bytes. A test checks every byte against the crate.
-pub fn write_safetensors(
-    path: &Path,
-    tensors: &[TensorBytes<'_>],
-    meta: &HashMap<String, String>,
-) -> Result<(String, u64)> {
-    let mut order: Vec<usize> = (0..tensors.len()).collect();
-    order.sort_by(|&a, &b| {
-        (tensors[b].dtype.cmp(&tensors[a].dtype)).then(tensors[a].name.cmp(&tensors[b].name))
-    });
-    let mut header = format!("{{\"__metadata__\":{}", to_json(meta));
-    let mut offset = 0;
-    for &i in &order {
-        let t = &tensors[i];
-        let info = safetensors::tensor::TensorInfo {
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-            data_offsets: (offset, offset + t.data.len()),
-        };
-        offset += t.data.len();
-        header.push_str(&format!(",{}:{}", to_json(&t.name), to_json(&info)));
-    }
-    header.push('}');
-    let mut header = header.into_bytes();
-    header.resize(header.len().next_multiple_of(8), b' ');
-    let mut out = glass_data::atomic::AtomicFile::create(path)?;
-    out.write(&(header.len() as u64).to_le_bytes())?;
-    out.write(&header)?;
-    for i in order {
-        out.write(tensors[i].data)?;
-    }
-    Ok(out.commit()?)
-}
-
-/// Compact JSON of plain data (strings, the metadata map, the crate's `TensorInfo`).
-fn to_json<T: Serialize + ?Sized>(v: &T) -> String {
-    serde_json::to_string(v).expect("plain data serialises")
+    Ok(write_safetensors(path, &tensors, &meta)?)
 }
 
 /// Where each layout tensor named `prefix + layout name` lies in the safetensors bytes
@@ -274,7 +216,7 @@ impl MappedWeights {
 
     /// Checks the file's sha256 against the manifest's.
     pub fn verify(&self) -> Result<()> {
-        let actual = glass_data::atomic::sha256_hex(&self.map);
+        let actual = glass_io::atomic::sha256_hex(&self.map);
         if actual != self.expected_sha256 {
             return Err(RunError::HashMismatch {
                 path: self.path.clone(),
@@ -391,7 +333,7 @@ pub fn write(
     sync_dir(&ckpt_root)?;
     crate::fault::point("after-checkpoint-rename");
     let rel = |f: &str| format!("checkpoints/{name}/{f}");
-    let state_sha = glass_data::atomic::sha256_hex(&state_bytes);
+    let state_sha = glass_io::atomic::sha256_hex(&state_bytes);
     let files = vec![
         FileEntry {
             path: rel(MODEL_FILE),
@@ -420,7 +362,7 @@ pub fn verify_files(run_dir: &Path, files: &[FileEntry]) -> Result<()> {
 
 /// Where a manifest entry's file is, refusing paths that leave the run.
 fn entry_path(run_dir: &Path, f: &FileEntry) -> Result<PathBuf> {
-    if !glass_data::integrity::is_inside(&f.path) {
+    if !glass_io::paths::is_inside(&f.path) {
         return Err(RunError::Checkpoint {
             path: crate::manifest::RunManifest::path(run_dir),
             msg: format!(
@@ -501,73 +443,4 @@ pub fn load_weights(run_dir: &Path, files: &[FileEntry], model: &mut Model) -> R
     verified?;
     model.params = params;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::borrow::Cow;
-
-    struct Raw<'a>(&'a TensorBytes<'a>);
-
-    impl safetensors::View for Raw<'_> {
-        fn dtype(&self) -> Dtype {
-            self.0.dtype
-        }
-        fn shape(&self) -> &[usize] {
-            &self.0.shape
-        }
-        fn data(&self) -> Cow<'_, [u8]> {
-            Cow::Borrowed(self.0.data)
-        }
-        fn data_len(&self) -> usize {
-            self.0.data.len()
-        }
-    }
-
-    /// A checkpoint's optimizer file (two prefixes, names out of order, metadata holding
-    /// quotes, mixed dtypes) is byte for byte what `safetensors::serialize_to_file`
-    /// writes, and the returned hash and length are the file's.
-    #[test]
-    fn streamed_files_equal_the_crates_own() {
-        let values: Vec<f32> = (0..3000).map(|i| (i as f32 * 0.37).sin()).collect();
-        let halves: Vec<u8> = (0..600u16).flat_map(|x| x.to_le_bytes()).collect();
-        let f32s: &[u8] = bytemuck::cast_slice(&values);
-        let tensors = vec![
-            TensorBytes {
-                name: "exp_avg_sq.layers.0.w".into(),
-                dtype: Dtype::F32,
-                shape: vec![20, 50],
-                data: &f32s[..4000],
-            },
-            TensorBytes {
-                name: "exp_avg.b".into(),
-                dtype: Dtype::F32,
-                shape: vec![2000],
-                data: &f32s[4000..],
-            },
-            TensorBytes {
-                name: "a.half".into(),
-                dtype: Dtype::BF16,
-                shape: vec![600],
-                data: &halves,
-            },
-        ];
-        let meta = HashMap::from([(
-            "glass".to_string(),
-            "{\"kind\":\"optimizer\",\"adamw_step\":7}".to_string(),
-        )]);
-        let dir = tempfile::tempdir().unwrap();
-        let ours = dir.path().join("ours.safetensors");
-        let (sha, len) = write_safetensors(&ours, &tensors, &meta).unwrap();
-        let theirs = dir.path().join("theirs.safetensors");
-        let views: Vec<(String, Raw)> = tensors.iter().map(|t| (t.name.clone(), Raw(t))).collect();
-        safetensors::serialize_to_file(views, &Some(meta), &theirs).unwrap();
-        let bytes = std::fs::read(&ours).unwrap();
-        assert!(bytes == std::fs::read(&theirs).unwrap());
-        assert_eq!(
-            (sha, len),
-            (glass_data::atomic::sha256_hex(&bytes), bytes.len() as u64)
-        );
-    }
 }

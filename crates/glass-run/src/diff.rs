@@ -267,7 +267,7 @@ fn common_point(a: &Side, b: &Side) -> Result<CommonPoint> {
 /// (from its last checkpoint's state, which records all of them).
 fn sides(s: &Side, from: u32) -> Result<(Vec<DiffSide>, BTreeSet<u64>)> {
     let metrics = if s.dir.join(METRICS_FILE).exists() {
-        Some(Metrics::open(s.dir)?)
+        Some(Metrics::open_read_only(s.dir)?)
     } else {
         None
     };

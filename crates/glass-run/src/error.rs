@@ -79,3 +79,9 @@ pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Run
     let path = path.into();
     move |source| RunError::Io { path, source }
 }
+
+impl From<glass_io::IoError> for RunError {
+    fn from(e: glass_io::IoError) -> Self {
+        RunError::Data(e.into())
+    }
+}

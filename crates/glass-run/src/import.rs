@@ -10,9 +10,9 @@
 
 use std::path::Path;
 
-use glass_data::atomic::{sha256_hex, sync_dir, write_atomic};
 use glass_data::{DataConfig, GlassTokenizer, PreparedData};
 use glass_engine::{AdamW, Model};
+use glass_io::atomic::{sha256_hex, sync_dir, write_atomic};
 use serde_json::json;
 
 use crate::checkpoint::{self, CheckpointState, FileEntry};

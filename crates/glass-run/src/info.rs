@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use glass_data::atomic::write_atomic;
+use glass_io::atomic::write_atomic;
 use serde::Serialize;
 
 use crate::config::{init_toml, RunConfig, CONFIG_FILE};

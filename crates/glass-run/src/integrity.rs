@@ -9,8 +9,8 @@
 
 use std::path::Path;
 
-use glass_data::atomic::sha256_hex;
-use glass_data::integrity::is_inside;
+use glass_io::atomic::sha256_hex;
+use glass_io::paths::is_inside;
 
 use crate::checkpoint::{CheckpointState, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
 use crate::error::{Result, RunError};
@@ -206,14 +206,13 @@ pub fn data_problem(run_dir: &Path, m: &RunManifest) -> Option<FileProblem> {
     let p = run_dir
         .join("data")
         .join(glass_data::manifest::MANIFEST_FILE);
-    let what = match glass_data::atomic::sha256_file(&p) {
+    let what = match glass_io::atomic::sha256_file(&p) {
         Ok((sha, _)) if sha == m.data_manifest_sha256 => return None,
         Ok((sha, _)) => format!(
             "sha256 {sha}, but manifest.json and every checkpoint pin {}; the data was replaced after training — restore it (re-run `glass data prepare` with the original [data] table) or branch a new run",
             m.data_manifest_sha256
         ),
-        Err(glass_data::DataError::Io { source, .. }) => io_problem(&source),
-        Err(e) => e.to_string(),
+        Err(e) => io_problem(&e.source),
     };
     Some(problem("data/manifest.json", what))
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use glass_data::atomic::write_atomic;
+use glass_io::atomic::write_atomic;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::FileEntry;

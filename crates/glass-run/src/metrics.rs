@@ -1,6 +1,11 @@
 //! `RUN/metrics.sqlite`: every step's loss, lr, gradient norm and throughput, validation
-//! loss per checkpoint, evaluation results, and an events table. Wall-clock values live
-//! here only; nothing read back from this database influences training.
+//! loss per checkpoint, evaluation results, memorization results, and an events table.
+//! Wall-clock values live here only; nothing read back from this database influences
+//! training.
+//!
+//! This module is the database's one owner: its schema, and every write. Training,
+//! evaluation and analysis record their results through [`Metrics`]; commands that only
+//! read open it with [`Metrics::open_read_only`], which never creates or changes a file.
 
 use std::path::{Path, PathBuf};
 
@@ -112,6 +117,41 @@ pub struct EvalRunRow {
     pub wall_time: f64,
 }
 
+/// One (checkpoint, data chunk) result of `glass analyze memorization`
+/// (`memorization` table): what it measured, with which settings, and where the full
+/// result file is.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MemorizationRow {
+    /// Checkpoint index.
+    pub checkpoint: u32,
+    /// Data chunk.
+    pub chunk: u64,
+    /// The checkpoint's step.
+    pub step: u64,
+    /// Rows asked for.
+    pub samples: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Continuation tokens.
+    pub continuation_tokens: u64,
+    /// Rows evaluated.
+    pub n: u64,
+    /// Mean fraction of matching positions.
+    pub token_match: f64,
+    /// Fraction of fully matching rows.
+    pub full_match: f64,
+    /// sha256 of the settings (protocol, sizes, checkpoint and chunk hashes).
+    pub settings_sha256: String,
+    /// Result JSON, relative to the run.
+    pub result_path: String,
+    /// sha256 of the result JSON.
+    pub result_sha256: String,
+    /// Seconds the pair took (metadata only).
+    pub seconds: Option<f64>,
+    /// Seconds since the Unix epoch (metadata only).
+    pub wall_time: Option<f64>,
+}
+
 /// A per-step column of the `steps` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StepColumn {
@@ -189,10 +229,30 @@ impl Metrics {
                n INTEGER, PRIMARY KEY(checkpoint, task, metric));
              CREATE TABLE IF NOT EXISTS eval_runs(checkpoint INTEGER, task TEXT, task_sha256 TEXT,
                num_fewshot INTEGER, fewshot_seed INTEGER, lim INTEGER, n INTEGER, result_path TEXT,
-               result_sha256 TEXT, seconds REAL, wall_time REAL, PRIMARY KEY(checkpoint, task));",
+               result_sha256 TEXT, seconds REAL, wall_time REAL, PRIMARY KEY(checkpoint, task));
+             CREATE TABLE IF NOT EXISTS memorization(
+               checkpoint INTEGER NOT NULL, chunk INTEGER NOT NULL, step INTEGER NOT NULL,
+               samples INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,
+               continuation_tokens INTEGER NOT NULL, n INTEGER NOT NULL,
+               token_match REAL NOT NULL, full_match REAL NOT NULL,
+               settings_sha256 TEXT NOT NULL, result_path TEXT NOT NULL,
+               result_sha256 TEXT NOT NULL, seconds REAL, wall_time REAL,
+               PRIMARY KEY (checkpoint, chunk));",
         )
         .map_err(sql)?;
+        // Evaluation, analysis and training may write at the same time: wait, not fail.
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sql)?;
         Ok(Metrics { conn, path })
+    }
+
+    /// [`Metrics::open_read_only`] when the database exists, `None` when the run has no
+    /// metrics yet (readers then show nothing rather than create a file).
+    pub fn open_if_exists(run_dir: &Path) -> Result<Option<Self>> {
+        if !run_dir.join(METRICS_FILE).exists() {
+            return Ok(None);
+        }
+        Self::open_read_only(run_dir).map(Some)
     }
 
     /// Opens the run's metrics database for reading only: nothing is created or
@@ -219,7 +279,15 @@ impl Metrics {
         // A reader may meet the writer's WAL checkpoint for an instant; wait, not fail.
         conn.busy_timeout(std::time::Duration::from_secs(2))
             .map_err(sql)?;
-        Ok(Metrics { conn, path })
+        let m = Metrics { conn, path };
+        if !m.has_table("steps")? {
+            return Err(RunError::Invalid(format!(
+                "{}: not a Glass metrics database (it has no `steps` table); move it aside and let `glass train {}` write a new one",
+                m.path.display(),
+                run_dir.display()
+            )));
+        }
+        Ok(m)
     }
 
     /// Whether the database has table `name` (older runs lack the newer tables).
@@ -456,18 +524,79 @@ impl Metrics {
         rows.next().transpose().map_err(self.sql())
     }
 
+    /// Records one memorization result (replacing an earlier one of the same pair).
+    pub fn record_memorization(&self, r: &MemorizationRow) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO memorization VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
+                params![
+                    r.checkpoint,
+                    r.chunk as i64,
+                    r.step as i64,
+                    r.samples as i64,
+                    r.prompt_tokens as i64,
+                    r.continuation_tokens as i64,
+                    r.n as i64,
+                    r.token_match,
+                    r.full_match,
+                    r.settings_sha256,
+                    r.result_path,
+                    r.result_sha256,
+                    r.seconds,
+                    r.wall_time
+                ],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    /// Stored memorization results, every pair or one (`Some((checkpoint, chunk))`),
+    /// ordered by checkpoint then chunk (empty when the analysis never ran).
+    pub fn memorization(&self, pair: Option<(u32, u64)>) -> Result<Vec<MemorizationRow>> {
+        if !self.has_table("memorization")? {
+            return Ok(vec![]);
+        }
+        let (cond, k, c) = match pair {
+            Some((k, c)) => ("WHERE checkpoint = ?1 AND chunk = ?2", k as i64, c as i64),
+            None => ("WHERE ?1 = ?2", 0, 0),
+        };
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT checkpoint, chunk, step, samples, prompt_tokens, continuation_tokens, n,
+                        token_match, full_match, settings_sha256, result_path, result_sha256,
+                        seconds, wall_time
+                 FROM memorization {cond} ORDER BY checkpoint, chunk"
+            ))
+            .map_err(self.sql())?;
+        let rows = st
+            .query_map(params![k, c], |r| {
+                Ok(MemorizationRow {
+                    checkpoint: r.get(0)?,
+                    chunk: r.get::<_, i64>(1)? as u64,
+                    step: r.get::<_, i64>(2)? as u64,
+                    samples: r.get::<_, i64>(3)? as u64,
+                    prompt_tokens: r.get::<_, i64>(4)? as u64,
+                    continuation_tokens: r.get::<_, i64>(5)? as u64,
+                    n: r.get::<_, i64>(6)? as u64,
+                    token_match: r.get(7)?,
+                    full_match: r.get(8)?,
+                    settings_sha256: r.get(9)?,
+                    result_path: r.get(10)?,
+                    result_sha256: r.get(11)?,
+                    seconds: r.get(12)?,
+                    wall_time: r.get(13)?,
+                })
+            })
+            .map_err(self.sql())?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(self.sql())
+    }
+
     /// Per checkpoint, the mean token-match and full-match rates over the chunks that
     /// `glass analyze memorization` measured (empty when it never ran).
     pub fn memorization_means(&self) -> Result<Vec<(u32, f64, f64)>> {
-        let exists: bool = self
-            .conn
-            .query_row(
-                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'memorization'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(self.sql())?;
-        if !exists {
+        if !self.has_table("memorization")? {
             return Ok(vec![]);
         }
         let mut st = self

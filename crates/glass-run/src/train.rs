@@ -11,11 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use glass_data::atomic::{sha256_file, sha256_hex};
 use glass_data::PreparedData;
 use glass_dist::{Collective, Solo};
 use glass_engine::{AdamW, Model};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use glass_io::atomic::{sha256_file, sha256_hex};
 use serde_json::json;
 
 use crate::checkpoint::{self, CheckpointState};
@@ -600,15 +599,10 @@ pub fn train_on(
     report.optimizer_bytes_per_rank = 2 * 4 * s.opt.m.len() as u64;
 
     let until = opts.until_step.unwrap_or(n_steps).min(n_steps);
-    let pb = if opts.progress && root {
-        ProgressBar::new(n_steps)
-    } else {
-        ProgressBar::with_draw_target(Some(n_steps), ProgressDrawTarget::hidden())
-    };
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+    let pb = glass_io::progress::bar(
+        n_steps,
+        opts.progress && root,
+        "{spinner} step {pos}/{len} [{bar:30}] {msg} ETA {eta}",
     );
     pb.set_position(s.step);
     let mut rows = Vec::new();
@@ -676,7 +670,7 @@ pub fn train_on(
                             .collect::<BTreeSet<_>>()
                             .into_iter()
                             .collect();
-                        glass_data::atomic::write_atomic(
+                        glass_io::atomic::write_atomic(
                             &run_dir.join(GUARD_SKIPS_FILE),
                             &serde_json::to_vec(&all).expect("json"),
                         )?;

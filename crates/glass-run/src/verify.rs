@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use glass_data::atomic::sha256_file;
+use glass_io::atomic::sha256_file;
 use serde::Serialize;
 
 use crate::checkpoint;
@@ -53,7 +53,7 @@ pub fn verify_run(run_dir: &Path) -> Result<RunVerifyReport> {
     for c in &m.checkpoints {
         for f in &c.files {
             n += 1;
-            if !glass_data::integrity::is_inside(&f.path) {
+            if !glass_io::paths::is_inside(&f.path) {
                 continue; // reported by manifest_problems; never read
             }
             match sha256_file(&run_dir.join(&f.path)) {
@@ -65,13 +65,9 @@ pub fn verify_run(run_dir: &Path) -> Result<RunVerifyReport> {
                         f.sha256, f.bytes
                     ),
                 }),
-                Err(glass_data::DataError::Io { source, .. }) => problems.push(FileProblem {
-                    path: f.path.clone(),
-                    problem: integrity::io_problem(&source),
-                }),
                 Err(e) => problems.push(FileProblem {
                     path: f.path.clone(),
-                    problem: e.to_string(),
+                    problem: integrity::io_problem(&e.source),
                 }),
             }
         }

@@ -1,11 +1,14 @@
-//! The `prepare` progress bar: input MB/s, tokens/s and ETA; drawn only on a terminal.
+//! Progress on stderr for long work: a bar with a rate and an ETA, drawn only when asked
+//! and only on a terminal, so logs and pipes stay clean.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+pub use indicatif::ProgressBar;
+use indicatif::{ProgressDrawTarget, ProgressStyle};
 
-/// Progress of tokenization over a known number of input bytes.
+/// Progress over a known number of input bytes turned into tokens (or any other unit):
+/// input bytes/s, millions of output units/s, ETA.
 pub struct Progress {
     bar: ProgressBar,
     start: Instant,
@@ -14,8 +17,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A bar over `total_bytes`; hidden when `show` is false or stderr is not a terminal.
-    pub fn new(total_bytes: u64, show: bool) -> Self {
+    /// A bar over `total_bytes` named `prefix`; hidden when `show` is false or stderr is
+    /// not a terminal.
+    pub fn new(prefix: &'static str, total_bytes: u64, show: bool) -> Self {
         let target = if show {
             ProgressDrawTarget::stderr()
         } else {
@@ -29,7 +33,7 @@ impl Progress {
             .expect("template")
             .progress_chars("=> "),
         );
-        bar.set_prefix("tokenize");
+        bar.set_prefix(prefix);
         Self {
             bar,
             start: Instant::now(),
@@ -61,4 +65,19 @@ impl Progress {
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// A plain bar of `len` steps drawn with an indicatif `template`; hidden when `show` is
+/// false (indicatif itself draws nothing when stderr is not a terminal).
+pub fn bar(len: u64, show: bool, template: &str) -> ProgressBar {
+    let target = if show {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let b = ProgressBar::with_draw_target(Some(len), target);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        b.set_style(style.progress_chars("=> "));
+    }
+    b
 }
