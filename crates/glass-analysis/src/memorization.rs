@@ -8,7 +8,8 @@
 //!
 //! Decoding is batched (a fixed batch of [`DECODE_BATCH`] rows in sample order) and
 //! KV-cached through the engine's `forward_cached_batch`, whose results do not depend on
-//! the thread count; argmax ties go to the lowest token id, as `torch.argmax` does.
+//! the thread count; argmax is the engine's one rule ([`glass_engine::argmax`]: the first
+//! maximum, as `torch.argmax`).
 //!
 //! Results: `RUN/analysis/memorization/ckpt-KKKK/chunk-CCCCC.json` (atomic) and the
 //! `memorization` table of `RUN/metrics.sqlite`; a pair already computed with the same
@@ -18,7 +19,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use glass_data::chunk::read_rows;
-use glass_engine::{CachedInput, KvCache, Model};
+use glass_engine::{DecodeStep, KvCache, Model};
 use glass_io::atomic::{sha256_file, sha256_hex, write_atomic};
 use glass_run::metrics::{MemorizationRow, Metrics};
 use rayon::prelude::*;
@@ -34,56 +35,8 @@ pub const DECODE_BATCH: usize = 32;
 /// Version of the protocol; part of every result's settings hash.
 pub const PROTOCOL: &str = "glass-memorization-v1";
 
-/// Which checkpoints or chunks to analyse.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
-    /// All of them.
-    All,
-    /// The last one.
-    Latest,
-    /// These indices.
-    List(Vec<u64>),
-}
-
-impl std::str::FromStr for Selection {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "all" => Ok(Selection::All),
-            "latest" => Ok(Selection::Latest),
-            _ => s
-                .split(',')
-                .map(|k| {
-                    k.trim()
-                        .parse()
-                        .map_err(|_| format!("`{k}` is not an index (use all, latest or K,K2,...)"))
-                })
-                .collect::<std::result::Result<_, _>>()
-                .map(Selection::List),
-        }
-    }
-}
-
-impl Selection {
-    fn pick(&self, available: &[u64], what: &str) -> Result<Vec<u64>> {
-        match self {
-            Selection::All => Ok(available.to_vec()),
-            Selection::Latest => Ok(available.last().copied().into_iter().collect()),
-            Selection::List(v) => {
-                for k in v {
-                    if !available.contains(k) {
-                        return Err(AnalysisError::Input(format!(
-                            "there is no {what} {k} (the run has {what}s {}..={})",
-                            available.first().copied().unwrap_or(0),
-                            available.last().copied().unwrap_or(0)
-                        )));
-                    }
-                }
-                Ok(v.clone())
-            }
-        }
-    }
-}
+/// Which checkpoints or chunks to analyse: the run's one selection.
+pub use glass_run::Selection;
 
 /// Options of [`analyze`].
 #[derive(Debug, Clone)]
@@ -233,17 +186,6 @@ pub fn sample_rows(n_rows: u64, samples: usize) -> Vec<u64> {
         .collect()
 }
 
-/// Index of the largest logit; ties go to the lowest id.
-pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, &x) in logits.iter().enumerate() {
-        if x > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 /// Greedy continuations of `prompts` (`n_new` tokens each), decoded in batches of
 /// [`DECODE_BATCH`] with a KV cache per sequence. `on_rows` is told the rows done.
 ///
@@ -294,35 +236,24 @@ pub fn greedy(
     Ok(out)
 }
 
-/// Greedy continuations of one batch of prompts, decoded together.
+/// Greedy continuations of one batch of prompts, decoded together by the engine's one
+/// decoding loop.
 fn greedy_batch(
     packed: &glass_engine::PackedModel<'_>,
     batch: &[Vec<u32>],
     n_new: usize,
 ) -> Result<Vec<Vec<u32>>> {
     let model = packed.model();
-    let v = model.cfg.vocab_size;
     let mut caches: Vec<KvCache> = batch.iter().map(|_| KvCache::new(model)).collect();
-    let mut gen: Vec<Vec<u32>> = vec![Vec::with_capacity(n_new); batch.len()];
-    let mut feed: Vec<Vec<u32>> = batch.to_vec();
-    for _ in 0..n_new {
-        let mut items: Vec<CachedInput<'_>> = feed
-            .iter()
-            .zip(caches.iter_mut())
-            .map(|(t, c)| CachedInput {
-                tokens: t,
-                cache: c,
-                keep: 1,
-            })
-            .collect();
-        let logits = packed.forward_cached_batch(&mut items)?;
-        for (i, l) in logits.iter().enumerate() {
-            let t = argmax(&l[..v]);
-            gen[i].push(t);
-            feed[i] = vec![t];
-        }
-    }
-    Ok(gen)
+    let prompts: Vec<&[u32]> = batch.iter().map(Vec::as_slice).collect();
+    glass_engine::decode(packed, &prompts, &mut caches, |_, logits, out| {
+        let t = glass_engine::argmax_token(logits);
+        Ok(if out.len() + 1 >= n_new {
+            DecodeStep::Last(t)
+        } else {
+            DecodeStep::Next(t)
+        })
+    })
 }
 
 /// Result file of a pair, relative to the run.
@@ -711,7 +642,5 @@ mod tests {
         assert_eq!(sample_rows(10, 4), vec![0, 2, 5, 7]);
         assert_eq!(sample_rows(3, 10), vec![0, 1, 2]);
         assert_eq!(sample_rows(1_000_000, 3), vec![0, 333_333, 666_666]);
-        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
-        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
     }
 }

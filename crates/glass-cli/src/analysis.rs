@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{ArgGroup, Args, Subcommand};
 use glass_analysis::memorization::{self, MemoEvent, MemoOptions, PairResult, Selection};
 use glass_analysis::trace::{Rank, TraceOptions, TraceReport};
@@ -25,6 +25,7 @@ pub struct IndexArgs {
 }
 
 use glass_io::progress::bar;
+use glass_run::Checkpoint;
 
 /// Runs `glass index`.
 pub fn index(a: IndexArgs) -> Result<()> {
@@ -53,38 +54,10 @@ pub fn index(a: IndexArgs) -> Result<()> {
     Ok(())
 }
 
-/// A checkpoint given as an index or `latest`.
-#[derive(Clone, Copy, Debug)]
-pub enum CkptArg {
-    /// The last published checkpoint.
-    Latest,
-    /// This index.
-    Index(u32),
-}
-
-impl std::str::FromStr for CkptArg {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "latest" => Ok(CkptArg::Latest),
-            _ => s
-                .parse()
-                .map(CkptArg::Index)
-                .map_err(|_| format!("`{s}` is not a checkpoint index (use K or latest)")),
-        }
-    }
-}
-
 /// (index, step) of a checkpoint argument.
-fn resolve(run: &Path, c: CkptArg) -> Result<(u32, u64)> {
+fn resolve(run: &Path, c: Checkpoint) -> Result<(u32, u64)> {
     let m = glass_run::RunManifest::require(run)?;
-    let e = match c {
-        CkptArg::Latest => m
-            .checkpoints
-            .last()
-            .with_context(|| format!("{} has no checkpoint yet", run.display()))?,
-        CkptArg::Index(k) => m.checkpoint(k)?,
-    };
+    let e = c.resolve(&m)?;
     Ok((e.index, e.step))
 }
 
@@ -105,7 +78,7 @@ pub struct TraceArgs {
     pub prompt: Option<String>,
     /// Checkpoint (K or latest): counts occurrences before it; --prompt generates from it.
     #[arg(long)]
-    pub checkpoint: Option<CkptArg>,
+    pub checkpoint: Option<Checkpoint>,
     /// Shortest span, in tokens.
     #[arg(long, default_value_t = 8)]
     pub min_tokens: usize,
@@ -128,7 +101,7 @@ pub fn trace(a: TraceArgs) -> Result<()> {
     let tok = glass_run::run_tokenizer(&a.run)?;
     let ckpt = match a.checkpoint {
         Some(c) => Some(resolve(&a.run, c)?),
-        None if a.prompt.is_some() => Some(resolve(&a.run, CkptArg::Latest)?),
+        None if a.prompt.is_some() => Some(resolve(&a.run, Checkpoint::Latest)?),
         None => None,
     };
     if let Some(text) = &a.count {
@@ -746,14 +719,14 @@ pub fn demo(run: &Path, quiet: bool) -> Result<()> {
         return Ok(());
     }
     let opts = MemoOptions {
-        checkpoints: Selection::List(pick(&cks)),
-        chunks: Selection::List(pick(&chs)),
+        checkpoints: Selection::list(pick(&cks)),
+        chunks: Selection::list(pick(&chs)),
         samples: 16,
         ..MemoOptions::default()
     };
     let res = memorize(run, &opts, false, !quiet)?;
     print_matrix(run, &res);
-    let (k, step) = resolve(run, CkptArg::Latest)?;
+    let (k, step) = resolve(run, Checkpoint::Latest)?;
     let (model, _) = glass_run::load_model(run, Some(k))?;
     let tok = glass_run::run_tokenizer(run)?;
     let prompt_text = "ROMEO.\n";

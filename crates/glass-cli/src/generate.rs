@@ -12,9 +12,9 @@ use glass_engine::{Sampler, SamplingConfig};
 pub struct GenerateArgs {
     /// Run directory.
     pub run: PathBuf,
-    /// Checkpoint index (default: the latest).
+    /// Checkpoint: an index or `latest` (default).
     #[arg(long)]
-    pub checkpoint: Option<u32>,
+    pub checkpoint: Option<glass_run::Checkpoint>,
     /// Text to continue.
     #[arg(long)]
     pub prompt: String,
@@ -58,7 +58,8 @@ fn top_p(s: &str) -> Result<f32, String> {
 
 /// Runs `glass generate`, printing text as tokens are chosen.
 pub fn run(a: GenerateArgs) -> Result<()> {
-    let (model, k) = glass_run::load_model(&a.run, a.checkpoint)?;
+    let k = a.checkpoint.map(|c| c.index_in(&a.run)).transpose()?;
+    let (model, k) = glass_run::load_model(&a.run, k)?;
     let tok = glass_run::run_tokenizer(&a.run)?;
     let prompt = tok.encode(&a.prompt)?;
     anyhow::ensure!(!prompt.is_empty(), "the prompt encodes to no tokens");

@@ -36,9 +36,9 @@ pub struct ExportHfArgs {
     pub run: PathBuf,
     /// Output folder (must not exist; it appears complete or not at all).
     pub out: PathBuf,
-    /// Checkpoint index (default: the latest).
+    /// Checkpoint: an index or `latest` (default).
     #[arg(long)]
-    pub checkpoint: Option<u32>,
+    pub checkpoint: Option<glass_run::Checkpoint>,
     /// Weight dtype: f32 (exact), bf16 or f16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
@@ -80,7 +80,7 @@ pub struct BenchHfArgs {
 pub fn export(cmd: ExportCommand) -> Result<()> {
     let ExportCommand::Hf(a) = cmd;
     let opts = glass_hf::ExportOptions {
-        checkpoint: a.checkpoint,
+        checkpoint: a.checkpoint.map(|c| c.index_in(&a.run)).transpose()?,
         dtype: glass_hf::ExportDtype::parse(&a.dtype)?,
         max_shard_bytes: glass_hf::parse_size(&a.max_shard_size)?,
     };

@@ -53,7 +53,7 @@ enum Command {
         from: Option<PathBuf>,
         /// Checkpoint of --from to branch at: an index or `latest` (default).
         #[arg(long, requires = "from")]
-        checkpoint: Option<analysis::CkptArg>,
+        checkpoint: Option<glass_run::Checkpoint>,
     },
     /// Prepare, inspect and verify a run's training data.
     #[command(subcommand)]
@@ -74,9 +74,10 @@ enum Command {
     Verify {
         /// Run directory.
         run: PathBuf,
-        /// Recompute the interval from checkpoint K-1 to K and prove it bit-identical.
+        /// Recompute the interval from checkpoint K-1 to K and prove it bit-identical
+        /// (K: an index or `latest`).
         #[arg(long, value_name = "K")]
-        replay: Option<u32>,
+        replay: Option<glass_run::Checkpoint>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -131,7 +132,13 @@ fn plain_negative(e: clap::Error) -> ! {
         ) {
             if val.starts_with('-') && val[1..].parse::<f64>().is_ok() {
                 let arg = arg.split_whitespace().next().unwrap_or(arg);
-                eprintln!("error: {arg} takes a number >= 0, not {val}");
+                if arg.contains("checkpoint") || arg == "--replay" {
+                    eprintln!(
+                        "error: {arg} takes a checkpoint index K >= 0 or `latest`, not {val}"
+                    );
+                } else {
+                    eprintln!("error: {arg} takes a number >= 0, not {val}");
+                }
                 std::process::exit(2);
             }
         }
@@ -180,10 +187,7 @@ fn real_main() -> Result<()> {
             checkpoint,
             ..
         } => {
-            let k = match checkpoint {
-                Some(analysis::CkptArg::Index(k)) => Some(k),
-                _ => None,
-            };
+            let k = checkpoint.map(|c| c.index_in(&parent)).transpose()?;
             let (k, step) = glass_run::init_branch(&run, &parent, k)?;
             println!(
                 "created {}/glass.toml (the config of {} at checkpoint {k}, step {step}); edit what the experiment changes, then: glass train {0} --from {1} --checkpoint {k} --continue",

@@ -15,7 +15,7 @@ pub struct ReleaseArgs {
     pub out: PathBuf,
     /// Checkpoints to publish: all, latest, or indices K,K,...
     #[arg(long, default_value = "all")]
-    pub checkpoints: String,
+    pub checkpoints: glass_run::Selection,
     /// Weight dtype of the transformers folders: f32 (exact) or bf16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
@@ -43,7 +43,7 @@ pub struct ImportReleaseArgs {
 /// Runs `glass release`.
 pub fn release(a: ReleaseArgs) -> Result<()> {
     let opts = glass_release::ReleaseOptions {
-        checkpoints: glass_release::CheckpointSelection::parse(&a.checkpoints)?,
+        checkpoints: a.checkpoints,
         dtype: match a.dtype.as_str() {
             "f32" | "float32" => glass_hf::ExportDtype::F32,
             "bf16" | "bfloat16" => glass_hf::ExportDtype::BF16,
@@ -99,7 +99,7 @@ pub fn release(a: ReleaseArgs) -> Result<()> {
 }
 
 /// Runs `glass verify` on a release directory.
-pub fn verify(out: &Path, replay: Option<u32>, json: bool) -> Result<()> {
+pub fn verify(out: &Path, replay: Option<glass_run::Checkpoint>, json: bool) -> Result<()> {
     if replay.is_some() {
         bail!(
             "{} is a release; --replay works on runs: `glass import release {} RUN` first, then `glass verify RUN --replay K`",
@@ -175,7 +175,7 @@ pub struct ImportLlm360Args {
     /// Checkpoints to import: all, latest, or indices K,K2,... (checkpoint K is ckpt_K,
     /// the model after train_K.jsonl; all chunks' data is imported either way).
     #[arg(long = "select-checkpoints", default_value = "all")]
-    pub select: String,
+    pub select: glass_run::Selection,
     /// The tokenizer.json (default: ckpt_000/tokenizer.json, else CHECKPOINTS/tokenizer.json).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -193,7 +193,7 @@ pub fn import_llm360(a: ImportLlm360Args) -> Result<()> {
         &a.checkpoints,
         a.tokenizer.as_deref(),
         a.rows_per_step,
-        &glass_release::CheckpointSelection::parse(&a.select)?,
+        &a.select,
         &a.run,
         &mut |msg| eprintln!("{msg}"),
     )?;

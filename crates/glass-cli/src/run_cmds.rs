@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use glass_run::{Metrics, TrainOptions};
 
@@ -18,7 +18,7 @@ pub struct TrainArgs {
     pub from: Option<PathBuf>,
     /// Checkpoint of --from to start from: an index or `latest`.
     #[arg(long, requires = "from")]
-    pub checkpoint: Option<crate::analysis::CkptArg>,
+    pub checkpoint: Option<glass_run::Checkpoint>,
     /// Continue the parent exactly: the checkpoint's whole state (step, schedule,
     /// skipped steps, guard history) and the parent's data stream from its step on, read
     /// by hash from the parent; this run's glass.toml says what changes (a controlled
@@ -43,13 +43,12 @@ pub struct TrainArgs {
 /// Runs `glass train`.
 pub fn train(a: TrainArgs) -> Result<()> {
     let from = match (a.from, a.checkpoint) {
-        (Some(f), Some(crate::analysis::CkptArg::Index(k))) => Some((f, k)),
-        (Some(f), _) => {
-            let m = glass_run::RunManifest::require(&f)?;
-            let Some(last) = m.checkpoints.last() else {
-                bail!("{} has no checkpoint yet", f.display());
-            };
-            Some((f, last.index))
+        (Some(f), c) => {
+            let k = c
+                .unwrap_or(glass_run::Checkpoint::Latest)
+                .index_in(&f)
+                .with_context(|| format!("--from {}", f.display()))?;
+            Some((f, k))
         }
         (None, _) => None,
     };
@@ -164,8 +163,9 @@ pub fn info(run: &Path, json: bool) -> Result<()> {
 }
 
 /// Runs `glass verify`.
-pub fn verify(run: &Path, replay: Option<u32>, json: bool) -> Result<()> {
+pub fn verify(run: &Path, replay: Option<glass_run::Checkpoint>, json: bool) -> Result<()> {
     if let Some(k) = replay {
+        let k = k.index_in(run)?;
         let r = glass_run::replay(run, k)?;
         if json {
             println!("{}", serde_json::to_string_pretty(&r)?);

@@ -312,7 +312,8 @@ impl Model {
     }
 
     /// Generates up to `max_new` tokens after `prompt`, calling `on_token` as each one is
-    /// chosen (streaming); stops early when `on_token` returns false.
+    /// chosen (streaming); stops early when `on_token` returns false, or when the context
+    /// is full.
     pub fn generate(
         &self,
         prompt: &[u32],
@@ -323,25 +324,125 @@ impl Model {
         if prompt.is_empty() {
             return Err(EngineError::Input("empty prompt".into()));
         }
-        let mut cache = KvCache::new(self);
-        let v = self.cfg.vocab_size;
         // Every step multiplies one row by every weight: pack the weights once.
         let packed = self.packed();
-        let logits = packed.forward_cached(prompt, &mut cache)?;
-        let mut last = logits[(prompt.len() - 1) * v..].to_vec();
-        let mut out = Vec::new();
-        for _ in 0..max_new {
-            if cache.len() >= cache.capacity {
-                break;
-            }
-            let t = sampler.sample(&last);
-            out.push(t);
-            if !on_token(t) {
-                break;
-            }
-            last = packed.forward_cached(&[t], &mut cache)?;
+        let mut cache = [KvCache::new(self)];
+        if max_new == 0 {
+            packed.forward_cached_tail(prompt, &mut cache[0], 1)?;
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let mut out = decode(&packed, &[prompt], &mut cache, |_, logits, so_far| {
+            let t = sampler.sample(logits);
+            Ok::<_, EngineError>(if !on_token(t) || so_far.len() + 1 >= max_new {
+                DecodeStep::Last(t)
+            } else {
+                DecodeStep::Next(t)
+            })
+        })?;
+        Ok(out.pop().unwrap_or_default())
+    }
+}
+
+/// What a [`decode`] caller decides for a row after seeing its logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeStep {
+    /// Emit this token and go on.
+    Next(u32),
+    /// Emit this token and stop the row.
+    Last(u32),
+    /// Stop the row without emitting anything (an end-of-sequence token, say).
+    Stop,
+}
+
+/// The one batched decoding loop of Glass (generation, generation tasks, memorization):
+/// every row's prompt is fed after its cache in one batched forward, then each step feeds
+/// the last token of every row still running, together. After each forward, `next` is
+/// called with the row's index, its logits for the next position and the tokens it has
+/// emitted so far, and says what the row does ([`DecodeStep`]). A row also stops when its
+/// cache is full. Returns each row's emitted tokens.
+///
+/// The schedule depends only on the prompts and on `next`'s answers, never on the thread
+/// count, so neither do the tokens. Caches are cleared first; `caches.len()` must equal
+/// `prompts.len()`.
+pub fn decode<E: From<EngineError>>(
+    packed: &PackedModel<'_>,
+    prompts: &[&[u32]],
+    caches: &mut [KvCache],
+    mut next: impl FnMut(usize, &[f32], &[u32]) -> Result<DecodeStep, E>,
+) -> Result<Vec<Vec<u32>>, E> {
+    if caches.len() != prompts.len() {
+        return Err(EngineError::Input(format!(
+            "decode: {} prompts but {} caches",
+            prompts.len(),
+            caches.len()
+        ))
+        .into());
+    }
+    if prompts.iter().any(|p| p.is_empty()) {
+        return Err(EngineError::Input("empty prompt".into()).into());
+    }
+    let n = prompts.len();
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut running = vec![true; n];
+    let first = {
+        let mut items: Vec<CachedInput<'_>> = prompts
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(p, cache)| {
+                cache.clear();
+                CachedInput {
+                    tokens: p,
+                    cache,
+                    keep: 1,
+                }
+            })
+            .collect();
+        packed.forward_cached_batch(&mut items)?
+    };
+    let mut step = |i: usize, logits: &[f32], out: &mut [Vec<u32>], running: &mut [bool]| {
+        match next(i, logits, &out[i])? {
+            DecodeStep::Next(t) => out[i].push(t),
+            DecodeStep::Last(t) => {
+                out[i].push(t);
+                running[i] = false;
+            }
+            DecodeStep::Stop => running[i] = false,
+        }
+        Ok::<_, E>(())
+    };
+    for (i, l) in first.iter().enumerate() {
+        step(i, l, &mut out, &mut running)?;
+    }
+    loop {
+        for (i, cache) in caches.iter().enumerate() {
+            if running[i] && cache.len() >= cache.capacity() {
+                running[i] = false;
+            }
+        }
+        let which: Vec<usize> = (0..n).filter(|&i| running[i]).collect();
+        if which.is_empty() {
+            return Ok(out);
+        }
+        let feed: Vec<[u32; 1]> = which
+            .iter()
+            .map(|&i| [*out[i].last().expect("a running row has emitted a token")])
+            .collect();
+        let logits = {
+            let mut slots: Vec<Option<&mut KvCache>> = caches.iter_mut().map(Some).collect();
+            let mut items: Vec<CachedInput<'_>> = which
+                .iter()
+                .zip(&feed)
+                .map(|(&i, t)| CachedInput {
+                    tokens: t,
+                    cache: slots[i].take().expect("one row per cache"),
+                    keep: 1,
+                })
+                .collect();
+            packed.forward_cached_batch(&mut items)?
+        };
+        for (&i, l) in which.iter().zip(&logits) {
+            step(i, l, &mut out, &mut running)?;
+        }
     }
 }
 
@@ -405,21 +506,8 @@ impl Sampler {
 
     /// Picks one token id from `logits`.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        let argmax = || {
-            logits
-                .iter()
-                .enumerate()
-                .fold((0usize, f32::NEG_INFINITY), |b, (i, &x)| {
-                    if x > b.1 {
-                        (i, x)
-                    } else {
-                        b
-                    }
-                })
-                .0 as u32
-        };
         if self.cfg.temperature <= 0.0 {
-            return argmax();
+            return crate::argmax::argmax_token(logits);
         }
         let t = self.cfg.temperature;
         let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));

@@ -5,6 +5,7 @@
 //! function, and every reduction in a fixed order so results are bit-identical for any
 //! thread count.
 
+pub mod argmax;
 pub mod bench;
 pub mod config;
 pub mod gemm;
@@ -17,8 +18,9 @@ pub mod optim;
 pub mod packed;
 pub mod parallel;
 
+pub use argmax::{argmax, argmax_token};
 pub use config::{AttentionScale, LrMultipliers, ModelConfig, MupConfig, NormKind, PRESETS};
-pub use generate::{CachedInput, KvCache, Sampler, SamplingConfig};
+pub use generate::{decode, CachedInput, DecodeStep, KvCache, Sampler, SamplingConfig};
 pub use grad_tree::GradTree;
 pub use layout::{ParamGroup, ParamLayout, TensorView};
 pub use model::{Model, StepStats};

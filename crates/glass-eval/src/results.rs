@@ -70,20 +70,6 @@ pub struct MetricValue {
     pub n: usize,
 }
 
-/// numpy's `argmax`: the first index of the maximum (NaN wins, as in numpy).
-pub fn argmax(xs: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, &x) in xs.iter().enumerate() {
-        if x.is_nan() {
-            return i;
-        }
-        if x > xs[best] {
-            best = i;
-        }
-    }
-    best
-}
-
 /// `len(re.split(r"\s+", text))`: one more than the number of whitespace runs.
 pub fn count_words(text: &str) -> usize {
     let mut runs = 0;
@@ -123,8 +109,8 @@ pub fn samples(prepared: &[Prepared], scored: &[Scored]) -> Vec<Sample> {
                     doc,
                     loglikelihoods: Some(loglikelihoods.clone()),
                     gold: *gold,
-                    pred: Some(argmax(loglikelihoods)),
-                    pred_norm: Some(argmax(&norm)),
+                    pred: Some(glass_engine::argmax(loglikelihoods)),
+                    pred_norm: Some(glass_engine::argmax(&norm)),
                     score: mc2_labels
                         .as_ref()
                         .map(|l| crate::process::truthfulqa_mc2(loglikelihoods, l)),
@@ -263,12 +249,6 @@ mod tests {
         assert_eq!(count_words(" a"), 2);
         assert_eq!(count_words("a  b\n"), 3);
         assert_eq!(count_words(""), 1);
-    }
-
-    #[test]
-    fn argmax_takes_the_first_maximum() {
-        assert_eq!(argmax(&[-1.0, -0.5, -0.5]), 1);
-        assert_eq!(argmax(&[-3.0]), 0);
     }
 
     /// acc and acc_norm disagree when a long choice has the best total but not the best

@@ -18,35 +18,8 @@ use crate::score::{Scored, Scorer};
 use crate::task::{TaskData, TaskDef};
 use crate::EvalError;
 
-/// Which checkpoints to evaluate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckpointSel {
-    /// Every published checkpoint.
-    All,
-    /// The last one.
-    Latest,
-    /// These indices.
-    List(Vec<u32>),
-}
-
-impl std::str::FromStr for CheckpointSel {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "all" => Ok(CheckpointSel::All),
-            "latest" => Ok(CheckpointSel::Latest),
-            _ => s
-                .split(',')
-                .map(|k| {
-                    k.trim().parse().map_err(|_| {
-                        format!("`{k}` is not a checkpoint index (use all, latest or K,K2,...)")
-                    })
-                })
-                .collect::<Result<_, _>>()
-                .map(CheckpointSel::List),
-        }
-    }
-}
+/// Which checkpoints to evaluate: the run's one checkpoint selection.
+pub type CheckpointSel = glass_run::Selection;
 
 /// Options of [`evaluate_run`].
 pub struct EvalOptions {
@@ -172,14 +145,8 @@ pub fn evaluate_run_on(
             run_dir.display()
         )));
     }
-    let entries: Vec<_> = match &opts.checkpoints {
-        CheckpointSel::All => manifest.checkpoints.iter().collect(),
-        CheckpointSel::Latest => manifest.checkpoints.last().into_iter().collect(),
-        CheckpointSel::List(ks) => ks
-            .iter()
-            .map(|&k| manifest.checkpoint(k))
-            .collect::<Result<_, _>>()?,
-    };
+    let selected = opts.checkpoints.checkpoints(&manifest)?;
+    let entries: Vec<_> = selected.iter().collect();
     let mut names = std::collections::BTreeSet::new();
     for t in &opts.tasks {
         if !names.insert(t.name.clone()) {

@@ -22,7 +22,7 @@ pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut File) -> std::io::Result<()>,
 ) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = dir_of(path);
     std::fs::create_dir_all(dir).at(dir)?;
     let tmp = temp_path(path);
     let result = (|| {
@@ -58,7 +58,7 @@ pub fn write_atomic_all(files: &[(&Path, &[u8])]) -> Result<()> {
     let mut temps: Vec<std::path::PathBuf> = Vec::with_capacity(files.len());
     let result = (|| {
         for (path, bytes) in files {
-            let dir = path.parent().unwrap_or(Path::new("."));
+            let dir = dir_of(path);
             std::fs::create_dir_all(dir).at(dir)?;
             let tmp = temp_path(path);
             temps.push(tmp.clone());
@@ -72,10 +72,8 @@ pub fn write_atomic_all(files: &[(&Path, &[u8])]) -> Result<()> {
             std::fs::rename(tmp, path).at(path)?;
         }
         temps.clear();
-        let mut dirs: Vec<std::path::PathBuf> = files
-            .iter()
-            .map(|(p, _)| p.parent().unwrap_or(Path::new(".")).to_path_buf())
-            .collect();
+        let mut dirs: Vec<std::path::PathBuf> =
+            files.iter().map(|(p, _)| dir_of(p).to_path_buf()).collect();
         dirs.sort();
         dirs.dedup();
         in_parallel(&dirs, |d| sync_dir(d))
@@ -102,12 +100,22 @@ fn in_parallel<T: Sync>(items: &[T], f: impl Fn(&T) -> Result<()> + Sync) -> Res
 /// The temp name a file is written under before its rename: hidden, in the same
 /// directory (so the rename is atomic), and unique to this process.
 fn temp_path(path: &Path) -> std::path::PathBuf {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = dir_of(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     dir.join(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// The directory a file is written in: its parent, or the current directory for a bare
+/// file name (`Path::parent` gives `""` there, which no system call takes). Every
+/// writer here goes through it, so `--out file.json` works like `--out ./file.json`.
+pub fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// Fsyncs a directory so a rename or removal inside it survives a crash.
@@ -118,7 +126,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// Removes a file if present (durably), so a stale file cannot be mistaken for a new one.
 pub fn remove_if_exists(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
-        Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+        Ok(()) => sync_dir(dir_of(path)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).at(path),
     }
@@ -171,7 +179,7 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Starts writing `path` (its directory is created).
     pub fn create(path: &Path) -> Result<Self> {
-        let dir = path.parent().unwrap_or(Path::new("."));
+        let dir = dir_of(path);
         std::fs::create_dir_all(dir).at(dir)?;
         let tmp = temp_path(path);
         let f = File::create(&tmp).at(&tmp)?;
@@ -278,7 +286,7 @@ impl AtomicFile {
         f.sync_all().at(&self.tmp)?;
         drop(f);
         std::fs::rename(&self.tmp, &self.path).at(&self.path)?;
-        sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
+        sync_dir(dir_of(&self.path))?;
         Ok((hex::encode(hasher.finalize()), len, direct_bytes))
     }
 }
@@ -299,6 +307,28 @@ impl Drop for AtomicFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bare file name is written in the current directory, and the write reports
+    /// success (its directory fsync used to fail on `""` after the file was in place).
+    #[test]
+    fn bare_file_names_are_written_in_the_current_directory() {
+        assert_eq!(dir_of(Path::new("a.json")), Path::new("."));
+        assert_eq!(dir_of(Path::new("x/a.json")), Path::new("x"));
+        assert_eq!(dir_of(Path::new("/a.json")), Path::new("/"));
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("glass-io-bare-{}.json", std::process::id());
+        let old = std::env::current_dir().unwrap();
+        std::env::set_current_dir(dir.path()).unwrap();
+        let r = write_atomic(Path::new(&name), b"{}");
+        let mut f = AtomicFile::create(Path::new("b.bin")).unwrap();
+        f.write(b"b").unwrap();
+        let c = f.commit();
+        std::env::set_current_dir(old).unwrap();
+        r.unwrap();
+        c.unwrap();
+        assert_eq!(std::fs::read(dir.path().join(&name)).unwrap(), b"{}");
+        assert_eq!(std::fs::read(dir.path().join("b.bin")).unwrap(), b"b");
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {

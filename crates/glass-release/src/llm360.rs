@@ -106,26 +106,18 @@ pub fn import_llm360(
         }
     }
     let last = chunks.len() as u32 - 1;
-    let mut wanted: Vec<u32> = match select {
-        CheckpointSelection::All => (0..=last).collect(),
-        CheckpointSelection::Latest => vec![last],
-        CheckpointSelection::List {
-            indices,
-            with_latest,
-        } => indices
-            .iter()
-            .copied()
-            .chain(with_latest.then_some(last))
-            .collect(),
-    };
-    wanted.sort_unstable();
-    wanted.dedup();
-    if let Some(&k) = wanted.iter().find(|&&k| k > last) {
-        return Err(ReleaseError::Invalid(format!(
-            "--select-checkpoints names {k}, but {} holds chunks 0..={last} only (checkpoint NNN is the model after train_NNN.jsonl)",
-            data_dir.display()
-        )));
-    }
+    let available: Vec<u64> = (0..=last as u64).collect();
+    let wanted: Vec<u32> = select
+        .pick(&available, "checkpoint")
+        .map_err(|e| {
+            ReleaseError::Invalid(format!(
+                "--select-checkpoints: {e}; {} holds chunks 0..={last} (checkpoint NNN is the model after train_NNN.jsonl)",
+                data_dir.display()
+            ))
+        })?
+        .into_iter()
+        .map(|k| k as u32)
+        .collect();
     let ckpts = numbered(ckpt_dir, "ckpt_", "", true)?;
     let mut ckpt_of = Vec::new();
     for &n in &wanted {

@@ -22,72 +22,9 @@ use crate::layout::{
     ReleasedChunk, GLASS_STATE_DIR, MANIFEST, PARTIAL_DIR, RELEASE_FORMAT, RUN_FILES,
 };
 
-/// Which checkpoints a release holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckpointSelection {
-    /// Every published checkpoint.
-    All,
-    /// The last one.
-    Latest,
-    /// These indices (`with_latest`: and the last one).
-    List {
-        /// Indices.
-        indices: Vec<u32>,
-        /// `latest` was in the list.
-        with_latest: bool,
-    },
-}
-
-impl CheckpointSelection {
-    /// Parses `all`, `latest`, or a comma-separated list of indices (`latest` allowed in it).
-    pub fn parse(s: &str) -> Result<Self> {
-        match s.trim() {
-            "all" => Ok(Self::All),
-            "latest" => Ok(Self::Latest),
-            list => {
-                let mut indices = Vec::new();
-                let mut with_latest = false;
-                for part in list.split(',') {
-                    let p = part.trim();
-                    if p == "latest" {
-                        with_latest = true;
-                        continue;
-                    }
-                    indices.push(p.parse().map_err(|_| {
-                        ReleaseError::Invalid(format!(
-                            "--checkpoints: `{p}` is not a checkpoint index; use all, latest or K,K,.. (latest allowed in the list)"
-                        ))
-                    })?);
-                }
-                Ok(Self::List {
-                    indices,
-                    with_latest,
-                })
-            }
-        }
-    }
-
-    fn resolve(&self, m: &RunManifest) -> Result<Vec<CheckpointEntry>> {
-        let mut v: Vec<u32> = match self {
-            Self::All => return Ok(m.checkpoints.clone()),
-            Self::Latest => m.checkpoints.last().map(|c| c.index).into_iter().collect(),
-            Self::List {
-                indices,
-                with_latest,
-            } => {
-                let mut v = indices.clone();
-                if *with_latest {
-                    v.extend(m.checkpoints.last().map(|c| c.index));
-                }
-                v
-            }
-        };
-        v.sort_unstable();
-        v.dedup();
-        v.iter().map(|&k| Ok(m.checkpoint(k)?.clone())).collect()
-    }
-}
+/// Which checkpoints a release holds: the run's one checkpoint selection (recorded in
+/// the release's state as it always was).
+pub type CheckpointSelection = glass_run::Selection;
 
 /// Options of [`write_release`].
 #[derive(Debug, Clone)]
@@ -244,7 +181,7 @@ pub fn write_release(
         ));
     }
     let data = PreparedData::open(run_dir)?;
-    let ckpts = opts.checkpoints.resolve(&m)?;
+    let ckpts = opts.checkpoints.checkpoints(&m)?;
     if ckpts.is_empty() {
         return Err(ReleaseError::Invalid("the run has no checkpoint".into()));
     }
@@ -797,30 +734,4 @@ fn write_checkpoint(
     std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
     sync_dir(&parent)?;
     Ok(files)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn checkpoint_selection_parses() {
-        assert_eq!(
-            CheckpointSelection::parse("all").unwrap(),
-            CheckpointSelection::All
-        );
-        assert_eq!(
-            CheckpointSelection::parse("latest").unwrap(),
-            CheckpointSelection::Latest
-        );
-        assert_eq!(
-            CheckpointSelection::parse("3, 1,latest").unwrap(),
-            CheckpointSelection::List {
-                indices: vec![3, 1],
-                with_latest: true
-            }
-        );
-        let e = CheckpointSelection::parse("1,x").unwrap_err().to_string();
-        assert!(e.contains("`x` is not a checkpoint index"), "{e}");
-    }
 }

@@ -16,6 +16,7 @@ pub mod integrity;
 pub mod lock;
 pub mod manifest;
 pub mod metrics;
+pub mod select;
 pub mod train;
 pub mod verify;
 
@@ -26,5 +27,6 @@ pub use import::{create_imported_run, run_tokenizer, run_tokenizer_path, Importe
 pub use info::{info, init, init_branch, load_model, map_weights, RunInfo};
 pub use manifest::{BranchMode, ImportSource, Parent, RunManifest};
 pub use metrics::Metrics;
+pub use select::{Checkpoint, Selection};
 pub use train::{checkpoint_plan, train, TrainOptions, TrainReport};
 pub use verify::{replay, verify_run, ReplayReport, RunVerifyReport};
