@@ -119,8 +119,6 @@ finish(0)
 pub struct CodeRunner {
     /// The Python interpreter (an absolute path).
     pub python: PathBuf,
-    /// Parent of each program's scratch directory.
-    pub scratch: PathBuf,
     /// Limits of one program; the wall clock is `code_eval`'s (alarm + 1 s, the time it
     /// waits for the process).
     pub limits: Limits,
@@ -128,10 +126,9 @@ pub struct CodeRunner {
 
 impl CodeRunner {
     /// A runner with the sandbox's default limits and `code_eval`'s wall clock.
-    pub fn new(python: PathBuf, scratch: PathBuf) -> CodeRunner {
+    pub fn new(python: PathBuf) -> CodeRunner {
         CodeRunner {
             python,
-            scratch,
             limits: Limits {
                 wall: Duration::from_secs_f64(TIMEOUT_SECONDS + 1.0),
                 ..Limits::default()
@@ -139,14 +136,10 @@ impl CodeRunner {
         }
     }
 
-    /// Checks that programs can run here (root for the sandbox, an interpreter), before
-    /// any model time is spent.
+    /// Checks that programs can run here (the sandbox, an interpreter), before any model
+    /// time is spent.
     pub fn check(&self) -> Result<(), EvalError> {
-        if !crate::sandbox::available() {
-            return Err(EvalError::Invalid(
-                "code tasks execute generated programs, which needs root: the sandbox uses mount/network namespaces, read-only mounts and drops to user nobody; run glass eval as root (e.g. in a container)".into(),
-            ));
-        }
+        crate::sandbox::mode()?;
         if !self.python.is_file() {
             return Err(EvalError::Invalid(format!(
                 "{}: no Python interpreter there (pass --python PATH)",
@@ -158,7 +151,7 @@ impl CodeRunner {
         let bad = self.run("assert 1 + 1 == 3")?;
         if !ok.passed || bad.passed {
             return Err(EvalError::Invalid(format!(
-                "{}: the sandbox cannot run Python programs ({}); pass --python PATH with an interpreter the user nobody can execute (e.g. /usr/bin/python3)",
+                "{}: the sandbox cannot run Python programs ({}); pass --python PATH with an interpreter every user can execute (e.g. /usr/bin/python3)",
                 self.python.display(),
                 ok.result
             )));
@@ -168,7 +161,7 @@ impl CodeRunner {
 
     /// Runs one program (see [`driver`]).
     pub fn run(&self, program: &str) -> Result<CodeResult, EvalError> {
-        let ex = run_python(&self.python, &driver(program), &self.scratch, &self.limits)?;
+        let ex = run_python(&self.python, &driver(program), &self.limits)?;
         let verdict = ex
             .stderr_tail
             .rfind(VERDICT)
@@ -208,11 +201,6 @@ pub fn find_python() -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join("python3"))
         .find(|p| p.is_file())
-}
-
-/// The default scratch parent: the system's temporary directory.
-pub fn default_scratch() -> PathBuf {
-    std::env::temp_dir()
 }
 
 #[cfg(test)]
