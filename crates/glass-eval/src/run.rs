@@ -201,7 +201,6 @@ pub fn evaluate_run_on(
                         .into(),
                 )
             })?,
-            crate::code::default_scratch(),
         )),
     };
     if let Some(r) = &runner {
