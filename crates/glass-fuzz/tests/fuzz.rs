@@ -297,13 +297,22 @@ fn hang_probe() {
 fn the_watchdog_aborts_a_hanging_input() {
     let t0 = Instant::now();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "hang_probe", "--nocapture", "--test-threads", "1"])
+        .args([
+            "--exact",
+            "hang_probe",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env("GLASS_FUZZ_HANG_PROBE", "1")
         .env("GLASS_FUZZ_MAX_SECONDS", "1")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a hanging input passed: {err}");
-    assert!(err.contains("fuzz hang_probe") && err.contains("a hang"), "{err}");
+    assert!(
+        err.contains("fuzz hang_probe") && err.contains("a hang"),
+        "{err}"
+    );
     assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
 }

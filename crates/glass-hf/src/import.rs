@@ -80,7 +80,7 @@ pub fn specials(
     } else {
         Value::Null
     };
-    let hf = tokenizers::Tokenizer::from_bytes(tok_json)
+    let hf = glass_data::tokenizer::parse_tokenizer_json(tok_json)
         .map_err(|e| file_err(src.join("tokenizer.json"), e.to_string()))?;
     let by_id = |id: Option<u32>| id.and_then(|i| hf.id_to_token(i));
     let eos = token_string(tc.get("eos_token"))
