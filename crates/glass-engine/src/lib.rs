@@ -5,7 +5,6 @@
 //! function, and every reduction in a fixed order so results are bit-identical for any
 //! thread count.
 
-pub mod bench;
 pub mod config;
 pub mod gemm;
 pub mod generate;
