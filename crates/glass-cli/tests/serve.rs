@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use glass_serve::client::{get, Reply};
+use glass_bench::http::{get, Reply};
 use serde_json::Value;
 
 mod common;
@@ -298,7 +298,7 @@ fn a_single_run_opens_on_its_page_and_pages_are_embedded() {
         ("localhost", 200),
         ("[::1]:8360", 200),
     ] {
-        let r = glass_serve::client::get_as(s.addr, "/api/runs", host).unwrap();
+        let r = glass_bench::http::get_as(s.addr, "/api/runs", host).unwrap();
         assert_eq!(r.status, status, "Host: {host}");
     }
 }

@@ -6,7 +6,6 @@
 //! thread count.
 
 pub mod argmax;
-pub mod bench;
 pub mod config;
 pub mod gemm;
 pub mod generate;
