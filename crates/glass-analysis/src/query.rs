@@ -7,29 +7,24 @@ use std::path::Path;
 
 use glass_data::dtype::TokenDtype;
 
-use crate::error::{io, AnalysisError, Result};
+use crate::error::{AnalysisError, Result};
 use crate::index::{data_shards, DataShard, IndexManifest, ShardRecord};
 
-/// A read-only memory map of a whole file (empty files need none).
+/// A read-only memory map of a whole regular file beneath the run (empty files need
+/// none), with its length checked against what the index records.
 struct Bytes(Option<memmap2::Mmap>);
 
 impl Bytes {
-    fn open(path: &Path, want: u64) -> Result<Self> {
-        let f = std::fs::File::open(path).map_err(io(path))?;
-        let len = f.metadata().map_err(io(path))?.len();
+    fn open(root: &Path, path: &Path, want: u64) -> Result<Self> {
+        let f = glass_io::open::open_beneath(root, path)?;
+        let len = f.len();
         if len != want {
             return Err(AnalysisError::Stale(format!(
                 "{}: {len} bytes, the index expects {want}; rebuild the index with `glass index RUN` (and check the data with `glass verify RUN`)",
                 path.display()
             )));
         }
-        if len == 0 {
-            return Ok(Self(None));
-        }
-        // SAFETY: index and chunk files are written once under a temp name and renamed into
-        // place, never modified in place; the map is read-only.
-        let m = unsafe { memmap2::Mmap::map(&f) }.map_err(io(path))?;
-        Ok(Self(Some(m)))
+        Ok(Self(f.map()?))
     }
     fn get(&self) -> &[u8] {
         self.0.as_deref().unwrap_or(&[])
@@ -192,9 +187,16 @@ impl Index {
                     rec.name, rec.tokens.path, rec.tokens.sha256, ds.header.tokens.sha256
                 )));
             }
+            // Both files beneath the run that holds them: the token file where the data
+            // says it is, the array by its path confined to this run.
             Ok(Shard {
-                tokens: Bytes::open(&run_dir.join(&rec.tokens.path), rec.tokens.bytes)?,
+                tokens: Bytes::open(
+                    &ds.root,
+                    &ds.dir.join(&ds.header.tokens.file),
+                    rec.tokens.bytes,
+                )?,
                 sa: Bytes::open(
+                    run_dir,
                     &run_dir.join(&rec.sa.path),
                     rec.n_suffixes * rec.width as u64,
                 )?,

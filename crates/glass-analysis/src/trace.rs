@@ -296,8 +296,12 @@ impl Context {
         let rec = &index.shards[shard].rec;
         let chunks_dir = self.data.manifest().chunk_dir(&self.run_dir, &rec.name);
         if let std::collections::hash_map::Entry::Vacant(e) = self.segments.entry(shard) {
-            let h = read_header(&chunks_dir, &rec.name)?;
-            e.insert(read_segments(&chunks_dir, &h)?);
+            let root = self
+                .data
+                .manifest()
+                .root_of(&self.run_dir, &format!("chunks/{}.json", rec.name));
+            let h = read_header(&root, &chunks_dir, &rec.name)?;
+            e.insert(read_segments(&root, &chunks_dir, &h)?);
         }
         let segs = &self.segments[&shard];
         let (r, off) = (loc.row_in_chunk as u32, loc.offset as u32);

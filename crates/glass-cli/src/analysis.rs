@@ -521,7 +521,14 @@ fn measure_build(
     reset_peak();
     let (_, base) = rss();
     let t0 = std::time::Instant::now();
-    let (_, bytes, _) = glass_analysis::index::build_sa_file(path, dtype, row_len, n, false, out)?;
+    let (_, bytes, _) = glass_analysis::index::build_sa_file(
+        glass_io::open::open_regular(path)?,
+        dtype,
+        row_len,
+        n,
+        false,
+        glass_io::atomic::AtomicFile::create(out)?,
+    )?;
     let secs = t0.elapsed().as_secs_f64();
     let (peak, _) = rss();
     let peak = peak.saturating_sub(base);
