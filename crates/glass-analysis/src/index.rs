@@ -129,6 +129,19 @@ impl IndexManifest {
     }
 }
 
+/// What `glass verify RUN` checks of the index beyond the hashes of its files (which
+/// `glass_run::verify_run` re-hashes): that it covers the run's chunks and that every
+/// shard record agrees with the chunk header it indexes — what every query checks when it
+/// opens the index. `None` without an index; otherwise the first problem, naming the file.
+pub fn index_problem(run_dir: &Path) -> Option<String> {
+    if !run_dir.join(INDEX_MANIFEST).exists() {
+        return None;
+    }
+    crate::query::Index::open_with(run_dir, crate::query::IndexCheck::BoundsOnly)
+        .err()
+        .map(|e| e.to_string())
+}
+
 /// What [`build_index`] did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct IndexReport {
@@ -285,7 +298,8 @@ pub(crate) fn token_ref(s: &DataShard) -> FileRef {
     }
 }
 
-/// The existing shard record if it indexes exactly this chunk and its array is intact.
+/// The existing shard record if it indexes exactly this chunk, agrees with its header,
+/// and its array is intact.
 fn reusable(run_dir: &Path, s: &DataShard) -> Result<Option<ShardRecord>> {
     let hp = run_dir.join(INDEX_DIR).join(format!("{}.json", s.name));
     let Ok(bytes) = glass_io::open::read_beneath(run_dir, &hp, glass_io::open::MAX_RECORD_BYTES)
@@ -299,7 +313,20 @@ fn reusable(run_dir: &Path, s: &DataShard) -> Result<Option<ShardRecord>> {
     if rec.format != INDEX_FORMAT || rec.tokens != want || rec.row_len != s.header.row_len {
         return Ok(None);
     }
-    let sp = run_dir.join(&rec.sa.path);
+    // The record must pass every check a query makes (a manifest listing it alone).
+    let alone = IndexManifest {
+        format: INDEX_FORMAT.into(),
+        tokenizer_sha256: String::new(),
+        row_len: rec.row_len,
+        shards: vec![],
+        validation: None,
+        files: vec![rec.sa.clone()],
+        pins: vec![],
+    };
+    if crate::query::check_record(run_dir, &alone, &rec, s).is_err() {
+        return Ok(None);
+    }
+    let sp = run_dir.join(crate::query::shard_sa_path(&s.name));
     match glass_io::open::sha256_beneath(run_dir, &sp, Some(rec.sa.bytes)) {
         Ok((sha, _)) if sha == rec.sa.sha256 => Ok(Some(rec)),
         _ => Ok(None),
@@ -313,7 +340,7 @@ fn build_shard(run_dir: &Path, s: &DataShard, narrow_max_tokens: u64) -> Result<
     glass_io::atomic::remove_if_exists(&hp)?;
     let tp = s.dir.join(&h.tokens.file);
     let n = h.n_rows * h.row_len as u64;
-    let rel = format!("{INDEX_DIR}/{}.sa", s.name);
+    let rel = crate::query::shard_sa_path(&s.name);
     let (sha256, nbytes, width) = build_sa_file(
         glass_io::open::open_beneath(&s.root, &tp)?,
         h.dtype,

@@ -154,8 +154,8 @@ pub fn maximal_spans(
     ids: &[u32],
     boundary: &[bool],
     min_tokens: usize,
-) -> Vec<(usize, usize)> {
-    let longest = index.longest_matches(ids);
+) -> Result<Vec<(usize, usize)>> {
+    let longest = index.longest_matches(ids)?;
     let mut out: Vec<(usize, usize)> = Vec::new();
     let mut reach = 0usize;
     for i in 0..ids.len() {
@@ -173,7 +173,7 @@ pub fn maximal_spans(
             reach = e;
         }
     }
-    out
+    Ok(out)
 }
 
 /// Traces `ids` (the tokens of `text`) through the index.
@@ -191,7 +191,7 @@ pub fn trace(
         ));
     }
     let boundary = word_boundaries(tok, ids)?;
-    let spans = maximal_spans(index, ids, &boundary, opts.min_tokens);
+    let spans = maximal_spans(index, ids, &boundary, opts.min_tokens)?;
     let total: u64 = index.shards.iter().map(|s| s.len()).sum();
     let mut unigram: HashMap<u32, f64> = HashMap::new();
     let mut ctx = Context::new(run_dir, index)?;
