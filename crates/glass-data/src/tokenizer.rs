@@ -187,7 +187,9 @@ impl GlassTokenizer {
 
     /// Loads a `tokenizer.json` file.
     pub fn from_file(path: &std::path::Path, cfg: &TokenizerConfig) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| tk_err(format!("{}: {e}", path.display())))?;
+        let bytes = glass_io::open::open_regular(path)
+            .and_then(|f| f.read_all(glass_io::open::MAX_RECORD_BYTES))
+            .map_err(|e| tk_err(e.to_string()))?;
         // Parse errors name the file: a run can hold several tokenizer.json files.
         Self::from_json(&bytes, cfg).map_err(|e| match e {
             DataError::Tokenizer(m) => tk_err(format!("{}: {m}", path.display())),

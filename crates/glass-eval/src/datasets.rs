@@ -32,10 +32,7 @@ pub fn read_rows(path: &Path, bytes: &[u8]) -> Result<Vec<Doc>, EvalError> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("parquet") => {
             use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-            let file = std::fs::File::open(path).map_err(|e| EvalError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            })?;
+            let file = glass_io::open::open_regular(path)?.into_file();
             let bad = |e: &dyn std::fmt::Display| {
                 EvalError::Data(format!("{name}: unreadable Parquet: {e}"))
             };
