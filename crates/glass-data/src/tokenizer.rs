@@ -114,16 +114,9 @@ pub fn train_bpe(
 /// panic is caught here and reported as one. Every `tokenizer.json` Glass reads goes
 /// through this function.
 pub fn parse_tokenizer_json(bytes: &[u8]) -> Result<Tokenizer> {
-    match std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes)) {
+    match glass_io::contain::contained(|| Tokenizer::from_bytes(bytes)) {
         Ok(r) => r.map_err(tk_err),
-        Err(p) => {
-            let why = p
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| p.downcast_ref::<&str>().copied())
-                .unwrap_or("malformed file");
-            Err(tk_err(format!("not a valid tokenizer.json ({why})")))
-        }
+        Err(why) => Err(tk_err(format!("not a valid tokenizer.json ({why})"))),
     }
 }
 

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod atomic;
+pub mod contain;
 pub mod disk;
 pub mod error;
 pub mod open;
