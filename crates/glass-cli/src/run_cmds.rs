@@ -74,10 +74,15 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     if r.world_size > 1 {
         println!(
-            "{} ranks ({}), {} gradient groups per step; optimizer state {} per rank{}; {:.1} MiB sent per step per rank",
+            "{} ranks ({}), {} gradient groups per step{}; optimizer state {} per rank{}; {:.1} MiB sent per step per rank",
             r.world_size,
             comm.transport(),
             r.grad_groups,
+            if comm.piece() < usize::MAX {
+                format!("; messages of at most {} values", comm.piece())
+            } else {
+                String::new()
+            },
             mib(r.optimizer_bytes_per_rank),
             if r.shard_optimizer {
                 format!(

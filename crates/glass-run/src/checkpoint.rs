@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use glass_engine::layout::ParamLayout;
 use glass_engine::{AdamW, Model};
 use glass_io::atomic::{sha256_file, sync_dir, write_atomic};
-use glass_io::safetensors::{write_safetensors, TensorBytes};
+use glass_io::safetensors::{file_order, write_safetensors, SafetensorsWriter, TensorBytes, TensorHeader};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +80,185 @@ pub struct FileEntry {
     pub sha256: String,
     /// Size in bytes.
     pub bytes: u64,
+}
+
+/// One of AdamW's two moments, as the optimizer file names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// First moment (`exp_avg.<name>`).
+    ExpAvg,
+    /// Second moment (`exp_avg_sq.<name>`).
+    ExpAvgSq,
+}
+
+impl Moment {
+    /// Both, in the order the optimizer file holds them.
+    pub const BOTH: [Moment; 2] = [Moment::ExpAvg, Moment::ExpAvgSq];
+
+    /// Tensor-name prefix in `optimizer.safetensors`.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Moment::ExpAvg => "exp_avg.",
+            Moment::ExpAvgSq => "exp_avg_sq.",
+        }
+    }
+
+    /// This moment's buffer in `opt`.
+    pub fn of(self, opt: &AdamW) -> &[f32] {
+        match self {
+            Moment::ExpAvg => &opt.m,
+            Moment::ExpAvgSq => &opt.v,
+        }
+    }
+
+    /// This moment's buffer in `opt`, writable.
+    pub fn of_mut(self, opt: &mut AdamW) -> &mut Vec<f32> {
+        match self {
+            Moment::ExpAvg => &mut opt.m,
+            Moment::ExpAvgSq => &mut opt.v,
+        }
+    }
+}
+
+/// Where a checkpoint's AdamW moments come from while its optimizer file is written: the
+/// whole optimizer of this process ([`WholeMoments`]), or moments sharded over ranks and
+/// gathered piece by piece (`glass_run::dist::ShardedMoments`).
+pub trait MomentSource {
+    /// AdamW's step counter.
+    fn adamw_step(&self) -> u64;
+    /// Whether every value of the second moment is finite (a checkpoint that holds a
+    /// non-finite moment is never published).
+    fn finite(&self) -> bool;
+    /// Hands `sink` the values of `moment` over the flat parameter range `range`, in
+    /// order, in pieces of any length.
+    fn stream(
+        &mut self,
+        moment: Moment,
+        range: std::ops::Range<usize>,
+        sink: &mut dyn FnMut(&[f32]) -> Result<()>,
+    ) -> Result<()>;
+}
+
+/// The moments of an optimizer held whole by this process.
+pub struct WholeMoments<'a>(pub &'a AdamW);
+
+impl MomentSource for WholeMoments<'_> {
+    fn adamw_step(&self) -> u64 {
+        self.0.step
+    }
+    fn finite(&self) -> bool {
+        crate::integrity::all_finite(&self.0.v)
+    }
+    fn stream(
+        &mut self,
+        moment: Moment,
+        range: std::ops::Range<usize>,
+        sink: &mut dyn FnMut(&[f32]) -> Result<()>,
+    ) -> Result<()> {
+        sink(&moment.of(self.0)[range])
+    }
+}
+
+/// The optimizer file's tensors (headers in layout order) and the (moment, flat
+/// parameter range) of each in the order the file holds their bytes.
+fn optimizer_stream(layout: &ParamLayout) -> (Vec<TensorHeader>, Vec<(Moment, std::ops::Range<usize>)>) {
+    let mut headers = Vec::new();
+    let mut parts = Vec::new();
+    for moment in Moment::BOTH {
+        for t in layout.tensors() {
+            headers.push(TensorHeader {
+                name: format!("{}{}", moment.prefix(), t.name),
+                dtype: Dtype::F32,
+                shape: t.shape.clone(),
+                bytes: 4 * t.len(),
+            });
+            parts.push((moment, t.range()));
+        }
+    }
+    let order = file_order(&headers)
+        .into_iter()
+        .map(|i| parts[i].clone())
+        .collect();
+    (headers, order)
+}
+
+/// What a rank that holds part of a sharded optimizer does while rank 0 writes a
+/// checkpoint ([`write_with`]): asks `moments` for the same ranges in the same order, so
+/// that each collective rank 0's source makes finds this rank in it. Refuses, as rank 0
+/// does, when the moments are not finite (every rank knows: see
+/// [`MomentSource::finite`]).
+pub fn serve_optimizer(
+    layout: &ParamLayout,
+    moments: &mut dyn MomentSource,
+    state: &CheckpointState,
+) -> Result<()> {
+    if !moments.finite() {
+        return Err(non_finite(state, "optimizer state"));
+    }
+    for (moment, range) in optimizer_stream(layout).1 {
+        moments.stream(moment, range, &mut |_| Ok(()))?;
+    }
+    Ok(())
+}
+
+/// A published checkpoint's `optimizer.safetensors`, opened (its hash checked by the
+/// caller) and its tensors found, to read ranges of the moments from without holding
+/// them: rank 0 of a sharded optimizer reads one piece at a time and sends it to the rank
+/// that owns it.
+pub struct OptimizerFile {
+    path: PathBuf,
+    file: File,
+    /// Tensor extents in the flat parameter buffer, in layout order.
+    extents: Vec<std::ops::Range<usize>>,
+    /// Byte offset in the file of each tensor, per moment ([`Moment::BOTH`] order).
+    at: [Vec<u64>; 2],
+}
+
+impl OptimizerFile {
+    /// Opens `path` and finds every tensor of `layout` in it (dtype and shape checked).
+    pub fn open(path: &Path, layout: &ParamLayout) -> Result<Self> {
+        let map = map_file(path)?;
+        let mut at: [Vec<u64>; 2] = Default::default();
+        for (i, moment) in Moment::BOTH.into_iter().enumerate() {
+            at[i] = tensor_ranges(path, &map, layout, moment.prefix())?
+                .into_iter()
+                .map(|r| r.start as u64)
+                .collect();
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: File::open(path).map_err(io(path))?,
+            extents: layout.tensors().iter().map(|t| t.range()).collect(),
+            at,
+        })
+    }
+
+    /// Reads the values of `moment` over the flat parameter range `range` into `out`
+    /// (`range.len()` values), tensor by tensor.
+    pub fn read(
+        &self,
+        moment: Moment,
+        range: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let at = &self.at[moment as usize];
+        let first = self.extents.partition_point(|e| e.end <= range.start);
+        for (e, &base) in self.extents[first..].iter().zip(&at[first..]) {
+            if e.start >= range.end {
+                break;
+            }
+            let (a, b) = (range.start.max(e.start), range.end.min(e.end));
+            let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut out[a - range.start..b - range.start]);
+            self.file
+                .read_exact_at(dst, base + 4 * (a - e.start) as u64)
+                .map_err(|e| RunError::Checkpoint {
+                    path: self.path.clone(),
+                    msg: format!("{e}; the checkpoint is incomplete"),
+                })?;
+        }
+        Ok(())
+    }
 }
 
 /// Writes named views of `buffers` (one per prefix) as one safetensors file, fsynced;
@@ -283,13 +462,30 @@ pub fn write(
     opt: &AdamW,
     state: &mut CheckpointState,
 ) -> Result<(Vec<FileEntry>, String)> {
-    for (what, buf) in [("weights", &model.params), ("optimizer state", &opt.v)] {
-        if !crate::integrity::all_finite(buf) {
-            return Err(RunError::Invalid(format!(
-                "refusing to publish checkpoint {} (step {}): its {what} hold non-finite values",
-                state.index, state.step
-            )));
-        }
+    write_with(run_dir, model, &mut WholeMoments(opt), state)
+}
+
+/// Refuses to publish checkpoint `state` because its `what` holds non-finite values.
+pub fn non_finite(state: &CheckpointState, what: &str) -> RunError {
+    RunError::Invalid(format!(
+        "refusing to publish checkpoint {} (step {}): its {what} hold non-finite values",
+        state.index, state.step
+    ))
+}
+
+/// [`write`] with the AdamW moments streamed from `moments` (whole in this process, or
+/// gathered piece by piece from the ranks that hold them): the same files, byte for byte.
+pub fn write_with(
+    run_dir: &Path,
+    model: &Model,
+    moments: &mut dyn MomentSource,
+    state: &mut CheckpointState,
+) -> Result<(Vec<FileEntry>, String)> {
+    if !crate::integrity::all_finite(&model.params) {
+        return Err(non_finite(state, "weights"));
+    }
+    if !moments.finite() {
+        return Err(non_finite(state, "optimizer state"));
     }
     let ckpt_root = run_dir.join("checkpoints");
     std::fs::create_dir_all(&ckpt_root).map_err(io(&ckpt_root))?;
@@ -316,13 +512,18 @@ pub fn write(
     };
     let (model_sha, model_len) = write_model_file(&tmp_dir.join(MODEL_FILE), model)?;
     crate::fault::point("after-model-write");
-    let opt_meta = meta("optimizer", format!(",\"adamw_step\":{}", opt.step));
-    let (opt_sha, opt_len) = write_tensors(
-        &tmp_dir.join(OPTIMIZER_FILE),
-        model,
-        &[("exp_avg.", &opt.m), ("exp_avg_sq.", &opt.v)],
-        opt_meta,
-    )?;
+    let opt_meta = meta(
+        "optimizer",
+        format!(",\"adamw_step\":{}", moments.adamw_step()),
+    );
+    let (headers, order) = optimizer_stream(&model.layout);
+    let mut out = SafetensorsWriter::create(&tmp_dir.join(OPTIMIZER_FILE), &headers, &opt_meta)?;
+    for (moment, range) in order {
+        moments.stream(moment, range, &mut |values| {
+            Ok(out.write(bytemuck::cast_slice(values))?)
+        })?;
+    }
+    let (opt_sha, opt_len) = out.commit()?;
     crate::fault::point("after-optimizer-write");
     state.model_sha256 = model_sha;
     state.optimizer_sha256 = opt_sha;
@@ -429,6 +630,39 @@ pub fn load(
     r?;
     opt.step = state.optimizer_step;
     Ok(state)
+}
+
+/// [`load`] without reading the AdamW moments into memory: checks every file's hash,
+/// loads the weights into `model` and returns the state with the optimizer file opened
+/// for reading in pieces ([`OptimizerFile`]; the AdamW step is the state's
+/// `optimizer_step`). Rank 0 of a sharded optimizer loads this way.
+pub fn load_model(
+    run_dir: &Path,
+    files: &[FileEntry],
+    model: &mut Model,
+) -> Result<(CheckpointState, OptimizerFile)> {
+    verify_files(run_dir, files)?;
+    let find = |name: &str| -> Result<PathBuf> {
+        files
+            .iter()
+            .find(|f| f.path.ends_with(name))
+            .map(|f| run_dir.join(&f.path))
+            .ok_or_else(|| RunError::Invalid(format!("manifest entry lacks {name}")))
+    };
+    let state_path = find(STATE_FILE)?;
+    let state: CheckpointState = serde_json::from_slice(
+        &std::fs::read(&state_path).map_err(io(&state_path))?,
+    )
+    .map_err(|e| RunError::Checkpoint {
+        path: state_path.clone(),
+        msg: e.to_string(),
+    })?;
+    let mut params = std::mem::take(&mut model.params);
+    let r = read_tensors(&find(MODEL_FILE)?, model, &mut [("", &mut params)]);
+    model.params = params;
+    r?;
+    let opt = OptimizerFile::open(&find(OPTIMIZER_FILE)?, &model.layout)?;
+    Ok((state, opt))
 }
 
 /// Loads only the weights of a checkpoint (evaluation, export), hash-checked. Only the

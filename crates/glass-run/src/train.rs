@@ -17,7 +17,7 @@ use glass_engine::{AdamW, Model};
 use glass_io::atomic::{sha256_file, sha256_hex};
 use serde_json::json;
 
-use crate::checkpoint::{self, CheckpointState};
+use crate::checkpoint::{self, CheckpointState, MomentSource};
 use crate::config::{lr_at, RunConfig, SkipUnit};
 use crate::dist::{params_sha256, DataParallel};
 use crate::error::{Result, RunError};
@@ -141,6 +141,9 @@ pub(crate) struct Session {
     pub parent_sha: Option<String>,
     /// This process's place in the data-parallel world (one process: rank 0 of 1).
     pub dp: DataParallel,
+    /// Rank 0 of a sharded optimizer: the optimizer file of the checkpoint just loaded,
+    /// whose moments [`Session::sync_from_root`] sends to their ranks piece by piece.
+    pub pending_moments: Option<checkpoint::OptimizerFile>,
 }
 
 /// The training state rank 0 hands every other rank at start and after a rollback.
@@ -193,7 +196,6 @@ impl Session {
             });
         }
         let model = Model::zeros(m)?;
-        let opt = AdamW::new(cfg.optim.adamw, model.params.len());
         let mut plan = checkpoint_plan(
             data.n_steps(),
             data.steps_per_chunk(),
@@ -240,6 +242,8 @@ impl Session {
             shard_optimizer,
             &cfg_path.display().to_string(),
         )?;
+        // Sharded: this rank's slice of the moments only, from the start.
+        let opt = AdamW::new(cfg.optim.adamw, dp.moments_len(model.params.len()));
         let mut val_rows = Vec::new();
         data.validation(&mut val_rows)?;
         let val_bytes = if val_rows.is_empty() {
@@ -273,6 +277,7 @@ impl Session {
             recent: VecDeque::new(),
             parent_sha: None,
             dp,
+            pending_moments: None,
         })
     }
 
@@ -282,7 +287,9 @@ impl Session {
         if self.dp.size() == 1 {
             return Ok(());
         }
-        self.dp.sync_from_root(&mut self.model, &mut self.opt)?;
+        let file = self.pending_moments.take();
+        self.dp
+            .sync_from_root(&mut self.model, &mut self.opt, file.as_ref())?;
         let st = self.dp.broadcast_json(&SyncedState {
             step: self.step,
             tokens: self.tokens,
@@ -318,11 +325,27 @@ impl Session {
     /// Loads published checkpoint `entry` of this run.
     pub fn load_checkpoint(&mut self, entry: &CheckpointEntry) -> Result<CheckpointState> {
         crate::integrity::check_loadable(&self.run_dir, entry)?;
-        self.dp
-            .unshard_for_load(&mut self.opt, self.model.params.len());
-        let st = checkpoint::load(&self.run_dir, &entry.files, &mut self.model, &mut self.opt)?;
+        let run_dir = self.run_dir.clone();
+        let st = self.load_files(&run_dir, &entry.files)?;
         self.restore(&st);
         self.parent_sha = Some(entry.sha256.clone());
+        Ok(st)
+    }
+
+    /// Loads a checkpoint's files (of this run or another): the whole optimizer, or, on
+    /// rank 0 of a sharded optimizer, the weights and AdamW step with the optimizer file
+    /// kept open for [`Session::sync_from_root`] to send out piece by piece.
+    fn load_files(
+        &mut self,
+        run_dir: &Path,
+        files: &[checkpoint::FileEntry],
+    ) -> Result<CheckpointState> {
+        if !self.dp.shard_optimizer {
+            return checkpoint::load(run_dir, files, &mut self.model, &mut self.opt);
+        }
+        let (st, file) = checkpoint::load_model(run_dir, files, &mut self.model)?;
+        self.opt.step = st.optimizer_step;
+        self.pending_moments = Some(file);
         Ok(st)
     }
 
@@ -468,11 +491,11 @@ fn publish(
     manifest: &mut RunManifest,
     metrics: &Metrics,
     index: u32,
-    opt: &AdamW,
+    moments: &mut dyn MomentSource,
 ) -> Result<CheckpointEntry> {
     let val = s.validate()?;
     let mut state = s.state(index, val);
-    let (files, sha) = checkpoint::write(&s.run_dir, &s.model, opt, &mut state)?;
+    let (files, sha) = checkpoint::write_with(&s.run_dir, &s.model, moments, &mut state)?;
     let entry = CheckpointEntry {
         index,
         step: s.step,
@@ -495,16 +518,25 @@ fn publish(
     Ok(entry)
 }
 
-/// Runs `f` with the whole optimizer state: `gathered` (a sharded optimizer collected on
-/// rank 0) or the session's own, lent out without a copy.
-fn publish_with<T>(
+/// Checkpoint `index` at the current step, on every rank together: the ranks' parameter
+/// hashes are compared, then rank 0 (which holds `metrics` and `manifest`) validates and
+/// publishes it. A sharded optimizer's moments reach rank 0's file piece by piece from
+/// the ranks that hold them, while those ranks serve the same pieces; rank 0 never holds
+/// the whole. Returns rank 0's manifest entry.
+fn checkpoint_all(
     s: &mut Session,
-    gathered: Option<AdamW>,
-    f: impl FnOnce(&mut Session, &AdamW) -> Result<T>,
-) -> Result<T> {
-    if let Some(full) = gathered {
-        return f(s, &full);
+    metrics: Option<&Metrics>,
+    manifest: Option<&mut RunManifest>,
+    index: u32,
+) -> Result<Option<CheckpointEntry>> {
+    if s.dp.size() > 1 {
+        s.dp.require_same(
+            &format!("the parameters (sha256) at step {} before checkpoint {index}", s.step),
+            &params_sha256(&s.model.params),
+            "a rank computed different bits (a fault, or a CPU outside the numerics contract); the run stops before publishing, the last published checkpoint is intact — resume on matching machines",
+        )?;
     }
+    // The optimizer is lent out while the session validates and writes.
     let placeholder = AdamW {
         cfg: s.opt.cfg,
         m: Vec::new(),
@@ -512,9 +544,40 @@ fn publish_with<T>(
         step: s.opt.step,
     };
     let opt = std::mem::replace(&mut s.opt, placeholder);
-    let r = f(s, &opt);
+    let r = checkpoint_with(s, metrics, manifest, index, &opt);
     s.opt = opt;
     r
+}
+
+fn checkpoint_with(
+    s: &mut Session,
+    metrics: Option<&Metrics>,
+    manifest: Option<&mut RunManifest>,
+    index: u32,
+    opt: &AdamW,
+) -> Result<Option<CheckpointEntry>> {
+    let mut sharded = if s.dp.shard_optimizer {
+        Some(s.dp.sharded_moments(opt)?)
+    } else {
+        None
+    };
+    match (metrics, manifest) {
+        (Some(metrics), Some(manifest)) => {
+            let mut whole = checkpoint::WholeMoments(opt);
+            let moments: &mut dyn MomentSource = match &mut sharded {
+                Some(m) => m,
+                None => &mut whole,
+            };
+            publish(s, manifest, metrics, index, moments).map(Some)
+        }
+        _ => {
+            if let Some(m) = &mut sharded {
+                let state = s.state(index, (None, None));
+                checkpoint::serve_optimizer(&s.model.layout, m, &state)?;
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// Trains `run_dir` from its last published checkpoint (or from scratch / a parent run)
@@ -597,6 +660,12 @@ pub fn train_on(
     s.sync_from_root()?;
     report.resumed_from = s.dp.broadcast_json(&report.resumed_from)?;
     report.optimizer_bytes_per_rank = 2 * 4 * s.opt.m.len() as u64;
+    if next_index == 0 {
+        // A new run (or branch): its checkpoint 0, written by all ranks together.
+        checkpoint_all(&mut s, metrics.as_ref(), manifest.as_mut(), 0)?;
+        report.checkpoints_written += 1;
+        next_index = 1;
+    }
 
     let until = opts.until_step.unwrap_or(n_steps).min(n_steps);
     let pb = glass_io::progress::bar(
@@ -697,18 +766,7 @@ pub fn train_on(
         fault::point("after-step");
         pb.set_position(s.step);
         if s.plan.get(next_index as usize) == Some(&s.step) {
-            if s.dp.size() > 1 {
-                s.dp.require_same(
-                    &format!("the parameters (sha256) at step {} before checkpoint {next_index}", s.step),
-                    &params_sha256(&s.model.params),
-                    "a rank computed different bits (a fault, or a CPU outside the numerics contract); the run stops before publishing, the last published checkpoint is intact — resume on matching machines",
-                )?;
-            }
-            let gathered = s.dp.gather_optimizer(&s.opt, n_params)?;
-            if let (Some(metrics), Some(manifest)) = (&metrics, &mut manifest) {
-                let e = publish_with(&mut s, gathered, |s, opt| {
-                    publish(s, manifest, metrics, next_index, opt)
-                })?;
+            if let Some(e) = checkpoint_all(&mut s, metrics.as_ref(), manifest.as_mut(), next_index)? {
                 report.final_val_loss = e.val_loss;
             }
             report.checkpoints_written += 1;
@@ -881,7 +939,7 @@ fn root_setup(
             {
                 id_src.push_str(":continue");
             }
-            let mut m = RunManifest {
+            let m = RunManifest {
                 format_version: FORMAT_VERSION,
                 run_id: sha256_hex(id_src.as_bytes())[..16].to_string(),
                 config_sha256: s.config_sha.clone(),
@@ -895,8 +953,8 @@ fn root_setup(
                 "start",
                 json!({"run_id": m.run_id, "parent": parent}),
             )?;
-            publish_with(s, None, |s, opt| publish(s, &mut m, &metrics, 0, opt))?;
-            report.checkpoints_written += 1;
+            // Checkpoint 0 is published once every rank holds the starting state
+            // (`train_on`): a sharded optimizer's moments are written from all ranks.
             m
         }
     };
@@ -970,7 +1028,7 @@ pub(crate) fn branch_from(
             ),
         });
     }
-    let st = checkpoint::load(other, &e.files, &mut s.model, &mut s.opt)?;
+    let st = s.load_files(other, &e.files)?;
     if mode == BranchMode::Continue {
         if s.data.first_step() != st.step {
             return Err(RunError::Invalid(format!(
