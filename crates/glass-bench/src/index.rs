@@ -37,8 +37,40 @@ pub struct IndexBench {
     pub build: Vec<BuildMeasure>,
     /// Count latency on the run's index, when a run was given.
     pub count_latency: Option<CountLatency>,
+    /// What opening the run's index costs, when a run was given.
+    pub open: Option<OpenCost>,
+    /// Hashing the synthetic shard's array and token file (what `Index::open` adds for
+    /// a shard that size), when one was built.
+    pub synthetic_open_hash: Option<HashCost>,
     /// What the build figures include.
     pub note: String,
+}
+
+/// Opening an index: structure and bounds only, then with every array and token file
+/// hash-checked (the default).
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenCost {
+    /// Milliseconds for structure and bounds only.
+    pub bounds_only_ms: f64,
+    /// Milliseconds with every file hashed.
+    pub hashed_ms: f64,
+    /// Bytes hashed.
+    pub hashed_bytes: u64,
+    /// Hashing speed (the difference of the two opens over the bytes), GB/s.
+    pub hash_gb_per_s: f64,
+}
+
+/// Hashing one shard's files.
+#[derive(Debug, Clone, Serialize)]
+pub struct HashCost {
+    /// Tokens of the shard.
+    pub tokens: u64,
+    /// Bytes hashed (array and token file).
+    pub bytes: u64,
+    /// Seconds.
+    pub seconds: f64,
+    /// GB/s.
+    pub gb_per_s: f64,
 }
 
 /// One build measured: tokens, seconds, peak memory above the starting RSS.
@@ -108,7 +140,14 @@ fn measure_build(
     reset_peak();
     let (_, base) = rss();
     let t0 = Instant::now();
-    let (_, bytes, _) = glass_analysis::index::build_sa_file(path, dtype, row_len, n, false, out)?;
+    let (_, bytes, _) = glass_analysis::index::build_sa_file(
+        glass_io::open::open_regular(path)?,
+        dtype,
+        row_len,
+        n,
+        false,
+        glass_io::atomic::AtomicFile::create(out)?,
+    )?;
     let secs = t0.elapsed().as_secs_f64();
     let (peak, _) = rss();
     let peak = peak.saturating_sub(base);
@@ -145,8 +184,32 @@ pub fn run(o: &IndexOptions) -> Result<IndexBench> {
     let mut builds = Vec::new();
     let mut latency = None;
     let threads = rayon::current_num_threads();
+    let mut open = None;
+    let mut synthetic_open_hash = None;
     if let Some(run) = &o.run {
+        // Opening: structure and bounds only, then with every array and token file
+        // hash-checked (the default; the first open in a process hashes).
+        let t0 = Instant::now();
+        drop(Index::open_with(
+            run,
+            glass_analysis::query::IndexCheck::BoundsOnly,
+        )?);
+        let bounds_s = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
         let index = Index::open(run)?;
+        let hashed_s = t0.elapsed().as_secs_f64();
+        let hashed_bytes: u64 = index
+            .shards
+            .iter()
+            .chain(index.validation.iter())
+            .map(|s| s.rec.sa.bytes + s.rec.tokens.bytes)
+            .sum();
+        open = Some(OpenCost {
+            bounds_only_ms: bounds_s * 1e3,
+            hashed_ms: hashed_s * 1e3,
+            hashed_bytes,
+            hash_gb_per_s: hashed_bytes as f64 / (hashed_s - bounds_s).max(1e-9) / 1e9,
+        });
         // Build: every shard of the run again, into a scratch directory (cold page cache
         // is not forced; the chunk files are small and usually cached).
         let mut total = BuildMeasure {
@@ -184,7 +247,8 @@ pub fn run(o: &IndexOptions) -> Result<IndexBench> {
         let mut times = Vec::with_capacity(o.queries);
         let mut found = 0u64;
         for i in 0..o.queries {
-            let len = 8 + (rng.next() % 25) as usize;
+            // 8-32 tokens, at most a row (a query longer than a row cannot occur).
+            let len = (8 + (rng.next() % 25) as usize).min(index.row_len);
             let q: Vec<u32> = if i % 2 == 0 && !index.shards.is_empty() {
                 let s = &index.shards[(rng.next() % index.shards.len() as u64) as usize];
                 let l = s.rec.row_len as u64;
@@ -192,7 +256,7 @@ pub fn run(o: &IndexOptions) -> Result<IndexBench> {
                 let off = rng.next() % (l - len as u64 + 1);
                 (0..len as u64)
                     .map(|j| s.token(row * l + off + j))
-                    .collect()
+                    .collect::<glass_analysis::Result<Vec<u32>>>()?
             } else {
                 (0..len).map(|_| (rng.next() % vocab) as u32).collect()
             };
@@ -234,12 +298,29 @@ pub fn run(o: &IndexOptions) -> Result<IndexBench> {
             n,
             &tmp.join("synthetic.sa"),
         )?);
+        // What `Index::open` adds for a shard this size: hashing its array and its token
+        // file (one thread per file, as there).
+        let t0 = Instant::now();
+        let (sa, tok) = rayon::join(
+            || glass_io::sha256_file(&tmp.join("synthetic.sa")),
+            || glass_io::sha256_file(&path),
+        );
+        let (sa, tok) = (sa?, tok?);
+        let seconds = t0.elapsed().as_secs_f64();
+        synthetic_open_hash = Some(HashCost {
+            tokens: n,
+            bytes: sa.1 + tok.1,
+            seconds,
+            gb_per_s: (sa.1 + tok.1) as f64 / seconds.max(1e-9) / 1e9,
+        });
     }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(IndexBench {
         threads,
         build: builds,
         count_latency: latency,
+        open,
+        synthetic_open_hash,
         note: "build: libsais single-threaded over each shard, timing the file map, sort and atomic write; peak = VmHWM above the RSS before the build (warm page cache)".into(),
     })
 }

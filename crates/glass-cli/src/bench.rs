@@ -414,6 +414,23 @@ fn print_index(r: &IndexBench) {
             b.index_bytes_per_token
         );
     }
+    if let Some(o) = &r.open {
+        println!(
+            "open: {:.2} ms structure and bounds only; {:.2} ms with every array and token file hash-checked ({:.1} MB, {:.2} GB/s)",
+            o.bounds_only_ms,
+            o.hashed_ms,
+            o.hashed_bytes as f64 / 1e6,
+            o.hash_gb_per_s
+        );
+    }
+    if let Some(h) = &r.synthetic_open_hash {
+        println!(
+            "open of the synthetic shard: hashing its array and token file ({:.1} MB) takes {:.2} s = {:.2} GB/s",
+            h.bytes as f64 / 1e6,
+            h.seconds,
+            h.gb_per_s
+        );
+    }
     if let Some(l) = &r.count_latency {
         println!(
             "count latency over {} queries of 8-32 tokens ({} found) on {} shards / {} tokens: p50 {:.4} ms, p99 {:.4} ms, max {:.4} ms",

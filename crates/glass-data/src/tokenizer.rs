@@ -114,16 +114,9 @@ pub fn train_bpe(
 /// panic is caught here and reported as one. Every `tokenizer.json` Glass reads goes
 /// through this function.
 pub fn parse_tokenizer_json(bytes: &[u8]) -> Result<Tokenizer> {
-    match std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes)) {
+    match glass_io::contain::contained(|| Tokenizer::from_bytes(bytes)) {
         Ok(r) => r.map_err(tk_err),
-        Err(p) => {
-            let why = p
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| p.downcast_ref::<&str>().copied())
-                .unwrap_or("malformed file");
-            Err(tk_err(format!("not a valid tokenizer.json ({why})")))
-        }
+        Err(why) => Err(tk_err(format!("not a valid tokenizer.json ({why})"))),
     }
 }
 
@@ -187,7 +180,9 @@ impl GlassTokenizer {
 
     /// Loads a `tokenizer.json` file.
     pub fn from_file(path: &std::path::Path, cfg: &TokenizerConfig) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| tk_err(format!("{}: {e}", path.display())))?;
+        let bytes = glass_io::open::open_regular(path)
+            .and_then(|f| f.read_all(glass_io::open::MAX_RECORD_BYTES))
+            .map_err(|e| tk_err(e.to_string()))?;
         // Parse errors name the file: a run can hold several tokenizer.json files.
         Self::from_json(&bytes, cfg).map_err(|e| match e {
             DataError::Tokenizer(m) => tk_err(format!("{}: {m}", path.display())),

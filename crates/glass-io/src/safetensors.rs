@@ -31,7 +31,46 @@ pub fn write_safetensors(
     tensors: &[TensorBytes<'_>],
     meta: &HashMap<String, String>,
 ) -> Result<(String, u64)> {
-    let headers: Vec<TensorHeader> = tensors
+    let mut out = crate::AtomicFile::create(path)?;
+    emit(tensors, meta, &mut |b| out.write(b))?;
+    out.commit()
+}
+
+/// The (sha256, bytes) of the file [`write_safetensors`] would write, computed without
+/// writing anything (a replay compares hashes; it has nothing to keep).
+pub fn hash_safetensors(
+    tensors: &[TensorBytes<'_>],
+    meta: &HashMap<String, String>,
+) -> (String, u64) {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut n = 0u64;
+    emit(tensors, meta, &mut |b| {
+        h.update(b);
+        n += b.len() as u64;
+        Ok(())
+    })
+    .expect("hashing does not fail");
+    (hex::encode(h.finalize()), n)
+}
+
+/// Hands the bytes of the safetensors file of `tensors` to `sink`, in order.
+fn emit(
+    tensors: &[TensorBytes<'_>],
+    meta: &HashMap<String, String>,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let headers = headers_of(tensors);
+    let (header, _) = header_bytes(&headers, meta);
+    sink(&header)?;
+    for i in file_order(&headers) {
+        sink(tensors[i].data)?;
+    }
+    Ok(())
+}
+
+fn headers_of(tensors: &[TensorBytes<'_>]) -> Vec<TensorHeader> {
+    tensors
         .iter()
         .map(|t| TensorHeader {
             name: t.name.clone(),
@@ -39,12 +78,7 @@ pub fn write_safetensors(
             shape: t.shape.clone(),
             bytes: t.data.len(),
         })
-        .collect();
-    let mut out = SafetensorsWriter::create(path, &headers, meta)?;
-    for i in file_order(&headers) {
-        out.write(tensors[i].data)?;
-    }
-    out.commit()
+        .collect()
 }
 
 /// A tensor of a safetensors file whose bytes come later ([`SafetensorsWriter`]).
@@ -70,15 +104,38 @@ pub fn file_order(tensors: &[TensorHeader]) -> Vec<usize> {
     order
 }
 
-/// A safetensors file written as a stream: the header first, from the tensors' names,
-/// dtypes, shapes and lengths, then their bytes in [`file_order`], in as many pieces as
-/// the caller likes. So a file far larger than memory (a sharded optimizer's moments
-/// arriving piece by piece) has exactly the bytes [`write_safetensors`] gives the whole.
+/// The file's first bytes (the header's length, then the header) and the data bytes it
+/// announces.
 ///
 /// The header is written out here because the crate writes only to a file it opens
 /// itself and keeps its header builder private: sorted by descending dtype, then name;
 /// `__metadata__` first; the entries are the crate's own `TensorInfo` serialised; padded
 /// with spaces to a multiple of 8 bytes. A test checks every byte against the crate.
+fn header_bytes(tensors: &[TensorHeader], meta: &HashMap<String, String>) -> (Vec<u8>, u64) {
+    let mut header = format!("{{\"__metadata__\":{}", to_json(meta));
+    let mut offset = 0;
+    for i in file_order(tensors) {
+        let t = &tensors[i];
+        let info = ::safetensors::tensor::TensorInfo {
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            data_offsets: (offset, offset + t.bytes),
+        };
+        offset += t.bytes;
+        header.push_str(&format!(",{}:{}", to_json(&t.name), to_json(&info)));
+    }
+    header.push('}');
+    let mut header = header.into_bytes();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    (out, offset as u64)
+}
+
+/// A safetensors file written as a stream: the header first, from the tensors' names,
+/// dtypes, shapes and lengths, then their bytes in [`file_order`], in as many pieces as
+/// the caller likes. So a file far larger than memory (a sharded optimizer's moments
+/// arriving piece by piece) has exactly the bytes [`write_safetensors`] gives the whole.
 pub struct SafetensorsWriter {
     path: std::path::PathBuf,
     out: crate::AtomicFile,
@@ -95,28 +152,13 @@ impl SafetensorsWriter {
         tensors: &[TensorHeader],
         meta: &HashMap<String, String>,
     ) -> Result<Self> {
-        let mut header = format!("{{\"__metadata__\":{}", to_json(meta));
-        let mut offset = 0;
-        for i in file_order(tensors) {
-            let t = &tensors[i];
-            let info = ::safetensors::tensor::TensorInfo {
-                dtype: t.dtype,
-                shape: t.shape.clone(),
-                data_offsets: (offset, offset + t.bytes),
-            };
-            offset += t.bytes;
-            header.push_str(&format!(",{}:{}", to_json(&t.name), to_json(&info)));
-        }
-        header.push('}');
-        let mut header = header.into_bytes();
-        header.resize(header.len().next_multiple_of(8), b' ');
+        let (header, expected) = header_bytes(tensors, meta);
         let mut out = crate::AtomicFile::create(path)?;
-        out.write(&(header.len() as u64).to_le_bytes())?;
         out.write(&header)?;
         Ok(Self {
             path: path.to_path_buf(),
             out,
-            expected: offset as u64,
+            expected,
             written: 0,
         })
     }
@@ -217,9 +259,10 @@ mod tests {
         let (sha, len) = write_safetensors(&ours, &tensors, &meta).unwrap();
         let theirs = dir.path().join("theirs.safetensors");
         let views: Vec<(String, Raw)> = tensors.iter().map(|t| (t.name.clone(), Raw(t))).collect();
-        ::safetensors::serialize_to_file(views, &Some(meta), &theirs).unwrap();
+        ::safetensors::serialize_to_file(views, &Some(meta.clone()), &theirs).unwrap();
         let bytes = std::fs::read(&ours).unwrap();
         assert!(bytes == std::fs::read(&theirs).unwrap());
+        assert_eq!(hash_safetensors(&tensors, &meta), (sha.clone(), len));
         assert_eq!((sha, len), (crate::sha256_hex(&bytes), bytes.len() as u64));
 
         // The same file streamed in 7-byte pieces that straddle tensor boundaries.

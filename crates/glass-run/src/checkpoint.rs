@@ -6,17 +6,20 @@
 //! which itself records the sha256 of the two tensor files.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use glass_io::open::FileIdentity;
 
 use glass_engine::layout::ParamLayout;
 use glass_engine::{AdamW, Model};
-use glass_io::atomic::{sha256_file, sync_dir, write_atomic};
-use glass_io::safetensors::{file_order, write_safetensors, SafetensorsWriter, TensorBytes, TensorHeader};
+use glass_io::atomic::{sync_dir, write_atomic};
+use glass_io::safetensors::{write_safetensors, SafetensorsWriter, TensorBytes};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io, Result, RunError};
+use crate::moments::{MomentSource, OptimizerFile, WholeMoments};
 
 /// Weights file name inside a checkpoint directory.
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -82,185 +85,6 @@ pub struct FileEntry {
     pub bytes: u64,
 }
 
-/// One of AdamW's two moments, as the optimizer file names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Moment {
-    /// First moment (`exp_avg.<name>`).
-    ExpAvg,
-    /// Second moment (`exp_avg_sq.<name>`).
-    ExpAvgSq,
-}
-
-impl Moment {
-    /// Both, in the order the optimizer file holds them.
-    pub const BOTH: [Moment; 2] = [Moment::ExpAvg, Moment::ExpAvgSq];
-
-    /// Tensor-name prefix in `optimizer.safetensors`.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Moment::ExpAvg => "exp_avg.",
-            Moment::ExpAvgSq => "exp_avg_sq.",
-        }
-    }
-
-    /// This moment's buffer in `opt`.
-    pub fn of(self, opt: &AdamW) -> &[f32] {
-        match self {
-            Moment::ExpAvg => &opt.m,
-            Moment::ExpAvgSq => &opt.v,
-        }
-    }
-
-    /// This moment's buffer in `opt`, writable.
-    pub fn of_mut(self, opt: &mut AdamW) -> &mut Vec<f32> {
-        match self {
-            Moment::ExpAvg => &mut opt.m,
-            Moment::ExpAvgSq => &mut opt.v,
-        }
-    }
-}
-
-/// Where a checkpoint's AdamW moments come from while its optimizer file is written: the
-/// whole optimizer of this process ([`WholeMoments`]), or moments sharded over ranks and
-/// gathered piece by piece (`glass_run::dist::ShardedMoments`).
-pub trait MomentSource {
-    /// AdamW's step counter.
-    fn adamw_step(&self) -> u64;
-    /// Whether every value of the second moment is finite (a checkpoint that holds a
-    /// non-finite moment is never published).
-    fn finite(&self) -> bool;
-    /// Hands `sink` the values of `moment` over the flat parameter range `range`, in
-    /// order, in pieces of any length.
-    fn stream(
-        &mut self,
-        moment: Moment,
-        range: std::ops::Range<usize>,
-        sink: &mut dyn FnMut(&[f32]) -> Result<()>,
-    ) -> Result<()>;
-}
-
-/// The moments of an optimizer held whole by this process.
-pub struct WholeMoments<'a>(pub &'a AdamW);
-
-impl MomentSource for WholeMoments<'_> {
-    fn adamw_step(&self) -> u64 {
-        self.0.step
-    }
-    fn finite(&self) -> bool {
-        crate::integrity::all_finite(&self.0.v)
-    }
-    fn stream(
-        &mut self,
-        moment: Moment,
-        range: std::ops::Range<usize>,
-        sink: &mut dyn FnMut(&[f32]) -> Result<()>,
-    ) -> Result<()> {
-        sink(&moment.of(self.0)[range])
-    }
-}
-
-/// The optimizer file's tensors (headers in layout order) and the (moment, flat
-/// parameter range) of each in the order the file holds their bytes.
-fn optimizer_stream(layout: &ParamLayout) -> (Vec<TensorHeader>, Vec<(Moment, std::ops::Range<usize>)>) {
-    let mut headers = Vec::new();
-    let mut parts = Vec::new();
-    for moment in Moment::BOTH {
-        for t in layout.tensors() {
-            headers.push(TensorHeader {
-                name: format!("{}{}", moment.prefix(), t.name),
-                dtype: Dtype::F32,
-                shape: t.shape.clone(),
-                bytes: 4 * t.len(),
-            });
-            parts.push((moment, t.range()));
-        }
-    }
-    let order = file_order(&headers)
-        .into_iter()
-        .map(|i| parts[i].clone())
-        .collect();
-    (headers, order)
-}
-
-/// What a rank that holds part of a sharded optimizer does while rank 0 writes a
-/// checkpoint ([`write_with`]): asks `moments` for the same ranges in the same order, so
-/// that each collective rank 0's source makes finds this rank in it. Refuses, as rank 0
-/// does, when the moments are not finite (every rank knows: see
-/// [`MomentSource::finite`]).
-pub fn serve_optimizer(
-    layout: &ParamLayout,
-    moments: &mut dyn MomentSource,
-    state: &CheckpointState,
-) -> Result<()> {
-    if !moments.finite() {
-        return Err(non_finite(state, "optimizer state"));
-    }
-    for (moment, range) in optimizer_stream(layout).1 {
-        moments.stream(moment, range, &mut |_| Ok(()))?;
-    }
-    Ok(())
-}
-
-/// A published checkpoint's `optimizer.safetensors`, opened (its hash checked by the
-/// caller) and its tensors found, to read ranges of the moments from without holding
-/// them: rank 0 of a sharded optimizer reads one piece at a time and sends it to the rank
-/// that owns it.
-pub struct OptimizerFile {
-    path: PathBuf,
-    file: File,
-    /// Tensor extents in the flat parameter buffer, in layout order.
-    extents: Vec<std::ops::Range<usize>>,
-    /// Byte offset in the file of each tensor, per moment ([`Moment::BOTH`] order).
-    at: [Vec<u64>; 2],
-}
-
-impl OptimizerFile {
-    /// Opens `path` and finds every tensor of `layout` in it (dtype and shape checked).
-    pub fn open(path: &Path, layout: &ParamLayout) -> Result<Self> {
-        let map = map_file(path)?;
-        let mut at: [Vec<u64>; 2] = Default::default();
-        for (i, moment) in Moment::BOTH.into_iter().enumerate() {
-            at[i] = tensor_ranges(path, &map, layout, moment.prefix())?
-                .into_iter()
-                .map(|r| r.start as u64)
-                .collect();
-        }
-        Ok(Self {
-            path: path.to_path_buf(),
-            file: File::open(path).map_err(io(path))?,
-            extents: layout.tensors().iter().map(|t| t.range()).collect(),
-            at,
-        })
-    }
-
-    /// Reads the values of `moment` over the flat parameter range `range` into `out`
-    /// (`range.len()` values), tensor by tensor.
-    pub fn read(
-        &self,
-        moment: Moment,
-        range: std::ops::Range<usize>,
-        out: &mut [f32],
-    ) -> Result<()> {
-        use std::os::unix::fs::FileExt;
-        let at = &self.at[moment as usize];
-        let first = self.extents.partition_point(|e| e.end <= range.start);
-        for (e, &base) in self.extents[first..].iter().zip(&at[first..]) {
-            if e.start >= range.end {
-                break;
-            }
-            let (a, b) = (range.start.max(e.start), range.end.min(e.end));
-            let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut out[a - range.start..b - range.start]);
-            self.file
-                .read_exact_at(dst, base + 4 * (a - e.start) as u64)
-                .map_err(|e| RunError::Checkpoint {
-                    path: self.path.clone(),
-                    msg: format!("{e}; the checkpoint is incomplete"),
-                })?;
-        }
-        Ok(())
-    }
-}
-
 /// Writes named views of `buffers` (one per prefix) as one safetensors file, fsynced;
 /// returns its (sha256, bytes).
 fn write_tensors(
@@ -269,6 +93,15 @@ fn write_tensors(
     buffers: &[(&str, &[f32])],
     meta: HashMap<String, String>,
 ) -> Result<(String, u64)> {
+    Ok(write_safetensors(
+        path,
+        &tensor_views(model, buffers),
+        &meta,
+    )?)
+}
+
+/// Named views of `buffers` (one per prefix), in layout order.
+fn tensor_views<'a>(model: &Model, buffers: &[(&str, &'a [f32])]) -> Vec<TensorBytes<'a>> {
     let mut tensors = Vec::new();
     for (prefix, buf) in buffers {
         for t in model.layout.tensors() {
@@ -280,12 +113,53 @@ fn write_tensors(
             });
         }
     }
-    Ok(write_safetensors(path, &tensors, &meta)?)
+    tensors
+}
+
+/// The one metadata key of a checkpoint file (several keys would be written in hash
+/// order, making the bytes differ from run to run; no step, so identical tensors give
+/// identical files).
+fn file_meta(kind: &str, extra: String) -> HashMap<String, String> {
+    HashMap::from([(
+        "glass".to_string(),
+        format!("{{\"kind\":\"{kind}\"{extra}}}"),
+    )])
+}
+
+/// The sha256 of each file [`write`] would write for this state (`model.safetensors`,
+/// `optimizer.safetensors`, `state.json`, whose tensor hashes are filled in here), and
+/// the checkpoint's hash, computed without writing anything: `glass verify --replay`
+/// compares them with the published ones and leaves the run untouched.
+pub fn hashes(
+    model: &Model,
+    opt: &AdamW,
+    state: &mut CheckpointState,
+) -> (Vec<(&'static str, String)>, String) {
+    let (model_sha, _) = glass_io::safetensors::hash_safetensors(
+        &tensor_views(model, &[("", &model.params)]),
+        &file_meta("model", String::new()),
+    );
+    let (opt_sha, _) = glass_io::safetensors::hash_safetensors(
+        &tensor_views(model, &[("exp_avg.", &opt.m), ("exp_avg_sq.", &opt.v)]),
+        &file_meta("optimizer", format!(",\"adamw_step\":{}", opt.step)),
+    );
+    state.model_sha256 = model_sha.clone();
+    state.optimizer_sha256 = opt_sha.clone();
+    let state_bytes = serde_json::to_vec_pretty(state).expect("state serialises");
+    let state_sha = glass_io::atomic::sha256_hex(&state_bytes);
+    (
+        vec![
+            (MODEL_FILE, model_sha),
+            (OPTIMIZER_FILE, opt_sha),
+            (STATE_FILE, state_sha.clone()),
+        ],
+        state_sha,
+    )
 }
 
 /// Where each layout tensor named `prefix + layout name` lies in the safetensors bytes
 /// `map` (read from `path`), in layout order, after checking its dtype (F32) and shape.
-fn tensor_ranges(
+pub(crate) fn tensor_ranges(
     path: &Path,
     map: &[u8],
     layout: &ParamLayout,
@@ -323,15 +197,15 @@ fn tensor_ranges(
         .collect()
 }
 
-/// Maps a file read-only.
-fn map_file(path: &Path) -> Result<memmap2::Mmap> {
-    let file = File::open(path).map_err(io(path))?;
-    // SAFETY: the map is read-only and no `&mut` to it exists. Glass never rewrites a
-    // checkpoint file in place (it writes a temp name and renames), so its bytes do not
-    // change while mapped; another program writing into it would only corrupt the values
-    // read, which the hash check detects, and one truncating it would stop this process
-    // with SIGBUS, as it would any reader of a mapped file.
-    unsafe { memmap2::Mmap::map(&file) }.map_err(io(path))
+/// Maps a checkpoint file read-only: a regular file beneath `run_dir` (no link followed)
+/// with the length the manifest records ([`glass_io::open`]).
+fn map_file(run_dir: &Path, path: &Path, want: u64) -> Result<memmap2::Mmap> {
+    let f = glass_io::open::open_beneath(run_dir, path)?;
+    f.expect_len(want)?;
+    f.map()?.ok_or_else(|| RunError::Checkpoint {
+        path: path.into(),
+        msg: "empty; the checkpoint is incomplete".into(),
+    })
 }
 
 /// Copies the tensors found at `ranges` of `map` ([`tensor_ranges`]) into `dst`, laid
@@ -348,11 +222,18 @@ fn copy_ranges(
     }
 }
 
-/// Copies the tensors named `prefix + layout name` from a safetensors file into `dst`.
-fn read_tensors(path: &Path, model: &Model, dsts: &mut [(&str, &mut [f32])]) -> Result<()> {
-    let map = map_file(path)?;
+/// Copies the tensors named `prefix + layout name` from a checkpoint's safetensors file
+/// (listed as `f`) into `dst`.
+fn read_tensors(
+    run_dir: &Path,
+    f: &FileEntry,
+    model: &Model,
+    dsts: &mut [(&str, &mut [f32])],
+) -> Result<()> {
+    let path = entry_path(run_dir, f)?;
+    let map = map_file(run_dir, &path, f.bytes)?;
     for (prefix, dst) in dsts.iter_mut() {
-        let ranges = tensor_ranges(path, &map, &model.layout, prefix)?;
+        let ranges = tensor_ranges(&path, &map, &model.layout, prefix)?;
         copy_ranges(&map, &model.layout, &ranges, dst);
     }
     Ok(())
@@ -376,7 +257,7 @@ impl MappedWeights {
     pub fn open(run_dir: &Path, files: &[FileEntry], layout: &ParamLayout) -> Result<Self> {
         let f = model_entry(files)?;
         let path = entry_path(run_dir, f)?;
-        let map = map_file(&path)?;
+        let map = map_file(run_dir, &path, f.bytes)?;
         let mut weights = Self {
             path,
             expected_sha256: f.sha256.clone(),
@@ -444,7 +325,7 @@ pub fn write_model_file(path: &Path, model: &Model) -> Result<(String, u64)> {
         path,
         model,
         &[("", &model.params)],
-        HashMap::from([("glass".to_string(), "{\"kind\":\"model\"}".to_string())]),
+        file_meta("model", String::new()),
     )
 }
 
@@ -488,10 +369,14 @@ pub fn write_with(
         return Err(non_finite(state, "optimizer state"));
     }
     let ckpt_root = run_dir.join("checkpoints");
-    std::fs::create_dir_all(&ckpt_root).map_err(io(&ckpt_root))?;
     let name = dir_name(state.index, state.step);
     let final_dir = ckpt_root.join(&name);
     let tmp_dir = ckpt_root.join(format!(".{name}.tmp"));
+    // Never through a link: `checkpoints/` (or a leftover folder) pointing elsewhere is
+    // refused before anything is removed or written.
+    glass_io::open::check_write_beneath(run_dir, &tmp_dir)?;
+    glass_io::open::check_write_beneath(run_dir, &final_dir)?;
+    std::fs::create_dir_all(&ckpt_root).map_err(io(&ckpt_root))?;
     if tmp_dir.exists() {
         std::fs::remove_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
     }
@@ -501,22 +386,10 @@ pub fn write_with(
         std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
     }
     std::fs::create_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
-    // One metadata key only: safetensors writes the metadata map in hash order, so
-    // several keys would make the file bytes differ from run to run.
-    let meta = |kind: &str, extra: String| {
-        // No step either: identical tensors give identical files (and hashes).
-        HashMap::from([(
-            "glass".to_string(),
-            format!("{{\"kind\":\"{kind}\"{extra}}}"),
-        )])
-    };
     let (model_sha, model_len) = write_model_file(&tmp_dir.join(MODEL_FILE), model)?;
     crate::fault::point("after-model-write");
-    let opt_meta = meta(
-        "optimizer",
-        format!(",\"adamw_step\":{}", moments.adamw_step()),
-    );
-    let (headers, order) = optimizer_stream(&model.layout);
+    let opt_meta = file_meta("optimizer", format!(",\"adamw_step\":{}", moments.adamw_step()));
+    let (headers, order) = crate::moments::optimizer_stream(&model.layout);
     let mut out = SafetensorsWriter::create(&tmp_dir.join(OPTIMIZER_FILE), &headers, &opt_meta)?;
     for (moment, range) in order {
         moments.stream(moment, range, &mut |values| {
@@ -555,14 +428,42 @@ pub fn write_with(
     Ok((files, state_sha))
 }
 
-/// Verifies `files` against their recorded hashes.
+/// Verifies `files` against their recorded lengths and hashes.
 pub fn verify_files(run_dir: &Path, files: &[FileEntry]) -> Result<()> {
+    verify_files_until(run_dir, files, &AtomicBool::new(false)).map(|_| ())
+}
+
+/// [`verify_files`] that stops (with an error) soon after `stop` is set: a long-lived
+/// caller (the dashboard) bounds its work by it. Returns the identities of the files as
+/// hashed, for an in-memory cache of results ([`file_identities`]).
+pub fn verify_files_until(
+    run_dir: &Path,
+    files: &[FileEntry],
+    stop: &AtomicBool,
+) -> Result<Vec<FileIdentity>> {
     use rayon::prelude::*;
-    files.par_iter().try_for_each(|f| verify_file(run_dir, f))
+    files
+        .par_iter()
+        .map(|f| verify_file(run_dir, f, stop))
+        .collect()
+}
+
+/// The identities of `files` as they are now (opened beneath the run, lengths compared
+/// with the manifest's, nothing read): equal to those [`verify_files_until`] returned
+/// means the files were not written since.
+pub fn file_identities(run_dir: &Path, files: &[FileEntry]) -> Result<Vec<FileIdentity>> {
+    files
+        .iter()
+        .map(|f| {
+            let o = glass_io::open::open_beneath(run_dir, &entry_path(run_dir, f)?)?;
+            o.expect_len(f.bytes)?;
+            Ok(o.identity())
+        })
+        .collect()
 }
 
 /// Where a manifest entry's file is, refusing paths that leave the run.
-fn entry_path(run_dir: &Path, f: &FileEntry) -> Result<PathBuf> {
+pub(crate) fn entry_path(run_dir: &Path, f: &FileEntry) -> Result<PathBuf> {
     if !glass_io::paths::is_inside(&f.path) {
         return Err(RunError::Checkpoint {
             path: crate::manifest::RunManifest::path(run_dir),
@@ -575,12 +476,18 @@ fn entry_path(run_dir: &Path, f: &FileEntry) -> Result<PathBuf> {
     Ok(run_dir.join(&f.path))
 }
 
-fn verify_file(run_dir: &Path, f: &FileEntry) -> Result<()> {
+/// Hashes one listed file: a regular file beneath the run (no link followed) whose length
+/// is the recorded one, else it is not read at all.
+fn verify_file(run_dir: &Path, f: &FileEntry, stop: &AtomicBool) -> Result<FileIdentity> {
     let p = entry_path(run_dir, f)?;
-    let (sha, _) = sha256_file(&p).map_err(|e| RunError::Checkpoint {
+    let bad = |e: glass_io::IoError| RunError::Checkpoint {
         path: p.clone(),
-        msg: format!("{e}; the checkpoint is incomplete"),
-    })?;
+        msg: format!("{}; the checkpoint is incomplete or was replaced", e.source),
+    };
+    let opened = glass_io::open::open_beneath(run_dir, &p).map_err(bad)?;
+    opened.expect_len(f.bytes).map_err(bad)?;
+    let identity = opened.identity();
+    let (sha, _) = opened.sha256_cancellable(stop).map_err(bad)?;
     if sha != f.sha256 {
         return Err(RunError::HashMismatch {
             path: p,
@@ -588,7 +495,7 @@ fn verify_file(run_dir: &Path, f: &FileEntry) -> Result<()> {
             actual: sha,
         });
     }
-    Ok(())
+    Ok(identity)
 }
 
 /// Loads a checkpoint directory into `model` and `opt` after checking every file's hash
@@ -600,28 +507,31 @@ pub fn load(
     opt: &mut AdamW,
 ) -> Result<CheckpointState> {
     verify_files(run_dir, files)?;
-    let find = |name: &str| -> Result<PathBuf> {
+    let find = |name: &str| -> Result<&FileEntry> {
         files
             .iter()
             .find(|f| f.path.ends_with(name))
-            .map(|f| run_dir.join(&f.path))
             .ok_or_else(|| RunError::Invalid(format!("manifest entry lacks {name}")))
     };
-    let state_path = find(STATE_FILE)?;
-    let state: CheckpointState = serde_json::from_slice(
-        &std::fs::read(&state_path).map_err(io(&state_path))?,
-    )
+    let state_entry = find(STATE_FILE)?;
+    let state_path = entry_path(run_dir, state_entry)?;
+    let state: CheckpointState = serde_json::from_slice(&glass_io::open::read_beneath(
+        run_dir,
+        &state_path,
+        state_entry.bytes,
+    )?)
     .map_err(|e| RunError::Checkpoint {
         path: state_path.clone(),
         msg: e.to_string(),
     })?;
     let mut params = std::mem::take(&mut model.params);
-    let r = read_tensors(&find(MODEL_FILE)?, model, &mut [("", &mut params)]);
+    let r = read_tensors(run_dir, find(MODEL_FILE)?, model, &mut [("", &mut params)]);
     model.params = params;
     r?;
     let (mut m, mut v) = (std::mem::take(&mut opt.m), std::mem::take(&mut opt.v));
     let r = read_tensors(
-        &find(OPTIMIZER_FILE)?,
+        run_dir,
+        find(OPTIMIZER_FILE)?,
         model,
         &mut [("exp_avg.", &mut m), ("exp_avg_sq.", &mut v)],
     );
@@ -642,26 +552,28 @@ pub fn load_model(
     model: &mut Model,
 ) -> Result<(CheckpointState, OptimizerFile)> {
     verify_files(run_dir, files)?;
-    let find = |name: &str| -> Result<PathBuf> {
+    let find = |name: &str| -> Result<&FileEntry> {
         files
             .iter()
             .find(|f| f.path.ends_with(name))
-            .map(|f| run_dir.join(&f.path))
             .ok_or_else(|| RunError::Invalid(format!("manifest entry lacks {name}")))
     };
-    let state_path = find(STATE_FILE)?;
-    let state: CheckpointState = serde_json::from_slice(
-        &std::fs::read(&state_path).map_err(io(&state_path))?,
-    )
+    let state_entry = find(STATE_FILE)?;
+    let state_path = entry_path(run_dir, state_entry)?;
+    let state: CheckpointState = serde_json::from_slice(&glass_io::open::read_beneath(
+        run_dir,
+        &state_path,
+        state_entry.bytes,
+    )?)
     .map_err(|e| RunError::Checkpoint {
         path: state_path.clone(),
         msg: e.to_string(),
     })?;
     let mut params = std::mem::take(&mut model.params);
-    let r = read_tensors(&find(MODEL_FILE)?, model, &mut [("", &mut params)]);
+    let r = read_tensors(run_dir, find(MODEL_FILE)?, model, &mut [("", &mut params)]);
     model.params = params;
     r?;
-    let opt = OptimizerFile::open(&find(OPTIMIZER_FILE)?, &model.layout)?;
+    let opt = OptimizerFile::open(run_dir, find(OPTIMIZER_FILE)?, &model.layout)?;
     Ok((state, opt))
 }
 

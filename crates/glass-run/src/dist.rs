@@ -23,7 +23,7 @@ use glass_engine::parallel::sum_squares_partials;
 use glass_engine::{AdamW, GradTree, Model};
 use sha2::{Digest, Sha256};
 
-use crate::checkpoint::{Moment, MomentSource, OptimizerFile};
+use crate::moments::{Moment, MomentSource, OptimizerFile};
 use crate::error::{Result, RunError};
 
 /// Most values of a sharded optimizer's moments one checkpoint write or load moves at once
@@ -349,7 +349,7 @@ impl DataParallel {
 
     /// The moments of this rank's shard of `opt`, as a checkpoint's optimizer file asks for
     /// them ([`crate::checkpoint::write_with`] on rank 0,
-    /// [`crate::checkpoint::serve_optimizer`] on the others). Collective: every rank
+    /// [`crate::moments::serve_optimizer`] on the others). Collective: every rank
     /// learns whether every shard's second moment is finite.
     pub fn sharded_moments<'a>(&self, opt: &'a AdamW) -> Result<ShardedMoments<'a>> {
         let flags = self
