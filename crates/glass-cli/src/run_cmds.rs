@@ -95,6 +95,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
             },
             r.bytes_sent_per_step as f64 / (1u64 << 20) as f64
         );
+        if let Some(extra) = r.checkpoint_extra_bytes {
+            println!(
+                "rank 0 wrote the sharded moments ({}) piece by piece: at most {} of resident memory above its own state while writing a checkpoint",
+                mib(r.optimizer_bytes_unsharded),
+                mib(extra)
+            );
+        }
     }
     let resumed = r
         .resumed_from

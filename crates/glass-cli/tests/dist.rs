@@ -121,12 +121,20 @@ fn sharded_checkpoints_in_small_pieces_keep_the_one_process_bits() {
     };
 
     let run = make_run(&tmp.path().join("fresh"), 4, 0);
-    let reports = all_ok(train_threads_with(&[run.as_path(); 4], &sharded(None), 1000));
+    let reports = all_ok(train_threads_with(
+        &[run.as_path(); 4],
+        &sharded(None),
+        1000,
+    ));
     assert!(reports.iter().all(|r| r.shard_optimizer));
     assert_eq!(chain(&run), reference, "W = 4, pieces of 1000");
 
     let run = make_run(&tmp.path().join("resume"), 4, 0);
-    all_ok(train_threads_with(&[run.as_path(); 4], &sharded(Some(5)), 1000));
+    all_ok(train_threads_with(
+        &[run.as_path(); 4],
+        &sharded(Some(5)),
+        1000,
+    ));
     let r = all_ok(train_threads_with(&[run.as_path(); 2], &sharded(None), 333));
     assert!(r[0].resumed_from.is_some());
     assert_eq!(chain(&run), reference, "resumed under W = 2, pieces of 333");
@@ -321,5 +329,8 @@ fn a_continuing_branch_trained_on_two_ranks_reproduces_the_parent() {
     };
     all_ok(train_threads_with(&[b.as_path(); 2], &opts, 1000));
     assert_eq!(model_hashes(&b), model_hashes(&parent)[3..].to_vec());
-    assert_eq!(optimizer_hashes(&b), optimizer_hashes(&parent)[3..].to_vec());
+    assert_eq!(
+        optimizer_hashes(&b),
+        optimizer_hashes(&parent)[3..].to_vec()
+    );
 }

@@ -388,7 +388,10 @@ pub fn write_with(
     std::fs::create_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
     let (model_sha, model_len) = write_model_file(&tmp_dir.join(MODEL_FILE), model)?;
     crate::fault::point("after-model-write");
-    let opt_meta = file_meta("optimizer", format!(",\"adamw_step\":{}", moments.adamw_step()));
+    let opt_meta = file_meta(
+        "optimizer",
+        format!(",\"adamw_step\":{}", moments.adamw_step()),
+    );
     let (headers, order) = crate::moments::optimizer_stream(&model.layout);
     let mut out = SafetensorsWriter::create(&tmp_dir.join(OPTIMIZER_FILE), &headers, &opt_meta)?;
     for (moment, range) in order {

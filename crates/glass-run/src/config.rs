@@ -517,10 +517,7 @@ mod tests {
                     init_toml(preset, "t", rows).unwrap()
                 );
                 let c = RunConfig::parse(&text, Path::new("g")).unwrap();
-                let g = c
-                    .train
-                    .resolved_grad_groups(rows, Path::new("g"))
-                    .unwrap();
+                let g = c.train.resolved_grad_groups(rows, Path::new("g")).unwrap();
                 assert_eq!(g, 8, "{preset}, {rows} rows per step");
                 assert_eq!(
                     glass_dist::valid_world_sizes(g),
@@ -587,8 +584,7 @@ mod tests {
 
     #[test]
     fn amber_preset_defaults_follow_llm360() {
-        let c =
-            RunConfig::parse(&init_toml("amber-7b", "a", 16).unwrap(), Path::new("g")).unwrap();
+        let c = RunConfig::parse(&init_toml("amber-7b", "a", 16).unwrap(), Path::new("g")).unwrap();
         assert_eq!(
             (c.optim.lr, c.optim.min_lr, c.optim.warmup_steps),
             (3e-4, 3e-5, 2000)

@@ -23,8 +23,8 @@ use glass_engine::parallel::sum_squares_partials;
 use glass_engine::{AdamW, GradTree, Model};
 use sha2::{Digest, Sha256};
 
-use crate::moments::{Moment, MomentSource, OptimizerFile};
 use crate::error::{Result, RunError};
+use crate::moments::{Moment, MomentSource, OptimizerFile};
 
 /// Most values of a sharded optimizer's moments one checkpoint write or load moves at once
 /// (2^22 `f32`s, 16 MiB): the whole of rank 0's extra memory for it. A transport with a
@@ -299,7 +299,10 @@ impl DataParallel {
             return Ok(());
         }
         if !self.broadcast_json(&file.is_some())? {
-            opt.m.iter_mut().chain(opt.v.iter_mut()).for_each(|x| *x = 0.0);
+            opt.m
+                .iter_mut()
+                .chain(opt.v.iter_mut())
+                .for_each(|x| *x = 0.0);
             return Ok(());
         }
         // Rank 0 goes on through a failed read (sending zeros) so that every rank stays in

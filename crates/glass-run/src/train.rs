@@ -18,7 +18,6 @@ use glass_io::atomic::sha256_hex;
 use serde_json::json;
 
 use crate::checkpoint::{self, CheckpointState};
-use crate::moments::{self, MomentSource};
 use crate::config::{lr_at, RunConfig, SkipUnit};
 use crate::dist::{params_sha256, DataParallel};
 use crate::error::{Result, RunError};
@@ -26,6 +25,7 @@ use crate::fault;
 use crate::lock::RunLock;
 use crate::manifest::{BranchMode, CheckpointEntry, Parent, RunManifest, FORMAT_VERSION};
 use crate::metrics::{now, CheckpointRow, Metrics, StepRow};
+use crate::moments::{self, MomentSource};
 
 /// Options of one `glass train` invocation (none of them changes the result, except
 /// `from`, which is recorded as lineage).
@@ -84,6 +84,12 @@ pub struct TrainReport {
     /// Bytes this rank sent in collectives per step (0 for one process; modelled as
     /// reduce-scatter plus all-gather volume).
     pub bytes_sent_per_step: u64,
+    /// Rank 0 of a sharded optimizer (W > 1), on Linux: the most its resident memory rose
+    /// above what it held before writing a checkpoint's files (after validating it) while
+    /// writing them (the peak `VmHWM` over the `VmRSS` before; the peak counter is reset
+    /// for it). `None`
+    /// elsewhere, or when no checkpoint was written.
+    pub checkpoint_extra_bytes: Option<u64>,
 }
 
 /// Checkpoint steps: 0, optional log-spaced early steps, then every chunk boundary.
@@ -145,6 +151,8 @@ pub(crate) struct Session {
     /// Rank 0 of a sharded optimizer: the optimizer file of the checkpoint just loaded,
     /// whose moments [`Session::sync_from_root`] sends to their ranks piece by piece.
     pub pending_moments: Option<moments::OptimizerFile>,
+    /// See [`TrainReport::checkpoint_extra_bytes`].
+    pub checkpoint_extra_bytes: Option<u64>,
 }
 
 /// The training state rank 0 hands every other rank at start and after a rollback.
@@ -284,6 +292,7 @@ impl Session {
             parent_sha: None,
             dp,
             pending_moments: None,
+            checkpoint_extra_bytes: None,
         })
     }
 
@@ -501,7 +510,15 @@ fn publish(
 ) -> Result<CheckpointEntry> {
     let val = s.validate()?;
     let mut state = s.state(index, val);
+    // Rank 0 of a sharded optimizer measures what writing the files (the moments
+    // streamed from every rank) costs it, validation aside.
+    let measure = s.dp.shard_optimizer && s.dp.size() > 1;
+    let before = if measure { reset_peak_rss() } else { None };
     let (files, sha) = checkpoint::write_with(&s.run_dir, &s.model, moments, &mut state)?;
+    if let (Some(before), Some((peak, _))) = (before, rss()) {
+        let extra = peak.saturating_sub(before);
+        s.checkpoint_extra_bytes = Some(s.checkpoint_extra_bytes.unwrap_or(0).max(extra));
+    }
     let entry = CheckpointEntry {
         index,
         step: s.step,
@@ -553,6 +570,26 @@ fn checkpoint_all(
     let r = checkpoint_with(s, metrics, manifest, index, &opt);
     s.opt = opt;
     r
+}
+
+/// (peak, current) resident memory of this process in bytes (Linux `VmHWM`, `VmRSS`).
+fn rss() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+/// Resets this process's peak resident memory to its current one (Linux) and returns the
+/// current one; `None` where that cannot be done.
+fn reset_peak_rss() -> Option<u64> {
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    rss().map(|(_, now)| now)
 }
 
 fn checkpoint_with(
@@ -639,6 +676,7 @@ pub fn train_on(
         optimizer_bytes_per_rank: 0,
         optimizer_bytes_unsharded: 2 * 4 * n_params as u64,
         bytes_sent_per_step: 0,
+        checkpoint_extra_bytes: None,
     };
     // Rank 0 alone locks the run, reads or creates its manifest and loads the starting
     // point; its verdict (and then its state) goes to every rank.
@@ -773,7 +811,9 @@ pub fn train_on(
         fault::point("after-step");
         pb.set_position(s.step);
         if s.plan.get(next_index as usize) == Some(&s.step) {
-            if let Some(e) = checkpoint_all(&mut s, metrics.as_ref(), manifest.as_mut(), next_index)? {
+            if let Some(e) =
+                checkpoint_all(&mut s, metrics.as_ref(), manifest.as_mut(), next_index)?
+            {
                 report.final_val_loss = e.val_loss;
             }
             report.checkpoints_written += 1;
@@ -798,6 +838,7 @@ pub fn train_on(
         }
     }
     report.step = s.step;
+    report.checkpoint_extra_bytes = s.checkpoint_extra_bytes;
     report.final_val_loss = s.dp.broadcast_json(&report.final_val_loss)?;
     Ok(report)
 }
