@@ -11,6 +11,8 @@ fi
 rustup target add aarch64-unknown-linux-gnu >/dev/null
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+# The NEON kernels compile (and lint clean) for aarch64, not only the x86 ones.
+cargo clippy -q -p glass-engine --target aarch64-unknown-linux-gnu --all-targets -- -D warnings
 digest() {
   cargo test -q -p glass-engine --test kernels "$@" -- --ignored --nocapture print_training_digest 2>/dev/null \
     | sed -n 's/^TRAINING_DIGEST \([0-9a-f]*\).*/\1/p'

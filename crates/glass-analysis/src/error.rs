@@ -48,12 +48,6 @@ pub enum AnalysisError {
 /// Result alias of the crate.
 pub type Result<T, E = AnalysisError> = std::result::Result<T, E>;
 
-/// Wraps an `io::Error` with the path it happened on.
-pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> AnalysisError {
-    let path = path.into();
-    move |source| AnalysisError::Io { path, source }
-}
-
 impl From<glass_io::IoError> for AnalysisError {
     fn from(e: glass_io::IoError) -> Self {
         AnalysisError::Data(e.into())

@@ -23,10 +23,10 @@ use std::time::Instant;
 
 use glass_data::chunk::{chunk_stem, read_header, ChunkHeader};
 use glass_data::dtype::TokenDtype;
-use glass_io::atomic::{sha256_file, write_atomic, AtomicFile};
+use glass_io::atomic::{write_atomic_beneath, AtomicFile};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{io, AnalysisError, Result};
+use crate::error::{AnalysisError, Result};
 
 /// Directory of the index inside a run.
 pub const INDEX_DIR: &str = "index";
@@ -110,7 +110,7 @@ impl IndexManifest {
                 run_dir.display()
             )));
         }
-        let bytes = std::fs::read(&p).map_err(io(&p))?;
+        let bytes = glass_io::open::read_beneath(run_dir, &p, glass_io::open::MAX_RECORD_BYTES)?;
         let m: IndexManifest =
             serde_json::from_slice(&bytes).map_err(|e| AnalysisError::Format {
                 path: p.clone(),
@@ -127,6 +127,19 @@ impl IndexManifest {
         }
         Ok(m)
     }
+}
+
+/// What `glass verify RUN` checks of the index beyond the hashes of its files (which
+/// `glass_run::verify_run` re-hashes): that it covers the run's chunks and that every
+/// shard record agrees with the chunk header it indexes — what every query checks when it
+/// opens the index. `None` without an index; otherwise the first problem, naming the file.
+pub fn index_problem(run_dir: &Path) -> Option<String> {
+    if !run_dir.join(INDEX_MANIFEST).exists() {
+        return None;
+    }
+    crate::query::Index::open_with(run_dir, crate::query::IndexCheck::BoundsOnly)
+        .err()
+        .map(|e| e.to_string())
 }
 
 /// What [`build_index`] did.
@@ -151,6 +164,8 @@ pub struct IndexReport {
 /// The data shards the index must cover, from the prepared data.
 pub(crate) struct DataShard {
     pub name: String,
+    /// The run directory the files lie beneath (the run's own, or a branch's parent).
+    pub root: PathBuf,
     pub dir: PathBuf,
     pub rel_dir: &'static str,
     pub header: ChunkHeader,
@@ -166,21 +181,27 @@ pub(crate) fn data_shards(
     for c in &m.chunks {
         let stem = chunk_stem(c.index);
         let chunks_dir = m.chunk_dir(run_dir, &stem);
-        let header = read_header(&chunks_dir, &stem)?;
+        let root = m.root_of(run_dir, &format!("chunks/{stem}.json"));
+        let header = read_header(&root, &chunks_dir, &stem)?;
         shards.push(DataShard {
             name: stem,
+            root,
             dir: chunks_dir,
             rel_dir: "data/chunks",
             header,
         });
     }
     let validation = match &m.validation {
-        Some(_) => Some(DataShard {
-            name: "validation".into(),
-            dir: data.clone(),
-            rel_dir: "data",
-            header: read_header(&data, "validation")?,
-        }),
+        Some(_) => {
+            let root = m.root_of(run_dir, "validation.json");
+            Some(DataShard {
+                name: "validation".into(),
+                header: read_header(&root, &data, "validation")?,
+                root,
+                dir: data.clone(),
+                rel_dir: "data",
+            })
+        }
         None => None,
     };
     Ok((m, shards, validation))
@@ -206,7 +227,7 @@ pub fn build_index_with(
     let t0 = Instant::now();
     let (m, shards, validation) = data_shards(run_dir)?;
     let dir = run_dir.join(INDEX_DIR);
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    glass_io::open::create_dir_beneath(run_dir, &dir)?;
     let mut report = IndexReport::default();
     let all: Vec<&DataShard> = shards.iter().chain(validation.iter()).collect();
     let mut records = Vec::new();
@@ -243,7 +264,7 @@ pub fn build_index_with(
     for r in records.iter().chain(validation_rec.iter()) {
         files.push(r.sa.clone());
         let hp = format!("{INDEX_DIR}/{}.json", r.name);
-        let (sha256, bytes) = sha256_file(&run_dir.join(&hp))?;
+        let (sha256, bytes) = glass_io::open::sha256_beneath(run_dir, &run_dir.join(&hp), None)?;
         files.push(FileRef {
             path: hp,
             sha256,
@@ -260,7 +281,8 @@ pub fn build_index_with(
         files,
         pins,
     };
-    write_atomic(
+    write_atomic_beneath(
+        run_dir,
         &run_dir.join(INDEX_MANIFEST),
         &serde_json::to_vec_pretty(&manifest).expect("json"),
     )?;
@@ -268,7 +290,7 @@ pub fn build_index_with(
     Ok(report)
 }
 
-fn token_ref(s: &DataShard) -> FileRef {
+pub(crate) fn token_ref(s: &DataShard) -> FileRef {
     FileRef {
         path: format!("{}/{}", s.rel_dir, s.header.tokens.file),
         sha256: s.header.tokens.sha256.clone(),
@@ -276,10 +298,12 @@ fn token_ref(s: &DataShard) -> FileRef {
     }
 }
 
-/// The existing shard record if it indexes exactly this chunk and its array is intact.
+/// The existing shard record if it indexes exactly this chunk, agrees with its header,
+/// and its array is intact.
 fn reusable(run_dir: &Path, s: &DataShard) -> Result<Option<ShardRecord>> {
     let hp = run_dir.join(INDEX_DIR).join(format!("{}.json", s.name));
-    let Ok(bytes) = std::fs::read(&hp) else {
+    let Ok(bytes) = glass_io::open::read_beneath(run_dir, &hp, glass_io::open::MAX_RECORD_BYTES)
+    else {
         return Ok(None);
     };
     let Ok(rec) = serde_json::from_slice::<ShardRecord>(&bytes) else {
@@ -289,27 +313,41 @@ fn reusable(run_dir: &Path, s: &DataShard) -> Result<Option<ShardRecord>> {
     if rec.format != INDEX_FORMAT || rec.tokens != want || rec.row_len != s.header.row_len {
         return Ok(None);
     }
-    let sp = run_dir.join(&rec.sa.path);
-    if !sp.exists() || sha256_file(&sp)? != (rec.sa.sha256.clone(), rec.sa.bytes) {
+    // The record must pass every check a query makes (a manifest listing it alone).
+    let alone = IndexManifest {
+        format: INDEX_FORMAT.into(),
+        tokenizer_sha256: String::new(),
+        row_len: rec.row_len,
+        shards: vec![],
+        validation: None,
+        files: vec![rec.sa.clone()],
+        pins: vec![],
+    };
+    if crate::query::check_record(run_dir, &alone, &rec, s).is_err() {
         return Ok(None);
     }
-    Ok(Some(rec))
+    let sp = run_dir.join(crate::query::shard_sa_path(&s.name));
+    match glass_io::open::sha256_beneath(run_dir, &sp, Some(rec.sa.bytes)) {
+        Ok((sha, _)) if sha == rec.sa.sha256 => Ok(Some(rec)),
+        _ => Ok(None),
+    }
 }
 
 fn build_shard(run_dir: &Path, s: &DataShard, narrow_max_tokens: u64) -> Result<ShardRecord> {
     let h = &s.header;
     let hp = run_dir.join(INDEX_DIR).join(format!("{}.json", s.name));
+    glass_io::open::check_write_beneath(run_dir, &hp)?;
     glass_io::atomic::remove_if_exists(&hp)?;
     let tp = s.dir.join(&h.tokens.file);
     let n = h.n_rows * h.row_len as u64;
-    let rel = format!("{INDEX_DIR}/{}.sa", s.name);
+    let rel = crate::query::shard_sa_path(&s.name);
     let (sha256, nbytes, width) = build_sa_file(
-        &tp,
+        glass_io::open::open_beneath(&s.root, &tp)?,
         h.dtype,
         h.row_len,
         n,
         n > narrow_max_tokens,
-        &run_dir.join(&rel),
+        AtomicFile::create_beneath(run_dir, &run_dir.join(&rel))?,
     )?;
     let rec = ShardRecord {
         format: INDEX_FORMAT.into(),
@@ -329,46 +367,40 @@ fn build_shard(run_dir: &Path, s: &DataShard, narrow_max_tokens: u64) -> Result<
         width,
         n_suffixes: n,
     };
-    write_atomic(&hp, &serde_json::to_vec_pretty(&rec).expect("json"))?;
+    write_atomic_beneath(
+        run_dir,
+        &hp,
+        &serde_json::to_vec_pretty(&rec).expect("json"),
+    )?;
     Ok(rec)
 }
 
 /// Builds the suffix array of a `[n_tokens / row_len, row_len]` token file and writes it
-/// atomically to `out_path`; returns (sha256, bytes, width). The token file is mapped
+/// atomically to `out`; returns (sha256, bytes, width). The token file is mapped
 /// only while the text to sort is built, so peak memory is the sort's: about 8 bytes per
 /// token for the 32-bit build (text and array, both `i32`), 16 for the wide one.
 pub fn build_sa_file(
-    tokens_path: &Path,
+    tokens: glass_io::open::Opened,
     dtype: TokenDtype,
     row_len: usize,
     n_tokens: u64,
     wide: bool,
-    out_path: &Path,
+    mut out: AtomicFile,
 ) -> Result<(String, u64, usize)> {
-    let f = std::fs::File::open(tokens_path).map_err(io(tokens_path))?;
-    let len = f.metadata().map_err(io(tokens_path))?.len();
+    let tokens_path = tokens.path().to_path_buf();
+    let len = tokens.len();
     if row_len == 0
-        || len != n_tokens * dtype.width() as u64
+        || Some(len) != n_tokens.checked_mul(dtype.width() as u64)
         || !n_tokens.is_multiple_of(row_len as u64)
     {
         return Err(AnalysisError::Format {
-            path: tokens_path.to_path_buf(),
+            path: tokens_path,
             msg: format!(
                 "{len} bytes, expected {n_tokens} tokens in rows of {row_len}; run `glass data verify`"
             ),
         });
     }
-    let map = || -> Result<Option<memmap2::Mmap>> {
-        if len == 0 {
-            return Ok(None);
-        }
-        // SAFETY: chunk token files are written once (temp file + rename) and never
-        // modified in place; the map is read-only and dropped once the text is built.
-        Ok(Some(
-            unsafe { memmap2::Mmap::map(&f) }.map_err(io(tokens_path))?,
-        ))
-    };
-    let mut out = AtomicFile::create(out_path)?;
+    let map = || -> Result<Option<memmap2::Mmap>> { Ok(tokens.map()?) };
     let width = if wide {
         let text: Vec<i64> = {
             let m = map()?;

@@ -20,12 +20,12 @@ use std::time::Instant;
 
 use glass_data::chunk::read_rows;
 use glass_engine::{DecodeStep, KvCache, Model};
-use glass_io::atomic::{sha256_file, sha256_hex, write_atomic};
+use glass_io::atomic::sha256_hex;
 use glass_run::metrics::{MemorizationRow, Metrics};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{io, AnalysisError, Result};
+use crate::error::{AnalysisError, Result};
 use crate::index::data_shards;
 use crate::query::Index;
 
@@ -466,7 +466,7 @@ fn store(run_dir: &Path, db: &Metrics, r: &PairResult) -> Result<()> {
     let settings_sha256 = sha256_hex(&serde_json::to_vec(&r.settings).expect("json"));
     let rel = result_path(r.checkpoint, r.chunk);
     let bytes = serde_json::to_vec_pretty(r).expect("json");
-    write_atomic(&run_dir.join(&rel), &bytes)?;
+    glass_io::atomic::write_atomic_beneath(run_dir, &run_dir.join(&rel), &bytes)?;
     db.record_memorization(&MemorizationRow {
         checkpoint: r.checkpoint,
         chunk: r.chunk,
@@ -518,7 +518,7 @@ impl PairContext<'_> {
         let mut buf = Vec::new();
         for &r in &rows {
             buf.clear();
-            read_rows(&ds.dir, h, r, 1, &mut buf)?;
+            read_rows(&ds.root, &ds.dir, h, r, 1, &mut buf)?;
             prompts.push(buf[..opts.prompt_tokens].to_vec());
             truth.push(buf[opts.prompt_tokens..need].to_vec());
         }
@@ -625,11 +625,17 @@ fn reusable(
         return Ok(None);
     };
     let p = run_dir.join(rel);
-    if row.settings_sha256 != settings_sha || !p.exists() || sha256_file(&p)?.0 != row.result_sha256
-    {
+    if row.settings_sha256 != settings_sha {
         return Ok(None);
     }
-    let bytes = std::fs::read(&p).map_err(io(&p))?;
+    // Read once, beneath the run, and checked against the recorded hash.
+    let Ok(bytes) = glass_io::open::read_beneath(run_dir, &p, glass_io::open::MAX_RECORD_BYTES)
+    else {
+        return Ok(None);
+    };
+    if sha256_hex(&bytes) != row.result_sha256 {
+        return Ok(None);
+    }
     Ok(serde_json::from_slice(&bytes).ok())
 }
 

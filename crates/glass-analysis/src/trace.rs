@@ -155,8 +155,8 @@ pub fn maximal_spans(
     ids: &[u32],
     boundary: &[bool],
     min_tokens: usize,
-) -> Vec<(usize, usize)> {
-    let longest = index.longest_matches(ids);
+) -> Result<Vec<(usize, usize)>> {
+    let longest = index.longest_matches(ids)?;
     let mut out: Vec<(usize, usize)> = Vec::new();
     let mut reach = 0usize;
     for i in 0..ids.len() {
@@ -174,7 +174,7 @@ pub fn maximal_spans(
             reach = e;
         }
     }
-    out
+    Ok(out)
 }
 
 /// `ln(count / total)`, a token's unigram log-probability in the training stream, with
@@ -199,7 +199,7 @@ pub fn trace(
         ));
     }
     let boundary = word_boundaries(tok, ids)?;
-    let spans = maximal_spans(index, ids, &boundary, opts.min_tokens);
+    let spans = maximal_spans(index, ids, &boundary, opts.min_tokens)?;
     let total: u64 = index.shards.iter().map(|s| s.len()).sum();
     let mut unigram: HashMap<u32, f64> = HashMap::new();
     let mut ctx = Context::new(run_dir, index)?;
@@ -303,8 +303,12 @@ impl Context {
         let rec = &index.shards[shard].rec;
         let chunks_dir = self.data.manifest().chunk_dir(&self.run_dir, &rec.name);
         if let std::collections::hash_map::Entry::Vacant(e) = self.segments.entry(shard) {
-            let h = read_header(&chunks_dir, &rec.name)?;
-            e.insert(read_segments(&chunks_dir, &h)?);
+            let root = self
+                .data
+                .manifest()
+                .root_of(&self.run_dir, &format!("chunks/{}.json", rec.name));
+            let h = read_header(&root, &chunks_dir, &rec.name)?;
+            e.insert(read_segments(&root, &chunks_dir, &h)?);
         }
         let segs = &self.segments[&shard];
         let (r, off) = (loc.row_in_chunk as u32, loc.offset as u32);

@@ -180,9 +180,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
         fewshot_seed: a.fewshot_seed,
         force: a.force,
         log_samples: a.log_samples,
-        code: a.python.as_ref().map(|p| {
-            glass_eval::code::CodeRunner::new(p.clone(), glass_eval::code::default_scratch())
-        }),
+        code: a
+            .python
+            .as_ref()
+            .map(|p| glass_eval::code::CodeRunner::new(p.clone())),
     };
     let comm = crate::world::world("eval")?;
     let results = crate::world::or_abort(

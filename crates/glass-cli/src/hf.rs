@@ -1,5 +1,5 @@
-//! `glass export hf`, `glass import hf` and `glass bench hf`: argument parsing and
-//! printing only; the work is in `glass-hf`.
+//! `glass export hf` and `glass import hf`: argument parsing and printing only; the work
+//! is in `glass-hf`.
 
 use std::path::PathBuf;
 
@@ -60,20 +60,6 @@ pub struct ImportHfArgs {
     /// Print a JSON report.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Options of `glass bench hf`.
-#[derive(Args)]
-pub struct BenchHfArgs {
-    /// Model preset.
-    #[arg(long, default_value = "small")]
-    pub preset: String,
-    /// Directory to write the folder in (a private subdirectory, removed afterwards).
-    #[arg(long, default_value = "target/bench-hf")]
-    pub dir: PathBuf,
-    /// Shard size (e.g. 5GB, 200MB).
-    #[arg(long, default_value = "5GB")]
-    pub max_shard_size: String,
 }
 
 /// Runs `glass export …`.
@@ -153,21 +139,5 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
         "next: glass generate {0} --prompt …; for continued pretraining edit [data] in {0}/glass.toml, then glass data prepare {0} && glass train {0}",
         r.run_dir.display()
     );
-    Ok(())
-}
-
-/// Runs `glass bench hf`.
-pub fn bench(a: BenchHfArgs) -> Result<()> {
-    let cfg = glass_engine::ModelConfig::preset(&a.preset)?;
-    let r = crate::bench_hf::bench(&a.dir, &cfg, glass_hf::parse_size(&a.max_shard_size)?)?;
-    println!(
-        "{}: {:.3} GB of f32 weights exported (safetensors, fsynced) at {:.2} GB/s, imported at {:.2} GB/s (page cache warm); round trip {}",
-        a.preset,
-        r.bytes as f64 / 1e9,
-        r.export_gb_s,
-        r.import_gb_s,
-        if r.identical { "bit-identical" } else { "DIFFERS" }
-    );
-    anyhow::ensure!(r.identical, "the re-imported weights differ");
     Ok(())
 }

@@ -8,12 +8,6 @@ use clap::{Parser, Subcommand};
 
 mod analysis;
 mod bench;
-mod bench_checkpoint;
-mod bench_data;
-mod bench_dist;
-mod bench_gemm;
-mod bench_hf;
-mod bench_serve;
 mod data;
 mod demo;
 mod eval;

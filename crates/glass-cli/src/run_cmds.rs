@@ -204,7 +204,13 @@ pub fn verify(run: &Path, replay: Option<glass_run::Checkpoint>, json: bool) -> 
         }
         return Ok(());
     }
-    let r = glass_run::verify_run(run)?;
+    let mut r = glass_run::verify_run(run)?;
+    if let Some(problem) = glass_analysis::index::index_problem(run) {
+        r.problems.push(glass_run::verify::FileProblem {
+            path: glass_analysis::index::INDEX_MANIFEST.into(),
+            problem,
+        });
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

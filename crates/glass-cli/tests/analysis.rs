@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 mod common;
-use common::{glass, ok};
+use common::{glass, glass_within, mkfifo, ok};
 
 const PASSAGE: &str = "Glass records the exact token at every step, so this planted passage can be traced back to every row that held it.";
 const WORDS: &[&str] = &[
@@ -630,4 +630,129 @@ fn bad_input_gets_clear_errors() {
         "--quiet",
     ]);
     assert!(e.contains("more than a row holds"), "{e}");
+}
+
+/// A clean refusal (exit 1 or 2, no panic) whose output holds every word.
+fn refused(args: &[&str], words: &[&str]) -> String {
+    let o = glass_within(args, 120);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        matches!(o.status.code(), Some(1) | Some(2)),
+        "glass {args:?}: expected a refusal, got {:?}:\n{text}",
+        o.status.code()
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    for w in words {
+        assert!(
+            text.contains(w),
+            "glass {args:?}: missing `{w}` in:\n{text}"
+        );
+    }
+    text
+}
+
+/// A forged or damaged index is refused, never trusted: an array of the right length
+/// with forged entries and its hashes rewritten to match (it panicked), a shard record
+/// claiming another dtype (it panicked), a permuted array (a wrong count, exit 0), array
+/// and token paths leading out of the run (opened), and an index file list naming a FIFO
+/// outside the run (`glass verify` hung on it).
+#[test]
+fn forged_index_files_are_refused_not_trusted() {
+    let d = tempfile::tempdir().unwrap();
+    let copy = d.path().join("run");
+    copy_dir(run(), &copy);
+    let c = s(&copy);
+    let count = |c: &str| json(&["trace", c, "--count", "the king", "--json"])["count"].clone();
+    let want = count(&c);
+    let trace: &[&str] = &["trace", &c, "--count", "the king"];
+    let mp = copy.join("index/manifest.json");
+    let original = std::fs::read(&mp).unwrap();
+    let sa = copy.join("index/chunk-00001.sa");
+    let sa_original = std::fs::read(&sa).unwrap();
+    let manifest = || -> Value { serde_json::from_slice(&original).unwrap() };
+    let write = |v: &Value| std::fs::write(&mp, serde_json::to_vec_pretty(v).unwrap()).unwrap();
+    // As a forger would: the array's hash rewritten wherever the manifest records it.
+    let reseal = |bytes: &[u8]| {
+        std::fs::write(&sa, bytes).unwrap();
+        let sha = glass_io::sha256_hex(bytes);
+        let mut m = manifest();
+        for r in m["shards"].as_array_mut().unwrap() {
+            if r["name"] == "chunk-00001" {
+                r["sa"]["sha256"] = sha.clone().into();
+            }
+        }
+        for f in m["files"].as_array_mut().unwrap() {
+            if f["path"] == "index/chunk-00001.sa" {
+                f["sha256"] = sha.clone().into();
+            }
+        }
+        write(&m);
+    };
+    let restore = || {
+        std::fs::write(&mp, &original).unwrap();
+        std::fs::write(&sa, &sa_original).unwrap();
+    };
+
+    // Forged entries, hashes consistent: every read is bounds-checked.
+    reseal(&vec![0xff; sa_original.len()]);
+    refused(trace, &["chunk-00001", "outside its"]);
+    restore();
+
+    // A record that disagrees with its chunk header.
+    for (key, v) in [
+        ("dtype", Value::from("u32")),
+        ("width", 5.into()),
+        ("n_rows", 1.into()),
+    ] {
+        let mut m = manifest();
+        m["shards"][1][key] = v;
+        write(&m);
+        refused(trace, &["chunk-00001", key]);
+    }
+    restore();
+
+    // A permuted array (the entries reversed), hashes as recorded: the hash check.
+    let mut rev: Vec<[u8; 4]> = sa_original
+        .chunks_exact(4)
+        .map(|c| c.try_into().unwrap())
+        .collect();
+    rev.reverse();
+    std::fs::write(&sa, rev.concat()).unwrap();
+    refused(trace, &["chunk-00001.sa", "sha256"]);
+    restore();
+
+    // Paths that lead out of the run are never opened, even to a faithful copy.
+    let outside = d.path().join("outside.sa");
+    std::fs::write(&outside, &sa_original).unwrap();
+    for (key, v) in [
+        ("sa", "../outside.sa"),
+        ("sa", "/etc/passwd"),
+        ("tokens", "/etc/passwd"),
+        ("tokens", "../../etc/passwd"),
+    ] {
+        let mut m = manifest();
+        m["shards"][1][key]["path"] = v.into();
+        write(&m);
+        refused(trace, &["chunk-00001", v]);
+    }
+    restore();
+
+    // `glass verify` re-hashes the index's file list: an entry leading out of the run
+    // (here to a FIFO, which blocks whoever opens it) is reported, not opened.
+    mkfifo(&d.path().join("fifo"));
+    let mut m = manifest();
+    m["files"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"path": "../fifo", "sha256": "0".repeat(64), "bytes": 0}));
+    write(&m);
+    let text = refused(&["verify", &c], &["../fifo", "outside the run"]);
+    assert!(text.contains("index/manifest.json"), "{text}");
+    restore();
+    ok(&["verify", &c]);
+    assert_eq!(count(&c), want);
 }

@@ -338,18 +338,49 @@ fn benchmarks_groups_and_suites() {
     );
 }
 
-/// The code path end to end (as root, with /usr/bin/python3 for the sandbox): the
-/// harness's MBPP YAML, with a generation budget that fits the test model's 128
-/// positions, on the hand-made MBPP documents; every generated program and its verdict
-/// stored in the run, the metric in metrics.sqlite. HumanEval's 1024-token budget does
-/// not fit this model and is refused, naming it.
+/// Whether the code sandbox can run /usr/bin/python3 here. If not, the test prints
+/// SKIPPED and fails, unless GLASS_ALLOW_SANDBOX_SKIP=1 (docs/threat-model.md).
+fn sandbox_ready() -> bool {
+    let why = match glass_eval::sandbox::mode() {
+        Err(e) => e.to_string(),
+        Ok(_) if !Path::new("/usr/bin/python3").exists() => {
+            "/usr/bin/python3 does not exist".to_string()
+        }
+        Ok(_) => return true,
+    };
+    // Straight to the descriptor: the test harness does not capture it, so the skip is
+    // seen even when the test is allowed to pass.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n********\nSKIPPED: {why}\n********\n");
+    if std::env::var("GLASS_ALLOW_SANDBOX_SKIP").as_deref() == Ok("1") {
+        return false;
+    }
+    panic!("SKIPPED counts as a failure: {why} (set GLASS_ALLOW_SANDBOX_SKIP=1 to allow it on a machine that cannot build the sandbox)");
+}
+
+/// The code path end to end (with the sandbox and /usr/bin/python3): the harness's MBPP
+/// YAML, with a generation budget that fits the test model's 128 positions, on the
+/// hand-made MBPP documents; every generated program and its verdict (one of the three
+/// bounded forms) stored in the run, the metric in metrics.sqlite. HumanEval's
+/// 1024-token budget does not fit this model and is refused, naming it. Fails after
+/// 10 minutes rather than hang.
 #[test]
 fn code_tasks_generate_execute_and_store_their_programs() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/bin/python3").exists() {
-        eprintln!("needs root and /usr/bin/python3 (the sandbox); skipped");
+    if !sandbox_ready() {
         return;
     }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(code_tasks_end_to_end));
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(600)) {
+        Ok(Ok(())) => {}
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("the code path did not finish within 10 minutes"),
+    }
+}
+
+fn code_tasks_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let run = make_run(dir.path());
     let r = run.to_str().unwrap();
@@ -393,7 +424,13 @@ fn code_tasks_generate_execute_and_store_their_programs() {
         let program = s["program"].as_str().unwrap();
         assert!(program.starts_with(s["completion"].as_str().unwrap()));
         assert!(program.contains("\nassert "), "{program}");
-        assert!(s["result"].as_str().is_some() && s["passed"].is_boolean());
+        let result = s["result"].as_str().unwrap();
+        assert!(
+            result == "passed" || result == "timed out" || result.starts_with("failed: "),
+            "{result}"
+        );
+        assert!(result.chars().count() <= glass_eval::code::RESULT_CHARS);
+        assert_eq!(s["passed"].as_bool(), Some(result == "passed"));
     }
     // Stored in the run: the JSON file with the programs, and the metric.
     let stored: Value = serde_json::from_slice(

@@ -11,7 +11,9 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 mod common;
-use common::{glass, glass_env, ok, ok_output};
+use common::{
+    assert_same_tree, glass, glass_env, glass_within, mkfifo, ok, ok_output, tree_snapshot,
+};
 
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
@@ -608,4 +610,430 @@ fn arguments_and_messages_are_plain() {
     )
     .unwrap();
     refused(&eval(&["--force"]), &["d.jsonl:2", "UTF-8"]);
+}
+
+/// The path of checkpoint `k`'s file `name`, as the run's manifest lists it.
+fn ckpt_file(run: &Path, k: usize, name: &str) -> PathBuf {
+    let m = read_json(&run.join("manifest.json"));
+    let rel = m["checkpoints"][k]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .find(|p| p.ends_with(name))
+        .unwrap();
+    run.join(rel)
+}
+
+/// How long a command on the tiny run may take before it counts as hung (a loaded
+/// machine included; each takes a second or two).
+const DEADLINE: u64 = 120;
+
+/// Asserts `o` is a clean refusal that names `file` (by its name) and says `what`.
+fn refused_naming(o: &Output, file: &Path, what: &str) {
+    let name = file.file_name().unwrap().to_str().unwrap();
+    refused(o, &[name, what]);
+}
+
+/// A run's files replaced by what is not a regular file of the recorded length — a FIFO
+/// (opening it for reading blocks), a link to `/dev/zero` (endless), a sparse file that
+/// claims a terabyte — are named at once by every reader, never read: verify, data
+/// verify, the loaders.
+#[test]
+fn special_files_and_lying_sizes_are_refused_without_reading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = copy_of(tmp.path(), true);
+    let rs = s(&r);
+    let model = ckpt_file(&r, 1, "model.safetensors");
+    let chunk = r.join("data/chunks/chunk-00000.tokens");
+    let tok = r.join("data/tokenizer.json");
+    let export = s(&tmp.path().join("export"));
+    let verify: &[&str] = &["verify", &rs];
+    let data_verify: &[&str] = &["data", "verify", &rs];
+    let show: &[&str] = &["data", "show", &rs, "--step", "0"];
+    let generate: &[&str] = &[
+        "generate",
+        &rs,
+        "--checkpoint",
+        "1",
+        "--prompt",
+        "To",
+        "--max-tokens",
+        "1",
+    ];
+    let export_hf: &[&str] = &["export", "hf", &rs, &export, "--checkpoint", "1"];
+    type Swap = fn(&Path);
+    let fifo: Swap = |p| mkfifo(p);
+    let zero: Swap = |p| std::os::unix::fs::symlink("/dev/zero", p).unwrap();
+    let huge: Swap = |p| std::fs::File::create(p).unwrap().set_len(1 << 40).unwrap();
+    let cases: Vec<(&Path, Swap, &str, Vec<&[&str]>)> = vec![
+        (&model, fifo, "FIFO", vec![verify, generate, export_hf]),
+        (
+            &model,
+            zero,
+            "symbolic link",
+            vec![verify, generate, export_hf],
+        ),
+        (&model, huge, "bytes", vec![verify, generate, export_hf]),
+        (&chunk, fifo, "FIFO", vec![data_verify, verify, show]),
+        (
+            &chunk,
+            zero,
+            "symbolic link",
+            vec![data_verify, verify, show],
+        ),
+        (&chunk, huge, "bytes", vec![data_verify, verify, show]),
+        (&tok, fifo, "FIFO", vec![data_verify, show]),
+        (&tok, zero, "symbolic link", vec![data_verify, show]),
+    ];
+    let saved = tmp.path().join("saved");
+    for (file, swap, what, commands) in cases {
+        std::fs::rename(file, &saved).unwrap();
+        swap(file);
+        for args in commands {
+            eprintln!("{} replaced ({what}): glass {args:?}", file.display());
+            refused_naming(&glass_within(args, DEADLINE), file, what);
+        }
+        std::fs::remove_file(file).unwrap();
+        std::fs::rename(&saved, file).unwrap();
+    }
+    ok(&["verify", &rs]);
+    assert!(
+        !Path::new(&export).exists(),
+        "a refused export leaves nothing"
+    );
+}
+
+/// A release whose files leave it — a manifest entry `../x`, a file that is a link to a
+/// copy outside or to `/etc/passwd` (with the matching hash recorded), run records naming
+/// checkpoint files outside the run — or whose files are FIFOs or links to `/dev/zero`:
+/// `glass verify OUT` and `glass import release` name each and read none of them.
+#[test]
+fn release_files_leaving_the_release_or_special_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = copy_of(tmp.path(), true);
+    let out = tmp.path().join("rel");
+    let os = s(&out);
+    ok(&["release", &s(&r), &os, "--with-optimizer"]);
+    ok(&["verify", &os]);
+    let new_run = tmp.path().join("imported");
+    let import: &[&str] = &["import", "release", &os, new_run.to_str().unwrap()];
+    let mp = out.join("manifest.json");
+    let original = std::fs::read(&mp).unwrap();
+    let opt = out.join("checkpoints/ckpt_001/glass/optimizer.safetensors");
+    let saved = tmp.path().join("saved");
+
+    // Special files where a listed file belongs.
+    type Swap = fn(&Path);
+    let fifo: Swap = |p| mkfifo(p);
+    let zero: Swap = |p| std::os::unix::fs::symlink("/dev/zero", p).unwrap();
+    for (swap, what) in [(fifo, "FIFO"), (zero, "symbolic link")] {
+        std::fs::rename(&opt, &saved).unwrap();
+        swap(&opt);
+        let o = glass_within(&["verify", &os], DEADLINE);
+        refused(
+            &o,
+            &["REFUSED", "ckpt_001/glass/optimizer.safetensors", what],
+        );
+        refused_naming(&glass_within(import, DEADLINE), &opt, what);
+        assert!(!new_run.exists());
+        std::fs::remove_file(&opt).unwrap();
+        std::fs::rename(&saved, &opt).unwrap();
+    }
+
+    // A listed file that is a link to an identical copy outside the release.
+    let copy = tmp.path().join("outside-copy");
+    std::fs::copy(&opt, &copy).unwrap();
+    std::fs::rename(&opt, &saved).unwrap();
+    std::os::unix::fs::symlink(&copy, &opt).unwrap();
+    refused(
+        &glass_within(&["verify", &os], DEADLINE),
+        &["REFUSED", "optimizer.safetensors", "symbolic link"],
+    );
+    std::fs::remove_file(&opt).unwrap();
+    std::fs::rename(&saved, &opt).unwrap();
+
+    // Entries naming files outside the release, with their true hashes recorded.
+    let outside = tmp.path().join("outside.txt");
+    std::fs::write(&outside, b"not part of the release").unwrap();
+    let passwd = Path::new("/etc/passwd");
+    std::os::unix::fs::symlink(passwd, out.join("passwd")).unwrap();
+    let mut m: Value = serde_json::from_slice(&original).unwrap();
+    for (path, file) in [("../outside.txt", outside.as_path()), ("passwd", passwd)] {
+        let (sha, bytes) = sha(file);
+        m["files"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"path": path, "sha256": sha, "bytes": bytes}));
+    }
+    write_json(&mp, &m);
+    let text = refused(
+        &glass_within(&["verify", &os], DEADLINE),
+        &[
+            "REFUSED ../outside.txt",
+            "REFUSED passwd",
+            "outside the release",
+            "symbolic link",
+        ],
+    );
+    assert!(!text.contains("all files match"), "{text}");
+    std::fs::remove_file(out.join("passwd")).unwrap();
+    std::fs::write(&mp, &original).unwrap();
+    ok(&["verify", &os]);
+
+    // Run records that would restore a checkpoint file outside the new run (their hash
+    // re-recorded in the release manifest, as a forger would).
+    let rm = out.join("glass/run/manifest.json");
+    let rm_original = std::fs::read(&rm).unwrap();
+    let mut v: Value = serde_json::from_slice(&rm_original).unwrap();
+    v["checkpoints"][0]["files"][0]["path"] = "../escaped/model.safetensors".into();
+    write_json(&rm, &v);
+    let (sha_rm, len_rm) = sha(&rm);
+    let mut m: Value = serde_json::from_slice(&original).unwrap();
+    for f in m["files"].as_array_mut().unwrap() {
+        if f["path"] == "glass/run/manifest.json" {
+            f["sha256"] = sha_rm.clone().into();
+            f["bytes"] = len_rm.into();
+        }
+    }
+    write_json(&mp, &m);
+    refused(
+        &glass_within(&["verify", &os], DEADLINE),
+        &[
+            "INCONSISTENT",
+            "../escaped/model.safetensors",
+            "outside the run",
+        ],
+    );
+    refused(&glass_within(import, DEADLINE), &["outside the run"]);
+    assert!(!tmp.path().join("escaped").exists());
+    assert!(!new_run.exists());
+    std::fs::write(&rm, &rm_original).unwrap();
+    std::fs::write(&mp, &original).unwrap();
+    ok(&["verify", &os]);
+}
+
+/// Writers never follow a link out of the run: `evals/`, `metrics.sqlite`, `index/`,
+/// `analysis/`, `checkpoints/` or `data/chunks/` replaced by a link to a directory or
+/// file outside are refused by the command that would write there (and by readers), and
+/// nothing outside changes.
+#[test]
+fn writes_into_a_run_never_follow_a_link_out_of_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = copy_of(tmp.path(), true);
+    let rs = s(&r);
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let link = |name: &str| {
+        let target = outside.join(name.replace('/', "-"));
+        std::fs::create_dir_all(&target).unwrap();
+        std::os::unix::fs::symlink(&target, r.join(name)).unwrap();
+    };
+    let eval: &[&str] = &[
+        "eval",
+        &rs,
+        "--checkpoints",
+        "latest",
+        "--tasks",
+        "glass_cloze",
+        "--limit",
+        "2",
+    ];
+    let memo: &[&str] = &[
+        "analyze",
+        "memorization",
+        &rs,
+        "--checkpoints",
+        "1",
+        "--chunks",
+        "0",
+        "--samples",
+        "2",
+        "--prompt-tokens",
+        "4",
+        "--continuation-tokens",
+        "4",
+        "--quiet",
+    ];
+    for (name, args) in [
+        ("evals", eval),
+        ("index", &["index", &rs, "--quiet"][..]),
+        ("analysis", memo),
+    ] {
+        link(name);
+        let before = tree_snapshot(&outside);
+        refused(&glass(args), &[name, "symbolic link"]);
+        assert_same_tree(
+            &before,
+            &tree_snapshot(&outside),
+            &format!("glass {args:?}"),
+        );
+        std::fs::remove_file(r.join(name)).unwrap();
+    }
+    // The metrics database as a link to a database outside: neither written nor read.
+    let db = r.join("metrics.sqlite");
+    let target = outside.join("metrics.sqlite");
+    std::fs::rename(&db, &target).unwrap();
+    std::os::unix::fs::symlink(&target, &db).unwrap();
+    let before = tree_snapshot(&outside);
+    refused(&glass(eval), &["metrics.sqlite", "symbolic link"]);
+    refused(
+        &glass(&["metrics", &rs]),
+        &["metrics.sqlite", "symbolic link"],
+    );
+    assert_eq!(tree_snapshot(&outside), before);
+    std::fs::remove_file(&db).unwrap();
+    std::fs::rename(&target, &db).unwrap();
+    ok(eval);
+
+    // Training into a linked `checkpoints/`; preparing into, or reading, linked chunks.
+    let p = copy_of(&tmp.path().join("prepared"), false);
+    let ps = s(&p);
+    let target = outside.join("checkpoints");
+    std::fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&target, p.join("checkpoints")).unwrap();
+    refused(
+        &glass(&["train", &ps, "--quiet"]),
+        &["checkpoints", "symbolic link"],
+    );
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+    std::fs::remove_file(p.join("checkpoints")).unwrap();
+    let chunks = p.join("data/chunks");
+    let target = outside.join("chunks");
+    std::fs::rename(&chunks, &target).unwrap();
+    std::os::unix::fs::symlink(&target, &chunks).unwrap();
+    let before = tree_snapshot(&outside);
+    refused(
+        &glass(&["data", "show", &ps, "--step", "0"]),
+        &["chunk-00000", "symbolic link"],
+    );
+    refused(
+        &glass(&["data", "prepare", &ps]),
+        &["chunks", "symbolic link"],
+    );
+    assert_eq!(tree_snapshot(&outside), before);
+}
+
+/// A GET through a plain TCP connection: (status, body).
+fn http_get(addr: &str, target: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut b = Vec::new();
+    c.read_to_end(&mut b).unwrap();
+    let text = String::from_utf8_lossy(&b).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
+    (status, body)
+}
+
+/// The read-only commands leave the run exactly as they found it: no file or directory
+/// created, removed, written or touched (every entry's type, size, mode, mtime and
+/// content compared before and after) — `verify --replay` included, and the dashboard
+/// answering every endpoint.
+#[test]
+fn read_only_commands_change_nothing_in_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = copy_of(tmp.path(), true);
+    let rs = s(&r);
+    ok(&["index", &rs, "--quiet"]);
+    ok(&[
+        "eval",
+        &rs,
+        "--checkpoints",
+        "latest",
+        "--tasks",
+        "glass_cloze",
+        "--limit",
+        "2",
+    ]);
+    ok(&[
+        "analyze",
+        "memorization",
+        &rs,
+        "--checkpoints",
+        "1",
+        "--chunks",
+        "0",
+        "--samples",
+        "2",
+        "--prompt-tokens",
+        "4",
+        "--continuation-tokens",
+        "4",
+        "--quiet",
+    ]);
+    let before = tree_snapshot(&r);
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["info", &rs],
+        vec!["info", &rs, "--json"],
+        vec!["verify", &rs],
+        vec!["verify", &rs, "--replay", "1"],
+        vec!["data", "show", &rs, "--step", "3"],
+        vec!["data", "show", &rs, "--step", "3", "--json"],
+        vec!["data", "stats", &rs],
+        vec!["data", "verify", &rs],
+        vec!["diff", &rs, &rs],
+        vec!["trace", &rs, "--count", "To be"],
+        vec![
+            "trace",
+            &rs,
+            "--text",
+            "To be, or not to be, that is the question",
+        ],
+        vec!["metrics", &rs],
+        vec!["metrics", &rs, "--checkpoints", "--events"],
+        vec!["metrics", &rs, "--evals"],
+        vec!["metrics", &rs, "--memorization"],
+    ];
+    for args in &commands {
+        ok(args);
+        assert_same_tree(&before, &tree_snapshot(&r), &format!("glass {args:?}"));
+    }
+    // The dashboard, every endpoint of the run (checkpoint verification included).
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_glass"))
+        .args(["serve", &rs, "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("glass serve prints its URL").unwrap();
+        if let Some(rest) = line.split("http://").nth(1) {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    let (_, runs) = http_get(&addr, "/api/runs");
+    let id = serde_json::from_str::<Value>(&runs).unwrap()[0]["id"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no run served: {runs}"));
+    for target in [
+        format!("/runs/{id}"),
+        format!("/api/runs/{id}"),
+        format!("/api/runs/{id}/series/loss"),
+        format!("/api/runs/{id}/events"),
+        format!("/api/runs/{id}/checkpoints"),
+        format!("/api/runs/{id}/checkpoints/1/verify"),
+        format!("/api/runs/{id}/evals"),
+        format!("/api/runs/{id}/memorization"),
+        format!("/api/runs/{id}/data?step=3"),
+        format!("/api/runs/{id}/trace?text=To%20be%2C%20or%20not%20to%20be"),
+    ] {
+        let (status, body) = http_get(&addr, &target);
+        assert_eq!(status, 200, "GET {target}: {body}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_same_tree(&before, &tree_snapshot(&r), "glass serve");
 }

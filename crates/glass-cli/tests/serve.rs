@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use glass_serve::client::{get, Reply};
+use glass_bench::http::{get, Reply};
 use serde_json::Value;
 
 mod common;
@@ -298,7 +298,7 @@ fn a_single_run_opens_on_its_page_and_pages_are_embedded() {
         ("localhost", 200),
         ("[::1]:8360", 200),
     ] {
-        let r = glass_serve::client::get_as(s.addr, "/api/runs", host).unwrap();
+        let r = glass_bench::http::get_as(s.addr, "/api/runs", host).unwrap();
         assert_eq!(r.status, status, "Host: {host}");
     }
 }
@@ -958,4 +958,142 @@ fn browser_evals_tab_plots_each_metric_with_its_stderr_band() {
         }
         Ok(())
     });
+}
+
+/// One request on its own connection, with a read deadline: (status, body).
+fn get_within(addr: SocketAddr, target: &str, secs: u64) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(secs)))
+        .unwrap();
+    write!(
+        c,
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut b = Vec::new();
+    if let Err(e) = c.read_to_end(&mut b) {
+        panic!("GET {target}: no answer within {secs} s ({e}): the server hangs");
+    }
+    let text = String::from_utf8_lossy(&b).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
+    (status, body)
+}
+
+/// CPU seconds (user + system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = stat.rsplit_once(") ").unwrap().1;
+    let f: Vec<&str> = after.split(' ').collect();
+    // Fields 14 and 15 of stat(5): utime and stime, in clock ticks (fields 3.. here).
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// The dashboard's checkpoint verification is bounded: a checkpoint file replaced by a
+/// FIFO or a link to `/dev/zero` is named at once (it hung, and kept a CPU busy), and a
+/// long verification stops when its client goes away instead of hashing on.
+#[test]
+fn checkpoint_verification_is_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let st = Command::new("cp")
+        .args(["-r", &p(&parent()), &p(&run)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    let file = |k: usize, name: &str| {
+        run.join(
+            m["checkpoints"][k]["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["path"].as_str().unwrap())
+                .find(|p| p.ends_with(name))
+                .unwrap(),
+        )
+    };
+    let s = serve(&[&p(&run)]);
+    let model = file(1, "model.safetensors");
+    let saved = tmp.path().join("saved");
+    std::fs::rename(&model, &saved).unwrap();
+    common::mkfifo(&model);
+    let (status, body) = get_within(s.addr, "/api/runs/run/checkpoints/1/verify", 60);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"ok\":false") && body.contains("FIFO"),
+        "{body}"
+    );
+    std::fs::remove_file(&model).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &model).unwrap();
+    let (_, body) = get_within(s.addr, "/api/runs/run/checkpoints/1/verify", 60);
+    assert!(
+        body.contains("\"ok\":false") && body.contains("symbolic link"),
+        "{body}"
+    );
+    std::fs::remove_file(&model).unwrap();
+    std::fs::rename(&saved, &model).unwrap();
+    let (_, body) = get_within(s.addr, "/api/runs/run/checkpoints/1/verify", 60);
+    assert!(body.contains("\"ok\":true"), "{body}");
+
+    // A long verification: checkpoint 2's optimizer file recorded (forged) as 64 GiB and
+    // made a sparse file of that size, so hashing it takes tens of seconds.
+    let opt = file(2, "optimizer.safetensors");
+    let mut forged = m.clone();
+    for f in forged["checkpoints"][2]["files"].as_array_mut().unwrap() {
+        if f["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("optimizer.safetensors")
+        {
+            f["bytes"] = (64u64 << 30).into();
+        }
+    }
+    std::fs::write(
+        run.join("manifest.json"),
+        serde_json::to_vec(&forged).unwrap(),
+    )
+    .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&opt)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    let pid = s.child.id();
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    std::io::Write::write_all(
+        &mut c,
+        format!(
+            "GET /api/runs/run/checkpoints/2/verify HTTP/1.1\r\nHost: {}\r\n\r\n",
+            s.addr
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let window = std::time::Duration::from_secs(3);
+    let c0 = cpu_seconds(pid);
+    std::thread::sleep(window);
+    let busy = cpu_seconds(pid) - c0;
+    drop(c); // the client goes away
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let c1 = cpu_seconds(pid);
+    std::thread::sleep(window);
+    let after = cpu_seconds(pid) - c1;
+    assert!(busy > 0.2, "the verification did not run ({busy} CPU s)");
+    assert!(
+        after < busy / 4.0,
+        "the server kept hashing after its client left: {after} CPU s in {window:?} after, {busy} before"
+    );
+    // And it answers at once afterwards.
+    let (status, _) = get_within(s.addr, "/api/runs/run/checkpoints/1/verify", 60);
+    assert_eq!(status, 200);
 }

@@ -13,7 +13,6 @@ use crate::manifest::{hash_entry, BaseData, Manifest, ManifestFile, MANIFEST_FIL
 use crate::order::Plan;
 use crate::pack::{Framing, Packer};
 use crate::store::{read_header as read_store_header, SourceView};
-use glass_io::atomic::{sha256_file, write_atomic};
 
 /// What [`link`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +59,7 @@ pub fn link(run_dir: &Path, parent_dir: &Path, from_step: u64) -> Result<Linked>
                 })?
                 .display()
                 .to_string(),
-            manifest_sha256: sha256_file(&parent_manifest)?.0,
+            manifest_sha256: glass_io::open::sha256_beneath(parent_dir, &parent_manifest, None)?.0,
             from_step,
             local: vec![],
         },
@@ -117,11 +116,9 @@ pub fn link(run_dir: &Path, parent_dir: &Path, from_step: u64) -> Result<Linked>
         )));
     };
     let dir = run_dir.join("data");
-    std::fs::create_dir_all(&dir).map_err(|e| DataError::Io {
-        path: dir.clone(),
-        source: e,
-    })?;
-    write_atomic(
+    glass_io::open::create_dir_beneath(run_dir, &dir)?;
+    glass_io::atomic::write_atomic_beneath(
+        run_dir,
         &mine,
         &serde_json::to_vec_pretty(&m).expect("manifest serialises"),
     )?;
@@ -163,13 +160,14 @@ fn reweighted(
     }
     // The token stores, checked against the hashes the parent's manifest lists.
     let tokens_dir = parent.dir_of(parent_dir, "tokens").join("tokens");
+    let tokens_root = parent.root_of(parent_dir, "tokens");
     for f in parent
         .files
         .iter()
         .filter(|f| f.path.starts_with("tokens/"))
     {
         let p = tokens_dir.join(f.path.trim_start_matches("tokens/"));
-        let (sha, bytes) = sha256_file(&p)?;
+        let (sha, bytes) = glass_io::open::sha256_beneath(&tokens_root, &p, Some(f.bytes))?;
         if sha != f.sha256 || bytes != f.bytes {
             return Err(DataError::Format(format!(
                 "{}: sha256 {sha} ({bytes} bytes) but {}'s data manifest lists {} ({} bytes); restore the parent's data",
@@ -186,19 +184,18 @@ fn reweighted(
             Some(rec) => {
                 let headers = (0..rec.n_shards)
                     .map(|j| {
-                        read_store_header(&tokens_dir, &src.name, j, rec.n_shards)?.ok_or_else(
-                            || {
+                        read_store_header(&tokens_root, &tokens_dir, &src.name, j, rec.n_shards)?
+                            .ok_or_else(|| {
                                 DataError::Format(format!(
                                     "{}: store {} {j}/{} missing",
                                     tokens_dir.display(),
                                     src.name,
                                     rec.n_shards
                                 ))
-                            },
-                        )
+                            })
                     })
                     .collect::<Result<Vec<_>>>()?;
-                Some(SourceView::open(&tokens_dir, &headers)?)
+                Some(SourceView::open(&tokens_root, &tokens_dir, &headers)?)
             }
             None => None,
         };
@@ -214,10 +211,7 @@ fn reweighted(
     packer.reweight(&cfg, from);
     let data_dir = run_dir.join("data");
     let chunks_dir = data_dir.join("chunks");
-    std::fs::create_dir_all(&chunks_dir).map_err(|e| DataError::Io {
-        path: chunks_dir.clone(),
-        source: e,
-    })?;
+    glass_io::open::create_dir_beneath(run_dir, &chunks_dir)?;
     let config_sha256 = cfg.hash();
     let mut files: Vec<ManifestFile> = parent
         .files

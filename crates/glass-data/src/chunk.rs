@@ -14,7 +14,7 @@ use crate::dtype::TokenDtype;
 use crate::error::{DataError, IoContext, Result};
 use crate::pack::{ChunkRows, Segment, SEGMENT_BYTES};
 use crate::store::FileHash;
-use glass_io::atomic::{remove_if_exists, sha256_file, sha256_hex, write_atomic, AtomicFile};
+use glass_io::atomic::{remove_if_exists, sha256_hex, write_atomic, AtomicFile};
 
 /// Format tag of [`ChunkHeader`].
 pub const CHUNK_FORMAT: &str = "glass-chunk-v1";
@@ -124,8 +124,11 @@ pub fn write_chunk(
         },
     );
     let json_path = file(dir, stem, "json");
-    if let Ok(existing) = read_header(dir, stem) {
-        if existing == header && file_ok(dir, &header.tokens)? && file_ok(dir, &header.segments)? {
+    if let Ok(existing) = read_header(dir, dir, stem) {
+        if existing == header
+            && file_ok(dir, dir, &header.tokens)?
+            && file_ok(dir, dir, &header.segments)?
+        {
             return Ok((header, false));
         }
     }
@@ -256,15 +259,21 @@ pub fn write_header(dir: &Path, stem: &str, h: &ChunkHeader) -> Result<()> {
     )?)
 }
 
-fn file_ok(dir: &Path, f: &FileHash) -> Result<bool> {
+/// Whether `dir/f.file` (beneath `root`) is a regular file with the recorded length and
+/// hash (a file of another length is not read).
+fn file_ok(root: &Path, dir: &Path, f: &FileHash) -> Result<bool> {
     let p = dir.join(&f.file);
-    Ok(p.exists() && sha256_file(&p)? == (f.sha256.clone(), f.bytes))
+    match glass_io::open::sha256_beneath(root, &p, Some(f.bytes)) {
+        Ok((sha, _)) => Ok(sha == f.sha256),
+        Err(_) => Ok(false),
+    }
 }
 
-/// Reads a chunk header.
-pub fn read_header(dir: &Path, stem: &str) -> Result<ChunkHeader> {
+/// Reads a chunk header from `dir`, which lies beneath the run directory `root` (no
+/// link beneath `root` is followed: [`glass_io::open`]).
+pub fn read_header(root: &Path, dir: &Path, stem: &str) -> Result<ChunkHeader> {
     let p = file(dir, stem, "json");
-    let bytes = std::fs::read(&p).at(&p)?;
+    let bytes = glass_io::open::read_beneath(root, &p, glass_io::open::MAX_RECORD_BYTES)?;
     let h: ChunkHeader = serde_json::from_slice(&bytes)
         .map_err(|e| DataError::Format(format!("{}: {e}", p.display())))?;
     if h.format != CHUNK_FORMAT {
@@ -277,10 +286,11 @@ pub fn read_header(dir: &Path, stem: &str) -> Result<ChunkHeader> {
     Ok(h)
 }
 
-/// Reads all segment records of a chunk.
-pub fn read_segments(dir: &Path, h: &ChunkHeader) -> Result<Vec<Segment>> {
+/// Reads all segment records of a chunk (`dir` beneath the run directory `root`).
+pub fn read_segments(root: &Path, dir: &Path, h: &ChunkHeader) -> Result<Vec<Segment>> {
     let p = dir.join(&h.segments.file);
-    let bytes = std::fs::read(&p).at(&p)?;
+    let bytes =
+        glass_io::open::read_beneath(root, &p, h.n_segments.saturating_mul(SEGMENT_BYTES as u64))?;
     if bytes.len() as u64 != h.n_segments * SEGMENT_BYTES as u64 {
         return Err(DataError::Format(format!(
             "{}: {} bytes, header says {} segments",
@@ -298,8 +308,10 @@ pub fn read_segments(dir: &Path, h: &ChunkHeader) -> Result<Vec<Segment>> {
         .collect()
 }
 
-/// Reads rows `[first, first + n)` of a chunk's tokens into `out` (as u32).
+/// Reads rows `[first, first + n)` of a chunk's tokens into `out` (as u32); `dir` lies
+/// beneath the run directory `root`.
 pub fn read_rows(
+    root: &Path,
     dir: &Path,
     h: &ChunkHeader,
     first: u64,
@@ -315,7 +327,9 @@ pub fn read_rows(
         )));
     }
     let p = dir.join(&h.tokens.file);
-    let mut f = std::fs::File::open(&p).at(&p)?;
+    let opened = glass_io::open::open_beneath(root, &p)?;
+    opened.expect_len(h.tokens.bytes)?;
+    let mut f = opened.into_file();
     let w = h.dtype.width() as u64;
     let row_bytes = h.row_len as u64 * w;
     let mut buf = vec![0u8; (n * row_bytes) as usize];
@@ -398,6 +412,6 @@ mod tests {
                 "{name}"
             );
         }
-        assert_eq!(read_segments(&b, &got).unwrap(), segments);
+        assert_eq!(read_segments(&b, &b, &got).unwrap(), segments);
     }
 }

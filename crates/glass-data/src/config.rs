@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::embedded::EmbeddedSet;
-use crate::error::{DataError, IoContext, Result};
+use crate::error::{DataError, Result};
 
 /// Name of the run config file inside a run directory.
 pub const RUN_CONFIG_FILE: &str = "glass.toml";
@@ -224,7 +224,9 @@ impl DataConfig {
     /// Reads `run_dir/glass.toml` and returns its validated `[data]` table.
     pub fn load(run_dir: &Path) -> Result<Self> {
         let path = run_dir.join(RUN_CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).at(&path)?;
+        let bytes = glass_io::open::read_beneath(run_dir, &path, glass_io::open::MAX_RECORD_BYTES)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| DataError::Config(format!("{}: not UTF-8", path.display())))?;
         Self::from_run_toml(&text)
     }
 

@@ -141,9 +141,15 @@ impl Manifest {
     /// The directory holding file `rel` (relative to a data directory) of the data in
     /// `run_dir`: the run's own `data/`, or the base run's for a branch.
     pub fn dir_of(&self, run_dir: &Path, rel: &str) -> PathBuf {
+        self.root_of(run_dir, rel).join("data")
+    }
+
+    /// The run directory whose `data/` holds file `rel` (see [`Manifest::dir_of`]): the
+    /// directory its reads must stay beneath.
+    pub fn root_of(&self, run_dir: &Path, rel: &str) -> PathBuf {
         match &self.base {
-            Some(b) if !b.local.iter().any(|l| l == rel) => Path::new(&b.run_dir).join("data"),
-            _ => run_dir.join("data"),
+            Some(b) if !b.local.iter().any(|l| l == rel) => PathBuf::from(&b.run_dir),
+            _ => run_dir.to_path_buf(),
         }
     }
 
@@ -162,7 +168,7 @@ impl Manifest {
         };
         let mine = run_dir.join("data").join(MANIFEST_FILE);
         let theirs = Path::new(&b.run_dir).join("data").join(MANIFEST_FILE);
-        match sha256_file(&theirs) {
+        match glass_io::open::sha256_beneath(Path::new(&b.run_dir), &theirs, None) {
             Ok((sha, _)) if sha == b.manifest_sha256 => Ok(()),
             Ok((sha, _)) => Err(DataError::Format(format!(
                 "{}: this branch reads its rows from {} (sha256 {}), which now has sha256 {sha}: the parent's data changed; restore it (re-run `glass data prepare` there with its original [data] table)",
@@ -184,19 +190,17 @@ impl Manifest {
     /// Reads `RUN/data/manifest.json`.
     pub fn load(run_dir: &Path) -> Result<Self> {
         let p = run_dir.join("data").join(MANIFEST_FILE);
-        let bytes = std::fs::read(&p).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                DataError::Format(format!(
-                    "{} not found: run `glass data prepare` first (or it did not finish)",
-                    p.display()
-                ))
-            } else {
-                DataError::Io {
-                    path: p.clone(),
-                    source: e,
+        let bytes = glass_io::open::read_beneath(run_dir, &p, glass_io::open::MAX_RECORD_BYTES)
+            .map_err(|e| {
+                if e.source.kind() == std::io::ErrorKind::NotFound {
+                    DataError::Format(format!(
+                        "{} not found: run `glass data prepare` first (or it did not finish)",
+                        p.display()
+                    ))
+                } else {
+                    e.into()
                 }
-            }
-        })?;
+            })?;
         let m: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| DataError::Format(format!("{}: {e}", p.display())))?;
         if m.format != MANIFEST_FORMAT {
@@ -238,7 +242,8 @@ pub fn verify(run_dir: &Path) -> Result<VerifyReport> {
     let m = Manifest::load(run_dir)?;
     let data = run_dir.join("data");
     let mut r = VerifyReport {
-        manifest_sha256: sha256_file(&data.join(MANIFEST_FILE))?.0,
+        manifest_sha256: glass_io::open::sha256_beneath(run_dir, &data.join(MANIFEST_FILE), None)?
+            .0,
         ..Default::default()
     };
     if let Err(e) = m.check_base(run_dir) {
@@ -258,21 +263,45 @@ pub fn verify(run_dir: &Path) -> Result<VerifyReport> {
             });
             continue;
         }
-        if !p.exists() {
+        // Opened beneath the run holding it (no link followed, regular files only), its
+        // length compared before a byte is read: a FIFO, a device or a file of another
+        // length is reported, never hashed.
+        let opened = match glass_io::open::open_beneath(&m.root_of(run_dir, &f.path), &p) {
+            Ok(o) => o,
+            Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => {
+                r.mismatches.push(Mismatch {
+                    path: shown,
+                    problem: "missing".into(),
+                });
+                continue;
+            }
+            Err(e) => {
+                r.mismatches.push(Mismatch {
+                    path: shown,
+                    problem: e.source.to_string(),
+                });
+                continue;
+            }
+        };
+        if opened.len() != f.bytes {
             r.mismatches.push(Mismatch {
                 path: shown,
-                problem: "missing".into(),
+                problem: format!("{} bytes, manifest says {}", opened.len(), f.bytes),
             });
             continue;
         }
-        let (sha, bytes) = sha256_file(&p)?;
+        let (sha, bytes) = match opened.sha256() {
+            Ok(x) => x,
+            Err(e) => {
+                r.mismatches.push(Mismatch {
+                    path: shown,
+                    problem: e.source.to_string(),
+                });
+                continue;
+            }
+        };
         r.bytes += bytes;
-        if bytes != f.bytes {
-            r.mismatches.push(Mismatch {
-                path: shown,
-                problem: format!("{bytes} bytes, manifest says {}", f.bytes),
-            });
-        } else if sha != f.sha256 {
+        if sha != f.sha256 {
             r.mismatches.push(Mismatch {
                 path: shown,
                 problem: format!("sha256 {sha}, manifest says {}", f.sha256),

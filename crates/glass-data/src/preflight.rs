@@ -33,7 +33,12 @@ pub fn ensure_data_replaceable(run_dir: &Path, cfg: &DataConfig) -> Result<()> {
 /// loosely (only `checkpoints[].index`): this crate does not own the run format, and an
 /// unreadable run manifest is for `glass verify` to report.
 fn last_trained_checkpoint(run_dir: &Path) -> Option<u64> {
-    let bytes = std::fs::read(run_dir.join("manifest.json")).ok()?;
+    let bytes = glass_io::open::read_beneath(
+        run_dir,
+        &run_dir.join("manifest.json"),
+        glass_io::open::MAX_RECORD_BYTES,
+    )
+    .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     v.get("checkpoints")?
         .as_array()?

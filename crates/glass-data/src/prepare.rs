@@ -180,6 +180,15 @@ impl Prepare {
     fn run(mut self, opts: &PrepareOptions) -> Result<PrepareReport> {
         crate::preflight::ensure_data_replaceable(&self.run_dir, &self.cfg)?;
         crate::preflight::ensure_chunks_fit(&self.run_dir, &self.cfg)?;
+        // Every directory prepared data is written to must be a directory of the run,
+        // not a link leading elsewhere (docs/threat-model.md).
+        for dir in [self.data.join("chunks"), self.data.join("tokens")] {
+            glass_io::open::check_write_beneath(&self.run_dir, &dir)?;
+        }
+        for s in &self.cfg.sources {
+            let d = self.data.join("tokens").join(&s.name);
+            glass_io::open::check_write_beneath(&self.run_dir, &d)?;
+        }
         std::fs::create_dir_all(&self.data).at(&self.data)?;
         remove_if_exists(&self.data.join(MANIFEST_FILE))?;
         let (tok, tok_rec) = self.tokenizer()?;
@@ -241,7 +250,8 @@ impl Prepare {
         let tcfg = self.cfg.tokenizer.clone();
         let (bytes, trained, added) = if let Some(p) = &tcfg.path {
             let src = self.run_dir.join(p);
-            let raw = std::fs::read(&src).at(&src)?;
+            let raw =
+                glass_io::open::open_regular(&src)?.read_all(glass_io::open::MAX_RECORD_BYTES)?;
             let mut wanted = Vec::new();
             if self.cfg.uses_fim() {
                 wanted.extend([
@@ -273,12 +283,15 @@ impl Prepare {
             }
             let key = sha256_hex(&serde_json::to_vec(&key_parts).expect("json"));
             let key_path = self.data.join("tokenizer.key");
-            let reuse = std::fs::read_to_string(&key_path)
+            let read = |p: &Path| {
+                glass_io::open::read_beneath(&self.run_dir, p, glass_io::open::MAX_RECORD_BYTES)
+            };
+            let reuse = read(&key_path)
                 .ok()
-                .is_some_and(|k| k.trim() == key)
+                .is_some_and(|k| String::from_utf8_lossy(&k).trim() == key)
                 && path.exists();
             let bytes = if reuse {
-                std::fs::read(&path).at(&path)?
+                read(&path)?
             } else {
                 remove_if_exists(&key_path)?;
                 let bytes = self.train_tokenizer(&train)?;
@@ -288,7 +301,11 @@ impl Prepare {
             };
             (bytes, true, vec![])
         };
-        if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+        if glass_io::open::read_beneath(&self.run_dir, &path, glass_io::open::MAX_RECORD_BYTES)
+            .ok()
+            .as_deref()
+            != Some(&bytes[..])
+        {
             write_atomic(&path, &bytes)?;
         }
         let tok = GlassTokenizer::from_json(&bytes, &tcfg)?;
@@ -369,7 +386,7 @@ impl Prepare {
                 .map(|&s| {
                     (0..n)
                         .filter(|&j| {
-                            read_header(tokens_dir, &self.cfg.sources[s].name, j, n)
+                            read_header(&self.run_dir, tokens_dir, &self.cfg.sources[s].name, j, n)
                                 .ok()
                                 .flatten()
                                 .is_some()
@@ -398,7 +415,7 @@ impl Prepare {
     ) -> Result<bool> {
         let assigned = self.assigned(j, n);
         for s in self.cfg.used_sources() {
-            let Some(h) = read_header(tokens_dir, &self.cfg.sources[s].name, j, n)
+            let Some(h) = read_header(&self.run_dir, tokens_dir, &self.cfg.sources[s].name, j, n)
                 .ok()
                 .flatten()
             else {
@@ -422,7 +439,7 @@ impl Prepare {
                     return Ok(false);
                 }
             }
-            if !files_match(tokens_dir, &h)? {
+            if !files_match(&self.run_dir, tokens_dir, &h)? {
                 return Ok(false);
             }
         }
@@ -501,11 +518,11 @@ impl Prepare {
             let name = &cfg.sources[s].name;
             let headers: Vec<StoreHeader> = (0..n)
                 .map(|j| {
-                    read_header(tokens_dir, name, j, n)?
+                    read_header(&self.run_dir, tokens_dir, name, j, n)?
                         .ok_or_else(|| DataError::Format(format!("store {name} {j}/{n} missing")))
                 })
                 .collect::<Result<_>>()?;
-            let view = SourceView::open(tokens_dir, &headers)?;
+            let view = SourceView::open(&self.run_dir, tokens_dir, &headers)?;
             let units: Vec<_> = view.units().cloned().collect();
             let sum =
                 |f: &dyn Fn(&crate::store::UnitRecord) -> u64| units.iter().map(f).sum::<u64>();

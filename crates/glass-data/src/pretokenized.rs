@@ -175,7 +175,7 @@ pub fn import_pretokenized(
             tokenizer_sha256: tok_sha.clone(),
         };
         let mut chunk: Option<ChunkWriter> = None;
-        let f = std::fs::File::open(path).at(path)?;
+        let f = glass_io::open::open_regular(path)?.into_file();
         let mut r = std::io::BufReader::with_capacity(1 << 20, f);
         let mut hasher = Sha256::new();
         let (mut line_no, mut offset) = (0u64, 0u64);

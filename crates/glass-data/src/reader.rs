@@ -27,8 +27,12 @@ pub struct PreparedData {
     /// Where each chunk's files are: `data/chunks` of this run or, for a branch, of the
     /// run it reads its rows from.
     chunk_dirs: Vec<PathBuf>,
+    /// The run directory each chunk's files lie beneath (reads never leave it).
+    chunk_roots: Vec<PathBuf>,
     /// Where the validation rows, tokenizer and token stores are.
     shared_dir: PathBuf,
+    /// The run directory `shared_dir` lies beneath.
+    shared_root: PathBuf,
     manifest: Manifest,
     chunks: Vec<ChunkHeader>,
     validation: Option<ChunkHeader>,
@@ -43,9 +47,14 @@ impl PreparedData {
         manifest.check_base(run_dir)?;
         let data_dir = run_dir.join("data");
         let shared_dir = manifest.dir_of(run_dir, "validation.json");
-        let open_header = |dir: &Path, stem: &str, rel: &str, rec: Option<&ChunkRecord>| {
+        let shared_root = manifest.root_of(run_dir, "validation.json");
+        let open_header = |root: &Path,
+                           dir: &Path,
+                           stem: &str,
+                           rel: &str,
+                           rec: Option<&ChunkRecord>| {
             let path = dir.join(format!("{stem}.json"));
-            let (sha, _) = glass_io::atomic::sha256_file(&path)?;
+            let (sha, _) = glass_io::open::sha256_beneath(root, &path, None)?;
             let listed = crate::integrity::listed_sha(&manifest, rel);
             if listed != Some(sha.as_str()) {
                 return Err(DataError::Format(format!(
@@ -54,12 +63,13 @@ impl PreparedData {
                     listed.unwrap_or("nothing")
                 )));
             }
-            let h = read_header(dir, stem)?;
+            let h = read_header(root, dir, stem)?;
             let dir_rel = rel.rsplit_once('/').map_or("", |x| x.0);
             crate::integrity::check_header(&manifest, &h, rec, dir_rel, &path)?;
             Ok(h)
         };
         let mut chunk_dirs = Vec::with_capacity(manifest.chunks.len());
+        let mut chunk_roots = Vec::with_capacity(manifest.chunks.len());
         let chunks = manifest
             .chunks
             .iter()
@@ -67,13 +77,16 @@ impl PreparedData {
                 let stem = crate::chunk::chunk_stem(c.index);
                 let rel = format!("chunks/{stem}.json");
                 let dir = manifest.dir_of(run_dir, &rel).join("chunks");
-                let h = open_header(&dir, &stem, &rel, Some(c))?;
+                let root = manifest.root_of(run_dir, &rel);
+                let h = open_header(&root, &dir, &stem, &rel, Some(c))?;
                 chunk_dirs.push(dir);
+                chunk_roots.push(root);
                 Ok(h)
             })
             .collect::<Result<Vec<_>>>()?;
         let validation = match &manifest.validation {
             Some(_) => Some(open_header(
+                &shared_root,
                 &shared_dir,
                 "validation",
                 "validation.json",
@@ -85,7 +98,9 @@ impl PreparedData {
         Ok(Self {
             data_dir,
             chunk_dirs,
+            chunk_roots,
             shared_dir,
+            shared_root,
             manifest,
             chunks,
             validation,
@@ -98,7 +113,11 @@ impl PreparedData {
         if self.verified[c].get().is_some() {
             return Ok(());
         }
-        verify_file(&self.chunk_dirs[c], &self.chunks[c].tokens)?;
+        verify_file(
+            &self.chunk_roots[c],
+            &self.chunk_dirs[c],
+            &self.chunks[c].tokens,
+        )?;
         let _ = self.verified[c].set(());
         Ok(())
     }
@@ -170,9 +189,23 @@ impl PreparedData {
         self.shared_dir.join(&self.manifest.tokenizer.file)
     }
 
+    /// The bytes of the run's `tokenizer.json`, read beneath the run holding it.
+    pub fn tokenizer_json(&self) -> Result<Vec<u8>> {
+        Ok(glass_io::open::read_beneath(
+            &self.shared_root,
+            &self.tokenizer_path(),
+            glass_io::open::MAX_RECORD_BYTES,
+        )?)
+    }
+
     /// Loads the run's tokenizer (for decoding samples and encoding prompts).
     pub fn tokenizer(&self) -> Result<GlassTokenizer> {
-        GlassTokenizer::from_file(&self.tokenizer_path(), &self.manifest.config.tokenizer)
+        let p = self.tokenizer_path();
+        let bytes = self.tokenizer_json()?;
+        GlassTokenizer::from_json(&bytes, &self.manifest.config.tokenizer).map_err(|e| match e {
+            DataError::Tokenizer(m) => DataError::Tokenizer(format!("{}: {m}", p.display())),
+            other => other,
+        })
     }
 
     /// Name of the stage `step` belongs to.
@@ -186,7 +219,7 @@ impl PreparedData {
         &self.manifest.stages[i].name
     }
 
-    fn locate(&self, step: u64) -> Result<(&ChunkHeader, &Path, u64)> {
+    fn locate(&self, step: u64) -> Result<(&ChunkHeader, (&Path, &Path), u64)> {
         if step >= self.n_steps() {
             return Err(DataError::Range(format!(
                 "step {step} is past the end of the data ({} steps)",
@@ -198,7 +231,7 @@ impl PreparedData {
         let c = &self.chunks[i];
         Ok((
             c,
-            &self.chunk_dirs[i],
+            (&self.chunk_roots[i], &self.chunk_dirs[i]),
             (step - c.first_step) * self.rows_per_step() as u64,
         ))
     }
@@ -233,9 +266,9 @@ impl PreparedData {
         out: &mut Vec<u32>,
     ) -> Result<()> {
         let (a, b) = self.rank_rows(rank, world_size)?;
-        let (chunk, dir, first) = self.locate(step)?;
+        let (chunk, (root, dir), first) = self.locate(step)?;
         out.clear();
-        read_rows(dir, chunk, first + a as u64, (b - a) as u64, out)
+        read_rows(root, dir, chunk, first + a as u64, (b - a) as u64, out)
     }
 
     /// Segments of each row of `step`'s global batch (row indices relative to the batch).
@@ -257,10 +290,10 @@ impl PreparedData {
     /// Every segment of the chunk holding `step` (rows relative to the chunk), hashed and
     /// checked, with the chunk's first step.
     pub fn chunk_segments(&self, step: u64) -> Result<(u64, Vec<Segment>)> {
-        let (chunk, dir, _) = self.locate(step)?;
-        verify_file(dir, &chunk.segments)?;
+        let (chunk, (root, dir), _) = self.locate(step)?;
+        verify_file(root, dir, &chunk.segments)?;
         let n_sources = self.manifest.config.sources.len();
-        let segs = read_segments(dir, chunk)?;
+        let segs = read_segments(root, dir, chunk)?;
         for s in &segs {
             let end = s.pos as u64 + s.len as u64;
             if s.row as u64 >= chunk.n_rows
@@ -292,8 +325,8 @@ impl PreparedData {
         out.clear();
         match &self.validation {
             Some(v) => {
-                verify_file(&self.shared_dir, &v.tokens)?;
-                read_rows(&self.shared_dir, v, 0, v.n_rows, out)?;
+                verify_file(&self.shared_root, &self.shared_dir, &v.tokens)?;
+                read_rows(&self.shared_root, &self.shared_dir, v, 0, v.n_rows, out)?;
                 Ok(v.n_rows)
             }
             None => Ok(0),
@@ -311,19 +344,21 @@ impl PreparedData {
         let tokens_dir = self.shared_dir.join("tokens");
         let headers = (0..rec.n_shards)
             .map(|j| {
-                read_store_header(&tokens_dir, name, j, rec.n_shards)?.ok_or_else(|| {
-                    DataError::Format(format!("store {name} {j}/{} missing", rec.n_shards))
-                })
+                read_store_header(&self.shared_root, &tokens_dir, name, j, rec.n_shards)?
+                    .ok_or_else(|| {
+                        DataError::Format(format!("store {name} {j}/{} missing", rec.n_shards))
+                    })
             })
             .collect::<Result<Vec<_>>>()?;
-        SourceView::open(&tokens_dir, &headers)
+        SourceView::open(&self.shared_root, &tokens_dir, &headers)
     }
 }
 
-/// Hashes `dir/f.file` and compares it with the hash and length `f` records.
-fn verify_file(dir: &Path, f: &FileHash) -> Result<()> {
+/// Hashes `dir/f.file` (beneath the run directory `root`) and compares it with the hash
+/// and length `f` records; a file of another length is not read.
+fn verify_file(root: &Path, dir: &Path, f: &FileHash) -> Result<()> {
     let p = dir.join(&f.file);
-    let (sha, bytes) = glass_io::atomic::sha256_file(&p)?;
+    let (sha, bytes) = glass_io::open::sha256_beneath(root, &p, Some(f.bytes))?;
     if sha != f.sha256 || bytes != f.bytes {
         return Err(DataError::Format(format!(
             "{}: sha256 {sha} ({bytes} bytes) but the data manifest lists {} ({} bytes); the file was modified — restore it or re-run `glass data prepare`",

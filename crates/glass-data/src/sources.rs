@@ -5,7 +5,6 @@
 //! document order are the same on every machine.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -209,8 +208,11 @@ pub fn read_unit(
         (UnitLocation::File(p), SourceKind::Jsonl) => read_jsonl(src, unit, p, &mut counts, emit)?,
         (UnitLocation::File(p), _) => {
             let mut bytes = Vec::new();
-            File::open(p)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
+            // A regular file only: a FIFO or device named as a source is refused, not
+            // read forever.
+            glass_io::open::open_regular(p)?
+                .into_file()
+                .read_to_end(&mut bytes)
                 .at(p)?;
             whole(bytes, &mut counts, emit)?
         }
@@ -225,7 +227,7 @@ fn read_jsonl(
     counts: &mut UnitCounts,
     emit: &mut dyn FnMut(RawDoc) -> Result<()>,
 ) -> Result<()> {
-    let mut r = BufReader::with_capacity(1 << 20, File::open(path).at(path)?);
+    let mut r = BufReader::with_capacity(1 << 20, glass_io::open::open_regular(path)?.into_file());
     let mut hasher = Sha256::new();
     let mut buf = Vec::new();
     let (mut line, mut offset) = (0u64, 0u64);

@@ -8,15 +8,14 @@
 //! `.tokens` (ids, little-endian), `.docs` ([`DocRecord`]s), `.meta.jsonl` (optional JSONL
 //! ids/metadata, one line per document) and `.json` ([`StoreHeader`], written last).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::dtype::TokenDtype;
-use crate::error::{DataError, IoContext, Result};
+use crate::error::{DataError, Result};
 use crate::sources::UnitCounts;
-use glass_io::atomic::{sha256_file, AtomicFile};
+use glass_io::atomic::AtomicFile;
 
 /// Bytes per [`DocRecord`] on disk.
 pub const DOC_RECORD_BYTES: usize = 40;
@@ -277,33 +276,37 @@ impl StoreWriter {
     }
 }
 
-/// Reads a store's header, or `None` when it is absent (an unfinished store).
+/// Reads a store's header, or `None` when it is absent (an unfinished store);
+/// `tokens_dir` lies beneath the run directory `root`.
 pub fn read_header(
+    root: &Path,
     tokens_dir: &Path,
     source: &str,
     shard: u32,
     n_shards: u32,
 ) -> Result<Option<StoreHeader>> {
     let path = with_ext(&store_stem(tokens_dir, source, shard, n_shards), ".json");
-    match std::fs::read(&path) {
+    match glass_io::open::read_beneath(root, &path, glass_io::open::MAX_RECORD_BYTES) {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
             .map_err(|e| DataError::Format(format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).at(path),
+        Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
-/// Whether the data files still hash to what the header says.
-pub fn files_match(tokens_dir: &Path, h: &StoreHeader) -> Result<bool> {
+/// Whether the data files still hash to what the header says (`tokens_dir` beneath the
+/// run directory `root`).
+pub fn files_match(root: &Path, tokens_dir: &Path, h: &StoreHeader) -> Result<bool> {
     let dir = tokens_dir.join(&h.source);
     for f in [Some(&h.tokens), Some(&h.docs), h.meta.as_ref()]
         .into_iter()
         .flatten()
     {
         let p = dir.join(&f.file);
-        if !p.exists() || sha256_file(&p)? != (f.sha256.clone(), f.bytes) {
-            return Ok(false);
+        match glass_io::open::sha256_beneath(root, &p, Some(f.bytes)) {
+            Ok((sha, _)) if sha == f.sha256 => {}
+            _ => return Ok(false),
         }
     }
     Ok(true)
@@ -334,15 +337,14 @@ pub(crate) enum Bytes {
 }
 
 impl Bytes {
-    pub(crate) fn open(path: &Path) -> Result<Self> {
-        let f = File::open(path).at(path)?;
-        if f.metadata().at(path)?.len() == 0 {
-            return Ok(Self::Empty);
-        }
-        // SAFETY: store files are written once under a temp name and renamed into place;
-        // nothing writes to them while they are mapped.
-        let map = unsafe { memmap2::Mmap::map(&f) }.at(path)?;
-        Ok(Self::Map(map))
+    /// Maps `path` (beneath the run directory `root`), which must have `want` bytes.
+    pub(crate) fn open(root: &Path, path: &Path, want: u64) -> Result<Self> {
+        let f = glass_io::open::open_beneath(root, path)?;
+        f.expect_len(want)?;
+        Ok(match f.map()? {
+            Some(m) => Self::Map(m),
+            None => Self::Empty,
+        })
     }
 
     pub(crate) fn get(&self) -> &[u8] {
@@ -439,8 +441,9 @@ pub struct SourceView {
 }
 
 impl SourceView {
-    /// Opens the stores of all `headers` (one per shard, in shard order).
-    pub fn open(tokens_dir: &Path, headers: &[StoreHeader]) -> Result<Self> {
+    /// Opens the stores of all `headers` (one per shard, in shard order); `tokens_dir`
+    /// lies beneath the run directory `root`.
+    pub fn open(root: &Path, tokens_dir: &Path, headers: &[StoreHeader]) -> Result<Self> {
         let first = headers
             .first()
             .ok_or_else(|| DataError::Format("no stores".into()))?;
@@ -451,14 +454,19 @@ impl SourceView {
             let meta = match &h.meta {
                 Some(m) => {
                     let p = dir.join(&m.file);
-                    let text = std::fs::read_to_string(&p).at(&p)?;
+                    let bytes = glass_io::open::open_beneath(root, &p).and_then(|f| {
+                        f.expect_len(m.bytes)?;
+                        f.read_all(m.bytes)
+                    })?;
+                    let text = String::from_utf8(bytes)
+                        .map_err(|_| DataError::Format(format!("{}: not UTF-8", p.display())))?;
                     Some(text.lines().map(str::to_string).collect())
                 }
                 None => None,
             };
             stores.push(OpenStore {
-                tokens: Bytes::open(&dir.join(&h.tokens.file))?,
-                docs: Bytes::open(&dir.join(&h.docs.file))?,
+                tokens: Bytes::open(root, &dir.join(&h.tokens.file), h.tokens.bytes)?,
+                docs: Bytes::open(root, &dir.join(&h.docs.file), h.docs.bytes)?,
                 meta,
             });
             units.extend(h.units.iter().map(|u| (0u64, s, u.clone())));

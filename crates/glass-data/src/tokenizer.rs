@@ -108,10 +108,22 @@ pub fn train_bpe(
     Ok(tok.to_string(false).map_err(tk_err)?.into_bytes())
 }
 
+/// Parses `tokenizer.json` bytes with the `tokenizers` crate. Its deserializers panic on
+/// some malformed files (an `unwrap` inside, e.g. on a decoder entry of the wrong shape)
+/// instead of returning an error; a file from a download must give an error, so the
+/// panic is caught here and reported as one. Every `tokenizer.json` Glass reads goes
+/// through this function.
+pub fn parse_tokenizer_json(bytes: &[u8]) -> Result<Tokenizer> {
+    match glass_io::contain::contained(|| Tokenizer::from_bytes(bytes)) {
+        Ok(r) => r.map_err(tk_err),
+        Err(why) => Err(tk_err(format!("not a valid tokenizer.json ({why})"))),
+    }
+}
+
 /// Adds the FIM sentinels a loaded tokenizer lacks (as special tokens) and returns the new
 /// `tokenizer.json` bytes and the strings added, so the run records the change.
 pub fn add_missing_specials(json: &[u8], wanted: &[String]) -> Result<(Vec<u8>, Vec<String>)> {
-    let mut tok = Tokenizer::from_bytes(json).map_err(tk_err)?;
+    let mut tok = parse_tokenizer_json(json)?;
     let missing: Vec<String> = wanted
         .iter()
         .filter(|s| tok.token_to_id(s).is_none())
@@ -134,7 +146,7 @@ impl GlassTokenizer {
     /// Loads `tokenizer.json` bytes and resolves the special ids `cfg` names; a missing EOS
     /// (or BOS when `add_bos`) is an error.
     pub fn from_json(bytes: &[u8], cfg: &TokenizerConfig) -> Result<Self> {
-        let mut inner = Tokenizer::from_bytes(bytes).map_err(tk_err)?;
+        let mut inner = parse_tokenizer_json(bytes)?;
         inner.set_encode_special_tokens(true);
         let id = |s: &str| inner.token_to_id(s);
         let eos = id(&cfg.eos)
@@ -168,7 +180,9 @@ impl GlassTokenizer {
 
     /// Loads a `tokenizer.json` file.
     pub fn from_file(path: &std::path::Path, cfg: &TokenizerConfig) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| tk_err(format!("{}: {e}", path.display())))?;
+        let bytes = glass_io::open::open_regular(path)
+            .and_then(|f| f.read_all(glass_io::open::MAX_RECORD_BYTES))
+            .map_err(|e| tk_err(e.to_string()))?;
         // Parse errors name the file: a run can hold several tokenizer.json files.
         Self::from_json(&bytes, cfg).map_err(|e| match e {
             DataError::Tokenizer(m) => tk_err(format!("{}: {m}", path.display())),

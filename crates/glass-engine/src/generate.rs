@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::model::{run_trunk, Model, Trunk};
 use crate::ops::attention::{self, KeyLayout, SeqKv};
-use crate::ops::lm_head::{self, HeadDims};
+use crate::ops::lm_head::HeadDims;
 use crate::packed::PackedModel;
 use crate::EngineError;
 
@@ -294,10 +294,10 @@ impl Model {
         let total: usize = items.iter().map(|it| it.keep).sum();
         let v = cfg.vocab_size;
         let mut logits = vec![0.0f32; total * v];
-        lm_head::logits_with(
+        p.head_logits(
+            lay.head,
             HeadDims::new(cfg),
             &kept,
-            &p[lay.head..lay.head + v * d],
             packed.map(|pw| &pw.head),
             total,
             &mut logits,

@@ -6,7 +6,6 @@
 //! thread count.
 
 pub mod argmax;
-pub mod bench;
 pub mod config;
 pub mod gemm;
 pub mod generate;
@@ -17,6 +16,7 @@ pub mod ops;
 pub mod optim;
 pub mod packed;
 pub mod parallel;
+pub mod weights;
 
 pub use argmax::{argmax, argmax_token};
 pub use config::{AttentionScale, LrMultipliers, ModelConfig, MupConfig, NormKind, PRESETS};
@@ -26,6 +26,7 @@ pub use layout::{ParamGroup, ParamLayout, TensorView};
 pub use model::{Model, StepStats};
 pub use optim::{AdamW, AdamWConfig};
 pub use packed::PackedModel;
+pub use weights::HalfWeights;
 
 /// Version of the engine's numerics: bumped whenever any kernel's rounding changes
 /// (operation order, GEMM accumulation order or k-block, exp approximation). Two engines

@@ -18,6 +18,7 @@ use crate::ops::lm_head::{self, HeadDims};
 use crate::ops::rope::Rope;
 use crate::ops::{embedding, linear, norm, swiglu};
 use crate::optim::AdamW;
+use crate::weights::{HalfWeights, Params};
 use crate::EngineError;
 
 /// Standard deviation of the LLaMA initialiser (`initializer_range`), the default of
@@ -231,6 +232,8 @@ pub struct Model {
     pub params: Vec<f32>,
     /// Gradients, same layout as `params`; accumulated over micro-batches.
     pub grads: Vec<f32>,
+    /// 16-bit weights for inference (then `params` and `grads` are empty).
+    half: Option<HalfWeights>,
     rope: Rope,
     ws: Option<Workspace>,
 }
@@ -282,14 +285,60 @@ impl Model {
             rope: Rope::new(cfg),
             params: vec![0.0; n],
             grads: vec![0.0; n],
+            half: None,
             layout,
             ws: None,
         })
     }
 
+    /// A model for inference over 16-bit weights left in their buffer (see
+    /// [`crate::weights`]): it evaluates, scores and generates with the bits of the f32
+    /// model over the same weights widened, holds no f32 copy of them and no gradients,
+    /// and refuses to train.
+    pub fn from_half(cfg: &ModelConfig, weights: HalfWeights) -> Result<Self, EngineError> {
+        cfg.validate()?;
+        Ok(Model {
+            cfg: cfg.clone(),
+            rope: Rope::new(cfg),
+            params: Vec::new(),
+            grads: Vec::new(),
+            half: Some(weights),
+            layout: ParamLayout::new(cfg),
+            ws: None,
+        })
+    }
+
+    /// The 16-bit weights, when this is an inference model over them.
+    pub fn half_weights(&self) -> Option<&HalfWeights> {
+        self.half.as_ref()
+    }
+
+    /// Bytes of the weights this model reads (f32 params, or the 16-bit tensors).
+    pub fn weight_bytes(&self) -> usize {
+        match &self.half {
+            Some(h) => h.weight_bytes(),
+            None => self.params.len() * 4,
+        }
+    }
+
+    /// Where the weights are read from.
+    pub(crate) fn weights(&self) -> Params<'_> {
+        match &self.half {
+            Some(h) => Params::Half(h),
+            None => Params::F32(&self.params),
+        }
+    }
+
+    fn ensure_trainable(&self) -> Result<(), EngineError> {
+        match self.half {
+            Some(_) => Err(crate::weights::inference_only()),
+            None => Ok(()),
+        }
+    }
+
     /// What [`run_trunk`] needs from the model (used by KV-cache decoding).
-    pub(crate) fn trunk_parts(&self) -> (&ModelConfig, &[f32], &ParamLayout, &Rope) {
-        (&self.cfg, &self.params, &self.layout, &self.rope)
+    pub(crate) fn trunk_parts(&self) -> (&ModelConfig, Params<'_>, &ParamLayout, &Rope) {
+        (&self.cfg, self.weights(), &self.layout, &self.rope)
     }
 
     /// Sets every gradient to zero (start of an optimizer step).
@@ -347,9 +396,13 @@ impl Model {
         let ws = self.ws.as_mut().expect("prepared");
         let dims = AttnDims::new(&self.cfg, ws.batch, ws.seq);
         let seq = ws.seq;
+        let p = match &self.half {
+            Some(h) => Params::Half(h),
+            None => Params::F32(&self.params),
+        };
         run_trunk(
             &self.cfg,
-            &self.params,
+            p,
             &self.layout,
             &self.rope,
             &mut ws.trunk,
@@ -371,6 +424,7 @@ impl Model {
         seq: usize,
         grad_scale: f32,
     ) -> Result<f64, EngineError> {
+        self.ensure_trainable()?;
         self.prepare(inputs, batch, seq, true)?;
         if targets.len() != inputs.len() {
             return Err(EngineError::Input(format!(
@@ -416,12 +470,16 @@ impl Model {
         }
         self.forward_trunk();
         let hdims = self.head_dims();
-        let head = &self.params[self.layout.head..self.layout.head + hdims.vocab * hdims.d];
+        let head_off = self.layout.head;
+        let p = match &self.half {
+            Some(h) => Params::Half(h),
+            None => Params::F32(&self.params),
+        };
         let ws = self.ws.as_mut().expect("prepared");
-        lm_head::forward(
+        lm_head::forward_by(
             hdims,
             &ws.trunk.lnf,
-            head,
+            &|x, n, out| p.head_logits(head_off, hdims, x, None, n, out),
             targets,
             &mut ws.losses,
             &mut ws.logits_buf,
@@ -439,10 +497,16 @@ impl Model {
         self.prepare(inputs, batch, seq, false)?;
         self.forward_trunk();
         let hdims = self.head_dims();
-        let head = &self.params[self.layout.head..self.layout.head + hdims.vocab * hdims.d];
         let ws = self.ws.as_ref().expect("prepared");
         let mut out = vec![0.0f32; batch * seq * hdims.vocab];
-        lm_head::logits(hdims, &ws.trunk.lnf, head, batch * seq, &mut out);
+        self.weights().head_logits(
+            self.layout.head,
+            hdims,
+            &ws.trunk.lnf,
+            None,
+            batch * seq,
+            &mut out,
+        );
         Ok(out)
     }
 
@@ -668,7 +732,7 @@ impl Model {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_trunk(
     cfg: &ModelConfig,
-    p: &[f32],
+    p: Params<'_>,
     lay: &ParamLayout,
     rope: &Rope,
     tr: &mut Trunk,
@@ -680,9 +744,9 @@ pub(crate) fn run_trunk(
     let (d, f, hd) = (cfg.d_model, cfg.ffn_hidden, cfg.head_dim());
     let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
     let w = (nh + 2 * nkv) * hd;
-    let wte = &p[lay.embed..lay.embed + cfg.vocab_size * d];
-    embedding::forward(
-        wte,
+    p.embed(
+        lay.embed,
+        cfg.vocab_size,
         &tr.tokens,
         &mut tr.resid[0],
         d,
@@ -703,10 +767,10 @@ pub(crate) fn run_trunk(
             &mut a.ln1_rstd,
         );
         let pk = packed.map(|pw| &pw.blocks[l]);
-        linear::forward_with(
-            &a.ln1,
-            &p[bo.qkv..bo.qkv + w * d],
+        p.linear(
+            bo.qkv,
             pk.map(|b| &b.qkv),
+            &a.ln1,
             &mut a.qkv,
             n,
             d,
@@ -720,10 +784,10 @@ pub(crate) fn run_trunk(
         });
         attend(l, &a.qkv, &mut a.att, &mut a.lse, &mut tr.hm);
         a.xmid.copy_from_slice(x);
-        linear::forward_with(
-            &a.att,
-            &p[bo.o..bo.o + d * nh * hd],
+        p.linear(
+            bo.o,
             pk.map(|b| &b.o),
+            &a.att,
             &mut a.xmid,
             n,
             nh * hd,
@@ -740,10 +804,10 @@ pub(crate) fn run_trunk(
             &mut a.ln2_mean,
             &mut a.ln2_rstd,
         );
-        linear::forward_with(
-            &a.ln2,
-            &p[bo.gate_up..bo.gate_up + 2 * f * d],
+        p.linear(
+            bo.gate_up,
             pk.map(|b| &b.gate_up),
+            &a.ln2,
             &mut a.gu,
             n,
             d,
@@ -752,16 +816,7 @@ pub(crate) fn run_trunk(
         );
         swiglu::forward(&a.gu, &mut a.h, f);
         x_next.copy_from_slice(&a.xmid);
-        linear::forward_with(
-            &a.h,
-            &p[bo.down..bo.down + d * f],
-            pk.map(|b| &b.down),
-            x_next,
-            n,
-            f,
-            d,
-            true,
-        );
+        p.linear(bo.down, pk.map(|b| &b.down), &a.h, x_next, n, f, d, true);
     }
     let x = &tr.resid[cfg.n_layers % nr];
     norm_forward(
@@ -787,11 +842,11 @@ fn pair_mut(v: &mut [Vec<f32>], i: usize, o: usize) -> (&Vec<f32>, &mut Vec<f32>
     }
 }
 
-/// Norm forward with the weight/bias slices cut out of the flat buffer.
+/// Norm forward with the weight/bias vectors of the model's weights.
 #[allow(clippy::too_many_arguments)]
 fn norm_forward(
     cfg: &ModelConfig,
-    p: &[f32],
+    p: Params<'_>,
     w_off: usize,
     b_off: Option<usize>,
     x: &[f32],
@@ -804,8 +859,8 @@ fn norm_forward(
         cfg.norm,
         cfg.norm_eps,
         x,
-        &p[w_off..w_off + d],
-        b_off.map(|o| &p[o..o + d]),
+        p.vec(w_off, d),
+        b_off.map(|o| p.vec(o, d)),
         y,
         mean,
         rstd,

@@ -6,10 +6,12 @@
 //! The packed copy borrows the model: its weights cannot change while it exists.
 
 use crate::gemm::{Mat, PackedB};
+use crate::weights::Params;
 use crate::Model;
 
-/// Largest total of weights that is packed (bytes of f32). Packing doubles the weights'
-/// memory while it lives; above this a model computes with per-product packing.
+/// Largest total of packed weights (bytes of f32). Packing doubles an f32 model's weight
+/// memory while it lives (triples a 16-bit one's); above this a model computes with
+/// per-product packing.
 pub const MAX_PACKED_BYTES: usize = 4 << 30;
 
 /// One block's linear weights, packed as `Wᵀ` operands.
@@ -36,7 +38,12 @@ impl Model {
     /// This model with its weights packed for repeated KV-cached forwards (generation,
     /// memorization, scoring); models over [`MAX_PACKED_BYTES`] of weights are not packed.
     pub fn packed(&self) -> PackedModel<'_> {
-        let weights = (self.params.len() * 4 <= MAX_PACKED_BYTES).then(|| pack(self));
+        // Packed weights are f32: twice the bytes of 16-bit weights.
+        let packed_bytes = match self.half_weights() {
+            Some(h) => 2 * h.weight_bytes(),
+            None => self.params.len() * 4,
+        };
+        let weights = (packed_bytes <= MAX_PACKED_BYTES).then(|| pack(self));
         PackedModel {
             model: self,
             weights,
@@ -66,8 +73,12 @@ fn pack(model: &Model) -> PackedWeights {
     let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
     let w = (nh + 2 * nkv) * hd;
     // `y = x · Wᵀ` with W `[out, in]` row-major: B = Wᵀ is `[in, out]`.
-    let wt = |off: usize, d_in: usize, d_out: usize| {
-        PackedB::new(d_in, d_out, Mat::t(&p[off..off + d_in * d_out], d_in))
+    let wt = |off: usize, d_in: usize, d_out: usize| match p {
+        Params::F32(p) => PackedB::new(d_in, d_out, Mat::t(&p[off..off + d_in * d_out], d_in)),
+        Params::Half(h) => {
+            let w = h.widen_rows(off, d_in, d_out);
+            PackedB::new(d_in, d_out, Mat::t(&w, d_in))
+        }
     };
     let blocks = lay
         .blocks

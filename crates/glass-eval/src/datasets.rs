@@ -30,12 +30,41 @@ use crate::EvalError;
 pub fn read_rows(path: &Path, bytes: &[u8]) -> Result<Vec<Doc>, EvalError> {
     let name = path.display().to_string();
     match path.extension().and_then(|e| e.to_str()) {
-        Some("parquet") => {
-            use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-            let file = std::fs::File::open(path).map_err(|e| EvalError::Io {
-                path: path.to_path_buf(),
-                source: e,
+        // The Parquet and Arrow readers panic on some malformed files (a slice past a
+        // buffer's end): such a panic is this file's error.
+        Some(ext @ ("parquet" | "arrow")) => {
+            glass_io::contain::contained(|| read_columnar(path, bytes, ext, &name)).unwrap_or_else(
+                |why| {
+                    Err(EvalError::Data(format!(
+                        "{name}: malformed {} data ({why})",
+                        if ext == "arrow" {
+                            "Arrow IPC"
+                        } else {
+                            "Parquet"
+                        }
+                    )))
+                },
+            )
+        }
+        _ => {
+            let text = std::str::from_utf8(bytes).map_err(|e| {
+                let at = e.valid_up_to();
+                let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
+                EvalError::Data(format!(
+                    "{name}:{line}: invalid UTF-8 (at byte {at}); data files must be UTF-8"
+                ))
             })?;
+            parse_rows(text, &name)
+        }
+    }
+}
+
+/// Rows of a Parquet or Arrow IPC file.
+fn read_columnar(path: &Path, bytes: &[u8], ext: &str, name: &str) -> Result<Vec<Doc>, EvalError> {
+    match ext {
+        "parquet" => {
+            use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+            let file = glass_io::open::open_regular(path)?.into_file();
             let bad = |e: &dyn std::fmt::Display| {
                 EvalError::Data(format!("{name}: unreadable Parquet: {e}"))
             };
@@ -47,9 +76,9 @@ pub fn read_rows(path: &Path, bytes: &[u8]) -> Result<Vec<Doc>, EvalError> {
             for b in reader {
                 batches.push(b.map_err(|e| bad(&e))?);
             }
-            batches_to_rows(&batches, &name)
+            batches_to_rows(&batches, name)
         }
-        Some("arrow") => {
+        _ => {
             let bad = |e: &dyn std::fmt::Display| {
                 EvalError::Data(format!("{name}: unreadable Arrow IPC data: {e}"))
             };
@@ -67,17 +96,7 @@ pub fn read_rows(path: &Path, bytes: &[u8]) -> Result<Vec<Doc>, EvalError> {
                     batches.push(b.map_err(|e| bad(&e))?);
                 }
             }
-            batches_to_rows(&batches, &name)
-        }
-        _ => {
-            let text = std::str::from_utf8(bytes).map_err(|e| {
-                let at = e.valid_up_to();
-                let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
-                EvalError::Data(format!(
-                    "{name}:{line}: invalid UTF-8 (at byte {at}); data files must be UTF-8"
-                ))
-            })?;
-            parse_rows(text, &name)
+            batches_to_rows(&batches, name)
         }
     }
 }

@@ -234,6 +234,7 @@ pub fn store_groups(
             };
             let rel = result_path(ck, &r.group);
             let path = run_dir.join(&rel);
+            glass_io::open::check_write_beneath(run_dir, &path)?;
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| EvalError::Io {
                     path: dir.to_path_buf(),

@@ -66,6 +66,9 @@ pub enum EvalError {
     /// Bad options.
     #[error("{0}")]
     Invalid(String),
+    /// The code sandbox cannot be built here, or a program could not be started in it.
+    #[error("{0}")]
+    Sandbox(String),
 }
 
 impl From<glass_io::IoError> for EvalError {

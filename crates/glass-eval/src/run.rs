@@ -201,7 +201,6 @@ pub fn evaluate_run_on(
                         .into(),
                 )
             })?,
-            crate::code::default_scratch(),
         )),
     };
     if let Some(r) = &runner {
@@ -405,6 +404,9 @@ fn store_result(
 ) -> Result<(), EvalError> {
     let rel = result_path(r.checkpoint, &r.task);
     let path = run_dir.join(&rel);
+    // Inside the run, through no link: `evals/` (or a checkpoint's folder) replaced by a
+    // link pointing elsewhere is refused, not written through.
+    glass_io::open::check_write_beneath(run_dir, &path)?;
     let dir = path.parent().expect("has a parent");
     std::fs::create_dir_all(dir).map_err(|e| EvalError::Io {
         path: dir.to_path_buf(),
@@ -443,7 +445,12 @@ fn store_result(
 }
 
 fn stored_result_ok(run_dir: &Path, p: &EvalRunRow) -> bool {
-    std::fs::read(run_dir.join(&p.result_path)).is_ok_and(|b| sha256_hex(&b) == p.result_sha256)
+    glass_io::open::read_beneath(
+        run_dir,
+        &run_dir.join(&p.result_path),
+        glass_io::open::MAX_RECORD_BYTES,
+    )
+    .is_ok_and(|b| sha256_hex(&b) == p.result_sha256)
 }
 
 #[derive(serde::Deserialize)]
@@ -475,10 +482,7 @@ struct StoredMetric {
 
 fn read_result(run_dir: &Path, rel: &str) -> Result<TaskResult, EvalError> {
     let path: PathBuf = run_dir.join(rel);
-    let bytes = std::fs::read(&path).map_err(|e| EvalError::Io {
-        path: path.clone(),
-        source: e,
-    })?;
+    let bytes = glass_io::open::read_beneath(run_dir, &path, glass_io::open::MAX_RECORD_BYTES)?;
     parse_result(&bytes, &path.display().to_string())
 }
 

@@ -56,10 +56,14 @@ pub fn read(path: &Path) -> Result<String, EvalError> {
                     "no such bundled task file",
                 ),
             }),
-        None => std::fs::read_to_string(path).map_err(|e| EvalError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        }),
+        // A regular file only: a FIFO or device named as a task is refused, not read.
+        None => glass_io::open::open_regular(path)
+            .and_then(|f| f.read_all(glass_io::open::MAX_RECORD_BYTES))
+            .map_err(EvalError::from)
+            .and_then(|b| {
+                String::from_utf8(b)
+                    .map_err(|_| EvalError::Invalid(format!("{}: not UTF-8", path.display())))
+            }),
     }
 }
 

@@ -7,7 +7,9 @@
 //! The property: each call returns a value or an error — never a panic, an abort, an
 //! unbounded allocation or a hang. Results are deliberately ignored.
 
+pub mod http;
 pub mod mutate;
+pub mod readers;
 pub mod reseal;
 
 use std::path::{Path, PathBuf};
@@ -138,6 +140,84 @@ pub const TARGETS: &[Target] = &[
         ],
         run: |s, b| task_yaml(s, b),
     },
+    Target {
+        name: "index_manifest",
+        kind: Kind::Json,
+        seeds: &["crates/glass-fuzz/corpus/run/index/manifest.json"],
+        run: |s, b| readers::index_file(s, "manifest.json", b),
+    },
+    Target {
+        name: "index_suffix_array",
+        kind: Kind::Bytes,
+        seeds: &["crates/glass-fuzz/corpus/run/index/chunk-00000.sa"],
+        run: |s, b| readers::index_file(s, "chunk-00000.sa", b),
+    },
+    Target {
+        name: "release_manifest",
+        kind: Kind::Json,
+        seeds: &["crates/glass-fuzz/corpus/release/manifest.json"],
+        run: |_, b| readers::release_file("manifest.json", b),
+    },
+    Target {
+        name: "release_rows",
+        kind: Kind::Text,
+        seeds: &["crates/glass-fuzz/corpus/release/data/train_000.jsonl"],
+        run: |_, b| readers::release_file("data/train_000.jsonl", b),
+    },
+    Target {
+        name: "llm360_rows",
+        kind: Kind::Text,
+        seeds: &["crates/glass-cli/tests/fixtures/llm360-mini/data/train_000.jsonl"],
+        run: |_, b| readers::llm360_rows(b),
+    },
+    Target {
+        name: "eval_jsonl",
+        kind: Kind::Text,
+        seeds: &["crates/glass-fuzz/corpus/task/docs.jsonl"],
+        run: |_, b| readers::eval_rows("test.jsonl", b),
+    },
+    Target {
+        name: "eval_parquet",
+        kind: Kind::Bytes,
+        seeds: &["crates/glass-eval/tests/fixtures/hub/cais/mmlu/anatomy/test-00000-of-00001.parquet"],
+        run: |_, b| readers::eval_rows("test-00000-of-00001.parquet", b),
+    },
+    Target {
+        name: "eval_arrow",
+        kind: Kind::Bytes,
+        seeds: &["crates/glass-eval/tests/fixtures/hf_cache/truthfulqa___truthful_qa/multiple_choice/0.0.0/fixture/truthful_qa-validation.arrow"],
+        run: |_, b| readers::eval_rows("truthful_qa-validation.arrow", b),
+    },
+    Target {
+        name: "tokenizer_json",
+        kind: Kind::Json,
+        seeds: &["crates/glass-fuzz/corpus/run/data/tokenizer.json"],
+        run: readers::tokenizer,
+    },
+    Target {
+        name: "optimizer_safetensors",
+        kind: Kind::Bytes,
+        seeds: &[
+            "crates/glass-fuzz/corpus/run/checkpoints/ckpt-0001-step-00000002/optimizer.safetensors",
+        ],
+        run: readers::optimizer,
+    },
+    Target {
+        name: "metrics_sqlite",
+        kind: Kind::Bytes,
+        seeds: &["crates/glass-fuzz/corpus/metrics.sqlite"],
+        run: readers::metrics,
+    },
+    Target {
+        name: "http_request",
+        kind: Kind::Text,
+        seeds: &[
+            "crates/glass-fuzz/corpus/http/series.txt",
+            "crates/glass-fuzz/corpus/http/trace.txt",
+            "crates/glass-fuzz/corpus/http/data.txt",
+        ],
+        run: |_, b| http::request(b),
+    },
 ];
 
 /// A scratch copy of the seed run in which one file at a time is replaced.
@@ -162,7 +242,7 @@ impl Scratch {
         }
     }
 
-    fn restore(&self, rel: &str) {
+    pub(crate) fn restore(&self, rel: &str) {
         let _ = std::fs::remove_dir_all(self.run.join(rel));
         let _ = std::fs::remove_file(self.run.join(rel));
         let from = self.pristine.join(rel);
@@ -209,7 +289,7 @@ pub fn workspace() -> PathBuf {
         .expect("workspace")
 }
 
-fn copy_dir(src: &Path, dst: &Path) {
+pub(crate) fn copy_dir(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).expect("mkdir");
     for e in std::fs::read_dir(src).expect("read_dir") {
         let e = e.expect("entry");
@@ -224,7 +304,7 @@ fn copy_dir(src: &Path, dst: &Path) {
 
 /// Every reader of prepared data: open, every step's batch and segments, validation
 /// rows, `data show` for the first steps, stats, verify, the tokenizer.
-fn read_data(run: &Path) {
+pub(crate) fn read_data(run: &Path) {
     if let Ok(d) = glass_data::PreparedData::open(run) {
         let mut rows = Vec::new();
         for step in 0..d.n_steps().min(8) {
@@ -243,7 +323,7 @@ fn read_data(run: &Path) {
 }
 
 /// Every reader of checkpoints: verify, info, every loader's checks, weights.
-fn read_run(run: &Path) {
+pub(crate) fn read_run(run: &Path) {
     let _ = glass_run::verify_run(run);
     let _ = glass_run::info(run);
     let _ = glass_run::load_model(run, None);

@@ -72,6 +72,15 @@ pub fn data(data: &Path) {
     }
     let mp = data.join("manifest.json");
     let Some(mut m) = read(&mp) else { return };
+    // The tokenizer's own pin.
+    if let Some(t) = m.get_mut("tokenizer").filter(|t| t.is_object()) {
+        if let Some((s, n)) = sha(&data.join("tokenizer.json")) {
+            set(t, "sha256", s);
+            if t.get("bytes").is_some() {
+                set(t, "bytes", n);
+            }
+        }
+    }
     if let Some(list) = m.get_mut("files").and_then(|f| f.as_array_mut()) {
         for f in list {
             let Some(rel) = f.get("path").and_then(|p| p.as_str()) else {
@@ -138,5 +147,46 @@ pub fn run(run: &Path) {
         }
         set(c, "files", Value::Array(new_files));
     }
+    write(&mp, &m);
+}
+
+/// Every `{path, sha256, bytes}` object in `v` whose path stays inside `root`: re-hashed.
+fn reseal_refs(v: &mut Value, root: &Path) {
+    match v {
+        Value::Object(o) => {
+            let path = o.get("path").and_then(|p| p.as_str()).map(str::to_string);
+            if let (Some(rel), true) = (path, o.contains_key("sha256")) {
+                if inside(&rel) {
+                    if let Some((s, n)) = sha(&root.join(&rel)) {
+                        o.insert("sha256".into(), s.into());
+                        if o.contains_key("bytes") {
+                            o.insert("bytes".into(), n.into());
+                        }
+                    }
+                }
+            }
+            for x in o.values_mut() {
+                reseal_refs(x, root);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| reseal_refs(x, root)),
+        _ => {}
+    }
+}
+
+/// `RUN/index`: every file reference in the index manifest (paths relative to the run).
+pub fn index(index_dir: &Path) {
+    let mp = index_dir.join("manifest.json");
+    let Some(mut m) = read(&mp) else { return };
+    let run = index_dir.parent().expect("index dir has a parent");
+    reseal_refs(&mut m, run);
+    write(&mp, &m);
+}
+
+/// A release: every file reference in its manifest (paths relative to the release).
+pub fn release(out: &Path) {
+    let mp = out.join("manifest.json");
+    let Some(mut m) = read(&mp) else { return };
+    reseal_refs(&mut m, out);
     write(&mp, &m);
 }

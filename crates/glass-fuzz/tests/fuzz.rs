@@ -1,5 +1,8 @@
 //! Property: for every target, any mutation of a real seed file gives a value or an
-//! error — never a panic, an allocation beyond 1 GiB, or more than 10 s.
+//! error — never a panic, an allocation beyond 1 GiB, more than 4 GiB allocated at once
+//! in all, or more than 10 s. A watchdog thread enforces the time bound while the call
+//! runs: a hang aborts the process (naming the target and where its input was saved)
+//! instead of stalling CI.
 //!
 //! Why proptest on stable rather than cargo-fuzz: the targets run Glass's real readers
 //! end to end (files in a run directory, hashes re-sealed), which link tokenizers,
@@ -17,52 +20,103 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use glass_fuzz::{mutate, workspace, Scratch, Target, TARGETS};
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 
-/// Refuses any single allocation over 1 GiB: the process aborts with "memory allocation
-/// of N bytes failed", which fails the run. Seeds are kilobytes; nothing legitimate
-/// needs that much.
+/// Refuses any single allocation over 1 GiB, and any allocation that would take the
+/// bytes allocated at once (by the whole process) past 4 GiB: the process aborts with
+/// "memory allocation of N bytes failed", which fails the run. Seeds are kilobytes;
+/// nothing legitimate needs that much, and many small allocations that add up to an
+/// unbounded total are caught as surely as one huge one.
 struct Bounded;
 
 const MAX_ALLOC: usize = 1 << 30;
+const MAX_LIVE: usize = 4 << 30;
+
+/// Bytes currently allocated through [`Bounded`].
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Reserves `n` more live bytes, or says no (nothing reserved) past the bounds.
+fn reserve(n: usize) -> bool {
+    if n > MAX_ALLOC {
+        return false;
+    }
+    let before = LIVE.fetch_add(n, Ordering::Relaxed);
+    if before + n > MAX_LIVE {
+        LIVE.fetch_sub(n, Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
+fn release(n: usize) {
+    LIVE.fetch_sub(n, Ordering::Relaxed);
+}
 
 // SAFETY: forwards to the system allocator unchanged, except that it reports failure
-// (null) for oversized requests, which the GlobalAlloc contract allows.
+// (null) for requests past the bounds, which the GlobalAlloc contract allows; the live
+// count is only bookkeeping (released exactly what was reserved, also on failure).
 unsafe impl GlobalAlloc for Bounded {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if l.size() > MAX_ALLOC {
+        if !reserve(l.size()) {
             return std::ptr::null_mut();
         }
         // SAFETY: same layout contract as our caller's.
-        unsafe { System.alloc(l) }
+        let p = unsafe { System.alloc(l) };
+        if p.is_null() {
+            release(l.size());
+        }
+        p
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         // SAFETY: `p` came from System.alloc with `l`.
-        unsafe { System.dealloc(p, l) }
+        unsafe { System.dealloc(p, l) };
+        release(l.size());
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        if l.size() > MAX_ALLOC {
+        if !reserve(l.size()) {
             return std::ptr::null_mut();
         }
         // SAFETY: as for alloc.
-        unsafe { System.alloc_zeroed(l) }
+        let p = unsafe { System.alloc_zeroed(l) };
+        if p.is_null() {
+            release(l.size());
+        }
+        p
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        if new > MAX_ALLOC {
+        let old = l.size();
+        if new > old && !reserve(new - old) {
             return std::ptr::null_mut();
         }
         // SAFETY: `p` came from System with `l`; `new` is nonzero per the contract.
-        unsafe { System.realloc(p, l, new) }
+        let q = unsafe { System.realloc(p, l, new) };
+        if q.is_null() {
+            if new > old {
+                release(new - old);
+            }
+        } else if new < old {
+            release(old - new);
+        }
+        q
     }
 }
 
 #[global_allocator]
 static ALLOC: Bounded = Bounded;
 
-const MAX_TIME: Duration = Duration::from_secs(10);
+/// Time one input may take (`GLASS_FUZZ_MAX_SECONDS`, default 10).
+fn max_time() -> Duration {
+    let s = std::env::var("GLASS_FUZZ_MAX_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    Duration::from_secs(s)
+}
 
 fn cases() -> u32 {
     std::env::var("GLASS_FUZZ_CASES")
@@ -75,15 +129,33 @@ fn target(name: &str) -> &'static Target {
     TARGETS.iter().find(|t| t.name == name).expect("target")
 }
 
-/// Runs one input, checking the time bound; the input is saved first (see above).
+/// Runs one input under the time bound; the input is saved first (see above). A
+/// watchdog thread waits for the call to finish; if it does not within twice the bound
+/// (a hang: the call would never return to be timed), it aborts the process, naming the
+/// target and the saved input.
 fn run_one(t: &Target, scratch: &Scratch, input: &[u8]) {
     let cur = workspace().join("target/fuzz-current");
     let _ = std::fs::create_dir_all(&cur);
-    let _ = std::fs::write(cur.join(t.name), input);
+    let saved = cur.join(t.name);
+    let _ = std::fs::write(&saved, input);
+    let (done, wait) = mpsc::channel::<()>();
+    let name = t.name;
+    let watchdog = std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(2 * max_time()) {
+            eprintln!(
+                "fuzz {name}: an input has run for more than {:?} (a hang); it is saved at {}",
+                2 * max_time(),
+                saved.display()
+            );
+            std::process::abort();
+        }
+    });
     let t0 = Instant::now();
     (t.run)(scratch, input);
     let dt = t0.elapsed();
-    assert!(dt < MAX_TIME, "{}: one input took {dt:?}", t.name);
+    let _ = done.send(());
+    let _ = watchdog.join();
+    assert!(dt < max_time(), "{}: one input took {dt:?}", t.name);
 }
 
 fn fuzz(name: &str) {
@@ -167,6 +239,18 @@ targets!(
     pickle,
     hf_config,
     task_yaml,
+    index_manifest,
+    index_suffix_array,
+    release_manifest,
+    release_rows,
+    llm360_rows,
+    eval_jsonl,
+    eval_parquet,
+    eval_arrow,
+    tokenizer_json,
+    optimizer_safetensors,
+    metrics_sqlite,
+    http_request,
 );
 
 /// Inputs that once crashed a target, kept as `regressions/<target>-<n>.bin`.
@@ -188,4 +272,47 @@ fn regressions_stay_fixed() {
         n += 1;
     }
     eprintln!("{n} regression inputs replayed");
+}
+
+/// Not a target: an input that never returns, run only when the watchdog test below
+/// starts this binary with `GLASS_FUZZ_HANG_PROBE=1`.
+#[test]
+fn hang_probe() {
+    if std::env::var_os("GLASS_FUZZ_HANG_PROBE").is_none() {
+        return;
+    }
+    let hang = Target {
+        name: "hang_probe",
+        kind: glass_fuzz::mutate::Kind::Bytes,
+        seeds: &[],
+        run: |_, _| loop {
+            std::thread::sleep(Duration::from_secs(1));
+        },
+    };
+    run_one(&hang, &Scratch::new(), b"x");
+}
+
+/// A hang is caught while it runs: the watchdog aborts the process and names it.
+#[test]
+fn the_watchdog_aborts_a_hanging_input() {
+    let t0 = Instant::now();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "hang_probe",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("GLASS_FUZZ_HANG_PROBE", "1")
+        .env("GLASS_FUZZ_MAX_SECONDS", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a hanging input passed: {err}");
+    assert!(
+        err.contains("fuzz hang_probe") && err.contains("a hang"),
+        "{err}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
 }

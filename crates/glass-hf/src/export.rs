@@ -352,9 +352,12 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
             HfError::Refused(format!("checkpoint {} lists no state.json", entry.index))
         })?;
     let state_path = run_dir.join(&state_file.path);
-    let state: CheckpointState =
-        serde_json::from_slice(&std::fs::read(&state_path).map_err(io(&state_path))?)
-            .map_err(|e| file_err(&state_path, e.to_string()))?;
+    let state: CheckpointState = serde_json::from_slice(&glass_io::open::read_beneath(
+        run_dir,
+        &state_path,
+        state_file.bytes,
+    )?)
+    .map_err(|e| file_err(&state_path, e.to_string()))?;
     let config_now = glass_io::atomic::sha256_hex(cfg.text.as_bytes());
     let mut warnings = Vec::new();
     if config_now != state.config_sha256 {
@@ -408,7 +411,8 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
         (files, k)
     };
     let weight_names: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
-    let tok_bytes = std::fs::read(&tok_path).map_err(io(&tok_path))?;
+    let tok_bytes = glass_io::open::open_regular(&tok_path)
+        .and_then(|f| f.read_all(glass_io::open::MAX_RECORD_BYTES))?;
     let token = |id: Option<u32>| id.and_then(|i| tok.hf().id_to_token(i));
     let small = [
         ("config.json", json_bytes(&config_json)),

@@ -75,12 +75,15 @@ pub fn specials(
 ) -> Result<Specials> {
     let tc_path = src.join("tokenizer_config.json");
     let tc: Value = if tc_path.exists() {
-        serde_json::from_slice(&std::fs::read(&tc_path).map_err(io(&tc_path))?)
-            .map_err(|e| file_err(&tc_path, format!("not valid JSON: {e}")))?
+        serde_json::from_slice(
+            &glass_io::open::open_regular(&tc_path)
+                .and_then(|f| f.read_all(glass_io::open::MAX_RECORD_BYTES))?,
+        )
+        .map_err(|e| file_err(&tc_path, format!("not valid JSON: {e}")))?
     } else {
         Value::Null
     };
-    let hf = tokenizers::Tokenizer::from_bytes(tok_json)
+    let hf = glass_data::tokenizer::parse_tokenizer_json(tok_json)
         .map_err(|e| file_err(src.join("tokenizer.json"), e.to_string()))?;
     let by_id = |id: Option<u32>| id.and_then(|i| hf.id_to_token(i));
     let eos = token_string(tc.get("eos_token"))
@@ -256,8 +259,11 @@ pub fn load_folder(
     if !src.is_dir() {
         return Err(file_err(src, "is not a directory"));
     }
-    let v: Value = serde_json::from_slice(&std::fs::read(&cp).map_err(io(&cp))?)
-        .map_err(|e| file_err(&cp, format!("not valid JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(
+        &glass_io::open::open_regular(&cp)
+            .and_then(|f| f.read_all(glass_io::open::MAX_RECORD_BYTES))?,
+    )
+    .map_err(|e| file_err(&cp, format!("not valid JSON: {e}")))?;
     let info = from_hf(&v, &cp)?;
     let cfg = info.cfg.clone().expect("mapped");
     let files = discover(src)?;
@@ -277,12 +283,14 @@ pub fn import(src: &Path, run_dir: &Path) -> Result<ImportReport> {
         ));
     }
     let tp = src.join("tokenizer.json");
-    let tok_json = std::fs::read(&tp).map_err(|e| {
-        file_err(
-            &tp,
-            format!("{e}; glass needs the fast tokenizer file (in Python: AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR) writes it)"),
-        )
-    })?;
+    let tok_json = glass_io::open::open_regular(&tp)
+        .and_then(|f| f.read_all(glass_io::open::MAX_RECORD_BYTES))
+        .map_err(|e| {
+            file_err(
+                &tp,
+                format!("{}; glass needs the fast tokenizer file (in Python: AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR) writes it)", e.source),
+            )
+        })?;
     let (model, stats, info, files) = load_folder(src)?;
     let cfg = model.cfg.clone();
     let sp = specials(src, &tok_json, info.bos_token_id, info.eos_token_id)?;

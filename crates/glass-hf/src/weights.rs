@@ -7,14 +7,13 @@
 //! peak memory is the model plus one mapped shard.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use glass_engine::Model;
 use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::error::{file_err, io, tensor_err, Result};
+use crate::error::{file_err, tensor_err, Result};
 
 /// Element type of a source tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,9 +220,11 @@ pub fn discover(dir: &Path) -> Result<WeightFiles> {
     ] {
         let ip = dir.join(index);
         if ip.exists() {
-            let v: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&ip).map_err(io(&ip))?)
-                    .map_err(|e| file_err(&ip, format!("not valid JSON: {e}")))?;
+            let v: serde_json::Value = serde_json::from_slice(
+                &glass_io::open::open_regular(&ip)
+                    .and_then(|f| f.read_all(glass_io::open::MAX_RECORD_BYTES))?,
+            )
+            .map_err(|e| file_err(&ip, format!("not valid JSON: {e}")))?;
             let wm = v
                 .get("weight_map")
                 .and_then(|w| w.as_object())
@@ -306,10 +307,11 @@ pub fn check_shapes(files: &WeightFiles, cfg: &glass_engine::ModelConfig) -> Res
         .map(|t| (t.name.as_str(), t.shape.as_slice()))
         .collect();
     for shard in &files.shards {
-        let f = File::open(shard).map_err(io(shard))?;
-        // SAFETY: read-only map, dropped at the end of this iteration; a concurrent writer
-        // could only change the values read, never memory safety of this process.
-        let map = unsafe { memmap2::Mmap::map(&f) }.map_err(io(shard))?;
+        // A regular file only (a FIFO or device is refused, not read forever), mapped
+        // read-only by the one mapping helper.
+        let map = glass_io::open::open_regular(shard)?
+            .map()?
+            .ok_or_else(|| file_err(shard, "is empty"))?;
         let tensors = match files.format {
             WeightFormat::Safetensors => read_safetensors(&map, shard)?,
             WeightFormat::PytorchBin => crate::torch_bin::read(&map, shard)?,
@@ -352,10 +354,11 @@ pub fn load_into(files: &WeightFiles, model: &mut Model) -> Result<LoadStats> {
     let mut stats = LoadStats::default();
     let mut tied_head: Option<(PathBuf, Vec<f32>)> = None;
     for shard in &files.shards {
-        let f = File::open(shard).map_err(io(shard))?;
-        // SAFETY: read-only map, dropped at the end of this iteration; a concurrent writer
-        // could only change the values read, never memory safety of this process.
-        let map = unsafe { memmap2::Mmap::map(&f) }.map_err(io(shard))?;
+        // A regular file only (a FIFO or device is refused, not read forever), mapped
+        // read-only by the one mapping helper.
+        let map = glass_io::open::open_regular(shard)?
+            .map()?
+            .ok_or_else(|| file_err(shard, "is empty"))?;
         let tensors = match files.format {
             WeightFormat::Safetensors => read_safetensors(&map, shard)?,
             WeightFormat::PytorchBin => crate::torch_bin::read(&map, shard)?,

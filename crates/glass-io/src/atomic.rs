@@ -17,6 +17,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |f| f.write_all(bytes))
 }
 
+/// [`write_atomic`] of a file beneath `root` (a run or release), refused when the file or
+/// a directory on its way there is a symbolic link ([`crate::open::check_write_beneath`]).
+pub fn write_atomic_beneath(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    crate::open::check_write_beneath(root, path)?;
+    write_atomic(path, bytes)
+}
+
 /// Like [`write_atomic`], with the content produced by `fill` writing into the temp file.
 pub fn write_atomic_with(
     path: &Path,
@@ -137,21 +144,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Hex sha256 and length of a file, streamed so memory stays bounded.
+/// Hex sha256 and length of a file, streamed so memory stays bounded. Only a regular
+/// file is read (a FIFO or device is refused without blocking), and never more than its
+/// length plus one byte ([`crate::open`]). For a file of a run, release or data
+/// directory, [`crate::open::sha256_beneath`] also keeps the path inside it.
 pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = File::open(path).at(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf).at(path)?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((hex::encode(h.finalize()), n))
+    crate::open::open_regular(path)?.sha256()
 }
 
 /// A file being written under a temp name, hashed as it is written; [`AtomicFile::commit`]
@@ -177,6 +175,14 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
+    /// [`AtomicFile::create`] of a file beneath `root` (a run or release), refused when
+    /// the file or a directory on its way there is a symbolic link
+    /// ([`crate::open::check_write_beneath`]).
+    pub fn create_beneath(root: &Path, path: &Path) -> Result<Self> {
+        crate::open::check_write_beneath(root, path)?;
+        Self::create(path)
+    }
+
     /// Starts writing `path` (its directory is created).
     pub fn create(path: &Path) -> Result<Self> {
         let dir = dir_of(path);

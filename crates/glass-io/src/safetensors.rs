@@ -36,6 +36,35 @@ pub fn write_safetensors(
     tensors: &[TensorBytes<'_>],
     meta: &HashMap<String, String>,
 ) -> Result<(String, u64)> {
+    let mut out = crate::AtomicFile::create(path)?;
+    emit(tensors, meta, &mut |b| out.write(b))?;
+    out.commit()
+}
+
+/// The (sha256, bytes) of the file [`write_safetensors`] would write, computed without
+/// writing anything (a replay compares hashes; it has nothing to keep).
+pub fn hash_safetensors(
+    tensors: &[TensorBytes<'_>],
+    meta: &HashMap<String, String>,
+) -> (String, u64) {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut n = 0u64;
+    emit(tensors, meta, &mut |b| {
+        h.update(b);
+        n += b.len() as u64;
+        Ok(())
+    })
+    .expect("hashing does not fail");
+    (hex::encode(h.finalize()), n)
+}
+
+/// Hands the bytes of the safetensors file of `tensors` to `sink`, in order.
+fn emit(
+    tensors: &[TensorBytes<'_>],
+    meta: &HashMap<String, String>,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
     let mut order: Vec<usize> = (0..tensors.len()).collect();
     order.sort_by(|&a, &b| {
         (tensors[b].dtype.cmp(&tensors[a].dtype)).then(tensors[a].name.cmp(&tensors[b].name))
@@ -55,13 +84,12 @@ pub fn write_safetensors(
     header.push('}');
     let mut header = header.into_bytes();
     header.resize(header.len().next_multiple_of(8), b' ');
-    let mut out = crate::AtomicFile::create(path)?;
-    out.write(&(header.len() as u64).to_le_bytes())?;
-    out.write(&header)?;
+    sink(&(header.len() as u64).to_le_bytes())?;
+    sink(&header)?;
     for i in order {
-        out.write(tensors[i].data)?;
+        sink(tensors[i].data)?;
     }
-    out.commit()
+    Ok(())
 }
 
 /// Compact JSON of plain data (strings, the metadata map, the crate's `TensorInfo`).
@@ -128,9 +156,10 @@ mod tests {
         let (sha, len) = write_safetensors(&ours, &tensors, &meta).unwrap();
         let theirs = dir.path().join("theirs.safetensors");
         let views: Vec<(String, Raw)> = tensors.iter().map(|t| (t.name.clone(), Raw(t))).collect();
-        ::safetensors::serialize_to_file(views, &Some(meta), &theirs).unwrap();
+        ::safetensors::serialize_to_file(views, &Some(meta.clone()), &theirs).unwrap();
         let bytes = std::fs::read(&ours).unwrap();
         assert!(bytes == std::fs::read(&theirs).unwrap());
+        assert_eq!(hash_safetensors(&tensors, &meta), (sha.clone(), len));
         assert_eq!((sha, len), (crate::sha256_hex(&bytes), bytes.len() as u64));
     }
 }

@@ -70,9 +70,11 @@ struct SegmentStream {
 }
 
 impl SegmentStream {
-    fn open(chunks_dir: &Path, h: &ChunkHeader) -> Result<Self> {
+    fn open(root: &Path, chunks_dir: &Path, h: &ChunkHeader) -> Result<Self> {
         let path = chunks_dir.join(&h.segments.file);
-        let f = File::open(&path).map_err(io(&path))?;
+        let opened = glass_io::open::open_beneath(root, &path)?;
+        opened.expect_len(h.segments.bytes)?;
+        let f = opened.into_file();
         Ok(Self {
             r: BufReader::with_capacity(1 << 20, f),
             left: h.n_segments,
@@ -124,10 +126,11 @@ pub(crate) fn write_chunk(
     seg_rel: &str,
     views: &mut [Option<SourceView>],
 ) -> Result<[ReleaseFile; 2]> {
-    let chunks_dir = data.manifest().chunk_dir(
-        run_dir,
-        &glass_data::chunk::chunk_stem(h.chunk.unwrap_or(0)),
-    );
+    let stem = glass_data::chunk::chunk_stem(h.chunk.unwrap_or(0));
+    let chunks_dir = data.manifest().chunk_dir(run_dir, &stem);
+    let root = data
+        .manifest()
+        .root_of(run_dir, &format!("chunks/{stem}.json"));
     let names: Vec<String> = data
         .manifest()
         .config
@@ -137,16 +140,16 @@ pub(crate) fn write_chunk(
         .collect();
     let b = data.rows_per_step() as u64;
     let row_len = h.row_len;
-    let mut rows_file = AtomicFile::create(&crate::layout::join(out, rows_rel))?;
-    let mut seg_file = AtomicFile::create(&crate::layout::join(out, seg_rel))?;
-    let mut segs = SegmentStream::open(&chunks_dir, h)?;
+    let mut rows_file = AtomicFile::create_beneath(out, &crate::layout::join(out, rows_rel))?;
+    let mut seg_file = AtomicFile::create_beneath(out, &crate::layout::join(out, seg_rel))?;
+    let mut segs = SegmentStream::open(&root, &chunks_dir, h)?;
     let mut ids = Vec::new();
     let mut row_segs = Vec::new();
     let mut first = 0u64;
     while first < h.n_rows {
         let n = BLOCK_ROWS.min(h.n_rows - first);
         ids.clear(); // read_rows appends
-        read_rows(&chunks_dir, h, first, n, &mut ids)?;
+        read_rows(&root, &chunks_dir, h, first, n, &mut ids)?;
         // Segments are read sequentially; rows are formatted in parallel.
         let mut block_segs: Vec<Vec<Segment>> = Vec::with_capacity(n as usize);
         for r in first..first + n {

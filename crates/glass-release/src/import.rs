@@ -16,7 +16,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glass_io::atomic::{sha256_file, sync_dir};
+use glass_io::atomic::sync_dir;
 use glass_run::checkpoint::{CheckpointState, MODEL_FILE, STATE_FILE};
 use glass_run::metrics::CheckpointRow;
 use glass_run::{Metrics, RunManifest};
@@ -101,13 +101,24 @@ pub fn import_release(
     for n in RUN_FILES {
         let src = join(out, &format!("glass/run/{n}"));
         if *n != "manifest.json" && src.exists() {
-            copy_hashed(&src, &dir.join(n))?;
+            copy_hashed(out, &src, &dir.join(n))?;
         }
     }
     let rm_path = join(out, "glass/run/manifest.json");
-    let mut rm: RunManifest =
-        serde_json::from_slice(&std::fs::read(&rm_path).map_err(io(&rm_path))?)
-            .map_err(|e| file_err(&rm_path, e.to_string()))?;
+    let mut rm: RunManifest = serde_json::from_slice(&glass_io::open::read_beneath(
+        out,
+        &rm_path,
+        glass_io::open::MAX_RECORD_BYTES,
+    )?)
+    .map_err(|e| file_err(&rm_path, e.to_string()))?;
+    // Every checkpoint file the run records name is restored at that path: none may leave
+    // the run being created.
+    if let Some(p) = glass_run::integrity::manifest_problems(&rm)
+        .into_iter()
+        .next()
+    {
+        return Err(file_err(&rm_path, p.problem));
+    }
     rm.checkpoints.truncate(m.checkpoints.len());
     let cfg = glass_run::RunConfig::load(dir)?;
 
@@ -144,7 +155,7 @@ pub fn import_release(
                 converted += 1;
                 glass_run::checkpoint::write_model_file(&dst, &model)?.0
             } else {
-                copy_hashed(&state_dir.join(base), &dst)?.0
+                copy_hashed(out, &state_dir.join(base), &dst)?.0
             };
             if sha != f.sha256 {
                 return Err(file_err(
@@ -164,9 +175,12 @@ pub fn import_release(
                 .find(|f| f.path.ends_with(STATE_FILE))
                 .map_or(String::new(), |f| f.path.clone()),
         );
-        let st: CheckpointState =
-            serde_json::from_slice(&std::fs::read(&state_path).map_err(io(&state_path))?)
-                .map_err(|e| file_err(&state_path, e.to_string()))?;
+        let st: CheckpointState = serde_json::from_slice(&glass_io::open::read_beneath(
+            dir,
+            &state_path,
+            glass_io::open::MAX_RECORD_BYTES,
+        )?)
+        .map_err(|e| file_err(&state_path, e.to_string()))?;
         rows_meta.push(CheckpointRow {
             checkpoint: c.index,
             step: c.step,
@@ -191,7 +205,8 @@ pub fn import_release(
             run_dir.display()
         ))
     })?;
-    let (data_sha, _) = sha256_file(&dir.join("data").join("manifest.json"))?;
+    let (data_sha, _) =
+        glass_io::open::sha256_beneath(dir, &dir.join("data").join("manifest.json"), None)?;
     if data_sha != m.data_manifest_sha256 {
         return Err(ReleaseError::Invalid(format!(
             "the rebuilt data manifest has sha256 {data_sha}, the release pins {} (glass/data-manifest.json): the sources differ from those the run trained on; restore them",
@@ -244,16 +259,19 @@ fn compare_rows(out: &Path, run_dir: &Path, m: &ReleaseManifest) -> Result<u64> 
     let mut n = 0u64;
     let mut ids = Vec::new();
     for c in &m.chunks {
-        let h =
-            glass_data::chunk::read_header(&chunks_dir, &glass_data::chunk::chunk_stem(c.chunk))?;
+        let h = glass_data::chunk::read_header(
+            run_dir,
+            &chunks_dir,
+            &glass_data::chunk::chunk_stem(c.chunk),
+        )?;
         let p = join(out, &c.file);
-        let f = std::fs::File::open(&p).map_err(io(&p))?;
+        let f = glass_io::open::open_beneath(out, &p)?.into_file();
         let mut lines = std::io::BufReader::with_capacity(1 << 20, f).lines();
         let mut r = 0u64;
         while r < h.n_rows {
             let k = crate::data::BLOCK_ROWS.min(h.n_rows - r);
             ids.clear(); // read_rows appends
-            glass_data::chunk::read_rows(&chunks_dir, &h, r, k, &mut ids)?;
+            glass_data::chunk::read_rows(run_dir, &chunks_dir, &h, r, k, &mut ids)?;
             for j in 0..k {
                 let line = lines
                     .next()

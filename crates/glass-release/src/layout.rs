@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{file_err, io, Result};
+use crate::error::{file_err, Result};
 
 /// Format tag of a release manifest.
 pub const RELEASE_FORMAT: &str = "glass-release-v1";
@@ -132,7 +132,7 @@ impl ReleaseManifest {
     /// Reads `OUT/manifest.json`, refusing anything that is not a Glass release.
     pub fn load(out: &Path) -> Result<Self> {
         let p = out.join(MANIFEST);
-        let b = std::fs::read(&p).map_err(io(&p))?;
+        let b = glass_io::open::read_beneath(out, &p, glass_io::open::MAX_RECORD_BYTES)?;
         let v: serde_json::Value =
             serde_json::from_slice(&b).map_err(|e| file_err(&p, format!("not valid JSON: {e}")))?;
         if v.get("format").and_then(|f| f.as_str()) != Some(RELEASE_FORMAT) {
@@ -148,7 +148,7 @@ impl ReleaseManifest {
 /// True when `dir` holds a Glass release (a `manifest.json` with the release format tag),
 /// as opposed to a run.
 pub fn is_release(dir: &Path) -> bool {
-    std::fs::read(dir.join(MANIFEST))
+    glass_io::open::read_beneath(dir, &dir.join(MANIFEST), glass_io::open::MAX_RECORD_BYTES)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .is_some_and(|v| v.get("format").and_then(|f| f.as_str()) == Some(RELEASE_FORMAT))

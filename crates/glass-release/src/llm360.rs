@@ -158,12 +158,16 @@ pub fn import_llm360(
                 )
             })?,
     };
-    let tok_json = std::fs::read(&tok_path).map_err(io(&tok_path))?;
+    let tok_json = glass_io::open::open_regular(&tok_path)
+        .and_then(|f| f.read_all(glass_io::open::MAX_RECORD_BYTES))?;
     let tok_folder = tok_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     // config.json only: the weights are read once, in the checkpoint loop below.
     let cp = ckpt_of[0].join("config.json");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cp).map_err(io(&cp))?)
-        .map_err(|e| file_err(&cp, format!("not valid JSON: {e}")))?;
+    let v: serde_json::Value = serde_json::from_slice(
+        &glass_io::open::open_regular(&cp)
+            .and_then(|f| f.read_all(glass_io::open::MAX_RECORD_BYTES))?,
+    )
+    .map_err(|e| file_err(&cp, format!("not valid JSON: {e}")))?;
     let info = glass_hf::hf_config::from_hf(&v, &cp)?;
     let model_cfg = info.cfg.clone().expect("mapped");
     let sp =

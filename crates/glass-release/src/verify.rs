@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use glass_io::atomic::sha256_file;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -17,7 +16,8 @@ use crate::layout::{join, ReleaseManifest, GLASS_STATE_DIR, MANIFEST};
 pub struct ReleaseProblem {
     /// Path relative to the release.
     pub path: String,
-    /// `changed`, `missing`, `extra` or `inconsistent`.
+    /// `changed`, `missing`, `extra`, `inconsistent`, or `refused` (a listed path that
+    /// leaves the release, or a link or special file where a file belongs: never read).
     pub kind: String,
     /// Details.
     pub detail: String,
@@ -43,10 +43,14 @@ impl ReleaseVerifyReport {
     }
 }
 
+/// Every entry of the release that is not a directory, as `/`-separated relative paths.
+/// Links are listed, never followed (a linked directory is one entry), so the walk stays
+/// inside the release and ends.
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
     for e in std::fs::read_dir(dir).map_err(io(dir))? {
         let e = e.map_err(io(dir))?;
         let p = e.path();
+        // `file_type` does not follow a link.
         if e.file_type().map_err(io(&p))?.is_dir() {
             walk(root, &p, out)?;
         } else {
@@ -65,24 +69,59 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
 /// Verifies the release in `out`.
 pub fn verify_release(out: &Path) -> Result<ReleaseVerifyReport> {
     let m = ReleaseManifest::load(out)?;
+    // Each listed file is read only if its path stays inside the release and it is a
+    // regular file there (no link followed) of the listed length: a link to
+    // `/etc/passwd`, a FIFO or `/dev/zero` is named, never hashed.
     let mut problems: Vec<ReleaseProblem> = m
         .files
         .par_iter()
-        .filter_map(|f| match sha256_file(&join(out, &f.path)) {
-            Ok((sha, n)) if sha == f.sha256 && n == f.bytes => None,
-            Ok((sha, n)) => Some(ReleaseProblem {
-                path: f.path.clone(),
-                kind: "changed".into(),
-                detail: format!(
+        .filter_map(|f| {
+            if !glass_io::paths::is_inside(&f.path) {
+                return Some(ReleaseProblem {
+                    path: f.path.clone(),
+                    kind: "refused".into(),
+                    detail: "manifest.json lists a path outside the release (absolute or with `..`); not read".into(),
+                });
+            }
+            let opened = match glass_io::open::open_beneath(out, &join(out, &f.path)) {
+                Ok(o) => o,
+                Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => {
+                    return Some(ReleaseProblem {
+                        path: f.path.clone(),
+                        kind: "missing".into(),
+                        detail: e.to_string(),
+                    })
+                }
+                Err(e) => {
+                    return Some(ReleaseProblem {
+                        path: f.path.clone(),
+                        kind: "refused".into(),
+                        detail: e.source.to_string(),
+                    })
+                }
+            };
+            let changed = |detail: String| {
+                Some(ReleaseProblem {
+                    path: f.path.clone(),
+                    kind: "changed".into(),
+                    detail,
+                })
+            };
+            if opened.len() != f.bytes {
+                return changed(format!(
+                    "{} bytes, manifest.json has {} bytes; not hashed",
+                    opened.len(),
+                    f.bytes
+                ));
+            }
+            match opened.sha256() {
+                Ok((sha, _)) if sha == f.sha256 => None,
+                Ok((sha, n)) => changed(format!(
                     "sha256 {sha} ({n} bytes), manifest.json has {} ({} bytes)",
                     f.sha256, f.bytes
-                ),
-            }),
-            Err(e) => Some(ReleaseProblem {
-                path: f.path.clone(),
-                kind: "missing".into(),
-                detail: e.to_string(),
-            }),
+                )),
+                Err(e) => changed(e.source.to_string()),
+            }
         })
         .collect();
     let listed: BTreeSet<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
@@ -123,7 +162,7 @@ pub fn verify_release(out: &Path) -> Result<ReleaseVerifyReport> {
     problems.extend(consistency(out, &m));
     problems.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(ReleaseVerifyReport {
-        manifest_sha256: sha256_file(&out.join(MANIFEST))?.0,
+        manifest_sha256: glass_io::open::sha256_beneath(out, &out.join(MANIFEST), None)?.0,
         files: m.files.len(),
         bytes: m.files.iter().map(|f| f.bytes).sum(),
         problems,
@@ -159,7 +198,10 @@ fn consistency(out: &Path, m: &ReleaseManifest) -> Vec<ReleaseProblem> {
             m.config_sha256
         ));
     }
-    let run: Option<glass_run::RunManifest> = std::fs::read(out.join("glass/run/manifest.json"))
+    let read = |rel: &str| {
+        glass_io::open::read_beneath(out, &join(out, rel), glass_io::open::MAX_RECORD_BYTES)
+    };
+    let run: Option<glass_run::RunManifest> = read("glass/run/manifest.json")
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     match run {
@@ -167,6 +209,16 @@ fn consistency(out: &Path, m: &ReleaseManifest) -> Vec<ReleaseProblem> {
         Some(r) => {
             if r.run_id != m.run_id {
                 bad(format!("run_id {} is not the run's {}", m.run_id, r.run_id));
+            }
+            // The run records name the checkpoint files `glass import release` restores:
+            // every path must stay inside the run it creates.
+            for f in r.checkpoints.iter().flat_map(|c| &c.files) {
+                if !glass_io::paths::is_inside(&f.path) {
+                    bad(format!(
+                        "glass/run/manifest.json lists `{}`, a path outside the run (absolute or with `..`)",
+                        f.path
+                    ));
+                }
             }
             for c in &m.checkpoints {
                 match r.checkpoints.iter().find(|x| x.index == c.index) {
@@ -186,7 +238,7 @@ fn consistency(out: &Path, m: &ReleaseManifest) -> Vec<ReleaseProblem> {
             }
         }
     }
-    let data: Option<glass_data::Manifest> = std::fs::read(out.join("glass/data-manifest.json"))
+    let data: Option<glass_data::Manifest> = read("glass/data-manifest.json")
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     match data {

@@ -102,10 +102,11 @@ fn dtype_name(d: ExportDtype) -> &'static str {
     }
 }
 
-/// Copies `src` to `dst` atomically and hashes what was written
-/// ([`AtomicFile::copy_from`]: the kernel copies while a second thread hashes).
-pub(crate) fn copy_hashed(src: &Path, dst: &Path) -> Result<(String, u64)> {
-    let mut f = std::fs::File::open(src).map_err(io(src))?;
+/// Copies `src` (a regular file beneath `src_root`, no link followed) to `dst`
+/// atomically and hashes what was written ([`AtomicFile::copy_from`]: the kernel copies
+/// while a second thread hashes).
+pub(crate) fn copy_hashed(src_root: &Path, src: &Path, dst: &Path) -> Result<(String, u64)> {
+    let mut f = glass_io::open::open_beneath(src_root, src)?.into_file();
     let mut out = AtomicFile::create(dst)?;
     out.copy_from(&mut f, src)?;
     Ok(out.commit()?)
@@ -117,13 +118,18 @@ fn part_path(out: &Path, part: &str) -> PathBuf {
 
 /// The files of a completed part if its record exists and every file still hashes right.
 fn completed(out: &Path, part: &str) -> Option<Vec<ReleaseFile>> {
-    let b = std::fs::read(part_path(out, part)).ok()?;
+    let b =
+        glass_io::open::read_beneath(out, &part_path(out, part), glass_io::open::MAX_RECORD_BYTES)
+            .ok()?;
     let rec: PartRecord = serde_json::from_slice(&b).ok()?;
     if rec.part != part {
         return None;
     }
     for f in &rec.files {
-        match sha256_file(&join(out, &f.path)) {
+        if !glass_io::paths::is_inside(&f.path) {
+            return None;
+        }
+        match glass_io::open::sha256_beneath(out, &join(out, &f.path), Some(f.bytes)) {
             Ok((sha, n)) if sha == f.sha256 && n == f.bytes => {}
             _ => return None,
         }
@@ -170,7 +176,7 @@ pub fn write_release(
             run_dir.display()
         )));
     }
-    let (data_sha, _) = sha256_file(&data_manifest)?;
+    let (data_sha, _) = glass_io::open::sha256_beneath(run_dir, &data_manifest, None)?;
     if !m.data_manifest_sha256.is_empty() && m.data_manifest_sha256 != data_sha {
         return Err(file_err(
             &data_manifest,
@@ -185,7 +191,8 @@ pub fn write_release(
     if ckpts.is_empty() {
         return Err(ReleaseError::Invalid("the run has no checkpoint".into()));
     }
-    let (run_manifest_sha, _) = sha256_file(&RunManifest::path(run_dir))?;
+    let (run_manifest_sha, _) =
+        glass_io::open::sha256_beneath(run_dir, &RunManifest::path(run_dir), None)?;
     let identity = Identity {
         format: RELEASE_FORMAT.into(),
         run_id: m.run_id.clone(),
@@ -195,6 +202,15 @@ pub fn write_release(
         dtype: dtype_name(opts.dtype).into(),
         with_optimizer: opts.with_optimizer,
     };
+    // A release is written into a directory of plain files and folders: a link in an
+    // unfinished release (or in the directory given) is refused before anything is
+    // written, so nothing is written through it.
+    if let Some(link) = glass_io::open::first_link_beneath(out)? {
+        return Err(file_err(
+            link,
+            "is a symbolic link (or not a regular file or directory) inside the release directory; Glass writes a release only into plain files and folders: remove it",
+        ));
+    }
     start_or_resume(out, &identity)?;
     remove_leftovers(out)?;
 
@@ -437,8 +453,10 @@ impl ChunkWriter<'_> {
             if rec.first_step + rec.n_steps > step {
                 break;
             }
-            let chunks_dir = dm.chunk_dir(self.run_dir, &glass_data::chunk::chunk_stem(rec.index));
+            let stem = glass_data::chunk::chunk_stem(rec.index);
+            let chunks_dir = dm.chunk_dir(self.run_dir, &stem);
             let h = glass_data::chunk::read_header(
+                &dm.root_of(self.run_dir, &format!("chunks/{stem}.json")),
                 &chunks_dir,
                 &glass_data::chunk::chunk_stem(rec.index),
             )?;
@@ -488,7 +506,8 @@ fn start_or_resume(out: &Path, identity: &Identity) -> Result<()> {
     if out.exists() {
         let empty = std::fs::read_dir(out).map_err(io(out))?.next().is_none();
         if !empty {
-            let b = std::fs::read(&id_path).map_err(|_| {
+            let b = glass_io::open::read_beneath(out, &id_path, glass_io::open::MAX_RECORD_BYTES)
+                .map_err(|_| {
                 file_err(
                     out,
                     "exists and is not an unfinished release; release into a new directory",
@@ -566,8 +585,14 @@ fn write_run_files(run_dir: &Path, out: &Path, data: &PreparedData) -> Result<Ve
         "glass/data-manifest.json".into(),
     ));
     let mut contents = Vec::with_capacity(sources.len());
-    for (src, rel) in &sources {
-        contents.push((join(out, rel), std::fs::read(src).map_err(io(src))?));
+    for (i, (src, rel)) in sources.iter().enumerate() {
+        // Each read beneath the run holding it (the tokenizer may be a parent's).
+        let bytes = if i == 0 {
+            data.tokenizer_json()?
+        } else {
+            glass_io::open::read_beneath(run_dir, src, glass_io::open::MAX_RECORD_BYTES)?
+        };
+        contents.push((join(out, rel), bytes));
     }
     let batch: Vec<(&Path, &[u8])> = contents
         .iter()
@@ -665,7 +690,7 @@ fn write_checkpoint(
                         ),
                     ));
                 }
-                let (sha256, bytes) = copy_hashed(&src, &staging.join(name))?;
+                let (sha256, bytes) = copy_hashed(run_dir, &src, &staging.join(name))?;
                 if sha256 != f.sha256 {
                     return Err(file_err(
                         src,

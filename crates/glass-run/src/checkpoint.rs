@@ -6,12 +6,14 @@
 //! which itself records the sha256 of the two tensor files.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use glass_io::open::FileIdentity;
 
 use glass_engine::layout::ParamLayout;
 use glass_engine::{AdamW, Model};
-use glass_io::atomic::{sha256_file, sync_dir, write_atomic};
+use glass_io::atomic::{sync_dir, write_atomic};
 use glass_io::safetensors::{write_safetensors, TensorBytes};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
@@ -90,6 +92,15 @@ fn write_tensors(
     buffers: &[(&str, &[f32])],
     meta: HashMap<String, String>,
 ) -> Result<(String, u64)> {
+    Ok(write_safetensors(
+        path,
+        &tensor_views(model, buffers),
+        &meta,
+    )?)
+}
+
+/// Named views of `buffers` (one per prefix), in layout order.
+fn tensor_views<'a>(model: &Model, buffers: &[(&str, &'a [f32])]) -> Vec<TensorBytes<'a>> {
     let mut tensors = Vec::new();
     for (prefix, buf) in buffers {
         for t in model.layout.tensors() {
@@ -101,7 +112,48 @@ fn write_tensors(
             });
         }
     }
-    Ok(write_safetensors(path, &tensors, &meta)?)
+    tensors
+}
+
+/// The one metadata key of a checkpoint file (several keys would be written in hash
+/// order, making the bytes differ from run to run; no step, so identical tensors give
+/// identical files).
+fn file_meta(kind: &str, extra: String) -> HashMap<String, String> {
+    HashMap::from([(
+        "glass".to_string(),
+        format!("{{\"kind\":\"{kind}\"{extra}}}"),
+    )])
+}
+
+/// The sha256 of each file [`write`] would write for this state (`model.safetensors`,
+/// `optimizer.safetensors`, `state.json`, whose tensor hashes are filled in here), and
+/// the checkpoint's hash, computed without writing anything: `glass verify --replay`
+/// compares them with the published ones and leaves the run untouched.
+pub fn hashes(
+    model: &Model,
+    opt: &AdamW,
+    state: &mut CheckpointState,
+) -> (Vec<(&'static str, String)>, String) {
+    let (model_sha, _) = glass_io::safetensors::hash_safetensors(
+        &tensor_views(model, &[("", &model.params)]),
+        &file_meta("model", String::new()),
+    );
+    let (opt_sha, _) = glass_io::safetensors::hash_safetensors(
+        &tensor_views(model, &[("exp_avg.", &opt.m), ("exp_avg_sq.", &opt.v)]),
+        &file_meta("optimizer", format!(",\"adamw_step\":{}", opt.step)),
+    );
+    state.model_sha256 = model_sha.clone();
+    state.optimizer_sha256 = opt_sha.clone();
+    let state_bytes = serde_json::to_vec_pretty(state).expect("state serialises");
+    let state_sha = glass_io::atomic::sha256_hex(&state_bytes);
+    (
+        vec![
+            (MODEL_FILE, model_sha),
+            (OPTIMIZER_FILE, opt_sha),
+            (STATE_FILE, state_sha.clone()),
+        ],
+        state_sha,
+    )
 }
 
 /// Where each layout tensor named `prefix + layout name` lies in the safetensors bytes
@@ -144,15 +196,15 @@ fn tensor_ranges(
         .collect()
 }
 
-/// Maps a file read-only.
-fn map_file(path: &Path) -> Result<memmap2::Mmap> {
-    let file = File::open(path).map_err(io(path))?;
-    // SAFETY: the map is read-only and no `&mut` to it exists. Glass never rewrites a
-    // checkpoint file in place (it writes a temp name and renames), so its bytes do not
-    // change while mapped; another program writing into it would only corrupt the values
-    // read, which the hash check detects, and one truncating it would stop this process
-    // with SIGBUS, as it would any reader of a mapped file.
-    unsafe { memmap2::Mmap::map(&file) }.map_err(io(path))
+/// Maps a checkpoint file read-only: a regular file beneath `run_dir` (no link followed)
+/// with the length the manifest records ([`glass_io::open`]).
+fn map_file(run_dir: &Path, path: &Path, want: u64) -> Result<memmap2::Mmap> {
+    let f = glass_io::open::open_beneath(run_dir, path)?;
+    f.expect_len(want)?;
+    f.map()?.ok_or_else(|| RunError::Checkpoint {
+        path: path.into(),
+        msg: "empty; the checkpoint is incomplete".into(),
+    })
 }
 
 /// Copies the tensors found at `ranges` of `map` ([`tensor_ranges`]) into `dst`, laid
@@ -265,17 +317,20 @@ fn copy_ranges_checked(
     Ok(())
 }
 
-/// Copies the tensors named `prefix + layout name` from a safetensors file into `dst`,
-/// checking every value against the rule given with each destination.
+/// Copies the tensors named `prefix + layout name` from a checkpoint's safetensors file
+/// (listed as `f`) into `dst`, checking every value against the rule given with each
+/// destination.
 fn read_tensors(
-    path: &Path,
+    run_dir: &Path,
+    f: &FileEntry,
     model: &Model,
     dsts: &mut [(&str, &mut [f32], ValueRule)],
 ) -> Result<()> {
-    let map = map_file(path)?;
+    let path = entry_path(run_dir, f)?;
+    let map = map_file(run_dir, &path, f.bytes)?;
     for (prefix, dst, rule) in dsts.iter_mut() {
-        let ranges = tensor_ranges(path, &map, &model.layout, prefix)?;
-        copy_ranges_checked(path, &map, &model.layout, &ranges, dst, prefix, *rule)?;
+        let ranges = tensor_ranges(&path, &map, &model.layout, prefix)?;
+        copy_ranges_checked(&path, &map, &model.layout, &ranges, dst, prefix, *rule)?;
     }
     Ok(())
 }
@@ -298,7 +353,7 @@ impl MappedWeights {
     pub fn open(run_dir: &Path, files: &[FileEntry], layout: &ParamLayout) -> Result<Self> {
         let f = model_entry(files)?;
         let path = entry_path(run_dir, f)?;
-        let map = map_file(&path)?;
+        let map = map_file(run_dir, &path, f.bytes)?;
         let mut weights = Self {
             path,
             expected_sha256: f.sha256.clone(),
@@ -416,7 +471,7 @@ pub fn write_model_file(path: &Path, model: &Model) -> Result<(String, u64)> {
         path,
         model,
         &[("", &model.params)],
-        HashMap::from([("glass".to_string(), "{\"kind\":\"model\"}".to_string())]),
+        file_meta("model", String::new()),
     )
 }
 
@@ -447,10 +502,14 @@ pub fn write(
         }
     }
     let ckpt_root = run_dir.join("checkpoints");
-    std::fs::create_dir_all(&ckpt_root).map_err(io(&ckpt_root))?;
     let name = dir_name(state.index, state.step);
     let final_dir = ckpt_root.join(&name);
     let tmp_dir = ckpt_root.join(format!(".{name}.tmp"));
+    // Never through a link: `checkpoints/` (or a leftover folder) pointing elsewhere is
+    // refused before anything is removed or written.
+    glass_io::open::check_write_beneath(run_dir, &tmp_dir)?;
+    glass_io::open::check_write_beneath(run_dir, &final_dir)?;
+    std::fs::create_dir_all(&ckpt_root).map_err(io(&ckpt_root))?;
     if tmp_dir.exists() {
         std::fs::remove_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
     }
@@ -460,18 +519,9 @@ pub fn write(
         std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
     }
     std::fs::create_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
-    // One metadata key only: safetensors writes the metadata map in hash order, so
-    // several keys would make the file bytes differ from run to run.
-    let meta = |kind: &str, extra: String| {
-        // No step either: identical tensors give identical files (and hashes).
-        HashMap::from([(
-            "glass".to_string(),
-            format!("{{\"kind\":\"{kind}\"{extra}}}"),
-        )])
-    };
     let (model_sha, model_len) = write_model_file(&tmp_dir.join(MODEL_FILE), model)?;
     crate::fault::point("after-model-write");
-    let opt_meta = meta("optimizer", format!(",\"adamw_step\":{}", opt.step));
+    let opt_meta = file_meta("optimizer", format!(",\"adamw_step\":{}", opt.step));
     let (opt_sha, opt_len) = write_tensors(
         &tmp_dir.join(OPTIMIZER_FILE),
         model,
@@ -509,10 +559,38 @@ pub fn write(
     Ok((files, state_sha))
 }
 
-/// Verifies `files` against their recorded hashes.
+/// Verifies `files` against their recorded lengths and hashes.
 pub fn verify_files(run_dir: &Path, files: &[FileEntry]) -> Result<()> {
+    verify_files_until(run_dir, files, &AtomicBool::new(false)).map(|_| ())
+}
+
+/// [`verify_files`] that stops (with an error) soon after `stop` is set: a long-lived
+/// caller (the dashboard) bounds its work by it. Returns the identities of the files as
+/// hashed, for an in-memory cache of results ([`file_identities`]).
+pub fn verify_files_until(
+    run_dir: &Path,
+    files: &[FileEntry],
+    stop: &AtomicBool,
+) -> Result<Vec<FileIdentity>> {
     use rayon::prelude::*;
-    files.par_iter().try_for_each(|f| verify_file(run_dir, f))
+    files
+        .par_iter()
+        .map(|f| verify_file(run_dir, f, stop))
+        .collect()
+}
+
+/// The identities of `files` as they are now (opened beneath the run, lengths compared
+/// with the manifest's, nothing read): equal to those [`verify_files_until`] returned
+/// means the files were not written since.
+pub fn file_identities(run_dir: &Path, files: &[FileEntry]) -> Result<Vec<FileIdentity>> {
+    files
+        .iter()
+        .map(|f| {
+            let o = glass_io::open::open_beneath(run_dir, &entry_path(run_dir, f)?)?;
+            o.expect_len(f.bytes)?;
+            Ok(o.identity())
+        })
+        .collect()
 }
 
 /// Where a manifest entry's file is, refusing paths that leave the run.
@@ -529,12 +607,18 @@ fn entry_path(run_dir: &Path, f: &FileEntry) -> Result<PathBuf> {
     Ok(run_dir.join(&f.path))
 }
 
-fn verify_file(run_dir: &Path, f: &FileEntry) -> Result<()> {
+/// Hashes one listed file: a regular file beneath the run (no link followed) whose length
+/// is the recorded one, else it is not read at all.
+fn verify_file(run_dir: &Path, f: &FileEntry, stop: &AtomicBool) -> Result<FileIdentity> {
     let p = entry_path(run_dir, f)?;
-    let (sha, _) = sha256_file(&p).map_err(|e| RunError::Checkpoint {
+    let bad = |e: glass_io::IoError| RunError::Checkpoint {
         path: p.clone(),
-        msg: format!("{e}; the checkpoint is incomplete"),
-    })?;
+        msg: format!("{}; the checkpoint is incomplete or was replaced", e.source),
+    };
+    let opened = glass_io::open::open_beneath(run_dir, &p).map_err(bad)?;
+    opened.expect_len(f.bytes).map_err(bad)?;
+    let identity = opened.identity();
+    let (sha, _) = opened.sha256_cancellable(stop).map_err(bad)?;
     if sha != f.sha256 {
         return Err(RunError::HashMismatch {
             path: p,
@@ -542,7 +626,7 @@ fn verify_file(run_dir: &Path, f: &FileEntry) -> Result<()> {
             actual: sha,
         });
     }
-    Ok(())
+    Ok(identity)
 }
 
 /// Loads a checkpoint directory into `model` and `opt` after checking every file's hash
@@ -554,17 +638,19 @@ pub fn load(
     opt: &mut AdamW,
 ) -> Result<CheckpointState> {
     verify_files(run_dir, files)?;
-    let find = |name: &str| -> Result<PathBuf> {
+    let find = |name: &str| -> Result<&FileEntry> {
         files
             .iter()
             .find(|f| f.path.ends_with(name))
-            .map(|f| run_dir.join(&f.path))
             .ok_or_else(|| RunError::Invalid(format!("manifest entry lacks {name}")))
     };
-    let state_path = find(STATE_FILE)?;
-    let state: CheckpointState = serde_json::from_slice(
-        &std::fs::read(&state_path).map_err(io(&state_path))?,
-    )
+    let state_entry = find(STATE_FILE)?;
+    let state_path = entry_path(run_dir, state_entry)?;
+    let state: CheckpointState = serde_json::from_slice(&glass_io::open::read_beneath(
+        run_dir,
+        &state_path,
+        state_entry.bytes,
+    )?)
     .map_err(|e| RunError::Checkpoint {
         path: state_path.clone(),
         msg: e.to_string(),
@@ -573,7 +659,8 @@ pub fn load(
     // hashes were rewritten to match must not train on, replay, or be republished.
     let mut params = std::mem::take(&mut model.params);
     let r = read_tensors(
-        &find(MODEL_FILE)?,
+        run_dir,
+        find(MODEL_FILE)?,
         model,
         &mut [("", &mut params, ValueRule::Finite)],
     );
@@ -581,7 +668,8 @@ pub fn load(
     r?;
     let (mut m, mut v) = (std::mem::take(&mut opt.m), std::mem::take(&mut opt.v));
     let r = read_tensors(
-        &find(OPTIMIZER_FILE)?,
+        run_dir,
+        find(OPTIMIZER_FILE)?,
         model,
         &mut [
             ("exp_avg.", &mut m, ValueRule::Finite),

@@ -182,12 +182,18 @@ impl RunConfig {
     /// Reads and validates `RUN/glass.toml`.
     pub fn load(run_dir: &Path) -> Result<Self> {
         let path = run_dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| RunError::Config {
+        let bytes = glass_io::open::read_beneath(run_dir, &path, glass_io::open::MAX_RECORD_BYTES)
+            .map_err(|e| RunError::Config {
+                path: path.clone(),
+                msg: format!(
+                    "cannot read ({}); create the run with `glass init {}`",
+                    e.source,
+                    run_dir.display()
+                ),
+            })?;
+        let text = String::from_utf8(bytes).map_err(|_| RunError::Config {
             path: path.clone(),
-            msg: format!(
-                "cannot read ({e}); create the run with `glass init {}`",
-                run_dir.display()
-            ),
+            msg: "not UTF-8".into(),
         })?;
         Self::parse(&text, &path)
     }

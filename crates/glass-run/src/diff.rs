@@ -315,7 +315,15 @@ fn sides(s: &Side, from: u32) -> Result<(Vec<DiffSide>, BTreeSet<u64>)> {
 fn config_tables(a: &Path, b: &Path) -> Result<Vec<String>> {
     let read = |dir: &Path| -> Result<toml::Table> {
         let p = crate::config::RunConfig::path(dir);
-        let text = std::fs::read_to_string(&p).map_err(crate::error::io(&p))?;
+        let text = String::from_utf8(glass_io::open::read_beneath(
+            dir,
+            &p,
+            glass_io::open::MAX_RECORD_BYTES,
+        )?)
+        .map_err(|_| RunError::Config {
+            path: p.clone(),
+            msg: "not UTF-8".into(),
+        })?;
         toml::from_str(&text).map_err(|e| RunError::Config {
             path: p,
             msg: e.to_string(),

@@ -64,7 +64,15 @@ pub fn init_branch(run_dir: &Path, parent: &Path, k: Option<u32>) -> Result<(u32
     };
     let (e, _) = crate::integrity::checked_entry(parent, &m, k)?;
     let ppath = RunConfig::path(parent);
-    let text = std::fs::read_to_string(&ppath).map_err(io(&ppath))?;
+    let text = String::from_utf8(glass_io::open::read_beneath(
+        parent,
+        &ppath,
+        glass_io::open::MAX_RECORD_BYTES,
+    )?)
+    .map_err(|_| RunError::Config {
+        path: ppath.clone(),
+        msg: "not UTF-8".into(),
+    })?;
     let (new, old) = (run_dir.display(), parent.display());
     let header = format!(
         r#"# Branch of {old} at checkpoint {k} (step {step}, sha256 {sha}).

@@ -127,10 +127,14 @@ pub fn entry_problems(
             c.index, c.sha256, sf.sha256
         ));
     }
-    let bytes = match std::fs::read(run_dir.join(&sf.path)) {
+    // Beneath the run, a regular file of the recorded length, or nothing is read.
+    let bytes = match glass_io::open::open_beneath(run_dir, &run_dir.join(&sf.path)).and_then(|f| {
+        f.expect_len(sf.bytes)?;
+        f.read_all(sf.bytes)
+    }) {
         Ok(b) => b,
         Err(e) => {
-            bad(io_problem(&e));
+            bad(io_problem(&e.source));
             return (None, out);
         }
     };
@@ -206,7 +210,7 @@ pub fn data_problem(run_dir: &Path, m: &RunManifest) -> Option<FileProblem> {
     let p = run_dir
         .join("data")
         .join(glass_data::manifest::MANIFEST_FILE);
-    let what = match glass_io::atomic::sha256_file(&p) {
+    let what = match glass_io::open::sha256_beneath(run_dir, &p, None) {
         Ok((sha, _)) if sha == m.data_manifest_sha256 => return None,
         Ok((sha, _)) => format!(
             "sha256 {sha}, but manifest.json and every checkpoint pin {}; the data was replaced after training — restore it (re-run `glass data prepare` with the original [data] table) or branch a new run",

@@ -3,11 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use glass_io::atomic::write_atomic;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::FileEntry;
-use crate::error::{io, Result, RunError};
+use crate::error::{Result, RunError};
 
 /// Run directory format version written by this build (see docs/run-format.md).
 pub const FORMAT_VERSION: u32 = 1;
@@ -119,11 +118,12 @@ impl RunManifest {
     /// Loads the manifest if the run has started.
     pub fn load(run_dir: &Path) -> Result<Option<Self>> {
         let path = Self::path(run_dir);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(&path)(e)),
-        };
+        let bytes =
+            match glass_io::open::read_beneath(run_dir, &path, glass_io::open::MAX_RECORD_BYTES) {
+                Ok(b) => b,
+                Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
         #[derive(Deserialize)]
         struct Version {
             format_version: u32,
@@ -173,7 +173,7 @@ impl RunManifest {
     /// Writes the manifest atomically.
     pub fn save(&self, run_dir: &Path) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).expect("manifest serialises");
-        write_atomic(&Self::path(run_dir), &bytes)?;
+        glass_io::atomic::write_atomic_beneath(run_dir, &Self::path(run_dir), &bytes)?;
         Ok(())
     }
 

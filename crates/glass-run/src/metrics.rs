@@ -21,6 +21,8 @@ pub const METRICS_FILE: &str = "metrics.sqlite";
 pub struct Metrics {
     conn: Connection,
     path: PathBuf,
+    /// Opened read-only with no writer present (see [`Metrics::open_read_only`]).
+    immutable: bool,
 }
 
 /// One training step's metrics.
@@ -208,6 +210,46 @@ pub fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// The write-ahead log beside the database `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push("-wal");
+    PathBuf::from(p)
+}
+
+/// `path` for an SQLite `file:` URI: bytes other than unreserved ASCII and `/`
+/// percent-encoded (`?`, `#` and `%` would otherwise end or change it).
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// SQLite opens the database and its `-wal`, `-shm` and `-journal` files by name, so
+/// they are checked before it does: none of them, nor the run's directory on the way, may
+/// be a symbolic link (or something other than a regular file), or the database would be
+/// read or written outside the run.
+fn check_not_linked(run_dir: &Path) -> Result<()> {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let p = run_dir.join(format!("{METRICS_FILE}{suffix}"));
+        glass_io::open::check_write_beneath(run_dir, &p)?;
+        if p.is_dir() {
+            return Err(RunError::Invalid(format!(
+                "{}: a directory where the metrics database's file belongs; move it aside",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Metrics {
     /// Opens (creating if needed) the run's metrics database.
     pub fn open(run_dir: &Path) -> Result<Self> {
@@ -216,6 +258,7 @@ impl Metrics {
             path: path.clone(),
             source,
         };
+        check_not_linked(run_dir)?;
         let conn = Connection::open(&path).map_err(sql)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
@@ -243,7 +286,11 @@ impl Metrics {
         // Evaluation, analysis and training may write at the same time: wait, not fail.
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(sql)?;
-        Ok(Metrics { conn, path })
+        Ok(Metrics {
+            conn,
+            path,
+            immutable: false,
+        })
     }
 
     /// [`Metrics::open_read_only`] when the database exists, `None` when the run has no
@@ -271,15 +318,34 @@ impl Metrics {
                 run_dir.display()
             )));
         }
+        check_not_linked(run_dir)?;
+        // A reader of a WAL database creates its `-shm` and `-wal` files when they are
+        // absent, and a read-only connection cannot remove them again. They are absent
+        // exactly when no writer has the database open (the last writer to close removes
+        // them), and then nothing can change under the reader but a writer starting
+        // meanwhile: the database is opened as immutable, which reads the file alone and
+        // creates nothing. With a writer present, the reader shares its files.
+        let immutable = !wal_path(&path).exists();
+        let uri = format!(
+            "file:{}?mode=ro{}",
+            uri_path(&path),
+            if immutable { "&immutable=1" } else { "" }
+        );
         let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            &uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
         )
         .map_err(sql)?;
         // A reader may meet the writer's WAL checkpoint for an instant; wait, not fail.
         conn.busy_timeout(std::time::Duration::from_secs(2))
             .map_err(sql)?;
-        let m = Metrics { conn, path };
+        let m = Metrics {
+            conn,
+            path,
+            immutable,
+        };
         if !m.has_table("steps")? {
             return Err(RunError::Invalid(format!(
                 "{}: not a Glass metrics database (it has no `steps` table); move it aside and let `glass train {}` write a new one",
@@ -288,6 +354,13 @@ impl Metrics {
             )));
         }
         Ok(m)
+    }
+
+    /// True when this read-only connection was opened with no writer present and a
+    /// writer has started since: it cannot see the writer's commits, so a long-lived
+    /// reader (the dashboard) opens the database again.
+    pub fn stale(&self) -> bool {
+        self.immutable && wal_path(&self.path).exists()
     }
 
     /// Whether the database has table `name` (older runs lack the newer tables).

@@ -14,7 +14,7 @@ use std::time::Instant;
 use glass_data::PreparedData;
 use glass_dist::{Collective, Solo};
 use glass_engine::{AdamW, Model};
-use glass_io::atomic::{sha256_file, sha256_hex};
+use glass_io::atomic::sha256_hex;
 use serde_json::json;
 
 use crate::checkpoint::{self, CheckpointState};
@@ -207,7 +207,12 @@ impl Session {
             plan.insert(0, first);
         }
         let config_sha = sha256_hex(cfg.text.as_bytes());
-        let data_sha = sha256_file(&run_dir.join("data").join("manifest.json"))?.0;
+        let data_sha = glass_io::open::sha256_beneath(
+            run_dir,
+            &run_dir.join("data").join("manifest.json"),
+            None,
+        )?
+        .0;
         let cfg_path = RunConfig::path(run_dir);
         crate::dist::require_same(
             &*comm,
@@ -452,13 +457,13 @@ pub const GUARD_SKIPS_FILE: &str = "guard-skips.json";
 
 fn load_guard_skips(run_dir: &Path) -> Result<Vec<u64>> {
     let p = run_dir.join(GUARD_SKIPS_FILE);
-    match std::fs::read(&p) {
+    match glass_io::open::read_beneath(run_dir, &p, glass_io::open::MAX_RECORD_BYTES) {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| RunError::Checkpoint {
             path: p,
             msg: e.to_string(),
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
-        Err(e) => Err(crate::error::io(&p)(e)),
+        Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -670,7 +675,8 @@ pub fn train_on(
                             .collect::<BTreeSet<_>>()
                             .into_iter()
                             .collect();
-                        glass_io::atomic::write_atomic(
+                        glass_io::atomic::write_atomic_beneath(
+                            run_dir,
                             &run_dir.join(GUARD_SKIPS_FILE),
                             &serde_json::to_vec(&all).expect("json"),
                         )?;
@@ -837,9 +843,13 @@ fn root_setup(
         None => {
             let stale = run_dir.join("checkpoints").join(checkpoint::dir_name(0, 0));
             if opts.from.is_none() && stale.exists() {
-                let st = std::fs::read(stale.join(checkpoint::STATE_FILE))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<CheckpointState>(&b).ok());
+                let st = glass_io::open::read_beneath(
+                    run_dir,
+                    &stale.join(checkpoint::STATE_FILE),
+                    glass_io::open::MAX_RECORD_BYTES,
+                )
+                .ok()
+                .and_then(|b| serde_json::from_slice::<CheckpointState>(&b).ok());
                 if st.is_some_and(|st| st.parent_checkpoint_sha256.is_some()) {
                     return Err(RunError::Invalid(format!(
                         "{}: an unpublished branch start exists; re-run the same `glass train {} --from … --checkpoint …` command",

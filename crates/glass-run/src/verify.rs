@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use glass_io::atomic::sha256_file;
+use glass_io::open::sha256_beneath;
 use serde::Serialize;
 
 use crate::checkpoint;
@@ -56,7 +56,8 @@ pub fn verify_run(run_dir: &Path) -> Result<RunVerifyReport> {
             if !glass_io::paths::is_inside(&f.path) {
                 continue; // reported by manifest_problems; never read
             }
-            match sha256_file(&run_dir.join(&f.path)) {
+            // A regular file beneath the run, of the recorded length, or it is not read.
+            match sha256_beneath(run_dir, &run_dir.join(&f.path), Some(f.bytes)) {
                 Ok((sha, len)) if sha == f.sha256 && len == f.bytes => {}
                 Ok((sha, len)) => problems.push(FileProblem {
                     path: f.path.clone(),
@@ -183,21 +184,18 @@ pub fn replay(run_dir: &Path, k: u32) -> Result<ReplayReport> {
     }
     let val = s.validate()?;
     let mut state = s.state(k, val);
-    // A private scratch directory per replay, so concurrent replays never collide.
-    let scratch = tempfile::Builder::new()
-        .prefix(".replay-")
-        .tempdir_in(run_dir)
-        .map_err(crate::error::io(run_dir))?;
-    let (files, state_sha) = checkpoint::write(scratch.path(), &s.model, &s.opt, &mut state)?;
+    // The recomputed files' hashes, computed as they would be written but without
+    // writing them: a replay leaves the run as it found it.
+    let (files, state_sha) = checkpoint::hashes(&s.model, &s.opt, &mut state);
     let name = |p: &str| p.rsplit('/').next().unwrap_or("").to_string();
     let mut compared = Vec::new();
-    for got in &files {
+    for (got_name, got_sha) in &files {
         let want = target
             .files
             .iter()
-            .find(|w| name(&w.path) == name(&got.path))
+            .find(|w| name(&w.path) == *got_name)
             .map_or(String::new(), |w| w.sha256.clone());
-        compared.push((name(&got.path), want, got.sha256.clone()));
+        compared.push((got_name.to_string(), want, got_sha.clone()));
     }
     let identical = compared.iter().all(|(_, a, b)| a == b) && state_sha == target.sha256;
     Ok(ReplayReport {
@@ -226,8 +224,16 @@ fn listed_files_problems(run_dir: &Path, manifest: &str, out: &mut Vec<FileProbl
         pins: Vec<Listed>,
     }
     let p = run_dir.join(manifest);
-    let Ok(bytes) = std::fs::read(&p) else {
-        return 0;
+    let bytes = match glass_io::open::read_beneath(run_dir, &p, glass_io::open::MAX_RECORD_BYTES) {
+        Ok(b) => b,
+        Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) => {
+            out.push(FileProblem {
+                path: manifest.into(),
+                problem: e.source.to_string(),
+            });
+            return 0;
+        }
     };
     let d: Derived = match serde_json::from_slice(&bytes) {
         Ok(d) => d,
@@ -240,7 +246,17 @@ fn listed_files_problems(run_dir: &Path, manifest: &str, out: &mut Vec<FileProbl
         }
     };
     for f in &d.files {
-        match sha256_file(&run_dir.join(&f.path)) {
+        if !glass_io::paths::is_inside(&f.path) {
+            out.push(FileProblem {
+                path: manifest.into(),
+                problem: format!(
+                    "lists `{}`, a path outside the run (absolute or with `..`); not read",
+                    f.path
+                ),
+            });
+            continue;
+        }
+        match sha256_beneath(run_dir, &run_dir.join(&f.path), Some(f.bytes)) {
             Ok((sha, len)) if sha == f.sha256 && len == f.bytes => {}
             Ok((sha, _)) => out.push(FileProblem {
                 path: f.path.clone(),
@@ -248,7 +264,7 @@ fn listed_files_problems(run_dir: &Path, manifest: &str, out: &mut Vec<FileProbl
             }),
             Err(e) => out.push(FileProblem {
                 path: f.path.clone(),
-                problem: e.to_string(),
+                problem: integrity::io_problem(&e.source),
             }),
         }
     }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, Query, State};
@@ -478,6 +479,37 @@ async fn api_checkpoints(State(runs): State<Shared>, UrlPath(id): UrlPath<String
     .await
 }
 
+/// Longest a checkpoint verification may run before it is stopped (a 7B checkpoint with
+/// its optimizer state is about 84 GB: about a minute per core at SHA-NI speed).
+pub const VERIFY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// One verification hashes at a time: the dashboard never spends more than one
+/// verification's worth of CPU and disk, however many requests arrive.
+static VERIFY_SLOT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Checkpoints verified by this process: (run dir, checkpoint) → (entry hash, file
+/// identities when hashed). A request for an unchanged checkpoint is answered from it
+/// without hashing again. In memory only.
+type Verified = HashMap<(std::path::PathBuf, u32), (String, Vec<glass_io::open::FileIdentity>)>;
+fn verified() -> &'static std::sync::Mutex<Verified> {
+    static V: std::sync::OnceLock<std::sync::Mutex<Verified>> = std::sync::OnceLock::new();
+    V.get_or_init(Default::default)
+}
+
+/// Sets the flag when dropped: the handler's future is dropped when the client goes away
+/// (or the deadline passes), and the hashing thread stops at its next block.
+struct StopOnDrop(Arc<AtomicBool>);
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `GET /api/runs/{id}/checkpoints/{k}/verify`: re-hashes checkpoint `k`'s files, each
+/// opened as a regular file beneath the run and compared by length before it is read.
+/// The work is bounded: one verification at a time, stopped when the client disconnects
+/// or after [`VERIFY_DEADLINE`], and an unchanged checkpoint verified before is not hashed
+/// again.
 async fn api_verify(
     State(runs): State<Shared>,
     UrlPath((id, k)): UrlPath<(String, String)>,
@@ -486,26 +518,66 @@ async fn api_verify(
         Ok(k) => k,
         Err(_) => return ApiError::bad(format!("`{k}` is not a checkpoint index")).into_response(),
     };
-    with_run(runs, id, move |run| {
-        let Some(m) = manifest(run)? else {
+    let Some(run) = runs.get(&id).cloned() else {
+        return ApiError::not_found(format!("no run `{id}` is served")).into_response();
+    };
+    let Ok(_slot) = VERIFY_SLOT.acquire().await else {
+        return ApiError::run("the verifier is shut down").into_response();
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let _guard = StopOnDrop(stop.clone());
+    let work = tokio::task::spawn_blocking(move || -> ApiResult<Value> {
+        let Some(m) = manifest(&run)? else {
             return Err(ApiError::not_found("the run has no checkpoint yet"));
         };
         if m.checkpoint(k).is_err() {
             return Err(ApiError::not_found(format!("no checkpoint {k}")));
         }
         let t = std::time::Instant::now();
-        let r = glass_run::integrity::checked_entry(&run.dir, &m, k)
-            .and_then(|(e, _)| glass_run::checkpoint::verify_files(&run.dir, &e.files).map(|_| e));
+        let key = (run.dir.clone(), k);
+        let r = glass_run::integrity::checked_entry(&run.dir, &m, k).and_then(|(e, _)| {
+            let now = glass_run::checkpoint::file_identities(&run.dir, &e.files)?;
+            let cached = verified()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .is_some_and(|(sha, ids)| *sha == e.sha256 && *ids == now);
+            if !cached {
+                let ids = glass_run::checkpoint::verify_files_until(&run.dir, &e.files, &stop)?;
+                verified()
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key.clone(), (e.sha256.clone(), ids));
+            }
+            Ok((e, cached))
+        });
         Ok(match r {
-            Ok(e) => json!({
+            Ok((e, cached)) => json!({
                 "index": k, "ok": true, "files": e.files.len(),
                 "bytes": e.files.iter().map(|f| f.bytes).sum::<u64>(),
-                "seconds": t.elapsed().as_secs_f64(),
+                "seconds": t.elapsed().as_secs_f64(), "cached": cached,
             }),
-            Err(e) => json!({"index": k, "ok": false, "problem": e.to_string()}),
+            Err(e) => {
+                verified()
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+                json!({"index": k, "ok": false, "problem": e.to_string()})
+            }
         })
-    })
-    .await
+    });
+    match tokio::time::timeout(VERIFY_DEADLINE, work).await {
+        Ok(Ok(Ok(v))) => Json(v).into_response(),
+        Ok(Ok(Err(e))) => e.into_response(),
+        Ok(Err(e)) => ApiError::run(format!("internal error: {e}")).into_response(),
+        Err(_) => ApiError::run(format!(
+            "verification stopped after {} s; run `glass verify {}` instead",
+            VERIFY_DEADLINE.as_secs(),
+            runs.get(&id)
+                .map_or(String::new(), |r| r.dir.display().to_string())
+        ))
+        .into_response(),
+    }
 }
 
 async fn api_evals(State(runs): State<Shared>, UrlPath(id): UrlPath<String>) -> Response {

@@ -30,6 +30,10 @@ impl SeriesCache {
     /// commit.
     pub fn column(&self, dir: &Path, column: StepColumn) -> glass_run::Result<Arc<StepSeries>> {
         let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if g.as_ref().is_some_and(|i| i.metrics.stale()) {
+            // Opened while no trainer wrote; one does now: read its commits.
+            *g = None;
+        }
         let inner = match g.as_mut() {
             Some(i) => i,
             None => g.insert(Inner {

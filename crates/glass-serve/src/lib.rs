@@ -12,7 +12,6 @@
 pub mod api;
 pub mod assets;
 pub mod cache;
-pub mod client;
 pub mod downsample;
 pub mod error;
 pub mod runs;

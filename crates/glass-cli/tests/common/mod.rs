@@ -87,3 +87,101 @@ pub fn small_run(run: &Path, skip_steps: &[i64]) -> PathBuf {
     ok(&["data", "prepare", &p(run)]);
     run.to_path_buf()
 }
+
+/// Runs `glass args` and returns what it did, failing the test if it has not finished
+/// within `secs` seconds (it is killed then): for inputs that once made glass hang.
+pub fn glass_within(args: &[&str], secs: u64) -> Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_glass"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("glass runs");
+    // Drained on threads, so a chatty process never blocks on a full pipe.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = r.read_to_end(&mut b);
+            b
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("glass {args:?} did not finish within {secs} s: it hangs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// Every entry under `dir` (itself included) with its type, size, permissions,
+/// modification time and, for files, sha256: equal snapshots mean nothing was created,
+/// removed, written or touched (a file created and deleted again changes its directory's
+/// modification time).
+pub fn tree_snapshot(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(root: &Path, p: &Path, out: &mut Vec<String>) {
+        let md = std::fs::symlink_metadata(p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().display().to_string();
+        let t = md.file_type();
+        let content = if t.is_file() {
+            glass_io::sha256_hex(&std::fs::read(p).unwrap())
+        } else if t.is_symlink() {
+            std::fs::read_link(p).unwrap().display().to_string()
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "{rel} {:?} len={} mode={:o} mtime={}.{:09} {content}",
+            t,
+            md.len(),
+            md.mode(),
+            md.mtime(),
+            md.mtime_nsec()
+        ));
+        if t.is_dir() {
+            let mut names: Vec<PathBuf> = std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            names.sort();
+            for n in names {
+                walk(root, &n, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Makes a FIFO at `p` (a named pipe nothing writes to: opening it for reading blocks).
+pub fn mkfifo(p: &Path) {
+    let st = Command::new("mkfifo").arg(p).status().expect("mkfifo runs");
+    assert!(st.success(), "mkfifo {}", p.display());
+}
+
+/// Asserts two [`tree_snapshot`]s are equal, naming only the entries that differ.
+pub fn assert_same_tree(before: &[String], after: &[String], what: &str) {
+    let gone: Vec<&String> = before.iter().filter(|e| !after.contains(e)).collect();
+    let new: Vec<&String> = after.iter().filter(|e| !before.contains(e)).collect();
+    assert!(
+        gone.is_empty() && new.is_empty(),
+        "{what} changed the tree:\nbefore: {gone:#?}\nafter: {new:#?}"
+    );
+}

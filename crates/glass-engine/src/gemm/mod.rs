@@ -103,6 +103,97 @@ impl<'a> Mat<'a> {
     }
 }
 
+/// How 16 bits encode a weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Half {
+    /// bfloat16 (the top half of an f32).
+    Bf16,
+    /// IEEE binary16.
+    F16,
+}
+
+/// A right-hand operand stored in 16 bits, as a model's weights are in a bf16 or f16
+/// file: packing widens every value to f32 (exactly), so a product with it has the bits
+/// of the same product with the widened operand, under the same contract.
+#[derive(Debug, Clone, Copy)]
+pub struct HalfMat<'a> {
+    /// Backing storage: the raw 16-bit values.
+    pub data: &'a [u16],
+    /// Leading dimension (distance between stored rows).
+    pub ld: usize,
+    /// Whether to transpose.
+    pub op: Op,
+    /// The encoding.
+    pub kind: Half,
+}
+
+impl<'a> HalfMat<'a> {
+    /// Row-major operand used transposed (a `[out, in]` weight as `Wᵀ`).
+    pub fn t(data: &'a [u16], ld: usize, kind: Half) -> Self {
+        HalfMat {
+            data,
+            ld,
+            op: Op::T,
+            kind,
+        }
+    }
+    /// The same shape as an f32 view (for strides and offsets only).
+    fn shape(&self) -> Mat<'static> {
+        Mat {
+            data: &[],
+            ld: self.ld,
+            op: self.op,
+        }
+    }
+    /// The operand from logical column `col` on.
+    fn skip_cols(self, col: usize) -> Self {
+        HalfMat {
+            data: &self.data[self.shape().offset(0, col)..],
+            ..self
+        }
+    }
+    /// Value at logical (row, col), widened.
+    pub fn get(&self, row: usize, col: usize) -> f32 {
+        let x = self.data[self.shape().offset(row, col)];
+        match self.kind {
+            Half::Bf16 => pack::Widen::widen(pack::Bf16(x)),
+            Half::F16 => pack::Widen::widen(pack::F16(x)),
+        }
+    }
+}
+
+/// Packs the `[kc, nc]` block of a 16-bit operand at logical (pc, jc).
+#[allow(clippy::too_many_arguments)]
+fn pack_half_b(
+    dst: &mut [f32],
+    b: &HalfMat<'_>,
+    pc: usize,
+    jc: usize,
+    kc: usize,
+    nc: usize,
+    nr: usize,
+) {
+    let sh = b.shape();
+    let (rs, cs) = sh.strides();
+    let off = sh.offset(pc, jc);
+    // SAFETY: `Bf16` and `F16` are `repr(transparent)` over `u16`, so a `[u16]` is a
+    // valid `[Bf16]` / `[F16]` of the same length and alignment.
+    match b.kind {
+        Half::Bf16 => {
+            let src = unsafe {
+                std::slice::from_raw_parts(b.data.as_ptr().cast::<pack::Bf16>(), b.data.len())
+            };
+            pack::pack_b(dst, src, off, rs, cs, kc, nc, nr)
+        }
+        Half::F16 => {
+            let src = unsafe {
+                std::slice::from_raw_parts(b.data.as_ptr().cast::<pack::F16>(), b.data.len())
+            };
+            pack::pack_b(dst, src, off, rs, cs, kc, nc, nr)
+        }
+    }
+}
+
 /// Whether a product may use the rayon pool or must stay on the calling thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Threads {
@@ -240,6 +331,74 @@ pub fn matmul_with(
     );
 }
 
+/// [`matmul`] with a 16-bit right-hand operand, widened as it is packed: the bits of
+/// [`matmul`] on the widened operand, for every kernel.
+///
+/// Panics only on slice extents that are too short, which is a bug in the caller.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_half(
+    threads: Threads,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_>,
+    b: HalfMat<'_>,
+    c: &mut [f32],
+    ldc: usize,
+    alpha: f32,
+    accumulate: bool,
+) {
+    matmul_half_with(
+        active_kernel(),
+        threads,
+        m,
+        n,
+        k,
+        a,
+        b,
+        c,
+        ldc,
+        alpha,
+        accumulate,
+    );
+}
+
+/// [`matmul_half`] with an explicit kernel.
+///
+/// Panics if the CPU lacks `kernel` or a slice is too short.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_half_with(
+    kernel: Kernel,
+    threads: Threads,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_>,
+    b: HalfMat<'_>,
+    c: &mut [f32],
+    ldc: usize,
+    alpha: f32,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(b.data.len() >= b.shape().extent(k, n), "gemm: B too short");
+    product(
+        kernel,
+        threads,
+        m,
+        n,
+        k,
+        a,
+        BSrc::Half(b),
+        c,
+        ldc,
+        alpha,
+        accumulate,
+    );
+}
+
 /// A right-hand operand packed once, for many products with it (a weight matrix during
 /// generation: at a few rows per product, packing the weight costs about as much as the
 /// arithmetic). Packing only moves values, so a product with a `PackedB` has exactly the
@@ -281,6 +440,41 @@ impl PackedB {
             n,
             blocks,
         }
+    }
+
+    /// Packs a 16-bit operand, widened to f32, for the active kernel (the same packed
+    /// values as [`PackedB::new`] on the widened operand).
+    pub fn new_half(k: usize, n: usize, b: HalfMat<'_>) -> PackedB {
+        Self::new_half_with(active_kernel(), k, n, b)
+    }
+
+    /// [`PackedB::new_half`] for `kernel`.
+    ///
+    /// Panics if the CPU lacks `kernel` or `b` is too short.
+    pub fn new_half_with(kernel: Kernel, k: usize, n: usize, b: HalfMat<'_>) -> PackedB {
+        assert!(kernel.is_supported(), "gemm: kernel {kernel:?} unsupported");
+        assert!(b.data.len() >= b.shape().extent(k, n), "gemm: B too short");
+        let (_, nr) = kernel.tile();
+        let blocks = (0..k)
+            .step_by(KC)
+            .map(|pc| {
+                let kc = KC.min(k - pc);
+                let mut buf = vec![0.0f32; n.next_multiple_of(nr) * kc];
+                pack_half_b(&mut buf, &b, pc, 0, kc, n, nr);
+                buf
+            })
+            .collect();
+        PackedB {
+            kernel,
+            k,
+            n,
+            blocks,
+        }
+    }
+
+    /// Bytes the packed operand holds.
+    pub fn bytes(&self) -> usize {
+        self.blocks.iter().map(|b| b.len() * 4).sum()
     }
 
     /// Logical rows (`k`).
@@ -327,10 +521,12 @@ pub fn matmul_packed(
     );
 }
 
-/// The right-hand operand of a product: to be packed block by block, or packed already.
+/// The right-hand operand of a product: to be packed block by block (f32 or 16-bit), or
+/// packed already.
 #[derive(Clone, Copy)]
 enum BSrc<'a> {
     Plain(Mat<'a>),
+    Half(HalfMat<'a>),
     Packed(&'a PackedB),
 }
 
@@ -419,6 +615,7 @@ fn product(
                         }),
                         0,
                     ),
+                    BSrc::Half(h) => (BSrc::Half(h.skip_cols(lo)), 0),
                     BSrc::Packed(_) => (b, lo),
                 };
                 // SAFETY: tile `t` writes only columns lo..lo+len of C, disjoint from
@@ -524,7 +721,7 @@ unsafe fn region(
         let nc_max = NC.min(n.next_multiple_of(nr));
         let kc_max = KC.min(k);
         grow(&mut bufs.a, mc_max * kc_max);
-        if let BSrc::Plain(_) = b {
+        if let BSrc::Plain(_) | BSrc::Half(_) = b {
             grow(&mut bufs.b, nc_max * kc_max);
         }
         // Running block totals live in C itself unless C's old value is still needed.
@@ -552,6 +749,10 @@ unsafe fn region(
                             nc,
                             nr,
                         );
+                        bufs.b.as_ptr()
+                    }
+                    BSrc::Half(h) => {
+                        pack_half_b(&mut bufs.b, &h, pc, jc, kc, nc, nr);
                         bufs.b.as_ptr()
                     }
                     // Strip (col0 + jc) / NR of the k-block holds this block's columns;

@@ -87,13 +87,51 @@ fn pack_rows<const MR: usize>(strip: &mut [f32], src: &[f32], base: usize, rs: u
     }
 }
 
+/// An element B may be stored as: packing widens it to f32, exactly (every bf16 and f16
+/// value is an f32 value), so a product over 16-bit weights has the bits of the same
+/// product over the weights widened beforehand.
+pub(super) trait Widen: Copy {
+    fn widen(self) -> f32;
+}
+
+impl Widen for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+/// A bfloat16 value: the top half of an f32.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub(super) struct Bf16(pub u16);
+
+impl Widen for Bf16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        f32::from_bits((self.0 as u32) << 16)
+    }
+}
+
+/// An IEEE binary16 value.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub(super) struct F16(pub u16);
+
+impl Widen for F16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        half::f16::from_bits(self.0).to_f32()
+    }
+}
+
 /// Packs the logical `[kc, nc]` block of B starting at `src[off]` into strips of `nr`
 /// columns: strip `s` holds, for each `p` in `0..kc`, the `nr` values of row `p` at
-/// columns `s·nr ..` (zeros past `nc`).
+/// columns `s·nr ..` (zeros past `nc`), widened to f32.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn pack_b(
+pub(super) fn pack_b<T: Widen>(
     dst: &mut [f32],
-    src: &[f32],
+    src: &[T],
     off: usize,
     rs: usize,
     cs: usize,
@@ -114,7 +152,7 @@ pub(super) fn pack_b(
             for c in 0..cols {
                 let col = &src[off + (c0 + c) * cs..][..kc];
                 for (p, &v) in col.iter().enumerate() {
-                    strip[p * nr + c] = v;
+                    strip[p * nr + c] = v.widen();
                 }
             }
         } else {
@@ -122,10 +160,12 @@ pub(super) fn pack_b(
                 let row = off + p * rs + c0 * cs;
                 let out = &mut strip[p * nr..p * nr + cols];
                 if cs == 1 {
-                    out.copy_from_slice(&src[row..row + cols]);
+                    for (o, &v) in out.iter_mut().zip(&src[row..row + cols]) {
+                        *o = v.widen();
+                    }
                 } else {
                     for (c, o) in out.iter_mut().enumerate() {
-                        *o = src[row + c * cs];
+                        *o = src[row + c * cs].widen();
                     }
                 }
             }

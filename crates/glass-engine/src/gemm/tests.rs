@@ -160,6 +160,94 @@ impl Case {
     }
 }
 
+/// B rounded to 16 bits (round to nearest even), and the same values widened back.
+fn half_b(b: &[f32], kind: Half) -> (Vec<u16>, Vec<f32>) {
+    let bits: Vec<u16> = b
+        .iter()
+        .map(|&x| match kind {
+            Half::Bf16 => half::bf16::from_f32(x).to_bits(),
+            Half::F16 => half::f16::from_f32(x).to_bits(),
+        })
+        .collect();
+    let wide = bits
+        .iter()
+        .map(|&h| match kind {
+            Half::Bf16 => half::bf16::from_bits(h).to_f32(),
+            Half::F16 => half::f16::from_bits(h).to_f32(),
+        })
+        .collect();
+    (bits, wide)
+}
+
+impl Case {
+    /// The product over B stored in 16 bits (plain, and packed beforehand), and over the
+    /// same B widened to f32 beforehand: the three must have the same bits.
+    fn run_half(&self, kernel: Kernel, threads: usize, kind: Half) -> [Vec<f32>; 3] {
+        let (a, b, c) = self.operands();
+        let (bits, wide) = half_b(&b, kind);
+        let (am, bm) = self.views(&a, &wide);
+        let hm = HalfMat {
+            data: &bits,
+            ld: bm.ld,
+            op: bm.op,
+            kind,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (mut c1, mut c2, mut c3) = (c.clone(), c.clone(), c.clone());
+            let args = (
+                self.m,
+                self.n,
+                self.k,
+                self.ldc,
+                self.alpha,
+                self.accumulate,
+            );
+            matmul_half_with(
+                kernel,
+                Threads::Pool,
+                args.0,
+                args.1,
+                args.2,
+                am,
+                hm,
+                &mut c1,
+                args.3,
+                args.4,
+                args.5,
+            );
+            let packed = PackedB::new_half_with(kernel, self.k, self.n, hm);
+            matmul_packed(
+                Threads::Pool,
+                args.0,
+                am,
+                &packed,
+                &mut c2,
+                args.3,
+                args.4,
+                args.5,
+            );
+            matmul_with(
+                kernel,
+                Threads::Pool,
+                args.0,
+                args.1,
+                args.2,
+                am,
+                bm,
+                &mut c3,
+                args.3,
+                args.4,
+                args.5,
+            );
+            [c1, c2, c3]
+        })
+    }
+}
+
 fn same_bits(x: &[f32], y: &[f32]) -> usize {
     x.iter()
         .zip(y)
@@ -200,6 +288,18 @@ fn check(case: &Case) {
                     "{kernel:?} ({how}), {threads} threads, m={} n={} k={} ta={} tb={} acc={}: {diff} elements differ from the contract",
                     case.m, case.n, case.k, case.ta, case.tb, case.accumulate
                 );
+            }
+            for kind in [Half::Bf16, Half::F16] {
+                let [plain, packed, widened] = case.run_half(kernel, threads, kind);
+                for (how, got) in [("16-bit B", &plain), ("16-bit B packed", &packed)] {
+                    let diff = same_bits(got, &widened);
+                    assert_eq!(
+                        diff,
+                        0,
+                        "{kernel:?} ({how}, {kind:?}), {threads} threads, m={} n={} k={} tb={}: {diff} elements differ from the widened f32 product",
+                        case.m, case.n, case.k, case.tb
+                    );
+                }
             }
         }
     }

@@ -104,11 +104,57 @@ pub fn logits_with(
     );
 }
 
+/// [`logits`] with the head stored in 16 bits (`w` its `Wᵀ` view): the bits of
+/// [`logits`] on the widened head.
+pub fn logits_half(
+    dims: HeadDims,
+    x: &[f32],
+    w: crate::gemm::HalfMat<'_>,
+    rows: usize,
+    logits: &mut [f32],
+) {
+    crate::gemm::matmul_half(
+        Threads::Pool,
+        rows,
+        dims.vocab,
+        dims.d,
+        Mat::n(x, dims.d),
+        w,
+        logits,
+        dims.vocab,
+        dims.mult,
+        false,
+    );
+}
+
 /// Forward only: writes each row's cross-entropy (0 for ignored targets) into `losses`.
 pub fn forward(
     dims: HeadDims,
     x: &[f32],
     w: &[f32],
+    targets: &[u32],
+    losses: &mut [f32],
+    buf: &mut Vec<f32>,
+) {
+    forward_by(
+        dims,
+        x,
+        &|xc, n, out| logits(dims, xc, w, n, out),
+        targets,
+        losses,
+        buf,
+    )
+}
+
+/// Computes the logits `[n, vocab]` of `n` rows of `x` into the last argument.
+pub type HeadFn<'a> = dyn Fn(&[f32], usize, &mut [f32]) + Sync + 'a;
+
+/// [`forward`] with the logits of `n` rows of `x` computed by `head` (whatever the
+/// head's storage).
+pub fn forward_by(
+    dims: HeadDims,
+    x: &[f32],
+    head: &HeadFn<'_>,
     targets: &[u32],
     losses: &mut [f32],
     buf: &mut Vec<f32>,
@@ -119,7 +165,7 @@ pub fn forward(
         let n = tchunk.len();
         let r0 = ci * chunk;
         buf.resize(n * v, 0.0);
-        logits(dims, &x[r0 * d..(r0 + n) * d], w, n, buf);
+        head(&x[r0 * d..(r0 + n) * d], n, buf);
         buf.par_chunks_mut(v)
             .zip(tchunk.par_iter())
             .zip(losses[r0..r0 + n].par_iter_mut())

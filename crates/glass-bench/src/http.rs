@@ -1,6 +1,6 @@
-//! A minimal blocking HTTP/1.1 GET, for the tests and `glass bench serve`: it sends the
-//! request target byte for byte (so a test can send `/assets/..%2f..` as is), which
-//! general-purpose clients normalise away.
+//! A minimal blocking HTTP/1.1 GET, for `glass bench serve` and the dashboard's tests: it
+//! sends the request target byte for byte (so a test can send `/assets/..%2f..` as is),
+//! which general-purpose clients normalise away.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -101,4 +101,48 @@ pub fn get_as(addr: SocketAddr, target: &str, host: &str) -> std::io::Result<Rep
         headers,
         body,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    /// Answers one connection with `reply` and returns the request line it got.
+    fn serve_once(reply: &'static [u8]) -> (std::net::SocketAddr, std::thread::JoinHandle<String>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut first = String::new();
+            r.read_line(&mut first).unwrap();
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            (&s).write_all(reply).unwrap();
+            first
+        });
+        (addr, h)
+    }
+
+    #[test]
+    fn sends_the_target_as_is_and_joins_chunks() {
+        let (addr, h) = serve_once(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+        );
+        let r = super::get(addr, "/assets/..%2f..").unwrap();
+        assert_eq!(h.join().unwrap(), "GET /assets/..%2f.. HTTP/1.1\r\n");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-a"), Some("b"));
+        assert_eq!(r.text(), "abcde");
+    }
+
+    #[test]
+    fn a_reply_without_a_status_line_is_refused() {
+        let (addr, h) = serve_once(b"\r\n\r\n");
+        assert!(super::get(addr, "/").is_err());
+        h.join().unwrap();
+    }
 }

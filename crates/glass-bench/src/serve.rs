@@ -7,41 +7,34 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use clap::Args;
 use glass_run::metrics::{CheckpointRow, StepRow};
 use glass_run::Metrics;
 use serde::Serialize;
 
-/// Options of `glass bench serve`.
-#[derive(Args)]
-pub struct BenchServeArgs {
+use crate::error::io;
+use crate::http::Reply;
+use crate::{BenchError, Result};
+
+/// What to time.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
     /// Steps of the synthetic run.
-    #[arg(long, default_value_t = 1_000_000)]
     pub steps: u64,
     /// Timed API requests.
-    #[arg(long, default_value_t = 200)]
     pub requests: usize,
-    /// Chart width in pixels the requests ask for (the page asks for its own width).
-    #[arg(long, default_value_t = 1000)]
+    /// Chart width in pixels the requests ask for.
     pub width: usize,
-    /// Where the synthetic run is written (reused while it has --steps steps).
-    #[arg(long, default_value = "target/bench-serve")]
+    /// Where the synthetic run is written (reused while it has `steps` steps).
     pub dir: PathBuf,
     /// Headless page loads timed (0: skip the browser).
-    #[arg(long, default_value_t = 3)]
     pub loads: usize,
     /// Chromium binary (default: `chromium`, then `chromium-browser`, `google-chrome`).
-    #[arg(long)]
     pub chromium: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// What `glass bench serve` measured.
 #[derive(Debug, Serialize)]
-pub struct BenchServeReport {
+pub struct ServeBench {
     /// Steps in the synthetic run.
     pub steps: u64,
     /// Width asked for.
@@ -79,9 +72,9 @@ fn write_run(dir: &Path, steps: u64) -> Result<()> {
         }
     }
     if dir.exists() {
-        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+        std::fs::remove_dir_all(dir).map_err(io("clearing", dir))?;
     }
-    std::fs::create_dir_all(dir)?;
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
     let mut m = Metrics::open(dir)?;
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut noise = || {
@@ -164,13 +157,13 @@ pub fn dump_dom(chromium: &Path, url: &str, budget_ms: u32) -> Result<String> {
             url,
         ])
         .output()
-        .with_context(|| format!("running {}", chromium.display()))?;
+        .map_err(io("running", chromium))?;
     if !o.status.success() {
-        bail!(
+        return Err(BenchError::Failed(format!(
             "{} failed on {url}: {}",
             chromium.display(),
             String::from_utf8_lossy(&o.stderr)
-        );
+        )));
     }
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
@@ -180,6 +173,7 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// Starts `glass serve`'s router over `dir` on a loopback port, in a thread of its own.
 fn start_server(dir: &Path) -> Result<SocketAddr> {
     let runs = glass_serve::Runs::new(vec![dir.to_path_buf()]);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -197,45 +191,59 @@ fn start_server(dir: &Path) -> Result<SocketAddr> {
             glass_serve::api::serve(l, runs).await.expect("serve");
         });
     });
-    Ok(rx.recv()?)
+    rx.recv()
+        .map_err(|_| BenchError::Failed("the dashboard server did not start".into()))
 }
 
-/// Runs `glass bench serve`.
-pub fn run(a: BenchServeArgs) -> Result<()> {
-    let run_dir = a.dir.join("run-1m");
-    eprintln!(
+/// Writes (or reuses) the synthetic run under `dir`, serves it, and times the API and,
+/// when `loads` > 0 and Chromium is found, the run page. `progress` hears what is being
+/// written and what is skipped.
+pub fn run(o: &ServeOptions, progress: &mut dyn FnMut(&str)) -> Result<ServeBench> {
+    let run_dir = o.dir.join("run-1m");
+    progress(&format!(
         "writing the synthetic {}-step run to {}",
-        a.steps,
+        o.steps,
         run_dir.display()
-    );
-    write_run(&run_dir, a.steps)?;
+    ));
+    write_run(&run_dir, o.steps)?;
     let addr = start_server(&run_dir)?;
     let id = glass_serve::Runs::new(vec![run_dir.clone()]).list()[0]
         .id
         .clone();
-    let target = format!("/api/runs/{id}/series/loss?width={}", a.width);
-    let get = |t: &str| -> Result<(f64, glass_serve::client::Reply)> {
+    let target = format!("/api/runs/{id}/series/loss?width={}", o.width);
+    let get = |t: &str| -> Result<(f64, Reply)> {
         let t0 = Instant::now();
-        let r = glass_serve::client::get(addr, t)?;
+        let r = crate::http::get(addr, t).map_err(|source| BenchError::Io {
+            what: format!("GET {t}"),
+            source,
+        })?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         if r.status != 200 {
-            bail!("GET {t}: {} {}", r.status, r.text());
+            return Err(BenchError::Failed(format!(
+                "GET {t}: {} {}",
+                r.status,
+                r.text()
+            )));
         }
         Ok((ms, r))
     };
     let (_, first) = get(&target)?; // warm the page cache
-    let v: serde_json::Value = serde_json::from_slice(&first.body)?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&first.body).map_err(|source| BenchError::Json {
+            what: format!("reading the reply to GET {target}"),
+            source,
+        })?;
     let points = v["steps"].as_array().map_or(0, |a| a.len());
-    let mut lat = Vec::with_capacity(a.requests);
-    for _ in 0..a.requests.max(1) {
+    let mut lat = Vec::with_capacity(o.requests);
+    for _ in 0..o.requests.max(1) {
         lat.push(get(&target)?.0);
     }
     lat.sort_by(f64::total_cmp);
     let p = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
     let (full_ms, _) = get(&format!("/api/runs/{id}/series/loss"))?;
-    let mut r = BenchServeReport {
-        steps: a.steps,
-        width: a.width,
+    let mut r = ServeBench {
+        steps: o.steps,
+        width: o.width,
         points,
         reply_bytes: first.body.len(),
         requests: lat.len(),
@@ -247,12 +255,12 @@ pub fn run(a: BenchServeArgs) -> Result<()> {
         first_chart_ms: None,
         in_page_ms: None,
     };
-    if a.loads > 0 {
-        match find_chromium(a.chromium.as_deref()) {
-            None => eprintln!("no chromium found: browser timing skipped (--chromium PATH)"),
+    if o.loads > 0 {
+        match find_chromium(o.chromium.as_deref()) {
+            None => progress("no chromium found: browser timing skipped (--chromium PATH)"),
             Some(c) => {
                 let (mut page, mut base, mut inner) = (Vec::new(), Vec::new(), Vec::new());
-                for _ in 0..a.loads {
+                for _ in 0..o.loads {
                     let t0 = Instant::now();
                     dump_dom(&c, &format!("http://{addr}/assets/uPlot.LICENSE"), 5000)?;
                     base.push(t0.elapsed().as_secs_f64() * 1e3);
@@ -260,7 +268,9 @@ pub fn run(a: BenchServeArgs) -> Result<()> {
                     let dom = dump_dom(&c, &format!("http://{addr}/runs/{id}?live=0"), 5000)?;
                     page.push(t0.elapsed().as_secs_f64() * 1e3);
                     if !dom.contains("data-charts-drawn") {
-                        bail!("the run page drew no chart in headless Chromium");
+                        return Err(BenchError::Failed(
+                            "the run page drew no chart in headless Chromium".into(),
+                        ));
                     }
                     let ms = dom
                         .split("data-first-chart-ms=\"")
@@ -279,22 +289,5 @@ pub fn run(a: BenchServeArgs) -> Result<()> {
             }
         }
     }
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(());
-    }
-    println!(
-        "loss curve of a {}-step run at width {}: {} points, {} bytes; p50 {:.2} ms, p99 {:.2} ms over {} requests (full resolution: {:.0} ms)",
-        r.steps, r.width, r.points, r.reply_bytes, r.p50_ms, r.p99_ms, r.requests, r.full_resolution_ms
-    );
-    if let (Some(p), Some(b), Some(f)) =
-        (r.browser_page_ms, r.browser_baseline_ms, r.first_chart_ms)
-    {
-        println!(
-            "headless Chromium: run page drawn in {p:.0} ms, an empty page in {b:.0} ms: first chart {f:.0} ms after the browser is up (medians of {}); the page's own performance.now() at its charts: {}",
-            a.loads,
-            r.in_page_ms.map_or("-".into(), |m| format!("{m:.0} ms"))
-        );
-    }
-    Ok(())
+    Ok(r)
 }

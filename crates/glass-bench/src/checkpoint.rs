@@ -4,13 +4,24 @@
 //! first — and the share of pages resident before each load measured, not assumed.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
 use glass_engine::{AdamW, AdamWConfig, Model, ModelConfig};
 use glass_run::checkpoint::{load, write, CheckpointState, FileEntry};
 use serde::Serialize;
+
+use crate::error::io;
+use crate::{BenchError, Result};
+
+/// What to time.
+#[derive(Debug, Clone)]
+pub struct CheckpointOptions {
+    /// Model preset.
+    pub preset: String,
+    /// Directory to write the checkpoints in (a private subdirectory, removed afterwards).
+    pub dir: PathBuf,
+}
 
 /// One timed load.
 #[derive(Debug, Clone, Serialize)]
@@ -21,7 +32,7 @@ pub struct LoadFigure {
     pub gb_s: f64,
 }
 
-/// Result of [`bench`].
+/// Result of [`run`].
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckpointBench {
     /// Bytes written (model + optimizer + state).
@@ -34,9 +45,11 @@ pub struct CheckpointBench {
     pub cold_load: LoadFigure,
 }
 
-/// Writes one checkpoint of a model of `cfg` under `dir`, then loads it warm and cold.
-pub fn bench(dir: &Path, cfg: &ModelConfig) -> Result<CheckpointBench> {
-    let mut model = Model::new(cfg, 0)?;
+/// Writes one checkpoint of the preset's model under `dir`, then loads it warm and cold.
+pub fn run(o: &CheckpointOptions) -> Result<CheckpointBench> {
+    let cfg = ModelConfig::preset(&o.preset)?;
+    let dir = &o.dir;
+    let mut model = Model::new(&cfg, 0)?;
     let mut opt = AdamW::new(AdamWConfig::default(), model.params.len());
     let mut state = CheckpointState {
         format_version: glass_run::manifest::FORMAT_VERSION,
@@ -58,12 +71,12 @@ pub fn bench(dir: &Path, cfg: &ModelConfig) -> Result<CheckpointBench> {
         val_bpb: None,
         grad_groups: None,
     };
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
     // A private directory, so benchmarking inside a run can never touch its checkpoints.
     let scratch = tempfile::Builder::new()
         .prefix(".bench-")
         .tempdir_in(dir)
-        .with_context(|| format!("creating a scratch folder in {}", dir.display()))?;
+        .map_err(io("creating a scratch folder in", dir))?;
     let dir = scratch.path();
     let t = Instant::now();
     let (files, _) = write(dir, &model, &opt, &mut state)?;
@@ -95,9 +108,8 @@ pub fn bench(dir: &Path, cfg: &ModelConfig) -> Result<CheckpointBench> {
 fn read_through_page_cache(dir: &Path, files: &[FileEntry]) -> Result<()> {
     for f in files {
         let path = dir.join(&f.path);
-        let mut file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        std::io::copy(&mut file, &mut std::io::sink())
-            .with_context(|| format!("reading {}", path.display()))?;
+        let mut file = File::open(&path).map_err(io("opening", &path))?;
+        std::io::copy(&mut file, &mut std::io::sink()).map_err(io("reading", &path))?;
     }
     Ok(())
 }
@@ -106,15 +118,20 @@ fn read_through_page_cache(dir: &Path, files: &[FileEntry]) -> Result<()> {
 fn drop_from_page_cache(dir: &Path, files: &[FileEntry]) -> Result<()> {
     for f in files {
         let path = dir.join(&f.path);
-        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        file.sync_all()?;
+        let file = File::open(&path).map_err(io("opening", &path))?;
+        file.sync_all().map_err(io("syncing", &path))?;
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
             // SAFETY: a valid open descriptor; the call only advises the kernel.
             let rc =
                 unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-            anyhow::ensure!(rc == 0, "posix_fadvise on {}: error {rc}", path.display());
+            if rc != 0 {
+                return Err(BenchError::Failed(format!(
+                    "posix_fadvise on {}: error {rc}",
+                    path.display()
+                )));
+            }
         }
     }
     Ok(())
@@ -127,53 +144,28 @@ fn resident_share(dir: &Path, files: &[FileEntry]) -> Result<f64> {
     let (mut resident, mut total) = (0usize, 0usize);
     for f in files {
         let path = dir.join(&f.path);
-        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        if file.metadata()?.len() == 0 {
+        let file = File::open(&path).map_err(io("opening", &path))?;
+        if file
+            .metadata()
+            .map_err(io("reading the size of", &path))?
+            .len()
+            == 0
+        {
             continue;
         }
         // SAFETY: the file is private to this benchmark and nothing truncates it while
         // mapped; the mapping is only passed to mincore, never read.
-        let map = unsafe { memmap2::Mmap::map(&file) }
-            .with_context(|| format!("mapping {}", path.display()))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io("mapping", &path))?;
         let pages = map.len().div_ceil(page);
         let mut vec = vec![0u8; pages];
         // SAFETY: `map` is a live page-aligned mapping of `map.len()` bytes and `vec`
         // holds one byte per page of it.
         let rc = unsafe { libc::mincore(map.as_ptr() as *mut _, map.len(), vec.as_mut_ptr()) };
-        anyhow::ensure!(rc == 0, "mincore on {}", path.display());
+        if rc != 0 {
+            return Err(BenchError::Failed(format!("mincore on {}", path.display())));
+        }
         resident += vec.iter().filter(|&&b| b & 1 == 1).count();
         total += pages;
     }
     Ok(resident as f64 / total.max(1) as f64)
-}
-
-/// Runs `glass bench checkpoint` and prints its figures.
-pub fn run(preset: &str, dir: &Path, json: bool) -> Result<()> {
-    let r = bench(dir, &ModelConfig::preset(preset)?)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(());
-    }
-    println!(
-        "{preset}: {:.2} GB checkpoint (weights + optimizer + state)",
-        r.bytes as f64 / 1e9
-    );
-    println!(
-        "  write (hash + fsync)                {:>7.2} GB/s",
-        r.write_gb_s
-    );
-    for (name, l) in [("warm", &r.warm_load), ("cold", &r.cold_load)] {
-        println!(
-            "  load, {name} ({:>5.1}% of pages cached) {:>7.2} GB/s (hash-checked)",
-            100.0 * l.resident_before,
-            l.gb_s
-        );
-    }
-    if r.cold_load.resident_before > 0.05 {
-        println!(
-            "  note: the kernel kept {:.0}% of the pages cached despite POSIX_FADV_DONTNEED; the cold figure is optimistic",
-            100.0 * r.cold_load.resident_before
-        );
-    }
-    Ok(())
 }

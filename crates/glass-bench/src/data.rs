@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
 use glass_data::config::{SourceConfig, SourceKind};
 use glass_data::embedded::{embedded_set, EmbeddedSet};
 use glass_data::tokenizer::{train_bpe, GlassTokenizer};
@@ -23,30 +22,26 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Options of `glass bench data`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchDataArgs {
+use crate::error::{context, io};
+use crate::{BenchError, Result};
+
+/// What to run and compare.
+#[derive(Debug, Clone)]
+pub struct DataOptions {
+    /// The `glass` binary whose `data prepare` is timed (a fresh process per run).
+    pub glass: PathBuf,
     /// Folder for the run, corpus copy, tokenizer.json and outputs.
-    #[arg(long, default_value = "target/bench-data")]
     pub out: PathBuf,
     /// Timed repetitions of each side (the best is reported).
-    #[arg(long, default_value_t = 3)]
     pub iters: usize,
     /// Python interpreter with `tokenizers` and `numpy`, to run the reference scripts.
-    #[arg(long)]
     pub python: Option<PathBuf>,
     /// The reference pipeline script.
-    #[arg(long, default_value = "bench/data_pipeline_reference.py")]
     pub pipeline_script: PathBuf,
     /// The reference tokenizer-only script.
-    #[arg(long, default_value = "bench/hf_tokenizers_reference.py")]
     pub tokenizer_script: PathBuf,
-    /// Worker threads for both sides (default: the global --threads, else all cores).
-    #[arg(long)]
+    /// Worker threads for both sides (default: the current pool's).
     pub threads: Option<usize>,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Wall-clock seconds of fresh processes doing the whole preparation.
@@ -111,7 +106,7 @@ pub struct TokenizerReport {
 
 /// Everything `glass bench data` measured.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BenchReport {
+pub struct DataBench {
     /// Threads given to both sides.
     pub threads: usize,
     /// Whole preparation, fresh processes.
@@ -120,27 +115,23 @@ pub struct BenchReport {
     pub tokenizer: TokenizerReport,
 }
 
-/// Runs `glass bench data` and prints its report.
-pub fn run(args: &BenchDataArgs) -> Result<()> {
-    let threads = args
-        .threads
-        .unwrap_or_else(rayon::current_num_threads)
-        .max(1);
+/// Runs both comparisons on a pool of the chosen size; `progress` hears which timed run
+/// is starting (the pipeline runs take seconds each).
+pub fn run(o: &DataOptions, progress: &mut (dyn FnMut(&str) + Send)) -> Result<DataBench> {
+    let threads = o.threads.unwrap_or_else(rayon::current_num_threads).max(1);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
-        .context("thread pool")?;
-    let r = pool.install(|| bench(args, threads))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
-        print_report(&r);
-    }
-    Ok(())
+        .map_err(BenchError::ThreadPool)?;
+    pool.install(|| bench(o, threads, progress))
 }
 
-fn bench(args: &BenchDataArgs, threads: usize) -> Result<BenchReport> {
-    let out = &args.out;
+fn bench(
+    o: &DataOptions,
+    threads: usize,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<DataBench> {
+    let out = &o.out;
     let tok_json = train_bpe(
         &DataConfig::default_demo().tokenizer,
         embedded_set(EmbeddedSet::English)
@@ -149,9 +140,9 @@ fn bench(args: &BenchDataArgs, threads: usize) -> Result<BenchReport> {
     )?;
     let run_dir = out.join("run");
     write_run(&run_dir, &tok_json)?;
-    let pipeline = bench_pipeline(args, &run_dir, threads)?;
-    let tokenizer = bench_tokenizer(args, &out.join("tokenizer-corpus"), &tok_json, threads)?;
-    Ok(BenchReport {
+    let pipeline = bench_pipeline(o, &run_dir, threads, progress)?;
+    let tokenizer = bench_tokenizer(o, &out.join("tokenizer-corpus"), &tok_json, threads)?;
+    Ok(DataBench {
         threads,
         pipeline,
         tokenizer,
@@ -179,7 +170,12 @@ fn write_run(run_dir: &Path, tok_json: &[u8]) -> Result<()> {
             Some(EmbeddedSet::Code) => ("code", SourceKind::Code, vec!["rs".to_string()]),
             Some(EmbeddedSet::EnglishHeldOut) => ("heldout", SourceKind::Text, vec![]),
             Some(EmbeddedSet::English) => ("english", SourceKind::Text, vec![]),
-            _ => bail!("the demo data has an unexpected source `{}`", s.name),
+            _ => {
+                return Err(BenchError::Failed(format!(
+                    "the demo data has an unexpected source `{}`",
+                    s.name
+                )))
+            }
         };
         *s = SourceConfig {
             kind,
@@ -198,7 +194,7 @@ fn write_run(run_dir: &Path, tok_json: &[u8]) -> Result<()> {
         data: &'a DataConfig,
     }
     let text = toml::to_string(&RunToml { data: &cfg })?;
-    DataConfig::from_run_toml(&text).context("the benchmark's [data] table")?;
+    DataConfig::from_run_toml(&text).map_err(context("the benchmark's [data] table"))?;
     write_atomic(&run_dir.join("glass.toml"), text.as_bytes())?;
     Ok(())
 }
@@ -206,14 +202,17 @@ fn write_run(run_dir: &Path, tok_json: &[u8]) -> Result<()> {
 /// Runs `cmd` to completion and returns its wall time; fails with its stderr.
 fn time_process(cmd: &mut Command, what: &str) -> Result<(f64, Vec<u8>)> {
     let t = Instant::now();
-    let out = cmd.output().with_context(|| format!("starting {what}"))?;
+    let out = cmd.output().map_err(|source| BenchError::Io {
+        what: format!("starting {what}"),
+        source,
+    })?;
     let s = t.elapsed().as_secs_f64();
     if !out.status.success() {
-        bail!(
+        return Err(BenchError::Failed(format!(
             "{what} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
-        );
+        )));
     }
     Ok((s, out.stdout))
 }
@@ -225,19 +224,26 @@ fn best(runs: Vec<f64>) -> PipelineTimes {
     }
 }
 
-fn bench_pipeline(args: &BenchDataArgs, run_dir: &Path, threads: usize) -> Result<PipelineReport> {
-    let exe = std::env::current_exe().context("locating the glass binary")?;
+fn bench_pipeline(
+    o: &DataOptions,
+    run_dir: &Path,
+    threads: usize,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<PipelineReport> {
     let data_dir = run_dir.join("data");
     let mut glass = Vec::new();
-    for i in 0..args.iters.max(1) {
-        eprintln!("glass data prepare, run {}/{}", i + 1, args.iters.max(1));
+    for i in 0..o.iters.max(1) {
+        progress(&format!(
+            "glass data prepare, run {}/{}",
+            i + 1,
+            o.iters.max(1)
+        ));
         // Nothing may be reused from the previous run.
         if data_dir.exists() {
-            std::fs::remove_dir_all(&data_dir)
-                .with_context(|| format!("removing {}", data_dir.display()))?;
+            std::fs::remove_dir_all(&data_dir).map_err(io("removing", &data_dir))?;
         }
         let (s, _) = time_process(
-            Command::new(&exe)
+            Command::new(&o.glass)
                 .arg("--threads")
                 .arg(threads.to_string())
                 .args(["data", "prepare"])
@@ -248,21 +254,24 @@ fn bench_pipeline(args: &BenchDataArgs, run_dir: &Path, threads: usize) -> Resul
         )?;
         glass.push(s);
     }
-    let m = Manifest::load(run_dir).context("reading the prepared manifest")?;
+    let m = Manifest::load(run_dir).map_err(context("reading the prepared manifest"))?;
     let tokens = m.n_steps * (m.config.rows_per_step * m.row_len) as u64;
-    let python = match &args.python {
+    let python = match &o.python {
         Some(py) => {
-            let py_out = args.out.join("python-out");
+            let py_out = o.out.join("python-out");
             let mut runs = Vec::new();
-            for i in 0..args.iters.max(1) {
-                eprintln!("python pipeline, run {}/{}", i + 1, args.iters.max(1));
+            for i in 0..o.iters.max(1) {
+                progress(&format!(
+                    "python pipeline, run {}/{}",
+                    i + 1,
+                    o.iters.max(1)
+                ));
                 if py_out.exists() {
-                    std::fs::remove_dir_all(&py_out)
-                        .with_context(|| format!("removing {}", py_out.display()))?;
+                    std::fs::remove_dir_all(&py_out).map_err(io("removing", &py_out))?;
                 }
                 let (s, _) = time_process(
                     Command::new(py)
-                        .arg(&args.pipeline_script)
+                        .arg(&o.pipeline_script)
                         .arg("--run")
                         .arg(run_dir)
                         .arg("--out")
@@ -285,7 +294,7 @@ fn bench_pipeline(args: &BenchDataArgs, run_dir: &Path, threads: usize) -> Resul
             "wall time of a fresh process preparing the demo data ({} steps) from files, \
              {threads} threads each, nothing reused; best of {}",
             m.n_steps,
-            args.iters.max(1)
+            o.iters.max(1)
         ),
         steps: m.n_steps,
         tokens,
@@ -341,7 +350,7 @@ fn measure(
 }
 
 fn bench_tokenizer(
-    args: &BenchDataArgs,
+    o: &DataOptions,
     corpus_dir: &Path,
     json: &[u8],
     threads: usize,
@@ -358,15 +367,15 @@ fn bench_tokenizer(
     let row_len = cfg.seq_len + 1;
     // Warm-up pass so both paths start with warm caches, as in steady-state prepare.
     measure(&tok, &docs, eos, row_len, 1)?;
-    let iters = args.iters.max(3);
+    let iters = o.iters.max(3);
     let glass = measure(&tok, &docs, eos, row_len, iters)?;
     tok.set_fast_path(false);
     let glass_hf_encoder = measure(&tok, &docs, eos, row_len, iters)?;
-    let python_reference = match &args.python {
+    let python_reference = match &o.python {
         Some(py) => {
             let (_, stdout) = time_process(
                 Command::new(py)
-                    .arg(&args.tokenizer_script)
+                    .arg(&o.tokenizer_script)
                     .arg("--tokenizer")
                     .arg(&tok_path)
                     .arg("--corpus")
@@ -377,9 +386,14 @@ fn bench_tokenizer(
                 "the tokenizer reference script",
             )?;
             let t: Throughput =
-                serde_json::from_slice(&stdout).context("reading the reference script's output")?;
+                serde_json::from_slice(&stdout).map_err(|source| BenchError::Json {
+                    what: "reading the reference script's output".into(),
+                    source,
+                })?;
             if t.ids_sha256 != glass.ids_sha256 {
-                bail!("the Python reference produced different ids than Glass");
+                return Err(BenchError::Failed(
+                    "the Python reference produced different ids than Glass".into(),
+                ));
             }
             Some(t)
         }
@@ -399,48 +413,4 @@ fn bench_tokenizer(
         glass_hf_encoder,
         python_reference,
     })
-}
-
-fn print_report(r: &BenchReport) {
-    let p = &r.pipeline;
-    println!("data preparation: {}", p.measured);
-    println!(
-        "  {:<44} {:>7.3} s  ({:.2} M training tokens/s)",
-        "glass data prepare",
-        p.glass.best_s,
-        p.tokens as f64 / p.glass.best_s / 1e6
-    );
-    if let Some(py) = &p.python {
-        println!(
-            "  {:<44} {:>7.3} s  ({:.2} M training tokens/s)",
-            "Python (tokenizers encode_batch + numpy)",
-            py.best_s,
-            p.tokens as f64 / py.best_s / 1e6
-        );
-    }
-    if let Some(x) = p.speedup {
-        println!("  glass is {x:.2}x the Python pipeline's speed");
-    }
-    let t = &r.tokenizer;
-    println!(
-        "tokenizer only: {} ({} documents, {:.1} MB)",
-        t.measured,
-        t.docs,
-        t.bytes as f64 / 1e6
-    );
-    let line = |name: &str, x: &Throughput| {
-        println!(
-            "  {name:<44} {:>7.2} M tok/s {:>8.1} MB/s",
-            x.tokens_per_s / 1e6,
-            x.bytes_per_s / 1e6
-        )
-    };
-    line("glass tokenize+pack", &t.glass);
-    line("glass with the HF encoder", &t.glass_hf_encoder);
-    if let Some(py) = &t.python_reference {
-        line("HF tokenizers encode_batch (Python)", py);
-    }
-    if let Some(x) = t.speedup {
-        println!("  glass is {x:.2}x HF tokenizers (same ids)");
-    }
 }

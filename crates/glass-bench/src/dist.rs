@@ -2,16 +2,31 @@
 //! or, with `--grad-groups`, the same grouped step in one process: the step a data-parallel
 //! `glass train` runs (rank slice, gradient groups, deterministic reduce-scatter and
 //! all-gather, AdamW), on random tokens, timed per step.
+//!
+//! The caller owns the world: it passes the communicator in (the launcher, and MPI, are
+//! the binary's business).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Result;
 use glass_dist::Collective;
-use glass_engine::bench::{peak_rss_mib, train_flops_per_token};
-use glass_engine::{AdamW, AdamWConfig, Model, ModelConfig};
+use glass_engine::{AdamW, AdamWConfig, Model};
 use glass_run::dist::DataParallel;
 use serde::Serialize;
+
+use crate::train::{peak_rss_mib, train_flops_per_token, TrainOptions};
+use crate::{BenchError, Result};
+
+/// What to time: the single-process options, grouped and spread over the ranks.
+#[derive(Debug, Clone)]
+pub struct DistOptions {
+    /// Model, global batch, length and step counts.
+    pub train: TrainOptions,
+    /// Gradient groups per step (a divisor of the batch).
+    pub grad_groups: usize,
+    /// Shard the AdamW moments over the ranks (ZeRO stage 1).
+    pub shard_optimizer: bool,
+}
 
 /// What one data-parallel benchmark measured (rank 0's view; the step time is the
 /// slowest rank's, since every step ends in collectives).
@@ -53,22 +68,22 @@ pub struct DistBench {
     pub last_loss: f64,
 }
 
-/// Runs `warmup + steps` data-parallel steps and times the last `steps`.
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    comm: Arc<dyn Collective>,
-    preset: &str,
-    cfg: &ModelConfig,
-    batch: usize,
-    seq: usize,
-    steps: usize,
-    warmup: usize,
-    grad_groups: usize,
-    shard_optimizer: bool,
-) -> Result<DistBench> {
+/// Runs `warmup + steps` data-parallel steps on `comm` and times the last `steps`.
+pub fn run(comm: Arc<dyn Collective>, o: &DistOptions) -> Result<DistBench> {
+    let TrainOptions {
+        preset,
+        cfg,
+        batch,
+        seq,
+        steps,
+        warmup,
+    } = &o.train;
+    let (batch, seq, steps, warmup, grad_groups) = (*batch, *seq, *steps, *warmup, o.grad_groups);
     let (w, r) = (comm.size(), comm.rank());
     if !batch.is_multiple_of(grad_groups) {
-        anyhow::bail!("--batch {batch} is not a multiple of --grad-groups {grad_groups}");
+        return Err(BenchError::Failed(format!(
+            "--batch {batch} is not a multiple of --grad-groups {grad_groups}"
+        )));
     }
     let mut model = Model::new(cfg, 0)?;
     let n = model.params.len();
@@ -76,7 +91,7 @@ pub fn run(
         comm.clone(),
         grad_groups,
         n,
-        shard_optimizer,
+        o.shard_optimizer,
         "--grad-groups",
     )?;
     let mut opt = AdamW::new(AdamWConfig::default(), n);
@@ -111,7 +126,7 @@ pub fn run(
     let step_s = elapsed / steps.max(1) as f64;
     let tokens = (batch * seq) as f64;
     Ok(DistBench {
-        model: preset.to_string(),
+        model: preset.clone(),
         world_size: w,
         transport: comm.transport(),
         threads_per_rank: rayon::current_num_threads(),
@@ -131,25 +146,21 @@ pub fn run(
     })
 }
 
-/// One line of text for a [`DistBench`].
-pub fn describe(r: &DistBench) -> String {
-    format!(
-        "{} data-parallel (batch {} × seq {}, {} rank(s) [{}] × {} thread(s), {} gradient groups{}): {:.0} tokens/s, {:.1} ms/step of which {:.1} ms in collectives, {:.1} GFLOP/s, {:.2} MB sent per rank per step ({} parameters), peak RSS {:.0} MiB (rank 0), loss {:.3}",
-        r.model,
-        r.batch,
-        r.seq,
-        r.world_size,
-        r.transport,
-        r.threads_per_rank,
-        r.grad_groups,
-        if r.shard_optimizer { ", sharded optimizer" } else { "" },
-        r.tokens_per_s,
-        r.step_ms,
-        r.comm_ms,
-        r.gflops,
-        r.bytes_sent_per_rank_per_step as f64 / 1e6,
-        r.params,
-        r.peak_rss_mib,
-        r.last_loss
-    )
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_a_batch_the_groups_do_not_divide() {
+        let o = DistOptions {
+            train: TrainOptions::preset("tiny", Some(3), Some(8), 1, 0).unwrap(),
+            grad_groups: 2,
+            shard_optimizer: false,
+        };
+        let e = run(Arc::new(glass_dist::Solo), &o).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--batch 3 is not a multiple of --grad-groups 2"
+        );
+    }
 }

@@ -1,16 +1,64 @@
-//! Engine benchmarks: GEMM peak and full training steps (forward + backward + AdamW).
+//! `glass bench train`: GEMM peak and full training steps (forward + backward + AdamW).
 //!
-//! Numbers, not assertions: `glass bench train` prints them so they can be compared with
-//! `bench/pytorch_reference.py` on the same machine.
-
-pub mod gemm;
+//! Numbers, not assertions: the figures are compared with `bench/pytorch_reference.py`
+//! on the same machine.
 
 use std::time::Instant;
 
+use glass_engine::gemm::{matmul, Mat, Threads};
+use glass_engine::{AdamW, AdamWConfig, Model, ModelConfig};
 use serde::Serialize;
 
-use crate::gemm::{matmul, Mat, Threads};
-use crate::{AdamW, AdamWConfig, Model, ModelConfig};
+use crate::Result;
+
+/// What to time: a model and the shape of its steps.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Preset name, reported as the model.
+    pub preset: String,
+    /// The preset's config.
+    pub cfg: ModelConfig,
+    /// Sequences per step.
+    pub batch: usize,
+    /// Tokens per sequence.
+    pub seq: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// Untimed warm-up steps.
+    pub warmup: usize,
+}
+
+impl TrainOptions {
+    /// The options for `preset`, with the batch and length defaulting to the preset's
+    /// benchmark shape ([`default_shape`]).
+    pub fn preset(
+        preset: &str,
+        batch: Option<usize>,
+        seq: Option<usize>,
+        steps: usize,
+        warmup: usize,
+    ) -> Result<Self> {
+        let cfg = ModelConfig::preset(preset)?;
+        let (b, s) = default_shape(preset, &cfg);
+        Ok(TrainOptions {
+            preset: preset.to_string(),
+            cfg,
+            batch: batch.unwrap_or(b),
+            seq: seq.unwrap_or(s),
+            steps,
+            warmup,
+        })
+    }
+}
+
+/// The benchmark shapes (batch, sequence length) the engine targets were set for.
+pub fn default_shape(preset: &str, cfg: &ModelConfig) -> (usize, usize) {
+    match preset {
+        "tiny" => (8, 256),
+        "small" => (4, 512),
+        _ => (1, cfg.max_seq_len),
+    }
+}
 
 /// Result of [`gemm_peak`].
 #[derive(Debug, Clone, Serialize)]
@@ -63,7 +111,7 @@ pub fn train_flops_per_token(cfg: &ModelConfig, seq: usize) -> f64 {
     6.0 * matmul_params + attn
 }
 
-/// Result of [`train_bench`].
+/// Result of [`run`].
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainBench {
     /// Preset or description of the model.
@@ -99,21 +147,15 @@ pub struct TrainBench {
 }
 
 /// Runs `warmup + steps` AdamW steps on random tokens and times the last `steps`.
-pub fn train_bench(
-    name: &str,
-    cfg: &ModelConfig,
-    batch: usize,
-    seq: usize,
-    steps: usize,
-    warmup: usize,
-) -> Result<TrainBench, crate::EngineError> {
+pub fn run(o: &TrainOptions) -> Result<TrainBench> {
+    let (cfg, batch, seq, steps) = (&o.cfg, o.batch, o.seq, o.steps);
     let mut model = Model::new(cfg, 0)?;
     let mut opt = AdamW::new(AdamWConfig::default(), model.params.len());
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     let mut rows = vec![0u32; batch * (seq + 1)];
     let mut last_loss = f64::NAN;
     let mut elapsed = 0.0;
-    for i in 0..warmup + steps {
+    for i in 0..o.warmup + steps {
         for t in rows.iter_mut() {
             state ^= state << 13;
             state ^= state >> 7;
@@ -122,7 +164,7 @@ pub fn train_bench(
         }
         let t0 = Instant::now();
         last_loss = model.train_step(&mut opt, &rows, seq, batch, 3e-4)?.loss;
-        if i >= warmup {
+        if i >= o.warmup {
             elapsed += t0.elapsed().as_secs_f64();
         }
     }
@@ -132,7 +174,7 @@ pub fn train_bench(
     let peak = gemm_peak(1024, 3).gflops;
     let hw = hardware_peak();
     Ok(TrainBench {
-        model: name.to_string(),
+        model: o.preset.clone(),
         threads: rayon::current_num_threads(),
         batch,
         seq,
@@ -144,7 +186,7 @@ pub fn train_bench(
         gemm_peak_gflops: peak,
         mfu_hardware: gflops / hw.gflops,
         hardware_peak: hw,
-        kernel: crate::gemm::active_kernel().name(),
+        kernel: glass_engine::gemm::active_kernel().name(),
         peak_rss_mib: peak_rss_mib(),
         last_loss,
     })
@@ -185,8 +227,8 @@ pub struct HardwarePeak {
 /// The hardware peak for the active kernel, with the clock from sysfs
 /// (`cpuinfo_max_freq`) or else `/proc/cpuinfo` (`cpu MHz`).
 pub fn hardware_peak() -> HardwarePeak {
-    use crate::gemm::Kernel;
-    let kernel = crate::gemm::active_kernel();
+    use glass_engine::gemm::Kernel;
+    let kernel = glass_engine::gemm::active_kernel();
     let (fma_units, lanes) = match kernel {
         Kernel::Avx512 => (2, 16),
         Kernel::Avx2 => (2, 8),
@@ -226,5 +268,34 @@ pub fn hardware_peak() -> HardwarePeak {
             "{cores} threads × {fma_units} FMA units (assumed for {}) × {lanes} f32 lanes × 2 flops × {ghz:.2} GHz ({src}) = {gflops:.1} GFLOP/s",
             kernel.name()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_default_to_their_benchmark_shape() {
+        let o = TrainOptions::preset("tiny", None, Some(64), 1, 0).unwrap();
+        assert_eq!((o.batch, o.seq), (8, 64));
+        let o = TrainOptions::preset("small", Some(2), None, 1, 0).unwrap();
+        assert_eq!((o.batch, o.seq), (2, 512));
+        assert!(TrainOptions::preset("no-such-preset", None, None, 1, 0).is_err());
+    }
+
+    #[test]
+    fn flops_per_token_counts_six_per_matmul_parameter_plus_attention() {
+        let cfg = ModelConfig::preset("tiny").unwrap();
+        let seq = 128;
+        let attn = 3.0
+            * cfg.n_layers as f64
+            * 2.0
+            * seq as f64
+            * cfg.n_heads as f64
+            * cfg.head_dim() as f64;
+        let f = train_flops_per_token(&cfg, seq);
+        assert!(f > attn);
+        assert_eq!((f - attn) % 6.0, 0.0);
     }
 }
