@@ -210,14 +210,80 @@ pub fn read_unit(
             let mut bytes = Vec::new();
             // A regular file only: a FIFO or device named as a source is refused, not
             // read forever.
+            // At most one byte past the document limit is read.
             glass_io::open::open_regular(p)?
                 .into_file()
+                .take(MAX_DOCUMENT_BYTES as u64 + 1)
                 .read_to_end(&mut bytes)
                 .at(p)?;
+            if bytes.len() > MAX_DOCUMENT_BYTES {
+                return Err(src_err(
+                    src,
+                    format!(
+                        "{}: more than the {} MiB Glass tokenizes as one document; split it into smaller files",
+                        unit.path,
+                        MAX_DOCUMENT_BYTES >> 20
+                    ),
+                ));
+            }
             whole(bytes, &mut counts, emit)?
         }
     }
     Ok(counts)
+}
+
+/// The most UTF-8 text one document may hold (16 MiB): the tokenizer needs many times
+/// a document's size while it encodes it, and documents are tokenized whole
+/// (`docs/data-format.md`, "Document size limit"). Longer documents are refused, or
+/// skipped and counted with `bad_lines = "skip"`; [`crate::GlassTokenizer::encode`]
+/// refuses longer text from any caller.
+pub const MAX_DOCUMENT_BYTES: usize = 16 << 20;
+
+/// The longest JSON Lines line read (64 MiB: a document at the limit with escapes and
+/// metadata); a longer one is hashed as it streams past, never held in memory.
+pub const MAX_JSONL_LINE_BYTES: usize = 64 << 20;
+
+/// Reads one line of at most `MAX_JSONL_LINE_BYTES` (newline included) into `buf`; a
+/// longer line's rest is read, hashed and dropped. Returns (bytes consumed, whether the
+/// line was too long).
+fn read_bounded_line(
+    r: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    hasher: &mut Sha256,
+) -> std::io::Result<(usize, bool)> {
+    let n = r
+        .by_ref()
+        .take(MAX_JSONL_LINE_BYTES as u64 + 1)
+        .read_until(b'\n', buf)?;
+    hasher.update(&buf[..]);
+    if n <= MAX_JSONL_LINE_BYTES || buf.last() == Some(&b'\n') {
+        return Ok((n, false));
+    }
+    let mut total = n;
+    loop {
+        let (done, used) = {
+            let chunk = r.fill_buf()?;
+            if chunk.is_empty() {
+                break;
+            }
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    hasher.update(&chunk[..=i]);
+                    (true, i + 1)
+                }
+                None => {
+                    hasher.update(chunk);
+                    (false, chunk.len())
+                }
+            }
+        };
+        r.consume(used);
+        total += used;
+        if done {
+            break;
+        }
+    }
+    Ok((total, true))
 }
 
 fn read_jsonl(
@@ -234,14 +300,27 @@ fn read_jsonl(
     let field = src.text_field.as_deref().expect("validated");
     loop {
         buf.clear();
-        let n = r.read_until(b'\n', &mut buf).at(path)?;
+        let (n, too_long) = read_bounded_line(&mut r, &mut buf, &mut hasher).at(path)?;
         if n == 0 {
             break;
         }
-        hasher.update(&buf);
         line += 1;
         let start = offset;
         offset += n as u64;
+        if too_long {
+            if src.bad_lines == BadInput::Skip {
+                counts.bad_lines += 1;
+                continue;
+            }
+            return Err(src_err(
+                src,
+                format!(
+                    "{}:{line}: a line of {n} bytes, more than the {} MiB a JSON Lines line may hold; split the document into several lines (or set bad_lines = \"skip\" to skip and count such lines)",
+                    unit.path,
+                    MAX_JSONL_LINE_BYTES >> 20
+                ),
+            ));
+        }
         let mut body = &buf[..];
         while let [rest @ .., b'\n' | b'\r'] = body {
             body = rest;
@@ -284,6 +363,17 @@ fn read_jsonl(
             bad(format!("field `{field}` missing or not a string"), counts)?;
             continue;
         };
+        if text.len() > MAX_DOCUMENT_BYTES {
+            bad(
+                format!(
+                    "field `{field}` holds {} bytes of text, more than the {} MiB Glass tokenizes as one document; split the document into several lines",
+                    text.len(),
+                    MAX_DOCUMENT_BYTES >> 20
+                ),
+                counts,
+            )?;
+            continue;
+        }
         let meta = if src.id_field.is_some() || !src.metadata_fields.is_empty() {
             let mut m = serde_json::Map::new();
             if let Some(id) = &src.id_field {

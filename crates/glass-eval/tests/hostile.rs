@@ -149,7 +149,7 @@ fn targets_outside_the_choices_and_empty_choices_are_refused_by_row() {
     // A text target that is not a choice.
     refused(
         &format!("{mc}doc_to_target: \"{{{{choices[label]}}}}x\"\n"),
-        &[good.clone()],
+        std::slice::from_ref(&good),
         &["hostile", "d.jsonl:1", "doc_to_target", "`ax`"],
     );
     // No choices at all.
@@ -161,20 +161,35 @@ fn targets_outside_the_choices_and_empty_choices_are_refused_by_row() {
 }
 
 #[test]
-fn mc2_labels_must_be_true_answers_then_false_ones() {
+fn mc2_labels_must_mark_true_and_false_answers() {
     let mc2 = "output_type: multiple_choice\ndoc_to_text: \"{{q}}\"\ndoc_to_choice: \"{{mc2_targets.choices}}\"\ndoc_to_target: 0\nprocess_results: !function utils.process_results_mc2\nmetric_list:\n  - metric: acc\n";
     let doc = |labels: serde_json::Value| serde_json::json!({"q": "Q", "mc2_targets": {"choices": ["a", "b", "c"], "labels": labels}});
     for labels in [
         serde_json::json!([0, 0, 0]),
-        serde_json::json!([0, 1, 0]),
+        serde_json::json!([1, 1, 1]),
         serde_json::json!([1, 2, 0]),
+        serde_json::json!([1, -1, 0]),
     ] {
         refused(
             &format!("dataset_path: truthfulqa/truthful_qa\n{mc2}"),
             &[doc(labels)],
-            &["hostile", "d.jsonl:1", "mc2_targets.labels"],
+            &[
+                "hostile",
+                "d.jsonl:1",
+                "mc2_targets.labels",
+                "at least one of each",
+            ],
         );
     }
+    // True answers need not come first: every answer labelled 1 counts, as in the harness.
+    let p = prepared(
+        &format!("dataset_path: truthfulqa/truthful_qa\n{mc2}"),
+        &[doc(serde_json::json!([0, 1, 0]))],
+    )
+    .unwrap();
+    assert!(
+        matches!(&p[0], Prepared::MultipleChoice { mc2_labels: Some(l), .. } if l == &[0, 1, 0])
+    );
 }
 
 /// An `include:` of a file that is not a task names the file and the problem, and never
@@ -215,4 +230,32 @@ fn include_errors_name_the_file_not_its_content() {
             "the included file is not named: {e}"
         );
     }
+}
+
+/// The template check refuses nothing the bundled harness tasks use: every `doc_to_*`
+/// template and `description` of every bundled task file (includes merged) passes it.
+#[test]
+fn every_bundled_task_template_passes_the_check() {
+    let dir = glass_eval::source::bundled_lm_eval_dir();
+    let mut tasks = 0;
+    for f in glass_eval::source::yaml_files(&dir).unwrap() {
+        let m = glass_eval::include::load(&f).unwrap();
+        if m.root.get("task").and_then(|t| t.as_str()).is_none() {
+            continue;
+        }
+        glass_eval::template::check_task(&m.root, &f.display().to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
+        tasks += 1;
+    }
+    // ARC (2), HellaSwag, TruthfulQA (2), MMLU's 57 subjects and the code tasks.
+    assert!(tasks > 60, "only {tasks} bundled tasks found");
+    // The check does refuse: one refused construct in a copy of a bundled template.
+    let arc = glass_eval::include::load(&dir.join("arc/arc_easy.yaml")).unwrap();
+    let t = arc
+        .root
+        .get("doc_to_text")
+        .and_then(|t| t.as_str())
+        .unwrap();
+    assert!(glass_eval::template::check(t).is_ok());
+    assert!(glass_eval::template::check(&format!("{t}{{{{ question|indent(9) }}}}")).is_err());
 }

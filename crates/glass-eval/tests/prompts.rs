@@ -77,7 +77,7 @@ fn the_arc_gold_comes_from_label_index_of_answer_key() {
     files.insert("test".to_string(), vec![arc.join("arc_test.jsonl")]);
     let task = TaskDef::from_file(&arc.join("arc_easy.yaml"), Some(&files)).unwrap();
     let data = task.load().unwrap();
-    let golds: Vec<usize> = prepare(&task, &data, None, 1234)
+    let golds: Vec<Option<usize>> = prepare(&task, &data, None, 1234)
         .unwrap()
         .into_iter()
         .map(|p| match p {
@@ -85,7 +85,7 @@ fn the_arc_gold_comes_from_label_index_of_answer_key() {
             _ => unreachable!(),
         })
         .collect();
-    assert_eq!(golds, [1, 0, 2, 1, 3, 0, 1, 1].to_vec());
+    assert_eq!(golds, [1, 0, 2, 1, 3, 0, 1, 1].map(Some).to_vec());
 }
 
 fn parse_err(yaml: &str) -> String {

@@ -208,7 +208,7 @@ fn a_shared_few_shot_beginning_keeps_every_score_bit_for_bit() {
                 context: format!("{prefix}{q}"),
                 choices: choices.clone(),
                 continuations: choices.clone(),
-                gold: 0,
+                gold: Some(0),
                 mc2_labels: None,
             })
             .collect();

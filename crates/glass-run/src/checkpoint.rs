@@ -629,6 +629,43 @@ fn verify_file(run_dir: &Path, f: &FileEntry, stop: &AtomicBool) -> Result<FileI
     Ok(identity)
 }
 
+/// Checks every value of a checkpoint's weights or optimizer state (F32 tensors) at
+/// `path` beneath `run_dir`, `bytes` long: finite, and AdamW's second moments
+/// (`exp_avg_sq.*`) not negative. A hash proves the file is the one listed, not that its
+/// numbers are ones Glass would have written. `glass verify` runs it after the hashes;
+/// loaders need not, as they check each value while copying it.
+pub fn check_values(run_dir: &Path, path: &Path, bytes: u64) -> Result<()> {
+    let map = map_file(run_dir, path, bytes)?;
+    let st = SafeTensors::deserialize(&map).map_err(|e| RunError::Checkpoint {
+        path: path.into(),
+        msg: format!("not a valid safetensors file ({e}); the file is truncated or corrupt"),
+    })?;
+    let mut tensors = st.tensors();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, view) in tensors {
+        if view.dtype() != Dtype::F32 {
+            continue;
+        }
+        let rule = if name.starts_with("exp_avg_sq.") {
+            ValueRule::FiniteNonNegative
+        } else {
+            ValueRule::Finite
+        };
+        // Piece by piece through one small buffer: no copy of a whole tensor.
+        let mut piece = vec![0f32; CHECK_PIECE];
+        for (k, bytes) in view.data().chunks(CHECK_PIECE * 4).enumerate() {
+            let n = bytes.len() / 4;
+            for (x, c) in piece[..n].iter_mut().zip(bytes.chunks_exact(4)) {
+                *x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            if let Some(i) = first_bad(&piece[..n], rule) {
+                return Err(bad_value(path, &name, k * CHECK_PIECE + i, piece[i], rule));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Loads a checkpoint directory into `model` and `opt` after checking every file's hash
 /// against `files` (from the manifest). Returns its state.
 pub fn load(
