@@ -75,8 +75,13 @@ fn src_err(src: &SourceConfig, message: String) -> DataError {
 pub fn list_units(src: &SourceConfig, run_dir: &Path) -> Result<Vec<Unit>> {
     if src.kind == SourceKind::Embedded {
         let set = src.embedded.expect("validated");
+        let keep = |n: &str| {
+            (src.works.is_empty() || src.works.iter().any(|w| w == n))
+                && !src.exclude.iter().any(|w| w == n)
+        };
         return Ok(embedded_set(set)
             .into_iter()
+            .filter(|(n, _)| keep(n))
             .map(|(n, t)| Unit {
                 path: format!("embedded:{n}"),
                 location: UnitLocation::Embedded(t),
@@ -190,9 +195,8 @@ pub fn read_unit(
                  emit: &mut dyn FnMut(RawDoc) -> Result<()>| {
         counts.sha256 = hex::encode(Sha256::digest(&bytes));
         counts.bytes = bytes.len() as u64;
-        let len = bytes.len() as u64;
         match String::from_utf8(bytes) {
-            Ok(text) => emit(RawDoc { line: 0, byte_start: 0, byte_len: len, text, meta: None }),
+            Ok(text) => emit_whole(src, &unit.path, text, emit),
             Err(_) if src.invalid_utf8 == BadInput::Skip => {
                 counts.invalid_utf8 += 1;
                 Ok(())
@@ -209,18 +213,26 @@ pub fn read_unit(
         (UnitLocation::File(p), _) => {
             let mut bytes = Vec::new();
             // A regular file only: a FIFO or device named as a source is refused, not
-            // read forever.
-            // At most one byte past the document limit is read.
+            // read forever. A file that is one document is read to at most one byte past
+            // the document limit; one cut to its head or into pieces is read whole (its
+            // hash covers all of it), and each document cut from it is checked against
+            // the limit as it is emitted.
+            let cut = src.head_bytes.is_some() || src.piece_bytes.is_some();
+            let limit = if cut {
+                u64::MAX
+            } else {
+                MAX_DOCUMENT_BYTES as u64 + 1
+            };
             glass_io::open::open_regular(p)?
                 .into_file()
-                .take(MAX_DOCUMENT_BYTES as u64 + 1)
+                .take(limit)
                 .read_to_end(&mut bytes)
                 .at(p)?;
-            if bytes.len() > MAX_DOCUMENT_BYTES {
+            if !cut && bytes.len() > MAX_DOCUMENT_BYTES {
                 return Err(src_err(
                     src,
                     format!(
-                        "{}: more than the {} MiB Glass tokenizes as one document; split it into smaller files",
+                        "{}: more than the {} MiB Glass tokenizes as one document; split it into smaller files (or set piece_bytes to cut it into pieces)",
                         unit.path,
                         MAX_DOCUMENT_BYTES >> 20
                     ),
@@ -284,6 +296,75 @@ fn read_bounded_line(
         }
     }
     Ok((total, true))
+}
+
+/// Emits a whole-file document: as it is, cut to its head (`head_bytes`), or cut into
+/// pieces (`piece_bytes`); a piece's `line` is the 1-based line it starts on (its id
+/// within the file), a whole file's is 0.
+/// Every document emitted is at most [`MAX_DOCUMENT_BYTES`], else an error naming the
+/// unit (and the piece's line).
+fn emit_whole(
+    src: &SourceConfig,
+    path: &str,
+    mut text: String,
+    emit: &mut dyn FnMut(RawDoc) -> Result<()>,
+) -> Result<()> {
+    let too_long = |what: String, len: usize| {
+        src_err(
+            src,
+            format!(
+                "{path}: {what} holds {len} bytes, more than the {} MiB Glass tokenizes as one document; cut it with a smaller head_bytes or piece_bytes, or add line ends",
+                MAX_DOCUMENT_BYTES >> 20
+            ),
+        )
+    };
+    if let Some(n) = src.head_bytes {
+        text.truncate(line_cut(&text, n as usize));
+    }
+    let Some(piece) = src.piece_bytes else {
+        if text.len() > MAX_DOCUMENT_BYTES {
+            return Err(too_long("the document".into(), text.len()));
+        }
+        let len = text.len() as u64;
+        return emit(RawDoc {
+            line: 0,
+            byte_start: 0,
+            byte_len: len,
+            text,
+            meta: None,
+        });
+    };
+    let (mut at, mut line) = (0usize, 1u64);
+    while at < text.len() {
+        let end = at + line_cut(&text[at..], piece as usize);
+        let body = &text[at..end];
+        if body.len() > MAX_DOCUMENT_BYTES {
+            return Err(too_long(format!("the piece from line {line}"), body.len()));
+        }
+        emit(RawDoc {
+            line,
+            byte_start: at as u64,
+            byte_len: body.len() as u64,
+            text: body.to_string(),
+            meta: None,
+        })?;
+        line += body.matches('\n').count() as u64;
+        at = end;
+    }
+    Ok(())
+}
+
+/// Length of the prefix of `text` that ends at the first line end at or after byte
+/// `min` (all of `text` when no line ends there); never empty for non-empty text.
+fn line_cut(text: &str, min: usize) -> usize {
+    if min >= text.len() {
+        return text.len();
+    }
+    // A line feed is one byte in UTF-8, so cutting after it is always a char boundary.
+    match text.as_bytes()[min..].iter().position(|&b| b == b'\n') {
+        Some(i) => min + i + 1,
+        None => text.len(),
+    }
 }
 
 fn read_jsonl(

@@ -268,6 +268,24 @@ fn documents_over_the_limit_are_refused_by_line_or_skipped_and_counted() {
     });
     let e = err_text(r);
     assert!(e.contains("work05.txt") && e.contains("16 MiB"), "{e}");
+
+    // Cut into pieces (`piece_bytes`), a file may be longer, but no piece may: one
+    // without a line end past the limit names the file and the piece's line.
+    let cfg = common::CONFIG.replace(
+        "paths = [\"corpus/prose\"]",
+        "paths = [\"corpus/prose\"]\npiece_bytes = 4096",
+    );
+    let (_d, r) = run_with(&cfg, |run| {
+        let p = run.join("corpus/prose/work05.txt");
+        // 1000 short lines (the first piece ends with line 820), then no line end.
+        let text = "line\n".repeat(1000) + &"x".repeat(MAX_DOCUMENT_BYTES + 1);
+        std::fs::write(p, text).unwrap();
+    });
+    let e = err_text(r);
+    assert!(
+        e.contains("work05.txt") && e.contains("piece from line 821") && e.contains("16 MiB"),
+        "{e}"
+    );
 }
 
 /// The tokenizer itself refuses text past the limit, whoever hands it over (prompts,

@@ -371,9 +371,9 @@ pub fn init_toml(preset: &str, name: &str) -> Result<String> {
     let (lr, min_lr, warmup) = if amber {
         ("3e-4", "3e-5", 2000)
     } else {
-        ("2e-3", "2e-4", 20)
+        ("3e-3", "3e-4", 20)
     };
-    let micro = if amber { 4 } else { 16 };
+    let micro = 4;
     let _ = model;
     Ok(format!(
         r#"# Glass run configuration. With the data below and the seeds, this file determines
