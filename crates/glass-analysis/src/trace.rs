@@ -9,6 +9,7 @@ use glass_data::chunk::{read_header, read_segments};
 use glass_data::pack::{Segment, SegmentKind};
 use glass_data::store::SourceView;
 use glass_data::{GlassTokenizer, PreparedData};
+use glass_engine::ops::fastmath::ln_f64;
 use serde::Serialize;
 
 use crate::error::{AnalysisError, Result};
@@ -176,6 +177,13 @@ pub fn maximal_spans(
     Ok(out)
 }
 
+/// `ln(count / total)`, a token's unigram log-probability in the training stream, with
+/// the numerics contract's `ln`: the rarity ranking and the published
+/// `unigram_logprob` are the same on every CPU.
+fn unigram_logprob(count: u64, total: u64) -> f64 {
+    ln_f64(count as f64 / total.max(1) as f64)
+}
+
 /// Traces `ids` (the tokens of `text`) through the index.
 pub fn trace(
     run_dir: &Path,
@@ -208,8 +216,7 @@ pub fn trace(
             let v = match unigram.get(&t) {
                 Some(v) => *v,
                 None => {
-                    let c = index.count(&[t])? as f64;
-                    let v = (c / total.max(1) as f64).ln();
+                    let v = unigram_logprob(index.count(&[t])?, total);
                     unigram.insert(t, v);
                     v
                 }
@@ -379,4 +386,23 @@ impl Context {
 fn last_chars(s: &str, n: usize) -> String {
     let c: Vec<char> = s.chars().collect();
     c[c.len().saturating_sub(n)..].iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// Shares where glibc's `log` (what `f64::ln` calls on Linux, its code path chosen by
+    /// CPU) and musl's differ in the last bit: the published log-probability is musl's,
+    /// the contract's.
+    #[test]
+    fn unigram_logprob_uses_the_contract_ln() {
+        for count in [33u64, 245, 251, 417, 435, 464, 538, 832] {
+            let want = libm::log(count as f64 / 1_234_567.0);
+            assert_eq!(
+                super::unigram_logprob(count, 1_234_567).to_bits(),
+                want.to_bits(),
+                "{count}"
+            );
+        }
+        assert_eq!(super::unigram_logprob(0, 0), f64::NEG_INFINITY);
+    }
 }

@@ -202,10 +202,22 @@ impl PreparedData {
     pub fn tokenizer(&self) -> Result<GlassTokenizer> {
         let p = self.tokenizer_path();
         let bytes = self.tokenizer_json()?;
-        GlassTokenizer::from_json(&bytes, &self.manifest.config.tokenizer).map_err(|e| match e {
-            DataError::Tokenizer(m) => DataError::Tokenizer(format!("{}: {m}", p.display())),
-            other => other,
-        })
+        let tok = GlassTokenizer::from_json(&bytes, &self.manifest.config.tokenizer).map_err(
+            |e| match e {
+                DataError::Tokenizer(m) => DataError::Tokenizer(format!("{}: {m}", p.display())),
+                other => other,
+            },
+        )?;
+        // The ids in the chunks were made by a tokenizer of exactly this many ids: one
+        // with more or fewer would decode rows with ids dropped or misread.
+        let (ids, recorded) = (tok.vocab_size(), self.manifest.tokenizer.vocab_size);
+        if ids != recorded {
+            return Err(DataError::Tokenizer(format!(
+                "{}: the tokenizer has {ids} ids but the data manifest records {recorded} (the tokenizer the chunks were made with): this is not the run's tokenizer; restore the run's tokenizer.json (or re-run `glass data prepare`)",
+                p.display()
+            )));
+        }
+        Ok(tok)
     }
 
     /// Name of the stage `step` belongs to.

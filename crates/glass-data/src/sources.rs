@@ -257,7 +257,7 @@ pub fn read_unit(
         counts.sha256 = hex::encode(Sha256::digest(&bytes));
         counts.bytes = bytes.len() as u64;
         match String::from_utf8(bytes) {
-            Ok(text) => emit_whole(src, text, emit),
+            Ok(text) => emit_whole(src, &unit.path, text, emit),
             Err(_) if src.invalid_utf8 == BadInput::Skip => {
                 counts.invalid_utf8 += 1;
                 Ok(())
@@ -280,29 +280,75 @@ pub fn read_unit(
         (UnitLocation::File(p), _) => {
             let mut bytes = Vec::new();
             // A regular file only: a FIFO or device named as a source is refused, not
-            // read forever.
+            // read forever. A file that is one document is read to at most one byte past
+            // the document limit; one cut to its head or into pieces is read whole (its
+            // hash covers all of it), and each document cut from it is checked against
+            // the limit as it is emitted.
+            let cut = src.head_bytes.is_some() || src.piece_bytes.is_some();
+            let limit = if cut {
+                u64::MAX
+            } else {
+                MAX_DOCUMENT_BYTES as u64 + 1
+            };
             glass_io::open::open_regular(p)?
                 .into_file()
+                .take(limit)
                 .read_to_end(&mut bytes)
                 .at(p)?;
+            if !cut && bytes.len() > MAX_DOCUMENT_BYTES {
+                return Err(src_err(
+                    src,
+                    format!(
+                        "{}: more than the {} MiB Glass tokenizes as one document; split it into smaller files (or set piece_bytes to cut it into pieces)",
+                        unit.path,
+                        MAX_DOCUMENT_BYTES >> 20
+                    ),
+                ));
+            }
             whole(bytes, &mut counts, emit)?
         }
     }
     Ok(counts)
 }
 
+/// The most UTF-8 text one document may hold (16 MiB): the tokenizer needs many times
+/// a document's size while it encodes it, and documents are tokenized whole
+/// (`docs/data-format.md`, "Document size limit"). Longer documents are refused, or
+/// skipped and counted with `bad_lines = "skip"`; [`crate::GlassTokenizer::encode`]
+/// refuses longer text from any caller.
+pub const MAX_DOCUMENT_BYTES: usize = 16 << 20;
+
+/// The longest JSON Lines line read (64 MiB: a document at the limit with escapes and
+/// metadata); a longer one is hashed as it streams past, never held in memory.
+pub const MAX_JSONL_LINE_BYTES: usize = 64 << 20;
+
 /// Emits a whole-file document: as it is, cut to its head (`head_bytes`), or cut into
 /// pieces (`piece_bytes`); a piece's `line` is the 1-based line it starts on (its id
 /// within the file), a whole file's is 0.
+/// Every document emitted is at most [`MAX_DOCUMENT_BYTES`], else an error naming the
+/// unit (and the piece's line).
 fn emit_whole(
     src: &SourceConfig,
+    path: &str,
     mut text: String,
     emit: &mut dyn FnMut(RawDoc) -> Result<()>,
 ) -> Result<()> {
+    let too_long = |what: String, len: usize| {
+        src_err(
+            src,
+            format!(
+                "{path}: {what} holds {len} bytes, more than the {} MiB Glass tokenizes as one document; cut it with a smaller head_bytes or piece_bytes, or add line ends",
+                MAX_DOCUMENT_BYTES >> 20
+            ),
+        )
+    };
     if let Some(n) = src.head_bytes {
         text.truncate(line_cut(&text, n as usize));
     }
     let Some(piece) = src.piece_bytes else {
+        if text.len() > MAX_DOCUMENT_BYTES {
+            return Err(too_long("the document".into(), text.len()));
+        }
         let len = text.len() as u64;
         return emit(RawDoc {
             line: 0,
@@ -316,6 +362,9 @@ fn emit_whole(
     while at < text.len() {
         let end = at + line_cut(&text[at..], piece as usize);
         let body = &text[at..end];
+        if body.len() > MAX_DOCUMENT_BYTES {
+            return Err(too_long(format!("the piece from line {line}"), body.len()));
+        }
         emit(RawDoc {
             line,
             byte_start: at as u64,
@@ -341,10 +390,6 @@ fn line_cut(text: &str, min: usize) -> usize {
         None => text.len(),
     }
 }
-
-/// The largest document (a JSONL line, a row's text) read: memory stays bounded by it,
-/// whatever a file holds. Longer ones are malformed records (`bad_lines`).
-pub const MAX_DOCUMENT_BYTES: usize = 64 << 20;
 
 /// A compressed JSONL file may inflate to at most this many times its size (plus
 /// [`INFLATE_FLOOR`]); text corpora compress 3–10×, a decompression bomb far more.
@@ -398,11 +443,12 @@ fn hash_file(path: &Path) -> Result<(String, u64)> {
 
 /// Reads one line (through its `\n`) into `buf`, keeping at most `max` bytes of it;
 /// returns the bytes consumed (0 at the end) and whether the line was longer than `max`
-/// (the rest is consumed, not kept).
+/// (the rest is consumed and hashed into `hasher`, when given, but not kept).
 fn read_line_bounded(
     r: &mut dyn BufRead,
     buf: &mut Vec<u8>,
     max: usize,
+    mut hasher: Option<&mut Sha256>,
 ) -> std::io::Result<(usize, bool)> {
     let (mut n, mut long) = (0usize, false);
     loop {
@@ -414,7 +460,10 @@ fn read_line_bounded(
             Some(i) => (i + 1, true),
             None => (avail.len(), false),
         };
-        if buf.len() + take <= max {
+        if let Some(h) = hasher.as_deref_mut() {
+            h.update(&avail[..take]);
+        }
+        if !long && buf.len() + take <= max {
             buf.extend_from_slice(&avail[..take]);
         } else {
             long = true;
@@ -456,6 +505,8 @@ fn read_jsonl(
     emit: &mut dyn FnMut(RawDoc) -> Result<()>,
 ) -> Result<()> {
     let compression = Compression::of(path);
+    // A plain file is hashed as its lines stream past; a compressed one beforehand, as stored.
+    let plain = compression == Compression::None;
     let file = glass_io::open::open_regular(path)?.into_file();
     let mut r: Box<dyn BufRead> = match compression {
         Compression::None => Box::new(BufReader::with_capacity(1 << 20, file)),
@@ -490,7 +541,7 @@ fn read_jsonl(
     let (mut line, mut offset) = (0u64, 0u64);
     loop {
         buf.clear();
-        let (n, long) = read_line_bounded(&mut *r, &mut buf, MAX_DOCUMENT_BYTES).map_err(|e| {
+        let (n, long) = read_line_bounded(&mut *r, &mut buf, MAX_JSONL_LINE_BYTES, plain.then_some(&mut hasher)).map_err(|e| {
             src_err(
                 src,
                 format!(
@@ -504,9 +555,6 @@ fn read_jsonl(
         if n == 0 {
             break;
         }
-        if compression == Compression::None {
-            hasher.update(&buf);
-        }
         line += 1;
         let start = offset;
         offset += n as u64;
@@ -514,7 +562,7 @@ fn read_jsonl(
             bad_record(
                 src,
                 &format!("{}:{line}", unit.path),
-                format!("a line over {MAX_DOCUMENT_BYTES} bytes"),
+                format!("a line of {n} bytes, more than the {} MiB a JSON Lines line may hold; split the document into several lines", MAX_JSONL_LINE_BYTES >> 20),
                 false,
                 counts,
             )?;
@@ -550,7 +598,7 @@ fn read_jsonl(
             ..doc
         })?;
     }
-    if compression == Compression::None {
+    if plain {
         counts.sha256 = hex::encode(hasher.finalize());
         counts.bytes = offset;
     }
@@ -611,7 +659,11 @@ fn record_doc(
         bad_record(
             src,
             at,
-            format!("a document over {MAX_DOCUMENT_BYTES} bytes"),
+            format!(
+                "field `{name}` holds {} bytes of text, more than the {} MiB Glass tokenizes as one document; split the document",
+                text.len(),
+                MAX_DOCUMENT_BYTES >> 20
+            ),
             false,
             counts,
         )?;
@@ -718,16 +770,28 @@ mod tests {
         let text = b"short\n0123456789abcdef\nend";
         let mut r = &text[..];
         let mut buf = Vec::new();
-        assert_eq!(read_line_bounded(&mut r, &mut buf, 8).unwrap(), (6, false));
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 8, None).unwrap(),
+            (6, false)
+        );
         assert_eq!(buf, b"short\n");
         buf.clear();
-        assert_eq!(read_line_bounded(&mut r, &mut buf, 8).unwrap(), (17, true));
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 8, None).unwrap(),
+            (17, true)
+        );
         assert!(buf.len() <= 8);
         buf.clear();
-        assert_eq!(read_line_bounded(&mut r, &mut buf, 8).unwrap(), (3, false));
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 8, None).unwrap(),
+            (3, false)
+        );
         assert_eq!(buf, b"end");
         buf.clear();
-        assert_eq!(read_line_bounded(&mut r, &mut buf, 8).unwrap(), (0, false));
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 8, None).unwrap(),
+            (0, false)
+        );
     }
 
     #[test]

@@ -211,7 +211,16 @@ impl GlassTokenizer {
     }
 
     /// Appends the ids of `text` (no special tokens added) to `out`.
+    /// Text longer than [`crate::sources::MAX_DOCUMENT_BYTES`] is refused: the
+    /// tokenizer's working memory is many times the text.
     pub fn encode_into(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+        if text.len() > crate::sources::MAX_DOCUMENT_BYTES {
+            return Err(DataError::Tokenizer(format!(
+                "a text of {} bytes is more than the {} MiB Glass tokenizes at once; split it",
+                text.len(),
+                crate::sources::MAX_DOCUMENT_BYTES >> 20
+            )));
+        }
         match (&self.fast, self.inner.get_model()) {
             (Some(fast), ModelWrapper::BPE(bpe)) => {
                 for seg in safe_segments(text) {

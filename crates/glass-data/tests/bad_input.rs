@@ -202,3 +202,102 @@ fn loaded_tokenizer_too_large_for_the_dtype_is_an_error_and_fim_sentinels_are_ad
     assert!(t.specials.fim_prefix.is_some());
     assert!(glass_data::verify(d.path()).unwrap().mismatches.is_empty());
 }
+
+/// A document longer than 16 MiB (`MAX_DOCUMENT_BYTES`) is never tokenized: the HF
+/// tokenizer would need about 50 times its size. It is an error naming the file and line,
+/// or with `bad_lines = "skip"` skipped and counted; a line too long to read is never held
+/// in memory; a whole-file document over the limit names its file.
+#[test]
+fn documents_over_the_limit_are_refused_by_line_or_skipped_and_counted() {
+    // The documented limits (docs/data-format.md), written out so the test pins them.
+    const MAX_DOCUMENT_BYTES: usize = 16 << 20;
+    const MAX_JSONL_LINE_BYTES: usize = 64 << 20;
+    let big_line = |bytes: usize| {
+        // Non-ASCII text, the kind the HF tokenizer handles (not the ASCII fast path).
+        let text = "é".repeat(bytes / 2 + 1);
+        serde_json::json!({ "id": "big", "text": text }).to_string()
+    };
+    let with_line = |line: String| {
+        move |run: &std::path::Path| {
+            let p = run.join("corpus/web/part0.jsonl");
+            let mut lines: Vec<String> = std::fs::read_to_string(&p)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect();
+            lines[3] = line;
+            std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        }
+    };
+    let (_d, r) = run_with(common::CONFIG, with_line(big_line(MAX_DOCUMENT_BYTES)));
+    let e = err_text(r);
+    assert!(
+        e.contains("corpus/web/part0.jsonl:4") && e.contains("16 MiB") && e.contains("bad_lines"),
+        "{e}"
+    );
+    // A line past the read limit: refused the same way, without being parsed.
+    let (_d, r) = run_with(
+        common::CONFIG,
+        with_line("x".repeat(MAX_JSONL_LINE_BYTES + 10)),
+    );
+    let e = err_text(r);
+    assert!(
+        e.contains("corpus/web/part0.jsonl:4") && e.contains("a line of"),
+        "{e}"
+    );
+
+    let cfg = common::CONFIG.replace(
+        "id_field = \"id\"",
+        "id_field = \"id\"\nbad_lines = \"skip\"",
+    );
+    let (d, r) = run_with(&cfg, with_line(big_line(MAX_DOCUMENT_BYTES)));
+    r.unwrap();
+    let m = PreparedData::open(d.path()).unwrap();
+    let web = m
+        .manifest()
+        .sources
+        .iter()
+        .find(|s| s.name == "web")
+        .unwrap();
+    assert_eq!((web.bad_lines, web.docs), (1, 59));
+
+    // Whole-file documents: the file is named.
+    let (_d, r) = run_with(common::CONFIG, |run| {
+        let p = run.join("corpus/prose/work05.txt");
+        std::fs::write(p, "word ".repeat(MAX_DOCUMENT_BYTES / 5 + 1)).unwrap();
+    });
+    let e = err_text(r);
+    assert!(e.contains("work05.txt") && e.contains("16 MiB"), "{e}");
+
+    // Cut into pieces (`piece_bytes`), a file may be longer, but no piece may: one
+    // without a line end past the limit names the file and the piece's line.
+    let cfg = common::CONFIG.replace(
+        "paths = [\"corpus/prose\"]",
+        "paths = [\"corpus/prose\"]\npiece_bytes = 4096",
+    );
+    let (_d, r) = run_with(&cfg, |run| {
+        let p = run.join("corpus/prose/work05.txt");
+        // 1000 short lines (the first piece ends with line 820), then no line end.
+        let text = "line\n".repeat(1000) + &"x".repeat(MAX_DOCUMENT_BYTES + 1);
+        std::fs::write(p, text).unwrap();
+    });
+    let e = err_text(r);
+    assert!(
+        e.contains("work05.txt") && e.contains("piece from line 821") && e.contains("16 MiB"),
+        "{e}"
+    );
+}
+
+/// The tokenizer itself refuses text past the limit, whoever hands it over (prompts,
+/// evaluation contexts): a clear error, not ~50× the text in working memory.
+#[test]
+fn the_tokenizer_refuses_text_past_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = common::make_run(dir.path());
+    prepare(&run, &PrepareOptions::default()).unwrap();
+    let tok = PreparedData::open(&run).unwrap().tokenizer().unwrap();
+    let text = "é".repeat((16 << 20) / 2 + 1);
+    let e = tok.encode(&text).unwrap_err().to_string();
+    assert!(e.contains("16 MiB"), "{e}");
+    assert!(!tok.encode("é".repeat(1000).as_str()).unwrap().is_empty());
+}

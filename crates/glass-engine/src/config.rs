@@ -584,8 +584,10 @@ mod tests {
 
     #[test]
     fn bad_heads_rejected() {
+        // The tiny preset has 3 heads: 2 KV heads do not divide them.
         let mut c = ModelConfig::preset("tiny").unwrap();
-        c.n_kv_heads = 3;
+        assert_eq!(c.n_heads, 3);
+        c.n_kv_heads = 2;
         assert!(c.validate().unwrap_err().to_string().contains("n_kv_heads"));
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::LrMultipliers;
 use crate::layout::{ParamGroup, ParamLayout};
+use crate::ops::fastmath::powi_f64;
 use crate::parallel::{sum_squares, REDUCE_CHUNK};
 
 /// Optimizer hyperparameters (Amber: betas 0.9/0.95, eps 1e-8, wd 0.1, clip 1.0).
@@ -134,10 +135,12 @@ impl AdamW {
             1.0
         };
         self.step += 1;
-        let t = self.step as i32;
+        let t = self.step;
         let (b1, b2, eps) = (self.cfg.beta1, self.cfg.beta2, self.cfg.eps);
-        let bc1 = 1.0 - (b1 as f64).powi(t);
-        let bc2_sqrt = (1.0 - (b2 as f64).powi(t)).sqrt() as f32;
+        // The numerics contract's own `powi` (not `f64::powi`, whose bits Rust does not
+        // promise across platforms).
+        let bc1 = 1.0 - powi_f64(b1 as f64, t);
+        let bc2_sqrt = (1.0 - powi_f64(b2 as f64, t)).sqrt() as f32;
         let end = offset + params.len();
         for tv in layout.tensors() {
             let full = tv.range();

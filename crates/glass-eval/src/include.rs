@@ -21,6 +21,138 @@ pub struct Merged {
     pub text: String,
     /// The file and every included file.
     pub files: Vec<PathBuf>,
+    /// For each key of `root` whose value came from an included file, that file.
+    pub origin: Vec<(String, PathBuf)>,
+    /// The texts of the included files (not the including file's own): what no message
+    /// may repeat.
+    pub included_text: String,
+}
+
+/// Words (runs of three or more letters and digits) of `text`, longest first.
+fn words(text: &str) -> Vec<&str> {
+    let mut w: Vec<&str> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 3)
+        .collect();
+    w.sort_by_key(|w| std::cmp::Reverse(w.len()));
+    w.dedup();
+    w
+}
+
+/// The parts of task keys, which messages may name even where an included file holds
+/// them too.
+const KEY_WORDS: &[&str] = &[
+    "task",
+    "dataset",
+    "path",
+    "kwargs",
+    "name",
+    "output",
+    "type",
+    "training",
+    "validation",
+    "test",
+    "split",
+    "fewshot",
+    "doc",
+    "text",
+    "target",
+    "choice",
+    "description",
+    "delimiter",
+    "num",
+    "config",
+    "metric",
+    "list",
+    "repeats",
+    "process",
+    "docs",
+    "results",
+    "generation",
+    "filter",
+    "unsafe",
+    "code",
+    "include",
+    "data",
+    "files",
+    "tag",
+    "group",
+    "metadata",
+    "version",
+    "aggregation",
+    "higher",
+    "better",
+];
+
+/// `msg` with every word of an included file that the including file does not hold
+/// replaced by `…`: messages about included files name them, never repeat them.
+pub fn redact(msg: &str, included_text: &str, own_text: &str) -> String {
+    let own: std::collections::HashSet<&str> = words(own_text).into_iter().collect();
+    let mut out = msg.to_string();
+    for w in words(included_text) {
+        if own.contains(w) || KEY_WORDS.contains(&w.to_lowercase().as_str()) {
+            continue;
+        }
+        if out.contains(w) {
+            out = out.replace(w, "…");
+        }
+    }
+    out
+}
+
+/// Every line a node and its children sit on.
+fn lines(n: &Node, out: &mut Vec<usize>) {
+    out.push(n.line());
+    match n {
+        Node::Seq(items, _) => items.iter().for_each(|i| lines(i, out)),
+        Node::Map(kv, _) => kv.iter().for_each(|(_, v)| lines(v, out)),
+        _ => {}
+    }
+}
+
+impl Merged {
+    /// Restates an error about the merged task (`{top}:{line}: …`) for a task with
+    /// includes: an error on a line that only an included key's value holds names the
+    /// included file, and no message repeats what an included file holds.
+    pub fn explain(&self, top: &Path, e: EvalError) -> EvalError {
+        if self.included_text.is_empty() {
+            return e;
+        }
+        let EvalError::Task(msg) = e else { return e };
+        let own = crate::source::read(top).unwrap_or_default();
+        let top_name = top.display().to_string();
+        let Some(rest) = msg.strip_prefix(&format!("{top_name}:")) else {
+            return EvalError::Task(redact(&msg, &self.included_text, &own));
+        };
+        let (line, body) = match rest.split_once(": ") {
+            Some((l, b)) if l.parse::<usize>().is_ok() => (l.parse::<usize>().unwrap_or(0), b),
+            _ => return EvalError::Task(redact(&msg, &self.included_text, &own)),
+        };
+        let Node::Map(kv, _) = &self.root else {
+            return EvalError::Task(redact(&msg, &self.included_text, &own));
+        };
+        let mut own_lines = Vec::new();
+        let mut culprit = None;
+        for (k, v) in kv {
+            let mut ls = Vec::new();
+            lines(v, &mut ls);
+            match self.origin.iter().find(|(key, _)| key == k) {
+                Some((_, file)) if ls.contains(&line) && culprit.is_none() => {
+                    culprit = Some(file.clone())
+                }
+                Some(_) => {}
+                None => own_lines.extend(ls),
+            }
+        }
+        let body = redact(body, &self.included_text, &own);
+        match culprit {
+            Some(file) if !own_lines.contains(&line) => EvalError::Task(format!(
+                "{}:{line}: {body} (included by {top_name})",
+                file.display()
+            )),
+            _ => EvalError::Task(format!("{top_name}:{line}: {body}")),
+        }
+    }
 }
 
 const MAX_DEPTH: usize = 16;
@@ -57,8 +189,17 @@ fn load_inner(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Merged, EvalError
     }
     let text = source::read(path)?;
     let name = path.display().to_string();
-    let root = yaml::parse(&text)
-        .map_err(|e| EvalError::Task(format!("{name}:{}: {}", e.line, e.message)))?;
+    // An included file may be anything (a misplaced `include:` of a credentials file):
+    // messages about it name it and never repeat it.
+    let included = !chain.is_empty();
+    let root = yaml::parse(&text).map_err(|e| {
+        let message = if included {
+            redact(&e.message, &text, "")
+        } else {
+            e.message
+        };
+        EvalError::Task(format!("{name}:{}: {message}", e.line))
+    })?;
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     chain.push(path.to_path_buf());
     let r = resolve(
@@ -92,6 +233,8 @@ fn resolve(
             root: Node::Map(entries, line),
             text,
             files,
+            origin: Vec::new(),
+            included_text: String::new(),
         });
     };
     let mut entries = entries;
@@ -121,6 +264,8 @@ fn resolve(
     // As the harness: the list reversed, each update()d over the last, so the first
     // listed include has the final word among includes.
     let mut merged: Vec<(String, Node)> = Vec::new();
+    let mut origin: Vec<(String, PathBuf)> = Vec::new();
+    let mut included_text = String::new();
     for (inc_name, inc_line) in names.iter().rev() {
         let p = Path::new(inc_name);
         let path = if p.is_absolute() {
@@ -136,17 +281,33 @@ fn resolve(
         }
         let sub = load_inner(&path, chain)?;
         text.push_str(&sub.text);
+        included_text.push_str(&sub.text);
+        included_text.push('\n');
         files.extend(sub.files);
         let Node::Map(kv, _) = sub.root else {
             unreachable!("load_inner returns mappings")
         };
+        for (k, _) in &kv {
+            let from = sub
+                .origin
+                .iter()
+                .find(|(key, _)| key == k)
+                .map_or_else(|| path.clone(), |(_, f)| f.clone());
+            origin.retain(|(key, _)| key != k);
+            origin.push((k.clone(), from));
+        }
         update(&mut merged, kv);
+    }
+    for (k, _) in &entries {
+        origin.retain(|(key, _)| key != k);
     }
     update(&mut merged, entries);
     Ok(Merged {
         root: Node::Map(merged, line),
         text,
         files,
+        origin,
+        included_text,
     })
 }
 

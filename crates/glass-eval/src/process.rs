@@ -316,10 +316,13 @@ fn hellaswag_process_doc(doc: &Value, origin: &str) -> Result<Value, EvalError> 
 
 /// TruthfulQA MC2 for one document: `exp` of each choice's log-likelihood, normalised
 /// to sum 1, summed over the choices labelled 1 in `mc2_targets.labels` (numpy's f64
-/// arithmetic and summation order; `exp` is glibc's, which numpy's vectorised `exp`
-/// can differ from by 1 ulp).
+/// arithmetic and summation order). `exp` is the numerics contract's
+/// (`glass_engine::ops::fastmath::exp_f64`, musl's algorithm), not the platform's, so the
+/// published score has the same bits on every CPU; numpy's `exp` may differ from either
+/// by 1 ulp.
 pub fn truthfulqa_mc2(loglikelihoods: &[f64], labels: &[i64]) -> f64 {
-    let probs: Vec<f64> = loglikelihoods.iter().map(|l| l.exp()).collect();
+    use glass_engine::ops::fastmath::exp_f64;
+    let probs: Vec<f64> = loglikelihoods.iter().map(|&l| exp_f64(l)).collect();
     let total = pairwise_sum(&probs);
     let norm: Vec<f64> = probs.iter().map(|p| p / total).collect();
     let chosen: Vec<f64> = norm
@@ -386,6 +389,26 @@ mod tests {
         let ll = [(0.5f64).ln(), (0.25f64).ln(), (0.25f64).ln()];
         assert!((truthfulqa_mc2(&ll, &[1, 0, 0]) - 0.5).abs() < 1e-15);
         assert!((truthfulqa_mc2(&ll, &[1, 1, 0]) - 0.75).abs() < 1e-15);
+    }
+
+    /// MC2 uses the contract's `exp`, bit for bit, also on log-likelihoods where the
+    /// platform's `exp` (glibc's, chosen by CPU) gives other last bits.
+    #[test]
+    fn mc2_uses_the_contract_exp() {
+        use glass_engine::ops::fastmath::exp_f64;
+        let lls: Vec<f64> = (1..4000).map(|i| -(i as f64) * 0.013_7).collect();
+        let differ = lls.iter().filter(|l| l.exp() != exp_f64(**l)).count();
+        eprintln!(
+            "{differ} of {} inputs where the platform exp differs",
+            lls.len()
+        );
+        for w in lls.chunks(4) {
+            let probs: Vec<f64> = w.iter().map(|&l| exp_f64(l)).collect();
+            let total = pairwise_sum(&probs);
+            let want = pairwise_sum(&[probs[0] / total, probs[1] / total]);
+            let got = truthfulqa_mc2(w, &[1, 1, 0, 0][..w.len()]);
+            assert_eq!(got.to_bits(), want.to_bits(), "{w:?}");
+        }
     }
 
     #[test]

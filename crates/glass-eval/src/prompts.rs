@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::pyrandom::PyRandom;
 use crate::task::{Doc, DocField, OutputType, Sampler, TaskData, TaskDef};
-use crate::template::{environment, single_expression};
+use crate::template::{environment, eval_expression, limit_message, render, single_expression};
 use crate::EvalError;
 
 /// One evaluated document, ready to score.
@@ -22,8 +22,8 @@ pub enum Prepared {
         choices: Vec<String>,
         /// `target_delimiter + choice`, the continuations scored.
         continuations: Vec<String>,
-        /// Index of the gold choice; `None` when the target is not among the choices
-        /// (scored as wrong, as the harness does).
+        /// Index of the gold choice. Always `Some`: a target outside the choices is
+        /// refused by [`prepare`] (the harness would score it 0).
         gold: Option<usize>,
         /// TruthfulQA MC2 (`process_results_mc2`): `mc2_targets.labels`, 1 for each true
         /// answer; the document's score is the true answers' share of probability mass.
@@ -90,9 +90,7 @@ impl Renderer<'_> {
                         }
                     };
                 }
-                let s = self
-                    .env
-                    .render_str(t, &doc.value)
+                let s = render(&self.env, t, &doc.value)
                     .map_err(|e| self.fail(doc, what, template_error(&e)))?;
                 Ok(Rendered::Str(s))
             }
@@ -158,10 +156,7 @@ impl Renderer<'_> {
         let list = match field {
             DocField::Text(t) if doc.value.get(t.as_str()).is_none() => {
                 if let Some(expr) = single_expression(t) {
-                    let v = self
-                        .env
-                        .compile_expression(expr)
-                        .and_then(|e| e.eval(&doc.value))
+                    let v = eval_expression(&self.env, expr, &doc.value)
                         .map_err(|e| self.fail(doc, "doc_to_choice", template_error(&e)))?;
                     let json =
                         serde_json::to_value(&v).map_err(|e| self.fail(doc, "doc_to_choice", e))?;
@@ -176,9 +171,7 @@ impl Renderer<'_> {
                         }
                     }
                 } else {
-                    let s = self
-                        .env
-                        .render_str(t, &doc.value)
+                    let s = render(&self.env, t, &doc.value)
                         .map_err(|e| self.fail(doc, "doc_to_choice", template_error(&e)))?;
                     match serde_json::from_str::<Value>(&s) {
                         Ok(Value::Array(a)) => a,
@@ -252,6 +245,9 @@ impl Renderer<'_> {
 }
 
 fn template_error(e: &minijinja::Error) -> String {
+    if let Some(m) = limit_message(e) {
+        return m;
+    }
     let mut s = e.to_string();
     if e.kind() == minijinja::ErrorKind::UndefinedError {
         s.push_str(" (a field the template uses is missing from this row)");
@@ -374,6 +370,19 @@ pub fn prepare(
             }
         }
         ctx.push_str(&r.text(doc)?);
+        // Every render is bounded; the context they make up (description, shots,
+        // question) is bounded the same way, before anything is tokenized.
+        if ctx.len() > crate::template::MAX_RENDER_BYTES {
+            return Err(r.fail(
+                doc,
+                "context",
+                format!(
+                    "description, few-shot examples and question make {} bytes, more than the {} MiB Glass tokenizes at once",
+                    ctx.len(),
+                    crate::template::MAX_RENDER_BYTES >> 20
+                ),
+            ));
+        }
         if let Some(g) = &task.generation {
             let reference = match r.target(doc)? {
                 Rendered::Str(s) => s,
@@ -397,11 +406,37 @@ pub fn prepare(
         if choices.is_empty() {
             return Err(r.fail(doc, "doc_to_choice", "gives no choices"));
         }
+        // A target that names no choice would score the document 0 whatever the model
+        // did (the harness warns and goes on): refused, so a published score measures
+        // the model.
         let gold = match r.target(doc)? {
-            Rendered::Int(i) => usize::try_from(i).ok().filter(|&i| i < choices.len()),
-            Rendered::Str(s) => choices.iter().position(|c| *c == s),
-            Rendered::List(_) => None,
+            Rendered::Int(i) => usize::try_from(i)
+                .ok()
+                .filter(|&i| i < choices.len())
+                .ok_or_else(|| {
+                    r.fail(
+                        doc,
+                        "doc_to_target",
+                        format!(
+                            "index {i} is outside the {} choices; fix the row or the task's doc_to_target",
+                            choices.len()
+                        ),
+                    )
+                })?,
+            Rendered::Str(s) => choices.iter().position(|c| *c == s).ok_or_else(|| {
+                let shown: String = s.chars().take(80).collect();
+                r.fail(
+                    doc,
+                    "doc_to_target",
+                    format!(
+                        "`{shown}` is not one of the {} choices; fix the row or the task's doc_to_target",
+                        choices.len()
+                    ),
+                )
+            })?,
+            Rendered::List(_) => unreachable!("rejected by target()"),
         };
+        let gold = Some(gold);
         let continuations = choices
             .iter()
             .map(|c| format!("{}{c}", task.target_delimiter))
@@ -428,6 +463,20 @@ pub fn prepare(
                             "`mc2_targets.labels` has {} entries for {} choices",
                             labels.len(),
                             choices.len()
+                        ),
+                    ));
+                }
+                // Each label marks a true (1) or false (0) answer; without one of each the
+                // score is 0 or 1 whatever the model does.
+                let valid = labels.iter().all(|&l| l == 0 || l == 1)
+                    && labels.contains(&0)
+                    && labels.contains(&1);
+                if !valid {
+                    return Err(r.fail(
+                        doc,
+                        "process_results",
+                        format!(
+                            "`mc2_targets.labels` is {labels:?}: each label must be 1 (a true answer) or 0 (a false one), with at least one of each; fix the row"
                         ),
                     ));
                 }

@@ -59,7 +59,10 @@ impl PyRandom {
         let mut setsize = 21usize;
         if k > 5 {
             // 4 ** ceil(log(k * 3, 4)), computed in floating point as Python does.
-            let e = ((k * 3) as f64).ln() / 4f64.ln();
+            // The numerics contract's `ln` (docs/numerics.md: the ceiling is Python's for
+            // every k below 2^40 whichever correctly rounded-ish `ln` computes it).
+            use glass_engine::ops::fastmath::ln_f64;
+            let e = ln_f64((k * 3) as f64) / ln_f64(4.0);
             setsize += 4usize.pow(e.ceil() as u32);
         }
         let mut out = Vec::with_capacity(k);

@@ -228,7 +228,7 @@ fn mean_and_stderr(xs: &[f64]) -> (f64, Option<f64>) {
     if xs.len() < 2 {
         return (mean, None);
     }
-    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0);
     (mean, Some(var.sqrt() / n.sqrt()))
 }
 

@@ -682,6 +682,7 @@ impl TaskDef {
         let doc_to_text = doc_field("doc_to_text")?;
         let doc_to_target = doc_field("doc_to_target")?;
         let doc_to_choice = doc_field("doc_to_choice")?;
+        crate::template::check_task(root, source)?;
         if output_type == OutputType::MultipleChoice {
             if doc_to_choice.is_none() {
                 return Err(err(source, 1, "multiple_choice needs `doc_to_choice`"));
@@ -893,6 +894,7 @@ impl TaskDef {
             base,
             data_files_override,
         )
+        .map_err(|e| merged.explain(path, e))
     }
 
     /// The split evaluated: `test_split`, else `validation_split`.

@@ -87,7 +87,7 @@ pub struct FileEntry {
 
 /// Writes named views of `buffers` (one per prefix) as one safetensors file, fsynced;
 /// returns its (sha256, bytes).
-fn write_tensors(
+pub(crate) fn write_tensors(
     path: &Path,
     model: &Model,
     buffers: &[(&str, &[f32])],
@@ -222,19 +222,116 @@ fn copy_ranges(
     }
 }
 
+/// What every value of a loaded tensor must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueRule {
+    /// Finite (weights, AdamW's first moments).
+    Finite,
+    /// Finite and not negative (AdamW's second moments, running averages of squares:
+    /// a negative one makes the update's square root NaN).
+    FiniteNonNegative,
+}
+
+impl ValueRule {
+    /// Whether `x` obeys the rule (−0.0 counts as not negative).
+    #[inline]
+    fn holds(self, x: f32) -> bool {
+        match self {
+            ValueRule::Finite => x.is_finite(),
+            ValueRule::FiniteNonNegative => x.is_finite() && x >= 0.0,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            ValueRule::Finite => "finite",
+            ValueRule::FiniteNonNegative => "finite and not negative",
+        }
+    }
+}
+
+/// Elements checked per piece: small enough that a piece just copied is still in cache
+/// when it is checked, so the check adds no pass over memory.
+const CHECK_PIECE: usize = 1 << 14;
+
+/// Index of the first element of `xs` that breaks `rule`. Written as a branch-free fold
+/// per piece, so it vectorises; the exact index is looked for only in a bad piece.
+pub(crate) fn first_bad(xs: &[f32], rule: ValueRule) -> Option<usize> {
+    let mut at = 0;
+    for piece in xs.chunks(CHECK_PIECE) {
+        let ok = match rule {
+            ValueRule::Finite => piece.iter().fold(true, |a, x| a & x.is_finite()),
+            ValueRule::FiniteNonNegative => piece
+                .iter()
+                .fold(true, |a, &x| a & (x.is_finite() & (x >= 0.0))),
+        };
+        if !ok {
+            return piece.iter().position(|&x| !rule.holds(x)).map(|i| at + i);
+        }
+        at += piece.len();
+    }
+    None
+}
+
+/// The error for element `i` of tensor `name` in `path` breaking `rule`.
+pub(crate) fn bad_value(path: &Path, name: &str, i: usize, x: f32, rule: ValueRule) -> RunError {
+    RunError::Checkpoint {
+        path: path.into(),
+        msg: format!(
+            "tensor `{name}` holds {x} at element {i}, but its values must be {}; Glass never publishes such a checkpoint, so the file was damaged or forged — restore it from a copy, or resume from an earlier checkpoint",
+            rule.describe()
+        ),
+    }
+}
+
+/// [`copy_ranges`] that also checks every value against `rule`, piece by piece right
+/// after copying it; the first bad value is an error naming the file, the tensor
+/// (`prefix` + layout name) and the element.
+fn copy_ranges_checked(
+    path: &Path,
+    map: &[u8],
+    layout: &ParamLayout,
+    ranges: &[std::ops::Range<usize>],
+    dst: &mut [f32],
+    prefix: &str,
+    rule: ValueRule,
+) -> Result<()> {
+    for (t, r) in layout.tensors().iter().zip(ranges) {
+        let out = &mut dst[t.range()];
+        let src = &map[r.clone()];
+        for (k, piece) in out.chunks_mut(CHECK_PIECE).enumerate() {
+            let bytes = piece.len() * 4;
+            let from = k * CHECK_PIECE * 4;
+            bytemuck::cast_slice_mut::<f32, u8>(piece).copy_from_slice(&src[from..from + bytes]);
+            if let Some(i) = first_bad(piece, rule) {
+                let i = k * CHECK_PIECE + i;
+                return Err(bad_value(
+                    path,
+                    &format!("{prefix}{}", t.name),
+                    i,
+                    out[i],
+                    rule,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Copies the tensors named `prefix + layout name` from a checkpoint's safetensors file
-/// (listed as `f`) into `dst`.
+/// (listed as `f`) into `dst`, checking every value against the rule given with each
+/// destination.
 fn read_tensors(
     run_dir: &Path,
     f: &FileEntry,
     model: &Model,
-    dsts: &mut [(&str, &mut [f32])],
+    dsts: &mut [(&str, &mut [f32], ValueRule)],
 ) -> Result<()> {
     let path = entry_path(run_dir, f)?;
     let map = map_file(run_dir, &path, f.bytes)?;
-    for (prefix, dst) in dsts.iter_mut() {
+    for (prefix, dst, rule) in dsts.iter_mut() {
         let ranges = tensor_ranges(&path, &map, &model.layout, prefix)?;
-        copy_ranges(&map, &model.layout, &ranges, dst);
+        copy_ranges_checked(&path, &map, &model.layout, &ranges, dst, prefix, *rule)?;
     }
     Ok(())
 }
@@ -274,9 +371,22 @@ impl MappedWeights {
         Ok(weights)
     }
 
-    /// Checks the file's sha256 against the manifest's.
+    /// Checks the file's sha256 against the manifest's and, in the same pass over the
+    /// mapped pages, that every weight is finite: an exact export or a release streams
+    /// these bytes out as they are, so a forged non-finite weight must stop here. A hash
+    /// mismatch is reported first (it says more about what happened).
     pub fn verify(&self) -> Result<()> {
-        let actual = glass_io::atomic::sha256_hex(&self.map);
+        use sha2::{Digest, Sha256};
+        const BLOCK: usize = 1 << 20;
+        let mut hasher = Sha256::new();
+        let mut bad = None;
+        for (b, block) in self.map.chunks(BLOCK).enumerate() {
+            hasher.update(block);
+            if bad.is_none() {
+                bad = self.first_bad_in(b * BLOCK..b * BLOCK + block.len());
+            }
+        }
+        let actual = hex::encode(hasher.finalize());
         if actual != self.expected_sha256 {
             return Err(RunError::HashMismatch {
                 path: self.path.clone(),
@@ -284,7 +394,44 @@ impl MappedWeights {
                 actual,
             });
         }
-        Ok(())
+        match bad {
+            Some((t, i, x)) => Err(bad_value(
+                &self.path,
+                &self.layout.tensors()[t].name,
+                i,
+                x,
+                ValueRule::Finite,
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The first non-finite weight whose first byte lies in `bytes` of the map, as
+    /// (tensor in layout order, element, value).
+    fn first_bad_in(&self, bytes: std::ops::Range<usize>) -> Option<(usize, usize, f32)> {
+        for (t, r) in self.ranges.iter().enumerate() {
+            let n = (r.end - r.start) / 4;
+            // Elements starting in `bytes` (an element may end in the next block).
+            let first = bytes.start.saturating_sub(r.start).div_ceil(4).min(n);
+            let end = bytes.end.saturating_sub(r.start).div_ceil(4).min(n);
+            if first >= end {
+                continue;
+            }
+            let data = &self.map[r.start + 4 * first..r.start + 4 * end];
+            let value = |c: &[u8]| f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            let ok = data
+                .chunks_exact(4)
+                .fold(true, |ok, c| ok & value(c).is_finite());
+            if !ok {
+                let (i, x) = data
+                    .chunks_exact(4)
+                    .map(value)
+                    .enumerate()
+                    .find(|(_, x)| !x.is_finite())?;
+                return Some((t, first + i, x));
+            }
+        }
+        None
     }
 
     /// The tensors as F32 bytes, named and shaped as the layout says, in layout order.
@@ -501,6 +648,43 @@ fn verify_file(run_dir: &Path, f: &FileEntry, stop: &AtomicBool) -> Result<FileI
     Ok(identity)
 }
 
+/// Checks every value of a checkpoint's weights or optimizer state (F32 tensors) at
+/// `path` beneath `run_dir`, `bytes` long: finite, and AdamW's second moments
+/// (`exp_avg_sq.*`) not negative. A hash proves the file is the one listed, not that its
+/// numbers are ones Glass would have written. `glass verify` runs it after the hashes;
+/// loaders need not, as they check each value while copying it.
+pub fn check_values(run_dir: &Path, path: &Path, bytes: u64) -> Result<()> {
+    let map = map_file(run_dir, path, bytes)?;
+    let st = SafeTensors::deserialize(&map).map_err(|e| RunError::Checkpoint {
+        path: path.into(),
+        msg: format!("not a valid safetensors file ({e}); the file is truncated or corrupt"),
+    })?;
+    let mut tensors = st.tensors();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, view) in tensors {
+        if view.dtype() != Dtype::F32 {
+            continue;
+        }
+        let rule = if name.starts_with("exp_avg_sq.") {
+            ValueRule::FiniteNonNegative
+        } else {
+            ValueRule::Finite
+        };
+        // Piece by piece through one small buffer: no copy of a whole tensor.
+        let mut piece = vec![0f32; CHECK_PIECE];
+        for (k, bytes) in view.data().chunks(CHECK_PIECE * 4).enumerate() {
+            let n = bytes.len() / 4;
+            for (x, c) in piece[..n].iter_mut().zip(bytes.chunks_exact(4)) {
+                *x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            if let Some(i) = first_bad(&piece[..n], rule) {
+                return Err(bad_value(path, &name, k * CHECK_PIECE + i, piece[i], rule));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Loads a checkpoint directory into `model` and `opt` after checking every file's hash
 /// against `files` (from the manifest). Returns its state.
 pub fn load(
@@ -527,8 +711,15 @@ pub fn load(
         path: state_path.clone(),
         msg: e.to_string(),
     })?;
+    // Every value is checked as it is copied: a forged or damaged checkpoint whose
+    // hashes were rewritten to match must not train on, replay, or be republished.
     let mut params = std::mem::take(&mut model.params);
-    let r = read_tensors(run_dir, find(MODEL_FILE)?, model, &mut [("", &mut params)]);
+    let r = read_tensors(
+        run_dir,
+        find(MODEL_FILE)?,
+        model,
+        &mut [("", &mut params, ValueRule::Finite)],
+    );
     model.params = params;
     r?;
     let (mut m, mut v) = (std::mem::take(&mut opt.m), std::mem::take(&mut opt.v));
@@ -536,7 +727,10 @@ pub fn load(
         run_dir,
         find(OPTIMIZER_FILE)?,
         model,
-        &mut [("exp_avg.", &mut m), ("exp_avg_sq.", &mut v)],
+        &mut [
+            ("exp_avg.", &mut m, ValueRule::Finite),
+            ("exp_avg_sq.", &mut v, ValueRule::FiniteNonNegative),
+        ],
     );
     opt.m = m;
     opt.v = v;
@@ -573,20 +767,26 @@ pub fn load_model(
         msg: e.to_string(),
     })?;
     let mut params = std::mem::take(&mut model.params);
-    let r = read_tensors(run_dir, find(MODEL_FILE)?, model, &mut [("", &mut params)]);
+    let r = read_tensors(
+        run_dir,
+        find(MODEL_FILE)?,
+        model,
+        &mut [("", &mut params, ValueRule::Finite)],
+    );
     model.params = params;
     r?;
     let opt = OptimizerFile::open(run_dir, find(OPTIMIZER_FILE)?, &model.layout)?;
     Ok((state, opt))
 }
 
-/// Loads only the weights of a checkpoint (evaluation, export), hash-checked. Only the
-/// model file is hashed: the optimizer state (twice its size) plays no part in the
-/// weights, and `glass verify` checks every file.
+/// Loads only the weights of a checkpoint (evaluation, export), hash-checked and every
+/// weight checked finite ([`MappedWeights::verify`]). Only the model file is hashed: the optimizer state (twice its
+/// size) plays no part in the weights, and `glass verify` checks every file.
 pub fn load_weights(run_dir: &Path, files: &[FileEntry], model: &mut Model) -> Result<()> {
     let weights = MappedWeights::open(run_dir, files, &model.layout)?;
-    // Hash and copy side by side (both read the mapped file); the weights are taken only
-    // if the hash matches, so a damaged file never reaches the model.
+    // Hash (and check every value) and copy side by side (both read the mapped file);
+    // the weights are taken only if both checks pass, so a damaged or forged file never
+    // reaches the model.
     let mut params = vec![0.0f32; model.params.len()];
     let (verified, ()) = rayon::join(|| weights.verify(), || weights.copy_into(&mut params));
     verified?;

@@ -353,11 +353,12 @@ impl DataParallel {
     /// The moments of this rank's shard of `opt`, as a checkpoint's optimizer file asks for
     /// them ([`crate::checkpoint::write_with`] on rank 0,
     /// [`crate::moments::serve_optimizer`] on the others). Collective: every rank
-    /// learns whether every shard's second moment is finite.
+    /// learns whether every shard's moments are finite.
     pub fn sharded_moments<'a>(&self, opt: &'a AdamW) -> Result<ShardedMoments<'a>> {
         let flags = self
             .comm
-            .all_gather_bytes(&[crate::integrity::all_finite(&opt.v) as u8])?;
+            .all_gather_bytes(&[(crate::integrity::all_finite(&opt.m)
+                && crate::integrity::all_finite(&opt.v)) as u8])?;
         Ok(ShardedMoments {
             comm: self.comm.clone(),
             shards: self.shards.clone(),

@@ -27,10 +27,18 @@ pub const IMPORT_FILE: &str = "import.json";
 /// The run's tokenizer: the prepared data's when `glass data prepare` has run (it may
 /// have added FIM sentinels), else the `tokenizer.json` that `[data.tokenizer] path`
 /// names. Generation and evaluation need only this, not prepared data.
+///
+/// This is where the run's tokenizer meets its model, so its vocabulary is checked
+/// against the model's (`[model] vocab_size`, which every checkpoint's embedding rows
+/// match on load): more ids than rows could not be fed to the model, fewer would make
+/// ids the model produces decode to nothing. Fewer is allowed only for an imported run
+/// (a Hugging Face model whose embedding is padded past its tokenizer, which
+/// `glass import hf` reports).
 pub fn run_tokenizer(run_dir: &Path) -> Result<GlassTokenizer> {
     // The tokenizer is data: it must be the one the run's checkpoints pin.
-    if let Some(m) = RunManifest::load(run_dir)? {
-        if let Some(p) = crate::integrity::data_problem(run_dir, &m) {
+    let manifest = RunManifest::load(run_dir)?;
+    if let Some(m) = &manifest {
+        if let Some(p) = crate::integrity::data_problem(run_dir, m) {
             if run_dir.join("data").join("manifest.json").exists() {
                 return Err(RunError::Checkpoint {
                     path: run_dir.join(&p.path),
@@ -39,18 +47,43 @@ pub fn run_tokenizer(run_dir: &Path) -> Result<GlassTokenizer> {
             }
         }
     }
-    if run_dir.join("data").join("manifest.json").exists() {
-        return Ok(PreparedData::open(run_dir)?.tokenizer()?);
+    let (tok, path) = if run_dir.join("data").join("manifest.json").exists() {
+        let data = PreparedData::open(run_dir)?;
+        (data.tokenizer()?, data.tokenizer_path())
+    } else {
+        let cfg = DataConfig::load(run_dir)?;
+        match &cfg.tokenizer.path {
+            Some(p) => {
+                let path = run_dir.join(p);
+                (GlassTokenizer::from_file(&path, &cfg.tokenizer)?, path)
+            }
+            None => {
+                return Err(RunError::Invalid(format!(
+                    "{}: the run's tokenizer is trained by `glass data prepare {}`, which has not run yet",
+                    run_dir.display(),
+                    run_dir.display()
+                )))
+            }
+        }
+    };
+    let imported = manifest.as_ref().is_some_and(|m| m.import.is_some());
+    let rows = RunConfig::load(run_dir)?.model.vocab_size;
+    let ids = tok.vocab_size();
+    if ids > rows || (ids < rows && !imported) {
+        let consequence = if ids > rows {
+            format!("ids from {rows} up could not be fed to the model")
+        } else {
+            format!("ids the model produces from {ids} up would decode to nothing")
+        };
+        return Err(RunError::Checkpoint {
+            path,
+            msg: format!(
+                "the tokenizer has {ids} ids but the model has {rows} ({} `[model] vocab_size`, the rows of every checkpoint's embedding): {consequence}. This is not the run's tokenizer — restore the run's tokenizer.json (or re-run `glass data prepare`)",
+                RunConfig::path(run_dir).display()
+            ),
+        });
     }
-    let cfg = DataConfig::load(run_dir)?;
-    match &cfg.tokenizer.path {
-        Some(p) => Ok(GlassTokenizer::from_file(&run_dir.join(p), &cfg.tokenizer)?),
-        None => Err(RunError::Invalid(format!(
-            "{}: the run's tokenizer is trained by `glass data prepare {}`, which has not run yet",
-            run_dir.display(),
-            run_dir.display()
-        ))),
-    }
+    Ok(tok)
 }
 
 /// Path of the run's `tokenizer.json` (the one [`run_tokenizer`] loads).

@@ -12,7 +12,7 @@ use glass_engine::layout::ParamLayout;
 use glass_engine::{AdamW, Model};
 use glass_io::safetensors::{file_order, Dtype, TensorHeader};
 
-use crate::checkpoint::{non_finite, CheckpointState, FileEntry};
+use crate::checkpoint::{bad_value, first_bad, non_finite, CheckpointState, FileEntry, ValueRule};
 use crate::error::{Result, RunError};
 
 /// One of AdamW's two moments, as the optimizer file names them.
@@ -58,7 +58,7 @@ impl Moment {
 pub trait MomentSource {
     /// AdamW's step counter.
     fn adamw_step(&self) -> u64;
-    /// Whether every value of the second moment is finite (a checkpoint that holds a
+    /// Whether every value of both moments is finite (a checkpoint that holds a
     /// non-finite moment is never published).
     fn finite(&self) -> bool;
     /// Hands `sink` the values of `moment` over the flat parameter range `range`, in
@@ -79,7 +79,7 @@ impl MomentSource for WholeMoments<'_> {
         self.0.step
     }
     fn finite(&self) -> bool {
-        crate::integrity::all_finite(&self.0.v)
+        crate::integrity::all_finite(&self.0.m) && crate::integrity::all_finite(&self.0.v)
     }
     fn stream(
         &mut self,
@@ -149,6 +149,8 @@ pub struct OptimizerFile {
     file: std::fs::File,
     /// Tensor extents in the flat parameter buffer, in layout order.
     extents: Vec<Range<usize>>,
+    /// Tensor names, in layout order (without the moment's prefix).
+    names: Vec<String>,
     /// Byte offset in the file of each tensor, per moment ([`Moment::BOTH`] order).
     at: [Vec<u64>; 2],
 }
@@ -176,17 +178,28 @@ impl OptimizerFile {
             path,
             file: opened.into_file(),
             extents: layout.tensors().iter().map(|t| t.range()).collect(),
+            names: layout.tensors().iter().map(|t| t.name.clone()).collect(),
             at,
         })
     }
 
     /// Reads the values of `moment` over the flat parameter range `range` into `out`
-    /// (`range.len()` values), tensor by tensor.
+    /// (`range.len()` values), tensor by tensor, checking each value as it is read
+    /// (finite; the second moment also not negative): a bad one is an error naming the
+    /// file, the tensor and the element.
     pub fn read(&self, moment: Moment, range: Range<usize>, out: &mut [f32]) -> Result<()> {
         use std::os::unix::fs::FileExt;
+        let rule = match moment {
+            Moment::ExpAvg => ValueRule::Finite,
+            Moment::ExpAvgSq => ValueRule::FiniteNonNegative,
+        };
         let at = &self.at[moment as usize];
         let first = self.extents.partition_point(|e| e.end <= range.start);
-        for (e, &base) in self.extents[first..].iter().zip(&at[first..]) {
+        for ((e, &base), name) in self.extents[first..]
+            .iter()
+            .zip(&at[first..])
+            .zip(&self.names[first..])
+        {
             if e.start >= range.end {
                 break;
             }
@@ -199,7 +212,74 @@ impl OptimizerFile {
                     path: self.path.clone(),
                     msg: format!("{e}; the checkpoint is incomplete"),
                 })?;
+            let values = &out[a - range.start..b - range.start];
+            if let Some(i) = first_bad(values, rule) {
+                return Err(bad_value(
+                    &self.path,
+                    &format!("{}{name}", moment.prefix()),
+                    a - e.start + i,
+                    values[i],
+                    rule,
+                ));
+            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sharded optimizer's moments, read back piece by piece from a checkpoint's file,
+    /// are checked as they are read: a non-finite first moment or a negative second
+    /// moment is an error naming the file, the tensor and the element.
+    #[test]
+    fn moments_read_in_pieces_are_checked() {
+        let cfg = glass_engine::ModelConfig::from_toml(
+            "vocab_size=8\nd_model=4\nn_layers=1\nn_heads=1\nn_kv_heads=1\nffn_hidden=4\nmax_seq_len=4\n",
+        )
+        .unwrap();
+        let model = Model::new(&cfg, 1).unwrap();
+        let n = model.params.len();
+        let dir = tempfile::tempdir().unwrap();
+        let name = "optimizer.safetensors";
+        let t = &model.layout.tensors()[1];
+        let cases = [
+            (Moment::ExpAvgSq, -1.0f32, "finite and not negative"),
+            (Moment::ExpAvg, f32::INFINITY, "finite"),
+        ];
+        for (bad, value, rule) in cases {
+            let (mut m, mut v) = (vec![0.5f32; n], vec![0.25f32; n]);
+            let buf = match bad {
+                Moment::ExpAvg => &mut m,
+                Moment::ExpAvgSq => &mut v,
+            };
+            buf[t.range().start + 2] = value;
+            let (sha256, bytes) = crate::checkpoint::write_tensors(
+                &dir.path().join(name),
+                &model,
+                &[("exp_avg.", &m), ("exp_avg_sq.", &v)],
+                Default::default(),
+            )
+            .unwrap();
+            let entry = FileEntry {
+                path: name.into(),
+                sha256,
+                bytes,
+            };
+            let file = OptimizerFile::open(dir.path(), &entry, &model.layout).unwrap();
+            let mut out = vec![0f32; n];
+            // The other moment, and the pieces before the bad value, read as written.
+            let good = Moment::BOTH.into_iter().find(|m| *m != bad).unwrap();
+            file.read(good, 0..n, &mut out).unwrap();
+            let before = t.range().start + 2;
+            file.read(bad, 0..before, &mut out[..before]).unwrap();
+            let e = file.read(bad, 0..n, &mut out).unwrap_err().to_string();
+            let tensor = format!("`{}{}`", bad.prefix(), t.name);
+            for w in [name, tensor.as_str(), "element 2", &value.to_string(), rule] {
+                assert!(e.contains(w), "missing {w} in: {e}");
+            }
+        }
     }
 }

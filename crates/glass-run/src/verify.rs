@@ -44,7 +44,8 @@ impl RunVerifyReport {
     }
 }
 
-/// Re-hashes every checkpoint file and every data file against the manifests, and
+/// Re-hashes every checkpoint file and every data file against the manifests, checks
+/// every value of each checkpoint's tensors ([`checkpoint::check_values`]), and
 /// cross-checks what the manifests and states claim (see [`crate::integrity`]).
 pub fn verify_run(run_dir: &Path) -> Result<RunVerifyReport> {
     let m = RunManifest::require(run_dir)?;
@@ -57,8 +58,25 @@ pub fn verify_run(run_dir: &Path) -> Result<RunVerifyReport> {
                 continue; // reported by manifest_problems; never read
             }
             // A regular file beneath the run, of the recorded length, or it is not read.
-            match sha256_beneath(run_dir, &run_dir.join(&f.path), Some(f.bytes)) {
-                Ok((sha, len)) if sha == f.sha256 && len == f.bytes => {}
+            let path = run_dir.join(&f.path);
+            match sha256_beneath(run_dir, &path, Some(f.bytes)) {
+                Ok((sha, len)) if sha == f.sha256 && len == f.bytes => {
+                    // The file is the listed one; its numbers must still be ones Glass
+                    // writes (a forger can rewrite every hash).
+                    let tensors = f.path.ends_with(checkpoint::MODEL_FILE)
+                        || f.path.ends_with(checkpoint::OPTIMIZER_FILE);
+                    if tensors {
+                        if let Err(e) = checkpoint::check_values(run_dir, &path, f.bytes) {
+                            problems.push(FileProblem {
+                                path: f.path.clone(),
+                                problem: match e {
+                                    RunError::Checkpoint { msg, .. } => msg,
+                                    other => other.to_string(),
+                                },
+                            });
+                        }
+                    }
+                }
                 Ok((sha, len)) => problems.push(FileProblem {
                     path: f.path.clone(),
                     problem: format!(

@@ -15,6 +15,12 @@
 //!   scores). They call the
 //!   `libm` crate, a pure-Rust port of musl's libm: fixed software algorithms whose only
 //!   hardware use is correctly rounded `sqrt`/`fma`, so they have no CPU dispatch.
+//! - [`powi_f64`]: `x^n` for an integer `n` (AdamW's bias corrections), by binary
+//!   exponentiation written out here. Rust documents `f64::powi` as not reproducible
+//!   across platforms (LLVM may expand, constant-fold or call a runtime routine); this
+//!   is the multiplication sequence of compiler-rt's `__powidf2`, which is what `powi`
+//!   with a run-time exponent calls on x86-64, so the bits are those Glass produced
+//!   before, now fixed by the source.
 //! - [`standard_normal`]: Box–Muller on those functions (rand_distr's ziggurat calls the
 //!   platform `exp`/`ln`).
 
@@ -80,6 +86,32 @@ pub fn pow_f64(x: f64, y: f64) -> f64 {
     libm::pow(x, y)
 }
 
+/// `x^n` for `n ≥ 0` by binary exponentiation, exactly this sequence of correctly
+/// rounded f64 multiplications (compiler-rt's `__powidf2`):
+///
+/// ```text
+/// r = 1
+/// loop { if n is odd { r = r·x };  n = n / 2;  if n == 0 { break };  x = x·x }
+/// ```
+///
+/// `powi_f64(x, 0) == 1`. Unlike `f64::powi` it takes a `u64`, so every optimizer step
+/// count is exact.
+#[inline]
+pub fn powi_f64(x: f64, n: u64) -> f64 {
+    let (mut a, mut b, mut r) = (x, n, 1.0f64);
+    loop {
+        if b & 1 == 1 {
+            r *= a;
+        }
+        b /= 2;
+        if b == 0 {
+            break;
+        }
+        a *= a;
+    }
+    r
+}
+
 /// One standard-normal f32 from two uniform f64 draws (Box–Muller, cosine branch):
 /// `sqrt(−2 ln u1) · cos(2π u2)` with `u1 ∈ (0, 1]`. Uses only integer RNG output and the
 /// portable functions above, so the stream is the same on every CPU.
@@ -111,6 +143,91 @@ mod tests {
             assert!((super::exp_f64(y * 30.0) / (y * 30.0).exp() - 1.0).abs() < 1e-15);
             let z = 1.0 + i as f64 * 7.7;
             assert!((super::ln_f64(z) - z.ln()).abs() <= 1e-15 * z.ln().abs());
+        }
+    }
+
+    /// `powi_f64` for AdamW's betas (as f32 widened to f64, as the optimizer uses them)
+    /// and step counts from 1 to 10⁹: bit patterns produced by `f64::powi` on x86-64
+    /// before Glass had its own function. They fix the contract on every target.
+    #[test]
+    fn powi_matches_known_bits() {
+        let betas = [0.9f32, 0.95, 0.98, 0.99, 0.999, 0.9999, 0.5, 0.0];
+        let steps = [
+            0u64,
+            1,
+            2,
+            3,
+            7,
+            10,
+            100,
+            1000,
+            4097,
+            65_535,
+            1_000_000,
+            1_000_000_000,
+        ];
+        let mut got = Vec::new();
+        for b in betas {
+            for t in steps {
+                got.push(super::powi_f64(b as f64, t).to_bits());
+            }
+        }
+        assert_eq!(got, POWI_KNOWN_BITS);
+    }
+
+    #[rustfmt::skip]
+    const POWI_KNOWN_BITS: [u64; 96] = [
+    0x3ff0000000000000, 0x3fecccccc0000000, 0x3fe9eb8507ae1480, 0x3fe753f7afbe76d7,
+    0x3fde9c6a3a95d7ed, 0x3fd650befd153364, 0x3efbda0098fb295b, 0x366fee3ca4486bc3,
+    0x1902effc3523497f, 0x0000000000000000, 0x0000000000000000, 0x0000000000000000,
+    0x3ff0000000000000, 0x3fee666660000000, 0x3fece147a1eb8520, 0x3feb6f9da0d9168b,
+    0x3fe658c7541af83b, 0x3fe328da3647f20e, 0x3f78401df77c3bcd, 0x3b4ffc98a8835c2c,
+    0x2cfc3cd0e5d172a8, 0x0000000000000000, 0x0000000000000000, 0x0000000000000000,
+    0x3ff0000000000000, 0x3fef5c2900000000, 0x3feebb98dbf48800, 0x3fee1e3ecce91c98,
+    0x3febc7af724307d8, 0x3fea2576346140d4, 0x3fc0f9afa1fc32e1, 0x3e1ce9e9ab8b71db,
+    0x38780af9270c3244, 0x0000000000000000, 0x0000000000000000, 0x0000000000000000,
+    0x3ff0000000000000, 0x3fefae1480000000, 0x3fef5cfab6fd2200, 0x3fef0cb08c18d693,
+    0x3fedd37ad71df877, 0x3fecf0b2dc2db31e, 0x3fd76d14645d731b, 0x3f06a2670e2c774d,
+    0x3c382c4489550aa2, 0x048b50968d661a19, 0x0000000000000000, 0x0000000000000000,
+    0x3ff0000000000000, 0x3feff7cee0000000, 0x3fefef9fd8db6a20, 0x3fefe772ea08cf5d,
+    0x3fefc6d4173a55d1, 0x3fefae72de427186, 0x3fecf4111b35cab4, 0x3fd7886644366271,
+    0x3f90fcc96a3e79ac, 0x3a053697b43574f4, 0x0000000000000000, 0x0000000000000000,
+    0x3ff0000000000000, 0x3fefff2e40000000, 0x3feffe5c855ed880, 0x3feffd8ad01c664c,
+    0x3feffa4430c2f28e, 0x3feff7cf719b8f02, 0x3fefae7881491c8d, 0x3fecf4449f0ec7d8,
+    0x3fe53dc5def52b23, 0x3f5750eda7e8ed49, 0x36e9faed23fb78f1, 0x0000000000000000,
+    0x3ff0000000000000, 0x3fe0000000000000, 0x3fd0000000000000, 0x3fc0000000000000,
+    0x3f80000000000000, 0x3f50000000000000, 0x39b0000000000000, 0x0170000000000000,
+    0x0000000000000000, 0x0000000000000000, 0x0000000000000000, 0x0000000000000000,
+    0x3ff0000000000000, 0x0000000000000000, 0x0000000000000000, 0x0000000000000000,
+    0x0000000000000000, 0x0000000000000000, 0x0000000000000000, 0x0000000000000000,
+    0x0000000000000000, 0x0000000000000000, 0x0000000000000000, 0x0000000000000000,
+    ];
+
+    /// On x86-64, `powi_f64` is `f64::powi` (compiler-rt's `__powidf2`) bit for bit,
+    /// over every step count of a long run for the usual betas and random bases: the
+    /// replacement changed no checkpoint.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn powi_is_the_runtime_powi_on_x86_64() {
+        // A run-time exponent, so `powi` is the library call, not an expansion.
+        let opaque = |t: u64| std::hint::black_box(t as i32);
+        for b in [0.9f32, 0.95, 0.98, 0.99, 0.999] {
+            for t in 0..200_000u64 {
+                let want = (b as f64).powi(opaque(t));
+                assert_eq!(
+                    super::powi_f64(b as f64, t).to_bits(),
+                    want.to_bits(),
+                    "{b}^{t}"
+                );
+            }
+        }
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for _ in 0..200_000 {
+            let x: f64 = rng.gen_range(-2.0..2.0);
+            let t: u64 = rng.gen_range(0..1u64 << 31);
+            let want = x.powi(opaque(t));
+            assert_eq!(super::powi_f64(x, t).to_bits(), want.to_bits(), "{x}^{t}");
         }
     }
 
