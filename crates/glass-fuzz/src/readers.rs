@@ -94,9 +94,28 @@ pub fn llm360_rows(bytes: &[u8]) {
     }
 }
 
-/// An evaluation dataset file in each format the harness's hub layout uses.
-pub fn eval_rows(name: &str, bytes: &[u8]) {
-    let _ = glass_eval::datasets::read_rows(Path::new(name), bytes);
+/// An evaluation dataset file in each format the harness's hub layout uses, written into
+/// the scratch directory (the Parquet and Arrow readers stream from the file).
+pub fn eval_rows(s: &Scratch, name: &str, bytes: &[u8]) {
+    let p = s.run.join(name);
+    std::fs::write(&p, bytes).expect("write");
+    let _ = glass_eval::datasets::read_rows(&p, bytes);
+}
+
+/// A corpus file as a `[[data.sources]]` entry of `kind` reads it (compressed JSONL,
+/// Parquet, Arrow), every document streamed.
+pub fn corpus_file(s: &Scratch, kind: &str, name: &str, bytes: &[u8]) {
+    std::fs::write(s.run.join(name), bytes).expect("write");
+    let src: glass_data::config::SourceConfig = serde_json::from_value(serde_json::json!({
+        "name": "web", "kind": kind, "paths": [name], "text_field": "text",
+        "id_field": "id", "metadata_fields": ["meta.url"],
+    }))
+    .expect("source");
+    if let Ok(units) = glass_data::sources::list_units(&src, &s.run) {
+        for u in &units {
+            let _ = glass_data::sources::read_unit(&src, u, &mut |_| Ok(()));
+        }
+    }
 }
 
 /// `RUN/data/tokenizer.json` replaced (hashes re-sealed): every data reader, and the

@@ -59,7 +59,10 @@ pub(crate) fn card(
     ] {
         let _ = writeln!(s, "| {k} | {v} |");
     }
-    let tokens: u64 = dm.stages.iter().map(|x| x.tokens).sum();
+    let tokens: u64 = dm
+        .stages
+        .iter()
+        .fold(0u64, |a, x| a.saturating_add(x.tokens));
     let _ = writeln!(s, "\n## Data\n");
     let _ = writeln!(
         s,

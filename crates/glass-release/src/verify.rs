@@ -164,7 +164,8 @@ pub fn verify_release(out: &Path) -> Result<ReleaseVerifyReport> {
     Ok(ReleaseVerifyReport {
         manifest_sha256: glass_io::open::sha256_beneath(out, &out.join(MANIFEST), None)?.0,
         files: m.files.len(),
-        bytes: m.files.iter().map(|f| f.bytes).sum(),
+        // The listed sizes are the manifest's claims: summed without overflowing.
+        bytes: m.files.iter().fold(0u64, |a, f| a.saturating_add(f.bytes)),
         problems,
     })
 }
