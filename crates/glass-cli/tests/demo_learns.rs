@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ok, p};
+use common::{metric, ok, p, results};
 use serde_json::Value;
 
 /// Bits per byte of `gzip -9` (DEFLATE level 9) on `text` compressed whole.
@@ -14,25 +14,6 @@ fn gzip_bpb(text: &str) -> f64 {
     let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     g.write_all(text.as_bytes()).unwrap();
     8.0 * g.finish().unwrap().len() as f64 / text.len() as f64
-}
-
-fn results(stdout: &str) -> Vec<Value> {
-    serde_json::from_str::<Value>(stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn metric(r: &Value, name: &str) -> f64 {
-    r["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["metric"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {r}"))["value"]
-        .as_f64()
-        .unwrap()
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 mod common;
-use common::{glass, ok_output};
+use common::{glass, metric, ok_output, results};
 
 /// A small trained run: 1-layer model, 32-token context (so the bundled tasks exercise
 /// left truncation and several rolling windows), a handful of checkpoints.
@@ -56,25 +56,6 @@ fn make_run(dir: &Path) -> PathBuf {
     ok_output(&["data", "prepare", &s]);
     ok_output(&["train", &s, "--quiet"]);
     run
-}
-
-fn results(stdout: &str) -> Vec<Value> {
-    serde_json::from_str::<Value>(stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn metric(r: &Value, name: &str) -> f64 {
-    r["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["metric"] == name)
-        .unwrap()["value"]
-        .as_f64()
-        .unwrap()
 }
 
 #[test]

@@ -48,7 +48,29 @@ impl Columnar {
     }
 }
 
-/// Calls `row(index, object)` for every row of the `format` file at `path`, in order
+/// Where a columnar file's bytes are.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A file on disk, streamed.
+    File(&'a Path),
+    /// Bytes already read (and hashed) by the caller, named by `path` in errors.
+    Bytes {
+        /// The file the bytes came from.
+        path: &'a Path,
+        /// Its contents.
+        bytes: &'a [u8],
+    },
+}
+
+impl Input<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            Input::File(p) | Input::Bytes { path: p, .. } => p,
+        }
+    }
+}
+
+/// Calls `row(index, object)` for every row of the `format` file `input`, in order
 /// (0-based index). `columns`: read only these top-level columns (all when `None`); a
 /// named column the file lacks is an error listing the columns it has.
 ///
@@ -56,13 +78,36 @@ impl Columnar {
 /// Parquet and Arrow decoders panic on some malformed files, and such a panic is this
 /// file's error too. An error from `row` is returned as it is.
 pub fn for_each_row(
-    path: &Path,
+    input: Input<'_>,
     format: Columnar,
     columns: Option<&[String]>,
     row: &mut dyn FnMut(u64, Map<String, Value>) -> Result<()>,
 ) -> Result<()> {
-    let name = path.display().to_string();
-    glass_io::contain::contained(|| stream(path, format, columns, row)).unwrap_or_else(|why| {
+    let name = input.path().display().to_string();
+    glass_io::contain::contained(|| {
+        let mut rows = Rows {
+            name: &name,
+            format,
+            next: 0,
+            row,
+        };
+        match (format, input) {
+            (Columnar::Parquet, Input::File(p)) => {
+                rows.parquet(glass_io::open::open_regular(p)?.into_file(), columns)
+            }
+            (Columnar::Parquet, Input::Bytes { bytes, .. }) => {
+                rows.parquet(bytes::Bytes::copy_from_slice(bytes), columns)
+            }
+            (Columnar::Arrow, Input::File(p)) => rows.arrow(
+                BufReader::new(glass_io::open::open_regular(p)?.into_file()),
+                columns,
+            ),
+            (Columnar::Arrow, Input::Bytes { bytes, .. }) => {
+                rows.arrow(std::io::Cursor::new(bytes), columns)
+            }
+        }
+    })
+    .unwrap_or_else(|why| {
         Err(DataError::Columnar(format!(
             "{name}: malformed {} data ({why})",
             format.name()
@@ -70,62 +115,90 @@ pub fn for_each_row(
     })
 }
 
-fn stream(
-    path: &Path,
+/// One file's rows being handed out.
+struct Rows<'a> {
+    name: &'a str,
     format: Columnar,
-    columns: Option<&[String]>,
-    row: &mut dyn FnMut(u64, Map<String, Value>) -> Result<()>,
-) -> Result<()> {
-    let name = path.display().to_string();
-    let bad = |e: &dyn std::fmt::Display| {
-        DataError::Columnar(format!("{name}: unreadable {} data: {e}", format.name()))
-    };
-    let mut file = glass_io::open::open_regular(path)?.into_file();
-    let mut next = 0u64;
-    let mut each_batch = |b: RecordBatch| -> Result<()> { for_rows(&b, &name, &mut next, row) };
-    match format {
-        Columnar::Parquet => {
-            use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-            use parquet::arrow::ProjectionMask;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&e))?;
-            let mut builder = builder.with_batch_size(BATCH_ROWS);
-            if let Some(cols) = columns {
-                let idx = indices(builder.schema(), cols, &name)?;
-                let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
-                builder = builder.with_projection(mask);
-            }
-            for b in builder.build().map_err(|e| bad(&e))? {
-                each_batch(b.map_err(|e| bad(&e))?)?;
-            }
-        }
-        Columnar::Arrow => {
-            let mut magic = [0u8; 6];
-            let n = file.read(&mut magic).map_err(|e| bad(&e))?;
-            file.seek(SeekFrom::Start(0)).map_err(|e| bad(&e))?;
-            if n == 6 && &magic == b"ARROW1" {
-                let r = arrow_ipc::reader::FileReader::try_new(BufReader::new(file), None)
-                    .map_err(|e| bad(&e))?;
-                let proj = match columns {
-                    Some(cols) => Some(indices(&r.schema(), cols, &name)?),
-                    None => None,
-                };
-                for b in r {
-                    each_batch(project(b.map_err(|e| bad(&e))?, proj.as_deref(), &bad)?)?;
-                }
-            } else {
-                let r = arrow_ipc::reader::StreamReader::try_new(BufReader::new(file), None)
-                    .map_err(|e| bad(&e))?;
-                let proj = match columns {
-                    Some(cols) => Some(indices(&r.schema(), cols, &name)?),
-                    None => None,
-                };
-                for b in r {
-                    each_batch(project(b.map_err(|e| bad(&e))?, proj.as_deref(), &bad)?)?;
-                }
-            }
-        }
+    /// Index of the next row.
+    next: u64,
+    row: &'a mut dyn FnMut(u64, Map<String, Value>) -> Result<()>,
+}
+
+impl Rows<'_> {
+    fn bad(&self, e: &dyn std::fmt::Display) -> DataError {
+        DataError::Columnar(format!(
+            "{}: unreadable {} data: {e}",
+            self.name,
+            self.format.name()
+        ))
     }
-    Ok(())
+
+    fn parquet<T: parquet::file::reader::ChunkReader + 'static>(
+        &mut self,
+        reader: T,
+        columns: Option<&[String]>,
+    ) -> Result<()> {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        use parquet::arrow::ProjectionMask;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(reader).map_err(|e| self.bad(&e))?;
+        let mut builder = builder.with_batch_size(BATCH_ROWS);
+        if let Some(cols) = columns {
+            let idx = indices(builder.schema(), cols, self.name)?;
+            let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
+            builder = builder.with_projection(mask);
+        }
+        for b in builder.build().map_err(|e| self.bad(&e))? {
+            let b = b.map_err(|e| self.bad(&e))?;
+            self.batch(&b)?;
+        }
+        Ok(())
+    }
+
+    /// An Arrow IPC file (magic `ARROW1`) or stream (what `datasets` writes).
+    fn arrow<R: Read + Seek>(&mut self, mut r: R, columns: Option<&[String]>) -> Result<()> {
+        use arrow_array::RecordBatchReader;
+        let mut magic = [0u8; 6];
+        let n = r.read(&mut magic).map_err(|e| self.bad(&e))?;
+        r.seek(SeekFrom::Start(0)).map_err(|e| self.bad(&e))?;
+        let reader: Box<dyn RecordBatchReader + '_> = if n == 6 && &magic == b"ARROW1" {
+            Box::new(arrow_ipc::reader::FileReader::try_new(r, None).map_err(|e| self.bad(&e))?)
+        } else {
+            Box::new(arrow_ipc::reader::StreamReader::try_new(r, None).map_err(|e| self.bad(&e))?)
+        };
+        let proj = match columns {
+            Some(cols) => Some(indices(&reader.schema(), cols, self.name)?),
+            None => None,
+        };
+        for b in reader {
+            let mut b = b.map_err(|e| self.bad(&e))?;
+            if let Some(p) = &proj {
+                b = b.project(p).map_err(|e| self.bad(&e))?;
+            }
+            self.batch(&b)?;
+        }
+        Ok(())
+    }
+
+    fn batch(&mut self, b: &RecordBatch) -> Result<()> {
+        let schema = b.schema();
+        for i in 0..b.num_rows() {
+            let mut obj = Map::new();
+            for (f, col) in schema.fields().iter().zip(b.columns()) {
+                let v = value_at(col.as_ref(), i).map_err(|e| {
+                    DataError::Columnar(format!(
+                        "{}[{}]: column `{}`: {e}",
+                        self.name,
+                        self.next,
+                        f.name()
+                    ))
+                })?;
+                obj.insert(f.name().clone(), v);
+            }
+            (self.row)(self.next, obj)?;
+            self.next += 1;
+        }
+        Ok(())
+    }
 }
 
 /// Indices of the top-level `columns` in `schema`.
@@ -142,38 +215,6 @@ fn indices(schema: &Schema, columns: &[String], name: &str) -> Result<Vec<usize>
             })
         })
         .collect()
-}
-
-fn project(
-    b: RecordBatch,
-    proj: Option<&[usize]>,
-    bad: &dyn Fn(&dyn std::fmt::Display) -> DataError,
-) -> Result<RecordBatch> {
-    match proj {
-        Some(p) => b.project(p).map_err(|e| bad(&e)),
-        None => Ok(b),
-    }
-}
-
-fn for_rows(
-    b: &RecordBatch,
-    name: &str,
-    next: &mut u64,
-    row: &mut dyn FnMut(u64, Map<String, Value>) -> Result<()>,
-) -> Result<()> {
-    let schema = b.schema();
-    for i in 0..b.num_rows() {
-        let mut obj = Map::new();
-        for (f, col) in schema.fields().iter().zip(b.columns()) {
-            let v = value_at(col.as_ref(), i).map_err(|e| {
-                DataError::Columnar(format!("{name}[{}]: column `{}`: {e}", *next, f.name()))
-            })?;
-            obj.insert(f.name().clone(), v);
-        }
-        row(*next, obj)?;
-        *next += 1;
-    }
-    Ok(())
 }
 
 fn float(x: f64) -> Value {

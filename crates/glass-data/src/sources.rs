@@ -424,23 +424,6 @@ impl Compression {
     }
 }
 
-/// sha256 and length of a file's bytes, streamed.
-fn hash_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = glass_io::open::open_regular(path)?.into_file();
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n_total = 0u64;
-    loop {
-        let n = f.read(&mut buf).at(path)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        n_total += n as u64;
-    }
-    Ok((hex::encode(h.finalize()), n_total))
-}
-
 /// Reads one line (through its `\n`) into `buf`, keeping at most `max` bytes of it;
 /// returns the bytes consumed (0 at the end) and whether the line was longer than `max`
 /// (the rest is consumed and hashed into `hasher`, when given, but not kept).
@@ -511,7 +494,7 @@ fn read_jsonl(
     let mut r: Box<dyn BufRead> = match compression {
         Compression::None => Box::new(BufReader::with_capacity(1 << 20, file)),
         c => {
-            let (sha, bytes) = hash_file(path)?;
+            let (sha, bytes) = glass_io::sha256_file(path)?;
             counts.sha256 = sha;
             counts.bytes = bytes;
             let raw = BufReader::with_capacity(1 << 20, file);
@@ -700,7 +683,7 @@ fn read_rows(
     counts: &mut UnitCounts,
     emit: &mut dyn FnMut(RawDoc) -> Result<()>,
 ) -> Result<()> {
-    let (sha, bytes) = hash_file(path)?;
+    let (sha, bytes) = glass_io::sha256_file(path)?;
     counts.sha256 = sha;
     counts.bytes = bytes;
     // Only the columns the fields need: a corpus's other columns are never decoded.
@@ -716,14 +699,19 @@ fn read_rows(
             columns.push(root);
         }
     }
-    columnar::for_each_row(path, format, Some(&columns), &mut |i, row| {
-        let at = format!("{} row {}", unit.path, i + 1);
-        let value = serde_json::Value::Object(row);
-        if let Some(doc) = record_doc(src, &at, &value, counts)? {
-            emit(RawDoc { line: i + 1, ..doc })?;
-        }
-        Ok(())
-    })
+    columnar::for_each_row(
+        columnar::Input::File(path),
+        format,
+        Some(&columns),
+        &mut |i, row| {
+            let at = format!("{} row {}", unit.path, i + 1);
+            let value = serde_json::Value::Object(row);
+            if let Some(doc) = record_doc(src, &at, &value, counts)? {
+                emit(RawDoc { line: i + 1, ..doc })?;
+            }
+            Ok(())
+        },
+    )
     .map_err(|e| match e {
         DataError::Columnar(m) => src_err(src, m),
         other => other,

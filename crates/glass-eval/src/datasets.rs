@@ -26,13 +26,18 @@ pub fn read_rows(path: &Path, bytes: &[u8]) -> Result<Vec<Doc>, EvalError> {
     match Columnar::of(path) {
         Some(format) => {
             let mut out = Vec::new();
-            columnar::for_each_row(path, format, None, &mut |i, row| {
-                out.push(Doc {
-                    value: Value::Object(row),
-                    origin: format!("{name}[{i}]"),
-                });
-                Ok(())
-            })
+            columnar::for_each_row(
+                columnar::Input::Bytes { path, bytes },
+                format,
+                None,
+                &mut |i, row| {
+                    out.push(Doc {
+                        value: Value::Object(row),
+                        origin: format!("{name}[{i}]"),
+                    });
+                    Ok(())
+                },
+            )
             .map_err(|e| match e {
                 glass_data::DataError::Columnar(m) => EvalError::Data(m),
                 other => other.into(),

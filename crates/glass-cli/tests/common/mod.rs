@@ -185,3 +185,24 @@ pub fn assert_same_tree(before: &[String], after: &[String], what: &str) {
         "{what} changed the tree:\nbefore: {gone:#?}\nafter: {new:#?}"
     );
 }
+
+/// The result objects `glass eval --json` prints.
+pub fn results(stdout: &str) -> Vec<serde_json::Value> {
+    serde_json::from_str::<serde_json::Value>(stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The value of metric `name` in one `glass eval --json` result.
+pub fn metric(r: &serde_json::Value, name: &str) -> f64 {
+    r["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {r}"))["value"]
+        .as_f64()
+        .unwrap()
+}
