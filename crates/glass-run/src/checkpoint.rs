@@ -118,7 +118,7 @@ fn tensor_views<'a>(model: &Model, buffers: &[(&str, &'a [f32])]) -> Vec<TensorB
 /// The one metadata key of a checkpoint file (several keys would be written in hash
 /// order, making the bytes differ from run to run; no step, so identical tensors give
 /// identical files).
-fn file_meta(kind: &str, extra: String) -> HashMap<String, String> {
+pub(crate) fn file_meta(kind: &str, extra: String) -> HashMap<String, String> {
     HashMap::from([(
         "glass".to_string(),
         format!("{{\"kind\":\"{kind}\"{extra}}}"),
@@ -198,7 +198,7 @@ fn tensor_ranges(
 
 /// Maps a checkpoint file read-only: a regular file beneath `run_dir` (no link followed)
 /// with the length the manifest records ([`glass_io::open`]).
-fn map_file(run_dir: &Path, path: &Path, want: u64) -> Result<memmap2::Mmap> {
+pub(crate) fn map_file(run_dir: &Path, path: &Path, want: u64) -> Result<memmap2::Mmap> {
     let f = glass_io::open::open_beneath(run_dir, path)?;
     f.expect_len(want)?;
     f.map()?.ok_or_else(|| RunError::Checkpoint {
@@ -308,7 +308,7 @@ impl MappedWeights {
 }
 
 /// The weights file of a checkpoint's manifest entry.
-fn model_entry(files: &[FileEntry]) -> Result<&FileEntry> {
+pub(crate) fn model_entry(files: &[FileEntry]) -> Result<&FileEntry> {
     files
         .iter()
         .find(|f| f.path.ends_with(MODEL_FILE))
@@ -443,7 +443,7 @@ pub fn file_identities(run_dir: &Path, files: &[FileEntry]) -> Result<Vec<FileId
 }
 
 /// Where a manifest entry's file is, refusing paths that leave the run.
-fn entry_path(run_dir: &Path, f: &FileEntry) -> Result<PathBuf> {
+pub(crate) fn entry_path(run_dir: &Path, f: &FileEntry) -> Result<PathBuf> {
     if !glass_io::paths::is_inside(&f.path) {
         return Err(RunError::Checkpoint {
             path: crate::manifest::RunManifest::path(run_dir),
