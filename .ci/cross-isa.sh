@@ -44,7 +44,7 @@ sed -i \
   -e 's/^seq_len = [0-9]*/seq_len = 32/' \
   -e 's/^rows_per_step = [0-9]*/rows_per_step = 4/' \
   -e 's/^steps_per_chunk = [0-9]*/steps_per_chunk = 2/' \
-  -e 's/^vocab_size = 4096/vocab_size = 512/' \
+  -e 's/^vocab_size = 2048/vocab_size = 512/' \
   -e 's/^tokens = [0-9]*/tokens = 256/' \
   -e 's/^rows = 64/rows = 4/' \
   "$base/glass.toml"

@@ -149,39 +149,43 @@ fn bench(
     })
 }
 
-/// The demo's `[data]` table with its embedded sources written out as files (so the
-/// Python side can read them) and the tokenizer given as a file (so neither side trains).
+/// The demo's `[data]` table with each source's documents written out as files, one file
+/// per document (so the Python side reads exactly the documents Glass reads: the demo's
+/// `works`/`exclude` selections, `head_bytes` cuts and `piece_bytes` pieces are applied
+/// here, once, by Glass's own source reader), and the tokenizer given as a file (so
+/// neither side trains).
 fn write_run(run_dir: &Path, tok_json: &[u8]) -> Result<()> {
     let mut cfg = DataConfig::default_demo();
-    for (dir, set) in [
-        ("english", EmbeddedSet::English),
-        ("heldout", EmbeddedSet::EnglishHeldOut),
-        ("code", EmbeddedSet::Code),
-    ] {
-        for (name, text) in embedded_set(set) {
-            write_atomic(
-                &run_dir.join("corpus").join(dir).join(name),
-                text.as_bytes(),
-            )?;
-        }
-    }
     for s in &mut cfg.sources {
-        let (dir, kind, ext) = match s.embedded {
-            Some(EmbeddedSet::Code) => ("code", SourceKind::Code, vec!["rs".to_string()]),
-            Some(EmbeddedSet::EnglishHeldOut) => ("heldout", SourceKind::Text, vec![]),
-            Some(EmbeddedSet::English) => ("english", SourceKind::Text, vec![]),
-            _ => {
+        let kind = match s.embedded {
+            Some(EmbeddedSet::Code) => SourceKind::Code,
+            Some(_) => SourceKind::Text,
+            None => {
                 return Err(BenchError::Failed(format!(
                     "the demo data has an unexpected source `{}`",
                     s.name
                 )))
             }
         };
+        let dir = format!("corpus/{}", s.name);
+        let mut n = 0usize;
+        for unit in glass_data::sources::list_units(s, run_dir)? {
+            glass_data::sources::read_unit(s, &unit, &mut |doc| {
+                n += 1;
+                let path = run_dir.join(&dir).join(format!("{n:05}.txt"));
+                write_atomic(&path, doc.text.as_bytes())?;
+                Ok(())
+            })?;
+        }
         *s = SourceConfig {
             kind,
-            paths: vec![format!("corpus/{dir}")],
-            extensions: ext,
+            paths: vec![dir],
+            extensions: vec!["txt".to_string()],
             embedded: None,
+            works: Vec::new(),
+            exclude: Vec::new(),
+            head_bytes: None,
+            piece_bytes: None,
             ..s.clone()
         };
     }

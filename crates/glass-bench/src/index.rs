@@ -369,6 +369,16 @@ mod tests {
         // Printed through a JSON value, as the command does: keys in name order.
         let v = serde_json::to_value(&r).unwrap();
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["build", "count_latency", "note", "threads"]);
+        assert_eq!(
+            keys,
+            [
+                "build",
+                "count_latency",
+                "note",
+                "open",
+                "synthetic_open_hash",
+                "threads"
+            ]
+        );
     }
 }

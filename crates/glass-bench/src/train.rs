@@ -54,7 +54,7 @@ impl TrainOptions {
 /// The benchmark shapes (batch, sequence length) the engine targets were set for.
 pub fn default_shape(preset: &str, cfg: &ModelConfig) -> (usize, usize) {
     match preset {
-        "tiny" => (8, 256),
+        "tiny" => (16, 128),
         "small" => (4, 512),
         _ => (1, cfg.max_seq_len),
     }
@@ -278,7 +278,7 @@ mod tests {
     #[test]
     fn presets_default_to_their_benchmark_shape() {
         let o = TrainOptions::preset("tiny", None, Some(64), 1, 0).unwrap();
-        assert_eq!((o.batch, o.seq), (8, 64));
+        assert_eq!((o.batch, o.seq), (16, 64));
         let o = TrainOptions::preset("small", Some(2), None, 1, 0).unwrap();
         assert_eq!((o.batch, o.seq), (2, 512));
         assert!(TrainOptions::preset("no-such-preset", None, None, 1, 0).is_err());

@@ -20,7 +20,7 @@ pub struct EvalArgs {
     /// Checkpoints: all, latest, or indices K,K2,...
     #[arg(long, default_value = "all")]
     pub checkpoints: CheckpointSel,
-    /// Tasks: bundled task names (glass_cloze, glass_heldout), paths to
+    /// Tasks: bundled task names (glass_cloze, glass_heldout, glass_code_heldout), paths to
     /// lm-evaluation-harness task or group YAML files, or task/group/tag names from the
     /// harness's task files (bundled: arc_easy, arc_challenge, hellaswag, mmlu, mmlu_*,
     /// truthfulqa_mc1, truthfulqa_mc2, humaneval, mbpp; more with --include-path),

@@ -74,10 +74,15 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     if r.world_size > 1 {
         println!(
-            "{} ranks ({}), {} gradient groups per step; optimizer state {} per rank{}; {:.1} MiB sent per step per rank",
+            "{} ranks ({}), {} gradient groups per step{}; optimizer state {} per rank{}; {:.1} MiB sent per step per rank",
             r.world_size,
             comm.transport(),
             r.grad_groups,
+            if comm.piece() < usize::MAX {
+                format!("; messages of at most {} values", comm.piece())
+            } else {
+                String::new()
+            },
             mib(r.optimizer_bytes_per_rank),
             if r.shard_optimizer {
                 format!(
@@ -90,6 +95,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
             },
             r.bytes_sent_per_step as f64 / (1u64 << 20) as f64
         );
+        if let Some(extra) = r.checkpoint_extra_bytes {
+            println!(
+                "rank 0 wrote the sharded moments ({}) piece by piece: at most {} of resident memory above its own state while writing a checkpoint",
+                mib(r.optimizer_bytes_unsharded),
+                mib(extra)
+            );
+        }
     }
     let resumed = r
         .resumed_from

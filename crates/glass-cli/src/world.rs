@@ -21,7 +21,7 @@ pub fn world(command: &str) -> Result<Arc<dyn Collective>> {
 // implementation is shared across threads; the MPI one never leaves the main thread.
 #[allow(clippy::arc_with_non_send_sync)]
 fn connect(_command: &str, w: usize, var: &str) -> Result<Arc<dyn Collective>> {
-    let c = glass_dist::mpi_comm::MpiComm::init()?;
+    let c = glass_dist::mpi_comm::MpiComm::init_with_piece(piece()?)?;
     if c.size() != w {
         anyhow::bail!(
             "the launcher announced {w} ranks ({var}) but MPI reports {}; launch with the MPI library this glass was built against (`ldd $(which glass) | grep mpi`)",
@@ -29,6 +29,30 @@ fn connect(_command: &str, w: usize, var: &str) -> Result<Arc<dyn Collective>> {
         );
     }
     Ok(Arc::new(c))
+}
+
+/// Environment variable setting the most values one MPI message carries (default
+/// [`glass_dist::DEFAULT_PIECE`]); every rank must have the same (they compare at start).
+#[cfg(feature = "mpi")]
+const PIECE_VAR: &str = "GLASS_MPI_PIECE";
+
+/// The piece size from [`PIECE_VAR`], or the default.
+#[cfg(feature = "mpi")]
+fn piece() -> Result<usize> {
+    let Ok(v) = std::env::var(PIECE_VAR) else {
+        return Ok(glass_dist::DEFAULT_PIECE);
+    };
+    v.trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|p| glass_dist::check_piece(p).ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{PIECE_VAR}={v}: expected the most values one MPI message may carry, 1 to {} (unset: {})",
+                glass_dist::MAX_PIECE,
+                glass_dist::DEFAULT_PIECE
+            )
+        })
 }
 
 #[cfg(not(feature = "mpi"))]

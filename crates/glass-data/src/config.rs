@@ -193,6 +193,23 @@ pub struct SourceConfig {
     /// Which embedded collection, for kind `embedded`.
     #[serde(default)]
     pub embedded: Option<EmbeddedSet>,
+    /// Kind `embedded`: only these files of the set (e.g. `shakespeare/sonnets.txt`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub works: Vec<String>,
+    /// Kind `embedded`: every file of the set but these (held-out code, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Whole-file documents (text, code, embedded): keep only each one's first lines, up
+    /// to the first line end at or after this many bytes (a small text seen for many
+    /// epochs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_bytes: Option<u64>,
+    /// Whole-file documents: cut each into pieces, each ending at the first line end at
+    /// or after this many bytes, each its own document (shuffled, packed, traced on its own). A corpus
+    /// of whole books is otherwise shuffled book by book, so a chunk of steps sees only
+    /// a few of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub piece_bytes: Option<u64>,
 }
 
 /// One curriculum stage.
@@ -520,6 +537,42 @@ fn validate_source(s: &SourceConfig) -> Result<()> {
     }
     if s.bad_lines == BadInput::Skip && s.kind != SourceKind::Jsonl {
         return err("bad_lines only applies to jsonl");
+    }
+    if (!s.works.is_empty() || !s.exclude.is_empty()) && s.kind != SourceKind::Embedded {
+        return err("`works` and `exclude` pick files of an embedded set; for files on disk, list them in `paths`");
+    }
+    if !s.works.is_empty() && !s.exclude.is_empty() {
+        return err("give `works` (files to keep) or `exclude` (files to drop), not both");
+    }
+    if let Some(set) = s.embedded {
+        let names: Vec<&str> = crate::embedded::embedded_set(set)
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        if let Some(w) = s
+            .works
+            .iter()
+            .chain(&s.exclude)
+            .find(|w| !names.contains(&w.as_str()))
+        {
+            return Err(DataError::Config(format!(
+                "source `{}`: `{w}` is not a file of the embedded set (it has {} files, e.g. `{}`)",
+                s.name,
+                names.len(),
+                names.first().copied().unwrap_or("")
+            )));
+        }
+    }
+    for (key, v) in [("head_bytes", s.head_bytes), ("piece_bytes", s.piece_bytes)] {
+        if v == Some(0) {
+            return Err(DataError::Config(format!(
+                "source `{}`: {key} must be at least 1",
+                s.name
+            )));
+        }
+        if v.is_some() && s.kind == SourceKind::Jsonl {
+            return err("head_bytes and piece_bytes apply to whole-file documents (text, code, embedded), not jsonl lines");
+        }
     }
     Ok(())
 }

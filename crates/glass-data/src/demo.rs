@@ -21,14 +21,23 @@ fn embedded(name: &str, set: EmbeddedSet) -> SourceConfig {
         bad_lines: BadInput::Error,
         invalid_utf8: BadInput::Error,
         embedded: Some(set),
+        works: vec![],
+        exclude: vec![],
+        head_bytes: None,
+        piece_bytes: None,
     }
 }
 
 impl DataConfig {
-    /// The default curriculum: stage 1 English only; stage 2 English plus the project's
-    /// Rust code with fill-in-the-middle on code; a 4096-id byte-level BPE trained on the
-    /// embedded data; 129-token rows small enough for a CPU model; held-out works for
-    /// validation.
+    /// The default curriculum (what `glass demo` and `glass init` use), tuned so that a
+    /// small model visibly learns in about two minutes on 2 cores: stage 1 English (every
+    /// work cut into ~4 KB pieces, so each chunk of steps mixes many works) plus the
+    /// first three sonnets repeated for about a hundred epochs (what memorization should
+    /// find); stage 2 adds the project's Rust code (four files held out for evaluation)
+    /// with fill-in-the-middle. Batches of 4 rows of 129 tokens (small batches learn most
+    /// per token at this scale); a 2048-id byte-level BPE trained on the embedded data;
+    /// the stage boundary on a chunk boundary, so the end of the English stage is a
+    /// checkpoint. The held-out works are validation only.
     pub fn default_demo() -> Self {
         let w = |pairs: &[(&str, f64)]| {
             pairs
@@ -36,15 +45,28 @@ impl DataConfig {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect::<BTreeMap<_, _>>()
         };
+        let english = SourceConfig {
+            piece_bytes: Some(4096),
+            ..embedded("english", EmbeddedSet::English)
+        };
+        let sonnets = SourceConfig {
+            works: vec!["shakespeare/sonnets.txt".into()],
+            head_bytes: Some(SONNETS_HEAD_BYTES),
+            ..embedded("sonnets", EmbeddedSet::English)
+        };
+        let code = SourceConfig {
+            exclude: crate::HELD_OUT_CODE.iter().map(|s| s.to_string()).collect(),
+            ..embedded("code", EmbeddedSet::Code)
+        };
         DataConfig {
             seed: 1234,
             seq_len: 128,
-            rows_per_step: 16,
-            steps_per_chunk: 20,
+            rows_per_step: 4,
+            steps_per_chunk: 224,
             token_dtype: DtypeChoice::Auto,
             tokenizer: TokenizerConfig {
                 path: None,
-                vocab_size: Some(4096),
+                vocab_size: Some(2048),
                 train_sources: None,
                 min_frequency: 2,
                 eos: "<|endoftext|>".into(),
@@ -54,21 +76,22 @@ impl DataConfig {
                 fim: FimTokens::default(),
             },
             sources: vec![
-                embedded("english", EmbeddedSet::English),
-                embedded("code", EmbeddedSet::Code),
+                english,
+                sonnets,
+                code,
                 embedded("heldout", EmbeddedSet::EnglishHeldOut),
             ],
             stages: vec![
                 StageConfig {
                     name: "text".into(),
-                    tokens: 500_000,
-                    weights: w(&[("english", 1.0)]),
+                    tokens: 462_336,
+                    weights: w(&[("english", 0.92), ("sonnets", 0.08)]),
                     fim_rate: BTreeMap::new(),
                 },
                 StageConfig {
                     name: "text+code".into(),
-                    tokens: 300_000,
-                    weights: w(&[("english", 0.7), ("code", 0.3)]),
+                    tokens: 346_752,
+                    weights: w(&[("english", 0.62), ("sonnets", 0.08), ("code", 0.3)]),
                     fim_rate: w(&[("code", 0.5)]),
                 },
             ],
@@ -80,10 +103,15 @@ impl DataConfig {
     }
 }
 
-/// The default `[data]` table as commented TOML, for `glass init` to write into
-/// `glass.toml`; it parses back to [`DataConfig::default_demo`].
+/// Bytes of `sonnets.txt` the memorization source keeps: its title and Sonnets I–III
+/// (the head ends at the line end at or after this byte).
+pub const SONNETS_HEAD_BYTES: u64 = 1880;
+
+/// The `[data]` part of `glass init`'s glass.toml: [`DataConfig::default_demo`] with a
+/// comment on every key.
 pub fn default_demo_toml() -> String {
-    r#"# ---------------------------------------------------------------------------
+    format!(
+        r#"# ---------------------------------------------------------------------------
 # Data: which exact tokens are in every step. The row at every position is a
 # pure function of this table and the seed (never of world size or threads).
 # `glass data prepare RUN` writes RUN/data/; see docs/data-format.md.
@@ -91,12 +119,12 @@ pub fn default_demo_toml() -> String {
 [data]
 seed = 1234             # seeds document shuffles, row shuffles and FIM cuts
 seq_len = 128           # rows hold seq_len + 1 tokens (inputs and shifted targets)
-rows_per_step = 16      # global batch in rows, identical for any world size
-steps_per_chunk = 20    # = checkpoint interval: chunk k is the data between checkpoints k-1 and k
+rows_per_step = 4       # global batch in rows, identical for any world size
+steps_per_chunk = 224   # = checkpoint interval: chunk k is the data between checkpoints k-1 and k
 token_dtype = "auto"    # "auto" | "u16" | "u32"
 
 [data.tokenizer]
-vocab_size = 4096       # train a byte-level BPE on the training sources...
+vocab_size = 2048       # train a byte-level BPE on the training sources...
 # path = "tokenizer.json"   # ...or load an existing one instead (relative to the run)
 min_frequency = 2
 eos = "<|endoftext|>"   # appended after every document
@@ -104,17 +132,32 @@ add_eos = true
 add_bos = false
 # bos = "<s>"
 
-# The embedded English corpus minus the held-out works (see glass_data::HELD_OUT_WORKS).
+# The embedded English corpus minus the held-out works (see glass_data::HELD_OUT_WORKS),
+# each work cut into pieces of about 4 KB (at line ends), so that every chunk of steps
+# mixes many works instead of two or three whole ones.
 [[data.sources]]
 name = "english"
 kind = "embedded"
 embedded = "english"
+piece_bytes = 4096
 
-# A fixed snapshot of the project's Rust sources (corpus/code/), embedded at build time.
+# Shakespeare's Sonnets I-III (the first {sonnets} bytes of sonnets.txt), about 8% of
+# the rows: some 100 epochs over the run, which a model this size memorizes verbatim
+# (`glass analyze memorization` shows it rising; `glass trace` finds what it reproduces).
+[[data.sources]]
+name = "sonnets"
+kind = "embedded"
+embedded = "english"
+works = ["shakespeare/sonnets.txt"]
+head_bytes = {sonnets}
+
+# A fixed snapshot of the project's Rust sources (corpus/code/), embedded at build time,
+# minus four files held out for the code evaluation (`glass_code_heldout`).
 [[data.sources]]
 name = "code"
 kind = "embedded"
 embedded = "code"
+exclude = [{held_out_code}]
 
 # Held-out works: validation only, never trained on.
 [[data.sources]]
@@ -136,23 +179,32 @@ embedded = "english-held-out"
 # kind = "code"
 # paths = ["src/"]
 # extensions = ["py"]
+# piece_bytes = 8192        # cut long files into pieces (also head_bytes = N: keep the start)
 
+# Stage token budgets are whole chunks (steps_per_chunk x rows_per_step x (seq_len + 1)),
+# so the end of the English stage is a checkpoint.
 [[data.stages]]
 name = "text"
-tokens = 500000         # rounded up to whole steps
-weights = { english = 1.0 }
+tokens = 462336         # 896 steps (4 chunks)
+weights = {{ english = 0.92, sonnets = 0.08 }}
 
 [[data.stages]]
 name = "text+code"
-tokens = 300000
-weights = { english = 0.7, code = 0.3 }
-fim_rate = { code = 0.5 } # fill-in-the-middle on half of the code documents
+tokens = 346752         # 672 steps (3 chunks)
+weights = {{ english = 0.62, sonnets = 0.08, code = 0.3 }}
+fim_rate = {{ code = 0.5 }} # fill-in-the-middle on half of the code documents
 
 [data.validation]
 sources = ["heldout"]
 rows = 64
-"#
-    .to_string()
+"#,
+        sonnets = SONNETS_HEAD_BYTES,
+        held_out_code = crate::HELD_OUT_CODE
+            .iter()
+            .map(|f| format!("\"{f}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
 }
 
 #[cfg(test)]

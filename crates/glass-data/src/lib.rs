@@ -29,7 +29,7 @@ pub mod tokenizer;
 
 pub use config::DataConfig;
 pub use demo::default_demo_toml;
-pub use embedded::{embedded_code, embedded_work, embedded_works, HELD_OUT_WORKS};
+pub use embedded::{embedded_code, embedded_work, embedded_works, HELD_OUT_CODE, HELD_OUT_WORKS};
 pub use error::{DataError, Result};
 pub use manifest::{verify, BaseData, Manifest, VerifyReport};
 pub use prepare::{prepare, PrepareOptions, PrepareReport, Shard};

@@ -144,6 +144,10 @@ pub fn import_pretokenized(
         bad_lines: BadInput::Error,
         invalid_utf8: Default::default(),
         embedded: None,
+        works: vec![],
+        exclude: vec![],
+        head_bytes: None,
+        piece_bytes: None,
     };
 
     let mut sources: Vec<Source> = Vec::new();

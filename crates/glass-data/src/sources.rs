@@ -75,8 +75,13 @@ fn src_err(src: &SourceConfig, message: String) -> DataError {
 pub fn list_units(src: &SourceConfig, run_dir: &Path) -> Result<Vec<Unit>> {
     if src.kind == SourceKind::Embedded {
         let set = src.embedded.expect("validated");
+        let keep = |n: &str| {
+            (src.works.is_empty() || src.works.iter().any(|w| w == n))
+                && !src.exclude.iter().any(|w| w == n)
+        };
         return Ok(embedded_set(set)
             .into_iter()
+            .filter(|(n, _)| keep(n))
             .map(|(n, t)| Unit {
                 path: format!("embedded:{n}"),
                 location: UnitLocation::Embedded(t),
@@ -190,9 +195,8 @@ pub fn read_unit(
                  emit: &mut dyn FnMut(RawDoc) -> Result<()>| {
         counts.sha256 = hex::encode(Sha256::digest(&bytes));
         counts.bytes = bytes.len() as u64;
-        let len = bytes.len() as u64;
         match String::from_utf8(bytes) {
-            Ok(text) => emit(RawDoc { line: 0, byte_start: 0, byte_len: len, text, meta: None }),
+            Ok(text) => emit_whole(src, text, emit),
             Err(_) if src.invalid_utf8 == BadInput::Skip => {
                 counts.invalid_utf8 += 1;
                 Ok(())
@@ -218,6 +222,57 @@ pub fn read_unit(
         }
     }
     Ok(counts)
+}
+
+/// Emits a whole-file document: as it is, cut to its head (`head_bytes`), or cut into
+/// pieces (`piece_bytes`); a piece's `line` is the 1-based line it starts on (its id
+/// within the file), a whole file's is 0.
+fn emit_whole(
+    src: &SourceConfig,
+    mut text: String,
+    emit: &mut dyn FnMut(RawDoc) -> Result<()>,
+) -> Result<()> {
+    if let Some(n) = src.head_bytes {
+        text.truncate(line_cut(&text, n as usize));
+    }
+    let Some(piece) = src.piece_bytes else {
+        let len = text.len() as u64;
+        return emit(RawDoc {
+            line: 0,
+            byte_start: 0,
+            byte_len: len,
+            text,
+            meta: None,
+        });
+    };
+    let (mut at, mut line) = (0usize, 1u64);
+    while at < text.len() {
+        let end = at + line_cut(&text[at..], piece as usize);
+        let body = &text[at..end];
+        emit(RawDoc {
+            line,
+            byte_start: at as u64,
+            byte_len: body.len() as u64,
+            text: body.to_string(),
+            meta: None,
+        })?;
+        line += body.matches('\n').count() as u64;
+        at = end;
+    }
+    Ok(())
+}
+
+/// Length of the prefix of `text` that ends at the first line end at or after byte
+/// `min` (all of `text` when no line ends there); never empty for non-empty text.
+fn line_cut(text: &str, min: usize) -> usize {
+    if min >= text.len() {
+        return text.len();
+    }
+    // A line feed is one byte in UTF-8, so cutting after it is always a char boundary.
+    match text.as_bytes()[min..].iter().position(|&b| b == b'\n') {
+        Some(i) => min + i + 1,
+        None => text.len(),
+    }
 }
 
 fn read_jsonl(

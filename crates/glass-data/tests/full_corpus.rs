@@ -10,7 +10,7 @@ fn default_demo_run_prepares_from_embedded_data() {
     let r = prepare(dir.path(), &PrepareOptions::default()).unwrap();
     assert!(r.complete);
     let data = PreparedData::open(dir.path()).unwrap();
-    assert_eq!(data.vocab_size(), 4096);
+    assert_eq!(data.vocab_size(), 2048);
     assert_eq!(data.row_len(), 129);
     let m = data.manifest();
     assert_eq!(m.stages.len(), 2);
@@ -20,9 +20,29 @@ fn default_demo_run_prepares_from_embedded_data() {
             .iter()
             .map(|s| s.source.as_str())
             .collect::<Vec<_>>(),
-        ["english", "code"]
+        ["english", "sonnets", "code"]
     );
-    assert!(m.stages[1].sources[1].fim_docs > 0);
+    assert!(m.stages[1].sources[2].fim_docs > 0);
+    // The sources' selections: English cut into pieces (many more documents than works),
+    // the Sonnets' head alone, the code minus its held-out files.
+    let source = |name: &str| m.sources.iter().find(|s| s.name == name).unwrap();
+    let english = source("english");
+    assert!(
+        english.docs > 4 * english.units.len() as u64,
+        "{}",
+        english.docs
+    );
+    let sonnets = source("sonnets");
+    assert_eq!((sonnets.docs, sonnets.units.len()), (1, 1));
+    assert!(sonnets.tokens < 1000, "{}", sonnets.tokens);
+    let code = source("code");
+    for held in glass_data::HELD_OUT_CODE {
+        assert!(code.units.iter().all(|u| !u.path.ends_with(held)), "{held}");
+    }
+    assert_eq!(
+        code.units.len() + glass_data::HELD_OUT_CODE.len(),
+        glass_data::embedded_code().len()
+    );
     assert_eq!(data.n_validation_rows(), 64);
     assert!(glass_data::verify(dir.path())
         .unwrap()

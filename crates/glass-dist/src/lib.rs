@@ -18,7 +18,30 @@ pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi_comm;
 
-pub use local::{local_group, LocalGroup, Solo};
+pub use local::{local_group, local_group_with_piece, LocalGroup, Solo};
+
+/// Default most values one transport message carries: 2^28 `f32`s (1 GiB), well inside
+/// MPI's C `int` counts and below the 2 GiB at which several MPI transports fail.
+pub const DEFAULT_PIECE: usize = 1 << 28;
+
+/// Largest piece MPI can express (a C `int` count).
+pub const MAX_PIECE: usize = i32::MAX as usize;
+
+/// Values a reduce-scatter exchanges per round, over all ranks together (2^23 `f32`s,
+/// 32 MiB, received, and as many staged to send): its scratch stays this size however
+/// large the model is.
+pub const REDUCE_WINDOW_TOTAL: usize = 1 << 23;
+
+/// Checks a piece size (values per transport message): `1..=`[`MAX_PIECE`].
+pub fn check_piece(piece: usize) -> Result<usize> {
+    if (1..=MAX_PIECE).contains(&piece) {
+        Ok(piece)
+    } else {
+        Err(DistError::Invalid(format!(
+            "a piece of {piece} values per message: use 1 to {MAX_PIECE} (default {DEFAULT_PIECE})"
+        )))
+    }
+}
 
 /// What a collective can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +67,12 @@ pub trait Collective {
     fn size(&self) -> usize;
     /// Short name of the transport (`single`, `threads`, `mpi`), for logs and reports.
     fn transport(&self) -> &'static str;
+    /// Most values one message of this transport carries (larger transfers go in pieces
+    /// of this size); callers that stream large state (checkpoints) through collectives
+    /// keep their pieces at most this long. Unlimited by default.
+    fn piece(&self) -> usize {
+        usize::MAX
+    }
 
     /// Every rank's `mine`, in rank order (lengths may differ).
     fn all_gather_bytes(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>>;
@@ -102,6 +131,10 @@ pub trait Collective {
     /// the pairwise-tree sum of every rank's `buf` with rank `r` as leaf `r`. The partial
     /// vectors for a shard travel to its owner (all-to-all) and are summed there, so the
     /// bits depend on neither the transport nor its algorithms.
+    ///
+    /// The shards go in windows of [`reduce_window`] values (see
+    /// [`Collective::reduce_scatter_windows`]), so `scratch` holds two windows per rank,
+    /// not a gradient.
     fn reduce_scatter_tree(
         &self,
         buf: &[f32],
@@ -109,7 +142,23 @@ pub trait Collective {
         out: &mut [f32],
         scratch: &mut Vec<f32>,
     ) -> Result<()> {
+        let win = reduce_window(self.size());
+        self.reduce_scatter_windows(buf, shards, out, scratch, win)
+    }
+
+    /// [`Collective::reduce_scatter_tree`] in windows of `win` values: round `k` sends
+    /// every owner window `k` of its shard and sums window `k` of this rank's. The sums
+    /// are element-wise, so the windows do not change the bits.
+    fn reduce_scatter_windows(
+        &self,
+        buf: &[f32],
+        shards: &[Range<usize>],
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+        win: usize,
+    ) -> Result<()> {
         let (w, me) = (self.size(), self.rank());
+        let win = win.max(1);
         check_pow2(w)?;
         check_shards(shards, w, buf.len())?;
         let mine = shards[me].clone();
@@ -124,15 +173,36 @@ pub trait Collective {
             out.copy_from_slice(&buf[mine]);
             return Ok(());
         }
-        let send_counts: Vec<usize> = shards.iter().map(|s| s.len()).collect();
-        let recv_counts = vec![mine.len(); w];
+        let rounds = shards
+            .iter()
+            .map(|s| s.len().div_ceil(win))
+            .max()
+            .unwrap_or(0);
+        let window = |s: &Range<usize>, k: usize| {
+            let a = (s.start + k * win).min(s.end);
+            a..(a + win).min(s.end)
+        };
+        let send_len = (w * win).min(buf.len());
         scratch.clear();
-        scratch.resize(mine.len() * w, 0.0);
-        self.all_to_all_f32(buf, &send_counts, scratch, &recv_counts)?;
-        if !mine.is_empty() {
-            let mut leaves: Vec<&mut [f32]> = scratch.chunks_mut(mine.len()).collect();
-            tree_reduce(&mut leaves);
-            out.copy_from_slice(&scratch[..mine.len()]);
+        scratch.resize(send_len + w * win.min(mine.len()), 0.0);
+        let (send, recv) = scratch.split_at_mut(send_len);
+        for k in 0..rounds {
+            let mut send_counts = Vec::with_capacity(w);
+            let mut at = 0;
+            for s in shards {
+                let part = &buf[window(s, k)];
+                send[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+                send_counts.push(part.len());
+            }
+            let own = window(&mine, k);
+            let n = own.len();
+            self.all_to_all_f32(&send[..at], &send_counts, &mut recv[..w * n], &vec![n; w])?;
+            if n > 0 {
+                let mut leaves: Vec<&mut [f32]> = recv[..w * n].chunks_mut(n).collect();
+                tree_reduce(&mut leaves);
+                out[own.start - mine.start..own.end - mine.start].copy_from_slice(&recv[..n]);
+            }
         }
         Ok(())
     }
@@ -217,6 +287,13 @@ fn check_shards(shards: &[Range<usize>], w: usize, n: usize) -> Result<()> {
             "shards {shards:?} do not tile {n} values over {w} ranks"
         )))
     }
+}
+
+/// The window of a reduce-scatter over `w` ranks: [`REDUCE_WINDOW_TOTAL`]` / w` values,
+/// at least 65 536. (Independent of the transport's piece: a window longer than a piece
+/// travels in several messages.)
+pub fn reduce_window(w: usize) -> usize {
+    (REDUCE_WINDOW_TOTAL / w.max(1)).max(REDUCE_CHUNK)
 }
 
 /// Splits `n` values into `w` contiguous shards whose boundaries fall on multiples of

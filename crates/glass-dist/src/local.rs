@@ -73,11 +73,19 @@ struct Shared {
 pub struct LocalGroup {
     rank: usize,
     size: usize,
+    piece: usize,
     shared: Arc<Shared>,
 }
 
 /// `w` connected ranks; hand one to each thread.
 pub fn local_group(w: usize) -> Vec<LocalGroup> {
+    local_group_with_piece(w, usize::MAX)
+}
+
+/// [`local_group`] whose [`Collective::piece`] is `piece`: memory still moves at once, but
+/// callers that stream through collectives in pieces (sharded checkpoints) cut their work
+/// as they would over an MPI transport with that piece.
+pub fn local_group_with_piece(w: usize, piece: usize) -> Vec<LocalGroup> {
     let shared = Arc::new(Shared {
         barrier: Barrier::new(w),
         slots: Mutex::new(Slots {
@@ -89,6 +97,7 @@ pub fn local_group(w: usize) -> Vec<LocalGroup> {
         .map(|rank| LocalGroup {
             rank,
             size: w,
+            piece: piece.max(1),
             shared: shared.clone(),
         })
         .collect()
@@ -125,6 +134,9 @@ impl Collective for LocalGroup {
     }
     fn transport(&self) -> &'static str {
         "threads"
+    }
+    fn piece(&self) -> usize {
+        self.piece
     }
     fn all_gather_bytes(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
         self.slots().bytes[self.rank] = mine.to_vec();
@@ -191,14 +203,41 @@ mod tests {
         let mut refs: Vec<&mut [f32]> = leaves.iter_mut().map(|v| v.as_mut_slice()).collect();
         glass_engine::grad_tree::tree_reduce(&mut refs);
         let want = leaves[0].clone();
-        let got: Vec<Vec<f32>> = std::thread::scope(|s| {
+        // One window; then windows of 1000 values: 66 rounds, the last one short, over
+        // shards of unequal length (the last rank's is 17).
+        for win in [crate::reduce_window(4), 1000] {
+            let rounds = shards(n, 4).iter().map(|s| s.len().div_ceil(win)).max();
+            assert_eq!(rounds, Some(if win == 1000 { 66 } else { 1 }));
+            for g in all_reduce_on_threads(n, win, &leaf) {
+                assert!(
+                    g == want,
+                    "all-reduce differs from the single-process tree (window {win})"
+                );
+            }
+        }
+    }
+
+    fn all_reduce_on_threads(
+        n: usize,
+        win: usize,
+        leaf: &(impl Fn(usize) -> Vec<f32> + Sync),
+    ) -> Vec<Vec<f32>> {
+        std::thread::scope(|s| {
             let hs: Vec<_> = local_group(4)
                 .into_iter()
                 .map(|c| {
                     s.spawn(move || {
                         let mut buf = leaf(c.rank());
                         let sh = shards(n, 4);
-                        c.all_reduce_tree(&mut buf, &sh, &mut Vec::new()).unwrap();
+                        if win == crate::reduce_window(4) {
+                            c.all_reduce_tree(&mut buf, &sh, &mut Vec::new()).unwrap();
+                        } else {
+                            let mut part = vec![0.0; sh[c.rank()].len()];
+                            c.reduce_scatter_windows(&buf, &sh, &mut part, &mut Vec::new(), win)
+                                .unwrap();
+                            let counts: Vec<usize> = sh.iter().map(|s| s.len()).collect();
+                            c.all_gather_f32(&part, &counts, &mut buf).unwrap();
+                        }
                         // Gather/scatter round trip of this rank's shard.
                         let mine = buf[sh[c.rank()].clone()].to_vec();
                         let mut full = if c.rank() == 1 { vec![0.0; n] } else { vec![] };
@@ -216,9 +255,6 @@ mod tests {
                 })
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        for g in got {
-            assert!(g == want, "all-reduce differs from the single-process tree");
-        }
+        })
     }
 }

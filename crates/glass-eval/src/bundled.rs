@@ -26,6 +26,12 @@ pub const BUNDLED: &[(&str, &str, &str, &str)] = &[
         "glass_heldout.jsonl",
         include_str!("../tasks/glass_heldout.jsonl"),
     ),
+    (
+        "glass_code_heldout",
+        include_str!("../tasks/glass_code_heldout.yaml"),
+        "glass_code_heldout.jsonl",
+        include_str!("../tasks/glass_code_heldout.jsonl"),
+    ),
 ];
 
 /// A bundled task by name, its data embedded.
@@ -169,9 +175,33 @@ pub const PASSAGE_BYTES: usize = 2000;
 /// Held-out perplexity: each held-out work cut into passages of about
 /// [`PASSAGE_BYTES`] at line boundaries, passages alternating between works.
 pub fn generate_heldout() -> String {
-    let works = held_out();
+    passages(&held_out())
+}
+
+/// Held-out code perplexity: the code files kept out of the default training data
+/// ([`glass_data::HELD_OUT_CODE`]) cut the same way, so the curriculum's code stage is
+/// measured on code the model never saw.
+pub fn generate_code_heldout() -> String {
+    let files: Vec<(&str, &str)> = glass_data::HELD_OUT_CODE
+        .iter()
+        .map(|p| {
+            let text = glass_data::embedded_code()
+                .iter()
+                .find(|(q, _)| q == p)
+                .map(|(_, t)| *t)
+                .expect("held-out code file is embedded");
+            let short = p.rsplit('/').next().unwrap_or(p).trim_end_matches(".rs");
+            (short, text)
+        })
+        .collect();
+    passages(&files)
+}
+
+/// `(name, text)` works cut into passages of about [`PASSAGE_BYTES`] at line
+/// boundaries, as JSON Lines `{id, text}`, passages alternating between works.
+fn passages(works: &[(&str, &str)]) -> String {
     let mut per_work = Vec::new();
-    for (name, text) in &works {
+    for (name, text) in works.iter() {
         let mut rows = Vec::new();
         let mut cur = String::new();
         for line in text.lines() {
@@ -233,6 +263,11 @@ mod tests {
     fn committed_task_data_is_the_generators_output() {
         check("glass_cloze.jsonl", generate_cloze(), BUNDLED[0].3);
         check("glass_heldout.jsonl", generate_heldout(), BUNDLED[1].3);
+        check(
+            "glass_code_heldout.jsonl",
+            generate_code_heldout(),
+            BUNDLED[2].3,
+        );
     }
 
     #[test]
@@ -240,7 +275,7 @@ mod tests {
         for (name, ..) in BUNDLED {
             let t = bundled(name).unwrap().unwrap();
             let d = t.load().unwrap();
-            assert!(d.splits[t.eval_split().unwrap()].len() >= 30, "{name}");
+            assert!(d.splits[t.eval_split().unwrap()].len() >= 20, "{name}");
         }
         let t = bundled("glass_cloze").unwrap().unwrap();
         let d = t.load().unwrap();

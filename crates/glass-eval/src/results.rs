@@ -27,6 +27,12 @@ pub struct Sample {
     /// Highest log-likelihood per character.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pred_norm: Option<usize>,
+    /// Per-choice log-likelihoods after an empty context (`acc_mutual_info`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loglikelihoods_unconditional: Option<Vec<f64>>,
+    /// Highest log-likelihood gain from the context (`acc_mutual_info`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pred_mutual_info: Option<usize>,
     /// The document's `acc` from a `process_results` hook (TruthfulQA MC2: the true
     /// answers' share of probability mass) instead of `pred == gold`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -111,6 +117,8 @@ pub fn samples(prepared: &[Prepared], scored: &[Scored]) -> Vec<Sample> {
                     gold: *gold,
                     pred: Some(glass_engine::argmax(loglikelihoods)),
                     pred_norm: Some(glass_engine::argmax(&norm)),
+                    loglikelihoods_unconditional: None,
+                    pred_mutual_info: None,
                     score: mc2_labels
                         .as_ref()
                         .map(|l| crate::process::truthfulqa_mc2(loglikelihoods, l)),
@@ -136,6 +144,8 @@ pub fn samples(prepared: &[Prepared], scored: &[Scored]) -> Vec<Sample> {
                 gold: None,
                 pred: None,
                 pred_norm: None,
+                loglikelihoods_unconditional: None,
+                pred_mutual_info: None,
                 score: None,
                 loglikelihood: Some(*loglikelihood),
                 words: Some(count_words(text)),
@@ -160,6 +170,8 @@ pub fn samples(prepared: &[Prepared], scored: &[Scored]) -> Vec<Sample> {
                 gold: None,
                 pred: None,
                 pred_norm: None,
+                loglikelihoods_unconditional: None,
+                pred_mutual_info: None,
                 score: None,
                 loglikelihood: None,
                 words: None,
@@ -173,6 +185,41 @@ pub fn samples(prepared: &[Prepared], scored: &[Scored]) -> Vec<Sample> {
             _ => unreachable!("scores follow their requests"),
         })
         .collect()
+}
+
+/// The requests `acc_mutual_info` adds: every multiple-choice document's continuations
+/// after an empty context (the harness's `("", target_delimiter + choice)`).
+pub fn unconditional(prepared: &[Prepared]) -> Vec<Prepared> {
+    prepared
+        .iter()
+        .map(|p| match p {
+            Prepared::MultipleChoice {
+                choices,
+                continuations,
+                gold,
+                ..
+            } => Prepared::MultipleChoice {
+                context: String::new(),
+                choices: choices.clone(),
+                continuations: continuations.clone(),
+                gold: *gold,
+                mc2_labels: None,
+            },
+            other => other.clone(),
+        })
+        .collect()
+}
+
+/// Adds the unconditional log-likelihoods ([`unconditional`], scored) to the samples and
+/// the choice that gains most from the context.
+pub fn add_mutual_info(samples: &mut [Sample], unconditional: &[Scored]) {
+    for (s, u) in samples.iter_mut().zip(unconditional) {
+        if let (Some(lls), Scored::MultipleChoice { loglikelihoods }) = (&s.loglikelihoods, u) {
+            let gain: Vec<f64> = lls.iter().zip(loglikelihoods).map(|(c, u)| c - u).collect();
+            s.pred_mutual_info = Some(glass_engine::argmax(&gain));
+            s.loglikelihoods_unconditional = Some(loglikelihoods.clone());
+        }
+    }
 }
 
 fn mean_and_stderr(xs: &[f64]) -> (f64, Option<f64>) {
@@ -204,6 +251,16 @@ pub fn aggregate(metrics: &[Metric], samples: &[Sample]) -> Vec<MetricValue> {
                             } else {
                                 s.pred_norm
                             };
+                            f64::from(u8::from(p.is_some() && p == s.gold))
+                        })
+                        .collect();
+                    mean_and_stderr(&xs)
+                }
+                Metric::AccMutualInfo => {
+                    let xs: Vec<f64> = samples
+                        .iter()
+                        .map(|s| {
+                            let p = s.pred_mutual_info;
                             f64::from(u8::from(p.is_some() && p == s.gold))
                         })
                         .collect();
@@ -291,5 +348,44 @@ mod tests {
         let m = aggregate(&[Metric::Acc, Metric::AccNorm], &s[..1]);
         assert_eq!((m[0].value, m[1].value), (0.0, 1.0));
         assert_eq!(m[0].stderr, None);
+    }
+
+    /// acc_mutual_info ranks choices by what the context adds: conditional [-4, -6] and
+    /// unconditional [-1, -6] give gains [-3, 0], so choice 1 wins where acc picks 0;
+    /// the unconditional requests keep the choices and the delimiter, with no context.
+    #[test]
+    fn mutual_info_ranks_by_the_contexts_gain() {
+        let prepared = vec![Prepared::MultipleChoice {
+            context: "Q".into(),
+            choices: vec!["ab".into(), "cd".into()],
+            continuations: vec!["\nab".into(), "\ncd".into()],
+            gold: Some(1),
+            mc2_labels: None,
+        }];
+        let aux = unconditional(&prepared);
+        let Prepared::MultipleChoice {
+            context,
+            continuations,
+            ..
+        } = &aux[0]
+        else {
+            panic!("multiple choice");
+        };
+        assert_eq!((context.as_str(), continuations[0].as_str()), ("", "\nab"));
+        let mut s = samples(
+            &prepared,
+            &[Scored::MultipleChoice {
+                loglikelihoods: vec![-4.0, -6.0],
+            }],
+        );
+        add_mutual_info(
+            &mut s,
+            &[Scored::MultipleChoice {
+                loglikelihoods: vec![-1.0, -6.0],
+            }],
+        );
+        assert_eq!((s[0].pred, s[0].pred_mutual_info), (Some(0), Some(1)));
+        let m = aggregate(&[Metric::Acc, Metric::AccMutualInfo], &s);
+        assert_eq!((m[0].value, m[1].value), (0.0, 1.0));
     }
 }

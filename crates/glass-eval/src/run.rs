@@ -280,8 +280,13 @@ pub fn evaluate_run_on(
             } else {
                 scorer.score_all(&t.prepared, &|d| progress(EvalProgress::Docs(d)))?
             };
+            let mut s = samples(&t.prepared, &scored);
+            if t.def.metrics.contains(&crate::task::Metric::AccMutualInfo) {
+                let aux = crate::results::unconditional(&t.prepared);
+                let u = scorer.score_all(&aux, &|_| {})?;
+                crate::results::add_mutual_info(&mut s, &u);
+            }
             let seconds = t0.elapsed().as_secs_f64();
-            let s = samples(&t.prepared, &scored);
             let mv = aggregate(&t.def.metrics, &s);
             let r = TaskResult {
                 checkpoint: entry.index,

@@ -38,6 +38,11 @@ pub enum Metric {
     BytePerplexity,
     /// -Σ ll / Σ bytes / ln 2.
     BitsPerByte,
+    /// `acc` of the pointwise mutual information: each choice's log-likelihood after the
+    /// context minus its log-likelihood after an empty context (the harness scores
+    /// `("", target_delimiter + choice)` for it), so a choice that is likely anywhere
+    /// gains nothing from being likely here.
+    AccMutualInfo,
     /// HumanEval's `utils.pass_at_k` with `k: [1]` (HF `code_eval`): the share of
     /// documents whose program passes its tests; the harness names it `pass@1`.
     PassAtK1,
@@ -51,6 +56,7 @@ impl Metric {
         match self {
             Metric::Acc => "acc",
             Metric::AccNorm => "acc_norm",
+            Metric::AccMutualInfo => "acc_mutual_info",
             Metric::WordPerplexity => "word_perplexity",
             Metric::BytePerplexity => "byte_perplexity",
             Metric::BitsPerByte => "bits_per_byte",
@@ -62,6 +68,7 @@ impl Metric {
         Some(match s {
             "acc" => Metric::Acc,
             "acc_norm" => Metric::AccNorm,
+            "acc_mutual_info" => Metric::AccMutualInfo,
             "word_perplexity" => Metric::WordPerplexity,
             "byte_perplexity" => Metric::BytePerplexity,
             "bits_per_byte" => Metric::BitsPerByte,
@@ -775,12 +782,14 @@ impl TaskDef {
                     }
                     let name = m.as_str().unwrap_or_default();
                     let metric = Metric::parse(name).ok_or_else(|| {
-                        err(source, m.line(), format!("metric `{name}` is not supported (acc, acc_norm, word_perplexity, byte_perplexity, bits_per_byte)"))
+                        err(source, m.line(), format!("metric `{name}` is not supported (acc, acc_norm, acc_mutual_info, word_perplexity, byte_perplexity, bits_per_byte)"))
                     })?;
                     let fits = matches!(
                         (output_type, metric),
-                        (OutputType::MultipleChoice, Metric::Acc | Metric::AccNorm)
-                            | (
+                        (
+                            OutputType::MultipleChoice,
+                            Metric::Acc | Metric::AccNorm | Metric::AccMutualInfo
+                        ) | (
                                 OutputType::LoglikelihoodRolling,
                                 Metric::WordPerplexity
                                     | Metric::BytePerplexity

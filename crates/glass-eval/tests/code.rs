@@ -147,6 +147,8 @@ fn sandboxed_pass_at_1_equals_the_harness_code_eval() {
                 gold: None,
                 pred: None,
                 pred_norm: None,
+                loglikelihoods_unconditional: None,
+                pred_mutual_info: None,
                 score: None,
                 loglikelihood: None,
                 words: None,

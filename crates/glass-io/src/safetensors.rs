@@ -26,11 +26,6 @@ pub struct TensorBytes<'a> {
 /// `safetensors::serialize_to_file` writes for them, atomically and fsynced, and returns
 /// its (sha256, bytes): the file is hashed as it is written (through
 /// [`crate::AtomicFile`]), never read back.
-///
-/// The header is written out here because the crate writes only to a file it opens
-/// itself and keeps its header builder private: sorted by descending dtype, then name;
-/// `__metadata__` first; the entries are the crate's own `TensorInfo` serialised; padded
-/// with spaces to a multiple of 8 bytes. A test checks every byte against the crate.
 pub fn write_safetensors(
     path: &Path,
     tensors: &[TensorBytes<'_>],
@@ -65,31 +60,139 @@ fn emit(
     meta: &HashMap<String, String>,
     sink: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
+    let headers = headers_of(tensors);
+    let (header, _) = header_bytes(&headers, meta);
+    sink(&header)?;
+    for i in file_order(&headers) {
+        sink(tensors[i].data)?;
+    }
+    Ok(())
+}
+
+fn headers_of(tensors: &[TensorBytes<'_>]) -> Vec<TensorHeader> {
+    tensors
+        .iter()
+        .map(|t| TensorHeader {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            bytes: t.data.len(),
+        })
+        .collect()
+}
+
+/// A tensor of a safetensors file whose bytes come later ([`SafetensorsWriter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorHeader {
+    /// Tensor name.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Length of its data in bytes.
+    pub bytes: usize,
+}
+
+/// The order in which a safetensors file holds `tensors` (indices into it): by descending
+/// dtype, then name, as the `safetensors` crate lays them out.
+pub fn file_order(tensors: &[TensorHeader]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..tensors.len()).collect();
     order.sort_by(|&a, &b| {
         (tensors[b].dtype.cmp(&tensors[a].dtype)).then(tensors[a].name.cmp(&tensors[b].name))
     });
+    order
+}
+
+/// The file's first bytes (the header's length, then the header) and the data bytes it
+/// announces.
+///
+/// The header is written out here because the crate writes only to a file it opens
+/// itself and keeps its header builder private: sorted by descending dtype, then name;
+/// `__metadata__` first; the entries are the crate's own `TensorInfo` serialised; padded
+/// with spaces to a multiple of 8 bytes. A test checks every byte against the crate.
+fn header_bytes(tensors: &[TensorHeader], meta: &HashMap<String, String>) -> (Vec<u8>, u64) {
     let mut header = format!("{{\"__metadata__\":{}", to_json(meta));
     let mut offset = 0;
-    for &i in &order {
+    for i in file_order(tensors) {
         let t = &tensors[i];
         let info = ::safetensors::tensor::TensorInfo {
             dtype: t.dtype,
             shape: t.shape.clone(),
-            data_offsets: (offset, offset + t.data.len()),
+            data_offsets: (offset, offset + t.bytes),
         };
-        offset += t.data.len();
+        offset += t.bytes;
         header.push_str(&format!(",{}:{}", to_json(&t.name), to_json(&info)));
     }
     header.push('}');
     let mut header = header.into_bytes();
     header.resize(header.len().next_multiple_of(8), b' ');
-    sink(&(header.len() as u64).to_le_bytes())?;
-    sink(&header)?;
-    for i in order {
-        sink(tensors[i].data)?;
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    (out, offset as u64)
+}
+
+/// A safetensors file written as a stream: the header first, from the tensors' names,
+/// dtypes, shapes and lengths, then their bytes in [`file_order`], in as many pieces as
+/// the caller likes. So a file far larger than memory (a sharded optimizer's moments
+/// arriving piece by piece) has exactly the bytes [`write_safetensors`] gives the whole.
+pub struct SafetensorsWriter {
+    path: std::path::PathBuf,
+    out: crate::AtomicFile,
+    /// Data bytes the header announced, and those written so far.
+    expected: u64,
+    written: u64,
+}
+
+impl SafetensorsWriter {
+    /// Starts `path` (atomically: nothing appears there before [`Self::commit`]) with the
+    /// header of `tensors` and `meta`.
+    pub fn create(
+        path: &Path,
+        tensors: &[TensorHeader],
+        meta: &HashMap<String, String>,
+    ) -> Result<Self> {
+        let (header, expected) = header_bytes(tensors, meta);
+        let mut out = crate::AtomicFile::create(path)?;
+        out.write(&header)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            out,
+            expected,
+            written: 0,
+        })
     }
-    Ok(())
+
+    /// Appends the next tensor bytes (in [`file_order`]).
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.written += bytes.len() as u64;
+        if self.written > self.expected {
+            return Err(self.short_or_long());
+        }
+        self.out.write(bytes)
+    }
+
+    /// Publishes the file once every announced byte was written; returns its (sha256,
+    /// bytes).
+    pub fn commit(self) -> Result<(String, u64)> {
+        if self.written != self.expected {
+            return Err(self.short_or_long());
+        }
+        self.out.commit()
+    }
+
+    fn short_or_long(&self) -> crate::IoError {
+        crate::IoError {
+            path: self.path.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{} tensor bytes written where the header announces {}",
+                    self.written, self.expected
+                ),
+            ),
+        }
+    }
 }
 
 /// Compact JSON of plain data (strings, the metadata map, the crate's `TensorInfo`).
@@ -160,6 +263,39 @@ mod tests {
         let bytes = std::fs::read(&ours).unwrap();
         assert!(bytes == std::fs::read(&theirs).unwrap());
         assert_eq!(hash_safetensors(&tensors, &meta), (sha.clone(), len));
-        assert_eq!((sha, len), (crate::sha256_hex(&bytes), bytes.len() as u64));
+        assert_eq!((sha.clone(), len), (crate::sha256_hex(&bytes), bytes.len() as u64));
+
+        // The same file streamed in 7-byte pieces that straddle tensor boundaries.
+        let headers: Vec<TensorHeader> = tensors
+            .iter()
+            .map(|t| TensorHeader {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                bytes: t.data.len(),
+            })
+            .collect();
+        let data: Vec<u8> = file_order(&headers)
+            .into_iter()
+            .flat_map(|i| tensors[i].data.iter().copied())
+            .collect();
+        let streamed = dir.path().join("streamed.safetensors");
+        let mut w = SafetensorsWriter::create(&streamed, &headers, &meta).unwrap();
+        for piece in data.chunks(7) {
+            w.write(piece).unwrap();
+        }
+        assert_eq!(w.commit().unwrap(), (sha, len));
+        assert!(std::fs::read(&streamed).unwrap() == bytes);
+
+        // One byte short, or one too many: an error, and no file.
+        let short = dir.path().join("short.safetensors");
+        let mut w = SafetensorsWriter::create(&short, &headers, &meta).unwrap();
+        w.write(&data[1..]).unwrap();
+        assert!(w.commit().unwrap_err().to_string().contains("announces"));
+        let mut w = SafetensorsWriter::create(&short, &headers, &meta).unwrap();
+        w.write(&data).unwrap();
+        assert!(w.write(&[0]).is_err());
+        drop(w);
+        assert!(!short.exists());
     }
 }

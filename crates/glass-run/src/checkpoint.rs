@@ -14,11 +14,12 @@ use glass_io::open::FileIdentity;
 use glass_engine::layout::ParamLayout;
 use glass_engine::{AdamW, Model};
 use glass_io::atomic::{sync_dir, write_atomic};
-use glass_io::safetensors::{write_safetensors, TensorBytes};
+use glass_io::safetensors::{write_safetensors, SafetensorsWriter, TensorBytes};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io, Result, RunError};
+use crate::moments::{MomentSource, OptimizerFile, WholeMoments};
 
 /// Weights file name inside a checkpoint directory.
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -158,7 +159,7 @@ pub fn hashes(
 
 /// Where each layout tensor named `prefix + layout name` lies in the safetensors bytes
 /// `map` (read from `path`), in layout order, after checking its dtype (F32) and shape.
-fn tensor_ranges(
+pub(crate) fn tensor_ranges(
     path: &Path,
     map: &[u8],
     layout: &ParamLayout,
@@ -342,13 +343,30 @@ pub fn write(
     opt: &AdamW,
     state: &mut CheckpointState,
 ) -> Result<(Vec<FileEntry>, String)> {
-    for (what, buf) in [("weights", &model.params), ("optimizer state", &opt.v)] {
-        if !crate::integrity::all_finite(buf) {
-            return Err(RunError::Invalid(format!(
-                "refusing to publish checkpoint {} (step {}): its {what} hold non-finite values",
-                state.index, state.step
-            )));
-        }
+    write_with(run_dir, model, &mut WholeMoments(opt), state)
+}
+
+/// Refuses to publish checkpoint `state` because its `what` holds non-finite values.
+pub fn non_finite(state: &CheckpointState, what: &str) -> RunError {
+    RunError::Invalid(format!(
+        "refusing to publish checkpoint {} (step {}): its {what} hold non-finite values",
+        state.index, state.step
+    ))
+}
+
+/// [`write`] with the AdamW moments streamed from `moments` (whole in this process, or
+/// gathered piece by piece from the ranks that hold them): the same files, byte for byte.
+pub fn write_with(
+    run_dir: &Path,
+    model: &Model,
+    moments: &mut dyn MomentSource,
+    state: &mut CheckpointState,
+) -> Result<(Vec<FileEntry>, String)> {
+    if !crate::integrity::all_finite(&model.params) {
+        return Err(non_finite(state, "weights"));
+    }
+    if !moments.finite() {
+        return Err(non_finite(state, "optimizer state"));
     }
     let ckpt_root = run_dir.join("checkpoints");
     let name = dir_name(state.index, state.step);
@@ -370,13 +388,18 @@ pub fn write(
     std::fs::create_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
     let (model_sha, model_len) = write_model_file(&tmp_dir.join(MODEL_FILE), model)?;
     crate::fault::point("after-model-write");
-    let opt_meta = file_meta("optimizer", format!(",\"adamw_step\":{}", opt.step));
-    let (opt_sha, opt_len) = write_tensors(
-        &tmp_dir.join(OPTIMIZER_FILE),
-        model,
-        &[("exp_avg.", &opt.m), ("exp_avg_sq.", &opt.v)],
-        opt_meta,
-    )?;
+    let opt_meta = file_meta(
+        "optimizer",
+        format!(",\"adamw_step\":{}", moments.adamw_step()),
+    );
+    let (headers, order) = crate::moments::optimizer_stream(&model.layout);
+    let mut out = SafetensorsWriter::create(&tmp_dir.join(OPTIMIZER_FILE), &headers, &opt_meta)?;
+    for (moment, range) in order {
+        moments.stream(moment, range, &mut |values| {
+            Ok(out.write(bytemuck::cast_slice(values))?)
+        })?;
+    }
+    let (opt_sha, opt_len) = out.commit()?;
     crate::fault::point("after-optimizer-write");
     state.model_sha256 = model_sha;
     state.optimizer_sha256 = opt_sha;
@@ -520,6 +543,41 @@ pub fn load(
     r?;
     opt.step = state.optimizer_step;
     Ok(state)
+}
+
+/// [`load`] without reading the AdamW moments into memory: checks every file's hash,
+/// loads the weights into `model` and returns the state with the optimizer file opened
+/// for reading in pieces ([`OptimizerFile`]; the AdamW step is the state's
+/// `optimizer_step`). Rank 0 of a sharded optimizer loads this way.
+pub fn load_model(
+    run_dir: &Path,
+    files: &[FileEntry],
+    model: &mut Model,
+) -> Result<(CheckpointState, OptimizerFile)> {
+    verify_files(run_dir, files)?;
+    let find = |name: &str| -> Result<&FileEntry> {
+        files
+            .iter()
+            .find(|f| f.path.ends_with(name))
+            .ok_or_else(|| RunError::Invalid(format!("manifest entry lacks {name}")))
+    };
+    let state_entry = find(STATE_FILE)?;
+    let state_path = entry_path(run_dir, state_entry)?;
+    let state: CheckpointState = serde_json::from_slice(&glass_io::open::read_beneath(
+        run_dir,
+        &state_path,
+        state_entry.bytes,
+    )?)
+    .map_err(|e| RunError::Checkpoint {
+        path: state_path.clone(),
+        msg: e.to_string(),
+    })?;
+    let mut params = std::mem::take(&mut model.params);
+    let r = read_tensors(run_dir, find(MODEL_FILE)?, model, &mut [("", &mut params)]);
+    model.params = params;
+    r?;
+    let opt = OptimizerFile::open(run_dir, find(OPTIMIZER_FILE)?, &model.layout)?;
+    Ok((state, opt))
 }
 
 /// Loads only the weights of a checkpoint (evaluation, export), hash-checked. Only the

@@ -364,16 +364,39 @@ fn check_micro_batch(
     }
 }
 
-/// The commented `glass.toml` written by `glass init` (everything but `[data]`).
-pub fn init_toml(preset: &str, name: &str) -> Result<String> {
+/// `[train] micro_batch_rows` of a new run whose steps have `rows_per_step` rows: the
+/// preset's micro-batch (4 rows for the 7B presets, 16 otherwise), lowered to the largest
+/// divisor of `rows_per_step` that leaves [`crate::dist::MAX_DEFAULT_GROUPS`] (8) rows'
+/// worth of gradient groups, so that the default `grad_groups` is 8 whenever 16 divides
+/// `rows_per_step`: the run launches unchanged on 1, 2, 4 and 8 ranks. Never below 2 rows
+/// (where the step has them): one-row micro-batches cost the default run (`glass demo`,
+/// 4-row steps) about 30 % of its training time, so its steps have 2 groups (1 or 2
+/// ranks); more ranks need `grad_groups` set (docs/scaling.md).
+pub fn init_micro_batch_rows(preset: &str, rows_per_step: usize) -> usize {
+    let cap = if preset == "amber-7b" || preset == "crystalcoder-7b" {
+        4
+    } else {
+        16
+    };
+    let floor = rows_per_step.clamp(1, 2);
+    let most = (rows_per_step / crate::dist::MAX_DEFAULT_GROUPS).clamp(floor, cap);
+    (1..=most)
+        .rev()
+        .find(|m| rows_per_step.is_multiple_of(*m))
+        .unwrap_or(1)
+}
+
+/// The commented `glass.toml` written by `glass init` (everything but `[data]`), for
+/// steps of `rows_per_step` rows.
+pub fn init_toml(preset: &str, name: &str, rows_per_step: usize) -> Result<String> {
     let model = ModelConfig::preset(preset).map_err(|e| RunError::Invalid(e.to_string()))?;
     let amber = preset == "amber-7b" || preset == "crystalcoder-7b";
     let (lr, min_lr, warmup) = if amber {
         ("3e-4", "3e-5", 2000)
     } else {
-        ("2e-3", "2e-4", 20)
+        ("3e-3", "3e-4", 20)
     };
-    let micro = if amber { 4 } else { 16 };
+    let micro = init_micro_batch_rows(preset, rows_per_step);
     let _ = model;
     Ok(format!(
         r#"# Glass run configuration. With the data below and the seeds, this file determines
@@ -416,12 +439,16 @@ decay_norms = false
 
 [train]
 # Rows per micro-batch; the step's global batch ([data] rows_per_step) is accumulated
-# from micro-batches of this size, so it must divide rows_per_step.
+# from micro-batches of this size, so it must divide rows_per_step. Chosen so that a step
+# has 8 gradient groups (below): larger micro-batches are faster in one process, but
+# fewer groups allow fewer ranks.
 micro_batch_rows = {micro}
 # The step's gradient is a fixed pairwise tree over this many groups of rows, so
 # `mpirun -n W glass train` gives the same bits for every power-of-two W dividing it.
 # Default: the largest power of two <= rows_per_step / micro_batch_rows (at most 8).
-# grad_groups = 8
+# More ranks need more groups (a power of two dividing rows_per_step; each group's rows
+# are then split into micro-batches of at most micro_batch_rows):
+# grad_groups = 16
 
 [checkpoints]
 # One checkpoint per data chunk (LLM360-style) is always written, plus step 0.
@@ -449,7 +476,7 @@ mod tests {
     use super::*;
 
     fn base() -> String {
-        init_toml("tiny", "t").unwrap()
+        init_toml("tiny", "t", 16).unwrap()
     }
 
     #[test]
@@ -483,6 +510,37 @@ mod tests {
             e.contains("rows_per_step") && e.contains("micro_batch_rows"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn new_runs_have_eight_gradient_groups() {
+        for preset in glass_engine::PRESETS {
+            for rows in [16, 32, 64, 1024] {
+                let text = format!(
+                    "{}\n[data]\nrows_per_step = {rows}\n",
+                    init_toml(preset, "t", rows).unwrap()
+                );
+                let c = RunConfig::parse(&text, Path::new("g")).unwrap();
+                let g = c.train.resolved_grad_groups(rows, Path::new("g")).unwrap();
+                assert_eq!(g, 8, "{preset}, {rows} rows per step");
+                assert_eq!(
+                    glass_dist::valid_world_sizes(g),
+                    vec![1, 2, 4, 8],
+                    "{preset}"
+                );
+            }
+        }
+        // The preset's micro-batch where the rows allow it; never a non-divisor.
+        assert_eq!(init_micro_batch_rows("small", 16), 2);
+        assert_eq!(init_micro_batch_rows("small", 1024), 16);
+        assert_eq!(init_micro_batch_rows("amber-7b", 1024), 4);
+        assert_eq!(init_micro_batch_rows("tiny", 40), 5);
+        // Never one-row micro-batches where the step has two rows or more.
+        assert_eq!(init_micro_batch_rows("tiny", 12), 2);
+        assert_eq!(init_micro_batch_rows("tiny", 8), 2);
+        assert_eq!(init_micro_batch_rows("tiny", 4), 2);
+        assert_eq!(init_micro_batch_rows("tiny", 3), 1);
+        assert_eq!(init_micro_batch_rows("tiny", 1), 1);
     }
 
     #[test]
@@ -535,7 +593,7 @@ mod tests {
 
     #[test]
     fn amber_preset_defaults_follow_llm360() {
-        let c = RunConfig::parse(&init_toml("amber-7b", "a").unwrap(), Path::new("g")).unwrap();
+        let c = RunConfig::parse(&init_toml("amber-7b", "a", 16).unwrap(), Path::new("g")).unwrap();
         assert_eq!(
             (c.optim.lr, c.optim.min_lr, c.optim.warmup_steps),
             (3e-4, 3e-5, 2000)

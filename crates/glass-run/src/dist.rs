@@ -24,6 +24,12 @@ use glass_engine::{AdamW, GradTree, Model};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, RunError};
+use crate::moments::{Moment, MomentSource, OptimizerFile};
+
+/// Most values of a sharded optimizer's moments one checkpoint write or load moves at once
+/// (2^22 `f32`s, 16 MiB): the whole of rank 0's extra memory for it. A transport with a
+/// smaller piece ([`Collective::piece`]) cuts smaller.
+pub const CHECKPOINT_PIECE: usize = 1 << 22;
 
 impl From<glass_dist::DistError> for RunError {
     fn from(e: glass_dist::DistError) -> Self {
@@ -111,7 +117,7 @@ impl DataParallel {
             shards,
             tree: GradTree::new(),
             scratch: Vec::new(),
-            shard_grads: if shard_optimizer {
+            shard_grads: if shard_optimizer && w > 1 {
                 vec![0.0; shard_len]
             } else {
                 Vec::new()
@@ -254,10 +260,28 @@ impl DataParallel {
         Ok(())
     }
 
+    /// Values of this rank's optimizer moments: the whole parameter count, or its
+    /// shard's when sharded (what [`glass_engine::AdamW::new`] should be given).
+    pub fn moments_len(&self, n_params: usize) -> usize {
+        if self.shard_optimizer {
+            self.shard().len()
+        } else {
+            n_params
+        }
+    }
+
     /// Makes every rank's model and optimizer equal rank 0's (after rank 0 initialised or
-    /// loaded them): parameters broadcast; moments broadcast, or scattered by shard when
-    /// the optimizer is sharded (rank 0's `opt` is then full-size on entry).
-    pub fn sync_from_root(&self, model: &mut Model, opt: &mut AdamW) -> Result<()> {
+    /// loaded them): parameters and the AdamW step broadcast; moments broadcast, or, when
+    /// sharded, read by rank 0 from `file` (the checkpoint it loaded, see
+    /// [`crate::checkpoint::load_model`]) one piece at a time and sent to the rank that
+    /// owns it, so that no rank ever holds more than its shard and a piece. A sharded
+    /// optimizer with no file on rank 0 is a fresh start: zero moments everywhere.
+    pub fn sync_from_root(
+        &self,
+        model: &mut Model,
+        opt: &mut AdamW,
+        file: Option<&OptimizerFile>,
+    ) -> Result<()> {
         if self.size() == 1 {
             return Ok(());
         }
@@ -274,40 +298,73 @@ impl DataParallel {
             self.comm.broadcast_f32(0, &mut opt.v)?;
             return Ok(());
         }
+        if !self.broadcast_json(&file.is_some())? {
+            opt.m
+                .iter_mut()
+                .chain(opt.v.iter_mut())
+                .for_each(|x| *x = 0.0);
+            return Ok(());
+        }
+        // Rank 0 goes on through a failed read (sending zeros) so that every rank stays in
+        // step, then says how it went.
+        let mut failed: Option<String> = None;
         let mine = self.shard();
-        for full in [&mut opt.m, &mut opt.v] {
-            let mut part = vec![0.0f32; mine.len()];
-            self.comm.scatter_f32(0, full, &self.shards, &mut part)?;
-            *full = part;
+        let mut buf = Vec::new();
+        for moment in Moment::BOTH {
+            let local = moment.of_mut(opt);
+            for (window, parts) in self.pieces(0..model.params.len()) {
+                let own = parts[self.rank()].clone();
+                if let Some(f) = file {
+                    buf.clear();
+                    buf.resize(window.len(), 0.0);
+                    if failed.is_none() {
+                        if let Err(e) = f.read(moment, window, &mut buf) {
+                            failed = Some(e.to_string());
+                            buf.fill(0.0);
+                        }
+                    }
+                }
+                let dst = if own.is_empty() {
+                    &mut [][..]
+                } else {
+                    &mut local[own.start - mine.start..own.end - mine.start]
+                };
+                self.comm.scatter_f32(0, &buf, &parts, dst)?;
+            }
+        }
+        if let Some(msg) = self.broadcast_json(&failed)? {
+            return Err(RunError::Invalid(format!(
+                "rank 0 could not read the optimizer state: {msg}"
+            )));
         }
         Ok(())
     }
 
-    /// Gives rank 0 a full-size optimizer again (to load a checkpoint into).
-    pub fn unshard_for_load(&self, opt: &mut AdamW, n_params: usize) {
-        if self.shard_optimizer && opt.m.len() != n_params {
-            opt.m = vec![0.0; n_params];
-            opt.v = vec![0.0; n_params];
-        }
+    /// The flat parameter range `range` cut into windows of at most one checkpoint piece
+    /// ([`CHECKPOINT_PIECE`], or the transport's piece if smaller), each with its part on
+    /// every rank's shard (empty where the shard misses it), in rank order.
+    fn pieces(
+        &self,
+        range: Range<usize>,
+    ) -> impl Iterator<Item = (Range<usize>, Vec<Range<usize>>)> + '_ {
+        pieces(&self.shards, range, self.comm.piece())
     }
 
-    /// With a sharded optimizer, the full optimizer state on rank 0 (`None` on the other
-    /// ranks) for writing a checkpoint; `None` everywhere when not sharded (every rank's
-    /// `opt` is already whole).
-    pub fn gather_optimizer(&self, opt: &AdamW, n_params: usize) -> Result<Option<AdamW>> {
-        if !self.shard_optimizer {
-            return Ok(None);
-        }
-        let root = self.is_root();
-        let mut full = AdamW {
-            cfg: opt.cfg,
-            m: vec![0.0; if root { n_params } else { 0 }],
-            v: vec![0.0; if root { n_params } else { 0 }],
-            step: opt.step,
-        };
-        self.comm.gather_f32(0, &opt.m, &self.shards, &mut full.m)?;
-        self.comm.gather_f32(0, &opt.v, &self.shards, &mut full.v)?;
-        Ok(root.then_some(full))
+    /// The moments of this rank's shard of `opt`, as a checkpoint's optimizer file asks for
+    /// them ([`crate::checkpoint::write_with`] on rank 0,
+    /// [`crate::moments::serve_optimizer`] on the others). Collective: every rank
+    /// learns whether every shard's second moment is finite.
+    pub fn sharded_moments<'a>(&self, opt: &'a AdamW) -> Result<ShardedMoments<'a>> {
+        let flags = self
+            .comm
+            .all_gather_bytes(&[crate::integrity::all_finite(&opt.v) as u8])?;
+        Ok(ShardedMoments {
+            comm: self.comm.clone(),
+            shards: self.shards.clone(),
+            opt,
+            finite: flags.iter().all(|f| f.first() == Some(&1)),
+            buf: Vec::new(),
+        })
     }
 
     /// See [`require_same`].
@@ -329,6 +386,80 @@ impl DataParallel {
     /// Gradient-sized buffers the tree scratch holds (memory report).
     pub fn tree_buffers(&self) -> usize {
         self.tree.buffers()
+    }
+}
+
+/// `range` cut into windows of at most [`CHECKPOINT_PIECE`] values (and at most `piece`),
+/// each with its intersection with every shard (empty ranges where they miss).
+fn pieces(
+    shards: &[Range<usize>],
+    range: Range<usize>,
+    piece: usize,
+) -> impl Iterator<Item = (Range<usize>, Vec<Range<usize>>)> + '_ {
+    let step = CHECKPOINT_PIECE.min(piece).max(1);
+    (range.start..range.end).step_by(step).map(move |a| {
+        let b = (a + step).min(range.end);
+        let parts = shards
+            .iter()
+            .map(|s| {
+                let lo = a.max(s.start).min(b);
+                lo..b.min(s.end).max(lo)
+            })
+            .collect();
+        (a..b, parts)
+    })
+}
+
+/// A sharded optimizer's moments as a checkpoint's optimizer file sees them
+/// ([`DataParallel::sharded_moments`]): every range the file asks for is gathered on rank
+/// 0, one piece at a time, from the ranks whose shards hold it. Rank 0 holds one piece
+/// beyond its shard; the other ranks send and hold nothing more.
+pub struct ShardedMoments<'a> {
+    comm: Arc<dyn Collective>,
+    shards: Vec<Range<usize>>,
+    opt: &'a AdamW,
+    finite: bool,
+    buf: Vec<f32>,
+}
+
+impl MomentSource for ShardedMoments<'_> {
+    fn adamw_step(&self) -> u64 {
+        self.opt.step
+    }
+    fn finite(&self) -> bool {
+        self.finite
+    }
+    fn stream(
+        &mut self,
+        moment: Moment,
+        range: Range<usize>,
+        sink: &mut dyn FnMut(&[f32]) -> Result<()>,
+    ) -> Result<()> {
+        let me = self.comm.rank();
+        let mine = self.shards[me].clone();
+        let local = moment.of(self.opt);
+        for (window, parts) in pieces(&self.shards, range, self.comm.piece()) {
+            let send = within(local, &mine, &parts[me]);
+            self.buf.clear();
+            if me == 0 {
+                self.buf.resize(window.len(), 0.0);
+            }
+            self.comm.gather_f32(0, send, &parts, &mut self.buf)?;
+            if me == 0 {
+                sink(&self.buf)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The values of `part` (a range of the flat buffer inside `shard`, or empty) in `local`,
+/// which holds `shard`.
+fn within<'a>(local: &'a [f32], shard: &Range<usize>, part: &Range<usize>) -> &'a [f32] {
+    if part.is_empty() {
+        &[]
+    } else {
+        &local[part.start - shard.start..part.end - shard.start]
     }
 }
 

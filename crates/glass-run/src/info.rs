@@ -24,10 +24,11 @@ pub fn init(run_dir: &Path, preset: &str) -> Result<()> {
         .map_or("glass-run".into(), |n| n.to_string_lossy().into_owned());
     // Everything is checked before the directory is created, so a refusal (an unknown
     // preset) leaves nothing behind.
-    let mut text = init_toml(preset, &name)?;
-    text.push_str(&glass_data::default_demo_toml());
+    let demo = glass_data::default_demo_toml();
+    let data = glass_data::DataConfig::from_run_toml(&demo)?;
+    let mut text = init_toml(preset, &name, data.rows_per_step)?;
+    text.push_str(&demo);
     // The model's vocabulary must match the tokenizer the [data] table trains.
-    let data = glass_data::DataConfig::from_run_toml(&text)?;
     if let Some(v) = data.tokenizer.vocab_size {
         text = text.replacen(
             &format!("preset = \"{preset}\"\n"),

@@ -16,6 +16,7 @@ pub mod integrity;
 pub mod lock;
 pub mod manifest;
 pub mod metrics;
+pub mod moments;
 pub mod select;
 pub mod train;
 pub mod verify;

@@ -25,6 +25,7 @@ use crate::fault;
 use crate::lock::RunLock;
 use crate::manifest::{BranchMode, CheckpointEntry, Parent, RunManifest, FORMAT_VERSION};
 use crate::metrics::{now, CheckpointRow, Metrics, StepRow};
+use crate::moments::{self, MomentSource};
 
 /// Options of one `glass train` invocation (none of them changes the result, except
 /// `from`, which is recorded as lineage).
@@ -83,6 +84,12 @@ pub struct TrainReport {
     /// Bytes this rank sent in collectives per step (0 for one process; modelled as
     /// reduce-scatter plus all-gather volume).
     pub bytes_sent_per_step: u64,
+    /// Rank 0 of a sharded optimizer (W > 1), on Linux: the most its resident memory rose
+    /// above what it held before writing a checkpoint's files (after validating it) while
+    /// writing them (the peak `VmHWM` over the `VmRSS` before; the peak counter is reset
+    /// for it). `None`
+    /// elsewhere, or when no checkpoint was written.
+    pub checkpoint_extra_bytes: Option<u64>,
 }
 
 /// Checkpoint steps: 0, optional log-spaced early steps, then every chunk boundary.
@@ -141,6 +148,11 @@ pub(crate) struct Session {
     pub parent_sha: Option<String>,
     /// This process's place in the data-parallel world (one process: rank 0 of 1).
     pub dp: DataParallel,
+    /// Rank 0 of a sharded optimizer: the optimizer file of the checkpoint just loaded,
+    /// whose moments [`Session::sync_from_root`] sends to their ranks piece by piece.
+    pub pending_moments: Option<moments::OptimizerFile>,
+    /// See [`TrainReport::checkpoint_extra_bytes`].
+    pub checkpoint_extra_bytes: Option<u64>,
 }
 
 /// The training state rank 0 hands every other rank at start and after a rollback.
@@ -193,7 +205,6 @@ impl Session {
             });
         }
         let model = Model::zeros(m)?;
-        let opt = AdamW::new(cfg.optim.adamw, model.params.len());
         let mut plan = checkpoint_plan(
             data.n_steps(),
             data.steps_per_chunk(),
@@ -245,6 +256,8 @@ impl Session {
             shard_optimizer,
             &cfg_path.display().to_string(),
         )?;
+        // Sharded: this rank's slice of the moments only, from the start.
+        let opt = AdamW::new(cfg.optim.adamw, dp.moments_len(model.params.len()));
         let mut val_rows = Vec::new();
         data.validation(&mut val_rows)?;
         let val_bytes = if val_rows.is_empty() {
@@ -278,6 +291,8 @@ impl Session {
             recent: VecDeque::new(),
             parent_sha: None,
             dp,
+            pending_moments: None,
+            checkpoint_extra_bytes: None,
         })
     }
 
@@ -287,7 +302,9 @@ impl Session {
         if self.dp.size() == 1 {
             return Ok(());
         }
-        self.dp.sync_from_root(&mut self.model, &mut self.opt)?;
+        let file = self.pending_moments.take();
+        self.dp
+            .sync_from_root(&mut self.model, &mut self.opt, file.as_ref())?;
         let st = self.dp.broadcast_json(&SyncedState {
             step: self.step,
             tokens: self.tokens,
@@ -323,11 +340,27 @@ impl Session {
     /// Loads published checkpoint `entry` of this run.
     pub fn load_checkpoint(&mut self, entry: &CheckpointEntry) -> Result<CheckpointState> {
         crate::integrity::check_loadable(&self.run_dir, entry)?;
-        self.dp
-            .unshard_for_load(&mut self.opt, self.model.params.len());
-        let st = checkpoint::load(&self.run_dir, &entry.files, &mut self.model, &mut self.opt)?;
+        let run_dir = self.run_dir.clone();
+        let st = self.load_files(&run_dir, &entry.files)?;
         self.restore(&st);
         self.parent_sha = Some(entry.sha256.clone());
+        Ok(st)
+    }
+
+    /// Loads a checkpoint's files (of this run or another): the whole optimizer, or, on
+    /// rank 0 of a sharded optimizer, the weights and AdamW step with the optimizer file
+    /// kept open for [`Session::sync_from_root`] to send out piece by piece.
+    fn load_files(
+        &mut self,
+        run_dir: &Path,
+        files: &[checkpoint::FileEntry],
+    ) -> Result<CheckpointState> {
+        if !self.dp.shard_optimizer {
+            return checkpoint::load(run_dir, files, &mut self.model, &mut self.opt);
+        }
+        let (st, file) = checkpoint::load_model(run_dir, files, &mut self.model)?;
+        self.opt.step = st.optimizer_step;
+        self.pending_moments = Some(file);
         Ok(st)
     }
 
@@ -473,11 +506,19 @@ fn publish(
     manifest: &mut RunManifest,
     metrics: &Metrics,
     index: u32,
-    opt: &AdamW,
+    moments: &mut dyn MomentSource,
 ) -> Result<CheckpointEntry> {
     let val = s.validate()?;
     let mut state = s.state(index, val);
-    let (files, sha) = checkpoint::write(&s.run_dir, &s.model, opt, &mut state)?;
+    // Rank 0 of a sharded optimizer measures what writing the files (the moments
+    // streamed from every rank) costs it, validation aside.
+    let measure = s.dp.shard_optimizer && s.dp.size() > 1;
+    let before = if measure { reset_peak_rss() } else { None };
+    let (files, sha) = checkpoint::write_with(&s.run_dir, &s.model, moments, &mut state)?;
+    if let (Some(before), Some((peak, _))) = (before, rss()) {
+        let extra = peak.saturating_sub(before);
+        s.checkpoint_extra_bytes = Some(s.checkpoint_extra_bytes.unwrap_or(0).max(extra));
+    }
     let entry = CheckpointEntry {
         index,
         step: s.step,
@@ -500,16 +541,25 @@ fn publish(
     Ok(entry)
 }
 
-/// Runs `f` with the whole optimizer state: `gathered` (a sharded optimizer collected on
-/// rank 0) or the session's own, lent out without a copy.
-fn publish_with<T>(
+/// Checkpoint `index` at the current step, on every rank together: the ranks' parameter
+/// hashes are compared, then rank 0 (which holds `metrics` and `manifest`) validates and
+/// publishes it. A sharded optimizer's moments reach rank 0's file piece by piece from
+/// the ranks that hold them, while those ranks serve the same pieces; rank 0 never holds
+/// the whole. Returns rank 0's manifest entry.
+fn checkpoint_all(
     s: &mut Session,
-    gathered: Option<AdamW>,
-    f: impl FnOnce(&mut Session, &AdamW) -> Result<T>,
-) -> Result<T> {
-    if let Some(full) = gathered {
-        return f(s, &full);
+    metrics: Option<&Metrics>,
+    manifest: Option<&mut RunManifest>,
+    index: u32,
+) -> Result<Option<CheckpointEntry>> {
+    if s.dp.size() > 1 {
+        s.dp.require_same(
+            &format!("the parameters (sha256) at step {} before checkpoint {index}", s.step),
+            &params_sha256(&s.model.params),
+            "a rank computed different bits (a fault, or a CPU outside the numerics contract); the run stops before publishing, the last published checkpoint is intact — resume on matching machines",
+        )?;
     }
+    // The optimizer is lent out while the session validates and writes.
     let placeholder = AdamW {
         cfg: s.opt.cfg,
         m: Vec::new(),
@@ -517,9 +567,60 @@ fn publish_with<T>(
         step: s.opt.step,
     };
     let opt = std::mem::replace(&mut s.opt, placeholder);
-    let r = f(s, &opt);
+    let r = checkpoint_with(s, metrics, manifest, index, &opt);
     s.opt = opt;
     r
+}
+
+/// (peak, current) resident memory of this process in bytes (Linux `VmHWM`, `VmRSS`).
+fn rss() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+/// Resets this process's peak resident memory to its current one (Linux) and returns the
+/// current one; `None` where that cannot be done.
+fn reset_peak_rss() -> Option<u64> {
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    rss().map(|(_, now)| now)
+}
+
+fn checkpoint_with(
+    s: &mut Session,
+    metrics: Option<&Metrics>,
+    manifest: Option<&mut RunManifest>,
+    index: u32,
+    opt: &AdamW,
+) -> Result<Option<CheckpointEntry>> {
+    let mut sharded = if s.dp.shard_optimizer {
+        Some(s.dp.sharded_moments(opt)?)
+    } else {
+        None
+    };
+    match (metrics, manifest) {
+        (Some(metrics), Some(manifest)) => {
+            let mut whole = moments::WholeMoments(opt);
+            let moments: &mut dyn MomentSource = match &mut sharded {
+                Some(m) => m,
+                None => &mut whole,
+            };
+            publish(s, manifest, metrics, index, moments).map(Some)
+        }
+        _ => {
+            if let Some(m) = &mut sharded {
+                let state = s.state(index, (None, None));
+                moments::serve_optimizer(&s.model, m, &state)?;
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// Trains `run_dir` from its last published checkpoint (or from scratch / a parent run)
@@ -579,6 +680,7 @@ pub fn train_on(
         optimizer_bytes_per_rank: 0,
         optimizer_bytes_unsharded: 2 * 4 * n_params as u64,
         bytes_sent_per_step: 0,
+        checkpoint_extra_bytes: None,
     };
     // Rank 0 alone locks the run, reads or creates its manifest and loads the starting
     // point; its verdict (and then its state) goes to every rank.
@@ -606,6 +708,12 @@ pub fn train_on(
     s.sync_from_root()?;
     report.resumed_from = s.dp.broadcast_json(&report.resumed_from)?;
     report.optimizer_bytes_per_rank = 2 * 4 * s.opt.m.len() as u64;
+    if next_index == 0 {
+        // A new run (or branch): its checkpoint 0, written by all ranks together.
+        checkpoint_all(&mut s, metrics.as_ref(), manifest.as_mut(), 0)?;
+        report.checkpoints_written += 1;
+        next_index = 1;
+    }
 
     let until = opts.until_step.unwrap_or(n_steps).min(n_steps);
     let pb = glass_io::progress::bar(
@@ -707,18 +815,9 @@ pub fn train_on(
         fault::point("after-step");
         pb.set_position(s.step);
         if s.plan.get(next_index as usize) == Some(&s.step) {
-            if s.dp.size() > 1 {
-                s.dp.require_same(
-                    &format!("the parameters (sha256) at step {} before checkpoint {next_index}", s.step),
-                    &params_sha256(&s.model.params),
-                    "a rank computed different bits (a fault, or a CPU outside the numerics contract); the run stops before publishing, the last published checkpoint is intact — resume on matching machines",
-                )?;
-            }
-            let gathered = s.dp.gather_optimizer(&s.opt, n_params)?;
-            if let (Some(metrics), Some(manifest)) = (&metrics, &mut manifest) {
-                let e = publish_with(&mut s, gathered, |s, opt| {
-                    publish(s, manifest, metrics, next_index, opt)
-                })?;
+            if let Some(e) =
+                checkpoint_all(&mut s, metrics.as_ref(), manifest.as_mut(), next_index)?
+            {
                 report.final_val_loss = e.val_loss;
             }
             report.checkpoints_written += 1;
@@ -743,6 +842,7 @@ pub fn train_on(
         }
     }
     report.step = s.step;
+    report.checkpoint_extra_bytes = s.checkpoint_extra_bytes;
     report.final_val_loss = s.dp.broadcast_json(&report.final_val_loss)?;
     Ok(report)
 }
@@ -895,7 +995,7 @@ fn root_setup(
             {
                 id_src.push_str(":continue");
             }
-            let mut m = RunManifest {
+            let m = RunManifest {
                 format_version: FORMAT_VERSION,
                 run_id: sha256_hex(id_src.as_bytes())[..16].to_string(),
                 config_sha256: s.config_sha.clone(),
@@ -910,8 +1010,8 @@ fn root_setup(
                 "start",
                 json!({"run_id": m.run_id, "parent": parent}),
             )?;
-            publish_with(s, None, |s, opt| publish(s, &mut m, &metrics, 0, opt))?;
-            report.checkpoints_written += 1;
+            // Checkpoint 0 is published once every rank holds the starting state
+            // (`train_on`): a sharded optimizer's moments are written from all ranks.
             m
         }
     };
@@ -985,7 +1085,7 @@ pub(crate) fn branch_from(
             ),
         });
     }
-    let st = checkpoint::load(other, &e.files, &mut s.model, &mut s.opt)?;
+    let st = s.load_files(other, &e.files)?;
     if mode == BranchMode::Continue {
         if s.data.first_step() != st.step {
             return Err(RunError::Invalid(format!(
