@@ -139,8 +139,15 @@ fn default_true() -> bool {
 pub enum SourceKind {
     /// Plain-text files; one file is one document.
     Text,
-    /// JSON Lines; one line is one document, its text in `text_field`.
+    /// JSON Lines, plain or compressed (`.jsonl.gz`, `.json.gz`, `.jsonl.zst`, read
+    /// through the decompressor); one line is one document, its text in `text_field`.
     Jsonl,
+    /// Parquet files (a web corpus as the hub ships it); one row is one document, its
+    /// text in the column `text_field` (a dotted path reaches into struct columns).
+    Parquet,
+    /// Arrow IPC files or streams, and `datasets` folders (`save_to_disk` output); one
+    /// row is one document, as for Parquet.
+    Arrow,
     /// A source-code tree filtered by `extensions`; one file is one document.
     Code,
     /// Data compiled into Glass (see [`EmbeddedSet`]).
@@ -148,6 +155,14 @@ pub enum SourceKind {
     /// Rows taken as they are from a published release (`glass import llm360`): already
     /// tokenized and packed, so `glass data prepare` cannot rebuild them.
     Release,
+}
+
+impl SourceKind {
+    /// Whether documents are records (JSONL lines, Parquet/Arrow rows) with fields,
+    /// rather than whole files.
+    pub fn has_records(self) -> bool {
+        matches!(self, Self::Jsonl | Self::Parquet | Self::Arrow)
+    }
 }
 
 /// What to do with a JSONL line that does not parse or lacks the text field.
@@ -175,16 +190,18 @@ pub struct SourceConfig {
     /// File extensions kept (without dot); required for `code`, optional for `text`.
     #[serde(default)]
     pub extensions: Vec<String>,
-    /// JSONL field holding the document text.
+    /// JSONL field (Parquet/Arrow column) holding the document text; `a.b` is field `b`
+    /// of the object (struct) in `a`.
     #[serde(default)]
     pub text_field: Option<String>,
-    /// JSONL field holding a document id, kept in the document table.
+    /// Field holding a document id, kept in the document table.
     #[serde(default)]
     pub id_field: Option<String>,
-    /// JSONL fields kept as per-document metadata.
+    /// Fields kept as per-document metadata.
     #[serde(default)]
     pub metadata_fields: Vec<String>,
-    /// Malformed JSONL lines: error (default) or skip and count.
+    /// Malformed records (a JSONL line that does not parse, a record without the text
+    /// field, a document over the size limit): error (default) or skip and count.
     #[serde(default)]
     pub bad_lines: BadInput,
     /// Documents that are not valid UTF-8: error (default) or skip and count.
@@ -522,21 +539,23 @@ fn validate_source(s: &SourceConfig) -> Result<()> {
                 return err("`paths` is empty");
             }
             match kind {
-                SourceKind::Jsonl if s.text_field.is_none() => {
-                    return err("kind = \"jsonl\" needs `text_field`")
+                SourceKind::Jsonl | SourceKind::Parquet | SourceKind::Arrow
+                    if s.text_field.is_none() =>
+                {
+                    return err("kinds jsonl, parquet and arrow need `text_field` (the field or column holding the text; `a.b` reaches into a struct)")
                 }
                 SourceKind::Code if s.extensions.is_empty() => {
                     return err("kind = \"code\" needs `extensions`")
                 }
                 SourceKind::Text | SourceKind::Code if jsonl_only => {
-                    return err("text_field, id_field and metadata_fields only apply to jsonl")
+                    return err("text_field, id_field and metadata_fields only apply to jsonl, parquet and arrow")
                 }
                 _ => {}
             }
         }
     }
-    if s.bad_lines == BadInput::Skip && s.kind != SourceKind::Jsonl {
-        return err("bad_lines only applies to jsonl");
+    if s.bad_lines == BadInput::Skip && !s.kind.has_records() {
+        return err("bad_lines only applies to jsonl, parquet and arrow");
     }
     if (!s.works.is_empty() || !s.exclude.is_empty()) && s.kind != SourceKind::Embedded {
         return err("`works` and `exclude` pick files of an embedded set; for files on disk, list them in `paths`");
@@ -570,8 +589,8 @@ fn validate_source(s: &SourceConfig) -> Result<()> {
                 s.name
             )));
         }
-        if v.is_some() && s.kind == SourceKind::Jsonl {
-            return err("head_bytes and piece_bytes apply to whole-file documents (text, code, embedded), not jsonl lines");
+        if v.is_some() && s.kind.has_records() {
+            return err("head_bytes and piece_bytes apply to whole-file documents (text, code, embedded), not jsonl lines or parquet/arrow rows");
         }
     }
     Ok(())

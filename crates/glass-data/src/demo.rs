@@ -168,11 +168,19 @@ embedded = "english-held-out"
 # Other kinds:
 # [[data.sources]]
 # name = "web"
-# kind = "jsonl"            # one document per line
+# kind = "jsonl"            # one document per line; .jsonl, .jsonl.gz, .jsonl.zst
 # paths = ["data/*.jsonl"]  # files, directories or globs, relative to the run
 # text_field = "text"
 # id_field = "id"
 # bad_lines = "skip"        # "error" (default) or "skip" and count in the manifest
+#
+# [[data.sources]]
+# name = "fineweb"
+# kind = "parquet"          # one document per row; "arrow" for Arrow files and datasets folders
+# paths = ["fineweb/data"]  # the hub's folder of .parquet shards
+# text_field = "text"       # the column; "a.b" reaches into a struct column
+# id_field = "id"
+# metadata_fields = ["url"]
 #
 # [[data.sources]]
 # name = "python"

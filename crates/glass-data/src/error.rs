@@ -34,6 +34,10 @@ pub enum DataError {
     /// A request outside what the prepared data holds (step, rank, world size).
     #[error("{0}")]
     Range(String),
+    /// A Parquet or Arrow IPC file is malformed or lacks a column (the message names
+    /// the file, and the row where there is one).
+    #[error("{0}")]
+    Columnar(String),
 }
 
 /// Result alias used throughout the crate.

@@ -9,6 +9,7 @@
 pub mod branch;
 mod bytelevel;
 pub mod chunk;
+pub mod columnar;
 pub mod config;
 mod demo;
 pub mod dtype;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::columnar::{self, Columnar};
 use crate::config::{BadInput, SourceConfig, SourceKind};
 use crate::embedded::embedded_set;
 use crate::error::{DataError, IoContext, Result};
@@ -91,15 +92,16 @@ pub fn list_units(src: &SourceConfig, run_dir: &Path) -> Result<Vec<Unit>> {
     }
     let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
     let keep = |p: &Path| -> bool {
-        let exts: Vec<&str> = if src.extensions.is_empty() && src.kind == SourceKind::Jsonl {
-            vec!["jsonl"]
+        let exts: Vec<&str> = if src.extensions.is_empty() {
+            default_extensions(src.kind).to_vec()
         } else {
             src.extensions.iter().map(|s| s.as_str()).collect()
         };
+        // By suffix, so that two-part extensions (`jsonl.gz`) match too.
         exts.is_empty()
-            || p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| exts.contains(&e))
+            || p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| exts.iter().any(|e| n.ends_with(&format!(".{e}"))))
     };
     for pattern in &src.paths {
         let full = run_dir.join(pattern);
@@ -124,7 +126,12 @@ pub fn list_units(src: &SourceConfig, run_dir: &Path) -> Result<Vec<Unit>> {
         }
         let mut n_matched = 0usize;
         for m in matched {
-            if m.is_dir() {
+            if m.is_dir() && src.kind == SourceKind::Arrow && m.join("state.json").is_file() {
+                for p in datasets_folder(src, &m)? {
+                    found.insert(display_path(&p, run_dir), p);
+                    n_matched += 1;
+                }
+            } else if m.is_dir() {
                 walk(&m, &mut |p| {
                     if keep(p) {
                         found.insert(display_path(p, run_dir), p.to_path_buf());
@@ -153,6 +160,60 @@ pub fn list_units(src: &SourceConfig, run_dir: &Path) -> Result<Vec<Unit>> {
                 location: UnitLocation::File(p),
                 bytes,
             })
+        })
+        .collect()
+}
+
+/// The files a source of `kind` takes from a directory when it names no `extensions`.
+fn default_extensions(kind: SourceKind) -> &'static [&'static str] {
+    match kind {
+        SourceKind::Jsonl => &["jsonl", "jsonl.gz", "json.gz", "jsonl.zst", "json.zst"],
+        SourceKind::Parquet => &["parquet"],
+        SourceKind::Arrow => &["arrow"],
+        _ => &[],
+    }
+}
+
+/// The shards of a `datasets` folder (`Dataset.save_to_disk` output), as its
+/// `state.json` lists them; a listed shard that is missing is an error.
+fn datasets_folder(src: &SourceConfig, dir: &Path) -> Result<Vec<PathBuf>> {
+    let state = dir.join("state.json");
+    let bytes = glass_io::open::read_beneath(dir, &state, glass_io::open::MAX_RECORD_BYTES)?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| src_err(src, format!("{}: not JSON: {e}", state.display())))?;
+    let files = v["_data_files"].as_array().ok_or_else(|| {
+        src_err(
+            src,
+            format!(
+                "{}: no `_data_files` list (not a `datasets` save_to_disk folder?)",
+                state.display()
+            ),
+        )
+    })?;
+    files
+        .iter()
+        .map(|f| {
+            let name = f["filename"]
+                .as_str()
+                .filter(|n| !n.contains('/') && !n.contains('\\') && !n.starts_with('.'))
+                .ok_or_else(|| {
+                    src_err(
+                        src,
+                        format!("{}: a `_data_files` entry without a plain `filename`: {f}", state.display()),
+                    )
+                })?;
+            let p = dir.join(name);
+            if !p.is_file() {
+                return Err(src_err(
+                    src,
+                    format!(
+                        "{} lists shard `{name}`, which is missing from {}; copy the whole folder again",
+                        state.display(),
+                        dir.display()
+                    ),
+                ));
+            }
+            Ok(p)
         })
         .collect()
 }
@@ -210,6 +271,12 @@ pub fn read_unit(
     match (&unit.location, src.kind) {
         (UnitLocation::Embedded(text), _) => whole(text.as_bytes().to_vec(), &mut counts, emit)?,
         (UnitLocation::File(p), SourceKind::Jsonl) => read_jsonl(src, unit, p, &mut counts, emit)?,
+        (UnitLocation::File(p), SourceKind::Parquet) => {
+            read_rows(src, unit, p, Columnar::Parquet, &mut counts, emit)?
+        }
+        (UnitLocation::File(p), SourceKind::Arrow) => {
+            read_rows(src, unit, p, Columnar::Arrow, &mut counts, emit)?
+        }
         (UnitLocation::File(p), _) => {
             let mut bytes = Vec::new();
             // A regular file only: a FIFO or device named as a source is refused, not
@@ -275,6 +342,112 @@ fn line_cut(text: &str, min: usize) -> usize {
     }
 }
 
+/// The largest document (a JSONL line, a row's text) read: memory stays bounded by it,
+/// whatever a file holds. Longer ones are malformed records (`bad_lines`).
+pub const MAX_DOCUMENT_BYTES: usize = 64 << 20;
+
+/// A compressed JSONL file may inflate to at most this many times its size (plus
+/// [`INFLATE_FLOOR`]); text corpora compress 3–10×, a decompression bomb far more.
+pub const MAX_INFLATION: u64 = 100;
+
+/// Inflation allowed to any compressed file regardless of its size.
+pub const INFLATE_FLOOR: u64 = 1 << 30;
+
+/// How a JSONL file is compressed, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    fn of(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("gz") => Self::Gzip,
+            Some("zst") => Self::Zstd,
+            _ => Self::None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::None => "plain",
+            Self::Gzip => "gzip",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+/// sha256 and length of a file's bytes, streamed.
+fn hash_file(path: &Path) -> Result<(String, u64)> {
+    let mut f = glass_io::open::open_regular(path)?.into_file();
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n_total = 0u64;
+    loop {
+        let n = f.read(&mut buf).at(path)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        n_total += n as u64;
+    }
+    Ok((hex::encode(h.finalize()), n_total))
+}
+
+/// Reads one line (through its `\n`) into `buf`, keeping at most `max` bytes of it;
+/// returns the bytes consumed (0 at the end) and whether the line was longer than `max`
+/// (the rest is consumed, not kept).
+fn read_line_bounded(
+    r: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(usize, bool)> {
+    let (mut n, mut long) = (0usize, false);
+    loop {
+        let avail = r.fill_buf()?;
+        if avail.is_empty() {
+            return Ok((n, long));
+        }
+        let (take, done) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        if buf.len() + take <= max {
+            buf.extend_from_slice(&avail[..take]);
+        } else {
+            long = true;
+        }
+        r.consume(take);
+        n += take;
+        if done {
+            return Ok((n, long));
+        }
+    }
+}
+
+/// A reader that counts what passes and fails once more than `limit` bytes came out.
+struct Bounded<R> {
+    inner: R,
+    read: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            return Err(std::io::Error::other(format!(
+                "inflates to more than {} bytes ({MAX_INFLATION}× the file plus 1 GiB): refused as a decompression bomb",
+                self.limit
+            )));
+        }
+        Ok(n)
+    }
+}
+
 fn read_jsonl(
     src: &SourceConfig,
     unit: &Unit,
@@ -282,21 +455,71 @@ fn read_jsonl(
     counts: &mut UnitCounts,
     emit: &mut dyn FnMut(RawDoc) -> Result<()>,
 ) -> Result<()> {
-    let mut r = BufReader::with_capacity(1 << 20, glass_io::open::open_regular(path)?.into_file());
+    let compression = Compression::of(path);
+    let file = glass_io::open::open_regular(path)?.into_file();
+    let mut r: Box<dyn BufRead> = match compression {
+        Compression::None => Box::new(BufReader::with_capacity(1 << 20, file)),
+        c => {
+            let (sha, bytes) = hash_file(path)?;
+            counts.sha256 = sha;
+            counts.bytes = bytes;
+            let raw = BufReader::with_capacity(1 << 20, file);
+            let inflated: Box<dyn Read> =
+                if c == Compression::Gzip {
+                    Box::new(flate2::bufread::MultiGzDecoder::new(raw))
+                } else {
+                    Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| {
+                        src_err(src, format!("{}: not a zstd stream: {e}", unit.path))
+                    })?)
+                };
+            let limit = bytes
+                .saturating_mul(MAX_INFLATION)
+                .saturating_add(INFLATE_FLOOR);
+            Box::new(BufReader::with_capacity(
+                1 << 20,
+                Bounded {
+                    inner: inflated,
+                    read: 0,
+                    limit,
+                },
+            ))
+        }
+    };
     let mut hasher = Sha256::new();
     let mut buf = Vec::new();
     let (mut line, mut offset) = (0u64, 0u64);
-    let field = src.text_field.as_deref().expect("validated");
     loop {
         buf.clear();
-        let n = r.read_until(b'\n', &mut buf).at(path)?;
+        let (n, long) = read_line_bounded(&mut *r, &mut buf, MAX_DOCUMENT_BYTES).map_err(|e| {
+            src_err(
+                src,
+                format!(
+                    "{}: line {}: {} stream unreadable after {offset} decompressed bytes: {e} (a truncated or corrupt file; fetch it again)",
+                    unit.path,
+                    line + 1,
+                    compression.name()
+                ),
+            )
+        })?;
         if n == 0 {
             break;
         }
-        hasher.update(&buf);
+        if compression == Compression::None {
+            hasher.update(&buf);
+        }
         line += 1;
         let start = offset;
         offset += n as u64;
+        if long {
+            bad_record(
+                src,
+                &format!("{}:{line}", unit.path),
+                format!("a line over {MAX_DOCUMENT_BYTES} bytes"),
+                false,
+                counts,
+            )?;
+            continue;
+        }
         let mut body = &buf[..];
         while let [rest @ .., b'\n' | b'\r'] = body {
             body = rest;
@@ -305,69 +528,154 @@ fn read_jsonl(
             counts.blank_lines += 1;
             continue;
         }
-        let bad = |msg: String, counts: &mut UnitCounts| -> Result<()> {
-            let utf8 = std::str::from_utf8(body).is_err();
-            if utf8 && src.invalid_utf8 == BadInput::Skip {
-                counts.invalid_utf8 += 1;
-                Ok(())
-            } else if !utf8 && src.bad_lines == BadInput::Skip {
-                counts.bad_lines += 1;
-                Ok(())
-            } else {
-                let hint = if utf8 { "invalid_utf8" } else { "bad_lines" };
-                Err(src_err(
-                    src,
-                    format!(
-                        "{}:{line}: {msg} (set {hint} = \"skip\" to skip and count such lines)",
-                        unit.path
-                    ),
-                ))
-            }
-        };
+        let at = format!("{}:{line}", unit.path);
         if std::str::from_utf8(body).is_err() {
-            bad("invalid UTF-8".into(), counts)?;
+            bad_record(src, &at, "invalid UTF-8".into(), true, counts)?;
             continue;
         }
         let value: serde_json::Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => {
-                bad(format!("malformed JSON: {e}"), counts)?;
+                bad_record(src, &at, format!("malformed JSON: {e}"), false, counts)?;
                 continue;
             }
         };
-        let Some(text) = value.get(field).and_then(|t| t.as_str()) else {
-            bad(format!("field `{field}` missing or not a string"), counts)?;
+        let Some(doc) = record_doc(src, &at, &value, counts)? else {
             continue;
-        };
-        let meta = if src.id_field.is_some() || !src.metadata_fields.is_empty() {
-            let mut m = serde_json::Map::new();
-            if let Some(id) = &src.id_field {
-                m.insert(
-                    "id".into(),
-                    value.get(id).cloned().unwrap_or(serde_json::Value::Null),
-                );
-            }
-            for f in &src.metadata_fields {
-                m.insert(
-                    f.clone(),
-                    value.get(f).cloned().unwrap_or(serde_json::Value::Null),
-                );
-            }
-            Some(serde_json::Value::Object(m))
-        } else {
-            None
         };
         emit(RawDoc {
             line,
             byte_start: start,
             byte_len: n as u64,
-            text: text.to_string(),
-            meta,
+            ..doc
         })?;
     }
-    counts.sha256 = hex::encode(hasher.finalize());
-    counts.bytes = offset;
+    if compression == Compression::None {
+        counts.sha256 = hex::encode(hasher.finalize());
+        counts.bytes = offset;
+    }
     Ok(())
+}
+
+/// A malformed record: an error naming it and the setting that skips it, or (with that
+/// setting) counted and skipped.
+fn bad_record(
+    src: &SourceConfig,
+    at: &str,
+    msg: String,
+    utf8: bool,
+    counts: &mut UnitCounts,
+) -> Result<()> {
+    if utf8 && src.invalid_utf8 == BadInput::Skip {
+        counts.invalid_utf8 += 1;
+        Ok(())
+    } else if !utf8 && src.bad_lines == BadInput::Skip {
+        counts.bad_lines += 1;
+        Ok(())
+    } else {
+        let hint = if utf8 { "invalid_utf8" } else { "bad_lines" };
+        Err(src_err(
+            src,
+            format!("{at}: {msg} (set {hint} = \"skip\" to skip and count such records)"),
+        ))
+    }
+}
+
+/// The value at a dotted `path` (`a.b`: field `b` of the object in `a`).
+fn field<'v>(value: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
+    value
+        .get(path)
+        .or_else(|| path.split('.').try_fold(value, |v, k| v.get(k)))
+}
+
+/// The document of one record (a JSONL line's object, a row): its text field and the
+/// configured id and metadata fields; `None` when the record was skipped as malformed.
+fn record_doc(
+    src: &SourceConfig,
+    at: &str,
+    value: &serde_json::Value,
+    counts: &mut UnitCounts,
+) -> Result<Option<RawDoc>> {
+    let name = src.text_field.as_deref().expect("validated");
+    let Some(text) = field(value, name).and_then(|t| t.as_str()) else {
+        bad_record(
+            src,
+            at,
+            format!("field `{name}` missing or not a string"),
+            false,
+            counts,
+        )?;
+        return Ok(None);
+    };
+    if text.len() > MAX_DOCUMENT_BYTES {
+        bad_record(
+            src,
+            at,
+            format!("a document over {MAX_DOCUMENT_BYTES} bytes"),
+            false,
+            counts,
+        )?;
+        return Ok(None);
+    }
+    let meta = if src.id_field.is_some() || !src.metadata_fields.is_empty() {
+        let mut m = serde_json::Map::new();
+        if let Some(id) = &src.id_field {
+            m.insert("id".into(), field(value, id).cloned().unwrap_or_default());
+        }
+        for f in &src.metadata_fields {
+            m.insert(f.clone(), field(value, f).cloned().unwrap_or_default());
+        }
+        Some(serde_json::Value::Object(m))
+    } else {
+        None
+    };
+    Ok(Some(RawDoc {
+        line: 0,
+        byte_start: 0,
+        byte_len: text.len() as u64,
+        text: text.to_string(),
+        meta,
+    }))
+}
+
+/// Reads the rows of a Parquet or Arrow IPC file, one record batch at a time; a row's
+/// `line` is its 1-based row number in the file.
+fn read_rows(
+    src: &SourceConfig,
+    unit: &Unit,
+    path: &Path,
+    format: Columnar,
+    counts: &mut UnitCounts,
+    emit: &mut dyn FnMut(RawDoc) -> Result<()>,
+) -> Result<()> {
+    let (sha, bytes) = hash_file(path)?;
+    counts.sha256 = sha;
+    counts.bytes = bytes;
+    // Only the columns the fields need: a corpus's other columns are never decoded.
+    let mut columns: Vec<String> = Vec::new();
+    for f in src
+        .text_field
+        .iter()
+        .chain(src.id_field.iter())
+        .chain(src.metadata_fields.iter())
+    {
+        let root = f.split('.').next().unwrap_or(f).to_string();
+        if !columns.contains(&root) {
+            columns.push(root);
+        }
+    }
+    columnar::for_each_row(path, format, Some(&columns), &mut |i, row| {
+        let at = format!("{} row {}", unit.path, i + 1);
+        let value = serde_json::Value::Object(row);
+        if let Some(doc) = record_doc(src, &at, &value, counts)? {
+            emit(RawDoc { line: i + 1, ..doc })?;
+        }
+        Ok(())
+    })
+    .map_err(|e| match e {
+        DataError::Columnar(m) => src_err(src, m),
+        other => other,
+    })
 }
 
 /// The exact text of one document, re-read from its source by id: what per-row metadata
@@ -381,4 +689,53 @@ pub fn read_document(src: &SourceConfig, unit: &Unit, line: u64) -> Result<Strin
         Ok(())
     })?;
     found.ok_or_else(|| src_err(src, format!("{}: no document at line {line}", unit.path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inflation_past_the_limit_is_an_error() {
+        let mut r = Bounded {
+            inner: &[7u8; 100][..],
+            read: 0,
+            limit: 64,
+        };
+        let mut out = Vec::new();
+        let e = r.read_to_end(&mut out).unwrap_err();
+        assert!(e.to_string().contains("decompression bomb"), "{e}");
+        let mut r = Bounded {
+            inner: &[7u8; 64][..],
+            read: 0,
+            limit: 64,
+        };
+        assert_eq!(r.read_to_end(&mut Vec::new()).unwrap(), 64);
+    }
+
+    #[test]
+    fn long_lines_are_consumed_not_kept() {
+        let text = b"short\n0123456789abcdef\nend";
+        let mut r = &text[..];
+        let mut buf = Vec::new();
+        assert_eq!(read_line_bounded(&mut r, &mut buf, 8).unwrap(), (6, false));
+        assert_eq!(buf, b"short\n");
+        buf.clear();
+        assert_eq!(read_line_bounded(&mut r, &mut buf, 8).unwrap(), (17, true));
+        assert!(buf.len() <= 8);
+        buf.clear();
+        assert_eq!(read_line_bounded(&mut r, &mut buf, 8).unwrap(), (3, false));
+        assert_eq!(buf, b"end");
+        buf.clear();
+        assert_eq!(read_line_bounded(&mut r, &mut buf, 8).unwrap(), (0, false));
+    }
+
+    #[test]
+    fn dotted_fields_reach_into_objects_and_plain_keys_win() {
+        let v: serde_json::Value =
+            serde_json::json!({"a": {"b": "inner"}, "a.b": "literal", "c": {"d": 1}});
+        assert_eq!(field(&v, "a.b"), Some(&serde_json::json!("literal")));
+        assert_eq!(field(&v, "c.d"), Some(&serde_json::json!(1)));
+        assert_eq!(field(&v, "c.e"), None);
+    }
 }

@@ -13,14 +13,8 @@
 
 use std::path::{Path, PathBuf};
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{
-    Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type,
-    UInt64Type, UInt8Type,
-};
-use arrow_array::{Array, RecordBatch};
-use arrow_schema::DataType;
-use serde_json::{Map, Value};
+use glass_data::columnar::{self, Columnar};
+use serde_json::Value;
 
 use crate::task::{parse_rows, Doc};
 use crate::EvalError;
@@ -29,24 +23,23 @@ use crate::EvalError;
 /// file), anything else JSON Lines / a JSON array.
 pub fn read_rows(path: &Path, bytes: &[u8]) -> Result<Vec<Doc>, EvalError> {
     let name = path.display().to_string();
-    match path.extension().and_then(|e| e.to_str()) {
-        // The Parquet and Arrow readers panic on some malformed files (a slice past a
-        // buffer's end): such a panic is this file's error.
-        Some(ext @ ("parquet" | "arrow")) => {
-            glass_io::contain::contained(|| read_columnar(path, bytes, ext, &name)).unwrap_or_else(
-                |why| {
-                    Err(EvalError::Data(format!(
-                        "{name}: malformed {} data ({why})",
-                        if ext == "arrow" {
-                            "Arrow IPC"
-                        } else {
-                            "Parquet"
-                        }
-                    )))
-                },
-            )
+    match Columnar::of(path) {
+        Some(format) => {
+            let mut out = Vec::new();
+            columnar::for_each_row(path, format, None, &mut |i, row| {
+                out.push(Doc {
+                    value: Value::Object(row),
+                    origin: format!("{name}[{i}]"),
+                });
+                Ok(())
+            })
+            .map_err(|e| match e {
+                glass_data::DataError::Columnar(m) => EvalError::Data(m),
+                other => other.into(),
+            })?;
+            Ok(out)
         }
-        _ => {
+        None => {
             let text = std::str::from_utf8(bytes).map_err(|e| {
                 let at = e.valid_up_to();
                 let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
@@ -57,116 +50,6 @@ pub fn read_rows(path: &Path, bytes: &[u8]) -> Result<Vec<Doc>, EvalError> {
             parse_rows(text, &name)
         }
     }
-}
-
-/// Rows of a Parquet or Arrow IPC file.
-fn read_columnar(path: &Path, bytes: &[u8], ext: &str, name: &str) -> Result<Vec<Doc>, EvalError> {
-    match ext {
-        "parquet" => {
-            use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-            let file = glass_io::open::open_regular(path)?.into_file();
-            let bad = |e: &dyn std::fmt::Display| {
-                EvalError::Data(format!("{name}: unreadable Parquet: {e}"))
-            };
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|e| bad(&e))?
-                .build()
-                .map_err(|e| bad(&e))?;
-            let mut batches = Vec::new();
-            for b in reader {
-                batches.push(b.map_err(|e| bad(&e))?);
-            }
-            batches_to_rows(&batches, name)
-        }
-        _ => {
-            let bad = |e: &dyn std::fmt::Display| {
-                EvalError::Data(format!("{name}: unreadable Arrow IPC data: {e}"))
-            };
-            let mut batches = Vec::new();
-            if bytes.starts_with(b"ARROW1") {
-                let r = arrow_ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)
-                    .map_err(|e| bad(&e))?;
-                for b in r {
-                    batches.push(b.map_err(|e| bad(&e))?);
-                }
-            } else {
-                let r =
-                    arrow_ipc::reader::StreamReader::try_new(bytes, None).map_err(|e| bad(&e))?;
-                for b in r {
-                    batches.push(b.map_err(|e| bad(&e))?);
-                }
-            }
-            batches_to_rows(&batches, name)
-        }
-    }
-}
-
-fn batches_to_rows(batches: &[RecordBatch], name: &str) -> Result<Vec<Doc>, EvalError> {
-    let mut out = Vec::new();
-    for b in batches {
-        let schema = b.schema();
-        for i in 0..b.num_rows() {
-            let origin = format!("{name}[{}]", out.len());
-            let mut row = Map::new();
-            for (f, col) in schema.fields().iter().zip(b.columns()) {
-                let v = value_at(col.as_ref(), i).map_err(|e| {
-                    EvalError::Data(format!("{origin}: column `{}`: {e}", f.name()))
-                })?;
-                row.insert(f.name().clone(), v);
-            }
-            out.push(Doc {
-                value: Value::Object(row),
-                origin,
-            });
-        }
-    }
-    Ok(out)
-}
-
-fn float(x: f64) -> Value {
-    serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
-}
-
-/// One cell as JSON (what `datasets` hands the harness as Python values).
-fn value_at(arr: &dyn Array, i: usize) -> Result<Value, String> {
-    if arr.is_null(i) {
-        return Ok(Value::Null);
-    }
-    let list = |v: std::sync::Arc<dyn Array>| -> Result<Value, String> {
-        (0..v.len())
-            .map(|j| value_at(v.as_ref(), j))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::Array)
-    };
-    Ok(match arr.data_type() {
-        DataType::Null => Value::Null,
-        DataType::Boolean => Value::Bool(arr.as_boolean().value(i)),
-        DataType::Int8 => Value::from(arr.as_primitive::<Int8Type>().value(i)),
-        DataType::Int16 => Value::from(arr.as_primitive::<Int16Type>().value(i)),
-        DataType::Int32 => Value::from(arr.as_primitive::<Int32Type>().value(i)),
-        DataType::Int64 => Value::from(arr.as_primitive::<Int64Type>().value(i)),
-        DataType::UInt8 => Value::from(arr.as_primitive::<UInt8Type>().value(i)),
-        DataType::UInt16 => Value::from(arr.as_primitive::<UInt16Type>().value(i)),
-        DataType::UInt32 => Value::from(arr.as_primitive::<UInt32Type>().value(i)),
-        DataType::UInt64 => Value::from(arr.as_primitive::<UInt64Type>().value(i)),
-        DataType::Float32 => float(f64::from(arr.as_primitive::<Float32Type>().value(i))),
-        DataType::Float64 => float(arr.as_primitive::<Float64Type>().value(i)),
-        DataType::Utf8 => Value::String(arr.as_string::<i32>().value(i).to_string()),
-        DataType::LargeUtf8 => Value::String(arr.as_string::<i64>().value(i).to_string()),
-        DataType::Utf8View => Value::String(arr.as_string_view().value(i).to_string()),
-        DataType::List(_) => list(arr.as_list::<i32>().value(i))?,
-        DataType::LargeList(_) => list(arr.as_list::<i64>().value(i))?,
-        DataType::FixedSizeList(_, _) => list(arr.as_fixed_size_list().value(i))?,
-        DataType::Struct(_) => {
-            let s = arr.as_struct();
-            let mut m = Map::new();
-            for (name, col) in s.column_names().into_iter().zip(s.columns()) {
-                m.insert(name.to_string(), value_at(col.as_ref(), i)?);
-            }
-            Value::Object(m)
-        }
-        other => return Err(format!("Arrow type {other} is not supported")),
-    })
 }
 
 /// The `datasets` cache directory.

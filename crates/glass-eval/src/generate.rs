@@ -42,20 +42,6 @@ struct Row<'a> {
     doc: &'a Prepared,
 }
 
-/// `torch.argmax` of one row of logits: the first maximum (a NaN counts as the maximum).
-pub fn argmax_f32(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x.is_nan() {
-            return i as u32;
-        }
-        if x > row[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 /// The harness's `postprocess_generated_text`: the text before the first occurrence of
 /// each non-empty stop sequence in turn.
 pub fn cut_at_stops(text: &str, stops: &[String]) -> String {
@@ -145,7 +131,7 @@ impl Scorer<'_> {
 
     /// Takes the greedy token for a row and decides whether the row is finished.
     fn advance(&self, row: &mut Row<'_>, logits: &[f32]) -> Result<(), EvalError> {
-        let t = argmax_f32(logits);
+        let t = glass_engine::argmax_token(logits);
         if t == self.tokenizer.specials().eos {
             row.done = true;
             return Ok(());
@@ -300,11 +286,5 @@ mod tests {
         );
         assert_eq!(cut_at_stops("abc", &stops), "abc");
         assert_eq!(cut_at_stops("a[DONE]b[DONE]", &["[DONE]".into()]), "a");
-    }
-
-    #[test]
-    fn argmax_is_the_first_maximum() {
-        assert_eq!(argmax_f32(&[0.0, 2.0, 2.0, 1.0]), 1);
-        assert_eq!(argmax_f32(&[0.0, f32::NAN, 3.0]), 1);
     }
 }

@@ -288,7 +288,7 @@ fn reference_generation(
     let mut out = Vec::new();
     for _ in 0..max_new {
         let logits = m.forward_logits(&seq, 1, seq.len()).unwrap();
-        let t = glass_eval::generate::argmax_f32(&logits[(seq.len() - 1) * v..]);
+        let t = glass_engine::argmax_token(&logits[(seq.len() - 1) * v..]);
         if t == eos {
             break;
         }

@@ -263,7 +263,10 @@ mod tests {
         let bytes = std::fs::read(&ours).unwrap();
         assert!(bytes == std::fs::read(&theirs).unwrap());
         assert_eq!(hash_safetensors(&tensors, &meta), (sha.clone(), len));
-        assert_eq!((sha.clone(), len), (crate::sha256_hex(&bytes), bytes.len() as u64));
+        assert_eq!(
+            (sha.clone(), len),
+            (crate::sha256_hex(&bytes), bytes.len() as u64)
+        );
 
         // The same file streamed in 7-byte pieces that straddle tensor boundaries.
         let headers: Vec<TensorHeader> = tensors
