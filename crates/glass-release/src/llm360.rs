@@ -74,7 +74,7 @@ enum Loaded {
             glass_hf::weights::WeightFiles,
         )>,
     ),
-    Stored(glass_hf::import::StoredFolder),
+    Stored(Box<glass_hf::import::StoredFolder>),
 }
 
 /// Files `DIR/PREFIXNNN[SUFFIX]` by NNN, sorted; names that do not fit are ignored.
@@ -314,7 +314,7 @@ pub fn import_llm360_with(
             path.display()
         ));
         let loaded = if weights_only {
-            Loaded::Stored(glass_hf::import::open_stored_folder(path)?)
+            Loaded::Stored(Box::new(glass_hf::import::open_stored_folder(path)?))
         } else {
             Loaded::Model(Box::new(glass_hf::load_folder(path)?))
         };
