@@ -39,9 +39,10 @@ pub struct ExportHfArgs {
     /// Checkpoint: an index or `latest` (default).
     #[arg(long)]
     pub checkpoint: Option<glass_run::Checkpoint>,
-    /// Weight dtype: f32 (exact), bf16 or f16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    /// Weight dtype: f32, bf16 or f16 (default: the checkpoint's own, written
+    /// unchanged: f32 for a trained run, bf16/f16 for a weights-only import of such weights).
+    #[arg(long)]
+    pub dtype: Option<String>,
     /// Split weights into shards of at most this size (e.g. 5GB, 500MB).
     #[arg(long, default_value = "5GB")]
     pub max_shard_size: String,
@@ -57,6 +58,11 @@ pub struct ImportHfArgs {
     pub dir: PathBuf,
     /// New run directory.
     pub run: PathBuf,
+    /// Keep the weights in their stored dtype (bf16 stays bf16) and write no optimizer
+    /// state: about a sixth of the bytes for bf16 weights; the run evaluates, generates,
+    /// is analysed, served and exported, but does not train.
+    #[arg(long)]
+    pub weights_only: bool,
     /// Print a JSON report.
     #[arg(long)]
     pub json: bool,
@@ -67,7 +73,11 @@ pub fn export(cmd: ExportCommand) -> Result<()> {
     let ExportCommand::Hf(a) = cmd;
     let opts = glass_hf::ExportOptions {
         checkpoint: a.checkpoint.map(|c| c.index_in(&a.run)).transpose()?,
-        dtype: glass_hf::ExportDtype::parse(&a.dtype)?,
+        dtype: a
+            .dtype
+            .as_deref()
+            .map(glass_hf::ExportDtype::parse)
+            .transpose()?,
         max_shard_bytes: glass_hf::parse_size(&a.max_shard_size)?,
     };
     let r = glass_hf::export(&a.run, &a.out, &opts)?;
@@ -102,7 +112,13 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
         ImportCommand::Release(a) => return crate::release::import(a),
         ImportCommand::Llm360(a) => return crate::release::import_llm360(a),
     };
-    let r = glass_hf::import(&a.dir, &a.run)?;
+    let r = glass_hf::import_with(
+        &a.dir,
+        &a.run,
+        &glass_hf::ImportOptions {
+            weights_only: a.weights_only,
+        },
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
@@ -136,8 +152,25 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
         println!("  note: {n}");
     }
     println!(
-        "next: glass generate {0} --prompt …; for continued pretraining edit [data] in {0}/glass.toml, then glass data prepare {0} && glass train {0}",
-        r.run_dir.display()
+        "  checkpoint 0: {} weights, {:.3} GB on disk{}",
+        r.checkpoint_dtype,
+        r.checkpoint_bytes as f64 / 1e9,
+        if r.weights_only {
+            " (weights only, no optimizer state)"
+        } else {
+            " (f32 weights + zero AdamW moments)"
+        }
     );
+    if r.weights_only {
+        println!(
+            "next: glass generate {0} --prompt …, glass eval {0}; this run does not train (import again without --weights-only for that)",
+            r.run_dir.display()
+        );
+    } else {
+        println!(
+            "next: glass generate {0} --prompt …; for continued pretraining edit [data] in {0}/glass.toml, then glass data prepare {0} && glass train {0}",
+            r.run_dir.display()
+        );
+    }
     Ok(())
 }

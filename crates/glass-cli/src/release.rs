@@ -16,9 +16,10 @@ pub struct ReleaseArgs {
     /// Checkpoints to publish: all, latest, or indices K,K,...
     #[arg(long, default_value = "all")]
     pub checkpoints: glass_run::Selection,
-    /// Weight dtype of the transformers folders: f32 (exact) or bf16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    /// Weight dtype of the transformers folders: f32, bf16 or f16 (default: f32, or
+    /// for a weights-only run the dtype its checkpoints store, written unchanged).
+    #[arg(long)]
+    pub dtype: Option<String>,
     /// Also publish each checkpoint's optimizer state and training state (continued
     /// pretraining; `glass import release` needs it).
     #[arg(long)]
@@ -40,14 +41,40 @@ pub struct ImportReleaseArgs {
     pub json: bool,
 }
 
+/// The dtype a release writes by default: f32, or for a weights-only run the dtype its
+/// checkpoints store when they all store the same one (so their weights are published
+/// unchanged; checkpoints of different dtypes are published in f32, which holds each
+/// exactly).
+fn stored_dtype(run: &Path) -> glass_hf::ExportDtype {
+    let Ok(info) = glass_run::info(run) else {
+        return glass_hf::ExportDtype::F32;
+    };
+    if !info.weights_only {
+        return glass_hf::ExportDtype::F32;
+    }
+    let mut dtypes: Vec<Option<&str>> = info
+        .checkpoints
+        .iter()
+        .map(|c| c.weights_dtype.as_deref())
+        .collect();
+    dtypes.dedup();
+    match dtypes.as_slice() {
+        [Some("bf16")] => glass_hf::ExportDtype::BF16,
+        [Some("f16")] => glass_hf::ExportDtype::F16,
+        _ => glass_hf::ExportDtype::F32,
+    }
+}
+
 /// Runs `glass release`.
 pub fn release(a: ReleaseArgs) -> Result<()> {
     let opts = glass_release::ReleaseOptions {
         checkpoints: a.checkpoints,
-        dtype: match a.dtype.as_str() {
-            "f32" | "float32" => glass_hf::ExportDtype::F32,
-            "bf16" | "bfloat16" => glass_hf::ExportDtype::BF16,
-            other => bail!("--dtype {other}: use f32 or bf16"),
+        dtype: match a.dtype.as_deref() {
+            Some("f32" | "float32") => glass_hf::ExportDtype::F32,
+            Some("bf16" | "bfloat16") => glass_hf::ExportDtype::BF16,
+            Some("f16" | "float16") => glass_hf::ExportDtype::F16,
+            Some(other) => bail!("--dtype {other}: use f32, bf16 or f16"),
+            None => stored_dtype(&a.run),
         },
         with_optimizer: a.with_optimizer,
     };
@@ -179,6 +206,12 @@ pub struct ImportLlm360Args {
     /// The tokenizer.json (default: ckpt_000/tokenizer.json, else CHECKPOINTS/tokenizer.json).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Keep each checkpoint's weights in their stored dtype (bf16 stays bf16; sharded
+    /// .bin is rewritten once as safetensors) and write no optimizer state: an Amber
+    /// checkpoint costs about 13.5 GB instead of 80 GB. The run evaluates, generates, is
+    /// analysed, served and exported, but does not train.
+    #[arg(long)]
+    pub weights_only: bool,
     /// New run directory.
     pub run: PathBuf,
     /// Print a JSON report.
@@ -188,12 +221,13 @@ pub struct ImportLlm360Args {
 
 /// Runs `glass import llm360`.
 pub fn import_llm360(a: ImportLlm360Args) -> Result<()> {
-    let r = glass_release::import_llm360(
+    let r = glass_release::import_llm360_with(
         &a.data,
         &a.checkpoints,
         a.tokenizer.as_deref(),
         a.rows_per_step,
         &a.select,
+        a.weights_only,
         &a.run,
         &mut |msg| eprintln!("{msg}"),
     )?;
@@ -216,6 +250,16 @@ pub fn import_llm360(a: ImportLlm360Args) -> Result<()> {
         r.sources.join(", "),
         &r.data_manifest_sha256[..16],
         r.seconds
+    );
+    let ckpt_bytes: u64 = r.checkpoint_bytes.iter().sum();
+    println!(
+        "  checkpoints: {:.3} GB on disk{}",
+        ckpt_bytes as f64 / 1e9,
+        if r.weights_only {
+            " (weights only, in their stored dtype; this run does not train)"
+        } else {
+            " (f32 weights + zero AdamW moments)"
+        }
     );
     println!(
         "next: glass data show {0} --step N, glass eval {0} --checkpoints all, glass verify {0}",

@@ -160,15 +160,30 @@ pub fn info(run: &Path, json: bool) -> Result<()> {
             short(&im.record_sha256)
         );
     }
+    if i.weights_only {
+        println!(
+            "weights only: checkpoints hold the weights in their stored dtype and no optimizer state (eval, generate, analyze, trace, serve, export, release; no train or --replay)"
+        );
+    }
     println!(
-        "{:>5} {:>9} {:>12} {:>9}  {:<64}  dir",
-        "ckpt", "step", "tokens", "val_loss", "sha256"
+        "{:>5} {:>9} {:>12} {:>9} {:>5} {:>10}  {:<64}  dir",
+        "ckpt", "step", "tokens", "val_loss", "dtype", "weights", "sha256"
     );
     for c in &i.checkpoints {
         let vl = c.val_loss.map_or("-".into(), |v| format!("{v:.4}"));
+        let bytes = c
+            .weights_bytes
+            .map_or("?".into(), |b| format!("{:.3} GB", b as f64 / 1e9));
         println!(
-            "{:>5} {:>9} {:>12} {:>9}  {:<64}  {}",
-            c.index, c.step, c.tokens, vl, c.sha256, c.dir
+            "{:>5} {:>9} {:>12} {:>9} {:>5} {:>10}  {:<64}  {}",
+            c.index,
+            c.step,
+            c.tokens,
+            vl,
+            c.weights_dtype.as_deref().unwrap_or("?"),
+            bytes,
+            c.sha256,
+            c.dir
         );
     }
     Ok(())

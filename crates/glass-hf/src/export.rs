@@ -60,6 +60,21 @@ impl ExportDtype {
             _ => 2,
         }
     }
+    fn st(self) -> Dtype {
+        match self {
+            Self::F32 => Dtype::F32,
+            Self::BF16 => Dtype::BF16,
+            Self::F16 => Dtype::F16,
+        }
+    }
+    /// The export dtype that keeps weights stored as `d` (f32, bf16 or f16) unchanged.
+    pub fn of_stored(d: Dtype) -> Self {
+        match d {
+            Dtype::BF16 => Self::BF16,
+            Dtype::F16 => Self::F16,
+            _ => Self::F32,
+        }
+    }
 }
 
 /// Parses a shard size like `5GB`, `500MB`, `40KB`, `2GiB` or a plain byte count.
@@ -99,8 +114,9 @@ pub fn parse_size(s: &str) -> Result<u64> {
 pub struct ExportOptions {
     /// Checkpoint index (default: the latest).
     pub checkpoint: Option<u32>,
-    /// Weight dtype.
-    pub dtype: ExportDtype,
+    /// Weight dtype; `None`: the checkpoint's own (f32 for a trained run; bf16 or f16
+    /// for a weights-only run imported so), written without conversion.
+    pub dtype: Option<ExportDtype>,
     /// Largest weight shard in bytes before splitting (transformers' default is 5 GB).
     pub max_shard_bytes: u64,
 }
@@ -109,7 +125,7 @@ impl Default for ExportOptions {
     fn default() -> Self {
         Self {
             checkpoint: None,
-            dtype: ExportDtype::F32,
+            dtype: None,
             max_shard_bytes: 5_000_000_000,
         }
     }
@@ -147,7 +163,18 @@ pub struct ExportReport {
     pub seconds: f64,
 }
 
-fn encode<'a>(v: &'a [u8], dtype: ExportDtype) -> (Dtype, Cow<'a, [u8]>) {
+/// `v`, values of `src` (f32, bf16 or f16), in `dtype`: the same bytes when the dtypes
+/// agree, else widened (exact) and rounded once to nearest even.
+fn encode<'a>(v: &'a [u8], src: Dtype, dtype: ExportDtype) -> (Dtype, Cow<'a, [u8]>) {
+    if src == dtype.st() {
+        return (src, Cow::Borrowed(v));
+    }
+    if src != Dtype::F32 {
+        let mut wide = vec![0.0f32; v.len() / glass_run::weights::dtype_size(src)];
+        glass_run::weights::widen(src, v, &mut wide);
+        let (d, out) = encode(bytemuck::cast_slice(&wide), Dtype::F32, dtype);
+        return (d, Cow::Owned(out.into_owned()));
+    }
     let values = || {
         v.par_chunks_exact(4)
             .map(|b| f32::from_le_bytes(b.try_into().expect("four bytes")))
@@ -213,8 +240,8 @@ pub fn model_tensors(model: &Model) -> Vec<TensorBytes<'_>> {
         .collect()
 }
 
-/// Writes `tensors` (F32 values, named as transformers names them) as safetensors in
-/// `dtype` (sharded above `max_shard_bytes`) into `dir`; returns the files written with
+/// Writes `tensors` (f32, bf16 or f16 values, named as transformers names them) as
+/// safetensors in `dtype` (sharded above `max_shard_bytes`) into `dir`; returns the files written with
 /// their hashes (index last when sharded). Each shard is hashed as it is written
 /// (`write_safetensors`), never read back.
 pub fn write_weights(
@@ -226,7 +253,7 @@ pub fn write_weights(
     let mut shards: Vec<Vec<usize>> = vec![vec![]];
     let mut size = 0u64;
     for (i, t) in tensors.iter().enumerate() {
-        let n = (t.data.len() / 4 * dtype.size()) as u64;
+        let n = (t.data.len() / glass_run::weights::dtype_size(t.dtype) * dtype.size()) as u64;
         if !shards.last().expect("one").is_empty() && size + n > max_shard_bytes {
             shards.push(vec![]);
             size = 0;
@@ -249,7 +276,7 @@ pub fn write_weights(
         };
         let encoded: Vec<(Dtype, Cow<[u8]>)> = idx
             .iter()
-            .map(|&i| encode(tensors[i].data, dtype))
+            .map(|&i| encode(tensors[i].data, tensors[i].dtype, dtype))
             .collect();
         let shard: Vec<TensorBytes> = idx
             .iter()
@@ -343,7 +370,11 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
         bos: sp.bos,
         eos: Some(sp.eos),
     };
-    let (config_json, folds) = to_hf(&cfg.model, ids, opts.dtype.torch_name())?;
+    // The checkpoint's weights as stored (f32, or bf16/f16 in a weights-only run).
+    let (weights, k) = glass_run::map_stored_weights(run_dir, Some(entry.index))?;
+    let stored = weights.dtype();
+    let dtype = opts.dtype.unwrap_or(ExportDtype::of_stored(stored));
+    let (config_json, folds) = to_hf(&cfg.model, ids, dtype.torch_name())?;
     let state_file = entry
         .files
         .iter()
@@ -366,10 +397,10 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
             entry.index, state.config_sha256, config_now
         ));
     }
-    // The checkpoint's f32 values, unchanged, are written straight from the mapped file
-    // (hashed beside the writing; nothing counts unless it matches). Rounding or folded
-    // scales need the weights in memory.
-    let exact = opts.dtype == ExportDtype::F32 && folds.is_identity();
+    // The checkpoint's values, unchanged (f32, or a weights-only run's bf16/f16 in the
+    // same dtype), are written straight from the mapped file (hashed beside the writing;
+    // nothing counts unless it matches). Folded scales need the weights in memory, in f32.
+    let exact = folds.is_identity();
 
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -385,11 +416,10 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
         .map_err(io(&parent))?;
     let dir = tmp.path();
     let (mut files, k) = if exact {
-        let (weights, k) = glass_run::map_weights(run_dir, Some(entry.index))?;
         // The check on a thread of its own: the writing mostly waits for the disk.
         let (verified, written) = std::thread::scope(|s| {
             let check = s.spawn(|| weights.verify());
-            let written = write_weights(dir, &weights.tensors(), opts.dtype, opts.max_shard_bytes);
+            let written = write_weights(dir, &weights.tensors(), dtype, opts.max_shard_bytes);
             (
                 check
                     .join()
@@ -400,14 +430,10 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
         verified?;
         (written?, k)
     } else {
-        let (mut model, k) = glass_run::load_model(run_dir, Some(entry.index))?;
+        drop(weights);
+        let (mut model, k) = glass_run::load_model_f32(run_dir, Some(entry.index))?;
         apply_folds(&mut model, &folds);
-        let files = write_weights(
-            dir,
-            &model_tensors(&model),
-            opts.dtype,
-            opts.max_shard_bytes,
-        )?;
+        let files = write_weights(dir, &model_tensors(&model), dtype, opts.max_shard_bytes)?;
         (files, k)
     };
     let weight_names: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
@@ -446,7 +472,7 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
         entry: &entry,
         state: &state,
         model: &cfg.model,
-        dtype: opts.dtype.torch_name(),
+        dtype: dtype.torch_name(),
         folds: &folds,
         files: &files,
         config_sha256_now: &config_now,
@@ -472,7 +498,7 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
         "data_manifest_sha256": state.data_manifest_sha256,
         "val_loss": entry.val_loss,
         "val_bpb": state.val_bpb,
-        "dtype": opts.dtype.torch_name(),
+        "dtype": dtype.torch_name(),
         "folded": folds.notes,
         "files": files,
     });
@@ -580,8 +606,11 @@ mod tests {
                         .iter()
                         .filter(|t| names.contains(&t.name))
                         .map(|t| {
-                            let (dt, data) =
-                                encode(bytemuck::cast_slice(&model.params[t.range()]), dtype);
+                            let (dt, data) = encode(
+                                bytemuck::cast_slice(&model.params[t.range()]),
+                                Dtype::F32,
+                                dtype,
+                            );
                             let shape = t.shape.clone();
                             (
                                 t.name.clone(),

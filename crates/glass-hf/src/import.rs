@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::error::{file_err, io, HfError, Result};
+use crate::error::{file_err, io, Result};
 use crate::export::ExportedFile;
 use crate::hf_config::from_hf;
 use crate::weights::{discover, load_into, LoadStats, WeightFormat};
@@ -41,6 +41,13 @@ pub struct ImportReport {
     pub skipped_tensors: Vec<String>,
     /// Checkpoint 0's hash.
     pub checkpoint_sha256: String,
+    /// The run holds the weights as stored, with no optimizer state (`--weights-only`).
+    pub weights_only: bool,
+    /// The checkpoint's weights dtype (`f32`, `bf16`, `f16`).
+    pub checkpoint_dtype: String,
+    /// Bytes of checkpoint 0's files (weights, plus the optimizer state unless
+    /// weights-only).
+    pub checkpoint_bytes: u64,
     /// Tokenizer ids vs model rows, when they differ (training needs them equal).
     pub vocab_note: Option<String>,
     /// Wall time in seconds.
@@ -245,16 +252,8 @@ fn source_files(src: &Path) -> Result<Vec<ExportedFile>> {
         .collect()
 }
 
-/// Reads a transformers folder's weights into a Glass model (also used by benchmarks and
-/// tests). Returns the model, the load statistics and the config facts.
-pub fn load_folder(
-    src: &Path,
-) -> Result<(
-    Model,
-    LoadStats,
-    crate::hf_config::HfModelInfo,
-    crate::weights::WeightFiles,
-)> {
+/// A transformers folder's `config.json`, as JSON and mapped to a Glass model config.
+pub fn read_config(src: &Path) -> Result<(Value, crate::hf_config::HfModelInfo)> {
     let cp = src.join("config.json");
     if !src.is_dir() {
         return Err(file_err(src, "is not a directory"));
@@ -265,6 +264,85 @@ pub fn load_folder(
     )
     .map_err(|e| file_err(&cp, format!("not valid JSON: {e}")))?;
     let info = from_hf(&v, &cp)?;
+    Ok((v, info))
+}
+
+/// A transformers folder's weights as stored (for a weights-only import): the mapped
+/// shards, read by [`stored_folder_tensors`].
+pub struct StoredFolder {
+    /// The folder's config facts.
+    pub info: crate::hf_config::HfModelInfo,
+    /// The model config.
+    pub cfg: ModelConfig,
+    /// The weight files.
+    pub files: crate::weights::WeightFiles,
+    /// The dtype `config.json` names, if any.
+    pub want: Option<(safetensors::Dtype, String)>,
+    /// `config.json`'s path.
+    pub config_path: PathBuf,
+    /// The shards, mapped read-only.
+    pub maps: Vec<memmap2::Mmap>,
+}
+
+/// Maps a transformers folder's weight files for a weights-only import.
+pub fn open_stored_folder(src: &Path) -> Result<StoredFolder> {
+    let (v, info) = read_config(src)?;
+    let cfg = info.cfg.clone().expect("mapped");
+    let files = discover(src)?;
+    crate::weights::check_shapes(&files, &cfg)?;
+    let maps = crate::weights::map_shards(&files)?;
+    Ok(StoredFolder {
+        want: crate::weights::config_dtype(&v),
+        info,
+        cfg,
+        files,
+        config_path: src.join("config.json"),
+        maps,
+    })
+}
+
+/// The tensors of a folder opened by [`open_stored_folder`], in its source dtype, and
+/// the load statistics ([`crate::weights::stored_tensors`]).
+pub fn stored_folder_tensors(
+    f: &StoredFolder,
+) -> Result<(Vec<crate::weights::StoredTensor<'_>>, LoadStats)> {
+    crate::weights::stored_tensors(&f.files, &f.maps, &f.cfg, f.want.clone(), &f.config_path)
+}
+
+/// Safetensors views of stored tensors.
+pub fn tensor_views<'a>(
+    tensors: &'a [crate::weights::StoredTensor<'_>],
+) -> Vec<glass_io::safetensors::TensorBytes<'a>> {
+    tensors
+        .iter()
+        .map(|t| glass_io::safetensors::TensorBytes {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            data: &t.data,
+        })
+        .collect()
+}
+
+/// Options of [`import_with`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImportOptions {
+    /// Keep the weights in their source dtype and write no optimizer state: a run that
+    /// evaluates, generates and is analysed, but does not train (docs/hf-interop.md).
+    pub weights_only: bool,
+}
+
+/// Reads a transformers folder's weights into a Glass model (also used by benchmarks and
+/// tests). Returns the model, the load statistics and the config facts.
+pub fn load_folder(
+    src: &Path,
+) -> Result<(
+    Model,
+    LoadStats,
+    crate::hf_config::HfModelInfo,
+    crate::weights::WeightFiles,
+)> {
+    let (_, info) = read_config(src)?;
     let cfg = info.cfg.clone().expect("mapped");
     let files = discover(src)?;
     crate::weights::check_shapes(&files, &cfg)?;
@@ -275,6 +353,17 @@ pub fn load_folder(
 
 /// Creates `run_dir` from the transformers LLaMA folder `src`.
 pub fn import(src: &Path, run_dir: &Path) -> Result<ImportReport> {
+    import_with(src, run_dir, &ImportOptions::default())
+}
+
+/// The weights of an import: converted into an f32 model, or as stored.
+enum Loaded<'a> {
+    Model(Box<Model>),
+    Stored(Vec<crate::weights::StoredTensor<'a>>),
+}
+
+/// [`import`] with options: `weights_only` keeps the weights in the source dtype.
+pub fn import_with(src: &Path, run_dir: &Path, opts: &ImportOptions) -> Result<ImportReport> {
     let t0 = Instant::now();
     if run_dir.join(glass_run::config::CONFIG_FILE).exists() {
         return Err(file_err(
@@ -291,8 +380,28 @@ pub fn import(src: &Path, run_dir: &Path) -> Result<ImportReport> {
                 format!("{}; glass needs the fast tokenizer file (in Python: AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR) writes it)", e.source),
             )
         })?;
-    let (model, stats, info, files) = load_folder(src)?;
-    let cfg = model.cfg.clone();
+    let folder = if opts.weights_only {
+        Some(open_stored_folder(src)?)
+    } else {
+        None
+    };
+    let (loaded, stats, info, files) = match &folder {
+        Some(f) => {
+            // Every check (dtype, names, shapes, finiteness) before anything is written.
+            let (tensors, stats) = stored_folder_tensors(f)?;
+            (
+                Loaded::Stored(tensors),
+                stats,
+                f.info.clone(),
+                f.files.clone(),
+            )
+        }
+        None => {
+            let (model, stats, info, files) = load_folder(src)?;
+            (Loaded::Model(Box::new(model)), stats, info, files)
+        }
+    };
+    let cfg = info.cfg.clone().expect("mapped");
     let sp = specials(src, &tok_json, info.bos_token_id, info.eos_token_id)?;
     let tcfg = TokenizerConfig {
         path: Some("tokenizer.json".into()),
@@ -354,6 +463,7 @@ pub fn import(src: &Path, run_dir: &Path) -> Result<ImportReport> {
             "tensors": stats.tensors,
             "tensor_bytes": stats.bytes,
             "skipped": stats.skipped,
+            "weights_only": opts.weights_only,
         },
         "config": {
             "ignored_keys": info.ignored,
@@ -366,17 +476,47 @@ pub fn import(src: &Path, run_dir: &Path) -> Result<ImportReport> {
     let mut record_bytes = serde_json::to_vec_pretty(&record).expect("json");
     record_bytes.push(b'\n');
     let src_shown = src.display().to_string();
-    let manifest = glass_run::create_imported_run(
-        run_dir,
-        &glass_run::ImportedRun {
-            config_text: &text,
-            model: &model,
-            tokenizer_json: &tok_json,
-            record_json: &record_bytes,
-            source_dir: &src_shown,
-        },
-    )
-    .map_err(HfError::from)?;
+    let (manifest, checkpoint_dtype) = match &loaded {
+        Loaded::Model(model) => (
+            glass_run::create_imported_run(
+                run_dir,
+                &glass_run::ImportedRun {
+                    config_text: &text,
+                    model,
+                    tokenizer_json: &tok_json,
+                    record_json: &record_bytes,
+                    source_dir: &src_shown,
+                },
+            )?,
+            "f32".to_string(),
+        ),
+        Loaded::Stored(tensors) => {
+            let views = tensor_views(tensors);
+            let dtype = views
+                .first()
+                .map_or("f32", |t| crate::weights::dtype_lower(t.dtype));
+            (
+                glass_run::create_weights_only_run(
+                    run_dir,
+                    &glass_run::WeightsOnlyRun {
+                        config_text: &text,
+                        model: &cfg,
+                        tensors: &views,
+                        tokenizer_json: &tok_json,
+                        record_json: &record_bytes,
+                        source_dir: &src_shown,
+                    },
+                )?,
+                dtype.to_string(),
+            )
+        }
+    };
+    let checkpoint_bytes = manifest.checkpoints[0]
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with("checkpoints/"))
+        .map(|f| f.bytes)
+        .sum();
     Ok(ImportReport {
         run_dir: run_dir.to_path_buf(),
         model: Some(cfg),
@@ -388,6 +528,9 @@ pub fn import(src: &Path, run_dir: &Path) -> Result<ImportReport> {
         ignored_config_keys: info.ignored,
         skipped_tensors: stats.skipped,
         checkpoint_sha256: manifest.checkpoints[0].sha256.clone(),
+        weights_only: opts.weights_only,
+        checkpoint_dtype,
+        checkpoint_bytes,
         vocab_note,
         seconds: t0.elapsed().as_secs_f64(),
     })

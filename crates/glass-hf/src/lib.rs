@@ -18,4 +18,4 @@ pub mod weights;
 
 pub use error::{HfError, Result};
 pub use export::{export, parse_size, ExportDtype, ExportOptions, ExportReport};
-pub use import::{import, load_folder, ImportReport};
+pub use import::{import, import_with, load_folder, ImportOptions, ImportReport};

@@ -477,3 +477,274 @@ fn shards_dir(files: &WeightFiles) -> PathBuf {
         .map(Path::to_path_buf)
         .unwrap_or_default()
 }
+
+/// One tensor of a weights-only import: a layout tensor's values in the source dtype,
+/// row-major (borrowed from the mapped file when stored so, else gathered once).
+#[derive(Debug, Clone)]
+pub struct StoredTensor<'a> {
+    /// Glass layout name (transformers' name).
+    pub name: String,
+    /// Source dtype (f32, bf16 or f16).
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Row-major little-endian values.
+    pub data: std::borrow::Cow<'a, [u8]>,
+}
+
+/// Maps every shard of `files` read-only (regular files only), in `files.shards` order.
+pub fn map_shards(files: &WeightFiles) -> Result<Vec<memmap2::Mmap>> {
+    files
+        .shards
+        .iter()
+        .map(|shard| {
+            glass_io::open::open_regular(shard)?
+                .map()?
+                .ok_or_else(|| file_err(shard, "is empty"))
+        })
+        .collect()
+}
+
+/// The safetensors dtype of a source dtype.
+pub fn st_dtype(d: SrcDtype) -> Dtype {
+    match d {
+        SrcDtype::F32 => Dtype::F32,
+        SrcDtype::F16 => Dtype::F16,
+        SrcDtype::BF16 => Dtype::BF16,
+        SrcDtype::F64 => Dtype::F64,
+    }
+}
+
+/// The dtype a transformers `config.json` names (`torch_dtype`, or transformers 5's
+/// `dtype`): `float32`, `bfloat16` or `float16`; `None` when absent or another name.
+pub fn config_dtype(config: &serde_json::Value) -> Option<(Dtype, String)> {
+    let name = config
+        .get("torch_dtype")
+        .or_else(|| config.get("dtype"))
+        .and_then(|v| v.as_str())?;
+    let d = match name {
+        "float32" => Dtype::F32,
+        "bfloat16" => Dtype::BF16,
+        "float16" => Dtype::F16,
+        _ => return None,
+    };
+    Some((d, name.to_string()))
+}
+
+/// A tensor's values row-major: borrowed when contiguous, else gathered element by
+/// element (bytes copied as they are, no conversion).
+fn row_major<'a>(t: &SrcTensor<'a>) -> std::borrow::Cow<'a, [u8]> {
+    let size = t.dtype.size();
+    let n = t.numel();
+    if t.stride == contiguous_strides(&t.shape) || n <= 1 {
+        return std::borrow::Cow::Borrowed(&t.bytes[t.offset * size..(t.offset + n) * size]);
+    }
+    let nd = t.shape.len();
+    let mut idx = vec![0usize; nd];
+    let mut out = Vec::with_capacity(n * size);
+    for _ in 0..n {
+        let at = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
+        out.extend_from_slice(&t.bytes[at * size..(at + 1) * size]);
+        for k in (0..nd).rev() {
+            idx[k] += 1;
+            if idx[k] < t.shape[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The tensors of `files` (mapped as `maps`, from [`map_shards`]) for a weights-only
+/// import, in the layout order of `cfg`, each in its source dtype, with the checks of
+/// [`load_into`] (names, shapes, index, duplicates, completeness, a tied head equal to
+/// the embedding) and these: every tensor has one dtype, f32, bf16 or f16 (mixed dtypes
+/// across tensors or shards are refused, naming both); that dtype is the one
+/// `config.json` names when it names one (`want`, with the config's spelling); no value
+/// is NaN or infinite.
+pub fn stored_tensors<'a>(
+    files: &WeightFiles,
+    maps: &'a [memmap2::Mmap],
+    cfg: &glass_engine::ModelConfig,
+    want: Option<(Dtype, String)>,
+    config_path: &Path,
+) -> Result<(Vec<StoredTensor<'a>>, LoadStats)> {
+    let layout = glass_engine::ParamLayout::new(cfg);
+    let by_name: BTreeMap<&str, usize> = layout
+        .tensors()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    let mut slots: Vec<Option<StoredTensor<'a>>> = vec![None; layout.tensors().len()];
+    let mut stats = LoadStats::default();
+    let mut first: Option<(Dtype, PathBuf, String)> = None;
+    let mut tied_head: Option<(PathBuf, std::borrow::Cow<'a, [u8]>, Dtype)> = None;
+    for (shard, map) in files.shards.iter().zip(maps) {
+        let tensors = match files.format {
+            WeightFormat::Safetensors => read_safetensors(map, shard)?,
+            WeightFormat::PytorchBin => crate::torch_bin::read(map, shard)?,
+        };
+        let shard_name = shard
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for t in tensors {
+            if let (Some(wm), Some(ip)) = (&files.weight_map, &files.index) {
+                match wm.get(&t.name) {
+                    Some(f) if *f == shard_name => {}
+                    Some(f) => {
+                        return Err(tensor_err(
+                            shard,
+                            &t.name,
+                            format!("is stored here but {} maps it to `{f}`", ip.display()),
+                        ))
+                    }
+                    None if is_rope_buffer(&t.name) => {}
+                    None => {
+                        return Err(tensor_err(
+                            ip,
+                            &t.name,
+                            format!("has no entry in the index, but `{shard_name}` holds it; the index is incomplete"),
+                        ))
+                    }
+                }
+            }
+            if is_rope_buffer(&t.name) {
+                stats.skipped.push(t.name.clone());
+                continue;
+            }
+            let src_dt = format!("{:?}", t.dtype).to_lowercase();
+            if !stats.dtypes.contains(&src_dt) {
+                stats.dtypes.push(src_dt);
+            }
+            // f64 (no Glass weight dtype) is rounded to f32, as the f32 import does.
+            let dtype = match t.dtype {
+                SrcDtype::F64 => Dtype::F32,
+                d => st_dtype(d),
+            };
+            let dt = glass_run::weights::dtype_name(dtype);
+            if let Some((w, name)) = &want {
+                if dtype != *w {
+                    return Err(tensor_err(
+                        shard,
+                        &t.name,
+                        format!(
+                            "is {dt}, but {} says the weights are {name}; the config does not describe this file (fix its torch_dtype, or the file)",
+                            config_path.display()
+                        ),
+                    ));
+                }
+            }
+            match &first {
+                None => first = Some((dtype, shard.clone(), t.name.clone())),
+                Some((d, p, n)) if *d != dtype => {
+                    return Err(tensor_err(
+                        shard,
+                        &t.name,
+                        format!(
+                            "is {dt}, but `{n}` in {} is {}; a weights-only checkpoint keeps one dtype (import without --weights-only to convert every tensor to f32)",
+                            p.display(),
+                            dtype_lower(*d)
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+            let data = if t.dtype == SrcDtype::F64 {
+                let mut v = vec![0.0f32; t.numel()];
+                t.convert_into(&mut v);
+                std::borrow::Cow::Owned(bytemuck::cast_slice(&v).to_vec())
+            } else {
+                row_major(&t)
+            };
+            if let Some(i) = glass_run::weights::first_non_finite(dtype, &data) {
+                return Err(tensor_err(
+                    shard,
+                    &t.name,
+                    format!("holds a NaN or infinite value (element {i}); the weights are damaged"),
+                ));
+            }
+            if cfg.tie_embeddings && t.name == "lm_head.weight" {
+                if t.shape != layout.tensors()[0].shape {
+                    return Err(tensor_err(
+                        shard,
+                        &t.name,
+                        format!(
+                            "has shape {:?}, but the tied embedding is {:?}",
+                            t.shape,
+                            layout.tensors()[0].shape
+                        ),
+                    ));
+                }
+                tied_head = Some((shard.clone(), data, dtype));
+                continue;
+            }
+            let Some(&i) = by_name.get(t.name.as_str()) else {
+                return Err(tensor_err(
+                    shard,
+                    &t.name,
+                    "is not a parameter of the LLaMA model config.json describes (unknown architecture, biases, or a config that does not match the weights)",
+                ));
+            };
+            let view = &layout.tensors()[i];
+            if t.shape != view.shape {
+                return Err(tensor_err(
+                    shard,
+                    &t.name,
+                    format!(
+                        "has shape {:?}, but config.json implies {:?}",
+                        t.shape, view.shape
+                    ),
+                ));
+            }
+            if slots[i].is_some() {
+                return Err(tensor_err(shard, &t.name, "appears twice"));
+            }
+            stats.tensors += 1;
+            stats.bytes += (t.numel() * t.dtype.size()) as u64;
+            slots[i] = Some(StoredTensor {
+                name: view.name.clone(),
+                dtype,
+                shape: view.shape.clone(),
+                data,
+            });
+        }
+    }
+    let mut out = Vec::with_capacity(slots.len());
+    for (t, slot) in layout.tensors().iter().zip(slots) {
+        let Some(s) = slot else {
+            let (path, why) = match (&files.index, &files.weight_map) {
+                (Some(ip), Some(wm)) if !wm.contains_key(&t.name) => {
+                    (ip.clone(), "has no entry in the index")
+                }
+                (Some(_), Some(wm)) => (
+                    shards_dir(files).join(&wm[&t.name]),
+                    "is listed in the index but missing from its shard",
+                ),
+                _ => (files.shards[0].clone(), "is missing"),
+            };
+            return Err(tensor_err(path, &t.name, why));
+        };
+        out.push(s);
+    }
+    if let Some((path, head, dtype)) = tied_head {
+        if dtype != out[0].dtype || head != out[0].data {
+            return Err(tensor_err(
+                path,
+                "lm_head.weight",
+                "differs from model.embed_tokens.weight, but config.json sets tie_word_embeddings",
+            ));
+        }
+        stats
+            .skipped
+            .push("lm_head.weight (tied, equal to the embedding)".into());
+    }
+    Ok((out, stats))
+}
+
+/// The lowercase name of a safetensors float dtype (`f32`, `bf16`, `f16`).
+pub fn dtype_lower(d: Dtype) -> &'static str {
+    glass_run::weights::dtype_name(d)
+}

@@ -219,7 +219,7 @@ fn bf16_export_rounds_each_weight_once() {
     glass_hf::import(&fixtures().join("st"), &run).unwrap();
     let out = dir.path().join("out");
     let opts = glass_hf::ExportOptions {
-        dtype: glass_hf::ExportDtype::BF16,
+        dtype: Some(glass_hf::ExportDtype::BF16),
         ..Default::default()
     };
     glass_hf::export(&run, &out, &opts).unwrap();

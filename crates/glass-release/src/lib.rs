@@ -17,6 +17,6 @@ pub mod write;
 pub use error::{ReleaseError, Result};
 pub use import::{import_release, ImportReleaseReport};
 pub use layout::{is_release, ReleaseManifest};
-pub use llm360::{import_llm360, Llm360Report};
+pub use llm360::{import_llm360, import_llm360_with, Llm360Report};
 pub use verify::{verify_release, ReleaseProblem, ReleaseVerifyReport};
 pub use write::{write_release, CheckpointSelection, PartDone, ReleaseOptions, ReleaseReport};

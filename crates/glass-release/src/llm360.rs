@@ -55,8 +55,26 @@ pub struct Llm360Report {
     pub data_manifest_sha256: String,
     /// sha256 (of `state.json`) of each checkpoint.
     pub checkpoint_sha256: Vec<String>,
+    /// Checkpoints hold the weights as stored, with no optimizer state.
+    pub weights_only: bool,
+    /// Bytes of each checkpoint's files (weights, plus optimizer state unless
+    /// weights-only).
+    pub checkpoint_bytes: Vec<u64>,
     /// Wall time.
     pub seconds: f64,
+}
+
+/// A checkpoint folder's weights: converted to f32, or as stored (`--weights-only`).
+enum Loaded {
+    Model(
+        Box<(
+            glass_engine::Model,
+            glass_hf::weights::LoadStats,
+            glass_hf::hf_config::HfModelInfo,
+            glass_hf::weights::WeightFiles,
+        )>,
+    ),
+    Stored(Box<glass_hf::import::StoredFolder>),
 }
 
 /// Files `DIR/PREFIXNNN[SUFFIX]` by NNN, sorted; names that do not fit are ignored.
@@ -89,6 +107,32 @@ pub fn import_llm360(
     tokenizer: Option<&Path>,
     rows_per_step: usize,
     select: &CheckpointSelection,
+    run_dir: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Llm360Report> {
+    import_llm360_with(
+        data_dir,
+        ckpt_dir,
+        tokenizer,
+        rows_per_step,
+        select,
+        false,
+        run_dir,
+        progress,
+    )
+}
+
+/// [`import_llm360`], with `weights_only`: each checkpoint keeps its weights in the
+/// source dtype (bf16 stays bf16) and no optimizer state is written (a run that
+/// evaluates and is analysed but does not train; docs/llm360.md).
+#[allow(clippy::too_many_arguments)]
+pub fn import_llm360_with(
+    data_dir: &Path,
+    ckpt_dir: &Path,
+    tokenizer: Option<&Path>,
+    rows_per_step: usize,
+    select: &CheckpointSelection,
+    weights_only: bool,
     run_dir: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Llm360Report> {
@@ -269,8 +313,16 @@ pub fn import_llm360(
             ckpt_of.len(),
             path.display()
         ));
-        let (model, stats, _, wf) = glass_hf::load_folder(path)?;
-        if model.cfg != model_cfg {
+        let loaded = if weights_only {
+            Loaded::Stored(Box::new(glass_hf::import::open_stored_folder(path)?))
+        } else {
+            Loaded::Model(Box::new(glass_hf::load_folder(path)?))
+        };
+        let this_cfg = match &loaded {
+            Loaded::Model(m) => &m.0.cfg,
+            Loaded::Stored(f) => &f.cfg,
+        };
+        if *this_cfg != model_cfg {
             return Err(file_err(
                 path.join("config.json"),
                 format!(
@@ -281,7 +333,6 @@ pub fn import_llm360(
         }
         let step = data.rows_per_file[..=k].iter().sum::<u64>() / rows_per_step as u64;
         let tokens = step * rows_per_step as u64 * (data.row_len as u64 - 1);
-        let opt = AdamW::new(cfg.optim.adamw, model.params.len());
         let mut state = CheckpointState {
             format_version: FORMAT_VERSION,
             engine: glass_engine::engine_id(),
@@ -302,7 +353,23 @@ pub fn import_llm360(
             val_bpb: None,
             grad_groups: None,
         };
-        let (files, sha) = checkpoint::write(dir, &model, &opt, &mut state)?;
+        let (files, sha, stats, wf) = match &loaded {
+            Loaded::Model(m) => {
+                let (model, stats, _, wf) = &**m;
+                let opt = AdamW::new(cfg.optim.adamw, model.params.len());
+                let (files, sha) = checkpoint::write(dir, model, &opt, &mut state)?;
+                (files, sha, stats.clone(), wf.clone())
+            }
+            Loaded::Stored(f) => {
+                let (tensors, stats) = glass_hf::import::stored_folder_tensors(f)?;
+                let views = glass_hf::import::tensor_views(&tensors);
+                let layout = glass_engine::ParamLayout::new(&f.cfg);
+                let (files, sha) =
+                    glass_run::weights::write_weights_only(dir, &layout, &views, &mut state)?;
+                (files, sha, stats, f.files.clone())
+            }
+        };
+        drop(loaded);
         let mut src_files = Vec::new();
         let mut names: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(io(path))?
@@ -335,6 +402,7 @@ pub fn import_llm360(
         "data_dir": data_dir.display().to_string(),
         "checkpoints_dir": ckpt_dir.display().to_string(),
         "rows_per_step": rows_per_step,
+        "weights_only": weights_only,
         "tokenizer": {"file": tok_path.display().to_string(), "sha256": sha256_hex(&tok_json)},
         "chunks": files.iter().zip(&data.file_hashes).zip(&data.rows_per_file).map(|((p, h), r)| json!({
             "file": p.display().to_string(), "sha256": h.0, "bytes": h.1, "rows": r,
@@ -376,6 +444,7 @@ pub fn import_llm360(
             source_dir: data_dir.display().to_string(),
             record_sha256: record_sha.clone(),
         }),
+        weights_only,
     };
     manifest.save(dir)?;
     {
@@ -415,6 +484,18 @@ pub fn import_llm360(
             .checkpoints
             .iter()
             .map(|c| c.sha256.clone())
+            .collect(),
+        weights_only,
+        checkpoint_bytes: manifest
+            .checkpoints
+            .iter()
+            .map(|c| {
+                c.files
+                    .iter()
+                    .filter(|f| f.path.starts_with("checkpoints/"))
+                    .map(|f| f.bytes)
+                    .sum()
+            })
             .collect(),
         seconds: t0.elapsed().as_secs_f64(),
     })

@@ -186,6 +186,12 @@ pub fn write_release(
             ),
         ));
     }
+    if m.weights_only && opts.with_optimizer {
+        return Err(ReleaseError::Invalid(format!(
+            "{}: --with-optimizer: this run was imported with --weights-only and holds no optimizer state; release its weights (without --with-optimizer), or import the source again without --weights-only for a trainable run",
+            run_dir.display()
+        )));
+    }
     let data = PreparedData::open(run_dir)?;
     let ckpts = opts.checkpoints.checkpoints(&m)?;
     if ckpts.is_empty() {
@@ -663,7 +669,7 @@ fn write_checkpoint(
                 &tmp,
                 &glass_hf::ExportOptions {
                     checkpoint: Some(c.index),
-                    dtype: opts.dtype,
+                    dtype: Some(opts.dtype),
                     max_shard_bytes: 5_000_000_000,
                 },
             )

@@ -119,7 +119,7 @@ fn tensor_views<'a>(model: &Model, buffers: &[(&str, &'a [f32])]) -> Vec<TensorB
 /// The one metadata key of a checkpoint file (several keys would be written in hash
 /// order, making the bytes differ from run to run; no step, so identical tensors give
 /// identical files).
-fn file_meta(kind: &str, extra: String) -> HashMap<String, String> {
+pub(crate) fn file_meta(kind: &str, extra: String) -> HashMap<String, String> {
     HashMap::from([(
         "glass".to_string(),
         format!("{{\"kind\":\"{kind}\"{extra}}}"),
@@ -199,7 +199,7 @@ pub(crate) fn tensor_ranges(
 
 /// Maps a checkpoint file read-only: a regular file beneath `run_dir` (no link followed)
 /// with the length the manifest records ([`glass_io::open`]).
-fn map_file(run_dir: &Path, path: &Path, want: u64) -> Result<memmap2::Mmap> {
+pub(crate) fn map_file(run_dir: &Path, path: &Path, want: u64) -> Result<memmap2::Mmap> {
     let f = glass_io::open::open_beneath(run_dir, path)?;
     f.expect_len(want)?;
     f.map()?.ok_or_else(|| RunError::Checkpoint {
@@ -456,7 +456,7 @@ impl MappedWeights {
 }
 
 /// The weights file of a checkpoint's manifest entry.
-fn model_entry(files: &[FileEntry]) -> Result<&FileEntry> {
+pub(crate) fn model_entry(files: &[FileEntry]) -> Result<&FileEntry> {
     files
         .iter()
         .find(|f| f.path.ends_with(MODEL_FILE))

@@ -129,6 +129,77 @@ pub struct ImportedRun<'a> {
 /// assembled in a temporary sibling directory and renamed into place, so a failure
 /// leaves nothing behind and the run appears complete or not at all.
 pub fn create_imported_run(run_dir: &Path, run: &ImportedRun<'_>) -> Result<RunManifest> {
+    let parts = Parts {
+        config_text: run.config_text,
+        tokenizer_json: run.tokenizer_json,
+        record_json: run.record_json,
+        source_dir: run.source_dir,
+    };
+    assemble(
+        run_dir,
+        &parts,
+        &run.model.cfg,
+        false,
+        &mut |dir, cfg, state| {
+            let opt = AdamW::new(cfg.optim.adamw, run.model.params.len());
+            checkpoint::write(dir, run.model, &opt, state)
+        },
+    )
+}
+
+/// What a weights-only imported run starts from (`glass import hf --weights-only`).
+pub struct WeightsOnlyRun<'a> {
+    /// Complete `glass.toml` text; its `[model]` must equal `model`.
+    pub config_text: &'a str,
+    /// The model the weights are for.
+    pub model: &'a glass_engine::ModelConfig,
+    /// Every tensor of the model's layout, by its layout name, in the source's dtype
+    /// (f32, bf16 or f16; one dtype for all).
+    pub tensors: &'a [glass_io::safetensors::TensorBytes<'a>],
+    /// `tokenizer.json` bytes, written as `RUN/tokenizer.json`.
+    pub tokenizer_json: &'a [u8],
+    /// The provenance record, written as `RUN/import.json`.
+    pub record_json: &'a [u8],
+    /// Source folder as given on the command line.
+    pub source_dir: &'a str,
+}
+
+/// Creates the weights-only run `run_dir` (manifest `weights_only`) whose checkpoint 0
+/// holds `run.tensors` as stored, and no optimizer state
+/// ([`crate::weights::write_weights_only`]); atomically, as [`create_imported_run`].
+pub fn create_weights_only_run(run_dir: &Path, run: &WeightsOnlyRun<'_>) -> Result<RunManifest> {
+    let parts = Parts {
+        config_text: run.config_text,
+        tokenizer_json: run.tokenizer_json,
+        record_json: run.record_json,
+        source_dir: run.source_dir,
+    };
+    let layout = glass_engine::ParamLayout::new(run.model);
+    assemble(run_dir, &parts, run.model, true, &mut |dir, _, state| {
+        crate::weights::write_weights_only(dir, &layout, run.tensors, state)
+    })
+}
+
+/// The files of an imported run besides its checkpoint.
+struct Parts<'a> {
+    config_text: &'a str,
+    tokenizer_json: &'a [u8],
+    record_json: &'a [u8],
+    source_dir: &'a str,
+}
+
+type WriteCheckpoint<'a> =
+    dyn FnMut(&Path, &RunConfig, &mut CheckpointState) -> Result<(Vec<FileEntry>, String)> + 'a;
+
+/// Assembles an imported run in a temporary sibling directory, `write` publishing its
+/// checkpoint 0, and renames it into place.
+fn assemble(
+    run_dir: &Path,
+    run: &Parts<'_>,
+    model: &glass_engine::ModelConfig,
+    weights_only: bool,
+    write: &mut WriteCheckpoint<'_>,
+) -> Result<RunManifest> {
     if run_dir.exists()
         && std::fs::read_dir(run_dir)
             .map_err(io(run_dir))?
@@ -141,7 +212,7 @@ pub fn create_imported_run(run_dir: &Path, run: &ImportedRun<'_>) -> Result<RunM
         )));
     }
     let cfg = RunConfig::parse(run.config_text, &RunConfig::path(run_dir))?;
-    if cfg.model != run.model.cfg {
+    if cfg.model != *model {
         return Err(RunError::Invalid(
             "internal: the generated [model] differs from the imported weights' config".into(),
         ));
@@ -165,7 +236,6 @@ pub fn create_imported_run(run_dir: &Path, run: &ImportedRun<'_>) -> Result<RunM
     )?;
     write_atomic(&dir.join("tokenizer.json"), run.tokenizer_json)?;
     write_atomic(&dir.join(IMPORT_FILE), run.record_json)?;
-    let opt = AdamW::new(cfg.optim.adamw, run.model.params.len());
     let config_sha = sha256_hex(run.config_text.as_bytes());
     let record_sha = sha256_hex(run.record_json);
     let mut state = CheckpointState {
@@ -188,7 +258,7 @@ pub fn create_imported_run(run_dir: &Path, run: &ImportedRun<'_>) -> Result<RunM
         val_bpb: None,
         grad_groups: None,
     };
-    let (mut files, sha) = checkpoint::write(dir, run.model, &opt, &mut state)?;
+    let (mut files, sha) = write(dir, &cfg, &mut state)?;
     files.push(FileEntry {
         path: IMPORT_FILE.into(),
         sha256: record_sha.clone(),
@@ -213,6 +283,7 @@ pub fn create_imported_run(run_dir: &Path, run: &ImportedRun<'_>) -> Result<RunM
             source_dir: run.source_dir.to_string(),
             record_sha256: record_sha.clone(),
         }),
+        weights_only,
     };
     manifest.save(dir)?;
     {

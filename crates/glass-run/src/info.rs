@@ -54,6 +54,9 @@ pub fn init_branch(run_dir: &Path, parent: &Path, k: Option<u32>) -> Result<(u32
         )));
     }
     let m = RunManifest::require(parent)?;
+    if m.weights_only {
+        return Err(crate::weights::weights_only_refusal(parent, "a branch"));
+    }
     let k = match k {
         Some(k) => k,
         None => {
@@ -127,6 +130,11 @@ pub struct CheckpointInfo {
     pub sha256: String,
     /// Files with their hashes.
     pub files: Vec<crate::checkpoint::FileEntry>,
+    /// The weights' dtype (`f32`, `bf16`, `f16`), from the weights file's header;
+    /// `None` when the file cannot be read (`glass verify` says why).
+    pub weights_dtype: Option<String>,
+    /// Bytes of the weights file.
+    pub weights_bytes: Option<u64>,
 }
 
 /// `glass info` output.
@@ -145,6 +153,9 @@ pub struct RunInfo {
     /// Where checkpoint 0 was imported from (`glass import hf`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub import: Option<crate::manifest::ImportSource>,
+    /// Checkpoints hold weights only (`--weights-only` import): no optimizer state, no
+    /// training.
+    pub weights_only: bool,
     /// Checkpoints.
     pub checkpoints: Vec<CheckpointInfo>,
 }
@@ -155,16 +166,21 @@ pub fn info(run_dir: &Path) -> Result<RunInfo> {
     let checkpoints = m
         .checkpoints
         .iter()
-        .map(|c| CheckpointInfo {
-            index: c.index,
-            step: c.step,
-            tokens: c.tokens,
-            val_loss: c.val_loss,
-            dir: c.files.first().map_or(String::new(), |f| {
-                f.path.rsplit_once('/').map_or("", |x| x.0).to_string()
-            }),
-            sha256: c.sha256.clone(),
-            files: c.files.clone(),
+        .map(|c| {
+            let w = crate::weights::weights_file_info(run_dir, &c.files).ok();
+            CheckpointInfo {
+                index: c.index,
+                step: c.step,
+                tokens: c.tokens,
+                val_loss: c.val_loss,
+                dir: c.files.first().map_or(String::new(), |f| {
+                    f.path.rsplit_once('/').map_or("", |x| x.0).to_string()
+                }),
+                sha256: c.sha256.clone(),
+                files: c.files.clone(),
+                weights_dtype: w.as_ref().map(|w| w.dtype.clone()),
+                weights_bytes: w.map(|w| w.bytes),
+            }
         })
         .collect();
     Ok(RunInfo {
@@ -174,18 +190,44 @@ pub fn info(run_dir: &Path) -> Result<RunInfo> {
         data_manifest_sha256: m.data_manifest_sha256,
         parent: m.parent,
         import: m.import,
+        weights_only: m.weights_only,
         checkpoints,
     })
 }
 
 /// Loads the weights of checkpoint `index` (default: the latest) of a run, hash-checked,
 /// for evaluation and generation. Returns the model and the checkpoint's index.
+///
+/// f32 weights are copied into the model; bf16 and f16 weights (a weights-only run) stay
+/// in the mapped file and the model reads them in place ([`glass_engine::Model::from_half`]:
+/// the same bits as the f32 model over the weights widened, at half the memory).
 pub fn load_model(run_dir: &Path, index: Option<u32>) -> Result<(glass_engine::Model, u32)> {
     let cfg = RunConfig::load(run_dir)?;
+    let (weights, k) = map_stored_weights(run_dir, index)?;
+    Ok((weights.into_model(&cfg.model)?, k))
+}
+
+/// [`load_model`] with the weights always in f32 (16-bit weights widened, exactly): for
+/// callers that change them (folding scales into an export).
+pub fn load_model_f32(run_dir: &Path, index: Option<u32>) -> Result<(glass_engine::Model, u32)> {
+    let cfg = RunConfig::load(run_dir)?;
+    let (weights, k) = map_stored_weights(run_dir, index)?;
+    Ok((weights.into_f32_model(&cfg.model)?, k))
+}
+
+/// Checkpoint `index` (default: the latest)'s weights file mapped in place in its stored
+/// dtype (f32, bf16 or f16), after the checks [`load_model`] makes. The caller checks its
+/// hash ([`crate::weights::StoredWeights::verify`]) before anything made from it counts.
+pub fn map_stored_weights(
+    run_dir: &Path,
+    index: Option<u32>,
+) -> Result<(crate::weights::StoredWeights, u32)> {
+    let cfg = RunConfig::load(run_dir)?;
+    cfg.model.validate()?;
     let (entry, _) = published_entry(run_dir, index)?;
-    let mut model = glass_engine::Model::zeros(&cfg.model)?;
-    crate::checkpoint::load_weights(run_dir, &entry.files, &mut model)?;
-    Ok((model, entry.index))
+    let layout = glass_engine::ParamLayout::new(&cfg.model);
+    let weights = crate::weights::StoredWeights::open(run_dir, &entry.files, &layout)?;
+    Ok((weights, entry.index))
 }
 
 /// Checkpoint `index` (default: the latest)'s weights file mapped in place, after the

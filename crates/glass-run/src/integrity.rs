@@ -80,16 +80,23 @@ pub fn manifest_problems(m: &RunManifest) -> Vec<FileProblem> {
             }
         }
         for name in [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE] {
+            // A weights-only run's checkpoints hold no optimizer state.
+            let want = usize::from(!(m.weights_only && name == OPTIMIZER_FILE));
             if c.files
                 .iter()
                 .filter(|f| file_name(&f.path) == name)
                 .count()
-                != 1
+                != want
             {
-                out.push(problem(
-                    MANIFEST_FILE,
-                    format!("checkpoint {} must list exactly one {name}", c.index),
-                ));
+                let what = if want == 1 {
+                    format!("checkpoint {} must list exactly one {name}", c.index)
+                } else {
+                    format!(
+                        "checkpoint {} lists {name}, but the run is weights-only (no optimizer state)",
+                        c.index
+                    )
+                };
+                out.push(problem(MANIFEST_FILE, what));
             }
         }
     }
@@ -178,6 +185,15 @@ pub fn entry_problems(
         (MODEL_FILE, &st.model_sha256),
         (OPTIMIZER_FILE, &st.optimizer_sha256),
     ] {
+        // Weights-only: the state pins no optimizer file (an empty hash), and none is listed.
+        if m.weights_only && suffix == OPTIMIZER_FILE {
+            if !pinned.is_empty() || listed(suffix).is_some() {
+                bad(format!(
+                    "pins {suffix} `{pinned}`, but the run is weights-only (no optimizer state)"
+                ));
+            }
+            continue;
+        }
         if listed(suffix).map(|f| &f.sha256) != Some(pinned) {
             bad(format!(
                 "pins {suffix} {pinned}, but manifest.json lists {}",

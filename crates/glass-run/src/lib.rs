@@ -20,12 +20,18 @@ pub mod moments;
 pub mod select;
 pub mod train;
 pub mod verify;
+pub mod weights;
 
 pub use config::{init_toml, lr_at, RunConfig};
 pub use diff::{diff, DiffReport};
 pub use error::{Result, RunError};
-pub use import::{create_imported_run, run_tokenizer, run_tokenizer_path, ImportedRun};
-pub use info::{info, init, init_branch, load_model, map_weights, RunInfo};
+pub use import::{
+    create_imported_run, create_weights_only_run, run_tokenizer, run_tokenizer_path, ImportedRun,
+    WeightsOnlyRun,
+};
+pub use info::{
+    info, init, init_branch, load_model, load_model_f32, map_stored_weights, map_weights, RunInfo,
+};
 pub use manifest::{BranchMode, ImportSource, Parent, RunManifest};
 pub use metrics::Metrics;
 pub use select::{Checkpoint, Selection};

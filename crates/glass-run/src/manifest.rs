@@ -94,6 +94,12 @@ pub struct RunManifest {
     /// (absent for runs that initialised their own weights).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import: Option<ImportSource>,
+    /// The run holds weights only (`glass import hf|llm360 --weights-only`): each
+    /// checkpoint is `model.safetensors` in the source's dtype (f32, bf16 or f16) and
+    /// `state.json`, with no optimizer state, so it evaluates, generates and is analysed
+    /// but does not train or replay (docs/run-format.md, "Weights-only runs").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub weights_only: bool,
 }
 
 /// Provenance of an imported run: checkpoint 0 holds weights converted from a folder

@@ -639,6 +639,10 @@ pub fn train_on(
     comm: Arc<dyn Collective>,
 ) -> Result<TrainReport> {
     RunConfig::load(run_dir)?; // clear error for a missing or bad config before locking
+    crate::weights::ensure_trainable(run_dir, "`glass train`")?;
+    if let Some((parent, _)) = &opts.from {
+        crate::weights::ensure_trainable(parent, "`glass train --from`")?;
+    }
     if let (Some((parent, k)), BranchMode::Continue) = (&opts.from, opts.mode) {
         // The branch reads its parent's rows: rank 0 links the data before anyone opens it.
         let linked = if comm.rank() == 0 {
@@ -999,6 +1003,7 @@ fn root_setup(
                 parent: parent.clone(),
                 checkpoints: vec![],
                 import: None,
+                weights_only: false,
             };
             metrics.event(
                 Some(0),

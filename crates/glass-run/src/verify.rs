@@ -137,6 +137,12 @@ pub struct ReplayReport {
 /// branch is recomputed from the parent's checkpoint it names.
 pub fn replay(run_dir: &Path, k: u32) -> Result<ReplayReport> {
     let m = RunManifest::require(run_dir)?;
+    if m.weights_only {
+        return Err(crate::weights::weights_only_refusal(
+            run_dir,
+            "`glass verify --replay`",
+        ));
+    }
     if k == 0 && m.parent.is_none() {
         return Err(RunError::Invalid(
             "checkpoint 0 is the starting point; replay proves checkpoints 1 and later (and checkpoint 0 of a branch)".into(),
