@@ -191,18 +191,11 @@ fn as_u16(b: &[u8]) -> &[u16] {
 }
 
 fn widen(kind: Half, x: u16) -> f32 {
-    match kind {
-        Half::Bf16 => f32::from_bits((x as u32) << 16),
-        Half::F16 => half::f16::from_bits(x).to_f32(),
-    }
+    kind.widen(x)
 }
 
-/// Whether a 16-bit value is finite (exponent not all ones).
 fn finite(kind: Half, x: u16) -> bool {
-    match kind {
-        Half::Bf16 => x & 0x7f80 != 0x7f80,
-        Half::F16 => x & 0x7c00 != 0x7c00,
-    }
+    kind.is_finite(x)
 }
 
 /// Where run-time code reads weights: the flat f32 buffer, or 16-bit weights.

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use glass_engine::gemm::Half;
 use glass_engine::Model;
 use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
@@ -69,12 +70,8 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
 fn elem(dtype: SrcDtype, b: &[u8], i: usize) -> f32 {
     match dtype {
         SrcDtype::F32 => f32::from_le_bytes(b[4 * i..4 * i + 4].try_into().expect("4")),
-        SrcDtype::F16 => {
-            half::f16::from_bits(u16::from_le_bytes([b[2 * i], b[2 * i + 1]])).to_f32()
-        }
-        SrcDtype::BF16 => {
-            half::bf16::from_bits(u16::from_le_bytes([b[2 * i], b[2 * i + 1]])).to_f32()
-        }
+        SrcDtype::F16 => Half::F16.widen(u16::from_le_bytes([b[2 * i], b[2 * i + 1]])),
+        SrcDtype::BF16 => Half::Bf16.widen(u16::from_le_bytes([b[2 * i], b[2 * i + 1]])),
         SrcDtype::F64 => f64::from_le_bytes(b[8 * i..8 * i + 8].try_into().expect("8")) as f32,
     }
 }
@@ -86,14 +83,14 @@ fn convert_contiguous(dtype: SrcDtype, src: &[u8], dst: &mut [f32]) {
                 *d = f32::from_le_bytes(s.try_into().expect("4"));
             }
         }
-        SrcDtype::F16 => {
+        SrcDtype::F16 | SrcDtype::BF16 => {
+            let h = if dtype == SrcDtype::F16 {
+                Half::F16
+            } else {
+                Half::Bf16
+            };
             for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *d = half::f16::from_bits(u16::from_le_bytes([s[0], s[1]])).to_f32();
-            }
-        }
-        SrcDtype::BF16 => {
-            for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *d = half::bf16::from_bits(u16::from_le_bytes([s[0], s[1]])).to_f32();
+                *d = h.widen(u16::from_le_bytes([s[0], s[1]]));
             }
         }
         SrcDtype::F64 => {

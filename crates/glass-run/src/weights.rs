@@ -56,11 +56,11 @@ fn half_kind(d: Dtype) -> Option<Half> {
 pub fn first_non_finite(dtype: Dtype, data: &[u8]) -> Option<usize> {
     const CHUNK: usize = 1 << 16;
     let size = dtype_size(dtype);
+    let half = half_kind(dtype);
     let bad = |b: &[u8]| -> bool {
-        match dtype {
-            Dtype::BF16 => u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80,
-            Dtype::F16 => u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00,
-            _ => !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite(),
+        match half {
+            Some(h) => !h.is_finite(u16::from_le_bytes([b[0], b[1]])),
+            None => !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite(),
         }
     };
     data.par_chunks(CHUNK * size)
@@ -77,14 +77,14 @@ pub fn first_non_finite(dtype: Dtype, data: &[u8]) -> Option<usize> {
 pub fn widen(dtype: Dtype, data: &[u8], out: &mut [f32]) {
     const CHUNK: usize = 1 << 16;
     let size = dtype_size(dtype);
+    let half = half_kind(dtype);
     out.par_chunks_mut(CHUNK)
         .zip(data.par_chunks(CHUNK * size))
         .for_each(|(o, b)| {
             for (x, v) in o.iter_mut().zip(b.chunks_exact(size)) {
-                *x = match dtype {
-                    Dtype::BF16 => f32::from_bits((u16::from_le_bytes([v[0], v[1]]) as u32) << 16),
-                    Dtype::F16 => half::f16::from_bits(u16::from_le_bytes([v[0], v[1]])).to_f32(),
-                    _ => f32::from_le_bytes([v[0], v[1], v[2], v[3]]),
+                *x = match half {
+                    Some(h) => h.widen(u16::from_le_bytes([v[0], v[1]])),
+                    None => f32::from_le_bytes([v[0], v[1], v[2], v[3]]),
                 };
             }
         });

@@ -112,6 +112,27 @@ pub enum Half {
     F16,
 }
 
+impl Half {
+    /// The value `x` encodes, as f32 (exact: every bf16 and f16 value is an f32 value).
+    /// The one widening every reader of 16-bit weights uses, the GEMM's packing included.
+    #[inline(always)]
+    pub fn widen(self, x: u16) -> f32 {
+        match self {
+            Half::Bf16 => pack::Widen::widen(pack::Bf16(x)),
+            Half::F16 => pack::Widen::widen(pack::F16(x)),
+        }
+    }
+
+    /// Whether `x` is finite (its exponent is not all ones).
+    #[inline(always)]
+    pub fn is_finite(self, x: u16) -> bool {
+        match self {
+            Half::Bf16 => x & 0x7f80 != 0x7f80,
+            Half::F16 => x & 0x7c00 != 0x7c00,
+        }
+    }
+}
+
 /// A right-hand operand stored in 16 bits, as a model's weights are in a bf16 or f16
 /// file: packing widens every value to f32 (exactly), so a product with it has the bits
 /// of the same product with the widened operand, under the same contract.
@@ -154,11 +175,7 @@ impl<'a> HalfMat<'a> {
     }
     /// Value at logical (row, col), widened.
     pub fn get(&self, row: usize, col: usize) -> f32 {
-        let x = self.data[self.shape().offset(row, col)];
-        match self.kind {
-            Half::Bf16 => pack::Widen::widen(pack::Bf16(x)),
-            Half::F16 => pack::Widen::widen(pack::F16(x)),
-        }
+        self.kind.widen(self.data[self.shape().offset(row, col)])
     }
 }
 
