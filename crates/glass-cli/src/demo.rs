@@ -79,7 +79,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     );
     report_validation(run)?;
     let english_end = plan.first().map_or(0, |s| s.2);
-    evaluate(run, english_end, a.quiet)?;
+    evaluate(run, english_end)?;
     reproduce(run, english_end, a.quiet)?;
     next_steps(run);
     println!("demo finished in {:.1}s", t0.elapsed().as_secs_f64());
@@ -184,7 +184,7 @@ fn metric(results: &[TaskResult], k: u32, task: &str, m: &str) -> Option<f64> {
 /// Every checkpoint on held-out text: bits per byte of English and code passages, and
 /// the cloze at the chunk checkpoints; then the whole held-out English at the end of
 /// the English stage and at the end, beside compressors on the same works.
-fn evaluate(run: &Path, english_end: u64, _quiet: bool) -> Result<()> {
+fn evaluate(run: &Path, english_end: u64) -> Result<()> {
     let t0 = Instant::now();
     println!(
         "[5/6] every checkpoint on text it never trained on: held-out English works (Macbeth, Twelfth Night, The Tempest) and Rust files ({DEMO_PASSAGES} passages each, bits per byte), and the next-line cloze (300 questions of 4 choices)"

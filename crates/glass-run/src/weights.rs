@@ -254,12 +254,25 @@ impl StoredWeights {
     }
 
     /// The weights widened into a trainable f32 model (exact), hash-checked beside the
-    /// reading; a damaged file never reaches the model.
+    /// reading, every value checked finite (as [`HalfWeights::new`] checks 16-bit ones);
+    /// a damaged or forged file never reaches the model.
     pub fn into_f32_model(self, cfg: &ModelConfig) -> Result<Model> {
         let mut model = Model::zeros(cfg)?;
         let mut params = vec![0.0f32; model.params.len()];
         let (verified, ()) = rayon::join(|| self.verify(), || self.widen_into(&mut params));
         verified?;
+        for t in self.layout.tensors() {
+            let xs = &params[t.range()];
+            if let Some(i) = checkpoint::first_bad(xs, checkpoint::ValueRule::Finite) {
+                return Err(checkpoint::bad_value(
+                    &self.path,
+                    &t.name,
+                    i,
+                    xs[i],
+                    checkpoint::ValueRule::Finite,
+                ));
+            }
+        }
         model.params = params;
         Ok(model)
     }
