@@ -13,6 +13,7 @@ pub mod gemm;
 pub mod hf;
 pub mod http;
 pub mod index;
+pub mod model;
 pub mod serve;
 pub mod train;
 

@@ -33,6 +33,9 @@ pub enum BenchCommand {
     },
     /// Hugging Face export and import throughput (GB/s) for a model preset.
     Hf(BenchHfArgs),
+    /// A model's inference cost: bytes of weights, peak RSS, prefill and batched greedy
+    /// decode tokens/s (32 rows, 32-token prompts, 32 new tokens) at 1 and N threads.
+    Model(BenchModelArgs),
     /// Trace-index build speed and peak memory, and count latency (`glass index`).
     Index(BenchIndexArgs),
     /// sgemm throughput of Glass's GEMM against the `gemm` crate (squares and model shapes).
@@ -110,6 +113,32 @@ pub struct BenchHfArgs {
     /// Shard size (e.g. 5GB, 200MB).
     #[arg(long, default_value = "5GB")]
     pub max_shard_size: String,
+}
+
+/// Options of `glass bench model`.
+#[derive(Args)]
+pub struct BenchModelArgs {
+    /// A run (its checkpoint loaded as `glass eval` loads it: bf16/f16 weights stay
+    /// mapped) or a transformers folder with config.json and one model.safetensors.
+    pub source: PathBuf,
+    /// Checkpoint of a run: an index or `latest` (default).
+    #[arg(long)]
+    pub checkpoint: Option<glass_run::Checkpoint>,
+    /// Thread counts to measure at, e.g. `1,8` (default: 1 and the `--threads` pool's size).
+    #[arg(long, value_delimiter = ',')]
+    pub thread_counts: Vec<usize>,
+    /// Rows decoded together.
+    #[arg(long, default_value_t = 32)]
+    pub rows: usize,
+    /// Prompt tokens per row.
+    #[arg(long, default_value_t = 32)]
+    pub prompt: usize,
+    /// Tokens generated per row.
+    #[arg(long, default_value_t = 32)]
+    pub new_tokens: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `glass bench index`.
@@ -193,6 +222,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Data(a) => data(a),
         BenchCommand::Checkpoint { preset, dir, json } => checkpoint(preset, dir, json),
         BenchCommand::Hf(a) => hf(a),
+        BenchCommand::Model(a) => model(a),
         BenchCommand::Index(a) => index(a),
         BenchCommand::Gemm(a) => gemm(a),
         BenchCommand::Serve(a) => serve(a),
@@ -377,6 +407,64 @@ fn hf(a: BenchHfArgs) -> Result<()> {
         if r.identical { "bit-identical" } else { "DIFFERS" }
     );
     anyhow::ensure!(r.identical, "the re-imported weights differ");
+    Ok(())
+}
+
+/// `glass bench model`.
+fn model(a: BenchModelArgs) -> Result<()> {
+    let mut threads = a.thread_counts.clone();
+    if threads.is_empty() {
+        threads = vec![1, rayon::current_num_threads()];
+        threads.dedup();
+    }
+    let checkpoint = a
+        .checkpoint
+        .map(|c| c.index_in(&a.source))
+        .transpose()?;
+    let r = glass_bench::model::run(
+        &glass_bench::model::ModelOptions {
+            source: a.source.clone(),
+            checkpoint,
+            threads,
+            rows: a.rows,
+            prompt: a.prompt,
+            new_tokens: a.new_tokens,
+        },
+        &mut |m| eprintln!("{m}"),
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "{} ({}{}): {} params, {} weights {:.3} GB, loaded in {:.2} s; RSS after load {:.0} MiB, peak {:.0} MiB; kernel {}",
+        r.source.display(),
+        r.kind,
+        r.checkpoint.map_or(String::new(), |k| format!(", checkpoint {k}")),
+        r.params,
+        r.dtype,
+        r.weight_bytes as f64 / 1e9,
+        r.load_s,
+        r.rss_after_load_mib,
+        r.peak_rss_mib,
+        r.kernel
+    );
+    println!(
+        "{:>7} {:>16} {:>16} {:>10} {:>10}  tokens sha256",
+        "threads", "prefill tok/s", "decode tok/s", "prefill s", "decode s"
+    );
+    for t in &r.results {
+        println!(
+            "{:>7} {:>16.1} {:>16.1} {:>10.3} {:>10.3}  {}",
+            t.threads,
+            t.prefill_tokens_per_s,
+            t.decode_tokens_per_s,
+            t.prefill_s,
+            t.decode_s,
+            &t.tokens_sha256[..16]
+        );
+    }
+    println!("{}", r.note);
     Ok(())
 }
 
