@@ -149,13 +149,8 @@ fn map_half(path: &Path, cfg: &glass_engine::ModelConfig) -> Result<Option<Model
     };
     let bytes: glass_engine::weights::WeightBytes = Arc::new(map);
     let layout = glass_engine::ParamLayout::new(cfg);
-    let half = glass_engine::HalfWeights::new(
-        &layout,
-        kind,
-        bytes,
-        &ranges,
-        &path.display().to_string(),
-    )?;
+    let half =
+        glass_engine::HalfWeights::new(&layout, kind, bytes, &ranges, &path.display().to_string())?;
     Ok(Some(Model::from_half(cfg, half)?))
 }
 
@@ -216,11 +211,7 @@ fn measure(model: &Model, o: &ModelOptions, p: &[Vec<u32>]) -> Result<ThreadFigu
     let total_s = t.elapsed().as_secs_f64();
     let decode_s = (total_s - prefill_s).max(1e-9);
     let generated: usize = out.iter().map(|r| r.len()).sum();
-    let ids: Vec<u8> = out
-        .iter()
-        .flatten()
-        .flat_map(|t| t.to_le_bytes())
-        .collect();
+    let ids: Vec<u8> = out.iter().flatten().flat_map(|t| t.to_le_bytes()).collect();
     Ok(ThreadFigures {
         threads: rayon::current_num_threads(),
         pack_s,

@@ -417,10 +417,7 @@ fn model(a: BenchModelArgs) -> Result<()> {
         threads = vec![1, rayon::current_num_threads()];
         threads.dedup();
     }
-    let checkpoint = a
-        .checkpoint
-        .map(|c| c.index_in(&a.source))
-        .transpose()?;
+    let checkpoint = a.checkpoint.map(|c| c.index_in(&a.source)).transpose()?;
     let r = glass_bench::model::run(
         &glass_bench::model::ModelOptions {
             source: a.source.clone(),

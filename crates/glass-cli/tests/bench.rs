@@ -1,5 +1,6 @@
 //! `glass bench checkpoint` reports warm and cold loads with the page-cache share it
-//! measured before each.
+//! measured before each; `glass bench serve` and `glass bench model` measure what they
+//! say on small inputs.
 
 mod common;
 
@@ -55,4 +56,63 @@ fn serve_bench_downsamples_a_synthetic_run_to_the_width() {
     assert!(v["p50_ms"].as_f64().unwrap() > 0.0);
     assert!(v["p99_ms"].as_f64().unwrap() >= v["p50_ms"].as_f64().unwrap());
     assert!(v["first_chart_ms"].is_null());
+}
+
+/// `glass bench model` on a run (f32 weights) and on its bf16 transformers export (16-bit
+/// weights mapped in place): what it loaded, the same greedy tokens at every thread count,
+/// and half the bytes of weights in bf16.
+#[test]
+fn model_bench_measures_a_run_and_a_bf16_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = common::small_run(&tmp.path().join("run"), &[]);
+    common::ok(&["train", &common::p(&run), "--quiet"]);
+    let folder = tmp.path().join("hf");
+    common::ok(&[
+        "export",
+        "hf",
+        &common::p(&run),
+        &common::p(&folder),
+        "--dtype",
+        "bf16",
+    ]);
+    let bench = |src: &std::path::Path| -> serde_json::Value {
+        let out = common::ok(&[
+            "bench",
+            "model",
+            &common::p(src),
+            "--thread-counts",
+            "1,2",
+            "--rows",
+            "3",
+            "--prompt",
+            "5",
+            "--new-tokens",
+            "4",
+            "--json",
+        ]);
+        serde_json::from_str(&out).unwrap()
+    };
+    let f32_run = bench(&run);
+    let bf16 = bench(&folder);
+    assert_eq!(f32_run["kind"], "run");
+    assert_eq!(f32_run["dtype"], "f32");
+    assert_eq!(bf16["kind"], "folder");
+    assert_eq!(bf16["dtype"], "bf16");
+    assert_eq!(f32_run["params"], bf16["params"]);
+    assert_eq!(
+        f32_run["weight_bytes"].as_u64().unwrap(),
+        2 * bf16["weight_bytes"].as_u64().unwrap()
+    );
+    for r in [&f32_run, &bf16] {
+        let res = r["results"].as_array().unwrap();
+        assert_eq!(res.len(), 2, "{r}");
+        assert_eq!(res[0]["threads"], 1);
+        assert_eq!(res[1]["threads"], 2);
+        assert_eq!(res[0]["tokens_sha256"], res[1]["tokens_sha256"], "{r}");
+        for t in res {
+            assert!(t["prefill_tokens_per_s"].as_f64().unwrap() > 0.0, "{t}");
+            assert!(t["decode_tokens_per_s"].as_f64().unwrap() > 0.0, "{t}");
+        }
+        assert!(r["peak_rss_mib"].as_f64().unwrap() >= r["rss_after_load_mib"].as_f64().unwrap());
+    }
 }
