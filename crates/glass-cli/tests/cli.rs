@@ -115,6 +115,24 @@ fn every_checkpoint_option_takes_latest_and_outputs_take_relative_names() {
         ]),
     );
     cases.insert(
+        ("bench model", "--checkpoint"),
+        s(&[
+            "bench",
+            "model",
+            &r,
+            "--checkpoint",
+            "latest",
+            "--rows",
+            "1",
+            "--prompt",
+            "2",
+            "--new-tokens",
+            "1",
+            "--thread-counts",
+            "1",
+        ]),
+    );
+    cases.insert(
         ("verify", "--replay"),
         s(&["verify", &r, "--replay", "latest"]),
     );
