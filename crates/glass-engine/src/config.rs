@@ -28,6 +28,98 @@ pub enum AttentionScale {
     InvD,
 }
 
+/// Feed-forward network of each block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MlpKind {
+    /// LLaMA / CrystalCoder / OLMo: `down(silu(gate(x)) · up(x))`.
+    #[default]
+    Swiglu,
+    /// GPT-NeoX (Pythia): `down(gelu(up(x)))` with the exact (erf) GELU.
+    Gelu,
+}
+
+/// How a block combines attention and the MLP with the residual stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockKind {
+    /// LLaMA: `h = x + attn(norm1(x))`, `out = h + mlp(norm2(h))`.
+    #[default]
+    PreNorm,
+    /// GPT-NeoX `use_parallel_residual`: `out = x + attn(norm1(x)) + mlp(norm2(x))`.
+    Parallel,
+    /// OLMo 2: `h = x + norm1(attn(x))`, `out = h + norm2(mlp(h))`.
+    PostNorm,
+}
+
+/// The variations of the block that the other transparent suites use (CrystalCoder,
+/// Pythia's GPT-NeoX, OLMo, OLMo 2), as configuration of the one layer stack. The
+/// default is LLaMA, and a default table is not written out, so a LLaMA run's config
+/// reads as it always did.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchConfig {
+    /// A bias on every linear layer inside the blocks (CrystalCoder, GPT-NeoX).
+    pub linear_bias: bool,
+    /// SwiGLU or GELU feed-forward.
+    pub mlp: MlpKind,
+    /// Pre-norm, parallel or post-norm residual.
+    pub block: BlockKind,
+    /// Norms carry a learned weight (and LayerNorm a bias); `false` is OLMo's
+    /// non-parametric LayerNorm.
+    pub norm_affine: bool,
+    /// A norm over the whole q and k projections before RoPE (OLMo 2's QK-norm), with
+    /// weights `self_attn.q_norm.weight` and `self_attn.k_norm.weight`.
+    pub qk_norm: bool,
+    /// Clamp q, k and v to `[-c, c]` after the projection (OLMo's `clip_qkv`).
+    pub qkv_clip: Option<f32>,
+}
+
+impl Default for ArchConfig {
+    fn default() -> Self {
+        Self {
+            linear_bias: false,
+            mlp: MlpKind::Swiglu,
+            block: BlockKind::PreNorm,
+            norm_affine: true,
+            qk_norm: false,
+            qkv_clip: None,
+        }
+    }
+}
+
+impl ArchConfig {
+    /// True for plain LLaMA (nothing to write out).
+    pub fn is_llama(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether the engine has a backward pass for this block: pre-norm, SwiGLU, affine
+    /// norms, with or without linear biases (LLaMA and CrystalCoder). The other suites'
+    /// blocks run forward only (evaluation, generation, analysis).
+    pub fn trainable(&self) -> Result<(), String> {
+        let why = if self.mlp != MlpKind::Swiglu {
+            Some("a GELU feed-forward")
+        } else if self.block != BlockKind::PreNorm {
+            Some("a parallel or post-norm block")
+        } else if !self.norm_affine {
+            Some("non-parametric norms")
+        } else if self.qk_norm {
+            Some("QK-norm")
+        } else if self.qkv_clip.is_some() {
+            Some("qkv clipping")
+        } else {
+            None
+        };
+        match why {
+            Some(w) => Err(format!(
+                "glass trains LLaMA- and CrystalCoder-style blocks; this model has {w} (GPT-NeoX / OLMo), which glass runs forward only: evaluate, generate, analyse, export"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Learning-rate multipliers per parameter group (muP scales the hidden matrices).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -140,6 +232,9 @@ pub struct ModelConfig {
     /// muP scales; absent means plain LLaMA.
     #[serde(default)]
     pub mup: MupConfig,
+    /// Block variations of the other suites; absent means LLaMA.
+    #[serde(default, skip_serializing_if = "ArchConfig::is_llama")]
+    pub arch: ArchConfig,
 }
 
 fn default_norm() -> NormKind {
@@ -165,6 +260,14 @@ impl ModelConfig {
     pub fn rotary_dim(&self) -> usize {
         let r = (self.head_dim() as f64 * self.rotary_fraction as f64).round() as usize;
         r - r % 2
+    }
+
+    /// Width of the MLP's input projection: `[gate; up]` for SwiGLU, `up` for GELU.
+    pub fn mlp_in(&self) -> usize {
+        match self.arch.mlp {
+            MlpKind::Swiglu => 2 * self.ffn_hidden,
+            MlpKind::Gelu => self.ffn_hidden,
+        }
     }
 
     /// Width of the K and V projections.
@@ -245,6 +348,23 @@ impl ModelConfig {
                 ),
             );
         }
+        if let Some(c) = self.arch.qkv_clip {
+            if !(c.is_finite() && c > 0.0) {
+                return bad("arch.qkv_clip", format!("{c} must be a finite number > 0"));
+            }
+        }
+        if self.arch.qk_norm && self.norm != NormKind::RmsNorm {
+            return bad(
+                "arch.qk_norm",
+                "QK-norm is an RMSNorm (OLMo 2); set model.norm = \"rmsnorm\"".into(),
+            );
+        }
+        if self.arch.qk_norm && !self.arch.norm_affine {
+            return bad(
+                "arch.qk_norm",
+                "QK-norm has weights; it needs arch.norm_affine = true".into(),
+            );
+        }
         let m = &self.mup;
         for (name, v) in [
             ("mup.embedding_multiplier", m.embedding_multiplier),
@@ -302,12 +422,19 @@ impl ModelConfig {
             self.ffn_hidden as u128,
         );
         let h = self.n_heads as u128;
-        let norms = if self.norm == NormKind::LayerNorm {
-            2
-        } else {
-            1
+        let norms = match (self.arch.norm_affine, self.norm) {
+            (false, _) => 0,
+            (true, NormKind::LayerNorm) => 2,
+            (true, NormKind::RmsNorm) => 1,
         };
-        let block = 2 * norms * d + (h + 2 * kv) * hd * d + d * h * hd + 3 * d * f;
+        let mlp_in = self.mlp_in() as u128;
+        let mut block = 2 * norms * d + (h + 2 * kv) * hd * d + d * h * hd + (mlp_in + f) * d;
+        if self.arch.linear_bias {
+            block += (h + 2 * kv) * hd + d + mlp_in + d;
+        }
+        if self.arch.qk_norm {
+            block += (h + kv) * hd;
+        }
         let head = if self.tie_embeddings { 0 } else { v * d };
         let params = v * d + l * block + norms * d + head;
         let rope = 2 * self.max_seq_len as u128 * (self.rotary_dim() as u128 / 2);
@@ -389,6 +516,7 @@ impl ModelConfig {
             rotary_fraction: 1.0,
             tie_embeddings: false,
             mup: MupConfig::default(),
+            arch: ArchConfig::default(),
         };
         let cfg = match name {
             // The default run's model (`glass demo`): small enough that about 800 K
@@ -405,11 +533,19 @@ impl ModelConfig {
                 norm_eps: 1e-6,
                 ..base(32000, 4096, 32, 32, 11008, 2048)
             },
-            // CrystalCoder: LLaMA-7B shapes with LayerNorm, 25% partial rotary and muP.
-            // Hidden lr multiplier and init width scale 1/16 = base width 256 / width 4096.
+            // CrystalCoder as released (`model_type: "crystalcoder"`): LLaMA-7B widths
+            // with LayerNorm, a bias on every linear layer, 25% partial rotary, FFN 10922,
+            // tied embeddings, vocabulary 32032 and muP. Hidden lr multiplier and init width
+            // scale 1/16 = base width 256 / width 4096 (`mup_width_scale` 0.0625); logits
+            // × `mup_output_alpha` 2.22 × 0.0625 = 0.13875.
             "crystalcoder-7b" => ModelConfig {
                 norm: NormKind::LayerNorm,
                 rotary_fraction: 0.25,
+                tie_embeddings: true,
+                arch: ArchConfig {
+                    linear_bias: true,
+                    ..ArchConfig::default()
+                },
                 mup: MupConfig {
                     embedding_multiplier: 14.6,
                     output_logit_multiplier: 0.13875,
@@ -422,7 +558,7 @@ impl ModelConfig {
                     scale_residual_init: true,
                     ..MupConfig::default()
                 },
-                ..base(32032, 4096, 32, 32, 11008, 2048)
+                ..base(32032, 4096, 32, 32, 10922, 2048)
             },
             other => {
                 return Err(EngineError::Config(format!(

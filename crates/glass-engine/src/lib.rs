@@ -19,7 +19,10 @@ pub mod parallel;
 pub mod weights;
 
 pub use argmax::{argmax, argmax_token};
-pub use config::{AttentionScale, LrMultipliers, ModelConfig, MupConfig, NormKind, PRESETS};
+pub use config::{
+    ArchConfig, AttentionScale, BlockKind, LrMultipliers, MlpKind, ModelConfig, MupConfig,
+    NormKind, PRESETS,
+};
 pub use generate::{decode, CachedInput, DecodeStep, KvCache, Sampler, SamplingConfig};
 pub use grad_tree::GradTree;
 pub use layout::{ParamGroup, ParamLayout, TensorView};

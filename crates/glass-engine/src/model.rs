@@ -11,12 +11,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::config::ModelConfig;
+use crate::config::{BlockKind, MlpKind, ModelConfig};
 use crate::layout::{BlockOffsets, ParamGroup, ParamLayout};
 use crate::ops::attention::{self, AttnDims};
 use crate::ops::lm_head::{self, HeadDims};
 use crate::ops::rope::Rope;
-use crate::ops::{embedding, linear, norm, swiglu};
+use crate::ops::{embedding, gelu, linear, norm, swiglu};
 use crate::optim::AdamW;
 use crate::weights::{HalfWeights, Params};
 use crate::EngineError;
@@ -76,7 +76,7 @@ impl BlockActs {
             (&mut self.ln2, n * d),
             (&mut self.ln2_mean, n),
             (&mut self.ln2_rstd, n),
-            (&mut self.gu, n * 2 * f),
+            (&mut self.gu, n * cfg.mlp_in()),
             (&mut self.h, n * f),
         ] {
             b.resize(len, 0.0);
@@ -204,7 +204,7 @@ impl Workspace {
                 (&mut self.datt, n * cfg.n_heads * hd),
                 (&mut self.dqkv, n * w),
                 (&mut self.dh, n * f),
-                (&mut self.dgu, n * 2 * f),
+                (&mut self.dgu, n * cfg.mlp_in()),
             ] {
                 b.resize(len, 0.0);
             }
@@ -330,10 +330,10 @@ impl Model {
     }
 
     fn ensure_trainable(&self) -> Result<(), EngineError> {
-        match self.half {
-            Some(_) => Err(crate::weights::inference_only()),
-            None => Ok(()),
+        if self.half.is_some() {
+            return Err(crate::weights::inference_only());
         }
+        self.cfg.arch.trainable().map_err(EngineError::Input)
     }
 
     /// What [`run_trunk`] needs from the model (used by KV-cache decoding).
@@ -563,7 +563,9 @@ impl Model {
                 ..
             } = *bo;
             let a = &ws.trunk.blocks[l];
-            // x_next = xmid + h·Wdownᵀ
+            let mi = cfg.mlp_in();
+            // x_next = xmid + h·Wdownᵀ (+ b)
+            bias_grad(g, bo.down_b, &ws.dres, d);
             linear::backward(
                 &ws.dres,
                 &a.h,
@@ -575,15 +577,16 @@ impl Model {
                 d,
             );
             swiglu::backward(&a.gu, &ws.dh, &mut ws.dgu, f);
+            bias_grad(g, bo.gate_up_b, &ws.dgu, mi);
             linear::backward(
                 &ws.dgu,
                 &a.ln2,
-                &p[gate_up..gate_up + 2 * f * d],
+                &p[gate_up..gate_up + mi * d],
                 &mut ws.dln,
-                &mut g[gate_up..gate_up + 2 * f * d],
+                &mut g[gate_up..gate_up + mi * d],
                 n,
                 d,
-                2 * f,
+                mi,
             );
             norm_backward(
                 cfg,
@@ -597,8 +600,9 @@ impl Model {
                 &ws.dln,
                 &mut ws.dres,
             );
-            // xmid = x + att·Woᵀ
+            // xmid = x + att·Woᵀ (+ b)
             let ad = nh * hd;
+            bias_grad(g, bo.o_b, &ws.dres, d);
             linear::backward(
                 &ws.dres,
                 &a.att,
@@ -625,6 +629,7 @@ impl Model {
                 rope.rotate(row, nh, hd, pos, true);
                 rope.rotate(&mut row[nh * hd..], nkv, hd, pos, true);
             });
+            bias_grad(g, bo.qkv_b, &ws.dqkv, w);
             linear::backward(
                 &ws.dqkv,
                 &a.ln1,
@@ -744,6 +749,9 @@ pub(crate) fn run_trunk(
     let (d, f, hd) = (cfg.d_model, cfg.ffn_hidden, cfg.head_dim());
     let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
     let w = (nh + 2 * nkv) * hd;
+    let mi = cfg.mlp_in();
+    let arch = cfg.arch;
+    let post = arch.block == BlockKind::PostNorm;
     p.embed(
         lay.embed,
         cfg.vocab_size,
@@ -756,16 +764,21 @@ pub(crate) fn run_trunk(
     for (l, bo) in lay.blocks.iter().enumerate() {
         let (x, x_next) = pair_mut(&mut tr.resid, l % nr, (l + 1) % nr);
         let a = &mut tr.blocks[l % nb];
-        norm_forward(
-            cfg,
-            p,
-            bo.norm1_w,
-            bo.norm1_b,
-            x,
-            &mut a.ln1,
-            &mut a.ln1_mean,
-            &mut a.ln1_rstd,
-        );
+        // Attention reads norm1(x) (pre-norm, parallel) or x itself (post-norm).
+        if post {
+            a.ln1.copy_from_slice(x);
+        } else {
+            norm_forward(
+                cfg,
+                p,
+                bo.norm1_w,
+                bo.norm1_b,
+                x,
+                &mut a.ln1,
+                &mut a.ln1_mean,
+                &mut a.ln1_rstd,
+            );
+        }
         let pk = packed.map(|pw| &pw.blocks[l]);
         p.linear(
             bo.qkv,
@@ -777,33 +790,90 @@ pub(crate) fn run_trunk(
             w,
             false,
         );
+        add_bias(p, bo.qkv_b, &mut a.qkv, w);
+        let qk_norm = bo
+            .q_norm
+            .zip(bo.k_norm)
+            .map(|(q, k)| (p.vec(q, nh * hd), p.vec(k, nkv * hd)));
         a.qkv.par_chunks_mut(w).enumerate().for_each(|(r, row)| {
+            if let Some(c) = arch.qkv_clip {
+                for v in row.iter_mut() {
+                    *v = v.clamp(-c, c);
+                }
+            }
+            if let Some((qw, kw)) = qk_norm {
+                let (q, rest) = row.split_at_mut(nh * hd);
+                norm::forward_in_place(cfg.norm, cfg.norm_eps, q, qw);
+                norm::forward_in_place(cfg.norm, cfg.norm_eps, &mut rest[..nkv * hd], kw);
+            }
             let pos = pos(r);
             rope.rotate(row, nh, hd, pos, false);
             rope.rotate(&mut row[nh * hd..], nkv, hd, pos, false);
         });
         attend(l, &a.qkv, &mut a.att, &mut a.lse, &mut tr.hm);
-        a.xmid.copy_from_slice(x);
-        p.linear(
-            bo.o,
-            pk.map(|b| &b.o),
-            &a.att,
-            &mut a.xmid,
-            n,
-            nh * hd,
-            d,
-            true,
-        );
-        norm_forward(
-            cfg,
-            p,
-            bo.norm2_w,
-            bo.norm2_b,
-            &a.xmid,
-            &mut a.ln2,
-            &mut a.ln2_mean,
-            &mut a.ln2_rstd,
-        );
+        if post {
+            // xmid = x + norm1(att·Woᵀ + b)
+            p.linear(
+                bo.o,
+                pk.map(|b| &b.o),
+                &a.att,
+                &mut a.ln2,
+                n,
+                nh * hd,
+                d,
+                false,
+            );
+            add_bias(p, bo.o_b, &mut a.ln2, d);
+            norm_forward(
+                cfg,
+                p,
+                bo.norm1_w,
+                bo.norm1_b,
+                &a.ln2,
+                &mut a.xmid,
+                &mut a.ln1_mean,
+                &mut a.ln1_rstd,
+            );
+            add_into(&mut a.xmid, x);
+        } else {
+            // xmid = x + att·Woᵀ + b
+            a.xmid.copy_from_slice(x);
+            p.linear(
+                bo.o,
+                pk.map(|b| &b.o),
+                &a.att,
+                &mut a.xmid,
+                n,
+                nh * hd,
+                d,
+                true,
+            );
+            add_bias(p, bo.o_b, &mut a.xmid, d);
+        }
+        // The MLP reads norm2(xmid) (pre-norm), norm2(x) (parallel) or xmid (post-norm).
+        match arch.block {
+            BlockKind::PreNorm => norm_forward(
+                cfg,
+                p,
+                bo.norm2_w,
+                bo.norm2_b,
+                &a.xmid,
+                &mut a.ln2,
+                &mut a.ln2_mean,
+                &mut a.ln2_rstd,
+            ),
+            BlockKind::Parallel => norm_forward(
+                cfg,
+                p,
+                bo.norm2_w,
+                bo.norm2_b,
+                x,
+                &mut a.ln2,
+                &mut a.ln2_mean,
+                &mut a.ln2_rstd,
+            ),
+            BlockKind::PostNorm => a.ln2.copy_from_slice(&a.xmid),
+        }
         p.linear(
             bo.gate_up,
             pk.map(|b| &b.gate_up),
@@ -811,12 +881,44 @@ pub(crate) fn run_trunk(
             &mut a.gu,
             n,
             d,
-            2 * f,
+            mi,
             false,
         );
-        swiglu::forward(&a.gu, &mut a.h, f);
-        x_next.copy_from_slice(&a.xmid);
-        p.linear(bo.down, pk.map(|b| &b.down), &a.h, x_next, n, f, d, true);
+        add_bias(p, bo.gate_up_b, &mut a.gu, mi);
+        match arch.mlp {
+            MlpKind::Swiglu => swiglu::forward(&a.gu, &mut a.h, f),
+            MlpKind::Gelu => gelu::forward(&a.gu, &mut a.h),
+        }
+        if post {
+            // out = xmid + norm2(h·Wdownᵀ + b); `ln1` is free scratch by now.
+            p.linear(
+                bo.down,
+                pk.map(|b| &b.down),
+                &a.h,
+                &mut a.ln1,
+                n,
+                f,
+                d,
+                false,
+            );
+            add_bias(p, bo.down_b, &mut a.ln1, d);
+            norm_forward(
+                cfg,
+                p,
+                bo.norm2_w,
+                bo.norm2_b,
+                &a.ln1,
+                x_next,
+                &mut a.ln2_mean,
+                &mut a.ln2_rstd,
+            );
+            add_into(x_next, &a.xmid);
+        } else {
+            // out = xmid + h·Wdownᵀ + b
+            x_next.copy_from_slice(&a.xmid);
+            p.linear(bo.down, pk.map(|b| &b.down), &a.h, x_next, n, f, d, true);
+            add_bias(p, bo.down_b, x_next, d);
+        }
     }
     let x = &tr.resid[cfg.n_layers % nr];
     norm_forward(
@@ -829,6 +931,31 @@ pub(crate) fn run_trunk(
         &mut tr.lnf_mean,
         &mut tr.lnf_rstd,
     );
+}
+
+/// Adds the bias at layout offset `b` (if any) to every row of `y` (width `width`).
+fn add_bias(p: Params<'_>, b: Option<usize>, y: &mut [f32], width: usize) {
+    if let Some(b) = b {
+        linear::bias_forward(y, p.vec(b, width));
+    }
+}
+
+/// Adds the gradient of the bias at layout offset `b` (if any): the column sums of `dy`.
+fn bias_grad(g: &mut [f32], b: Option<usize>, dy: &[f32], width: usize) {
+    if let Some(b) = b {
+        linear::bias_backward(dy, &mut g[b..b + width]);
+    }
+}
+
+/// `y += x` element-wise (a residual add).
+fn add_into(y: &mut [f32], x: &[f32]) {
+    y.par_chunks_mut(4096)
+        .zip(x.par_chunks(4096))
+        .for_each(|(yc, xc)| {
+            for (a, &b) in yc.iter_mut().zip(xc) {
+                *a += b;
+            }
+        });
 }
 
 /// Element `i` shared and element `o` mutable (`i != o`).
@@ -847,7 +974,7 @@ fn pair_mut(v: &mut [Vec<f32>], i: usize, o: usize) -> (&Vec<f32>, &mut Vec<f32>
 fn norm_forward(
     cfg: &ModelConfig,
     p: Params<'_>,
-    w_off: usize,
+    w_off: Option<usize>,
     b_off: Option<usize>,
     x: &[f32],
     y: &mut [f32],
@@ -859,7 +986,7 @@ fn norm_forward(
         cfg.norm,
         cfg.norm_eps,
         x,
-        p.vec(w_off, d),
+        w_off.map(|o| p.vec(o, d)),
         b_off.map(|o| p.vec(o, d)),
         y,
         mean,
@@ -874,7 +1001,7 @@ fn norm_backward(
     cfg: &ModelConfig,
     p: &[f32],
     g: &mut [f32],
-    w_off: usize,
+    w_off: Option<usize>,
     b_off: Option<usize>,
     x: &[f32],
     mean: &[f32],
@@ -883,6 +1010,8 @@ fn norm_backward(
     dx: &mut [f32],
 ) {
     let d = cfg.d_model;
+    // Training runs affine norms only (`ArchConfig::trainable`).
+    let w_off = w_off.expect("a trainable model's norms have weights");
     let w = &p[w_off..w_off + d];
     // Weight and bias are adjacent in the layout (bias right after weight).
     let (dw, rest) = g[w_off..].split_at_mut(d);

@@ -86,7 +86,7 @@ fn pack(model: &Model) -> PackedWeights {
         .map(|bo| BlockPacks {
             qkv: wt(bo.qkv, d, w),
             o: wt(bo.o, nh * hd, d),
-            gate_up: wt(bo.gate_up, d, 2 * f),
+            gate_up: wt(bo.gate_up, d, cfg.mlp_in()),
             down: wt(bo.down, f, d),
         })
         .collect();

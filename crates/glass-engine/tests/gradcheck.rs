@@ -12,6 +12,14 @@ fn check(cfg: &ModelConfig) {
     for (i, p) in model.params.iter_mut().enumerate() {
         *p *= 1.0 + 8.0 * (((i * 7919) % 13) as f32 / 13.0);
     }
+    // Biases start at zero: give them values, so their forward path is exercised too.
+    for t in model.layout.clone().tensors() {
+        if t.name.ends_with(".bias") {
+            for (j, p) in model.params[t.range()].iter_mut().enumerate() {
+                *p = 0.1 * (((j * 31 + t.offset) % 17) as f32 / 8.0 - 1.0);
+            }
+        }
+    }
     let inputs = common::tokens(batch * seq, cfg.vocab_size, 1);
     let targets = common::tokens(batch * seq, cfg.vocab_size, 2);
     let scale = 1.0 / (batch * seq) as f32;
@@ -75,6 +83,20 @@ fn layernorm_partial_rotary_mup_tied_gradients_match_finite_differences() {
     cfg.norm = NormKind::LayerNorm;
     cfg.rotary_fraction = 0.5;
     cfg.tie_embeddings = true;
+    cfg.mup.embedding_multiplier = 3.0;
+    cfg.mup.output_logit_multiplier = 0.4;
+    cfg.mup.attention_scale = AttentionScale::InvD;
+    check(&cfg);
+}
+
+#[test]
+fn crystalcoder_linear_biases_gradients_match_finite_differences() {
+    // CrystalCoder's block: LayerNorm, a bias on every linear layer, partial rotary, muP.
+    let mut cfg = common::small_cfg();
+    cfg.norm = NormKind::LayerNorm;
+    cfg.rotary_fraction = 0.5;
+    cfg.tie_embeddings = true;
+    cfg.arch.linear_bias = true;
     cfg.mup.embedding_multiplier = 3.0;
     cfg.mup.output_logit_multiplier = 0.4;
     cfg.mup.attention_scale = AttentionScale::InvD;

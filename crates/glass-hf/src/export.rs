@@ -214,10 +214,9 @@ pub fn apply_folds(model: &mut Model, f: &Folds) {
             f.head,
         );
     }
-    scale(
-        &mut model.params[lay.norm_f_w..lay.norm_f_w + d],
-        f.final_norm,
-    );
+    if let Some(w) = lay.norm_f_w {
+        scale(&mut model.params[w..w + d], f.final_norm);
+    }
     let q_len = cfg.n_heads * cfg.head_dim() * d;
     for b in &lay.blocks {
         scale(&mut model.params[b.qkv..b.qkv + q_len], f.q);
@@ -374,7 +373,15 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
     let (weights, k) = glass_run::map_stored_weights(run_dir, Some(entry.index))?;
     let stored = weights.dtype();
     let dtype = opts.dtype.unwrap_or(ExportDtype::of_stored(stored));
-    let (config_json, folds) = to_hf(&cfg.model, ids, dtype.torch_name())?;
+    let family = crate::families::Family::of_model(&cfg.model);
+    let (config_json, folds) = if family == crate::families::Family::Llama {
+        to_hf(&cfg.model, ids, dtype.torch_name())?
+    } else {
+        (
+            crate::families::to_hf(family, &cfg.model, ids.bos, ids.eos, dtype.torch_name())?,
+            crate::hf_config::Folds::none(),
+        )
+    };
     let state_file = entry
         .files
         .iter()
@@ -419,7 +426,32 @@ pub fn export(run_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
         // The check on a thread of its own: the writing mostly waits for the disk.
         let (verified, written) = std::thread::scope(|s| {
             let check = s.spawn(|| weights.verify());
-            let written = write_weights(dir, &weights.tensors(), dtype, opts.max_shard_bytes);
+            let stored = weights.tensors();
+            // The family's names and layouts: byte moves of the stored values.
+            let dt = stored.first().map_or(Dtype::F32, |t| t.dtype);
+            let moved = crate::families::from_glass(
+                family,
+                &cfg.model,
+                stored
+                    .iter()
+                    .map(|t| crate::families::Moved {
+                        name: t.name.clone(),
+                        shape: t.shape.clone(),
+                        data: Cow::Borrowed(t.data),
+                    })
+                    .collect(),
+                glass_run::weights::dtype_size(dt),
+            );
+            let views: Vec<TensorBytes> = moved
+                .iter()
+                .map(|m| TensorBytes {
+                    name: m.name.clone(),
+                    dtype: dt,
+                    shape: m.shape.clone(),
+                    data: &m.data,
+                })
+                .collect();
+            let written = write_weights(dir, &views, dtype, opts.max_shard_bytes);
             (
                 check
                     .join()

@@ -32,6 +32,17 @@ pub struct Folds {
 }
 
 impl Folds {
+    /// No fold (the other families express every Glass knob in their own config).
+    pub fn none() -> Self {
+        Folds {
+            embed: 1.0,
+            head: 1.0,
+            final_norm: 1.0,
+            q: 1.0,
+            notes: vec![],
+        }
+    }
+
     /// True when no weight changes.
     pub fn is_identity(&self) -> bool {
         self.embed == 1.0 && self.head == 1.0 && self.final_norm == 1.0 && self.q == 1.0
@@ -64,7 +75,13 @@ pub fn to_hf(cfg: &ModelConfig, ids: SpecialTokenIds, torch_dtype: &str) -> Resu
         rotary_fraction,
         tie_embeddings,
         mup,
+        arch,
     } = cfg.clone();
+    if !arch.is_llama() {
+        return Err(HfError::Refused(
+            "model.arch: not a LLaMA block; it is exported in its own family's format (crate::families)".into(),
+        ));
+    }
     let MupConfig {
         embedding_multiplier,
         output_logit_multiplier,
@@ -173,6 +190,8 @@ pub struct HfModelInfo {
     pub eos_token_id: Option<u32>,
     /// Fields that cannot change the function and were not mapped.
     pub ignored: Vec<String>,
+    /// Which transformers family the folder holds.
+    pub family: crate::families::Family,
 }
 
 /// Fields that never change what the model computes.
@@ -227,12 +246,24 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<HfModelInfo> {
     let obj = v
         .as_object()
         .ok_or_else(|| bad("is not a JSON object".into()))?;
+    if let Some(family) = crate::families::Family::of_config(obj) {
+        if family != crate::families::Family::Llama {
+            let (cfg, ignored) = crate::families::from_hf(family, obj, path)?;
+            return Ok(HfModelInfo {
+                cfg: Some(cfg),
+                bos_token_id: first_id(obj.get("bos_token_id")),
+                eos_token_id: first_id(obj.get("eos_token_id")),
+                ignored,
+                family,
+            });
+        }
+    }
     let arch = obj.get("architectures").and_then(|a| a.as_array());
     if let Some(a) = arch {
         let names: Vec<&str> = a.iter().filter_map(|x| x.as_str()).collect();
         if names != ["LlamaForCausalLM"] {
             return Err(bad(format!(
-                "architecture {names:?} is not supported; glass imports LlamaForCausalLM (LLaMA-family decoders) only"
+                "architecture {names:?} is not supported; glass imports LlamaForCausalLM, CrystalCoderLMHeadModel, GPTNeoXForCausalLM, OlmoForCausalLM and Olmo2ForCausalLM"
             )));
         }
     }
@@ -240,7 +271,7 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<HfModelInfo> {
         Some("llama") => {}
         Some(other) => {
             return Err(bad(format!(
-                "model_type `{other}` is not supported; glass imports model_type \"llama\" only"
+                "model_type `{other}` is not supported; glass imports llama, crystalcoder, gpt_neox, olmo and olmo2"
             )))
         }
         None if arch.is_some() => {}
@@ -353,6 +384,7 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<HfModelInfo> {
         rotary_fraction: 1.0,
         tie_embeddings: flag("tie_word_embeddings"),
         mup: MupConfig::default(),
+        arch: glass_engine::ArchConfig::default(),
     };
     cfg.validate()
         .map_err(|e| bad(format!("describes a model glass cannot run: {e}")))?;
@@ -366,6 +398,7 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<HfModelInfo> {
         bos_token_id: first_id(obj.get("bos_token_id")),
         eos_token_id: first_id(obj.get("eos_token_id")),
         ignored,
+        family: crate::families::Family::Llama,
     })
 }
 

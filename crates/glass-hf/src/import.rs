@@ -128,7 +128,7 @@ pub fn run_toml(name: &str, src: &Path, m: &ModelConfig, sp: &Specials) -> Strin
         None => "# bos = \"<s>\"\n".into(),
     };
     format!(
-        r#"# Glass run imported from a Hugging Face LLaMA folder by `glass import hf`.
+        r#"# Glass run imported from a Hugging Face folder by `glass import hf`.
 # Checkpoint 0 holds the imported weights; import.json records every source file's
 # sha256. `glass generate` works now; for continued pretraining edit [data] (sources,
 # stages), then `glass data prepare` and `glass train`.
@@ -147,12 +147,12 @@ n_heads = {heads}
 n_kv_heads = {kv}
 ffn_hidden = {ffn}
 max_seq_len = {maxpos}
-norm = "rmsnorm"
+norm = "{norm}"
 norm_eps = {eps:?}
 rope_theta = {theta:?}
-rotary_fraction = 1.0
+rotary_fraction = {rot:?}
 tie_embeddings = {tied}
-
+{tables}
 [optim]
 # Continued pretraining: a short warm-up, then cosine decay (AdamW moments start at zero).
 lr = 3e-4
@@ -223,10 +223,40 @@ rows = 16
         eps = m.norm_eps,
         theta = m.rope_theta,
         tied = m.tie_embeddings,
+        norm = match m.norm {
+            glass_engine::NormKind::RmsNorm => "rmsnorm",
+            glass_engine::NormKind::LayerNorm => "layernorm",
+        },
+        rot = m.rotary_fraction,
+        tables = model_tables(m),
         seq = m.max_seq_len.min(128),
         eos = toml_str(&sp.eos),
         add_bos = sp.add_bos,
     )
+}
+
+/// `[model.mup]` and `[model.arch]` when they differ from plain LLaMA (CrystalCoder's
+/// muP, the other suites' blocks), as TOML tables under `[model]`.
+fn model_tables(m: &ModelConfig) -> String {
+    #[derive(serde::Serialize)]
+    struct Tables<'a> {
+        model: ModelTables<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct ModelTables<'a> {
+        mup: Option<&'a glass_engine::MupConfig>,
+        arch: Option<&'a glass_engine::ArchConfig>,
+    }
+    let t = Tables {
+        model: ModelTables {
+            mup: (m.mup != glass_engine::MupConfig::default()).then_some(&m.mup),
+            arch: (!m.arch.is_llama()).then_some(&m.arch),
+        },
+    };
+    match toml::to_string(&t) {
+        Ok(s) if s.trim() != "[model]" => format!("\n{}", s.replace("[model]\n", "")),
+        _ => String::new(),
+    }
 }
 
 /// Hashes every regular file directly inside `src`, in name order.
@@ -289,7 +319,9 @@ pub fn open_stored_folder(src: &Path) -> Result<StoredFolder> {
     let (v, info) = read_config(src)?;
     let cfg = info.cfg.clone().expect("mapped");
     let files = discover(src)?;
-    crate::weights::check_shapes(&files, &cfg)?;
+    if info.family == crate::families::Family::Llama {
+        crate::weights::check_shapes(&files, &cfg)?;
+    }
     let maps = crate::weights::map_shards(&files)?;
     Ok(StoredFolder {
         want: crate::weights::config_dtype(&v),
@@ -306,7 +338,15 @@ pub fn open_stored_folder(src: &Path) -> Result<StoredFolder> {
 pub fn stored_folder_tensors(
     f: &StoredFolder,
 ) -> Result<(Vec<crate::weights::StoredTensor<'_>>, LoadStats)> {
-    crate::weights::stored_tensors(&f.files, &f.maps, &f.cfg, f.want.clone(), &f.config_path)
+    crate::weights::stored_tensors(
+        &f.files,
+        &f.maps,
+        &f.cfg,
+        f.want.clone(),
+        &f.config_path,
+        f.info.family,
+        false,
+    )
 }
 
 /// Safetensors views of stored tensors.
@@ -345,8 +385,28 @@ pub fn load_folder(
     let (_, info) = read_config(src)?;
     let cfg = info.cfg.clone().expect("mapped");
     let files = discover(src)?;
-    crate::weights::check_shapes(&files, &cfg)?;
     let mut model = Model::zeros(&cfg)?;
+    if info.family != crate::families::Family::Llama {
+        // Other families move tensors between layouts: read them as stored, moved into
+        // the Glass layout, then widen each (any mix of dtypes) into the model.
+        let maps = crate::weights::map_shards(&files)?;
+        let (tensors, stats) = crate::weights::stored_tensors(
+            &files,
+            &maps,
+            &cfg,
+            None,
+            &src.join("config.json"),
+            info.family,
+            true,
+        )?;
+        let layout = model.layout.clone();
+        for (t, view) in tensors.iter().zip(layout.tensors()) {
+            crate::weights::stored_to_f32(t.dtype, &t.data, &mut model.params[view.range()]);
+        }
+        drop(tensors);
+        return Ok((model, stats, info, files));
+    }
+    crate::weights::check_shapes(&files, &cfg)?;
     let stats = load_into(&files, &mut model)?;
     Ok((model, stats, info, files))
 }

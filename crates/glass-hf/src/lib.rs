@@ -10,6 +10,7 @@
 pub mod card;
 pub mod error;
 pub mod export;
+pub mod families;
 pub mod hf_config;
 pub mod import;
 pub mod pickle;

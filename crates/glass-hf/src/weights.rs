@@ -557,15 +557,19 @@ fn row_major<'a>(t: &SrcTensor<'a>) -> std::borrow::Cow<'a, [u8]> {
 /// import, in the layout order of `cfg`, each in its source dtype, with the checks of
 /// [`load_into`] (names, shapes, index, duplicates, completeness, a tied head equal to
 /// the embedding) and these: every tensor has one dtype, f32, bf16 or f16 (mixed dtypes
-/// across tensors or shards are refused, naming both); that dtype is the one
-/// `config.json` names when it names one (`want`, with the config's spelling); no value
-/// is NaN or infinite.
+/// across tensors or shards are refused, naming both, unless `mixed_dtypes`); that dtype
+/// is the one `config.json` names when it names one (`want`, with the config's
+/// spelling); no value is NaN or infinite. A non-LLaMA `family`'s tensors are moved
+/// into the Glass layout ([`crate::families::to_glass`]) on the way.
+#[allow(clippy::too_many_arguments)]
 pub fn stored_tensors<'a>(
     files: &WeightFiles,
     maps: &'a [memmap2::Mmap],
     cfg: &glass_engine::ModelConfig,
     want: Option<(Dtype, String)>,
     config_path: &Path,
+    family: crate::families::Family,
+    mixed_dtypes: bool,
 ) -> Result<(Vec<StoredTensor<'a>>, LoadStats)> {
     let layout = glass_engine::ParamLayout::new(cfg);
     let by_name: BTreeMap<&str, usize> = layout
@@ -598,7 +602,7 @@ pub fn stored_tensors<'a>(
                             format!("is stored here but {} maps it to `{f}`", ip.display()),
                         ))
                     }
-                    None if is_rope_buffer(&t.name) => {}
+                    None if is_rope_buffer(&t.name) || family.is_buffer(&t.name) => {}
                     None => {
                         return Err(tensor_err(
                             ip,
@@ -608,7 +612,7 @@ pub fn stored_tensors<'a>(
                     }
                 }
             }
-            if is_rope_buffer(&t.name) {
+            if is_rope_buffer(&t.name) || family.is_buffer(&t.name) {
                 stats.skipped.push(t.name.clone());
                 continue;
             }
@@ -636,7 +640,7 @@ pub fn stored_tensors<'a>(
             }
             match &first {
                 None => first = Some((dtype, shard.clone(), t.name.clone())),
-                Some((d, p, n)) if *d != dtype => {
+                Some((d, p, n)) if *d != dtype && !mixed_dtypes => {
                     return Err(tensor_err(
                         shard,
                         &t.name,
@@ -663,50 +667,56 @@ pub fn stored_tensors<'a>(
                     format!("holds a NaN or infinite value (element {i}); the weights are damaged"),
                 ));
             }
-            if cfg.tie_embeddings && t.name == "lm_head.weight" {
-                if t.shape != layout.tensors()[0].shape {
+            let es = glass_run::weights::dtype_size(dtype);
+            let moved = crate::families::to_glass(family, cfg, &t.name, &t.shape, data, es)
+                .map_err(|m| tensor_err(shard, &t.name, m))?;
+            for m in moved {
+                let (name, shape, data) = (m.name, m.shape, m.data);
+                if cfg.tie_embeddings && name == "lm_head.weight" {
+                    if shape != layout.tensors()[0].shape {
+                        return Err(tensor_err(
+                            shard,
+                            &t.name,
+                            format!(
+                                "has shape {:?}, but the tied embedding is {:?}",
+                                shape,
+                                layout.tensors()[0].shape
+                            ),
+                        ));
+                    }
+                    tied_head = Some((shard.clone(), data, dtype));
+                    continue;
+                }
+                let Some(&i) = by_name.get(name.as_str()) else {
+                    return Err(tensor_err(
+                        shard,
+                        &t.name,
+                        "is not a parameter of the model config.json describes (unknown architecture, biases, or a config that does not match the weights)",
+                    ));
+                };
+                let view = &layout.tensors()[i];
+                if shape != view.shape {
                     return Err(tensor_err(
                         shard,
                         &t.name,
                         format!(
-                            "has shape {:?}, but the tied embedding is {:?}",
-                            t.shape,
-                            layout.tensors()[0].shape
+                            "has shape {:?}, but config.json implies {:?}",
+                            shape, view.shape
                         ),
                     ));
                 }
-                tied_head = Some((shard.clone(), data, dtype));
-                continue;
+                if slots[i].is_some() {
+                    return Err(tensor_err(shard, &t.name, "appears twice"));
+                }
+                stats.tensors += 1;
+                stats.bytes += data.len() as u64;
+                slots[i] = Some(StoredTensor {
+                    name: view.name.clone(),
+                    dtype,
+                    shape: view.shape.clone(),
+                    data,
+                });
             }
-            let Some(&i) = by_name.get(t.name.as_str()) else {
-                return Err(tensor_err(
-                    shard,
-                    &t.name,
-                    "is not a parameter of the LLaMA model config.json describes (unknown architecture, biases, or a config that does not match the weights)",
-                ));
-            };
-            let view = &layout.tensors()[i];
-            if t.shape != view.shape {
-                return Err(tensor_err(
-                    shard,
-                    &t.name,
-                    format!(
-                        "has shape {:?}, but config.json implies {:?}",
-                        t.shape, view.shape
-                    ),
-                ));
-            }
-            if slots[i].is_some() {
-                return Err(tensor_err(shard, &t.name, "appears twice"));
-            }
-            stats.tensors += 1;
-            stats.bytes += (t.numel() * t.dtype.size()) as u64;
-            slots[i] = Some(StoredTensor {
-                name: view.name.clone(),
-                dtype,
-                shape: view.shape.clone(),
-                data,
-            });
         }
     }
     let mut out = Vec::with_capacity(slots.len());
@@ -744,4 +754,15 @@ pub fn stored_tensors<'a>(
 /// The lowercase name of a safetensors float dtype (`f32`, `bf16`, `f16`).
 pub fn dtype_lower(d: Dtype) -> &'static str {
     glass_run::weights::dtype_name(d)
+}
+
+/// Widens stored values (f32, bf16 or f16 bytes) into `out`.
+pub fn stored_to_f32(dtype: Dtype, data: &[u8], out: &mut [f32]) {
+    if dtype == Dtype::F32 {
+        for (o, b) in out.iter_mut().zip(data.chunks_exact(4)) {
+            *o = f32::from_le_bytes(b.try_into().expect("four bytes"));
+        }
+    } else {
+        glass_run::weights::widen(dtype, data, out);
+    }
 }

@@ -284,8 +284,12 @@ fn mup_scales_are_folded_exactly() {
 #[test]
 fn inexpressible_architectures_are_refused() {
     let ids = glass_hf::hf_config::SpecialTokenIds::default();
-    let crystal = ModelConfig::preset("crystalcoder-7b").unwrap();
-    let e = glass_hf::hf_config::to_hf(&crystal, ids, "float32")
+    // LayerNorm without CrystalCoder's biases: neither LLaMA nor CrystalCoder.
+    let layernorm = ModelConfig {
+        norm: glass_engine::NormKind::LayerNorm,
+        ..ModelConfig::preset("tiny").unwrap()
+    };
+    let e = glass_hf::hf_config::to_hf(&layernorm, ids, "float32")
         .unwrap_err()
         .to_string();
     assert!(e.contains("layernorm"), "{e}");

@@ -418,10 +418,18 @@ pub fn weights_only_refusal(run_dir: &Path, what: &str) -> RunError {
     ))
 }
 
-/// Refuses with [`weights_only_refusal`] when `run_dir` is a weights-only run.
+/// Refuses with [`weights_only_refusal`] when `run_dir` is a weights-only run, and
+/// when its model's block has no backward pass in Glass (GPT-NeoX, OLMo: forward only).
 pub fn ensure_trainable(run_dir: &Path, what: &str) -> Result<()> {
-    match RunManifest::load(run_dir)? {
-        Some(m) if m.weights_only => Err(weights_only_refusal(run_dir, what)),
-        _ => Ok(()),
+    if let Some(m) = RunManifest::load(run_dir)? {
+        if m.weights_only {
+            return Err(weights_only_refusal(run_dir, what));
+        }
     }
+    if let Ok(cfg) = crate::config::RunConfig::load(run_dir) {
+        cfg.model.arch.trainable().map_err(|why| {
+            RunError::Invalid(format!("{}: {what} refused: {why}", run_dir.display()))
+        })?;
+    }
+    Ok(())
 }

@@ -28,6 +28,12 @@ const LOG2E: f32 = std::f32::consts::LOG2_E;
 const C1: f32 = 0.693_359_4;
 const C2: f32 = -2.121_944_4e-4;
 
+/// The error function, for the exact GELU of GPT-NeoX (cold enough for the `libm` crate:
+/// one call per MLP activation of a forward-only model).
+pub fn erf(x: f32) -> f32 {
+    libm::erff(x)
+}
+
 /// `e^x` for finite or infinite `x`; saturates to 0 below −87.3 and to ~3.4e38 above 88.7.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {

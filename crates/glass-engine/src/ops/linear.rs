@@ -96,3 +96,39 @@ pub fn backward(
         true,
     );
 }
+
+/// Columns reduced together by one task in [`bias_forward`] / [`bias_backward`].
+const COL_BLOCK: usize = 64;
+
+/// `y[r, j] += b[j]` for every row of width `b.len()`.
+pub fn bias_forward(y: &mut [f32], b: &[f32]) {
+    use rayon::prelude::*;
+    y.par_chunks_mut(b.len()).for_each(|yr| {
+        for (v, &bj) in yr.iter_mut().zip(b) {
+            *v += bj;
+        }
+    });
+}
+
+/// `db[j] += Σ_rows dy[r, j]`, summed in f64 in row order per column block, so the
+/// result does not depend on the thread count.
+pub fn bias_backward(dy: &[f32], db: &mut [f32]) {
+    use rayon::prelude::*;
+    let c = db.len();
+    let rows = dy.len() / c;
+    db.par_chunks_mut(COL_BLOCK)
+        .enumerate()
+        .for_each(|(blk, dbb)| {
+            let j0 = blk * COL_BLOCK;
+            let mut acc = [0.0f64; COL_BLOCK];
+            for r in 0..rows {
+                let dyr = &dy[r * c + j0..r * c + j0 + dbb.len()];
+                for (a, &v) in acc.iter_mut().zip(dyr) {
+                    *a += v as f64;
+                }
+            }
+            for (d, a) in dbb.iter_mut().zip(acc) {
+                *d += a as f32;
+            }
+        });
+}

@@ -7,6 +7,7 @@
 pub mod attention;
 pub mod embedding;
 pub mod fastmath;
+pub mod gelu;
 pub mod linear;
 pub mod lm_head;
 pub mod norm;

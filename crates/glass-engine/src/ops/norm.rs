@@ -1,4 +1,5 @@
-//! RMSNorm (LLaMA, Amber) and LayerNorm (CrystalCoder), forward and backward.
+//! RMSNorm (LLaMA, Amber, OLMo 2) and LayerNorm (CrystalCoder, GPT-NeoX; OLMo's without
+//! weights), forward and backward.
 //!
 //! Row statistics are accumulated in f64 for accuracy; parameter gradients are reduced
 //! per column over all rows in row order, so the result is thread-count independent.
@@ -16,7 +17,7 @@ pub fn forward(
     kind: NormKind,
     eps: f32,
     x: &[f32],
-    w: &[f32],
+    w: Option<&[f32]>,
     b: Option<&[f32]>,
     y: &mut [f32],
     mean: &mut [f32],
@@ -30,11 +31,30 @@ pub fn forward(
             let (m, r) = row_stats(kind, eps, xr);
             *mu = m;
             *rs = r;
-            for j in 0..c {
-                let xhat = (xr[j] - m) * r;
-                yr[j] = xhat * w[j] + b.map_or(0.0, |b| b[j]);
+            match w {
+                Some(w) => {
+                    for j in 0..c {
+                        let xhat = (xr[j] - m) * r;
+                        yr[j] = xhat * w[j] + b.map_or(0.0, |b| b[j]);
+                    }
+                }
+                // Non-parametric (OLMo): no scale, no shift.
+                None => {
+                    for j in 0..c {
+                        yr[j] = (xr[j] - m) * r;
+                    }
+                }
             }
         });
+}
+
+/// `row = norm(row)·w` in place for each row of width `w.len()` (QK-norm over a slice of
+/// every projected row).
+pub fn forward_in_place(kind: NormKind, eps: f32, row: &mut [f32], w: &[f32]) {
+    let (m, r) = row_stats(kind, eps, row);
+    for (v, &wj) in row.iter_mut().zip(w) {
+        *v = ((*v - m) * r) * wj;
+    }
 }
 
 /// Mean (0 for RMSNorm) and reciprocal standard deviation of one row.

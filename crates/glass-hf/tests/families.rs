@@ -1,0 +1,242 @@
+//! The other suites' families against their references (folders and logits written by
+//! tools/fixtures/make_family_fixtures.py: transformers' GPTNeoXForCausalLM,
+//! OlmoForCausalLM and Olmo2ForCausalLM, and a PyTorch CrystalCoder reference written
+//! from LLM360's modeling file): logits within 1e-4, identical greedy continuations
+//! through the KV cache, weights-only imports computing the f32 import's bits, exports
+//! that give back the source's tensors byte for byte, and training refused where Glass
+//! has no backward pass. No Python needed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::SafeTensors;
+
+const FAMILIES: [&str; 4] = ["crystalcoder", "gpt_neox", "olmo", "olmo2"];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families")
+}
+
+struct Reference {
+    ids: Vec<u32>,
+    logits: BTreeMap<String, Vec<f64>>,
+    greedy: serde_json::Value,
+}
+
+fn reference() -> Reference {
+    let bytes = std::fs::read(fixtures().join("reference.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let ids = st
+        .tensor("input_ids")
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+        .collect();
+    let mut logits = BTreeMap::new();
+    for (name, v) in st.tensors() {
+        if let Some(f) = name.strip_prefix("logits.") {
+            let vals = v
+                .data()
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            logits.insert(f.to_string(), vals);
+        }
+    }
+    let greedy =
+        serde_json::from_slice(&std::fs::read(fixtures().join("reference.json")).unwrap()).unwrap();
+    Reference {
+        ids,
+        logits,
+        greedy,
+    }
+}
+
+fn greedy(model: &glass_engine::Model, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut s = glass_engine::Sampler::new(glass_engine::SamplingConfig {
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 0,
+    });
+    model.generate(prompt, n, &mut s, |_| true).unwrap()
+}
+
+fn u32s(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn every_family_matches_its_reference_logits_and_greedy_tokens() {
+    let r = reference();
+    for fam in FAMILIES {
+        let (mut model, _, info, _) = glass_hf::load_folder(&fixtures().join(fam)).unwrap();
+        assert_eq!(info.family.model_type(), fam);
+        let want = &r.logits[fam];
+        let got = model.forward_logits(&r.ids, 2, 12).unwrap();
+        let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let worst = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0f64, f64::max);
+        eprintln!("{fam}: max |Δ| {worst:.2e} (max |logit| {scale:.2})");
+        assert!(
+            worst <= 1e-4 * scale.max(1.0),
+            "{fam}: logits differ from the reference by {worst:e}"
+        );
+        let g = &r.greedy[fam];
+        let toks = greedy(&model, &u32s(&g["prompt"]), 8);
+        assert_eq!(toks, u32s(&g["greedy"]), "{fam}: greedy continuation");
+    }
+}
+
+#[test]
+fn crystalcoder_config_maps_every_mup_knob() {
+    let (_, _, info, _) = glass_hf::load_folder(&fixtures().join("crystalcoder")).unwrap();
+    let c = info.cfg.unwrap();
+    assert_eq!(c.norm, glass_engine::NormKind::LayerNorm);
+    assert!(c.arch.linear_bias && c.tie_embeddings);
+    assert_eq!(c.rotary_dim(), 4);
+    assert_eq!(c.mup.embedding_multiplier, 3.5);
+    assert_eq!(c.mup.output_logit_multiplier, (1.6f64 * 0.25) as f32);
+    assert_eq!(c.mup.attention_scale, glass_engine::AttentionScale::InvD);
+    assert_eq!(c.mup.lr_multipliers.hidden, 0.25);
+    assert_eq!(c.mup.base_width, 8);
+}
+
+fn tensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, t)| (n, (t.shape().to_vec(), t.data().to_vec())))
+        .collect()
+}
+
+#[test]
+fn weights_only_imports_compute_the_same_bits_and_export_the_source_tensors_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let wo = glass_hf::ImportOptions { weights_only: true };
+    for fam in FAMILIES {
+        let src = fixtures().join(fam);
+        let (run_wo, run_full) = (dir.path().join(format!("{fam}-wo")), dir.path().join(fam));
+        glass_hf::import_with(&src, &run_wo, &wo).unwrap();
+        glass_hf::import(&src, &run_full).unwrap();
+        let r = reference();
+        let (mut a, _) = glass_run::load_model(&run_wo, None).unwrap();
+        let (mut b, _) = glass_run::load_model(&run_full, None).unwrap();
+        let la = a.forward_logits(&r.ids, 2, 12).unwrap();
+        let lb = b.forward_logits(&r.ids, 2, 12).unwrap();
+        assert!(
+            la.iter().zip(&lb).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{fam}: the weights-only run computes other bits than the f32 import"
+        );
+        // The run's glass.toml reads back as the imported config.
+        let cfg = glass_run::config::RunConfig::load(&run_full).unwrap();
+        assert_eq!(cfg.model, b.cfg, "{fam}: glass.toml");
+
+        // Export gives back every source tensor, byte for byte, under its own name.
+        let out = dir.path().join(format!("{fam}-export"));
+        glass_hf::export(&run_wo, &out, &glass_hf::ExportOptions::default()).unwrap();
+        let (want, got) = (
+            tensors(&src.join("model.safetensors")),
+            tensors(&out.join("model.safetensors")),
+        );
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{fam}: tensor names"
+        );
+        for (name, t) in &want {
+            assert!(
+                got[name] == *t,
+                "{fam}: {name} differs after the round trip"
+            );
+        }
+        let cfg_out: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        assert_eq!(cfg_out["model_type"], fam);
+        // The exported folder imports again to the same model.
+        let (back, _, _, _) = glass_hf::load_folder(&out).unwrap();
+        assert_eq!(back.cfg, b.cfg, "{fam}: config round trip");
+        assert_eq!(back.params, b.params, "{fam}: weights round trip");
+    }
+}
+
+#[test]
+fn crystalcoder_trains_and_the_forward_only_families_refuse_clearly() {
+    let r = reference();
+    let (mut m, _, _, _) = glass_hf::load_folder(&fixtures().join("crystalcoder")).unwrap();
+    let t: Vec<u32> = r.ids.iter().map(|x| (x + 1) % 300).collect();
+    m.zero_grads();
+    m.forward_backward(&r.ids, &t, 2, 12, 1.0 / 24.0).unwrap();
+    let lay = m.layout.clone();
+    let bias = lay
+        .get("model.layers.0.self_attn.q_proj.bias")
+        .expect("q bias");
+    assert!(m.grads[bias.range()].iter().any(|g| *g != 0.0));
+    for fam in ["gpt_neox", "olmo", "olmo2"] {
+        let (mut m, _, _, _) = glass_hf::load_folder(&fixtures().join(fam)).unwrap();
+        let e = m
+            .forward_backward(&r.ids, &t, 2, 12, 1.0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("forward only"), "{fam}: {e}");
+    }
+}
+
+#[test]
+fn family_configs_that_glass_cannot_honour_are_refused_by_name() {
+    let base: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("gpt_neox/config.json")).unwrap())
+            .unwrap();
+    for (key, val, needle) in [
+        ("hidden_act", serde_json::json!("relu"), "hidden_act"),
+        (
+            "tie_word_embeddings",
+            serde_json::json!(true),
+            "tie_word_embeddings",
+        ),
+        (
+            "rope_parameters",
+            serde_json::json!({"rope_type": "linear", "factor": 2.0}),
+            "rope_type",
+        ),
+    ] {
+        let mut v = base.clone();
+        v[key] = val;
+        let e = glass_hf::hf_config::from_hf(&v, Path::new("config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{key}: {e}");
+    }
+    let crystal: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join("crystalcoder/config.json")).unwrap(),
+    )
+    .unwrap();
+    for (key, val, needle) in [
+        (
+            "position_embedding_type",
+            serde_json::json!("alibi"),
+            "position_embedding_type",
+        ),
+        (
+            "activation_function",
+            serde_json::json!("gelu_new"),
+            "activation_function",
+        ),
+        ("rotary_dim", serde_json::json!(3), "rotary_dim"),
+    ] {
+        let mut v = crystal.clone();
+        v[key] = val;
+        let e = glass_hf::hf_config::from_hf(&v, Path::new("config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{key}: {e}");
+    }
+}
