@@ -27,8 +27,11 @@ pub struct HalfWeights {
     /// Element range (in 16-bit units from the buffer's start) of each layout tensor,
     /// by the tensor's offset in the flat layout.
     mats: HashMap<usize, Range<usize>>,
-    /// The norm vectors, widened, by offset in the flat layout.
+    /// Norm weights and biases widened to f32, in runs of adjacent tensors (a fused
+    /// projection's biases are one vector): run start → values.
     small: HashMap<usize, Vec<f32>>,
+    /// Offset of every small tensor → (its run's start, its first index in the run).
+    small_at: HashMap<usize, (usize, usize)>,
 }
 
 impl std::fmt::Debug for HalfWeights {
@@ -64,7 +67,10 @@ impl HalfWeights {
         let by_name: HashMap<&str, &Range<usize>> =
             ranges.iter().map(|(n, r)| (n.as_str(), r)).collect();
         let mut mats = HashMap::new();
-        let mut small = HashMap::new();
+        let mut small: HashMap<usize, Vec<f32>> = HashMap::new();
+        let mut small_at = HashMap::new();
+        // The run the next adjacent small tensor extends: (start, end offset).
+        let mut run: Option<(usize, usize)> = None;
         for t in layout.tensors() {
             let r = by_name
                 .get(t.name.as_str())
@@ -95,7 +101,20 @@ impl HalfWeights {
                 )));
             }
             if t.group == ParamGroup::Norm {
-                small.insert(t.offset, vals.iter().map(|&x| widen(kind, x)).collect());
+                let wide = vals.iter().map(|&x| widen(kind, x));
+                match run {
+                    Some((start, end)) if end == t.offset => {
+                        let v = small.get_mut(&start).expect("run");
+                        small_at.insert(t.offset, (start, v.len()));
+                        v.extend(wide);
+                        run = Some((start, t.offset + t.len()));
+                    }
+                    _ => {
+                        small.insert(t.offset, wide.collect());
+                        small_at.insert(t.offset, (t.offset, 0));
+                        run = Some((t.offset, t.offset + t.len()));
+                    }
+                }
             }
             mats.insert(t.offset, r.start / 2..r.end / 2);
         }
@@ -104,6 +123,7 @@ impl HalfWeights {
             bytes,
             mats,
             small,
+            small_at,
         })
     }
 
@@ -171,7 +191,8 @@ impl HalfWeights {
 
     /// The norm vector at layout offset `off`, widened.
     pub(crate) fn small(&self, off: usize) -> &[f32] {
-        &self.small[&off]
+        let (start, at) = self.small_at[&off];
+        &self.small[&start][at..]
     }
 
     /// Bytes of 16-bit values the model reads (its weights' size).
@@ -210,7 +231,7 @@ impl<'a> Params<'a> {
     pub(crate) fn vec(&self, off: usize, len: usize) -> &'a [f32] {
         match self {
             Params::F32(p) => &p[off..off + len],
-            Params::Half(h) => h.small(off),
+            Params::Half(h) => &h.small(off)[..len],
         }
     }
 }

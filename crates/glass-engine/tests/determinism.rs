@@ -76,3 +76,36 @@ fn gradient_accumulation_equals_full_batch() {
     assert!((l4 - l1).abs() < 1e-6, "{l4} vs {l1}");
     assert!(common::rel_err(&g1, &g4) < 1e-5);
 }
+
+#[test]
+fn every_block_variant_computes_the_same_bits_on_any_thread_count() {
+    for (cfg, name) in common::family_variants(common::small_cfg()) {
+        let logits = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut m = Model::new(&cfg, 3).unwrap();
+                // Non-zero biases, so their path counts too.
+                for t in m.layout.clone().tensors() {
+                    if t.name.ends_with(".bias") {
+                        m.params[t.range()].iter_mut().for_each(|p| *p = 0.01);
+                    }
+                }
+                let x = common::tokens(2 * 70, cfg.vocab_size, 4);
+                m.forward_logits(&x, 2, 70).unwrap()
+            })
+        };
+        let one = logits(1);
+        for t in [2, 4] {
+            let other = logits(t);
+            assert!(
+                one.iter()
+                    .zip(&other)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{name}: 1 vs {t} threads differ"
+            );
+        }
+    }
+}

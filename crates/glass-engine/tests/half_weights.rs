@@ -39,6 +39,12 @@ fn rounded(cfg: &ModelConfig, kind: Half) -> (Model, Vec<u8>, Ranges) {
     let mut ranges = Vec::new();
     for t in m.layout.tensors().to_vec() {
         let start = bytes.len();
+        if t.name.ends_with(".bias") {
+            // Biases start at zero: give them values.
+            for (j, x) in m.params[t.range()].iter_mut().enumerate() {
+                *x = 0.01 * ((j % 7) as f32 - 3.0);
+            }
+        }
         for x in &mut m.params[t.range()] {
             let (bits, wide) = match kind {
                 Half::Bf16 => {
@@ -98,9 +104,13 @@ fn greedy(m: &Model, prompts: &[Vec<u32>], n: usize) -> Vec<Vec<u32>> {
 
 #[test]
 fn sixteen_bit_weights_give_the_bits_of_their_widened_f32_model_on_every_kernel() {
-    for (norm, tie) in [(NormKind::RmsNorm, false), (NormKind::LayerNorm, true)] {
+    for (c, name) in common::family_variants(cfg(NormKind::RmsNorm, false))
+        .into_iter()
+        .chain([(cfg(NormKind::LayerNorm, true), "layernorm tied")])
+    {
+        let (norm, tie) = (name, c.tie_embeddings);
         for kind in [Half::Bf16, Half::F16] {
-            let c = cfg(norm, tie);
+            let c = c.clone();
             let (mut wide, bytes, ranges) = rounded(&c, kind);
             let mut narrow = half_model(&c, kind, bytes, &ranges);
             assert!(narrow.params.is_empty() && narrow.grads.is_empty());
@@ -113,7 +123,7 @@ fn sixteen_bit_weights_give_the_bits_of_their_widened_f32_model_on_every_kernel(
                 .collect();
             for kernel in kernels() {
                 set_kernel(kernel).unwrap();
-                let what = format!("{norm:?} tie={tie} {kind:?} {kernel:?}");
+                let what = format!("{norm} tie={tie} {kind:?} {kernel:?}");
                 let lw = wide.forward_logits(&inp, batch, seq).unwrap();
                 let ln = narrow.forward_logits(&inp, batch, seq).unwrap();
                 assert_eq!(bits(&lw), bits(&ln), "logits, {what}");

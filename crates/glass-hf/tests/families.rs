@@ -240,3 +240,74 @@ fn family_configs_that_glass_cannot_honour_are_refused_by_name() {
         assert!(e.contains(needle), "{key}: {e}");
     }
 }
+
+/// `src` with its weights rounded to bf16 (config `torch_dtype` to match), in `dst`.
+fn bf16_copy(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("config.json")).unwrap()).unwrap();
+    cfg["torch_dtype"] = "bfloat16".into();
+    cfg["dtype"] = "bfloat16".into();
+    std::fs::write(dst.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let t = tensors(&src.join("model.safetensors"));
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = t
+        .into_iter()
+        .map(|(n, (shape, b))| {
+            let v: Vec<u8> = b
+                .chunks_exact(4)
+                .flat_map(|c| {
+                    half::bf16::from_f32(f32::from_le_bytes(c.try_into().unwrap()))
+                        .to_bits()
+                        .to_le_bytes()
+                })
+                .collect();
+            (n, shape, v)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, &None, &dst.join("model.safetensors")).unwrap();
+}
+
+#[test]
+fn bf16_folders_of_every_family_import_in_place_with_the_widened_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = reference();
+    for fam in FAMILIES {
+        let src = dir.path().join(format!("{fam}-bf16"));
+        bf16_copy(&fixtures().join(fam), &src);
+        let (wo, full) = (dir.path().join(format!("{fam}-wo")), dir.path().join(fam));
+        let rep = glass_hf::import_with(&src, &wo, &glass_hf::ImportOptions { weights_only: true })
+            .unwrap();
+        assert_eq!(rep.checkpoint_dtype, "bf16", "{fam}");
+        glass_hf::import(&src, &full).unwrap();
+        let (mut a, _) = glass_run::load_model(&wo, None).unwrap();
+        assert!(a.half_weights().is_some(), "{fam}: kept in bf16");
+        let (mut b, _) = glass_run::load_model(&full, None).unwrap();
+        let la = a.forward_logits(&r.ids, 2, 12).unwrap();
+        let lb = b.forward_logits(&r.ids, 2, 12).unwrap();
+        assert!(
+            la.iter().zip(&lb).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{fam}: bf16 in place computes other bits than the widened f32 import"
+        );
+        // And bf16 exports back to the same bytes.
+        let out = dir.path().join(format!("{fam}-out"));
+        glass_hf::export(&wo, &out, &glass_hf::ExportOptions::default()).unwrap();
+        assert!(
+            tensors(&out.join("model.safetensors")) == tensors(&src.join("model.safetensors")),
+            "{fam}: bf16 round trip"
+        );
+    }
+}

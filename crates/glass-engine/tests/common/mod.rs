@@ -45,3 +45,69 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
         .max(1e-30);
     num / den
 }
+
+/// `base` as each block variant of the other suites: CrystalCoder (LayerNorm, linear
+/// biases, partial rotary), GPT-NeoX (parallel residual, GELU, biases), OLMo
+/// (non-parametric LayerNorm, qkv clipping), OLMo 2 (post-norm, QK-norm), and `base`
+/// itself, each with a name.
+#[allow(dead_code)]
+pub fn family_variants(base: ModelConfig) -> Vec<(ModelConfig, &'static str)> {
+    use glass_engine::{ArchConfig, BlockKind, MlpKind, NormKind};
+    let with = |norm, rot: f32, arch| ModelConfig {
+        norm,
+        rotary_fraction: rot,
+        arch,
+        ..base.clone()
+    };
+    vec![
+        (base.clone(), "llama"),
+        (
+            with(
+                NormKind::LayerNorm,
+                0.25,
+                ArchConfig {
+                    linear_bias: true,
+                    ..Default::default()
+                },
+            ),
+            "crystalcoder",
+        ),
+        (
+            with(
+                NormKind::LayerNorm,
+                0.5,
+                ArchConfig {
+                    linear_bias: true,
+                    mlp: MlpKind::Gelu,
+                    block: BlockKind::Parallel,
+                    ..Default::default()
+                },
+            ),
+            "gpt_neox",
+        ),
+        (
+            with(
+                NormKind::LayerNorm,
+                1.0,
+                ArchConfig {
+                    norm_affine: false,
+                    qkv_clip: Some(0.05),
+                    ..Default::default()
+                },
+            ),
+            "olmo",
+        ),
+        (
+            with(
+                NormKind::RmsNorm,
+                1.0,
+                ArchConfig {
+                    block: BlockKind::PostNorm,
+                    qk_norm: true,
+                    ..Default::default()
+                },
+            ),
+            "olmo2",
+        ),
+    ]
+}
