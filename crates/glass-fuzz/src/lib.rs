@@ -113,6 +113,15 @@ pub const TARGETS: &[Target] = &[
         run: |_, b| hf_safetensors(b),
     },
     Target {
+        name: "hf_family_weights",
+        kind: Kind::Bytes,
+        seeds: &[
+            "crates/glass-hf/tests/fixtures/families/crystalcoder/model.safetensors",
+            "crates/glass-hf/tests/fixtures/families/gpt_neox/model.safetensors",
+        ],
+        run: |_, b| hf_family_weights(b),
+    },
+    Target {
         name: "pickle",
         kind: Kind::Bytes,
         seeds: &[
@@ -128,6 +137,10 @@ pub const TARGETS: &[Target] = &[
         seeds: &[
             "crates/glass-hf/tests/fixtures/hf/tied/config.json",
             "crates/glass-hf/tests/fixtures/hf/st/config.json",
+            "crates/glass-hf/tests/fixtures/families/crystalcoder/config.json",
+            "crates/glass-hf/tests/fixtures/families/gpt_neox/config.json",
+            "crates/glass-hf/tests/fixtures/families/olmo/config.json",
+            "crates/glass-hf/tests/fixtures/families/olmo2/config.json",
         ],
         run: |_, b| hf_config(b),
     },
@@ -390,6 +403,39 @@ fn pickle(b: &[u8]) {
     let _ = glass_hf::pickle::load(b);
     if let Ok(t) = glass_hf::torch_bin::read(b, Path::new("pytorch_model.bin")) {
         convert(t);
+    }
+}
+
+/// Every tensor of a (mutated) CrystalCoder or GPT-NeoX weight file moved into the Glass
+/// layout, as the import does: shapes that disagree with the config must be errors.
+fn hf_family_weights(b: &[u8]) {
+    let Ok(tensors) = glass_hf::weights::read_safetensors(b, Path::new("model.safetensors")) else {
+        return;
+    };
+    for fam in ["crystalcoder", "gpt_neox"] {
+        let cp = workspace().join(format!(
+            "crates/glass-hf/tests/fixtures/families/{fam}/config.json"
+        ));
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&cp).expect("seed config")).expect("seed config");
+        let info = glass_hf::hf_config::from_hf(&v, &cp).expect("seed config");
+        let cfg = info.cfg.expect("mapped");
+        for t in &tensors {
+            if t.numel() > 1 << 20 {
+                continue;
+            }
+            let mut vals = vec![0.0f32; t.numel()];
+            t.convert_into(&mut vals);
+            let bytes: Vec<u8> = vals.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let _ = glass_hf::families::to_glass(
+                info.family,
+                &cfg,
+                &t.name,
+                &t.shape,
+                std::borrow::Cow::Owned(bytes),
+                4,
+            );
+        }
     }
 }
 

@@ -236,6 +236,7 @@ targets!(
     checkpoint_safetensors,
     glass_toml,
     hf_safetensors,
+    hf_family_weights,
     pickle,
     hf_config,
     task_yaml,
