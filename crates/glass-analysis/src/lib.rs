@@ -17,6 +17,7 @@
 
 pub mod error;
 pub mod index;
+pub mod inspect;
 pub mod memorization;
 pub mod query;
 pub mod trace;

@@ -13,6 +13,7 @@ mod demo;
 mod eval;
 mod generate;
 mod hf;
+mod inspect;
 mod release;
 mod run_cmds;
 mod serve;
@@ -82,6 +83,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Continue a prompt from a checkpoint (KV cache; greedy or seeded sampling).
     Generate(generate::GenerateArgs),
+    /// Look inside checkpoints on one sequence: logit lens, attention, saved activations.
+    Inspect(inspect::InspectArgs),
     /// Write a checkpoint in another ecosystem's format (`export hf`).
     #[command(subcommand)]
     Export(hf::ExportCommand),
@@ -209,6 +212,7 @@ fn real_main() -> Result<()> {
         Command::Metrics(a) => run_cmds::metrics(a),
         Command::Eval(a) => eval::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Inspect(a) => inspect::run(a),
         Command::Export(cmd) => hf::export(cmd),
         Command::Import(cmd) => hf::import(cmd),
         Command::Release(a) => release::release(a),

@@ -756,3 +756,181 @@ fn forged_index_files_are_refused_not_trusted() {
     ok(&["verify", &c]);
     assert_eq!(count(&c), want);
 }
+
+/// Reads a safetensors file's f32/u32 tensors as (shape, values as f64).
+fn st_tensors(path: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f64>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            let v = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| match t.dtype() {
+                    safetensors::Dtype::U32 => u32::from_le_bytes(c.try_into().unwrap()) as f64,
+                    _ => f32::from_le_bytes(c.try_into().unwrap()) as f64,
+                })
+                .collect();
+            (n, (t.shape().to_vec(), v))
+        })
+        .collect()
+}
+
+#[test]
+fn inspect_reports_the_lens_attention_and_saved_tensors_of_the_forward_pass() {
+    let run = run();
+    let dir = tempfile::tempdir().unwrap();
+    let logits_file = dir.path().join("logits.json");
+    ok(&[
+        "generate",
+        &s(run),
+        "--prompt",
+        PASSAGE,
+        "--max-tokens",
+        "0",
+        "--logits-out",
+        &s(&logits_file),
+    ]);
+    let want: Value = serde_json::from_slice(&std::fs::read(&logits_file).unwrap()).unwrap();
+    let ids: Vec<u64> = want["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    let n = ids.len();
+    let save = dir.path().join("inside.safetensors");
+    let v = json(&[
+        "inspect",
+        &s(run),
+        "--prompt",
+        PASSAGE,
+        "--layer",
+        "1",
+        "--top-k",
+        "3",
+        "--save",
+        &s(&save),
+        "--json",
+    ]);
+    let layers = v["layers"].as_u64().unwrap() as usize;
+    let lens = v["lens"].as_array().unwrap();
+    assert_eq!(lens.len(), layers + 1, "one lens per residual stream");
+    let rows = want["logits"].as_array().unwrap();
+    for (p, cell) in lens[layers].as_array().unwrap().iter().enumerate() {
+        assert_eq!(cell["top"].as_array().unwrap().len(), 3);
+        // The last stream's lens is the model's output: its top token is the argmax of
+        // the logits `glass generate` computes.
+        let row: Vec<f64> = rows[p]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let arg = (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+        assert_eq!(
+            cell["top"][0]["token"].as_u64().unwrap() as usize,
+            arg,
+            "position {p}"
+        );
+        match ids.get(p + 1) {
+            Some(&t) => {
+                assert_eq!(cell["next"].as_u64(), Some(t));
+                let rank = row.iter().filter(|&&x| x > row[t as usize]).count() + 1;
+                assert_eq!(
+                    cell["next_rank"].as_u64(),
+                    Some(rank as u64),
+                    "position {p}"
+                );
+            }
+            None => assert!(cell["next"].is_null()),
+        }
+    }
+    // Attention of every head of layer 1: causal rows that sum to one.
+    let maps = v["attention"].as_array().unwrap();
+    assert!(!maps.is_empty());
+    for m in maps {
+        assert_eq!(m["layer"], 1);
+        for (q, row) in m["probs"].as_array().unwrap().iter().enumerate() {
+            let r: Vec<f64> = row
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            assert!(r[q + 1..].iter().all(|&x| x == 0.0), "causal");
+            assert!((r.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+        }
+    }
+    // The saved tensors: names and shapes as documented, logits those of the model.
+    let t = st_tensors(&save);
+    assert_eq!(
+        t["tokens"].1,
+        ids.iter().map(|&x| x as f64).collect::<Vec<_>>()
+    );
+    for l in 0..=layers {
+        assert_eq!(t[&format!("resid.{l}")].0[0], n);
+    }
+    for l in 0..layers {
+        assert_eq!(t[&format!("attn.{l}")].0.len(), 3);
+        assert_eq!(t[&format!("mlp.{l}")].0[0], n);
+    }
+    let flat: Vec<f64> = rows
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+        .collect();
+    let worst = t["logits"]
+        .1
+        .iter()
+        .zip(&flat)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst < 1e-5,
+        "saved logits differ from the model's by {worst}"
+    );
+    // Several checkpoints in one call.
+    let all = json(&[
+        "inspect",
+        &s(run),
+        "--checkpoints",
+        "all",
+        "--prompt",
+        "the king",
+        "--json",
+    ]);
+    let m = glass_run::RunManifest::require(run).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), m.checkpoints.len());
+    // Clear errors.
+    for (args, needle) in [
+        (
+            vec!["--prompt", "x", "--layer", "99"],
+            "layer 99 is out of range",
+        ),
+        (
+            vec!["--prompt", "x", "--layer", "0", "--head", "99"],
+            "head 99 is out of range",
+        ),
+        (
+            vec!["--prompt", "x", "--save", "/nonexistent-dir/x.safetensors"],
+            "writable directory",
+        ),
+        (
+            vec!["--prompt", &"the king ".repeat(200)],
+            "exceed the model's context",
+        ),
+        (
+            vec!["--prompt", "x", "--checkpoint", "999"],
+            "no published checkpoint 999",
+        ),
+    ] {
+        let run_s = s(run);
+        let mut a = vec!["inspect", run_s.as_str()];
+        a.extend(args.iter().copied());
+        let out = glass(&a);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

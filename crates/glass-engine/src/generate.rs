@@ -280,7 +280,17 @@ impl Model {
                     .collect();
                 attention::forward_seqs(nh, nkv, hd, scale, qkv, &seqs, att, lse, hm);
             };
-        run_trunk(cfg, p, lay, rope, &mut tr, &|r| pos[r], &mut attend, packed);
+        run_trunk(
+            cfg,
+            p,
+            lay,
+            rope,
+            &mut tr,
+            &|r| pos[r],
+            &mut attend,
+            packed,
+            None,
+        );
         for it in items.iter_mut() {
             it.cache.len += it.tokens.len();
         }

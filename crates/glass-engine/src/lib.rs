@@ -10,6 +10,7 @@ pub mod config;
 pub mod gemm;
 pub mod generate;
 pub mod grad_tree;
+pub mod inspect;
 pub mod layout;
 pub mod model;
 pub mod ops;
@@ -26,7 +27,7 @@ pub use config::{
 pub use generate::{decode, CachedInput, DecodeStep, KvCache, Sampler, SamplingConfig};
 pub use grad_tree::GradTree;
 pub use layout::{ParamGroup, ParamLayout, TensorView};
-pub use model::{Model, StepStats};
+pub use model::{BlockView, Model, Probe, StepStats};
 pub use optim::{AdamW, AdamWConfig};
 pub use packed::PackedModel;
 pub use weights::HalfWeights;

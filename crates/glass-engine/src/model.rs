@@ -149,6 +149,23 @@ impl Trunk {
     }
 }
 
+/// What an inspection sees of block `layer` after it ran (see [`Model::forward_probed`]).
+pub struct BlockView<'a> {
+    /// The block's index.
+    pub layer: usize,
+    /// Residual stream entering the block, `[rows, D]` (block 0: the scaled embedding).
+    pub input: &'a [f32],
+    /// Residual stream leaving the block, `[rows, D]`.
+    pub output: &'a [f32],
+    /// q, k (after QK-norm and RoPE) and v rows, `[rows, (H + 2·KV)·hd]`.
+    pub qkv: &'a [f32],
+    /// MLP activations (`silu(gate)·up`, or `gelu(up)`), `[rows, F]`.
+    pub mlp: &'a [f32],
+}
+
+/// Called after every block by an inspecting forward pass.
+pub type Probe<'a> = dyn FnMut(&BlockView<'_>) + 'a;
+
 /// Attention of one block: gets the layer index, the rotated `qkv` rows, and writes
 /// `att`, the log-sum-exp buffer and uses the head-major scratch.
 pub(crate) type Attend<'a> = dyn FnMut(usize, &[f32], &mut [f32], &mut [f32], &mut [f32]) + 'a;
@@ -408,6 +425,7 @@ impl Model {
             &mut ws.trunk,
             &|r| r % seq,
             &mut |_, qkv, att, lse, hm| attention::forward(dims, qkv, att, lse, hm),
+            None,
             None,
         );
     }
@@ -744,6 +762,7 @@ pub(crate) fn run_trunk(
     pos: &(dyn Fn(usize) -> usize + Sync),
     attend: &mut Attend<'_>,
     packed: Option<&crate::packed::PackedWeights>,
+    mut probe: Option<&mut Probe<'_>>,
 ) {
     let n = tr.tokens.len();
     let (d, f, hd) = (cfg.d_model, cfg.ffn_hidden, cfg.head_dim());
@@ -918,6 +937,15 @@ pub(crate) fn run_trunk(
             x_next.copy_from_slice(&a.xmid);
             p.linear(bo.down, pk.map(|b| &b.down), &a.h, x_next, n, f, d, true);
             add_bias(p, bo.down_b, x_next, d);
+        }
+        if let Some(pr) = probe.as_mut() {
+            pr(&BlockView {
+                layer: l,
+                input: x,
+                output: x_next,
+                qkv: &a.qkv,
+                mlp: &a.h,
+            });
         }
     }
     let x = &tr.resid[cfg.n_layers % nr];

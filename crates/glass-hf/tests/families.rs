@@ -311,3 +311,87 @@ fn bf16_folders_of_every_family_import_in_place_with_the_widened_bits() {
         );
     }
 }
+
+fn f64s(st: &SafeTensors, name: &str) -> Vec<f64> {
+    st.tensor(name)
+        .unwrap_or_else(|_| panic!("reference lacks {name}"))
+        .data()
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - y).abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn inspection_matches_the_references_hidden_states_and_attentions() {
+    let bytes = std::fs::read(fixtures().join("reference.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let r = reference();
+    let seq = &r.ids[..12];
+    for fam in FAMILIES {
+        let (model, _, _, _) = glass_hf::load_folder(&fixtures().join(fam)).unwrap();
+        let (h, n) = (model.cfg.n_heads, seq.len());
+        let mut worst = (0.0f64, 0.0f64);
+        let mut last = Vec::new();
+        let logits = model
+            .forward_probed(seq, &mut |b| {
+                if b.layer == 0 {
+                    let d = max_abs_diff(b.input, &f64s(&st, &format!("embed.{fam}")));
+                    worst.0 = worst.0.max(d);
+                }
+                let want = f64s(&st, &format!("layer_out.{fam}.{}", b.layer));
+                worst.0 = worst.0.max(max_abs_diff(b.output, &want));
+                let att = f64s(&st, &format!("attn.{fam}.{}", b.layer));
+                for head in 0..h {
+                    let p = model.attention_probs(b.qkv, head);
+                    worst.1 = worst
+                        .1
+                        .max(max_abs_diff(&p, &att[head * n * n..(head + 1) * n * n]));
+                }
+                last = b.output.to_vec();
+            })
+            .unwrap();
+        eprintln!(
+            "{fam}: hidden states max |Δ| {:.2e}, attention {:.2e}",
+            worst.0, worst.1
+        );
+        assert!(
+            worst.0 <= 1e-4,
+            "{fam}: hidden states differ by {:e}",
+            worst.0
+        );
+        assert!(
+            worst.1 <= 1e-5,
+            "{fam}: attention probabilities differ by {:e}",
+            worst.1
+        );
+        // The logit lens of the last layer is the model's output, bit for bit; the
+        // probed forward computes the plain forward's bits.
+        let lens = model.lens_logits(&last);
+        assert!(
+            lens.iter()
+                .zip(&logits)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{fam}: lens"
+        );
+        let mut plain = model_clone(fam);
+        let full = plain.forward_logits(seq, 1, n).unwrap();
+        assert!(
+            full.iter()
+                .zip(&logits)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{fam}: probed"
+        );
+    }
+}
+
+fn model_clone(fam: &str) -> glass_engine::Model {
+    glass_hf::load_folder(&fixtures().join(fam)).unwrap().0
+}

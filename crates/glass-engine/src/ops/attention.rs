@@ -88,28 +88,7 @@ pub fn head_forward(
             ..q
         };
         matmul(Threads::Single, bq, nk, hd, qb, k, s, nk, scale, false);
-        for (ii, row) in s.chunks_exact_mut(nk).enumerate() {
-            let valid = pos0 + i0 + ii + 1;
-            let m = row[..valid]
-                .iter()
-                .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            // Exponentiate in one pass (vectorised), sum in a second (fixed order).
-            super::wide::wide(
-                #[inline(always)]
-                || {
-                    for x in &mut row[..valid] {
-                        *x = fastmath::exp(*x - m);
-                    }
-                },
-            );
-            let sum: f32 = row[..valid].iter().sum();
-            let inv = 1.0 / sum;
-            for x in &mut row[..valid] {
-                *x *= inv;
-            }
-            row[valid..].fill(0.0);
-            lse[i0 + ii] = m + fastmath::ln(sum);
-        }
+        causal_softmax(s, nk, pos0 + i0 + 1, &mut lse[i0..i0 + bq]);
         matmul(
             Threads::Single,
             bq,
@@ -124,6 +103,76 @@ pub fn head_forward(
         );
         i0 += bq;
     }
+}
+
+/// Row `ii` of the `[rows, nk]` scores `s` keeps keys `0..first_valid + ii` (causal):
+/// each row becomes its softmax (zeros past the last valid key) and `lse[ii]` its
+/// log-sum-exp. The one normalisation of attention scores (forward pass and
+/// [`head_probs`]).
+fn causal_softmax(s: &mut [f32], nk: usize, first_valid: usize, lse: &mut [f32]) {
+    for (ii, row) in s.chunks_exact_mut(nk).enumerate() {
+        let valid = first_valid + ii;
+        let m = row[..valid]
+            .iter()
+            .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        // Exponentiate in one pass (vectorised), sum in a second (fixed order).
+        super::wide::wide(
+            #[inline(always)]
+            || {
+                for x in &mut row[..valid] {
+                    *x = fastmath::exp(*x - m);
+                }
+            },
+        );
+        let sum: f32 = row[..valid].iter().sum();
+        let inv = 1.0 / sum;
+        for x in &mut row[..valid] {
+            *x *= inv;
+        }
+        row[valid..].fill(0.0);
+        lse[ii] = m + fastmath::ln(sum);
+    }
+}
+
+/// The attention probabilities of query head `h` over one sequence of `n` rotated `qkv`
+/// rows (`[q | k | v]`, width `(heads + 2·kv_heads)·hd`), computed exactly as the
+/// forward pass computes them: `[n, n]`, row `i` over keys `0..=i`, zeros above the
+/// diagonal. For inspection (`glass inspect`); the forward pass never stores them.
+#[allow(clippy::too_many_arguments)]
+pub fn head_probs(
+    heads: usize,
+    kv_heads: usize,
+    hd: usize,
+    scale: f32,
+    qkv: &[f32],
+    n: usize,
+    h: usize,
+) -> Vec<f32> {
+    let w = (heads + 2 * kv_heads) * hd;
+    let g = h / (heads / kv_heads);
+    let q = Mat::n(&qkv[h * hd..], w);
+    let k = Mat::t(&qkv[(heads + g) * hd..], w);
+    let mut out = vec![0.0f32; n * n];
+    let mut lse = vec![0.0f32; Q_BLOCK];
+    let mut scores = Vec::new();
+    let mut i0 = 0;
+    while i0 < n {
+        let bq = Q_BLOCK.min(n - i0);
+        let nk = i0 + bq;
+        scores.resize(bq * nk, 0.0);
+        let s = &mut scores[..bq * nk];
+        let qb = Mat {
+            data: &q.data[i0 * q.ld..],
+            ..q
+        };
+        matmul(Threads::Single, bq, nk, hd, qb, k, s, nk, scale, false);
+        causal_softmax(s, nk, i0 + 1, &mut lse[..bq]);
+        for (ii, row) in s.chunks_exact(nk).enumerate() {
+            out[(i0 + ii) * n..(i0 + ii) * n + nk].copy_from_slice(row);
+        }
+        i0 += bq;
+    }
+    out
 }
 
 /// Where one sequence of an attention call finds its keys and values.
