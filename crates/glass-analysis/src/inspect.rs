@@ -80,56 +80,69 @@ pub struct Inspection {
     pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
-/// Probabilities from logits (stable softmax in f64, rounded once).
-fn softmax(logits: &[f32]) -> Vec<f32> {
-    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let e: Vec<f64> = logits
-        .iter()
-        .map(|&x| glass_engine::ops::fastmath::exp_f64(x as f64 - m))
-        .collect();
-    let s: f64 = e.iter().sum();
-    e.iter().map(|&x| (x / s) as f32).collect()
-}
-
-/// The lens cells of one residual stream's logits `[n, V]`.
+/// The lens cells of one residual stream's logits `[n, V]`, positions in parallel. The
+/// rank compares logits (softmax is monotone); probabilities are `exp(l - max) / Σ`,
+/// the sum in f64 in token order.
 fn lens_cells(logits: &[f32], vocab: usize, tokens: &[u32], top_k: usize) -> Vec<LensCell> {
+    use glass_engine::ops::fastmath::exp;
+    use rayon::prelude::*;
     logits
-        .chunks_exact(vocab)
+        .par_chunks_exact(vocab)
         .enumerate()
         .map(|(p, row)| {
-            let probs = softmax(row);
-            let mut order: Vec<u32> = (0..vocab as u32).collect();
-            // Highest probability first; ties by lower id (deterministic).
-            let k = top_k.min(vocab);
-            if k > 0 {
-                order.select_nth_unstable_by(k - 1, |&a, &b| {
-                    probs[b as usize]
-                        .total_cmp(&probs[a as usize])
-                        .then(a.cmp(&b))
-                });
-                order[..k].sort_by(|&a, &b| {
-                    probs[b as usize]
-                        .total_cmp(&probs[a as usize])
-                        .then(a.cmp(&b))
-                });
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            // Σ exp(z − m) in 8 fixed lanes (vectorises; the same order on every CPU).
+            let mut lanes = [0.0f64; 8];
+            let chunks = row.chunks_exact(8);
+            let tail = chunks.remainder();
+            for c in chunks {
+                for (acc, &x) in lanes.iter_mut().zip(c) {
+                    *acc += exp(x - m) as f64;
+                }
             }
-            let top = order[..k]
+            let sum =
+                lanes.iter().sum::<f64>() + tail.iter().map(|&x| exp(x - m) as f64).sum::<f64>();
+            let prob = |t: u32| (exp(row[t as usize] - m) as f64 / sum) as f32;
+            // Highest logit first; ties by lower id (deterministic): `a` before `b`.
+            let before = |a: u32, b: u32| {
+                let (x, y) = (row[a as usize], row[b as usize]);
+                x > y || (x == y && a < b)
+            };
+            // The top k in one pass, kept sorted (k is small); most logits fall below the
+            // current k-th and cost one comparison.
+            let k = top_k.min(vocab);
+            let mut best: Vec<u32> = Vec::with_capacity(k + 1);
+            if k > 0 {
+                let mut floor = f32::NEG_INFINITY;
+                for (t, &x) in row.iter().enumerate() {
+                    if best.len() == k && x <= floor {
+                        if x < floor || !before(t as u32, best[k - 1]) {
+                            continue;
+                        }
+                    }
+                    let t = t as u32;
+                    let at = best.partition_point(|&b| before(b, t));
+                    best.insert(at, t);
+                    best.truncate(k);
+                    if best.len() == k {
+                        floor = row[best[k - 1] as usize];
+                    }
+                }
+            }
+            let top = best
                 .iter()
                 .map(|&t| Candidate {
                     token: t,
-                    prob: probs[t as usize],
+                    prob: prob(t),
                 })
                 .collect();
             let next = tokens.get(p + 1).copied();
             let (next_rank, next_prob) = match next {
                 Some(t) => {
-                    let pt = probs[t as usize];
-                    let above = probs
-                        .iter()
-                        .enumerate()
-                        .filter(|&(i, &q)| q > pt || (q == pt && (i as u32) < t))
-                        .count();
-                    (Some(above as u32 + 1), Some(pt))
+                    let lt = row[t as usize];
+                    let above = row.iter().filter(|&&q| q > lt).count()
+                        + row[..t as usize].iter().filter(|&&q| q == lt).count();
+                    (Some(above as u32 + 1), Some(prob(t)))
                 }
                 None => (None, None),
             };
@@ -167,10 +180,12 @@ pub fn inspect(model: &Model, tokens: &[u32], opts: &InspectOptions) -> Result<I
     let mut attention = Vec::new();
     let mut tensors = Vec::new();
     let (d, f) = (cfg.d_model, cfg.ffn_hidden);
-    let logits = model.forward_probed(tokens, &mut |b| {
+    // Weights packed once: the lens multiplies by the head L + 1 times.
+    let pm = model.packed();
+    let logits = pm.forward_probed(tokens, &mut |b| {
         if b.layer == 0 {
             lens.push(lens_cells(
-                &model.lens_logits(b.input),
+                &pm.lens_logits(b.input),
                 vocab,
                 tokens,
                 opts.top_k,
@@ -182,7 +197,7 @@ pub fn inspect(model: &Model, tokens: &[u32], opts: &InspectOptions) -> Result<I
         // The last block's lens is the model's output (computed below, same bits).
         if b.layer + 1 < layers {
             lens.push(lens_cells(
-                &model.lens_logits(b.output),
+                &pm.lens_logits(b.output),
                 vocab,
                 tokens,
                 opts.top_k,

@@ -8,12 +8,12 @@ use crate::model::{run_trunk, BlockView, Trunk};
 use crate::ops::attention::{self, AttnDims};
 use crate::ops::lm_head::HeadDims;
 use crate::ops::norm;
-use crate::{EngineError, Model};
+use crate::{EngineError, Model, PackedModel};
 
-impl Model {
+impl PackedModel<'_> {
     /// Runs one sequence through the model, calling `probe` after every block with its
     /// input and output residual, rotated qkv and MLP activations; returns the logits
-    /// `[n, V]`. Computes the bits of [`Model::forward_logits`].
+    /// `[n, V]`. Computes the bits of [`Model::forward_logits`] (packing changes no bit).
     pub fn forward_probed(
         &self,
         tokens: &[u32],
@@ -23,19 +23,21 @@ impl Model {
         if n == 0 {
             return Err(EngineError::Input("empty sequence".into()));
         }
-        if n > self.cfg.max_seq_len {
+        let model = self.model();
+        let (cfg, p, lay, rope) = model.trunk_parts();
+        if n > cfg.max_seq_len {
             return Err(EngineError::Input(format!(
                 "{n} tokens exceed the model's context (max_seq_len {})",
-                self.cfg.max_seq_len
+                cfg.max_seq_len
             )));
         }
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
             return Err(EngineError::Input(format!(
                 "token {t} is outside the vocabulary (size {})",
-                self.cfg.vocab_size
+                cfg.vocab_size
             )));
         }
-        let (cfg, p, lay, rope) = self.trunk_parts();
+        let packed = self.weights();
         let dims = AttnDims::new(cfg, 1, n);
         let mut tr = Trunk::for_inference();
         tr.resize(cfg, n);
@@ -48,7 +50,7 @@ impl Model {
             &mut tr,
             &|r| r,
             &mut |_, qkv, att, lse, hm| attention::forward(dims, qkv, att, lse, hm),
-            None,
+            packed,
             Some(probe),
         );
         let mut logits = vec![0.0f32; n * cfg.vocab_size];
@@ -56,7 +58,7 @@ impl Model {
             lay.head,
             HeadDims::new(cfg),
             tr.final_norm(),
-            None,
+            packed.map(|w| &w.head),
             n,
             &mut logits,
         );
@@ -66,7 +68,7 @@ impl Model {
     /// The logit lens: the final norm and the output head (with its muP multiplier)
     /// applied to residual rows `x` (`[n, D]`, any layer's), giving `[n, V]` logits.
     pub fn lens_logits(&self, x: &[f32]) -> Vec<f32> {
-        let (cfg, p, lay, _) = self.trunk_parts();
+        let (cfg, p, lay, _) = self.model().trunk_parts();
         let d = cfg.d_model;
         let n = x.len() / d;
         let mut y = vec![0.0f32; n * d];
@@ -83,10 +85,13 @@ impl Model {
             d,
         );
         let mut logits = vec![0.0f32; n * cfg.vocab_size];
-        p.head_logits(lay.head, HeadDims::new(cfg), &y, None, n, &mut logits);
+        let head = self.weights().map(|w| &w.head);
+        p.head_logits(lay.head, HeadDims::new(cfg), &y, head, n, &mut logits);
         logits
     }
+}
 
+impl Model {
     /// The attention probabilities `[n, n]` of query head `head` in a block, from the
     /// block's rotated `qkv` rows (a [`BlockView`]'s), as the forward pass computes them.
     pub fn attention_probs(&self, qkv: &[f32], head: usize) -> Vec<f32> {

@@ -340,7 +340,8 @@ fn inspection_matches_the_references_hidden_states_and_attentions() {
         let (h, n) = (model.cfg.n_heads, seq.len());
         let mut worst = (0.0f64, 0.0f64);
         let mut last = Vec::new();
-        let logits = model
+        let pm = model.packed();
+        let logits = pm
             .forward_probed(seq, &mut |b| {
                 if b.layer == 0 {
                     let d = max_abs_diff(b.input, &f64s(&st, &format!("embed.{fam}")));
@@ -374,7 +375,7 @@ fn inspection_matches_the_references_hidden_states_and_attentions() {
         );
         // The logit lens of the last layer is the model's output, bit for bit; the
         // probed forward computes the plain forward's bits.
-        let lens = model.lens_logits(&last);
+        let lens = pm.lens_logits(&last);
         assert!(
             lens.iter()
                 .zip(&logits)
