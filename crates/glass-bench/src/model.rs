@@ -82,6 +82,12 @@ pub struct ModelBench {
     pub kernel: &'static str,
     /// What was timed.
     pub note: String,
+    /// The prompts (for a reference implementation to run the same).
+    #[serde(skip)]
+    pub prompts: Vec<Vec<u32>>,
+    /// The greedy continuation of every prompt (first thread count's).
+    #[serde(skip)]
+    pub generated: Vec<Vec<u32>>,
 }
 
 /// Loads the model of `o.source`: a run's checkpoint via [`glass_run::load_model`], or a
@@ -172,7 +178,11 @@ fn prompts(rows: usize, len: usize, vocab: usize) -> Vec<Vec<u32>> {
 }
 
 /// Times prefill and greedy decoding at the current pool's thread count.
-fn measure(model: &Model, o: &ModelOptions, p: &[Vec<u32>]) -> Result<ThreadFigures> {
+fn measure(
+    model: &Model,
+    o: &ModelOptions,
+    p: &[Vec<u32>],
+) -> Result<(ThreadFigures, Vec<Vec<u32>>)> {
     let t = Instant::now();
     let packed = model.packed();
     let pack_s = if packed.is_packed() {
@@ -212,15 +222,18 @@ fn measure(model: &Model, o: &ModelOptions, p: &[Vec<u32>]) -> Result<ThreadFigu
     let decode_s = (total_s - prefill_s).max(1e-9);
     let generated: usize = out.iter().map(|r| r.len()).sum();
     let ids: Vec<u8> = out.iter().flatten().flat_map(|t| t.to_le_bytes()).collect();
-    Ok(ThreadFigures {
-        threads: rayon::current_num_threads(),
-        pack_s,
-        prefill_s,
-        prefill_tokens_per_s: (o.rows * o.prompt) as f64 / prefill_s.max(1e-9),
-        decode_s,
-        decode_tokens_per_s: generated as f64 / decode_s,
-        tokens_sha256: glass_io::atomic::sha256_hex(&ids),
-    })
+    Ok((
+        ThreadFigures {
+            threads: rayon::current_num_threads(),
+            pack_s,
+            prefill_s,
+            prefill_tokens_per_s: (o.rows * o.prompt) as f64 / prefill_s.max(1e-9),
+            decode_s,
+            decode_tokens_per_s: generated as f64 / decode_s,
+            tokens_sha256: glass_io::atomic::sha256_hex(&ids),
+        },
+        out,
+    ))
 }
 
 /// Loads the model and measures it at every thread count of `o.threads`.
@@ -252,12 +265,16 @@ pub fn run(o: &ModelOptions, progress: &mut dyn FnMut(&str)) -> Result<ModelBenc
     ));
     let p = prompts(o.rows, o.prompt, model.cfg.vocab_size);
     let mut results = Vec::new();
+    let mut generated = Vec::new();
     for &threads in &o.threads {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .build()
             .map_err(BenchError::ThreadPool)?;
-        let r = pool.install(|| measure(&model, o, &p))?;
+        let (r, out) = pool.install(|| measure(&model, o, &p))?;
+        if generated.is_empty() {
+            generated = out;
+        }
         progress(&format!(
             "{} thread(s): prefill {:.1} tok/s, decode {:.1} tok/s",
             r.threads, r.prefill_tokens_per_s, r.decode_tokens_per_s
@@ -285,6 +302,8 @@ pub fn run(o: &ModelOptions, progress: &mut dyn FnMut(&str)) -> Result<ModelBenc
             p = o.prompt,
             n = o.new_tokens
         ),
+        prompts: p,
+        generated,
     })
 }
 

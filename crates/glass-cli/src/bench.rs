@@ -139,6 +139,11 @@ pub struct BenchModelArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write the prompts and the greedy continuations as JSON (`{"prompts":
+    /// [[ids]], "generated": [[ids]]}`), for a reference implementation to run the same
+    /// prompts and compare (bench/hf_generate_reference.py).
+    #[arg(long, value_name = "FILE")]
+    pub tokens_out: Option<PathBuf>,
 }
 
 /// Options of `glass bench index`.
@@ -429,6 +434,11 @@ fn model(a: BenchModelArgs) -> Result<()> {
         },
         &mut |m| eprintln!("{m}"),
     )?;
+    if let Some(path) = &a.tokens_out {
+        let doc = serde_json::json!({"prompts": r.prompts, "generated": r.generated});
+        glass_io::atomic::write_atomic(path, &serde_json::to_vec(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
