@@ -115,10 +115,11 @@ fn lens_cells(logits: &[f32], vocab: usize, tokens: &[u32], top_k: usize) -> Vec
             if k > 0 {
                 let mut floor = f32::NEG_INFINITY;
                 for (t, &x) in row.iter().enumerate() {
-                    if best.len() == k && x <= floor {
-                        if x < floor || !before(t as u32, best[k - 1]) {
-                            continue;
-                        }
+                    if best.len() == k
+                        && x <= floor
+                        && (x < floor || !before(t as u32, best[k - 1]))
+                    {
+                        continue;
                     }
                     let t = t as u32;
                     let at = best.partition_point(|&b| before(b, t));
