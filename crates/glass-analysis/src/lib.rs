@@ -15,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+pub mod dynamics;
 pub mod error;
 pub mod index;
 pub mod inspect;

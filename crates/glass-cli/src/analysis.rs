@@ -249,6 +249,25 @@ pub fn print_trace(r: &TraceReport, prompt: Option<&str>) {
 pub enum AnalyzeCommand {
     /// How much of each data chunk every checkpoint reproduces verbatim (Analysis360).
     Memorization(MemoArgs),
+    /// Inside the model across checkpoints: induction and previous-token scores per head,
+    /// weight and update norms per layer (stored in metrics.sqlite).
+    Dynamics(DynamicsArgs),
+}
+
+/// Options of `glass analyze dynamics`.
+#[derive(Args)]
+pub struct DynamicsArgs {
+    /// Run directory.
+    pub run: PathBuf,
+    /// Checkpoints: all, latest, or K,K2,...
+    #[arg(long, default_value = "all")]
+    pub checkpoints: Selection,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress lines.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Options of `glass analyze memorization`.
@@ -319,6 +338,60 @@ pub fn analyze(cmd: AnalyzeCommand) -> Result<()> {
                 print_matrix(&a.run, &r);
             }
             Ok(())
+        }
+        AnalyzeCommand::Dynamics(a) => {
+            let quiet = a.quiet;
+            let r = glass_analysis::dynamics::analyze_dynamics(&a.run, &a.checkpoints, &mut |m| {
+                if !quiet {
+                    eprintln!("{m}");
+                }
+            })?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                let rows: Vec<_> = r.iter().flat_map(|c| c.rows.clone()).collect();
+                print_dynamics(&rows);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Prints dynamics rows: per checkpoint, the strongest induction and previous-token
+/// heads, and the per-layer weight norm, update norm and cosine.
+pub fn print_dynamics(rows: &[glass_run::metrics::DynamicsRow]) {
+    let mut ks: Vec<u32> = rows.iter().map(|r| r.checkpoint).collect();
+    ks.dedup();
+    for k in ks {
+        let of = |kind: &str| -> Vec<&glass_run::metrics::DynamicsRow> {
+            rows.iter()
+                .filter(|r| r.checkpoint == k && r.kind == kind)
+                .collect()
+        };
+        let best = |kind: &str| {
+            of(kind)
+                .into_iter()
+                .max_by(|a, b| a.value.total_cmp(&b.value))
+                .map_or("—".to_string(), |r| format!("{} {:.3}", r.name, r.value))
+        };
+        println!(
+            "checkpoint {k}: top induction head {}, top previous-token head {}",
+            best("induction"),
+            best("prev_token")
+        );
+        let norms = of("weight_norm");
+        let upd = of("update_norm");
+        let cos = of("update_cosine");
+        for n in norms {
+            let u = upd.iter().find(|r| r.name == n.name);
+            let c = cos.iter().find(|r| r.name == n.name);
+            println!(
+                "  {:<12} |W| {:>10.4}  |ΔW| {:>10}  cos(W, W_prev) {:>8}",
+                n.name,
+                n.value,
+                u.map_or("—".into(), |r| format!("{:.4}", r.value)),
+                c.map_or("—".into(), |r| format!("{:.5}", r.value))
+            );
         }
     }
 }

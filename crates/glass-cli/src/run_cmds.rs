@@ -291,6 +291,9 @@ pub struct MetricsArgs {
     /// Show the memorization matrix (`glass analyze memorization`): checkpoint × chunk.
     #[arg(long, conflicts_with_all = ["events", "checkpoints", "evals"])]
     pub memorization: bool,
+    /// Show the training dynamics (`glass analyze dynamics`): head scores and norms.
+    #[arg(long, conflicts_with_all = ["events", "checkpoints", "evals", "memorization"])]
+    pub dynamics: bool,
 }
 
 /// Runs `glass metrics`.
@@ -306,6 +309,20 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
         return crate::analysis::metrics_matrix(&a.run, a.json);
     }
     let m = Metrics::open_read_only(&a.run)?;
+    if a.dynamics {
+        let rows = m.dynamics()?;
+        if a.json {
+            println!("{}", serde_json::to_string(&rows)?);
+        } else if rows.is_empty() {
+            println!(
+                "no dynamics yet; run `glass analyze dynamics {}`",
+                a.run.display()
+            );
+        } else {
+            crate::analysis::print_dynamics(&rows);
+        }
+        return Ok(());
+    }
     if a.evals {
         return evals(&m, a.json, a.csv);
     }

@@ -934,3 +934,58 @@ fn inspect_reports_the_lens_attention_and_saved_tensors_of_the_forward_pass() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn dynamics_are_stored_per_checkpoint_and_match_the_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    // A copy: the analysis writes into metrics.sqlite.
+    let shared = run();
+    let run = dir.path().join("run");
+    copy_dir(shared, &run);
+    let r = s(&run);
+    let v = json(&["analyze", "dynamics", &r, "--json", "--quiet"]);
+    let m = glass_run::RunManifest::require(&run).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), m.checkpoints.len());
+    let stored = json(&["metrics", &r, "--dynamics", "--json"]);
+    let rows = stored.as_array().unwrap();
+    let get = |k: u64, kind: &str, name: &str| -> f64 {
+        rows.iter()
+            .find(|x| x["checkpoint"] == k && x["kind"] == kind && x["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} at {k}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    // Norms recomputed from the checkpoints' weights.
+    let last = m.checkpoints.last().unwrap().index;
+    let prev = m.checkpoints[m.checkpoints.len() - 2].index;
+    let (a, _) = glass_run::load_model(&run, Some(last)).unwrap();
+    let (b, _) = glass_run::load_model(&run, Some(prev)).unwrap();
+    let t = a.layout.get("model.embed_tokens.weight").unwrap().range();
+    let norm: f64 = a.params[t.clone()]
+        .iter()
+        .map(|&x| x as f64 * x as f64)
+        .sum::<f64>()
+        .sqrt();
+    let upd: f64 = a.params[t.clone()]
+        .iter()
+        .zip(&b.params[t])
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!((get(last as u64, "weight_norm", "embed") - norm).abs() < 1e-9 * norm);
+    assert!((get(last as u64, "update_norm", "embed") - upd).abs() < 1e-9 * upd.max(1.0));
+    // Every head has both scores, in [0, 1].
+    let heads = a.cfg.n_layers * a.cfg.n_heads;
+    for kind in ["induction", "prev_token"] {
+        let n = rows
+            .iter()
+            .filter(|x| x["checkpoint"] == last as u64 && x["kind"] == kind)
+            .inspect(|x| assert!((0.0..=1.0).contains(&x["value"].as_f64().unwrap())))
+            .count();
+        assert_eq!(n, heads, "{kind}");
+    }
+    // The first checkpoint has no update against a predecessor.
+    assert!(!rows
+        .iter()
+        .any(|x| x["checkpoint"] == m.checkpoints[0].index as u64 && x["kind"] == "update_norm"));
+}

@@ -396,3 +396,33 @@ fn inspection_matches_the_references_hidden_states_and_attentions() {
 fn model_clone(fam: &str) -> glass_engine::Model {
     glass_hf::load_folder(&fixtures().join(fam)).unwrap().0
 }
+
+#[test]
+fn induction_and_previous_token_scores_match_the_references_attentions() {
+    let r = reference();
+    for fam in FAMILIES {
+        let (model, _, _, _) = glass_hf::load_folder(&fixtures().join(fam)).unwrap();
+        let s = glass_analysis::dynamics::DynamicsSettings::for_model(&model.cfg);
+        assert_eq!(
+            (s.batch, s.half_len, s.seed),
+            (4, 32, 1234),
+            "the fixture's batch"
+        );
+        let seqs = glass_analysis::dynamics::repeated_batch(model.cfg.vocab_size, &s);
+        let got = glass_analysis::dynamics::head_scores(&model, &seqs).unwrap();
+        let want = &r.greedy[fam]["head_scores"];
+        let heads = model.cfg.n_heads;
+        let mut worst = 0.0f64;
+        for (kind, vals) in [
+            ("induction", &got.induction),
+            ("prev_token", &got.prev_token),
+        ] {
+            for (i, v) in vals.iter().enumerate() {
+                let w = want[kind][i / heads][i % heads].as_f64().unwrap();
+                worst = worst.max((v - w).abs());
+            }
+        }
+        eprintln!("{fam}: head scores max |Δ| {worst:.2e}");
+        assert!(worst <= 1e-5, "{fam}: head scores differ by {worst:e}");
+    }
+}

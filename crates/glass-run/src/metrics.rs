@@ -119,6 +119,21 @@ pub struct EvalRunRow {
     pub wall_time: f64,
 }
 
+/// One value of `glass analyze dynamics` (`dynamics` table): `kind` is `induction` or
+/// `prev_token` (name `L{layer}.H{head}`), or `weight_norm`, `update_norm`,
+/// `update_cosine` (name: `embed`, `layer.{l}`, `final_norm`, `head`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DynamicsRow {
+    /// Checkpoint index.
+    pub checkpoint: u32,
+    /// What was measured.
+    pub kind: String,
+    /// Of which head or parameter group.
+    pub name: String,
+    /// The value.
+    pub value: f64,
+}
+
 /// One (checkpoint, data chunk) result of `glass analyze memorization`
 /// (`memorization` table): what it measured, with which settings, and where the full
 /// result file is.
@@ -621,6 +636,74 @@ impl Metrics {
             )
             .map_err(self.sql())?;
         Ok(())
+    }
+
+    /// Replaces checkpoint `checkpoint`'s dynamics with `rows`, with the settings that
+    /// produced them (JSON), in one transaction. The tables are created on first use, so
+    /// a run that never ran the analysis has none.
+    pub fn record_dynamics(
+        &mut self,
+        checkpoint: u32,
+        settings: &str,
+        rows: &[DynamicsRow],
+        seconds: f64,
+    ) -> Result<()> {
+        let path = self.path.clone();
+        let sql = move |source| RunError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(&sql)?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS dynamics(checkpoint INTEGER NOT NULL, kind TEXT NOT NULL,
+               name TEXT NOT NULL, value REAL NOT NULL, PRIMARY KEY (checkpoint, kind, name));
+             CREATE TABLE IF NOT EXISTS dynamics_runs(checkpoint INTEGER PRIMARY KEY,
+               settings TEXT NOT NULL, seconds REAL, wall_time REAL);",
+        )
+        .map_err(&sql)?;
+        tx.execute(
+            "DELETE FROM dynamics WHERE checkpoint = ?1",
+            params![checkpoint],
+        )
+        .map_err(&sql)?;
+        {
+            let mut st = tx
+                .prepare("INSERT INTO dynamics VALUES (?1, ?2, ?3, ?4)")
+                .map_err(&sql)?;
+            for r in rows {
+                st.execute(params![checkpoint, r.kind, r.name, r.value])
+                    .map_err(&sql)?;
+            }
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO dynamics_runs VALUES (?1, ?2, ?3, ?4)",
+            params![checkpoint, settings, seconds, now()],
+        )
+        .map_err(&sql)?;
+        tx.commit().map_err(sql)
+    }
+
+    /// Stored dynamics, ordered by checkpoint, kind and name (empty when never run).
+    pub fn dynamics(&self) -> Result<Vec<DynamicsRow>> {
+        if !self.has_table("dynamics")? {
+            return Ok(vec![]);
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT checkpoint, kind, name, value FROM dynamics ORDER BY checkpoint, kind, name")
+            .map_err(self.sql())?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(DynamicsRow {
+                    checkpoint: r.get(0)?,
+                    kind: r.get(1)?,
+                    name: r.get(2)?,
+                    value: r.get(3)?,
+                })
+            })
+            .map_err(self.sql())?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(self.sql())
     }
 
     /// Stored memorization results, every pair or one (`Some((checkpoint, chunk))`),
