@@ -99,6 +99,7 @@ impl DataConfig {
                 sources: vec!["heldout".into()],
                 rows: 64,
             }),
+            dedup: None,
         }
     }
 }
