@@ -26,7 +26,7 @@ use crate::order::hash_words;
 /// The Mersenne prime 2^61 − 1 of the universal hash functions.
 const P: u64 = (1 << 61) - 1;
 /// Tags the MinHash coefficients apart from the order's other uses of the seed.
-const MINHASH_TAG: u64 = 0x4d49_4e48_4153_48;
+const MINHASH_TAG: u64 = 0x004d_494e_4841_5348;
 
 /// The exact-dedup key: xxh3-128 of the text lowercased with whitespace runs collapsed.
 pub fn exact_key(text: &str) -> u128 {
