@@ -254,3 +254,48 @@ fn a_source_deduplicated_away_is_refused_by_name() {
     );
     assert!(!run.join("data/manifest.json").exists());
 }
+
+#[test]
+fn a_reweighted_branch_leaves_out_the_parents_removed_documents() {
+    let tmp = tempfile::tempdir().unwrap();
+    let parent = make_run(&tmp.path().join("parent"), &format!("{CONFIG}{DEDUP}"));
+    prepare(&parent, &opts(1)).unwrap();
+    let removed: Vec<(String, u64)> =
+        glass_data::dedup::read_removed(&parent, &parent.join("data/dedup_removed.jsonl")).unwrap();
+    assert_eq!(
+        removed,
+        vec![("web".into(), 2), ("web".into(), 3), ("books".into(), 0)]
+    );
+    // The branch re-weights the sources from step 100 (a chunk boundary) on: those rows
+    // are packed anew, from the parent's kept documents only.
+    let branch = tmp.path().join("branch");
+    std::fs::create_dir_all(&branch).unwrap();
+    let cfg = format!("{CONFIG}{DEDUP}").replace(
+        "weights = { web = 0.5, books = 0.5 }",
+        "weights = { web = 0.7, books = 0.3 }",
+    );
+    std::fs::write(branch.join("glass.toml"), cfg).unwrap();
+    glass_data::branch::link(&branch, &parent, 100).unwrap();
+    let data = PreparedData::open(&branch).unwrap();
+    let (p, b) = (PreparedData::open(&parent).unwrap(), &data);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut web_rows = 0;
+    for step in 0..b.n_steps() {
+        let rows = b.batch_segments(step).unwrap();
+        if step < 100 {
+            assert_eq!(rows, p.batch_segments(step).unwrap(), "step {step}");
+        } else {
+            web_rows += rows.iter().filter(|r| r[0].source == 0).count();
+        }
+        for row in rows {
+            for s in row {
+                seen.insert((s.source, s.doc));
+            }
+        }
+    }
+    assert_eq!(web_rows, 280, "70% of the 400 re-weighted rows");
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec![(0, 0), (0, 1), (0, 4), (1, 1)]
+    );
+}
