@@ -6,10 +6,12 @@
 //! occurs inside one training row — the context the model saw — at any step. Items of
 //! fewer than `n` tokens are counted as too short and not checked.
 //!
-//! The check scans the stream once: the items' distinct n-grams go in a hash map (exact
-//! keys, so no false positives), and every window of every row is looked up in it. Memory
-//! is bounded by the benchmark, not the corpus; time is one pass over the rows, in
-//! parallel over the steps of each chunk, with results independent of the thread count.
+//! Two ways find the same matches: with `glass index RUN` built, each distinct n-gram is
+//! looked up in the suffix arrays (time grows with the benchmark, not the corpus);
+//! without it, the stream is scanned once: the items' distinct n-grams go in a hash map
+//! (exact keys, so no false positives) and every window of every row is looked up in it,
+//! in parallel over the steps of each chunk. Memory is bounded by the benchmark; results
+//! never depend on the thread count or the method.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -40,9 +42,36 @@ pub struct BenchItem {
     pub text: String,
 }
 
+/// How the training rows are searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// The index when `glass index` built one, else a scan.
+    #[default]
+    Auto,
+    /// One pass over every row.
+    Scan,
+    /// Suffix-array lookups (`glass index RUN` first).
+    Index,
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "scan" => Ok(Self::Scan),
+            "index" => Ok(Self::Index),
+            _ => Err(format!("`{s}`: expected auto, scan or index")),
+        }
+    }
+}
+
 /// How to check.
 #[derive(Debug, Clone)]
 pub struct ContaminationOptions {
+    /// How the rows are searched.
+    pub method: Method,
     /// N-gram length in tokens.
     pub n: usize,
     /// Places listed per contaminated item (all are counted).
@@ -54,6 +83,7 @@ pub struct ContaminationOptions {
 impl Default for ContaminationOptions {
     fn default() -> Self {
         Self {
+            method: Method::Auto,
             n: DEFAULT_NGRAM,
             max_hits: 5,
             progress: false,
@@ -117,6 +147,8 @@ pub struct ContaminationReport {
     pub format: String,
     /// N-gram length in tokens.
     pub ngram: usize,
+    /// How the rows were searched (`scan` or `index`).
+    pub method: Method,
     /// sha256 of the data manifest scanned.
     pub data_manifest_sha256: String,
     /// sha256 of the tokenizer.
@@ -188,7 +220,15 @@ pub fn contamination(
         })
         .collect::<std::result::Result<_, glass_data::DataError>>()?;
     let table = gram_table(&tokens, opts.n);
-    let matches = scan(&data, &table, opts)?;
+    let method = match opts.method {
+        Method::Auto if run_dir.join(crate::index::INDEX_MANIFEST).exists() => Method::Index,
+        Method::Auto => Method::Scan,
+        m => m,
+    };
+    let matches = match method {
+        Method::Index => lookup(run_dir, &table, opts)?,
+        _ => scan(&data, &table, opts)?,
+    };
 
     // Per item: matched n-gram ids, occurrences, first places.
     let mut matched: Vec<Vec<u32>> = vec![Vec::new(); items.len()];
@@ -258,6 +298,7 @@ pub fn contamination(
     let report = ContaminationReport {
         format: CONTAMINATION_FORMAT.into(),
         ngram: opts.n,
+        method,
         data_manifest_sha256: glass_io::open::sha256_beneath(
             run_dir,
             &run_dir.join("data/manifest.json"),
@@ -317,6 +358,39 @@ fn scan(
         first = last;
     }
     bar.finish_and_clear();
+    Ok(out)
+}
+
+/// The same matches as [`scan`], from the suffix arrays of `glass index RUN`.
+fn lookup(
+    run_dir: &Path,
+    table: &GramTable<'_>,
+    opts: &ContaminationOptions,
+) -> Result<Vec<(u64, u64, u64, u32)>> {
+    let index = crate::query::Index::open(run_dir)?;
+    let grams: Vec<(&[u32], u32)> = table.ids.iter().map(|(g, &id)| (*g, id)).collect();
+    let bar = glass_io::progress::bar(
+        grams.len() as u64,
+        opts.progress,
+        "contamination [{bar:30}] {pos}/{len} n-grams {per_sec} ETA {eta}",
+    );
+    let found: Vec<Vec<(u64, u64, u64, u32)>> = grams
+        .par_iter()
+        .map(|&(g, id)| {
+            let occ = index.occurrences(g)?;
+            bar.inc(1);
+            Ok(occ
+                .into_iter()
+                .map(|(k, p)| {
+                    let l = index.shards[k].locate(p, index.rows_per_step);
+                    (l.step, l.slot, l.offset, id)
+                })
+                .collect())
+        })
+        .collect::<Result<_>>()?;
+    bar.finish_and_clear();
+    let mut out: Vec<_> = found.into_iter().flatten().collect();
+    out.sort_unstable();
     Ok(out)
 }
 

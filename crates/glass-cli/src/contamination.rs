@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use glass_analysis::contamination::{
-    contamination, BenchItem, ContaminationOptions, ContaminationReport, CONTAMINATION_FILE,
-    DEFAULT_NGRAM,
+    contamination, BenchItem, ContaminationOptions, ContaminationReport, Method,
+    CONTAMINATION_FILE, DEFAULT_NGRAM,
 };
 use glass_eval::Prepared;
 
@@ -38,6 +38,10 @@ pub struct ContaminationArgs {
     /// Check only the first N items of each task.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// How the rows are searched: `index` (suffix arrays; `glass index RUN` first),
+    /// `scan` (one pass over every row) or `auto` (the index when built).
+    #[arg(long, default_value = "auto")]
+    pub method: Method,
     /// N-gram length in tokens.
     #[arg(long, default_value_t = DEFAULT_NGRAM)]
     pub ngram: usize,
@@ -89,6 +93,7 @@ pub fn run(a: ContaminationArgs) -> Result<()> {
         }
     }
     let opts = ContaminationOptions {
+        method: a.method,
         n: a.ngram,
         max_hits: a.max_hits,
         progress: !a.json,
@@ -105,10 +110,14 @@ pub fn run(a: ContaminationArgs) -> Result<()> {
 
 fn print_report(r: &ContaminationReport, run: &std::path::Path) {
     println!(
-        "{}-token overlap with {} training steps ({} tokens); stored in {}",
+        "{}-token overlap with {} training steps ({} tokens, by {}); stored in {}",
         r.ngram,
         r.steps,
         r.tokens,
+        match r.method {
+            Method::Index => "index",
+            _ => "scan",
+        },
         run.join(CONTAMINATION_FILE).display()
     );
     println!(

@@ -214,6 +214,22 @@ fn contamination_matches_a_brute_force_scan_and_dedup_shows_in_stats() {
         "{text}"
     );
 
+    // The suffix-array index finds exactly the same.
+    assert_eq!(r["method"], "scan");
+    ok(&["index", &p(&run)]);
+    let out = ok(&[
+        "data",
+        "contamination",
+        &p(&run),
+        "--tasks",
+        &p(&task),
+        "--json",
+    ]);
+    let mut by_index: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(by_index["method"], "index");
+    by_index["method"] = "scan".into();
+    assert_eq!(by_index, r);
+
     // The bundled tasks run by default; none of them is in this corpus.
     let out = ok(&["data", "contamination", &p(&run), "--json"]);
     let r: Value = serde_json::from_str(&out).unwrap();
