@@ -220,8 +220,14 @@ pub fn contamination(
         })
         .collect::<std::result::Result<_, glass_data::DataError>>()?;
     let table = gram_table(&tokens, opts.n);
+    let tokens_total = data.n_steps() * data.rows_per_step() as u64 * data.row_len() as u64;
     let method = match opts.method {
-        Method::Auto if run_dir.join(crate::index::INDEX_MANIFEST).exists() => Method::Index,
+        Method::Auto
+            if run_dir.join(crate::index::INDEX_MANIFEST).exists()
+                && index_is_cheaper(table.ids.len(), opts.n, data.n_chunks(), tokens_total) =>
+        {
+            Method::Index
+        }
         Method::Auto => Method::Scan,
         m => m,
     };
@@ -307,7 +313,7 @@ pub fn contamination(
         .0,
         tokenizer_sha256: data.manifest().tokenizer.sha256.clone(),
         steps: data.n_steps(),
-        tokens: data.n_steps() * data.rows_per_step() as u64 * data.row_len() as u64,
+        tokens: tokens_total,
         tasks,
     };
     let bytes = serde_json::to_vec_pretty(&report).expect("json");
@@ -359,6 +365,17 @@ fn scan(
     }
     bar.finish_and_clear();
     Ok(out)
+}
+
+/// Whether looking `grams` n-grams up in the suffix arrays of `shards` chunks is
+/// estimated to beat scanning `tokens` tokens. A lookup is two binary searches per
+/// token of the n-gram in every shard, each step a random read (about a quarter of the
+/// cost of a scanned token's hash lookup, measured): small streams and large
+/// benchmarks scan, large streams look up.
+fn index_is_cheaper(grams: usize, n: usize, shards: u64, tokens: u64) -> bool {
+    let per_shard = (tokens / shards.max(1)).max(2) as f64;
+    let lookups = grams as f64 * shards as f64 * 2.0 * n as f64 * per_shard.log2();
+    lookups / 4.0 < tokens as f64
 }
 
 /// The same matches as [`scan`], from the suffix arrays of `glass index RUN`.
@@ -446,5 +463,18 @@ impl<'a> Resolver<'a> {
                 format!("{path}:{line}")
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_scans_small_streams_and_looks_up_in_large_chunks() {
+        // The measured case: 10 chunks of 0.4M tokens, ~1e5 n-grams: scan.
+        assert!(!index_is_cheaper(100_000, 13, 10, 4_000_000));
+        // 100 chunks of 1e9 tokens, the same benchmark: index.
+        assert!(index_is_cheaper(100_000, 13, 100, 100_000_000_000));
     }
 }

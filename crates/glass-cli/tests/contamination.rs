@@ -223,6 +223,8 @@ fn contamination_matches_a_brute_force_scan_and_dedup_shows_in_stats() {
         &p(&run),
         "--tasks",
         &p(&task),
+        "--method",
+        "index",
         "--json",
     ]);
     let mut by_index: Value = serde_json::from_str(&out).unwrap();
