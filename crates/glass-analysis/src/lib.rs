@@ -9,12 +9,14 @@
 //! - [`query`]: counting and locating token sequences in the index, never across rows;
 //! - [`trace`]: OLMoTrace-style maximal matching spans of a text, with the steps, rows,
 //!   documents and source text of their occurrences;
+//! - [`contamination`]: which benchmark items' 13-token windows occur in training rows;
 //! - [`memorization`]: Analysis360's memorization protocol for every checkpoint × chunk.
 //!
 //! The method and its differences from Analysis360 and OLMoTrace are in `docs/analysis.md`.
 
 #![warn(missing_docs)]
 
+pub mod contamination;
 pub mod dynamics;
 pub mod error;
 pub mod index;

@@ -42,7 +42,7 @@ pub enum DataCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Per source and stage: documents, tokens, epochs, share.
+    /// Per source and stage: documents, tokens, epochs, share; what deduplication removed.
     Stats {
         /// Run directory.
         run: PathBuf,
@@ -50,6 +50,9 @@ pub enum DataCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Which benchmark items occur in the training rows (13-token overlap), per task,
+    /// with the steps and documents that hold them; stored in RUN/analysis/.
+    Contamination(crate::contamination::ContaminationArgs),
     /// Re-hash every data file and report any mismatch by file.
     Verify {
         /// Run directory.
@@ -167,7 +170,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
                         &serde_json::json!({ "sources": m.sources.iter().map(|s| serde_json::json!({
                     "name": s.name, "role": s.role, "docs": s.docs, "tokens": s.tokens, "bad_lines": s.bad_lines,
                     "invalid_utf8": s.invalid_utf8, "blank_lines": s.blank_lines, "empty_docs": s.empty_docs, "files": s.units.len()
-                })).collect::<Vec<_>>(), "stages": rows })
+                })).collect::<Vec<_>>(), "stages": rows, "dedup": m.dedup })
                     )?
                 );
                 return Ok(());
@@ -196,6 +199,9 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
                     s.empty_docs
                 );
             }
+            if let Some(d) = &m.dedup {
+                print_dedup(d, &run);
+            }
             println!();
             println!(
                 "{:<12} {:<12} {:>8} {:>12} {:>8} {:>8} {:>7}",
@@ -214,6 +220,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
                 );
             }
         }
+        DataCommand::Contamination(a) => crate::contamination::run(a)?,
         DataCommand::Verify { run, json } => {
             let r = verify(&run)?;
             if json {
@@ -238,6 +245,33 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The `[data.dedup]` table of `glass data stats`: what each filter removed per source.
+fn print_dedup(d: &glass_data::dedup::DedupRecord, run: &std::path::Path) {
+    println!();
+    println!(
+        "dedup (MinHash seed {}; every removed document with the one it duplicates: {})",
+        d.seed,
+        run.join("data").join(&d.file).display()
+    );
+    println!(
+        "{:<12} {:>10} {:>10} {:>12} {:>10} {:>12} {:>10} {:>12}",
+        "source", "docs", "exact", "exact tok", "near", "near tok", "kept", "kept tok"
+    );
+    for s in &d.sources {
+        println!(
+            "{:<12} {:>10} {:>10} {:>12} {:>10} {:>12} {:>10} {:>12}",
+            s.name,
+            s.docs_before,
+            s.exact.docs,
+            s.exact.tokens,
+            s.near.docs,
+            s.near.tokens,
+            s.docs_after,
+            s.tokens_after
+        );
+    }
 }
 
 #[cfg(test)]
@@ -298,5 +332,18 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["data", "stats", "r", "--json"]).is_ok());
         assert!(Cli::try_parse_from(["data", "verify", "r"]).is_ok());
+        assert!(Cli::try_parse_from([
+            "data",
+            "contamination",
+            "r",
+            "--tasks",
+            "glass_cloze,arc_easy.yaml",
+            "--data-files",
+            "test=a.jsonl",
+            "--ngram",
+            "8",
+            "--json"
+        ])
+        .is_ok());
     }
 }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod analysis;
 mod bench;
+mod contamination;
 mod data;
 mod demo;
 mod eval;

@@ -201,6 +201,45 @@ fn reweighted(
         };
         views.push(view);
     }
+    // The parent's deduplication: the same documents are left out, read from its
+    // removed-documents file, checked against the parent's manifest.
+    if let Some(d) = &parent.dedup {
+        let f = parent
+            .files
+            .iter()
+            .find(|f| f.path == d.file)
+            .ok_or_else(|| {
+                DataError::Format(format!(
+                    "{}'s data manifest lists no {} file",
+                    parent_dir.display(),
+                    d.file
+                ))
+            })?;
+        let root = parent.root_of(parent_dir, &d.file);
+        let p = parent.dir_of(parent_dir, &d.file).join(&d.file);
+        let (sha, _) = glass_io::open::sha256_beneath(&root, &p, Some(f.bytes))?;
+        if sha != f.sha256 {
+            return Err(DataError::Format(format!(
+                "{}: sha256 {sha} but {}'s data manifest lists {}; restore the parent's data",
+                p.display(),
+                parent_dir.display(),
+                f.sha256
+            )));
+        }
+        let removed = crate::dedup::read_removed(&root, &p)?;
+        for (s, src) in cfg.sources.iter().enumerate() {
+            if let Some(v) = views[s].as_mut() {
+                let mut docs: Vec<u64> = removed
+                    .iter()
+                    .filter(|r| r.0 == src.name)
+                    .map(|r| r.1)
+                    .collect();
+                docs.sort_unstable();
+                docs.dedup();
+                v.remove_docs(&docs);
+            }
+        }
+    }
     let framing = Framing::new(&parent.config, parent.tokenizer.specials);
     let mut packer = Packer::new(&parent.config, framing, &views);
     let plan = Plan::new(&parent.config);
@@ -270,6 +309,7 @@ pub fn differences(a: &DataConfig, b: &DataConfig) -> Vec<String> {
         }
     };
     key("seed", a.seed != b.seed);
+    key("dedup", a.dedup != b.dedup);
     key("seq_len", a.seq_len != b.seq_len);
     key("rows_per_step", a.rows_per_step != b.rows_per_step);
     key("steps_per_chunk", a.steps_per_chunk != b.steps_per_chunk);

@@ -40,7 +40,69 @@ pub struct DataConfig {
     /// Held-out rows for validation loss, from sources no stage trains on.
     #[serde(default)]
     pub validation: Option<ValidationConfig>,
+    /// Document deduplication before packing (absent: none). Written only when set, so
+    /// configs without it keep their hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<DedupConfig>,
 }
+
+/// `[data.dedup]`: which duplicate documents are removed before packing. Decisions are a
+/// pure function of the documents in recorded order (sources in config order, each
+/// source's documents in store order) and of this table, never of threads or resumes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    /// Remove documents whose normalized text equals an earlier document's.
+    #[serde(default = "default_true")]
+    pub exact: bool,
+    /// Remove near-duplicates: MinHash signatures whose LSH bands collide with an
+    /// earlier document's (FineWeb/datatrove's method and defaults).
+    #[serde(default = "default_true")]
+    pub near: bool,
+    /// Sources deduplicated together (default: every source a stage trains on).
+    /// Validation sources are never deduplicated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<String>>,
+    /// Seed of the MinHash hash functions (default: `[data] seed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Words per shingle.
+    #[serde(default = "default_shingle_words")]
+    pub shingle_words: usize,
+    /// LSH bands; `bands * rows` hash functions in all.
+    #[serde(default = "default_bands")]
+    pub bands: usize,
+    /// Hash functions per band: two documents collide in a band when all agree.
+    #[serde(default = "default_band_rows")]
+    pub rows: usize,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self {
+            exact: true,
+            near: true,
+            sources: None,
+            seed: None,
+            shingle_words: default_shingle_words(),
+            bands: default_bands(),
+            rows: default_band_rows(),
+        }
+    }
+}
+
+fn default_shingle_words() -> usize {
+    5
+}
+fn default_bands() -> usize {
+    14
+}
+fn default_band_rows() -> usize {
+    8
+}
+
+/// Most MinHash hash functions (`bands * rows`).
+pub const MAX_DEDUP_HASHES: usize = 1024;
 
 /// Largest `seq_len`.
 pub const MAX_SEQ_LEN: u64 = 1 << 24;
@@ -360,6 +422,56 @@ impl DataConfig {
                         "validation source `{n}` is also trained on; held-out data must stay held out"
                     ));
                 }
+            }
+        }
+        self.validate_dedup()?;
+        Ok(())
+    }
+
+    /// The sources `[data.dedup]` covers, in config order (empty without dedup).
+    pub fn dedup_sources(&self) -> Vec<usize> {
+        match &self.dedup {
+            None => vec![],
+            Some(d) => match &d.sources {
+                None => self.training_sources(),
+                Some(names) => {
+                    let mut v: Vec<usize> =
+                        names.iter().filter_map(|n| self.source_index(n)).collect();
+                    v.sort_unstable();
+                    v.dedup();
+                    v
+                }
+            },
+        }
+    }
+
+    fn validate_dedup(&self) -> Result<()> {
+        let Some(d) = &self.dedup else {
+            return Ok(());
+        };
+        let err = |m: String| Err(DataError::Config(format!("[data.dedup] {m}")));
+        if d.shingle_words == 0 {
+            return err("shingle_words must be at least 1".into());
+        }
+        if d.bands == 0 || d.rows == 0 {
+            return err("bands and rows must be at least 1".into());
+        }
+        if d.bands.saturating_mul(d.rows) > MAX_DEDUP_HASHES {
+            return err(format!(
+                "bands × rows = {} hash functions; at most {MAX_DEDUP_HASHES} are supported",
+                d.bands.saturating_mul(d.rows)
+            ));
+        }
+        let train = self.training_sources();
+        for n in d.sources.iter().flatten() {
+            match self.source_index(n) {
+                None => return err(format!("sources names unknown source `{n}`")),
+                Some(i) if !train.contains(&i) => {
+                    return err(format!(
+                        "sources names `{n}`, which no stage trains on (validation data is never deduplicated)"
+                    ))
+                }
+                Some(_) => {}
             }
         }
         Ok(())

@@ -99,6 +99,7 @@ impl DataConfig {
                 sources: vec!["heldout".into()],
                 rows: 64,
             }),
+            dedup: None,
         }
     }
 }
@@ -188,6 +189,16 @@ embedded = "english-held-out"
 # paths = ["src/"]
 # extensions = ["py"]
 # piece_bytes = 8192        # cut long files into pieces (also head_bytes = N: keep the start)
+
+# Deduplication before packing (docs/data-format.md): exact (lowercased, whitespace
+# collapsed) and near duplicates (MinHash, 5-word shingles, 14 bands x 8 rows, as
+# FineWeb); the first document of each cluster is kept, every removal is listed in
+# data/dedup_removed.jsonl and counted by `glass data stats`.
+# [data.dedup]
+# exact = true
+# near = true
+# sources = ["english"]     # default: every trained source
+# seed = 1234               # default: the [data] seed
 
 # Stage token budgets are whole chunks (steps_per_chunk x rows_per_step x (seq_len + 1)),
 # so the end of the English stage is a checkpoint.

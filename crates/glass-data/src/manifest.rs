@@ -119,6 +119,9 @@ pub struct Manifest {
     /// another run's data directory instead of being copied (absent for prepared data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<BaseData>,
+    /// What `[data.dedup]` removed (absent when the config has no dedup table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<crate::dedup::DedupRecord>,
 }
 
 /// Where a branch's data manifest reads the files it does not hold itself.

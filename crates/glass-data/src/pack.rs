@@ -220,8 +220,12 @@ const DOCS_TAG: u64 = 0x444f_4353;
 
 impl<'a> Stream<'a> {
     fn start_doc(&mut self, framing: &Framing, fim_rate: f64, st: &mut SourceStageStats) {
-        let n = self.view.n_docs();
-        let doc = permute(self.pos, n, hash_words(&[self.key, DOCS_TAG, self.epoch]));
+        let n = self.view.n_drawable();
+        let doc = self.view.drawable(permute(
+            self.pos,
+            n,
+            hash_words(&[self.key, DOCS_TAG, self.epoch]),
+        ));
         let len = self.view.doc_len(doc);
         let h = hash_words(&[self.key, FIM_TAG, self.epoch, doc]);
         let mut pieces = Vec::with_capacity(8);
@@ -322,7 +326,7 @@ impl<'a> Stream<'a> {
     }
 
     fn epochs(&self) -> f64 {
-        self.epoch as f64 + self.pos as f64 / self.view.n_docs() as f64
+        self.epoch as f64 + self.pos as f64 / self.view.n_drawable() as f64
     }
 }
 

@@ -14,12 +14,17 @@ use serde::Serialize;
 
 use crate::chunk::{chunk_stem, write_chunk, ChunkMeta};
 use crate::config::{DataConfig, SourceKind};
+use crate::dedup::{
+    cluster, fingerprint_source, place as dedup_place, write_removed, DedupRecord,
+    DedupSourceRecord, Removed, RemovedDoc,
+};
 use crate::dtype::TokenDtype;
 use crate::error::{DataError, IoContext, Result};
 use crate::manifest::{
     hash_entry, ChunkRecord, Manifest, ManifestFile, SourceRecord, TokenizerRecord, MANIFEST_FILE,
     MANIFEST_FORMAT,
 };
+use crate::minhash::MinHasher;
 use crate::order::Plan;
 use crate::pack::{pack_validation, Framing, Packer};
 use crate::sources::{list_units, read_unit, RawDoc, Unit, UnitCounts, UnitLocation};
@@ -239,7 +244,7 @@ impl Prepare {
         if opts.shard.is_some() {
             return Ok(report);
         }
-        self.build(&tokens_dir, &tok, tok_rec, n, &mut report)?;
+        self.build(&tokens_dir, &tok, tok_rec, n, opts.progress, &mut report)?;
         report.complete = true;
         Ok(report)
     }
@@ -506,6 +511,7 @@ impl Prepare {
         tok: &GlassTokenizer,
         tok_rec: TokenizerRecord,
         n: u32,
+        progress: bool,
         report: &mut PrepareReport,
     ) -> Result<()> {
         let cfg = self.cfg.clone();
@@ -573,6 +579,12 @@ impl Prepare {
             views[s] = Some(view);
         }
         self.remove_stale_stores(tokens_dir, n)?;
+        let dedup = self.dedup(&mut views, progress)?;
+        if let Some((_, f)) = &dedup {
+            files.push(f.clone());
+        } else {
+            remove_if_exists(&self.data.join(crate::dedup::REMOVED_FILE))?;
+        }
 
         let framing = Framing::new(&cfg, tok.specials());
         let plan = Plan::new(&cfg);
@@ -677,12 +689,133 @@ impl Prepare {
             validation,
             files,
             base: None,
+            dedup: dedup.map(|d| d.0),
         };
         write_atomic(
             &self.data.join(MANIFEST_FILE),
             &serde_json::to_vec_pretty(&manifest).expect("json"),
         )?;
         Ok(())
+    }
+
+    /// Applies `[data.dedup]`: fingerprints every document of the deduplicated sources
+    /// (re-reading their inputs), clusters them in recorded order, leaves the removed
+    /// documents out of `views` and writes the removed-documents file. Refuses to remove
+    /// every document of a source.
+    fn dedup(
+        &self,
+        views: &mut [Option<SourceView>],
+        progress: bool,
+    ) -> Result<Option<(DedupRecord, ManifestFile)>> {
+        let Some(dcfg) = &self.cfg.dedup else {
+            return Ok(None);
+        };
+        let seed = dcfg.seed.unwrap_or(self.cfg.seed);
+        let hasher = MinHasher::new(seed, dcfg.bands * dcfg.rows, dcfg.shingle_words);
+        let sources = self.cfg.dedup_sources();
+        let total: u64 = sources
+            .iter()
+            .flat_map(|&s| self.units[s].as_ref().expect("listed"))
+            .map(|u| u.bytes)
+            .sum();
+        let bar = Progress::new("dedup", total, progress);
+        let mut fps = Vec::new();
+        // (source, first global index) per deduplicated source.
+        let mut starts = Vec::new();
+        for &s in &sources {
+            let view = views[s].as_ref().expect("deduplicated sources are trained");
+            starts.push((s, fps.len()));
+            fps.extend(fingerprint_source(
+                &self.cfg,
+                s,
+                self.units[s].as_ref().expect("listed"),
+                view,
+                &hasher,
+                &bar,
+            )?);
+        }
+        bar.finish();
+        let decisions = cluster(&fps, dcfg);
+        drop(fps);
+        let locate = |g: usize| -> (usize, u64) {
+            let i = starts.partition_point(|&(_, a)| a <= g) - 1;
+            (starts[i].0, (g - starts[i].1) as u64)
+        };
+        let mut removed: Vec<Vec<u64>> = vec![Vec::new(); self.cfg.sources.len()];
+        let mut records: Vec<DedupSourceRecord> = sources
+            .iter()
+            .map(|&s| {
+                let v = views[s].as_ref().expect("view");
+                DedupSourceRecord {
+                    name: self.cfg.sources[s].name.clone(),
+                    docs_before: v.n_docs(),
+                    tokens_before: v.n_tokens(),
+                    exact: Removed::default(),
+                    near: Removed::default(),
+                    docs_after: v.n_docs(),
+                    tokens_after: v.n_tokens(),
+                }
+            })
+            .collect();
+        let mut lines = Vec::with_capacity(decisions.len());
+        for d in &decisions {
+            let (s, doc) = locate(d.removed);
+            let (ks, kdoc) = locate(d.kept);
+            let view = views[s].as_ref().expect("view");
+            let r = view.doc(doc);
+            let rec = &mut records[sources.iter().position(|&x| x == s).expect("listed")];
+            let counts = if d.near {
+                &mut rec.near
+            } else {
+                &mut rec.exact
+            };
+            counts.docs += 1;
+            counts.tokens += r.n_tokens as u64;
+            counts.bytes += r.byte_len;
+            rec.docs_after -= 1;
+            rec.tokens_after -= r.n_tokens as u64;
+            removed[s].push(doc);
+            lines.push(RemovedDoc {
+                filter: if d.near { "near" } else { "exact" }.into(),
+                doc: dedup_place(view, doc),
+                tokens: r.n_tokens as u64,
+                kept: dedup_place(views[ks].as_ref().expect("view"), kdoc),
+                jaccard: d.jaccard,
+            });
+        }
+        let (sha256, bytes) = write_removed(&self.run_dir, &self.data, lines.into_iter())?;
+        for &s in &sources {
+            let v = views[s].as_mut().expect("view");
+            v.remove_docs(&removed[s]);
+            if v.n_drawable() == 0 {
+                let rec = records
+                    .iter()
+                    .find(|r| r.name == self.cfg.sources[s].name)
+                    .expect("listed");
+                return Err(DataError::Source {
+                    source_name: rec.name.clone(),
+                    message: format!(
+                        "deduplication removed every one of its {} documents ({} exact and {} near duplicates of earlier documents; each is listed with the document it duplicates in {}); leave the source out of [data.dedup] sources, or remove the duplicated source",
+                        rec.docs_before,
+                        rec.exact.docs,
+                        rec.near.docs,
+                        self.data.join(crate::dedup::REMOVED_FILE).display()
+                    ),
+                });
+            }
+        }
+        Ok(Some((
+            DedupRecord {
+                seed,
+                file: crate::dedup::REMOVED_FILE.into(),
+                sources: records,
+            },
+            ManifestFile {
+                path: crate::dedup::REMOVED_FILE.into(),
+                sha256,
+                bytes,
+            },
+        )))
     }
 
     fn remove_stale_stores(&self, tokens_dir: &Path, n: u32) -> Result<()> {

@@ -399,6 +399,7 @@ pub fn import_pretokenized(
             fim_rate: BTreeMap::new(),
         }],
         validation: None,
+        dedup: None,
     };
     config.validate()?;
     let config_sha256 = config.hash();
@@ -493,6 +494,7 @@ pub fn import_pretokenized(
         validation: None,
         files,
         base: None,
+        dedup: None,
     };
     let bytes = serde_json::to_vec_pretty(&manifest).expect("json");
     write_atomic(&data.join(MANIFEST_FILE), &bytes)?;

@@ -438,6 +438,8 @@ pub struct SourceView {
     units: Vec<(u64, usize, UnitRecord)>,
     n_docs: u64,
     n_tokens: u64,
+    /// The documents packing draws from, when deduplication removed some (sorted).
+    kept: Option<Vec<u64>>,
 }
 
 impl SourceView {
@@ -496,7 +498,50 @@ impl SourceView {
             units,
             n_docs,
             n_tokens,
+            kept: None,
         })
+    }
+
+    /// Leaves documents `removed` (sorted, unique) out of packing: the stream draws from
+    /// the others, which keep their indices (so segments and provenance are unchanged).
+    pub fn remove_docs(&mut self, removed: &[u64]) {
+        if removed.is_empty() {
+            self.kept = None;
+            return;
+        }
+        let mut it = removed.iter().peekable();
+        let kept = (0..self.n_docs)
+            .filter(|d| {
+                if it.peek() == Some(&d) {
+                    it.next();
+                    false
+                } else {
+                    true
+                }
+            })
+            .collect();
+        self.kept = Some(kept);
+    }
+
+    /// Documents packing draws from: all, or those deduplication kept.
+    pub fn n_drawable(&self) -> u64 {
+        self.kept.as_ref().map_or(self.n_docs, |k| k.len() as u64)
+    }
+
+    /// The `i`-th document packing draws from (`i < n_drawable()`).
+    pub fn drawable(&self, i: u64) -> u64 {
+        self.kept.as_ref().map_or(i, |k| k[i as usize])
+    }
+
+    /// Global documents of unit `u` (`u` in unit order).
+    pub fn unit_docs(&self, u: usize) -> std::ops::Range<u64> {
+        let (start, _, rec) = &self.units[u];
+        *start..start + rec.n_docs
+    }
+
+    /// The path of unit `u`.
+    pub fn unit_path(&self, u: usize) -> &str {
+        &self.units[u].2.path
     }
 
     /// Documents in the source.
