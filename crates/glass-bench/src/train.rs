@@ -146,8 +146,34 @@ pub struct TrainBench {
     pub last_loss: f64,
 }
 
+/// One phase of a profiled step (`glass bench train --profile`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseTime {
+    /// Phase name ([`glass_engine::profile::Phase::name`]).
+    pub phase: &'static str,
+    /// Milliseconds per step.
+    pub ms_per_step: f64,
+    /// Share of the measured step time.
+    pub share: f64,
+    /// Calls per step.
+    pub calls_per_step: f64,
+}
+
 /// Runs `warmup + steps` AdamW steps on random tokens and times the last `steps`.
 pub fn run(o: &TrainOptions) -> Result<TrainBench> {
+    Ok(run_with(o, false)?.0)
+}
+
+/// [`run`] with the engine's phase profiler on ([`glass_engine::profile`]): the timed
+/// steps' time per phase. Profiling times each operation on the calling thread; the
+/// step time it reports is that of the profiled steps themselves.
+pub fn profile(o: &TrainOptions) -> Result<(TrainBench, Vec<PhaseTime>)> {
+    let (b, p) = run_with(o, true)?;
+    Ok((b, p.unwrap_or_default()))
+}
+
+fn run_with(o: &TrainOptions, profiled: bool) -> Result<(TrainBench, Option<Vec<PhaseTime>>)> {
+    glass_engine::profile::enable(profiled);
     let (cfg, batch, seq, steps) = (&o.cfg, o.batch, o.seq, o.steps);
     let mut model = Model::new(cfg, 0)?;
     let mut opt = AdamW::new(AdamWConfig::default(), model.params.len());
@@ -162,6 +188,9 @@ pub fn run(o: &TrainOptions) -> Result<TrainBench> {
             state ^= state << 17;
             *t = (state % cfg.vocab_size as u64) as u32;
         }
+        if i == o.warmup {
+            glass_engine::profile::reset();
+        }
         let t0 = Instant::now();
         last_loss = model.train_step(&mut opt, &rows, seq, batch, 3e-4)?.loss;
         if i >= o.warmup {
@@ -173,7 +202,20 @@ pub fn run(o: &TrainOptions) -> Result<TrainBench> {
     let gflops = train_flops_per_token(cfg, seq) * tokens / step_s / 1e9;
     let peak = gemm_peak(1024, 3).gflops;
     let hw = hardware_peak();
-    Ok(TrainBench {
+    let phases = profiled.then(|| {
+        let per = steps.max(1) as f64;
+        glass_engine::profile::totals()
+            .into_iter()
+            .map(|(p, secs, calls)| PhaseTime {
+                phase: p.name(),
+                ms_per_step: secs * 1e3 / per,
+                share: secs / elapsed.max(1e-12),
+                calls_per_step: calls as f64 / per,
+            })
+            .collect()
+    });
+    glass_engine::profile::enable(false);
+    let bench = TrainBench {
         model: o.preset.clone(),
         threads: rayon::current_num_threads(),
         batch,
@@ -189,7 +231,8 @@ pub fn run(o: &TrainOptions) -> Result<TrainBench> {
         kernel: glass_engine::gemm::active_kernel().name(),
         peak_rss_mib: peak_rss_mib(),
         last_loss,
-    })
+    };
+    Ok((bench, phases))
 }
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`; 0 elsewhere).

@@ -63,6 +63,10 @@ pub struct TrainArgs {
     /// Tokens per sequence (default: the preset's benchmark length).
     #[arg(long)]
     seq: Option<usize>,
+    /// Also time every phase of the step (GEMMs by projection, attention, norms, RoPE,
+    /// SwiGLU, head and loss, gradient accumulation, AdamW) and print the breakdown.
+    #[arg(long)]
+    profile: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -252,6 +256,38 @@ fn train(a: TrainArgs) -> Result<()> {
             } else {
                 println!("{}", describe_dist(&r));
             }
+        }
+        return Ok(());
+    }
+    if a.profile {
+        let (r, phases) = glass_bench::train::profile(&opts)?;
+        if a.json {
+            let mut v = serde_json::to_value(&r)?;
+            v["profile"] = serde_json::to_value(&phases)?;
+            println!("{}", serde_json::to_string(&v)?);
+        } else {
+            print_train(&r);
+            println!(
+                "{:<30} {:>10} {:>8} {:>10}",
+                "phase", "ms/step", "share", "calls/step"
+            );
+            let mut total = 0.0;
+            for p in &phases {
+                total += p.share;
+                println!(
+                    "{:<30} {:>10.2} {:>7.1}% {:>10.0}",
+                    p.phase,
+                    p.ms_per_step,
+                    100.0 * p.share,
+                    p.calls_per_step
+                );
+            }
+            println!(
+                "{:<30} {:>10} {:>7.1}%  (the rest: batch assembly, zeroing, the pool's hand-offs)",
+                "sum of phases",
+                "",
+                100.0 * total
+            );
         }
         return Ok(());
     }

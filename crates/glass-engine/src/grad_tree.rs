@@ -148,6 +148,7 @@ impl Model {
             let loss = leaf_loss(self, group)?;
             let fresh = tree.take_buffer(n);
             let leaf = std::mem::replace(&mut self.grads, fresh);
+            let _t = crate::profile::span(crate::profile::Phase::GradReduce);
             tree.push_leaf(leaf, loss);
         }
         let (_, root, loss) = tree.stack.pop().expect("a power-of-two tree has one root");

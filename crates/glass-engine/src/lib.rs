@@ -17,6 +17,7 @@ pub mod ops;
 pub mod optim;
 pub mod packed;
 pub mod parallel;
+pub mod profile;
 pub mod weights;
 
 pub use argmax::{argmax, argmax_token};

@@ -18,6 +18,7 @@ use crate::ops::lm_head::{self, HeadDims};
 use crate::ops::rope::Rope;
 use crate::ops::{embedding, gelu, linear, norm, swiglu};
 use crate::optim::AdamW;
+use crate::profile::{span, Phase};
 use crate::weights::{HalfWeights, Params};
 use crate::EngineError;
 
@@ -545,6 +546,7 @@ impl Model {
 
         // Head + loss → dL/d(lnf) in `dln`.
         {
+            let _t = span(Phase::HeadLoss);
             let (head, dhead) = (&p[lay.head..lay.head + vd], &mut g[lay.head..lay.head + vd]);
             lm_head::forward_backward(
                 hdims,
@@ -559,6 +561,7 @@ impl Model {
             );
         }
         ws.dres.par_iter_mut().for_each(|x| *x = 0.0);
+        let t = span(Phase::NormBwd);
         norm_backward(
             cfg,
             p,
@@ -572,6 +575,7 @@ impl Model {
             &mut ws.dres,
         );
 
+        drop(t);
         for (l, bo) in lay.blocks.iter().enumerate().rev() {
             let BlockOffsets {
                 qkv,
@@ -583,7 +587,10 @@ impl Model {
             let a = &ws.trunk.blocks[l];
             let mi = cfg.mlp_in();
             // x_next = xmid + h·Wdownᵀ (+ b)
+            let t = span(Phase::Elementwise);
             bias_grad(g, bo.down_b, &ws.dres, d);
+            drop(t);
+            let t = span(Phase::DownBwd);
             linear::backward(
                 &ws.dres,
                 &a.h,
@@ -594,8 +601,14 @@ impl Model {
                 f,
                 d,
             );
+            drop(t);
+            let t = span(Phase::ActBwd);
             swiglu::backward(&a.gu, &ws.dh, &mut ws.dgu, f);
+            drop(t);
+            let t = span(Phase::Elementwise);
             bias_grad(g, bo.gate_up_b, &ws.dgu, mi);
+            drop(t);
+            let t = span(Phase::MlpInBwd);
             linear::backward(
                 &ws.dgu,
                 &a.ln2,
@@ -606,6 +619,8 @@ impl Model {
                 d,
                 mi,
             );
+            drop(t);
+            let t = span(Phase::NormBwd);
             norm_backward(
                 cfg,
                 p,
@@ -620,7 +635,11 @@ impl Model {
             );
             // xmid = x + att·Woᵀ (+ b)
             let ad = nh * hd;
+            drop(t);
+            let t = span(Phase::Elementwise);
             bias_grad(g, bo.o_b, &ws.dres, d);
+            drop(t);
+            let t = span(Phase::OBwd);
             linear::backward(
                 &ws.dres,
                 &a.att,
@@ -631,6 +650,8 @@ impl Model {
                 ad,
                 d,
             );
+            drop(t);
+            let t = span(Phase::AttnBwd);
             attention::backward(
                 dims,
                 &a.qkv,
@@ -641,13 +662,19 @@ impl Model {
                 &mut ws.trunk.hm,
                 &mut ws.attn,
             );
+            drop(t);
+            let t = span(Phase::RopeBwd);
             let rope = &self.rope;
             ws.dqkv.par_chunks_mut(w).enumerate().for_each(|(r, row)| {
                 let pos = r % seq;
                 rope.rotate(row, nh, hd, pos, true);
                 rope.rotate(&mut row[nh * hd..], nkv, hd, pos, true);
             });
+            drop(t);
+            let t = span(Phase::Elementwise);
             bias_grad(g, bo.qkv_b, &ws.dqkv, w);
+            drop(t);
+            let t = span(Phase::QkvBwd);
             linear::backward(
                 &ws.dqkv,
                 &a.ln1,
@@ -658,6 +685,8 @@ impl Model {
                 d,
                 w,
             );
+            drop(t);
+            let _t = span(Phase::NormBwd);
             norm_backward(
                 cfg,
                 p,
@@ -671,6 +700,7 @@ impl Model {
                 &mut ws.dres,
             );
         }
+        let _t = span(Phase::Embedding);
         embedding::backward(
             &mut g[lay.embed..lay.embed + vd],
             &ws.trunk.tokens,
@@ -720,6 +750,7 @@ impl Model {
 
     /// Clips and applies the accumulated gradients; returns the pre-clip gradient norm.
     pub fn apply_optimizer(&mut self, opt: &mut AdamW, lr: f32) -> f64 {
+        let _t = span(Phase::Optimizer);
         let mult = self.cfg.mup.lr_multipliers;
         opt.step(&mut self.params, &mut self.grads, &self.layout, lr, &mult)
     }
@@ -727,6 +758,7 @@ impl Model {
     /// [`Model::apply_optimizer`] with the pre-clip norm of [`Model::grads`] already
     /// computed by the caller ([`AdamW::grad_norm`]), so it is not computed twice.
     pub fn apply_optimizer_with_norm(&mut self, opt: &mut AdamW, lr: f32, grad_norm: f64) {
+        let _t = span(Phase::Optimizer);
         let mult = self.cfg.mup.lr_multipliers;
         opt.step_with_norm(
             &mut self.params,
@@ -771,19 +803,23 @@ pub(crate) fn run_trunk(
     let mi = cfg.mlp_in();
     let arch = cfg.arch;
     let post = arch.block == BlockKind::PostNorm;
-    p.embed(
-        lay.embed,
-        cfg.vocab_size,
-        &tr.tokens,
-        &mut tr.resid[0],
-        d,
-        cfg.mup.embedding_multiplier,
-    );
+    {
+        let _t = span(Phase::Embedding);
+        p.embed(
+            lay.embed,
+            cfg.vocab_size,
+            &tr.tokens,
+            &mut tr.resid[0],
+            d,
+            cfg.mup.embedding_multiplier,
+        );
+    }
     let (nr, nb) = (tr.resid.len(), tr.blocks.len());
     for (l, bo) in lay.blocks.iter().enumerate() {
         let (x, x_next) = pair_mut(&mut tr.resid, l % nr, (l + 1) % nr);
         let a = &mut tr.blocks[l % nb];
         // Attention reads norm1(x) (pre-norm, parallel) or x itself (post-norm).
+        let t = span(Phase::NormFwd);
         if post {
             a.ln1.copy_from_slice(x);
         } else {
@@ -798,7 +834,9 @@ pub(crate) fn run_trunk(
                 &mut a.ln1_rstd,
             );
         }
+        drop(t);
         let pk = packed.map(|pw| &pw.blocks[l]);
+        let t = span(Phase::QkvFwd);
         p.linear(
             bo.qkv,
             pk.map(|b| &b.qkv),
@@ -810,6 +848,8 @@ pub(crate) fn run_trunk(
             false,
         );
         add_bias(p, bo.qkv_b, &mut a.qkv, w);
+        drop(t);
+        let t = span(Phase::RopeFwd);
         let qk_norm = bo
             .q_norm
             .zip(bo.k_norm)
@@ -829,7 +869,11 @@ pub(crate) fn run_trunk(
             rope.rotate(row, nh, hd, pos, false);
             rope.rotate(&mut row[nh * hd..], nkv, hd, pos, false);
         });
+        drop(t);
+        let t = span(Phase::AttnFwd);
         attend(l, &a.qkv, &mut a.att, &mut a.lse, &mut tr.hm);
+        drop(t);
+        let t = span(Phase::OFwd);
         if post {
             // xmid = x + norm1(att·Woᵀ + b)
             p.linear(
@@ -869,6 +913,8 @@ pub(crate) fn run_trunk(
             );
             add_bias(p, bo.o_b, &mut a.xmid, d);
         }
+        drop(t);
+        let t = span(Phase::NormFwd);
         // The MLP reads norm2(xmid) (pre-norm), norm2(x) (parallel) or xmid (post-norm).
         match arch.block {
             BlockKind::PreNorm => norm_forward(
@@ -893,6 +939,8 @@ pub(crate) fn run_trunk(
             ),
             BlockKind::PostNorm => a.ln2.copy_from_slice(&a.xmid),
         }
+        drop(t);
+        let t = span(Phase::MlpInFwd);
         p.linear(
             bo.gate_up,
             pk.map(|b| &b.gate_up),
@@ -904,10 +952,14 @@ pub(crate) fn run_trunk(
             false,
         );
         add_bias(p, bo.gate_up_b, &mut a.gu, mi);
+        drop(t);
+        let t = span(Phase::ActFwd);
         match arch.mlp {
             MlpKind::Swiglu => swiglu::forward(&a.gu, &mut a.h, f),
             MlpKind::Gelu => gelu::forward(&a.gu, &mut a.h),
         }
+        drop(t);
+        let t = span(Phase::DownFwd);
         if post {
             // out = xmid + norm2(h·Wdownᵀ + b); `ln1` is free scratch by now.
             p.linear(
@@ -938,6 +990,7 @@ pub(crate) fn run_trunk(
             p.linear(bo.down, pk.map(|b| &b.down), &a.h, x_next, n, f, d, true);
             add_bias(p, bo.down_b, x_next, d);
         }
+        drop(t);
         if let Some(pr) = probe.as_mut() {
             pr(&BlockView {
                 layer: l,
@@ -949,6 +1002,7 @@ pub(crate) fn run_trunk(
         }
     }
     let x = &tr.resid[cfg.n_layers % nr];
+    let _t = span(Phase::NormFwd);
     norm_forward(
         cfg,
         p,

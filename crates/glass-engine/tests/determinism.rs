@@ -109,3 +109,25 @@ fn every_block_variant_computes_the_same_bits_on_any_thread_count() {
         }
     }
 }
+
+#[test]
+fn profiling_changes_no_bit() {
+    let plain = train(2, 9);
+    glass_engine::profile::enable(true);
+    let profiled = train(2, 9);
+    let totals = glass_engine::profile::totals();
+    glass_engine::profile::enable(false);
+    assert!(plain
+        .iter()
+        .zip(&profiled)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    // Every phase of a plain LLaMA step was seen.
+    for (p, _, calls) in totals {
+        if !matches!(
+            p,
+            glass_engine::profile::Phase::Elementwise | glass_engine::profile::Phase::GradReduce
+        ) {
+            assert!(calls > 0, "{} never timed", p.name());
+        }
+    }
+}
