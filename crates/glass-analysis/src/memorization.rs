@@ -6,7 +6,8 @@
 //! `⌊j·n/s⌋` for `j = 0..s` (every row when `s ≥ n`): evenly spaced over the chunk,
 //! hence over its steps, with no seed to record.
 //!
-//! Decoding is batched (a fixed batch of [`DECODE_BATCH`] rows in sample order) and
+//! Decoding is batched (at most [`DECODE_BATCH`] rows in sample order, fewer when their KV
+//! caches would exceed [`DECODE_MEMORY_BUDGET`]) and
 //! KV-cached through the engine's `forward_cached_batch`, whose results do not depend on
 //! the thread count; argmax is the engine's one rule ([`glass_engine::argmax`]: the first
 //! maximum, as `torch.argmax`).
@@ -32,6 +33,38 @@ use crate::query::Index;
 /// Rows decoded together. Fixed (never derived from the thread count), so results are
 /// the same bits on any machine size.
 pub const DECODE_BATCH: usize = 32;
+/// Memory that decoding may hold beyond the weights: KV caches and activations of the
+/// batches in flight. Keeps `glass analyze memorization` on a 7B bf16 weights-only run
+/// within its weights plus 2 GiB (the rest is the process). Batches are made smaller, and
+/// fewer run side by side, to stay under it; neither changes a bit (every GEMM output
+/// element is computed the same way whatever the number of rows, docs/numerics.md).
+pub const DECODE_MEMORY_BUDGET: u64 = 3 << 29;
+
+/// Bytes one row of a decoding batch holds: its KV cache for `prompt + n_new` positions
+/// and its share of the prefill's activations and logits.
+pub fn decode_row_bytes(cfg: &glass_engine::ModelConfig, prompt: usize, n_new: usize) -> u64 {
+    let (d, f) = (cfg.d_model as u64, cfg.ffn_hidden as u64);
+    let kv = 2 * cfg.n_layers as u64 * cfg.kv_dim() as u64 * (prompt + n_new) as u64;
+    let w = ((cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim()) as u64;
+    let per_token = 7 * d + w + cfg.mlp_in() as u64 + f;
+    4 * (kv + per_token * prompt as u64 + cfg.vocab_size as u64)
+}
+
+/// `(rows per batch, batches side by side)` for decoding `prompt + n_new` tokens on
+/// `threads` threads within [`DECODE_MEMORY_BUDGET`]: at most [`DECODE_BATCH`] rows, at
+/// least one.
+pub fn decode_plan(
+    cfg: &glass_engine::ModelConfig,
+    prompt: usize,
+    n_new: usize,
+    threads: usize,
+) -> (usize, usize) {
+    let row = decode_row_bytes(cfg, prompt, n_new).max(1);
+    let rows = (DECODE_MEMORY_BUDGET / row).clamp(1, DECODE_BATCH as u64) as usize;
+    let side = (DECODE_MEMORY_BUDGET / (row * rows as u64)).clamp(1, threads.max(1) as u64);
+    (rows, side as usize)
+}
+
 /// Version of the protocol; part of every result's settings hash.
 pub const PROTOCOL: &str = "glass-memorization-v1";
 
@@ -204,8 +237,10 @@ pub fn greedy(
     }
     // Every decoding step multiplies a few rows by every weight: pack the weights once.
     let packed = model.packed();
-    let batches: Vec<&[Vec<u32>]> = prompts.chunks(DECODE_BATCH).collect();
-    let threads = rayon::current_num_threads();
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let (rows, side) = decode_plan(&model.cfg, longest, n_new, rayon::current_num_threads());
+    let batches: Vec<&[Vec<u32>]> = prompts.chunks(rows).collect();
+    let threads = side;
     let mut out = Vec::with_capacity(prompts.len());
     // A batch runs inside a one-thread pool: its many small row-parallel steps then stay
     // on that thread instead of each being handed to a pool and waited for.
@@ -641,6 +676,22 @@ fn reusable(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn decoding_at_7b_stays_within_the_memory_budget() {
+        let amber = glass_engine::ModelConfig::preset("amber-7b").unwrap();
+        let row = decode_row_bytes(&amber, 32, 32);
+        // 64 positions of f32 keys and values in 32 layers: 64 MiB, plus the prefill.
+        assert!(row > 64 << 20 && row < 80 << 20, "{row}");
+        let (rows, side) = decode_plan(&amber, 32, 32, 2);
+        assert_eq!(side, 1);
+        assert!(rows >= 16 && rows < DECODE_BATCH);
+        assert!(rows as u64 * row <= DECODE_MEMORY_BUDGET);
+        // A small model keeps the full batch, one per thread.
+        let tiny = glass_engine::ModelConfig::preset("tiny").unwrap();
+        assert_eq!(decode_plan(&tiny, 32, 32, 2), (DECODE_BATCH, 2));
+    }
+
     use super::*;
 
     #[test]
