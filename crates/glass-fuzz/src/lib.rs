@@ -127,6 +127,7 @@ pub const TARGETS: &[Target] = &[
         seeds: &[
             "crates/glass-hf/tests/fixtures/hf/tied-bin/pytorch_model.bin",
             "crates/glass-hf/tests/fixtures/hf/evil-bin/pytorch_model.bin",
+            "crates/glass-hf/tests/fixtures/families/crystalcoder-bin/pytorch_model.bin",
             "crates/glass-fuzz/corpus/pickle/data.pkl",
         ],
         run: |_, b| pickle(b),

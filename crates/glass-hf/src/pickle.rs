@@ -24,6 +24,10 @@ pub enum StorageDtype {
     BF16,
     /// `torch.DoubleStorage`.
     F64,
+    /// A non-float storage (`BoolStorage`, `ByteStorage`, `CharStorage`, `ShortStorage`,
+    /// `IntStorage`, `LongStorage`): only buffers use them (causal masks, position ids);
+    /// their bytes per element.
+    Other(usize),
 }
 
 impl StorageDtype {
@@ -33,6 +37,7 @@ impl StorageDtype {
             StorageDtype::F32 => 4,
             StorageDtype::F16 | StorageDtype::BF16 => 2,
             StorageDtype::F64 => 8,
+            StorageDtype::Other(n) => n,
         }
     }
 }
@@ -110,9 +115,15 @@ fn resolve(module: &str, name: &str) -> Result<Global, String> {
         ("torch", "HalfStorage") => Global::Storage(StorageDtype::F16),
         ("torch", "BFloat16Storage") => Global::Storage(StorageDtype::BF16),
         ("torch", "DoubleStorage") => Global::Storage(StorageDtype::F64),
+        ("torch", "BoolStorage") | ("torch", "ByteStorage") | ("torch", "CharStorage") => {
+            Global::Storage(StorageDtype::Other(1))
+        }
+        ("torch", "ShortStorage") => Global::Storage(StorageDtype::Other(2)),
+        ("torch", "IntStorage") => Global::Storage(StorageDtype::Other(4)),
+        ("torch", "LongStorage") => Global::Storage(StorageDtype::Other(8)),
         _ => {
             return Err(format!(
-                "refused: the pickle calls `{module}.{name}`; only torch tensor-rebuild functions and float storages are allowed (loading a checkpoint must never run code)"
+                "refused: the pickle calls `{module}.{name}`; only torch tensor-rebuild functions and storage types are allowed (loading a checkpoint must never run code)"
             ))
         }
     })

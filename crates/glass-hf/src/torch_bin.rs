@@ -59,6 +59,12 @@ pub fn read<'a>(map: &'a [u8], path: &Path) -> Result<Vec<SrcTensor<'a>>> {
         let Value::Tensor(t) = v else {
             return Err(tensor_err(path, name, "is not a tensor"));
         };
+        if let pickle::StorageDtype::Other(_) = t.dtype {
+            // Integer and boolean tensors are buffers (CrystalCoder's and GPT-NeoX's
+            // causal masks, position ids), never weights: passed over unread. A model
+            // that needed one reports it missing, by name.
+            continue;
+        }
         let bytes = match storages.get(&t.key) {
             Some(b) => *b,
             None => {
@@ -100,6 +106,7 @@ pub fn read<'a>(map: &'a [u8], path: &Path) -> Result<Vec<SrcTensor<'a>>> {
             pickle::StorageDtype::F16 => SrcDtype::F16,
             pickle::StorageDtype::BF16 => SrcDtype::BF16,
             pickle::StorageDtype::F64 => SrcDtype::F64,
+            pickle::StorageDtype::Other(_) => unreachable!("passed over above"),
         };
         // Checked arithmetic: shapes and strides come from the file and may be hostile.
         let need = (t.storage_numel as usize).checked_mul(dtype.size());

@@ -426,3 +426,29 @@ fn induction_and_previous_token_scores_match_the_references_attentions() {
         assert!(worst <= 1e-5, "{fam}: head scores differ by {worst:e}");
     }
 }
+
+#[test]
+fn crystalcoder_as_published_in_pytorch_bin_with_its_buffers_imports_to_the_same_model() {
+    // pytorch_model.bin with each layer's bool causal mask, masked_bias and a copy of
+    // the tied head, as LLM360 publishes CrystalCoder's checkpoints.
+    let r = reference();
+    let (mut a, stats, _, _) = glass_hf::load_folder(&fixtures().join("crystalcoder-bin")).unwrap();
+    let (mut b, _, _, _) = glass_hf::load_folder(&fixtures().join("crystalcoder")).unwrap();
+    assert_eq!(a.params, b.params);
+    let la = a.forward_logits(&r.ids, 2, 12).unwrap();
+    let lb = b.forward_logits(&r.ids, 2, 12).unwrap();
+    assert!(la.iter().zip(&lb).all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert!(
+        stats.skipped.iter().any(|s| s.contains("masked_bias")),
+        "{:?}",
+        stats.skipped
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("wo");
+    glass_hf::import_with(
+        &fixtures().join("crystalcoder-bin"),
+        &run,
+        &glass_hf::ImportOptions { weights_only: true },
+    )
+    .unwrap();
+}
