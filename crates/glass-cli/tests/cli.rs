@@ -137,6 +137,33 @@ fn every_checkpoint_option_takes_latest_and_outputs_take_relative_names() {
         s(&["verify", &r, "--replay", "latest"]),
     );
     cases.insert(
+        ("inspect", "--checkpoint"),
+        s(&["inspect", &r, "--checkpoint", "latest", "--prompt", "the"]),
+    );
+    cases.insert(
+        ("inspect", "--checkpoints"),
+        s(&[
+            "inspect",
+            &r,
+            "--checkpoints",
+            "latest",
+            "--prompt",
+            "the",
+            "--json",
+        ]),
+    );
+    cases.insert(
+        ("analyze dynamics", "--checkpoints"),
+        s(&[
+            "analyze",
+            "dynamics",
+            &r,
+            "--checkpoints",
+            "latest",
+            "--quiet",
+        ]),
+    );
+    cases.insert(
         ("eval", "--checkpoints"),
         s(&[
             "eval",
