@@ -385,7 +385,6 @@ pub fn load_folder(
     let (_, info) = read_config(src)?;
     let cfg = info.cfg.clone().expect("mapped");
     let files = discover(src)?;
-    let mut model = Model::zeros(&cfg)?;
     if info.family != crate::families::Family::Llama {
         // Other families move tensors between layouts: read them as stored, moved into
         // the Glass layout, then widen each (any mix of dtypes) into the model.
@@ -399,6 +398,8 @@ pub fn load_folder(
             info.family,
             true,
         )?;
+        // Shapes were checked against the config above, before anything is allocated.
+        let mut model = Model::zeros(&cfg)?;
         let layout = model.layout.clone();
         for (t, view) in tensors.iter().zip(layout.tensors()) {
             crate::weights::stored_to_f32(t.dtype, &t.data, &mut model.params[view.range()]);
@@ -407,6 +408,7 @@ pub fn load_folder(
         return Ok((model, stats, info, files));
     }
     crate::weights::check_shapes(&files, &cfg)?;
+    let mut model = Model::zeros(&cfg)?;
     let stats = load_into(&files, &mut model)?;
     Ok((model, stats, info, files))
 }
