@@ -261,15 +261,7 @@ impl Prepare {
         if opts.shard.is_some() {
             return Ok(report);
         }
-        self.build(
-            &tokens_dir,
-            &tok,
-            tok_rec,
-            n,
-            opts.benchmark.as_deref(),
-            opts.progress,
-            &mut report,
-        )?;
+        self.build(&tokens_dir, &tok, tok_rec, n, opts, &mut report)?;
         report.complete = true;
         Ok(report)
     }
@@ -536,10 +528,10 @@ impl Prepare {
         tok: &GlassTokenizer,
         tok_rec: TokenizerRecord,
         n: u32,
-        benchmark: Option<&[BenchItem]>,
-        progress: bool,
+        opts: &PrepareOptions,
         report: &mut PrepareReport,
     ) -> Result<()> {
+        let (benchmark, progress) = (opts.benchmark.as_deref(), opts.progress);
         let cfg = self.cfg.clone();
         let config_sha256 = cfg.hash();
         let mut views: Vec<Option<SourceView>> = (0..cfg.sources.len()).map(|_| None).collect();
