@@ -28,19 +28,11 @@ use crate::error::{AnalysisError, Result};
 pub const CONTAMINATION_FILE: &str = "analysis/contamination.json";
 /// Format tag of [`ContaminationReport`].
 pub const CONTAMINATION_FORMAT: &str = "glass-contamination-v1";
-/// The default n-gram length, in tokens.
-pub const DEFAULT_NGRAM: usize = 13;
+/// The default n-gram length, in tokens (the same as decontamination's).
+pub const DEFAULT_NGRAM: usize = glass_data::decontaminate::DEFAULT_NGRAM;
 
-/// One benchmark item to check.
-#[derive(Debug, Clone)]
-pub struct BenchItem {
-    /// Task name.
-    pub task: String,
-    /// Where the item came from (`file:line`).
-    pub id: String,
-    /// The text checked.
-    pub text: String,
-}
+/// One benchmark item to check (the same items `[data] decontaminate` removes).
+pub use glass_data::decontaminate::BenchItem;
 
 /// How the training rows are searched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -2,9 +2,9 @@
 //! Loads the tasks as `glass eval` does, turns each evaluated item into the text checked,
 //! and prints glass-analysis's report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use glass_analysis::contamination::{
     contamination, BenchItem, ContaminationOptions, ContaminationReport, Method,
@@ -26,6 +26,11 @@ pub struct ContaminationArgs {
         default_value = "glass_cloze,glass_heldout,glass_code_heldout"
     )]
     pub tasks: Vec<String>,
+    /// A standard suite, as `glass eval --suite` takes it: `leaderboard` (ARC-Challenge,
+    /// HellaSwag, MMLU, TruthfulQA MC2) or `code` (HumanEval, MBPP); hub data via
+    /// --data-dir.
+    #[arg(long, conflicts_with = "tasks")]
+    pub suite: Option<String>,
     /// More directories of harness task YAML files.
     #[arg(long = "include-path", value_name = "DIR")]
     pub include_path: Vec<PathBuf>,
@@ -71,9 +76,12 @@ fn item_text(p: &Prepared) -> String {
     }
 }
 
-/// Runs `glass data contamination`.
-pub fn run(a: ContaminationArgs) -> Result<()> {
-    let sel = crate::eval::load_tasks(&a.tasks, &a.data_files, &a.include_path, &a.data_dir)?;
+/// The evaluated items of the selected tasks (zero-shot, at most `limit` per task), in
+/// task order, as checked for contamination.
+pub fn bench_items(
+    sel: &glass_eval::index::Selection,
+    limit: Option<usize>,
+) -> Result<Vec<BenchItem>> {
     let mut items = Vec::new();
     for t in &sel.tasks {
         let mut t = t.clone();
@@ -81,7 +89,7 @@ pub fn run(a: ContaminationArgs) -> Result<()> {
         let data = t
             .load()
             .with_context(|| format!("loading task {}", t.name))?;
-        let prepared = glass_eval::prepare(&t, &data, a.limit, glass_eval::DEFAULT_FEWSHOT_SEED)
+        let prepared = glass_eval::prepare(&t, &data, limit, glass_eval::DEFAULT_FEWSHOT_SEED)
             .with_context(|| format!("task {}", t.name))?;
         let docs = &data.splits[t.eval_split()?];
         for (p, d) in prepared.iter().zip(docs) {
@@ -92,6 +100,62 @@ pub fn run(a: ContaminationArgs) -> Result<()> {
             });
         }
     }
+    Ok(items)
+}
+
+/// The items of the `[data] decontaminate` tasks of `run`'s config (`None` when it names
+/// none). Tasks are resolved as `glass eval --tasks` resolves them, YAML paths and
+/// `decontaminate_data_dir` relative to the run directory; every item is checked. Items
+/// read from files inside the run are named by paths relative to it.
+pub fn decontaminate_items(run: &Path) -> Result<Option<Vec<BenchItem>>> {
+    let cfg = glass_data::DataConfig::load(run)
+        .with_context(|| format!("reading {}", run.join("glass.toml").display()))?;
+    if cfg.decontaminate.is_empty() {
+        return Ok(None);
+    }
+    let names: Vec<String> = cfg
+        .decontaminate
+        .iter()
+        .map(|n| {
+            let p = run.join(n.trim());
+            if glass_eval::bundled::bundled(n.trim()).is_none() && p.is_file() {
+                p.to_string_lossy().into_owned()
+            } else {
+                n.clone()
+            }
+        })
+        .collect();
+    let dirs: Vec<PathBuf> = cfg
+        .decontaminate_data_dir
+        .iter()
+        .map(|d| run.join(d))
+        .collect();
+    let sel = crate::eval::load_tasks(&names, &[], &[], &dirs)
+        .context("loading the [data] decontaminate tasks")?;
+    let mut items = bench_items(&sel, None).context("loading the [data] decontaminate tasks")?;
+    // Items of files inside the run are named relative to it, so the record does not
+    // depend on where the run lies.
+    let prefix = format!("{}{}", run.display(), std::path::MAIN_SEPARATOR);
+    for it in &mut items {
+        if let Some(rest) = it.id.strip_prefix(&prefix) {
+            it.id = rest.to_string();
+        }
+    }
+    Ok(Some(items))
+}
+
+/// Runs `glass data contamination`.
+pub fn run(a: ContaminationArgs) -> Result<()> {
+    let sel = match &a.suite {
+        Some(s) => {
+            if !a.data_files.is_empty() {
+                bail!("--data-files does not apply to a suite; use --data-dir DIR");
+            }
+            crate::eval::load_suite(s, &a.include_path, &a.data_dir)?
+        }
+        None => crate::eval::load_tasks(&a.tasks, &a.data_files, &a.include_path, &a.data_dir)?,
+    };
+    let items = bench_items(&sel, a.limit)?;
     let opts = ContaminationOptions {
         method: a.method,
         n: a.ngram,

@@ -72,11 +72,17 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             tokenizer_only,
             threads,
         } => {
+            let benchmark = if shard.is_none() && !tokenizer_only {
+                crate::contamination::decontaminate_items(&run)?
+            } else {
+                None
+            };
             let opts = PrepareOptions {
                 shard,
                 tokenizer_only,
                 threads,
                 progress: true,
+                benchmark,
             };
             let r = prepare(&run, &opts).with_context(|| format!("preparing {}", run.display()))?;
             if r.tokens_tokenized > 0 {
@@ -251,19 +257,42 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
 fn print_dedup(d: &glass_data::dedup::DedupRecord, run: &std::path::Path) {
     println!();
     println!(
-        "dedup (MinHash seed {}; every removed document with the one it duplicates: {})",
+        "dedup (MinHash seed {}; every removed document with the one it duplicates or the benchmark item it matched: {})",
         d.seed,
         run.join("data").join(&d.file).display()
     );
+    if let Some(c) = &d.decontaminate {
+        let tasks: Vec<String> = c
+            .tasks
+            .iter()
+            .map(|t| format!("{} ({} items, {} too short)", t.task, t.items, t.too_short))
+            .collect();
+        println!(
+            "decontaminate: {}-token windows of {}",
+            c.ngram,
+            tasks.join(", ")
+        );
+    }
     println!(
-        "{:<12} {:>10} {:>10} {:>12} {:>10} {:>12} {:>10} {:>12}",
-        "source", "docs", "exact", "exact tok", "near", "near tok", "kept", "kept tok"
+        "{:<12} {:>10} {:>10} {:>12} {:>10} {:>12} {:>10} {:>12} {:>10} {:>12}",
+        "source",
+        "docs",
+        "decon",
+        "decon tok",
+        "exact",
+        "exact tok",
+        "near",
+        "near tok",
+        "kept",
+        "kept tok"
     );
     for s in &d.sources {
         println!(
-            "{:<12} {:>10} {:>10} {:>12} {:>10} {:>12} {:>10} {:>12}",
+            "{:<12} {:>10} {:>10} {:>12} {:>10} {:>12} {:>10} {:>12} {:>10} {:>12}",
             s.name,
             s.docs_before,
+            s.decontaminate.docs,
+            s.decontaminate.tokens,
             s.exact.docs,
             s.exact.tokens,
             s.near.docs,

@@ -259,3 +259,254 @@ fn a_typo_in_the_dedup_table_is_refused_by_name() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("nera"), "{err}");
 }
+
+/// `--suite` checks the tasks `glass eval --suite` evaluates: the code suite on the
+/// hand-made hub files finds the MBPP item quoted in one training document, and a suite
+/// whose data is missing is refused with where to put it.
+#[test]
+fn contamination_checks_a_suite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    make_run(&run);
+    let quoted = "check whether a string is a palindrome";
+    let mut corpus = std::fs::read_to_string(run.join("corpus/web.jsonl")).unwrap();
+    corpus.push_str(
+        &serde_json::json!({ "text": format!("{} {quoted} {}", filler(60, 30), filler(61, 30)) })
+            .to_string(),
+    );
+    corpus.push('\n');
+    std::fs::write(run.join("corpus/web.jsonl"), corpus).unwrap();
+    ok(&["data", "prepare", &p(&run)]);
+    let hub = Path::new(env!("CARGO_MANIFEST_DIR")).join("../glass-eval/tests/fixtures/hub");
+    let no_cache = tmp.path().join("no-cache");
+    let env = [("HF_DATASETS_CACHE", no_cache.to_str().unwrap())];
+    let o = common::glass_env(
+        &[
+            "data",
+            "contamination",
+            &p(&run),
+            "--suite",
+            "code",
+            "--data-dir",
+            &p(&hub),
+            "--json",
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tasks = r["tasks"].as_array().unwrap();
+    let names: Vec<&str> = tasks.iter().map(|t| t["task"].as_str().unwrap()).collect();
+    assert_eq!(names, ["humaneval", "mbpp"]);
+    assert_eq!(tasks[0]["contaminated"], 0, "{}", tasks[0]);
+    let mbpp = &tasks[1];
+    assert_eq!(mbpp["contaminated"], 1, "{mbpp}");
+    let it = &mbpp["contaminated_items"][0];
+    assert!(it["id"].as_str().unwrap().ends_with("test.jsonl:2"), "{it}");
+    assert_eq!(it["hits"][0]["doc_id"], "corpus/web.jsonl:14", "{it}");
+
+    // The leaderboard suite without its data names the file it needs.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = common::glass_env(
+        &[
+            "data",
+            "contamination",
+            &p(&run),
+            "--suite",
+            "leaderboard",
+            "--data-dir",
+            &p(&empty),
+        ],
+        &env,
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("allenai/ai2_arc/ARC-Challenge"),
+        "{e}"
+    );
+    // --suite and --tasks exclude each other; an unknown suite lists the known ones.
+    let o = glass(&[
+        "data",
+        "contamination",
+        &p(&run),
+        "--suite",
+        "code",
+        "--tasks",
+        "glass_cloze",
+    ]);
+    assert!(!o.status.success());
+    let o = glass(&["data", "contamination", &p(&run), "--suite", "nope"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("leaderboard, code"),
+        "{e}"
+    );
+}
+
+/// Sets `[data] decontaminate` (and any other `[data]` keys) in the run's config.
+fn set_data_keys(run: &Path, keys: &[(&str, toml::Value)]) {
+    let cfg = run.join("glass.toml");
+    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let d = t.get_mut("data").unwrap().as_table_mut().unwrap();
+    for (k, v) in keys {
+        d.insert(k.to_string(), v.clone());
+    }
+    std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
+}
+
+/// A run decontaminated against the benchmark of `write_task` (placed in the run).
+fn decontaminated_run(run: &Path) {
+    make_run(run);
+    write_task(run);
+    set_data_keys(
+        run,
+        &[(
+            "decontaminate",
+            toml::Value::Array(vec!["bench.yaml".into()]),
+        )],
+    );
+}
+
+#[test]
+fn decontaminate_removes_the_documents_quoting_benchmark_items() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    decontaminated_run(&run);
+    ok(&["data", "prepare", &p(&run), "--threads", "1"]);
+
+    // Documents 3, 6 and 9 quote items 0, 2 and 4; document 12 duplicates document 0.
+    let stats: Value = serde_json::from_str(&ok(&["data", "stats", &p(&run), "--json"])).unwrap();
+    let d = &stats["dedup"];
+    let web = &d["sources"][0];
+    assert_eq!(web["decontaminate"]["docs"], 3, "{stats}");
+    assert_eq!(web["exact"]["docs"], 1, "{stats}");
+    assert_eq!(web["docs_after"], 9);
+    assert_eq!(d["decontaminate"]["ngram"], 13);
+    assert_eq!(d["decontaminate"]["tasks"][0]["task"], "bench");
+    assert_eq!(d["decontaminate"]["tasks"][0]["items"], 6);
+    assert_eq!(d["decontaminate"]["tasks"][0]["too_short"], 1);
+    let text = ok(&["data", "stats", &p(&run)]);
+    assert!(
+        text.contains("decontaminate") && text.contains("bench"),
+        "{text}"
+    );
+
+    let removed = std::fs::read_to_string(run.join("data/dedup_removed.jsonl")).unwrap();
+    let lines: Vec<Value> = removed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(String, u64, String)> = lines
+        .iter()
+        .map(|l| {
+            let what = match l["filter"].as_str().unwrap() {
+                "decontaminate" => {
+                    assert!(l.get("kept").is_none(), "{l}");
+                    assert_eq!(l["benchmark"]["task"], "bench");
+                    l["benchmark"]["item"].as_str().unwrap().to_string()
+                }
+                _ => format!("kept line {}", l["kept"]["line"]),
+            };
+            (
+                l["filter"].as_str().unwrap().to_string(),
+                l["line"].as_u64().unwrap(),
+                what,
+            )
+        })
+        .collect();
+    // Items under the run are named relative to it.
+    let item = |k: usize| format!("bench.jsonl:{k}");
+    assert_eq!(
+        got,
+        vec![
+            ("decontaminate".into(), 4, item(1)),
+            ("decontaminate".into(), 7, item(3)),
+            ("decontaminate".into(), 10, item(5)),
+            ("exact".into(), 13, "kept line 1".into()),
+        ]
+    );
+
+    // Nothing of the benchmark is left in the training rows.
+    let out = ok(&[
+        "data",
+        "contamination",
+        &p(&run),
+        "--tasks",
+        &p(&run.join("bench.yaml")),
+        "--json",
+    ]);
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["tasks"][0]["contaminated"], 0, "{r}");
+
+    // The same decisions and rows with two threads.
+    let run2 = tmp.path().join("run2");
+    decontaminated_run(&run2);
+    ok(&["data", "prepare", &p(&run2), "--threads", "2"]);
+    let m = |r: &Path| -> Value {
+        serde_json::from_slice(&std::fs::read(r.join("data/manifest.json")).unwrap()).unwrap()
+    };
+    let (m1, m2) = (m(&run), m(&run2));
+    assert_eq!(m1["files"], m2["files"]);
+    assert_eq!(m1["dedup"]["sources"], m2["dedup"]["sources"]);
+    assert_eq!(m1["dedup"]["decontaminate"], m2["dedup"]["decontaminate"]);
+}
+
+#[test]
+fn decontamination_errors_name_the_key_and_the_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A misspelt key.
+    let run = tmp.path().join("typo");
+    make_run(&run);
+    set_data_keys(
+        &run,
+        &[(
+            "decontaminte",
+            toml::Value::Array(vec!["glass_cloze".into()]),
+        )],
+    );
+    let o = glass(&["data", "prepare", &p(&run)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("decontaminte"), "{err}");
+
+    // An unknown task is named.
+    let run = tmp.path().join("unknown");
+    make_run(&run);
+    set_data_keys(
+        &run,
+        &[(
+            "decontaminate",
+            toml::Value::Array(vec!["no_such_task".into()]),
+        )],
+    );
+    let o = glass(&["data", "prepare", &p(&run)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("no_such_task"), "{err}");
+
+    // Every document quoting the benchmark: the source is decontaminated away.
+    let run = tmp.path().join("away");
+    make_run(&run);
+    write_task(&run);
+    let its = items();
+    let mut s = String::new();
+    for (q, a) in its.iter().take(5) {
+        s.push_str(&serde_json::json!({ "text": format!("{q} {a}") }).to_string());
+        s.push('\n');
+    }
+    std::fs::write(run.join("corpus/web.jsonl"), s).unwrap();
+    set_data_keys(
+        &run,
+        &[(
+            "decontaminate",
+            toml::Value::Array(vec!["bench.yaml".into()]),
+        )],
+    );
+    let o = glass(&["data", "prepare", &p(&run)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("web")
+            && err.contains("removed every one of its 5 documents"),
+        "{err}"
+    );
+}

@@ -310,6 +310,18 @@ pub fn differences(a: &DataConfig, b: &DataConfig) -> Vec<String> {
     };
     key("seed", a.seed != b.seed);
     key("dedup", a.dedup != b.dedup);
+    key(
+        "decontaminate",
+        (
+            &a.decontaminate,
+            a.decontaminate_ngram,
+            &a.decontaminate_data_dir,
+        ) != (
+            &b.decontaminate,
+            b.decontaminate_ngram,
+            &b.decontaminate_data_dir,
+        ),
+    );
     key("seq_len", a.seq_len != b.seq_len);
     key("rows_per_step", a.rows_per_step != b.rows_per_step);
     key("steps_per_chunk", a.steps_per_chunk != b.steps_per_chunk);

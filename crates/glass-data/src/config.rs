@@ -44,6 +44,19 @@ pub struct DataConfig {
     /// configs without it keep their hashes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup: Option<DedupConfig>,
+    /// Benchmark tasks, spelled as `glass eval --tasks` takes them (bundled task names,
+    /// harness task YAML files relative to the run directory, or harness task/group
+    /// names): training documents sharing a `decontaminate_ngram`-token window with any
+    /// of their items are removed before packing. Empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decontaminate: Vec<String>,
+    /// N-gram length of decontamination, in tokens (default 13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decontaminate_ngram: Option<usize>,
+    /// Where the hub datasets of `decontaminate` tasks are (as `glass eval --data-dir`,
+    /// relative to the run directory); the Hugging Face datasets cache is searched after.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decontaminate_data_dir: Vec<PathBuf>,
 }
 
 /// `[data.dedup]`: which duplicate documents are removed before packing. Decisions are a
@@ -425,7 +438,25 @@ impl DataConfig {
             }
         }
         self.validate_dedup()?;
+        if self.decontaminate_ngram == Some(0) {
+            return Err(DataError::Config(
+                "decontaminate_ngram must be at least 1".into(),
+            ));
+        }
+        if self.decontaminate.is_empty()
+            && (self.decontaminate_ngram.is_some() || !self.decontaminate_data_dir.is_empty())
+        {
+            return Err(DataError::Config(
+                "decontaminate_ngram and decontaminate_data_dir apply to decontaminate, which names no task".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The decontamination n-gram length in tokens.
+    pub fn decontaminate_ngram(&self) -> usize {
+        self.decontaminate_ngram
+            .unwrap_or(crate::decontaminate::DEFAULT_NGRAM)
     }
 
     /// The sources `[data.dedup]` covers, in config order (empty without dedup).

@@ -31,15 +31,20 @@ use glass_io::progress::Progress;
 /// The removed-documents file, relative to `RUN/data/`.
 pub const REMOVED_FILE: &str = "dedup_removed.jsonl";
 
-/// What deduplication removed, in the data manifest.
+/// What deduplication and decontamination (`[data] decontaminate`) removed, in the data
+/// manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DedupRecord {
     /// The MinHash seed used (`[data.dedup] seed`, else `[data] seed`).
     pub seed: u64,
+    /// The benchmark items documents were checked against (absent without
+    /// `[data] decontaminate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decontaminate: Option<crate::decontaminate::DecontaminateRecord>,
     /// Every removed document with its provenance and what it duplicates (JSON Lines,
     /// relative to `RUN/data/`; hashed in `files`).
     pub file: String,
-    /// Per deduplicated source, in config order.
+    /// Per deduplicated or decontaminated source, in config order.
     pub sources: Vec<DedupSourceRecord>,
 }
 
@@ -63,6 +68,9 @@ pub struct DedupSourceRecord {
     pub docs_before: u64,
     /// Tokens before deduplication.
     pub tokens_before: u64,
+    /// Removed for sharing an n-gram with a benchmark item (`[data] decontaminate`).
+    #[serde(default)]
+    pub decontaminate: Removed,
     /// Removed as exact duplicates.
     pub exact: Removed,
     /// Removed as near duplicates.
@@ -73,18 +81,23 @@ pub struct DedupSourceRecord {
     pub tokens_after: u64,
 }
 
-/// One line of [`REMOVED_FILE`]: a removed document and the kept one it duplicates.
+/// One line of [`REMOVED_FILE`]: a removed document and the kept one it duplicates, or
+/// the benchmark item it matched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RemovedDoc {
-    /// `exact` or `near`.
+    /// `decontaminate`, `exact` or `near`.
     pub filter: String,
     /// The removed document.
     #[serde(flatten)]
     pub doc: DocPlace,
     /// Its tokens.
     pub tokens: u64,
-    /// The kept document it duplicates (the first of its cluster).
-    pub kept: DocPlace,
+    /// The kept document it duplicates (the first of its cluster; `exact` and `near`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<DocPlace>,
+    /// The benchmark item it shares an n-gram with (`decontaminate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benchmark: Option<crate::decontaminate::BenchMatch>,
     /// Near duplicates: the Jaccard similarity of the two documents' shingle sets, as
     /// their signatures estimate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

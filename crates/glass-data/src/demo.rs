@@ -100,6 +100,9 @@ impl DataConfig {
                 rows: 64,
             }),
             dedup: None,
+            decontaminate: vec![],
+            decontaminate_ngram: None,
+            decontaminate_data_dir: vec![],
         }
     }
 }
@@ -123,6 +126,13 @@ seq_len = 128           # rows hold seq_len + 1 tokens (inputs and shifted targe
 rows_per_step = 4       # global batch in rows, identical for any world size
 steps_per_chunk = 224   # = checkpoint interval: chunk k is the data between checkpoints k-1 and k
 token_dtype = "auto"    # "auto" | "u16" | "u32"
+# Benchmark decontamination before packing (docs/data-format.md): training documents
+# sharing a 13-token window with an item of these tasks (named as for `glass eval
+# --tasks`; YAML paths relative to the run) are removed, each listed with the item it
+# matched in data/dedup_removed.jsonl and counted by `glass data stats`.
+# decontaminate = ["glass_cloze", "arc_easy"]
+# decontaminate_ngram = 13
+# decontaminate_data_dir = ["hub"]   # hub datasets, as `glass eval --data-dir`
 
 [data.tokenizer]
 vocab_size = 2048       # train a byte-level BPE on the training sources...

@@ -11,6 +11,7 @@ mod bytelevel;
 pub mod chunk;
 pub mod columnar;
 pub mod config;
+pub mod decontaminate;
 pub mod dedup;
 mod demo;
 pub mod dtype;

@@ -14,6 +14,10 @@ use serde::Serialize;
 
 use crate::chunk::{chunk_stem, write_chunk, ChunkMeta};
 use crate::config::{DataConfig, SourceKind};
+use crate::decontaminate::{
+    matches as decontaminate_matches, record as decontaminate_record, BenchGrams, BenchItem,
+    BenchMatch,
+};
 use crate::dedup::{
     cluster, fingerprint_source, place as dedup_place, write_removed, DedupRecord,
     DedupSourceRecord, Removed, RemovedDoc,
@@ -75,6 +79,9 @@ pub struct PrepareOptions {
     pub threads: Option<usize>,
     /// Draw a progress bar on a terminal.
     pub progress: bool,
+    /// The items of the `[data] decontaminate` tasks (loaded by the caller, which knows
+    /// the benchmarks); required when the config names tasks.
+    pub benchmark: Option<Vec<BenchItem>>,
 }
 
 /// What a `prepare` call did.
@@ -194,6 +201,16 @@ impl Prepare {
             let d = self.data.join("tokens").join(&s.name);
             glass_io::open::check_write_beneath(&self.run_dir, &d)?;
         }
+        if !self.cfg.decontaminate.is_empty()
+            && opts.shard.is_none()
+            && !opts.tokenizer_only
+            && opts.benchmark.is_none()
+        {
+            return Err(DataError::Config(
+                "decontaminate names benchmark tasks, but their items were not given to prepare"
+                    .into(),
+            ));
+        }
         std::fs::create_dir_all(&self.data).at(&self.data)?;
         remove_if_exists(&self.data.join(MANIFEST_FILE))?;
         let (tok, tok_rec) = self.tokenizer()?;
@@ -244,7 +261,7 @@ impl Prepare {
         if opts.shard.is_some() {
             return Ok(report);
         }
-        self.build(&tokens_dir, &tok, tok_rec, n, opts.progress, &mut report)?;
+        self.build(&tokens_dir, &tok, tok_rec, n, opts, &mut report)?;
         report.complete = true;
         Ok(report)
     }
@@ -511,9 +528,10 @@ impl Prepare {
         tok: &GlassTokenizer,
         tok_rec: TokenizerRecord,
         n: u32,
-        progress: bool,
+        opts: &PrepareOptions,
         report: &mut PrepareReport,
     ) -> Result<()> {
+        let (benchmark, progress) = (opts.benchmark.as_deref(), opts.progress);
         let cfg = self.cfg.clone();
         let config_sha256 = cfg.hash();
         let mut views: Vec<Option<SourceView>> = (0..cfg.sources.len()).map(|_| None).collect();
@@ -579,7 +597,7 @@ impl Prepare {
             views[s] = Some(view);
         }
         self.remove_stale_stores(tokens_dir, n)?;
-        let dedup = self.dedup(&mut views, progress)?;
+        let dedup = self.dedup(&mut views, tok, benchmark, progress)?;
         if let Some((_, f)) = &dedup {
             files.push(f.clone());
         } else {
@@ -698,50 +716,35 @@ impl Prepare {
         Ok(())
     }
 
-    /// Applies `[data.dedup]`: fingerprints every document of the deduplicated sources
-    /// (re-reading their inputs), clusters them in recorded order, leaves the removed
-    /// documents out of `views` and writes the removed-documents file. Refuses to remove
-    /// every document of a source.
+    /// Applies `[data] decontaminate` and `[data.dedup]`, in that order: removes the
+    /// training documents sharing an n-gram with a benchmark item, then fingerprints every
+    /// other document of the deduplicated sources (re-reading their inputs) and clusters
+    /// them in recorded order; leaves the removed documents out of `views` and writes the
+    /// removed-documents file. Refuses to remove every document of a source.
     fn dedup(
         &self,
         views: &mut [Option<SourceView>],
+        tok: &GlassTokenizer,
+        benchmark: Option<&[BenchItem]>,
         progress: bool,
     ) -> Result<Option<(DedupRecord, ManifestFile)>> {
-        let Some(dcfg) = &self.cfg.dedup else {
+        let decon = !self.cfg.decontaminate.is_empty();
+        if self.cfg.dedup.is_none() && !decon {
             return Ok(None);
-        };
-        let seed = dcfg.seed.unwrap_or(self.cfg.seed);
-        let hasher = MinHasher::new(seed, dcfg.bands * dcfg.rows, dcfg.shingle_words);
-        let sources = self.cfg.dedup_sources();
-        let total: u64 = sources
-            .iter()
-            .flat_map(|&s| self.units[s].as_ref().expect("listed"))
-            .map(|u| u.bytes)
-            .sum();
-        let bar = Progress::new("dedup", total, progress);
-        let mut fps = Vec::new();
-        // (source, first global index) per deduplicated source.
-        let mut starts = Vec::new();
-        for &s in &sources {
-            let view = views[s].as_ref().expect("deduplicated sources are trained");
-            starts.push((s, fps.len()));
-            fps.extend(fingerprint_source(
-                &self.cfg,
-                s,
-                self.units[s].as_ref().expect("listed"),
-                view,
-                &hasher,
-                &bar,
-            )?);
         }
-        bar.finish();
-        let decisions = cluster(&fps, dcfg);
-        drop(fps);
-        let locate = |g: usize| -> (usize, u64) {
-            let i = starts.partition_point(|&(_, a)| a <= g) - 1;
-            (starts[i].0, (g - starts[i].1) as u64)
+        let dedup_sources = self.cfg.dedup_sources();
+        let decon_sources = if decon {
+            self.cfg.training_sources()
+        } else {
+            vec![]
         };
-        let mut removed: Vec<Vec<u64>> = vec![Vec::new(); self.cfg.sources.len()];
+        let mut sources: Vec<usize> = dedup_sources
+            .iter()
+            .chain(&decon_sources)
+            .copied()
+            .collect();
+        sources.sort_unstable();
+        sources.dedup();
         let mut records: Vec<DedupSourceRecord> = sources
             .iter()
             .map(|&s| {
@@ -750,6 +753,7 @@ impl Prepare {
                     name: self.cfg.sources[s].name.clone(),
                     docs_before: v.n_docs(),
                     tokens_before: v.n_tokens(),
+                    decontaminate: Removed::default(),
                     exact: Removed::default(),
                     near: Removed::default(),
                     docs_after: v.n_docs(),
@@ -757,46 +761,149 @@ impl Prepare {
                 }
             })
             .collect();
-        let mut lines = Vec::with_capacity(decisions.len());
-        for d in &decisions {
-            let (s, doc) = locate(d.removed);
-            let (ks, kdoc) = locate(d.kept);
-            let view = views[s].as_ref().expect("view");
-            let r = view.doc(doc);
-            let rec = &mut records[sources.iter().position(|&x| x == s).expect("listed")];
-            let counts = if d.near {
-                &mut rec.near
-            } else {
-                &mut rec.exact
+        let rec_of = |s: usize| sources.iter().position(|&x| x == s).expect("listed");
+        // Removed documents per source, and the lines of the file keyed by (source, doc).
+        let mut removed: Vec<Vec<u64>> = vec![Vec::new(); self.cfg.sources.len()];
+        let mut lines: Vec<(usize, u64, RemovedDoc)> = Vec::new();
+        let count = |rec: &mut DedupSourceRecord, which: u8, r: &crate::store::DocRecord| {
+            let c = match which {
+                0 => &mut rec.decontaminate,
+                1 => &mut rec.exact,
+                _ => &mut rec.near,
             };
-            counts.docs += 1;
-            counts.tokens += r.n_tokens as u64;
-            counts.bytes += r.byte_len;
+            c.docs += 1;
+            c.tokens += r.n_tokens as u64;
+            c.bytes += r.byte_len;
             rec.docs_after -= 1;
             rec.tokens_after -= r.n_tokens as u64;
-            removed[s].push(doc);
-            lines.push(RemovedDoc {
-                filter: if d.near { "near" } else { "exact" }.into(),
-                doc: dedup_place(view, doc),
-                tokens: r.n_tokens as u64,
-                kept: dedup_place(views[ks].as_ref().expect("view"), kdoc),
-                jaccard: d.jaccard,
-            });
+        };
+
+        let decon_record = if decon {
+            let items = benchmark.ok_or_else(|| {
+                DataError::Config(
+                    "decontaminate names benchmark tasks, but their items were not given to prepare"
+                        .into(),
+                )
+            })?;
+            let n = self.cfg.decontaminate_ngram();
+            let tokens: Vec<Option<Vec<u32>>> = items
+                .par_iter()
+                .map(|it| Ok(Some(tok.encode(&it.text)?).filter(|t| t.len() >= n)))
+                .collect::<Result<_>>()?;
+            let grams = BenchGrams::new(&tokens, n);
+            let total: u64 = decon_sources
+                .iter()
+                .flat_map(|&s| views[s].as_ref().expect("view").units())
+                .map(|u| u.counts.bytes)
+                .sum();
+            let bar = Progress::new("decontaminate", total, progress);
+            for &s in &decon_sources {
+                let view = views[s].as_ref().expect("view");
+                for (doc, pos, item) in decontaminate_matches(view, &grams, &bar) {
+                    let r = view.doc(doc);
+                    count(&mut records[rec_of(s)], 0, &r);
+                    removed[s].push(doc);
+                    let it = &items[item as usize];
+                    lines.push((
+                        s,
+                        doc,
+                        RemovedDoc {
+                            filter: "decontaminate".into(),
+                            doc: dedup_place(view, doc),
+                            tokens: r.n_tokens as u64,
+                            kept: None,
+                            benchmark: Some(BenchMatch {
+                                task: it.task.clone(),
+                                item: it.id.clone(),
+                                pos,
+                            }),
+                            jaccard: None,
+                        },
+                    ));
+                }
+            }
+            bar.finish();
+            Some(decontaminate_record(items, &tokens, n))
+        } else {
+            None
+        };
+
+        let seed = self
+            .cfg
+            .dedup
+            .as_ref()
+            .and_then(|d| d.seed)
+            .unwrap_or(self.cfg.seed);
+        if let Some(dcfg) = &self.cfg.dedup {
+            let hasher = MinHasher::new(seed, dcfg.bands * dcfg.rows, dcfg.shingle_words);
+            let total: u64 = dedup_sources
+                .iter()
+                .flat_map(|&s| self.units[s].as_ref().expect("listed"))
+                .map(|u| u.bytes)
+                .sum();
+            let bar = Progress::new("dedup", total, progress);
+            // The documents left after decontamination, in recorded order, and theirs
+            // fingerprints.
+            let mut live: Vec<(usize, u64)> = Vec::new();
+            let mut fps = Vec::new();
+            for &s in &dedup_sources {
+                let view = views[s].as_ref().expect("deduplicated sources are trained");
+                let all = fingerprint_source(
+                    &self.cfg,
+                    s,
+                    self.units[s].as_ref().expect("listed"),
+                    view,
+                    &hasher,
+                    &bar,
+                )?;
+                let gone = &removed[s];
+                for (doc, f) in all.into_iter().enumerate() {
+                    let doc = doc as u64;
+                    if gone.binary_search(&doc).is_err() {
+                        live.push((s, doc));
+                        fps.push(f);
+                    }
+                }
+            }
+            bar.finish();
+            let decisions = cluster(&fps, dcfg);
+            drop(fps);
+            for d in &decisions {
+                let (s, doc) = live[d.removed];
+                let (ks, kdoc) = live[d.kept];
+                let view = views[s].as_ref().expect("view");
+                let r = view.doc(doc);
+                count(&mut records[rec_of(s)], if d.near { 2 } else { 1 }, &r);
+                removed[s].push(doc);
+                lines.push((
+                    s,
+                    doc,
+                    RemovedDoc {
+                        filter: if d.near { "near" } else { "exact" }.into(),
+                        doc: dedup_place(view, doc),
+                        tokens: r.n_tokens as u64,
+                        kept: Some(dedup_place(views[ks].as_ref().expect("view"), kdoc)),
+                        benchmark: None,
+                        jaccard: d.jaccard,
+                    },
+                ));
+            }
         }
-        let (sha256, bytes) = write_removed(&self.run_dir, &self.data, lines.into_iter())?;
+        lines.sort_by_key(|l| (l.0, l.1));
+        let (sha256, bytes) =
+            write_removed(&self.run_dir, &self.data, lines.into_iter().map(|l| l.2))?;
         for &s in &sources {
+            removed[s].sort_unstable();
             let v = views[s].as_mut().expect("view");
             v.remove_docs(&removed[s]);
             if v.n_drawable() == 0 {
-                let rec = records
-                    .iter()
-                    .find(|r| r.name == self.cfg.sources[s].name)
-                    .expect("listed");
+                let rec = &records[rec_of(s)];
                 return Err(DataError::Source {
                     source_name: rec.name.clone(),
                     message: format!(
-                        "deduplication removed every one of its {} documents ({} exact and {} near duplicates of earlier documents; each is listed with the document it duplicates in {}); leave the source out of [data.dedup] sources, or remove the duplicated source",
+                        "decontamination and deduplication removed every one of its {} documents ({} sharing an n-gram with a benchmark item of [data] decontaminate, {} exact and {} near duplicates of earlier documents; each is listed with what it matched in {}); leave the source out of [data.dedup] sources or out of the run, or decontaminate against fewer tasks",
                         rec.docs_before,
+                        rec.decontaminate.docs,
                         rec.exact.docs,
                         rec.near.docs,
                         self.data.join(crate::dedup::REMOVED_FILE).display()
@@ -807,6 +914,7 @@ impl Prepare {
         Ok(Some((
             DedupRecord {
                 seed,
+                decontaminate: decon_record,
                 file: crate::dedup::REMOVED_FILE.into(),
                 sources: records,
             },

@@ -400,6 +400,9 @@ pub fn import_pretokenized(
         }],
         validation: None,
         dedup: None,
+        decontaminate: vec![],
+        decontaminate_ngram: None,
+        decontaminate_data_dir: vec![],
     };
     config.validate()?;
     let config_sha256 = config.hash();

@@ -108,9 +108,9 @@ fn planted_duplicates_are_removed_and_recorded() {
                 d.doc.source.as_str(),
                 d.doc.doc,
                 d.doc.line,
-                d.kept.source.as_str(),
-                d.kept.doc,
-                d.kept.line,
+                d.kept.as_ref().unwrap().source.as_str(),
+                d.kept.as_ref().unwrap().doc,
+                d.kept.as_ref().unwrap().line,
             )
         })
         .collect();
