@@ -685,7 +685,7 @@ mod tests {
         assert!(row > 64 << 20 && row < 80 << 20, "{row}");
         let (rows, side) = decode_plan(&amber, 32, 32, 2);
         assert_eq!(side, 1);
-        assert!(rows >= 16 && rows < DECODE_BATCH);
+        assert!((16..DECODE_BATCH).contains(&rows));
         assert!(rows as u64 * row <= DECODE_MEMORY_BUDGET);
         // A small model keeps the full batch, one per thread.
         let tiny = glass_engine::ModelConfig::preset("tiny").unwrap();
