@@ -304,7 +304,8 @@ impl ExternalData {
                 self.manifest.n_steps
             )));
         }
-        let (lo, hi) = (rank * b / world_size, (rank + 1) * b / world_size);
+        let cut = |r: usize| (r as u128 * b as u128 / world_size as u128) as usize;
+        let (lo, hi) = (cut(rank), cut(rank + 1));
         let row_len = self.manifest.row_len;
         let mut out = Vec::with_capacity(hi - lo);
         match &self.reader {
@@ -667,7 +668,10 @@ pub fn import_pythia(
         ds.validate_all(&mut |n| progress(Progress::At(n)))?;
         progress(Progress::End);
     }
-    let row_len = o.seq_len + 1;
+    let row_len = o
+        .seq_len
+        .checked_add(1)
+        .ok_or_else(|| DataError::Range("--seq-len is too large".into()))?;
     let n_steps = ds.n_steps(o.rows_per_step);
     if n_steps > 0 {
         // The first step must read as rows of this length: catches a wrong --seq-len now.

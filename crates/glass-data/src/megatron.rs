@@ -409,7 +409,7 @@ impl MegatronDataset {
         for i in first..first + rows_per_step {
             total += self.index.entry(i, bin_len)?.1;
         }
-        if total != rows_per_step * row_len {
+        if Some(total) != rows_per_step.checked_mul(row_len) {
             return Err(DataError::layout(
                 &self.index.path,
                 Some(self.index.size_offset(first)),
@@ -448,5 +448,66 @@ impl MegatronDataset {
             })
             .collect();
         Ok((ids, origins))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx_bytes(code: u8, sizes: &[i32], pointers: &[i64], docs: &[i64]) -> Vec<u8> {
+        let mut b = IDX_MAGIC.to_vec();
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.push(code);
+        b.extend_from_slice(&(sizes.len() as u64).to_le_bytes());
+        b.extend_from_slice(&(docs.len() as u64).to_le_bytes());
+        sizes.iter().for_each(|s| b.extend_from_slice(&s.to_le_bytes()));
+        pointers.iter().for_each(|p| b.extend_from_slice(&p.to_le_bytes()));
+        docs.iter().for_each(|d| b.extend_from_slice(&d.to_le_bytes()));
+        b
+    }
+
+    #[test]
+    fn steps_read_contiguously_across_byte_split_pieces() {
+        let d = tempfile::tempdir().unwrap();
+        // 6 sequences of 3 u16 tokens: token value = 10·sequence + position.
+        let toks: Vec<u16> = (0..6).flat_map(|s| (0..3).map(move |p| 10 * s + p)).collect();
+        let bin: Vec<u8> = toks.iter().flat_map(|t| t.to_le_bytes()).collect();
+        let (a, b) = bin.split_at(7); // mid-token
+        std::fs::write(d.path().join("p0.bin"), a).unwrap();
+        std::fs::write(d.path().join("p1.bin"), b).unwrap();
+        let ptrs: Vec<i64> = (0..6).map(|i| i * 6).collect();
+        let idx = d.path().join("d.idx");
+        std::fs::write(&idx, idx_bytes(8, &[3; 6], &ptrs, &[0, 2, 6])).unwrap();
+        let bins = [d.path().join("p0.bin"), d.path().join("p1.bin")];
+        let ds = MegatronDataset::open(&idx, &bins).unwrap();
+        ds.validate_all(&mut |_| {}).unwrap();
+        assert_eq!(ds.n_steps(2), 3);
+        let (ids, origins) = ds.step_rows(1, 2, 3).unwrap();
+        assert_eq!(ids, [20, 21, 22, 30, 31, 32]);
+        assert_eq!(origins[0].piece, 1);
+        assert_eq!(origins[0].piece_offset, 12 - 7);
+        let (ids, _) = ds.step_rows(0, 2, 3).unwrap();
+        assert_eq!(ids, [0, 1, 2, 10, 11, 12]);
+        assert!(ds.step_rows(3, 2, 3).is_err());
+        assert!(ds.step_rows(0, 2, 4).unwrap_err().to_string().contains("d.idx"));
+        // A negative i16 token is refused naming the piece.
+        std::fs::write(&idx, idx_bytes(3, &[3; 6], &ptrs, &[0, 6])).unwrap();
+        let mut neg = a.to_vec();
+        neg[0] = 0xff;
+        neg[1] = 0xff;
+        std::fs::write(&bins[0], &neg).unwrap();
+        let ds = MegatronDataset::open(&idx, &bins).unwrap();
+        assert!(ds.step_rows(0, 2, 3).unwrap_err().to_string().contains("p0.bin"));
+        // Pointers that are not the running sum of the sizes.
+        std::fs::write(&idx, idx_bytes(8, &[3; 6], &[0, 6, 6, 18, 24, 30], &[0, 6])).unwrap();
+        let ds = MegatronDataset::open(&idx, &bins).unwrap();
+        assert!(ds.validate_all(&mut |_| {}).unwrap_err().to_string().contains("starts at byte 6"));
+        // Float dtypes and unknown codes.
+        for code in [6u8, 7, 0, 9] {
+            std::fs::write(&idx, idx_bytes(code, &[3; 6], &ptrs, &[0, 6])).unwrap();
+            let e = MegatronDataset::open(&idx, &bins).err().unwrap().to_string();
+            assert!(e.contains("d.idx") && e.contains("byte 17"), "{e}");
+        }
     }
 }

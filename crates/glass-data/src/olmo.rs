@@ -231,7 +231,7 @@ impl OlmoDataset {
         let mut starts = vec![0u64];
         for p in paths {
             let f = glass_io::open::open_regular(p)?;
-            let n = f.len() / (dtype.width() * seq_len);
+            let n = f.len() / dtype.width().saturating_mul(seq_len);
             maps.push(f.map()?);
             starts.push(starts.last().copied().unwrap_or(0) + n);
         }
