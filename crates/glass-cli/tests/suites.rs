@@ -62,12 +62,22 @@ fn want_rows(step: &Value) -> Vec<Vec<u64>> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect())
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect()
+        })
         .collect()
 }
 
 fn file_name(s: &str) -> String {
-    Path::new(s).file_name().unwrap().to_string_lossy().into_owned()
+    Path::new(s)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn import_pythia(data: &Path, run: &Path, extra: &[&str]) -> std::process::Output {
@@ -111,8 +121,8 @@ fn pythia_steps_are_batch_viewers_rows_across_pieces() {
     assert_eq!(m["row_len"], 8);
     assert_eq!(m["n_steps"], exp["n_steps"]);
     assert!(m["layout"]["pieces"][1]["sha256"].as_str().unwrap().len() == 64);
-    let tok = glass_data::tokenizer::parse_tokenizer_json(&std::fs::read(tokenizer()).unwrap())
-        .unwrap();
+    let tok =
+        glass_data::tokenizer::parse_tokenizer_json(&std::fs::read(tokenizer()).unwrap()).unwrap();
     for (s, step) in exp["steps"].as_object().unwrap() {
         let s: u64 = s.parse().unwrap();
         let v = show(&run, s, &[]);
@@ -156,7 +166,9 @@ fn pythia_steps_are_batch_viewers_rows_across_pieces() {
     // Text output without a tokenizer prints the ids; past the end is refused.
     let text = ok(&["data", "show", &p(&whole), "--step", "1"]);
     assert!(text.contains("--- ids ---"), "{text}");
-    assert!(!glass(&["data", "show", &p(&whole), "--step", "5"]).status.success());
+    assert!(!glass(&["data", "show", &p(&whole), "--step", "5"])
+        .status
+        .success());
     // verify: deferred hashes are recorded on the first pass, then compared.
     ok(&["data", "verify", &p(&whole)]);
     let m: Value =
@@ -275,13 +287,23 @@ fn bad_megatron_input_is_refused_naming_the_file() {
             "7",
             &p(&run),
         ]));
-        assert!(e.contains("document.idx") && e.contains(want), "case {k}: {e}");
+        assert!(
+            e.contains("document.idx") && e.contains(want),
+            "case {k}: {e}"
+        );
         assert!(!run.exists());
     }
     // A wrong --seq-len is caught on the first step.
     write_idx(&idx, 8, &[8; 4], &ptrs, &[0, 4]);
     let e = stderr(&glass(&[
-        "import", "pythia", "--data", &p(&data), "--rows-per-step", "2", "--seq-len", "9",
+        "import",
+        "pythia",
+        "--data",
+        &p(&data),
+        "--rows-per-step",
+        "2",
+        "--seq-len",
+        "9",
         &p(&d.path().join("r")),
     ]));
     assert!(e.contains("--seq-len"), "{e}");
@@ -329,10 +351,9 @@ fn olmo_steps_follow_global_indices_over_per_file_instances() {
         extra.extend(["--tokenizer", tokenizer().to_str().unwrap()]);
         let o = import_olmo(&dir, &run, &extra);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let m: Value = serde_json::from_str(
-            &std::fs::read_to_string(run.join("data/manifest.json")).unwrap(),
-        )
-        .unwrap();
+        let m: Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("data/manifest.json")).unwrap())
+                .unwrap();
         assert_eq!(m["layout"]["kind"], "olmo");
         assert_eq!(m["n_steps"], exp["n_steps"]);
         assert_eq!(
@@ -372,7 +393,10 @@ fn bad_olmo_input_is_refused_naming_the_file() {
     b[4..8].copy_from_slice(&1000u32.to_le_bytes());
     std::fs::write(&gi, &b).unwrap();
     let e = stderr(&import_olmo(&dir, &d.path().join("r1"), &[]));
-    assert!(e.contains("global_indices.npy") && e.contains("byte 4") && e.contains("past"), "{e}");
+    assert!(
+        e.contains("global_indices.npy") && e.contains("byte 4") && e.contains("past"),
+        "{e}"
+    );
     // Imported while good, changed later (same length): show names it at that step.
     std::fs::write(&gi, &good).unwrap();
     let run = d.path().join("r2");
@@ -393,5 +417,55 @@ fn bad_olmo_input_is_refused_naming_the_file() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, text.replace("global_train_batch_size", "x")).unwrap();
     let e = stderr(&import_olmo(&dir, &d.path().join("r4"), &[]));
-    assert!(e.contains("config.yaml") && e.contains("global_train_batch_size"), "{e}");
+    assert!(
+        e.contains("config.yaml") && e.contains("global_train_batch_size"),
+        "{e}"
+    );
+}
+
+#[test]
+fn checkpoint_folders_are_imported_with_the_hf_import() {
+    // A LLaMA-architecture transformers folder stands in for each stepN checkpoint.
+    let d = tempfile::tempdir().unwrap();
+    let hf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../glass-hf/tests/fixtures/hf/st");
+    let ckpts = d.path().join("ckpts");
+    copy_dir(&hf, &ckpts.join("step0"));
+    copy_dir(&hf, &ckpts.join("step4"));
+    std::fs::create_dir_all(ckpts.join("not-a-checkpoint")).unwrap();
+    let run = d.path().join("run");
+    let o = import_pythia(
+        &fixtures().join("pythia"),
+        &run,
+        &[
+            "--checkpoints",
+            ckpts.to_str().unwrap(),
+            "--weights-only",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let list = r["checkpoints"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(
+        (list[0]["step"].as_u64(), list[1]["step"].as_u64()),
+        (Some(0), Some(4))
+    );
+    let listed: Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("models/checkpoints.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(listed, r["checkpoints"]);
+    ok(&["verify", &p(&run.join("models/step4"))]);
+    ok(&["data", "show", &p(&run), "--step", "4"]);
+    // A folder that is not a transformers checkpoint: refused, nothing left behind.
+    std::fs::remove_file(ckpts.join("step4/config.json")).unwrap();
+    let run2 = d.path().join("run2");
+    let e = stderr(&import_pythia(
+        &fixtures().join("pythia"),
+        &run2,
+        &["--checkpoints", ckpts.to_str().unwrap()],
+    ));
+    assert!(e.contains("step4"), "{e}");
+    assert!(!run2.exists());
 }

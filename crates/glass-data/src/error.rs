@@ -61,7 +61,11 @@ fn layout_message(path: &std::path::Path, offset: Option<u64>, message: &str) ->
 
 impl DataError {
     /// A [`DataError::Layout`] for `path`, with an optional byte offset.
-    pub fn layout(path: impl Into<PathBuf>, offset: Option<u64>, message: impl Into<String>) -> Self {
+    pub fn layout(
+        path: impl Into<PathBuf>,
+        offset: Option<u64>,
+        message: impl Into<String>,
+    ) -> Self {
         DataError::Layout {
             path: path.into(),
             offset,

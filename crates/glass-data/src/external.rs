@@ -291,7 +291,12 @@ impl ExternalData {
     }
 
     /// Rows `[⌊r·B/W⌋, ⌊(r+1)·B/W⌋)` of step `step`'s global batch for rank `r` of `W`.
-    pub fn rows(&self, step: u64, rank: usize, world_size: usize) -> Result<Vec<(usize, ExternalRow)>> {
+    pub fn rows(
+        &self,
+        step: u64,
+        rank: usize,
+        world_size: usize,
+    ) -> Result<Vec<(usize, ExternalRow)>> {
         let b = self.manifest.rows_per_step as usize;
         if world_size == 0 || rank >= world_size || world_size > b {
             return Err(DataError::Range(format!(
@@ -387,7 +392,12 @@ pub fn hash_file(path: &Path, progress: &mut dyn FnMut(u64)) -> Result<(String, 
     Ok((hex::encode(h.finalize()), n))
 }
 
-fn record(path: &Path, hash: bool, base: u64, progress: &mut dyn FnMut(Progress)) -> Result<ExternalFile> {
+fn record(
+    path: &Path,
+    hash: bool,
+    base: u64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ExternalFile> {
     let abs = std::fs::canonicalize(path).at(path)?;
     let bytes = glass_io::open::open_regular(&abs)?.len();
     let sha256 = if hash {
@@ -402,7 +412,11 @@ fn record(path: &Path, hash: bool, base: u64, progress: &mut dyn FnMut(Progress)
     })
 }
 
-fn record_all(paths: &[PathBuf], hash: bool, progress: &mut dyn FnMut(Progress)) -> Result<Vec<ExternalFile>> {
+fn record_all(
+    paths: &[PathBuf],
+    hash: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<ExternalFile>> {
     let total: u64 = paths
         .iter()
         .map(|p| std::fs::metadata(p).map(|m| m.len()).at(p))
@@ -494,41 +508,40 @@ pub struct ExternalImportReport {
 /// `STEM-IIIII-of-NNNNN.bin` for `IIIII` = 0..=NNNNN (Pythia's naming: `NNNNN` is the
 /// last piece's number), in order.
 pub fn pythia_files(data: &Path, index: Option<&Path>) -> Result<(PathBuf, Vec<PathBuf>)> {
-    let idx = match index {
-        Some(i) => i.to_path_buf(),
-        None => {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(data)
-                .at(data)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "idx"))
-                .collect();
-            found.sort();
-            match found.len() {
-                1 => found.remove(0),
-                0 => {
-                    return Err(DataError::layout(
+    let idx =
+        match index {
+            Some(i) => i.to_path_buf(),
+            None => {
+                let mut found: Vec<PathBuf> = std::fs::read_dir(data)
+                    .at(data)?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+                    .collect();
+                found.sort();
+                match found.len() {
+                    1 => found.remove(0),
+                    0 => return Err(DataError::layout(
                         data,
                         None,
                         "no .idx file here (Pythia's folder holds document.idx and document-*.bin)",
-                    ))
-                }
-                _ => {
-                    return Err(DataError::layout(
-                        data,
-                        None,
-                        format!(
-                            "several .idx files ({}): name one with --index",
-                            found
-                                .iter()
-                                .map(|p| p.display().to_string())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    ))
+                    )),
+                    _ => {
+                        return Err(DataError::layout(
+                            data,
+                            None,
+                            format!(
+                                "several .idx files ({}): name one with --index",
+                                found
+                                    .iter()
+                                    .map(|p| p.display().to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ))
+                    }
                 }
             }
-        }
-    };
+        };
     let dir = idx.parent().unwrap_or(data);
     let stem = idx
         .file_stem()
@@ -546,7 +559,10 @@ pub fn pythia_files(data: &Path, index: Option<&Path>) -> Result<(PathBuf, Vec<P
         let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        let Some(rest) = name.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".bin")) else {
+        let Some(rest) = name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".bin"))
+        else {
             continue;
         };
         let Some((i, n)) = rest.split_once("-of-") else {
@@ -656,7 +672,9 @@ pub fn import_pythia(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ExternalImportReport> {
     if o.rows_per_step == 0 || o.seq_len == 0 {
-        return Err(DataError::Range("--rows-per-step and --seq-len must be positive".into()));
+        return Err(DataError::Range(
+            "--rows-per-step and --seq-len must be positive".into(),
+        ));
     }
     let (idx, bins) = pythia_files(&o.data, o.index.as_deref())?;
     let ds = MegatronDataset::open(&idx, &bins)?;
@@ -705,9 +723,10 @@ pub fn import_olmo(
     run_dir: &Path,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ExternalImportReport> {
-    let text = glass_io::open::open_regular(&o.config)?.read_all(glass_io::open::MAX_RECORD_BYTES)?;
-    let text = String::from_utf8(text)
-        .map_err(|_| DataError::layout(&o.config, None, "not UTF-8"))?;
+    let text =
+        glass_io::open::open_regular(&o.config)?.read_all(glass_io::open::MAX_RECORD_BYTES)?;
+    let text =
+        String::from_utf8(text).map_err(|_| DataError::layout(&o.config, None, "not UTF-8"))?;
     let cfg = OlmoConfig::parse(&text, &o.config)?;
     let mut local = Vec::with_capacity(cfg.paths.len());
     for p in &cfg.paths {
@@ -722,7 +741,11 @@ pub fn import_olmo(
     let gi = match &o.global_indices {
         Some(g) => g.clone(),
         None => {
-            let beside = o.config.parent().unwrap_or(Path::new(".")).join("global_indices.npy");
+            let beside = o
+                .config
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("global_indices.npy");
             let in_data = o.data.join("global_indices.npy");
             if in_data.is_file() {
                 in_data
@@ -744,9 +767,11 @@ pub fn import_olmo(
     }
     let tmp = staging(run_dir)?;
     let result = (|| {
-        let config = record_all(std::slice::from_ref(&o.config), o.common.hash, progress)?.remove(0);
+        let config =
+            record_all(std::slice::from_ref(&o.config), o.common.hash, progress)?.remove(0);
         let files = record_all(&local, o.common.hash, progress)?;
-        let global_indices = record_all(std::slice::from_ref(&gi), o.common.hash, progress)?.remove(0);
+        let global_indices =
+            record_all(std::slice::from_ref(&gi), o.common.hash, progress)?.remove(0);
         let m = ExternalManifest {
             format: EXTERNAL_FORMAT.into(),
             suite: "olmo".into(),

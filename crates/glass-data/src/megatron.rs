@@ -102,7 +102,11 @@ impl MegatronIndex {
         let opened = glass_io::open::open_regular(path)?;
         let len = opened.len();
         let Some(map) = opened.map()? else {
-            return Err(DataError::layout(path, Some(0), "empty file: not a Megatron .idx"));
+            return Err(DataError::layout(
+                path,
+                Some(0),
+                "empty file: not a Megatron .idx",
+            ));
         };
         if len < IDX_HEADER_BYTES || &map[..9] != IDX_MAGIC {
             return Err(DataError::layout(
@@ -257,7 +261,11 @@ impl MegatronIndex {
         let at = self.doc_offset(j);
         let v = u64_at(&self.map, at as usize) as i64;
         u64::try_from(v).map_err(|_| {
-            DataError::layout(&self.path, Some(at), format!("doc_idx[{j}] = {v} is negative"))
+            DataError::layout(
+                &self.path,
+                Some(at),
+                format!("doc_idx[{j}] = {v} is negative"),
+            )
         })
     }
 
@@ -268,7 +276,11 @@ impl MegatronIndex {
             0
         } else {
             let (p, s) = self.entry(self.count - 1, bin_len).map_err(|e| match e {
-                DataError::Layout { path, offset, message } => DataError::Layout {
+                DataError::Layout {
+                    path,
+                    offset,
+                    message,
+                } => DataError::Layout {
                     path,
                     offset,
                     message: format!("{message} ({bin_name})"),
@@ -421,7 +433,8 @@ impl MegatronDataset {
         }
         let w = self.index.dtype.width();
         let mut bytes = Vec::with_capacity((total * w) as usize);
-        self.bin.read(ptr, total * w, &mut bytes, &self.index.path)?;
+        self.bin
+            .read(ptr, total * w, &mut bytes, &self.index.path)?;
         let mut ids = Vec::with_capacity(total as usize);
         for (k, b) in bytes.chunks_exact(w as usize).enumerate() {
             let id = self.index.dtype.token(b).ok_or_else(|| {
@@ -461,9 +474,14 @@ mod tests {
         b.push(code);
         b.extend_from_slice(&(sizes.len() as u64).to_le_bytes());
         b.extend_from_slice(&(docs.len() as u64).to_le_bytes());
-        sizes.iter().for_each(|s| b.extend_from_slice(&s.to_le_bytes()));
-        pointers.iter().for_each(|p| b.extend_from_slice(&p.to_le_bytes()));
-        docs.iter().for_each(|d| b.extend_from_slice(&d.to_le_bytes()));
+        sizes
+            .iter()
+            .for_each(|s| b.extend_from_slice(&s.to_le_bytes()));
+        pointers
+            .iter()
+            .for_each(|p| b.extend_from_slice(&p.to_le_bytes()));
+        docs.iter()
+            .for_each(|d| b.extend_from_slice(&d.to_le_bytes()));
         b
     }
 
@@ -471,7 +489,9 @@ mod tests {
     fn steps_read_contiguously_across_byte_split_pieces() {
         let d = tempfile::tempdir().unwrap();
         // 6 sequences of 3 u16 tokens: token value = 10·sequence + position.
-        let toks: Vec<u16> = (0..6).flat_map(|s| (0..3).map(move |p| 10 * s + p)).collect();
+        let toks: Vec<u16> = (0..6)
+            .flat_map(|s| (0..3).map(move |p| 10 * s + p))
+            .collect();
         let bin: Vec<u8> = toks.iter().flat_map(|t| t.to_le_bytes()).collect();
         let (a, b) = bin.split_at(7); // mid-token
         std::fs::write(d.path().join("p0.bin"), a).unwrap();
@@ -490,7 +510,11 @@ mod tests {
         let (ids, _) = ds.step_rows(0, 2, 3).unwrap();
         assert_eq!(ids, [0, 1, 2, 10, 11, 12]);
         assert!(ds.step_rows(3, 2, 3).is_err());
-        assert!(ds.step_rows(0, 2, 4).unwrap_err().to_string().contains("d.idx"));
+        assert!(ds
+            .step_rows(0, 2, 4)
+            .unwrap_err()
+            .to_string()
+            .contains("d.idx"));
         // A negative i16 token is refused naming the piece.
         std::fs::write(&idx, idx_bytes(3, &[3; 6], &ptrs, &[0, 6])).unwrap();
         let mut neg = a.to_vec();
@@ -498,15 +522,26 @@ mod tests {
         neg[1] = 0xff;
         std::fs::write(&bins[0], &neg).unwrap();
         let ds = MegatronDataset::open(&idx, &bins).unwrap();
-        assert!(ds.step_rows(0, 2, 3).unwrap_err().to_string().contains("p0.bin"));
+        assert!(ds
+            .step_rows(0, 2, 3)
+            .unwrap_err()
+            .to_string()
+            .contains("p0.bin"));
         // Pointers that are not the running sum of the sizes.
         std::fs::write(&idx, idx_bytes(8, &[3; 6], &[0, 6, 6, 18, 24, 30], &[0, 6])).unwrap();
         let ds = MegatronDataset::open(&idx, &bins).unwrap();
-        assert!(ds.validate_all(&mut |_| {}).unwrap_err().to_string().contains("starts at byte 6"));
+        assert!(ds
+            .validate_all(&mut |_| {})
+            .unwrap_err()
+            .to_string()
+            .contains("starts at byte 6"));
         // Float dtypes and unknown codes.
         for code in [6u8, 7, 0, 9] {
             std::fs::write(&idx, idx_bytes(code, &[3; 6], &ptrs, &[0, 6])).unwrap();
-            let e = MegatronDataset::open(&idx, &bins).err().unwrap().to_string();
+            let e = MegatronDataset::open(&idx, &bins)
+                .err()
+                .unwrap()
+                .to_string();
             assert!(e.contains("d.idx") && e.contains("byte 17"), "{e}");
         }
     }

@@ -120,7 +120,11 @@ impl NpyHeader {
             }
         };
         if fortran.ok_or_else(|| bad(path, start as u64, "header has no `fortran_order`"))? {
-            return Err(bad(path, start as u64, "fortran_order is True; expected False"));
+            return Err(bad(
+                path,
+                start as u64,
+                "fortran_order is True; expected False",
+            ));
         }
         let shape = shape.ok_or_else(|| bad(path, start as u64, "header has no `shape`"))?;
         Ok(Self {
@@ -308,13 +312,20 @@ impl IndexArray {
                     ),
                 ));
             }
-            (h.dtype, IndexFormat::Npy, h.data_offset as usize, h.shape[0])
+            (
+                h.dtype,
+                IndexFormat::Npy,
+                h.data_offset as usize,
+                h.shape[0],
+            )
         } else {
             if file_len % 4 != 0 {
                 return Err(bad(
                     path,
                     file_len,
-                    format!("no .npy header, and {file_len} bytes is not a whole number of u32 values"),
+                    format!(
+                        "no .npy header, and {file_len} bytes is not a whole number of u32 values"
+                    ),
                 ));
             }
             (IndexDtype::U32, IndexFormat::RawU32, 0, file_len / 4)
@@ -384,9 +395,8 @@ mod tests {
     use super::*;
 
     fn npy(descr: &str, fortran: &str, shape: &str, data: &[u8]) -> Vec<u8> {
-        let mut h = format!(
-            "{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape}, }}"
-        );
+        let mut h =
+            format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape}, }}");
         while (10 + h.len() + 1) % 64 != 0 {
             h.push(' ');
         }
@@ -415,7 +425,10 @@ mod tests {
         let r = d.path().join("raw.npy");
         std::fs::write(&r, &vals).unwrap();
         let a = IndexArray::open(&r).unwrap();
-        assert_eq!((a.len(), a.format(), a.get(2).unwrap()), (3, IndexFormat::RawU32, 7));
+        assert_eq!(
+            (a.len(), a.format(), a.get(2).unwrap()),
+            (3, IndexFormat::RawU32, 7)
+        );
         let v8: Vec<u8> = [9u64, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
         std::fs::write(&p, npy("<u8", "False", "(2,)", &v8)).unwrap();
         assert_eq!(IndexArray::open(&p).unwrap().get(0).unwrap(), 9);

@@ -105,8 +105,8 @@ fn strings(y: &Yaml, key: &str, path: &Path) -> Result<Vec<String>> {
 impl OlmoConfig {
     /// Parses the YAML of an OLMo `TrainConfig` (`config.yaml`); `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let docs = YamlLoader::load_from_str(text)
-            .map_err(|e| cfg_err(path, format!("not YAML: {e}")))?;
+        let docs =
+            YamlLoader::load_from_str(text).map_err(|e| cfg_err(path, format!("not YAML: {e}")))?;
         let [root] = docs.as_slice() else {
             return Err(cfg_err(path, "expected exactly one YAML document"));
         };
@@ -118,8 +118,11 @@ impl OlmoConfig {
             "model.max_sequence_length",
             path,
         )?;
-        let global_batch_size =
-            positive(&root["global_train_batch_size"], "global_train_batch_size", path)?;
+        let global_batch_size = positive(
+            &root["global_train_batch_size"],
+            "global_train_batch_size",
+            path,
+        )?;
         let data = &root["data"];
         let dtype = match &data["memmap_dtype"] {
             Yaml::BadValue | Yaml::Null => OlmoDtype::Uint16,
@@ -146,14 +149,23 @@ impl OlmoConfig {
             }
             (false, true) => {
                 let Yaml::Hash(h) = &data["datasets"] else {
-                    return Err(cfg_err(path, "data.datasets must map labels to lists of paths"));
+                    return Err(cfg_err(
+                        path,
+                        "data.datasets must map labels to lists of paths",
+                    ));
                 };
                 let mut labelled = Vec::new();
                 for (k, v) in h {
                     let Yaml::String(label) = k else {
-                        return Err(cfg_err(path, format!("data.datasets: label {k:?} is not a string")));
+                        return Err(cfg_err(
+                            path,
+                            format!("data.datasets: label {k:?} is not a string"),
+                        ));
                     };
-                    labelled.push((label.clone(), strings(v, &format!("data.datasets.{label}"), path)?));
+                    labelled.push((
+                        label.clone(),
+                        strings(v, &format!("data.datasets.{label}"), path)?,
+                    ));
                 }
                 labelled.sort_by(|a, b| a.0.cmp(&b.0));
                 let mut paths = Vec::new();
@@ -194,7 +206,11 @@ pub fn resolve_local(data_dir: &Path, config_path: &str) -> Option<PathBuf> {
         .filter(|c| !c.is_empty() && *c != "." && *c != "..")
         .collect();
     (0..comps.len())
-        .map(|k| comps[k..].iter().fold(data_dir.to_path_buf(), |p, c| p.join(c)))
+        .map(|k| {
+            comps[k..]
+                .iter()
+                .fold(data_dir.to_path_buf(), |p, c| p.join(c))
+        })
         .find(|p| p.is_file())
 }
 
@@ -373,7 +389,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.paths, ["s3://b/x/a.npy", "b.npy"]);
-        assert_eq!((c.seq_len, c.global_batch_size, c.dtype), (8, 4, OlmoDtype::Uint32));
+        assert_eq!(
+            (c.seq_len, c.global_batch_size, c.dtype),
+            (8, 4, OlmoDtype::Uint32)
+        );
         let c = OlmoConfig::parse(
             "model: {max_sequence_length: 8}\nglobal_train_batch_size: 4\ndata:\n  datasets:\n    z: [z1.npy]\n    a: [a1.npy, a2.npy]\n",
             p,

@@ -124,7 +124,13 @@ mod tests {
         let mut out = Vec::new();
         p.read(1, 7, &mut out, Path::new("x.idx")).unwrap();
         assert_eq!(out, b"bcdefgh");
-        assert_eq!(p.locate(3), Some(PieceOffset { piece: 2, offset: 0 }));
+        assert_eq!(
+            p.locate(3),
+            Some(PieceOffset {
+                piece: 2,
+                offset: 0
+            })
+        );
         let e = p.read(5, 4, &mut out, Path::new("x.idx")).unwrap_err();
         assert!(e.to_string().contains("x.idx"), "{e}");
     }
