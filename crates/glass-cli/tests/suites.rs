@@ -348,7 +348,8 @@ fn olmo_steps_follow_global_indices_over_per_file_instances() {
     ] {
         let run = d.path().join(name);
         let mut extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        extra.extend(["--tokenizer", tokenizer().to_str().unwrap()]);
+        let tok = tokenizer();
+        extra.extend(["--tokenizer", tok.to_str().unwrap()]);
         let o = import_olmo(&dir, &run, &extra);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let m: Value =
