@@ -202,11 +202,13 @@ pub fn progress_bars() -> impl FnMut(Progress) {
     let mut bar: Option<glass_io::progress::ProgressBar> = None;
     move |p| match p {
         Progress::Begin { label, total } => {
-            let b = glass_io::progress::bar(
-                total,
-                true,
-                "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-            );
+            // Hashing counts bytes; checking an index counts records.
+            let template = if label == "sha256" {
+                "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}"
+            } else {
+                "{prefix} [{bar:30}] {pos}/{len} records ETA {eta}"
+            };
+            let b = glass_io::progress::bar(total, true, template);
             b.set_prefix(label);
             bar = Some(b);
         }
