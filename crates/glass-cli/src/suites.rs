@@ -72,10 +72,11 @@ fn parse_step_name(name: &str) -> Option<(u64, Option<String>)> {
     Some((n.parse().ok()?, tokens))
 }
 
+/// A checkpoint folder: step, OLMo's token count, folder name, path.
+type Folder = (u64, Option<String>, String, PathBuf);
+
 /// The checkpoint folders under `dir`, by step.
-fn checkpoint_folders(
-    dir: &std::path::Path,
-) -> Result<Vec<(u64, Option<String>, String, PathBuf)>> {
+fn checkpoint_folders(dir: &std::path::Path) -> Result<Vec<Folder>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let e = e.with_context(|| format!("reading {}", dir.display()))?;

@@ -231,50 +231,34 @@ fn bad_megatron_input_is_refused_naming_the_file() {
     std::fs::write(data.join("document.bin"), vec![0u8; 4 * 8 * 2]).unwrap();
     let idx = data.join("document.idx");
     let ptrs: Vec<i64> = (0..4).map(|i| i * 16).collect();
-    let cases: Vec<(Box<dyn Fn()>, &str)> = vec![
+    // (dtype code, sizes, pointers, doc_idx, bytes cut off the end, expected message)
+    type Case<'a> = (u8, Vec<i32>, Vec<i64>, Vec<i64>, usize, &'a str);
+    let cases: Vec<Case> = vec![
+        (8, vec![8; 3], ptrs[..3].to_vec(), vec![0, 3], 0, "the .bin"),
         (
-            Box::new({
-                let (idx, ptrs) = (idx.clone(), ptrs.clone());
-                move || write_idx(&idx, 8, &[8; 3], &ptrs[..3], &[0, 3])
-            }),
-            "the .bin",
-        ),
-        (
-            Box::new({
-                let (idx, ptrs) = (idx.clone(), ptrs.clone());
-                move || write_idx(&idx, 42, &[8; 4], &ptrs, &[0, 4])
-            }),
+            42,
+            vec![8; 4],
+            ptrs.clone(),
+            vec![0, 4],
+            0,
             "unknown dtype code 42",
         ),
         (
-            Box::new({
-                let idx = idx.clone();
-                move || write_idx(&idx, 8, &[8; 4], &[0, 16, 32, 4096], &[0, 4])
-            }),
+            8,
+            vec![8; 4],
+            vec![0, 16, 32, 4096],
+            vec![0, 4],
+            0,
             "runs past",
         ),
-        (
-            Box::new({
-                let (idx, ptrs) = (idx.clone(), ptrs.clone());
-                move || write_idx(&idx, 8, &[8; 4], &ptrs, &[0, 3, 2, 4])
-            }),
-            "doc_idx",
-        ),
-        (
-            Box::new({
-                let (idx, ptrs) = (idx.clone(), ptrs.clone());
-                move || {
-                    write_idx(&idx, 8, &[8; 4], &ptrs, &[0, 4]);
-                    let mut b = std::fs::read(&idx).unwrap();
-                    b.pop();
-                    std::fs::write(&idx, b).unwrap();
-                }
-            }),
-            "need",
-        ),
+        (8, vec![8; 4], ptrs.clone(), vec![0, 3, 2, 4], 0, "doc_idx"),
+        (8, vec![8; 4], ptrs.clone(), vec![0, 4], 1, "need"),
     ];
-    for (k, (make, want)) in cases.iter().enumerate() {
-        make();
+    for (k, (code, sizes, pointers, docs, cut, want)) in cases.iter().enumerate() {
+        write_idx(&idx, *code, sizes, pointers, docs);
+        let mut b = std::fs::read(&idx).unwrap();
+        b.truncate(b.len() - cut);
+        std::fs::write(&idx, b).unwrap();
         let run = d.path().join(format!("run{k}"));
         let e = stderr(&glass(&[
             "import",

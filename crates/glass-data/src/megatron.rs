@@ -317,7 +317,7 @@ impl MegatronIndex {
                 ));
             }
             next = p + s * self.dtype.width();
-            if i % (1 << 20) == 0 {
+            if i.is_multiple_of(1 << 20) {
                 progress(i);
             }
         }

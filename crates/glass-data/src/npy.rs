@@ -319,7 +319,7 @@ impl IndexArray {
                 h.shape[0],
             )
         } else {
-            if file_len % 4 != 0 {
+            if !file_len.is_multiple_of(4) {
                 return Err(bad(
                     path,
                     file_len,
