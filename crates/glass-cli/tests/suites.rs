@@ -410,11 +410,13 @@ fn bad_olmo_input_is_refused_naming_the_file() {
 
 #[test]
 fn checkpoint_folders_are_imported_with_the_hf_import() {
-    // A LLaMA-architecture transformers folder stands in for each stepN checkpoint.
+    // A tiny GPT-NeoX (Pythia's architecture) and a LLaMA transformers folder stand in
+    // for the stepN checkpoints.
     let d = tempfile::tempdir().unwrap();
-    let hf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../glass-hf/tests/fixtures/hf/st");
+    let fixtures_hf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../glass-hf/tests/fixtures");
+    let hf = fixtures_hf.join("hf/st");
     let ckpts = d.path().join("ckpts");
-    copy_dir(&hf, &ckpts.join("step0"));
+    copy_dir(&fixtures_hf.join("families/gpt_neox"), &ckpts.join("step0"));
     copy_dir(&hf, &ckpts.join("step4"));
     std::fs::create_dir_all(ckpts.join("not-a-checkpoint")).unwrap();
     let run = d.path().join("run");
@@ -452,5 +454,45 @@ fn checkpoint_folders_are_imported_with_the_hf_import() {
         &["--checkpoints", ckpts.to_str().unwrap()],
     ));
     assert!(e.contains("step4"), "{e}");
+    assert!(!run2.exists());
+}
+
+#[test]
+fn olmo_checkpoint_folders_are_named_by_step_and_tokens() {
+    let d = tempfile::tempdir().unwrap();
+    let olmo =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../glass-hf/tests/fixtures/families/olmo");
+    let ckpts = d.path().join("ckpts");
+    copy_dir(&olmo, &ckpts.join("step2-tokens1K"));
+    copy_dir(&olmo, &ckpts.join("step0-tokens0"));
+    let run = d.path().join("run");
+    let o = import_olmo(
+        &fixtures().join("olmo"),
+        &run,
+        &[
+            "--checkpoints",
+            ckpts.to_str().unwrap(),
+            "--weights-only",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let list = r["checkpoints"].as_array().unwrap();
+    assert_eq!(list[0]["name"], "step0-tokens0");
+    assert_eq!(
+        (list[1]["step"].as_u64(), list[1]["tokens"].as_str()),
+        (Some(2), Some("1K"))
+    );
+    ok(&["verify", &p(&run.join("models/step2-tokens1K"))]);
+    // Two folders for one step are refused before anything is written.
+    copy_dir(&olmo, &ckpts.join("step2"));
+    let run2 = d.path().join("run2");
+    let e = stderr(&import_olmo(
+        &fixtures().join("olmo"),
+        &run2,
+        &["--checkpoints", ckpts.to_str().unwrap()],
+    ));
+    assert!(e.contains("step 2"), "{e}");
     assert!(!run2.exists());
 }
