@@ -164,7 +164,11 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
                         );
                     }
                 }
-                println!("--- text ---\n{}\n", r.text);
+                if r.text.is_empty() && !r.ids.is_empty() {
+                    println!("--- ids ---\n{:?}\n", r.ids);
+                } else {
+                    println!("--- text ---\n{}\n", r.text);
+                }
             }
         }
         DataCommand::Stats { run, json } => {
@@ -228,7 +232,11 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
         }
         DataCommand::Contamination(a) => crate::contamination::run(a)?,
         DataCommand::Verify { run, json } => {
-            let r = verify(&run)?;
+            let r = if glass_data::external::is_external(&run) {
+                glass_data::external::verify(&run, &mut crate::suites::progress_bars())?
+            } else {
+                verify(&run)?
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

@@ -27,6 +27,12 @@ pub enum ImportCommand {
     /// folders ckpt_NNN) as a run whose chunk NNN is that file's rows and whose
     /// checkpoint NNN is the model after it.
     Llm360(crate::release::ImportLlm360Args),
+    /// Pythia's training data (a Megatron .bin/.idx, whole or in pieces) as a run whose
+    /// step N is the exact batch Pythia trained on, read in place.
+    Pythia(crate::suites::ImportPythiaArgs),
+    /// OLMo's training data (the config's token memmaps in global_indices.npy order) as a
+    /// run whose step N is the exact batch OLMo trained on, read in place.
+    Olmo(crate::suites::ImportOlmoArgs),
 }
 
 /// Options of `glass export hf`.
@@ -111,6 +117,8 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
         ImportCommand::Hf(a) => a,
         ImportCommand::Release(a) => return crate::release::import(a),
         ImportCommand::Llm360(a) => return crate::release::import_llm360(a),
+        ImportCommand::Pythia(a) => return crate::suites::import_pythia(a),
+        ImportCommand::Olmo(a) => return crate::suites::import_olmo(a),
     };
     let r = glass_hf::import_with(
         &a.dir,

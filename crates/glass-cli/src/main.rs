@@ -18,6 +18,7 @@ mod inspect;
 mod release;
 mod run_cmds;
 mod serve;
+mod suites;
 mod world;
 
 /// Fully transparent LLM pretraining: every token, checkpoint and metric of a run,

@@ -38,6 +38,40 @@ pub enum DataError {
     /// the file, and the row where there is one).
     #[error("{0}")]
     Columnar(String),
+    /// A file of an external training-data layout (Megatron `.bin`/`.idx`, numpy `.npy`,
+    /// OLMo memmaps and configs) is malformed or disagrees with another; names the file
+    /// and, where there is one, the byte offset.
+    #[error("{}", layout_message(path, *offset, message))]
+    Layout {
+        /// The file at fault.
+        path: PathBuf,
+        /// Byte offset in it, where the problem has one.
+        offset: Option<u64>,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn layout_message(path: &std::path::Path, offset: Option<u64>, message: &str) -> String {
+    match offset {
+        Some(o) => format!("{} (byte {o}): {message}", path.display()),
+        None => format!("{}: {message}", path.display()),
+    }
+}
+
+impl DataError {
+    /// A [`DataError::Layout`] for `path`, with an optional byte offset.
+    pub fn layout(
+        path: impl Into<PathBuf>,
+        offset: Option<u64>,
+        message: impl Into<String>,
+    ) -> Self {
+        DataError::Layout {
+            path: path.into(),
+            offset,
+            message: message.into(),
+        }
+    }
 }
 
 /// Result alias used throughout the crate.

@@ -85,6 +85,9 @@ fn kind_name(k: SegmentKind) -> &'static str {
 
 /// Every row `rank` of `world_size` trains on at `step`, with documents and decoded text.
 pub fn show(run_dir: &Path, step: u64, rank: usize, world_size: usize) -> Result<BatchView> {
+    if crate::external::is_external(run_dir) {
+        return show_external(run_dir, step, rank, world_size);
+    }
     let data = PreparedData::open(run_dir)?;
     let tok = data.tokenizer()?;
     let (a, b) = data.rank_rows(rank, world_size)?;
@@ -204,4 +207,59 @@ pub fn stats(run_dir: &Path) -> Result<(Manifest, Vec<StatsRow>)> {
         }
     }
     Ok((m, rows))
+}
+
+/// [`show`] for a run over external data (`glass import pythia` / `olmo`): each row is one
+/// text segment whose `doc` is the sequence (Pythia: idx entry; OLMo: instance) and whose
+/// `doc_id` names the file and byte offset; `meta` holds the same as fields.
+fn show_external(run_dir: &Path, step: u64, rank: usize, world_size: usize) -> Result<BatchView> {
+    let data = crate::external::ExternalData::open(run_dir)?;
+    let tok = data.tokenizer()?;
+    let m = data.manifest();
+    let mut rows = Vec::new();
+    for (slot, r) in data.rows(step, rank, world_size)? {
+        let source = r.label.clone().unwrap_or_else(|| m.suite.clone());
+        let text = match &tok {
+            Some(t) => t
+                .decode(&r.ids, false)
+                .map_err(|e| crate::error::DataError::Tokenizer(e.to_string()))?,
+            None => String::new(),
+        };
+        let doc_id = match r.chunk {
+            Some(c) => format!("{}:chunk {c} (byte {})", r.file, r.byte),
+            None => format!("{}:byte {}", r.file, r.byte),
+        };
+        let meta = serde_json::json!({
+            "suite": m.suite, "sequence": r.sequence, "file": r.file, "byte": r.byte,
+            "chunk": r.chunk, "label": r.label,
+        });
+        rows.push(RowView {
+            row: step * m.rows_per_step + slot as u64,
+            slot,
+            source: source.clone(),
+            tokens: r.ids.len(),
+            doc_tokens: r.ids.len(),
+            docs: 1,
+            text,
+            segments: vec![SegmentView {
+                pos: 0,
+                len: r.ids.len() as u32,
+                kind: "text".into(),
+                source,
+                doc: r.sequence,
+                doc_id,
+                meta: Some(meta),
+                epoch: 0,
+                doc_tok: 0,
+            }],
+            ids: r.ids,
+        });
+    }
+    Ok(BatchView {
+        step,
+        stage: m.suite.clone(),
+        rank,
+        world_size,
+        rows,
+    })
 }

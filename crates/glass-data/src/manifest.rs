@@ -204,6 +204,12 @@ impl Manifest {
                     e.into()
                 }
             })?;
+        if crate::external::is_external(run_dir) {
+            return Err(DataError::Format(format!(
+                "{}: this run's training data is read in place from an external layout (`glass import pythia` / `glass import olmo`), not prepared by Glass: `glass data show` and `glass data verify` read it; this command needs prepared data",
+                p.display()
+            )));
+        }
         let m: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| DataError::Format(format!("{}: {e}", p.display())))?;
         if m.format != MANIFEST_FORMAT {
@@ -242,6 +248,9 @@ pub struct VerifyReport {
 
 /// Re-hashes every file in the manifest, and checks the run config still matches.
 pub fn verify(run_dir: &Path) -> Result<VerifyReport> {
+    if crate::external::is_external(run_dir) {
+        return crate::external::verify(run_dir, &mut |_| {});
+    }
     let m = Manifest::load(run_dir)?;
     let data = run_dir.join("data");
     let mut r = VerifyReport {

@@ -185,6 +185,33 @@ pub const TARGETS: &[Target] = &[
         run: |_, b| readers::llm360_rows(b),
     },
     Target {
+        name: "megatron_idx",
+        kind: Kind::Bytes,
+        seeds: &["crates/glass-cli/tests/fixtures/suites/pythia/document.idx"],
+        run: |_, b| readers::suite_file("pythia", "document.idx", b),
+    },
+    Target {
+        name: "megatron_bin_piece",
+        kind: Kind::Bytes,
+        seeds: &["crates/glass-cli/tests/fixtures/suites/pythia/document-00000-of-00001.bin"],
+        run: |_, b| readers::suite_file("pythia", "document-00000-of-00001.bin", b),
+    },
+    Target {
+        name: "npy_index",
+        kind: Kind::Bytes,
+        seeds: &[
+            "crates/glass-cli/tests/fixtures/suites/olmo/global_indices_u8.npy",
+            "crates/glass-cli/tests/fixtures/suites/olmo/data/global_indices.npy",
+        ],
+        run: |_, b| readers::suite_file("olmo", "data/global_indices.npy", b),
+    },
+    Target {
+        name: "olmo_config",
+        kind: Kind::Text,
+        seeds: &["crates/glass-cli/tests/fixtures/suites/olmo/config.yaml"],
+        run: |_, b| readers::suite_file("olmo", "config.yaml", b),
+    },
+    Target {
         name: "eval_jsonl",
         kind: Kind::Text,
         seeds: &["crates/glass-fuzz/corpus/task/docs.jsonl"],

@@ -94,6 +94,75 @@ pub fn llm360_rows(bytes: &[u8]) {
     }
 }
 
+/// The Pythia and OLMo layouts of the CLI's tests.
+const SUITES: &str = "crates/glass-cli/tests/fixtures/suites";
+
+/// A copy of the suite fixture `suite` (`pythia` or `olmo`) with `rel` replaced,
+/// imported (every record checked, nothing hashed), then every step shown and verified.
+pub fn suite_file(suite: &str, rel: &str, bytes: &[u8]) {
+    use glass_data::external;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    copy_dir(&workspace().join(SUITES).join(suite), &src);
+    std::fs::write(src.join(rel), bytes).expect("write");
+    let run = dir.path().join("run");
+    let common = external::ImportCommon {
+        tokenizer: None,
+        hash: false,
+        validate: true,
+    };
+    let imported = if suite == "pythia" {
+        external::import_pythia(
+            &external::PythiaImport {
+                data: src.clone(),
+                index: None,
+                rows_per_step: 4,
+                seq_len: 7,
+                common,
+            },
+            &run,
+            &mut |_| {},
+        )
+    } else {
+        external::import_olmo(
+            &external::OlmoImport {
+                config: src.join("config.yaml"),
+                data: src.join("data"),
+                global_indices: None,
+                common,
+            },
+            &run,
+            &mut |_| {},
+        )
+    };
+    if let Ok(r) = imported {
+        for step in 0..r.n_steps.min(8) {
+            let _ = glass_data::inspect::show(&run, step, 0, 1);
+        }
+        let _ = glass_data::inspect::show(&run, r.n_steps, 0, 1);
+        let _ = external::verify(&run, &mut |_| {});
+    }
+    // The readers on their own, without the import's checks before them.
+    if suite == "pythia" {
+        if let Ok(ds) = glass_data::megatron::MegatronDataset::open(
+            &src.join("document.idx"),
+            &[
+                src.join("document-00000-of-00001.bin"),
+                src.join("document-00001-of-00001.bin"),
+            ],
+        ) {
+            for step in 0..6 {
+                let _ = ds.step_rows(step, 4, 8);
+                let _ = ds.step_rows(step, 2, 16);
+            }
+        }
+    } else if let Ok(a) = glass_data::npy::IndexArray::open(&src.join("data/global_indices.npy")) {
+        for i in 0..a.len().min(64) {
+            let _ = a.get(i);
+        }
+    }
+}
+
 /// An evaluation dataset file in each format the harness's hub layout uses, written into
 /// the scratch directory (the Parquet and Arrow readers stream from the file).
 pub fn eval_rows(s: &Scratch, name: &str, bytes: &[u8]) {
