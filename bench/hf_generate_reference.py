@@ -43,6 +43,7 @@ def main() -> None:
         t = time.perf_counter()
         out = model(prompts, use_cache=True)
         prefill_s = time.perf_counter() - t
+        print(json.dumps({"prefill_s": prefill_s, "prefill_tokens_per_s": rows * plen / prefill_s}), flush=True)
         past = out.past_key_values
         tok = out.logits[:, -1].argmax(-1)
         gen = [tok]
