@@ -200,9 +200,9 @@ pub fn analyze_dynamics(
         let (model, k) = glass_run::load_model(run_dir, Some(e.index))?;
         let s = DynamicsSettings::for_model(&model.cfg);
         let scores = head_scores(&model, &repeated_batch(model.cfg.vocab_size, &s))?;
+        let heads = model.cfg.n_heads;
         drop(model);
         let mut rows = Vec::new();
-        let heads = scores.induction.len() / glass_run::RunConfig::load(run_dir)?.model.n_layers;
         for (i, (&ind, &prev)) in scores.induction.iter().zip(&scores.prev_token).enumerate() {
             let name = format!("L{}.H{}", i / heads, i % heads);
             rows.push(row(k, "induction", &name, ind));

@@ -109,21 +109,10 @@ impl Family {
     }
 }
 
-/// Fields of the non-LLaMA configs that never change the function.
+/// Fields of the other families' configs that never change the function, beyond
+/// those LLaMA's reader already ignores ([`crate::hf_config::INERT`]).
 const INERT: &[&str] = &[
-    "architectures",
-    "model_type",
     "auto_map",
-    "initializer_range",
-    "use_cache",
-    "torch_dtype",
-    "dtype",
-    "transformers_version",
-    "pad_token_id",
-    "bos_token_id",
-    "eos_token_id",
-    "_name_or_path",
-    "attention_dropout",
     "hidden_dropout",
     "classifier_dropout",
     "attn_pdrop",
@@ -135,8 +124,6 @@ const INERT: &[&str] = &[
     "summary_proj_to_labels",
     "summary_first_dropout",
     "reorder_and_upcast_attn",
-    "use_cache",
-    "tie_word_embeddings",
 ];
 
 /// Typed access to a `config.json` object, with errors naming the file.
@@ -234,7 +221,12 @@ impl<'a> Keys<'a> {
     fn ignored(&self) -> Vec<String> {
         self.obj
             .keys()
-            .filter(|k| !INERT.contains(&k.as_str()) && !self.used.contains(&k.as_str()))
+            .filter(|k| {
+                let k = k.as_str();
+                !INERT.contains(&k)
+                    && !crate::hf_config::INERT.contains(&k)
+                    && !self.used.contains(&k)
+            })
             .cloned()
             .collect()
     }

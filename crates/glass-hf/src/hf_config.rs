@@ -195,7 +195,7 @@ pub struct HfModelInfo {
 }
 
 /// Fields that never change what the model computes.
-const INERT: &[&str] = &[
+pub(crate) const INERT: &[&str] = &[
     "architectures",
     "model_type",
     "initializer_range",
