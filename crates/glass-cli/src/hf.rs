@@ -33,6 +33,34 @@ pub enum ImportCommand {
     /// OLMo's training data (the config's token memmaps in global_indices.npy order) as a
     /// run whose step N is the exact batch OLMo trained on, read in place.
     Olmo(crate::suites::ImportOlmoArgs),
+    /// A llama.cpp GGUF file of a LLaMA model (F32/F16/BF16/Q4_0/Q4_1/Q8_0 tensors) as a
+    /// new run whose checkpoint 0 is its weights, dequantized exactly as transformers
+    /// loads them.
+    Gguf(ImportGgufArgs),
+}
+
+/// Options of `glass import gguf`.
+#[derive(Args)]
+pub struct ImportGgufArgs {
+    /// The .gguf file.
+    pub file: PathBuf,
+    /// New run directory.
+    pub run: PathBuf,
+    /// Use this tokenizer.json instead of rebuilding the file's own (needed for
+    /// tokenizers other than byte-level BPE).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Also keep the transformers folder the file is converted to (f32 safetensors,
+    /// config, tokenizer) here; it must not exist.
+    #[arg(long)]
+    pub hf_out: Option<PathBuf>,
+    /// Write no optimizer state (the run evaluates, generates, is analysed, but does
+    /// not train).
+    #[arg(long)]
+    pub weights_only: bool,
+    /// Print a JSON report.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `glass export hf`.
@@ -119,6 +147,7 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
         ImportCommand::Llm360(a) => return crate::release::import_llm360(a),
         ImportCommand::Pythia(a) => return crate::suites::import_pythia(a),
         ImportCommand::Olmo(a) => return crate::suites::import_olmo(a),
+        ImportCommand::Gguf(a) => return import_gguf(a),
     };
     let r = glass_hf::import_with(
         &a.dir,
@@ -127,13 +156,57 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
             weights_only: a.weights_only,
         },
     )?;
-    if a.json {
+    print_import(&a.dir, &r, a.json)
+}
+
+/// `glass import gguf`: the file becomes a transformers folder (kept with --hf-out, else
+/// a temporary one beside the run), which is imported as `glass import hf` does.
+fn import_gguf(a: ImportGgufArgs) -> Result<()> {
+    eprintln!("converting {} …", a.file.display());
+    let (conv, r) = glass_hf::gguf::import(
+        &a.file,
+        &a.run,
+        &glass_hf::gguf::ConvertOptions {
+            tokenizer: a.tokenizer.clone(),
+        },
+        &glass_hf::ImportOptions {
+            weights_only: a.weights_only,
+        },
+        a.hf_out.as_deref(),
+    )?;
+    if !a.json {
+        let types: Vec<String> = conv
+            .tensor_types
+            .iter()
+            .map(|(t, n)| format!("{n} {t}"))
+            .collect();
+        println!(
+            "{}: {} parameters in {} tensors ({}), dequantized to f32{}",
+            a.file.display(),
+            conv.parameters,
+            r.tensors,
+            types.join(", "),
+            if conv.tokenizer_from_file {
+                "; tokenizer rebuilt from the file"
+            } else {
+                ""
+            }
+        );
+        if let Some(d) = &a.hf_out {
+            println!("  transformers folder kept at {}", d.display());
+        }
+    }
+    print_import(&a.file, &r, a.json)
+}
+
+fn print_import(src: &std::path::Path, r: &glass_hf::ImportReport, json: bool) -> Result<()> {
+    if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
     println!(
         "imported {} ({}, {} file(s), {} tensors, {}) into {}: checkpoint 0 {} — {:.3} GB in {:.2} s ({:.2} GB/s)",
-        a.dir.display(),
+        src.display(),
         r.format,
         r.shards,
         r.tensors,

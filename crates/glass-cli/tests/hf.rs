@@ -94,3 +94,36 @@ fn imported_run_generates_trains_verifies_and_exports() {
     assert!(card.contains(m["data_manifest_sha256"].as_str().unwrap()));
     assert!(card.contains("nats/token"), "{card}");
 }
+
+#[test]
+fn a_gguf_file_imports_generates_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let r = run.to_str().unwrap();
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../glass-hf/tests/fixtures/gguf/tiny.gguf");
+    let out = ok(&[
+        "import",
+        "gguf",
+        src.to_str().unwrap(),
+        r,
+        "--weights-only",
+        "--json",
+    ]);
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rep["tensors"], 21, "{out}");
+    assert_eq!(rep["weights_only"], true, "{out}");
+    let gen = ok(&["generate", r, "--prompt", "the cat", "--max-tokens", "4"]);
+    assert!(!gen.trim().is_empty());
+    assert!(ok(&["verify", r]).contains("all files match"));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    assert!(m["import"]["source_dir"]
+        .as_str()
+        .unwrap()
+        .ends_with("tiny.gguf"));
+    // A second import into the same run is refused before anything is converted.
+    let o = glass(&["import", "gguf", src.to_str().unwrap(), r]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already holds a run"));
+}

@@ -122,6 +122,12 @@ pub const TARGETS: &[Target] = &[
         run: |_, b| hf_family_weights(b),
     },
     Target {
+        name: "gguf",
+        kind: Kind::Bytes,
+        seeds: &["crates/glass-hf/tests/fixtures/gguf/tiny.gguf"],
+        run: |_, b| gguf(b),
+    },
+    Target {
         name: "pickle",
         kind: Kind::Bytes,
         seeds: &[
@@ -432,6 +438,15 @@ fn pickle(b: &[u8]) {
     if let Ok(t) = glass_hf::torch_bin::read(b, Path::new("pytorch_model.bin")) {
         convert(t);
     }
+}
+
+/// A (mutated) GGUF file converted as `glass import gguf` does: header, metadata,
+/// tensor table, dequantization, tokenizer and config, all from hostile bytes.
+fn gguf(b: &[u8]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("m.gguf");
+    std::fs::write(&src, b).expect("write");
+    let _ = glass_hf::gguf::convert(&src, &dir.path().join("hf"), &Default::default());
 }
 
 /// Every tensor of a (mutated) CrystalCoder or GPT-NeoX weight file moved into the Glass

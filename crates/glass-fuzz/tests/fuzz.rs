@@ -237,6 +237,7 @@ targets!(
     glass_toml,
     hf_safetensors,
     hf_family_weights,
+    gguf,
     pickle,
     hf_config,
     task_yaml,

@@ -605,7 +605,7 @@ fn gather(data: &[u8], row_bytes: usize, idx: impl Iterator<Item = usize>) -> Ve
 
 /// For Glass row `i` of a q or k projection (`heads` heads of `hd`, `rot` rotated
 /// dimensions each), the CrystalCoder (GPT-J order) row it comes from.
-fn gptj_row(i: usize, hd: usize, rot: usize) -> usize {
+pub(crate) fn gptj_row(i: usize, hd: usize, rot: usize) -> usize {
     let (h, j) = (i / hd, i % hd);
     let half = rot / 2;
     let src = if j < half {

@@ -426,6 +426,34 @@ enum Loaded<'a> {
 
 /// [`import`] with options: `weights_only` keeps the weights in the source dtype.
 pub fn import_with(src: &Path, run_dir: &Path, opts: &ImportOptions) -> Result<ImportReport> {
+    import_inner(src, run_dir, opts, None)
+}
+
+/// Where a folder made by a conversion (`glass import gguf`) came from: the run records
+/// this file as its source instead of the intermediate folder.
+pub struct ConvertedFrom {
+    /// The original file, as the user named it.
+    pub path: String,
+    /// What the conversion recorded (format, hash, tensor types ...).
+    pub record: Value,
+}
+
+/// [`import_with`] of a folder that a conversion of `from` just wrote.
+pub fn import_converted(
+    folder: &Path,
+    run_dir: &Path,
+    opts: &ImportOptions,
+    from: &ConvertedFrom,
+) -> Result<ImportReport> {
+    import_inner(folder, run_dir, opts, Some(from))
+}
+
+fn import_inner(
+    src: &Path,
+    run_dir: &Path,
+    opts: &ImportOptions,
+    from: Option<&ConvertedFrom>,
+) -> Result<ImportReport> {
     let t0 = Instant::now();
     if run_dir.join(glass_run::config::CONFIG_FILE).exists() {
         return Err(file_err(
@@ -499,7 +527,8 @@ pub fn import_with(src: &Path, run_dir: &Path, opts: &ImportOptions) -> Result<I
     let name = run_dir
         .file_name()
         .map_or("imported".into(), |n| n.to_string_lossy().into_owned());
-    let text = run_toml(&name, src, &cfg, &sp);
+    let shown_path = from.map(|f| PathBuf::from(&f.path));
+    let text = run_toml(&name, shown_path.as_deref().unwrap_or(src), &cfg, &sp);
     let format = match files.format {
         WeightFormat::Safetensors => "safetensors",
         WeightFormat::PytorchBin => "pytorch",
@@ -513,9 +542,11 @@ pub fn import_with(src: &Path, run_dir: &Path, opts: &ImportOptions) -> Result<I
                 .unwrap_or_default()
         })
         .collect();
+    let src_shown = from.map_or_else(|| src.display().to_string(), |f| f.path.clone());
     let record = json!({
         "format": "huggingface",
-        "source_dir": src.display().to_string(),
+        "source_dir": src_shown,
+        "converted_from": from.map(|f| &f.record),
         "files": source,
         "weights": {
             "format": format,
@@ -537,7 +568,6 @@ pub fn import_with(src: &Path, run_dir: &Path, opts: &ImportOptions) -> Result<I
     });
     let mut record_bytes = serde_json::to_vec_pretty(&record).expect("json");
     record_bytes.push(b'\n');
-    let src_shown = src.display().to_string();
     let (manifest, checkpoint_dtype) = match &loaded {
         Loaded::Model(model) => (
             glass_run::create_imported_run(

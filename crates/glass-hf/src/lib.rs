@@ -11,6 +11,7 @@ pub mod card;
 pub mod error;
 pub mod export;
 pub mod families;
+pub mod gguf;
 pub mod hf_config;
 pub mod import;
 pub mod pickle;
@@ -19,4 +20,6 @@ pub mod weights;
 
 pub use error::{HfError, Result};
 pub use export::{export, parse_size, ExportDtype, ExportOptions, ExportReport};
-pub use import::{import, import_with, load_folder, ImportOptions, ImportReport};
+pub use import::{
+    import, import_converted, import_with, load_folder, ConvertedFrom, ImportOptions, ImportReport,
+};
