@@ -14,6 +14,7 @@ pub mod hf;
 pub mod http;
 pub mod index;
 pub mod model;
+pub mod pytorch;
 pub mod serve;
 pub mod train;
 

@@ -77,6 +77,21 @@ pub struct TrainArgs {
     /// Data parallel: shard the AdamW moments over the ranks (ZeRO stage 1).
     #[arg(long)]
     shard_optimizer: bool,
+    /// A Python with torch and transformers: also time PyTorch in each of its fast
+    /// configurations (eager/SDPA, eager attention, torch.compile default and
+    /// max-autotune; fused AdamW), alternating with Glass, and compare medians.
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// The PyTorch reference script (with --python).
+    #[arg(long, default_value = "bench/pytorch_reference.py")]
+    reference: PathBuf,
+    /// Alternating rounds (with --python).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// PyTorch configurations to run, comma-separated (with --python; default all:
+    /// eager-sdpa,eager,compile,compile-max-autotune).
+    #[arg(long, value_delimiter = ',')]
+    torch_configs: Vec<String>,
 }
 
 /// Options of `glass bench data`.
@@ -259,6 +274,25 @@ fn train(a: TrainArgs) -> Result<()> {
         }
         return Ok(());
     }
+    if let Some(py) = a.python {
+        let c = glass_bench::pytorch::compare(
+            &glass_bench::pytorch::CompareOptions {
+                train: opts,
+                python: py,
+                script: a.reference,
+                threads: rayon::current_num_threads(),
+                rounds: a.rounds,
+                configs: a.torch_configs,
+            },
+            &mut |m| eprintln!("{m}"),
+        )?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&c)?);
+        } else {
+            print_comparison(&c);
+        }
+        return Ok(());
+    }
     if a.profile {
         let (r, phases) = glass_bench::train::profile(&opts)?;
         if a.json {
@@ -298,6 +332,31 @@ fn train(a: TrainArgs) -> Result<()> {
         print_train(&r);
     }
     Ok(())
+}
+
+fn print_comparison(c: &glass_bench::pytorch::TrainComparison) {
+    print_train(&c.glass_last);
+    println!("{}", c.measured);
+    println!("CPU: {}; {}", c.cpu, c.torch_versions);
+    println!(
+        "{:<22} {:>12} {:>24} {:>14} {:>10}",
+        "side", "median tok/s", "rounds", "peak RSS MiB", "compile s"
+    );
+    for s in &c.sides {
+        let rounds: Vec<String> = s.tokens_per_s.iter().map(|t| format!("{t:.0}")).collect();
+        println!(
+            "{:<22} {:>12.0} {:>24} {:>14.0} {:>10.1}",
+            s.name,
+            s.median_tokens_per_s,
+            rounds.join(" "),
+            s.peak_rss_mib,
+            s.compile_s
+        );
+    }
+    println!(
+        "glass / fastest PyTorch ({}): {:.2}x",
+        c.fastest_torch, c.ratio_to_fastest
+    );
 }
 
 fn print_train(r: &TrainBench) {
