@@ -85,75 +85,100 @@ pub struct Inspection {
 /// the sum in f64 in token order.
 fn lens_cells(logits: &[f32], vocab: usize, tokens: &[u32], top_k: usize) -> Vec<LensCell> {
     use glass_engine::ops::fastmath::exp;
+    use glass_engine::ops::wide::wide;
     use rayon::prelude::*;
     logits
         .par_chunks_exact(vocab)
         .enumerate()
-        .map(|(p, row)| {
-            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            // Σ exp(z − m) in 8 fixed lanes (vectorises; the same order on every CPU).
-            let mut lanes = [0.0f64; 8];
-            let chunks = row.chunks_exact(8);
-            let tail = chunks.remainder();
-            for c in chunks {
-                for (acc, &x) in lanes.iter_mut().zip(c) {
-                    *acc += exp(x - m) as f64;
-                }
-            }
-            let sum =
-                lanes.iter().sum::<f64>() + tail.iter().map(|&x| exp(x - m) as f64).sum::<f64>();
-            let prob = |t: u32| (exp(row[t as usize] - m) as f64 / sum) as f32;
-            // Highest logit first; ties by lower id (deterministic): `a` before `b`.
-            let before = |a: u32, b: u32| {
-                let (x, y) = (row[a as usize], row[b as usize]);
-                x > y || (x == y && a < b)
-            };
-            // The top k in one pass, kept sorted (k is small); most logits fall below the
-            // current k-th and cost one comparison.
-            let k = top_k.min(vocab);
-            let mut best: Vec<u32> = Vec::with_capacity(k + 1);
-            if k > 0 {
-                let mut floor = f32::NEG_INFINITY;
-                for (t, &x) in row.iter().enumerate() {
-                    if best.len() == k
-                        && x <= floor
-                        && (x < floor || !before(t as u32, best[k - 1]))
-                    {
-                        continue;
+        .map_init(
+            || vec![0.0f32; vocab],
+            |scratch, (p, row)| {
+                // Short loops compiled for the GEMM kernel's vector width (`wide`): the same
+                // operations in the same order, so the same bits on every CPU.
+                // The maximum in 16 fixed lanes (max is exact: any order gives the same).
+                let m = wide(|| {
+                    let mut mx = [f32::NEG_INFINITY; 16];
+                    let chunks = row.chunks_exact(16);
+                    let rest = chunks.remainder();
+                    for c in chunks {
+                        for (a, &x) in mx.iter_mut().zip(c) {
+                            *a = a.max(x);
+                        }
                     }
-                    let t = t as u32;
-                    let at = best.partition_point(|&b| before(b, t));
-                    best.insert(at, t);
-                    best.truncate(k);
-                    if best.len() == k {
-                        floor = row[best[k - 1] as usize];
+                    rest.iter()
+                        .chain(&mx)
+                        .fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+                });
+                // exp(z − m) per logit, then Σ in 8 fixed lanes in f64.
+                wide(|| {
+                    for (e, &x) in scratch.iter_mut().zip(row) {
+                        *e = exp(x - m);
+                    }
+                });
+                let sum = wide(|| {
+                    let mut lanes = [0.0f64; 8];
+                    let chunks = scratch.chunks_exact(8);
+                    let tail = chunks.remainder();
+                    for c in chunks {
+                        for (acc, &e) in lanes.iter_mut().zip(c) {
+                            *acc += e as f64;
+                        }
+                    }
+                    lanes.iter().sum::<f64>() + tail.iter().map(|&e| e as f64).sum::<f64>()
+                });
+                let prob = |t: u32| (exp(row[t as usize] - m) as f64 / sum) as f32;
+                // Highest logit first; ties by lower id (deterministic): `a` before `b`.
+                let before = |a: u32, b: u32| {
+                    let (x, y) = (row[a as usize], row[b as usize]);
+                    x > y || (x == y && a < b)
+                };
+                // The top k in one pass, kept sorted (k is small); most logits fall below the
+                // current k-th and cost one comparison.
+                let k = top_k.min(vocab);
+                let mut best: Vec<u32> = Vec::with_capacity(k + 1);
+                if k > 0 {
+                    let mut floor = f32::NEG_INFINITY;
+                    for (t, &x) in row.iter().enumerate() {
+                        if best.len() == k
+                            && x <= floor
+                            && (x < floor || !before(t as u32, best[k - 1]))
+                        {
+                            continue;
+                        }
+                        let t = t as u32;
+                        let at = best.partition_point(|&b| before(b, t));
+                        best.insert(at, t);
+                        best.truncate(k);
+                        if best.len() == k {
+                            floor = row[best[k - 1] as usize];
+                        }
                     }
                 }
-            }
-            let top = best
-                .iter()
-                .map(|&t| Candidate {
-                    token: t,
-                    prob: prob(t),
-                })
-                .collect();
-            let next = tokens.get(p + 1).copied();
-            let (next_rank, next_prob) = match next {
-                Some(t) => {
-                    let lt = row[t as usize];
-                    let above = row.iter().filter(|&&q| q > lt).count()
-                        + row[..t as usize].iter().filter(|&&q| q == lt).count();
-                    (Some(above as u32 + 1), Some(prob(t)))
+                let top = best
+                    .iter()
+                    .map(|&t| Candidate {
+                        token: t,
+                        prob: prob(t),
+                    })
+                    .collect();
+                let next = tokens.get(p + 1).copied();
+                let (next_rank, next_prob) = match next {
+                    Some(t) => {
+                        let lt = row[t as usize];
+                        let above = row.iter().filter(|&&q| q > lt).count()
+                            + row[..t as usize].iter().filter(|&&q| q == lt).count();
+                        (Some(above as u32 + 1), Some(prob(t)))
+                    }
+                    None => (None, None),
+                };
+                LensCell {
+                    top,
+                    next,
+                    next_rank,
+                    next_prob,
                 }
-                None => (None, None),
-            };
-            LensCell {
-                top,
-                next,
-                next_rank,
-                next_prob,
-            }
-        })
+            },
+        )
         .collect()
 }
 
@@ -181,28 +206,21 @@ pub fn inspect(model: &Model, tokens: &[u32], opts: &InspectOptions) -> Result<I
     let mut attention = Vec::new();
     let mut tensors = Vec::new();
     let (d, f) = (cfg.d_model, cfg.ffn_hidden);
-    // Weights packed once: the lens multiplies by the head L + 1 times.
+    // Weights packed once: the lens multiplies by the head L + 1 times, into one buffer.
     let pm = model.packed();
+    let mut buf = vec![0.0f32; n * vocab];
     let logits = pm.forward_probed(tokens, &mut |b| {
         if b.layer == 0 {
-            lens.push(lens_cells(
-                &pm.lens_logits(b.input),
-                vocab,
-                tokens,
-                opts.top_k,
-            ));
+            pm.lens_logits_into(b.input, &mut buf);
+            lens.push(lens_cells(&buf, vocab, tokens, opts.top_k));
             if opts.keep_tensors {
                 tensors.push(("resid.0".to_string(), vec![n, d], b.input.to_vec()));
             }
         }
         // The last block's lens is the model's output (computed below, same bits).
         if b.layer + 1 < layers {
-            lens.push(lens_cells(
-                &pm.lens_logits(b.output),
-                vocab,
-                tokens,
-                opts.top_k,
-            ));
+            pm.lens_logits_into(b.output, &mut buf);
+            lens.push(lens_cells(&buf, vocab, tokens, opts.top_k));
         }
         for &(l, h) in &opts.attention {
             if l == b.layer {

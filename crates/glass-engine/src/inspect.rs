@@ -68,6 +68,15 @@ impl PackedModel<'_> {
     /// The logit lens: the final norm and the output head (with its muP multiplier)
     /// applied to residual rows `x` (`[n, D]`, any layer's), giving `[n, V]` logits.
     pub fn lens_logits(&self, x: &[f32]) -> Vec<f32> {
+        let n = x.len() / self.model().cfg.d_model;
+        let mut logits = vec![0.0f32; n * self.model().cfg.vocab_size];
+        self.lens_logits_into(x, &mut logits);
+        logits
+    }
+
+    /// [`Self::lens_logits`] into `logits` (`[n, V]`), so that a caller lensing every
+    /// stream reuses one buffer instead of faulting in fresh pages for each.
+    pub fn lens_logits_into(&self, x: &[f32], logits: &mut [f32]) {
         let (cfg, p, lay, _) = self.model().trunk_parts();
         let d = cfg.d_model;
         let n = x.len() / d;
@@ -84,10 +93,8 @@ impl PackedModel<'_> {
             &mut rstd,
             d,
         );
-        let mut logits = vec![0.0f32; n * cfg.vocab_size];
         let head = self.weights().map(|w| &w.head);
-        p.head_logits(lay.head, HeadDims::new(cfg), &y, head, n, &mut logits);
-        logits
+        p.head_logits(lay.head, HeadDims::new(cfg), &y, head, n, logits);
     }
 }
 
