@@ -1,6 +1,7 @@
-//! Per-run cache of the per-step columns: a million-step curve is read from SQLite once
-//! and then sliced and downsampled from memory, until the trainer commits again (SQLite's
-//! `data_version` changes whenever another connection commits).
+//! Caches of `glass serve`. Per run, the per-step columns: a million-step curve is read
+//! from SQLite once and then sliced and downsampled from memory, until the trainer commits
+//! again (SQLite's `data_version` changes whenever another connection commits). For the
+//! whole server, the models `…/inspect` loaded ([`ModelCache`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -53,5 +54,103 @@ impl SeriesCache {
         let s = Arc::new(inner.metrics.step_series(column, 0, i64::MAX as u64)?);
         inner.columns.insert(column, s.clone());
         Ok(s)
+    }
+}
+
+/// Most bytes of checkpoint weight files the [`ModelCache`] keeps loaded (the model
+/// being loaded counts; one model is always allowed, whatever its size).
+pub const MODEL_CACHE_BYTES: u64 = 2 << 30;
+/// Most models the [`ModelCache`] keeps.
+pub const MODEL_CACHE_MODELS: usize = 4;
+
+/// The models `…/inspect` loaded, least recently used first, keyed by run directory and
+/// checkpoint and checked against the checkpoint's hash and file identities on every use:
+/// switching back to a checkpoint does not re-read and re-hash its weights, and a
+/// checkpoint whose files changed is loaded again. Memory stays within
+/// [`MODEL_CACHE_BYTES`] (or one model).
+pub struct ModelCache(Mutex<Vec<CachedModel>>);
+
+struct CachedModel {
+    dir: std::path::PathBuf,
+    index: u32,
+    sha256: String,
+    ids: Vec<glass_io::open::FileIdentity>,
+    bytes: u64,
+    model: Arc<glass_engine::Model>,
+}
+
+impl std::fmt::Debug for ModelCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ModelCache")
+    }
+}
+
+impl Default for ModelCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ModelCache {
+    /// An empty cache.
+    pub const fn new() -> Self {
+        ModelCache(Mutex::new(Vec::new()))
+    }
+
+    /// The model of checkpoint `entry` of the run `dir`, hash-checked when loaded
+    /// ([`glass_run::load_model`]). Loads happen under the cache's lock: one at a time,
+    /// and a second request for the same checkpoint waits for the first load instead of
+    /// loading it again.
+    pub fn get(
+        &self,
+        dir: &Path,
+        entry: &glass_run::manifest::CheckpointEntry,
+    ) -> glass_run::Result<Arc<glass_engine::Model>> {
+        let ids = glass_run::checkpoint::file_identities(dir, &entry.files)?;
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = g
+            .iter()
+            .position(|c| c.dir == dir && c.index == entry.index)
+        {
+            let c = g.remove(i);
+            if c.sha256 == entry.sha256 && c.ids == ids {
+                let m = c.model.clone();
+                g.push(c);
+                return Ok(m);
+            }
+        }
+        let bytes = entry
+            .files
+            .iter()
+            .find(|f| f.path.ends_with(glass_run::checkpoint::MODEL_FILE))
+            .map_or(0, |f| f.bytes);
+        // Room first, so the old models are gone before the new one is read.
+        while !g.is_empty()
+            && (g.len() >= MODEL_CACHE_MODELS
+                || g.iter().map(|c| c.bytes).sum::<u64>() + bytes > MODEL_CACHE_BYTES)
+        {
+            g.remove(0);
+        }
+        let (model, _) = glass_run::load_model(dir, Some(entry.index))?;
+        let model = Arc::new(model);
+        g.push(CachedModel {
+            dir: dir.to_path_buf(),
+            index: entry.index,
+            sha256: entry.sha256.clone(),
+            ids,
+            bytes,
+            model: model.clone(),
+        });
+        Ok(model)
+    }
+
+    /// How many models are held (for tests and the docs' claims).
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no model is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
