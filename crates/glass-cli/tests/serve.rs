@@ -538,6 +538,9 @@ fn serving_writes_nothing_and_reads_while_a_writer_holds_the_database() {
         "/api/runs/live/memorization",
         "/api/runs/live/data?step=1",
         "/api/runs/live/trace?text=the%20king",
+        "/api/runs/live/dynamics",
+        "/api/runs/live/inspect?prompt=the%20king&checkpoint=2",
+        "/api/runs/live/contamination",
     ] {
         assert!(s.get(t).status < 500, "{t}");
     }
@@ -1679,7 +1682,7 @@ fn commas(v: &Value) -> String {
     let d = v.as_u64().unwrap().to_string();
     let mut out = String::new();
     for (i, c) in d.chars().enumerate() {
-        if i > 0 && (d.len() - i) % 3 == 0 {
+        if i > 0 && (d.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -73,12 +73,14 @@ pub(crate) fn resolve_checkpoint<'a>(
     let c: glass_run::Checkpoint = spec
         .parse()
         .map_err(|_| ApiError::bad(format!("`checkpoint` is K or latest, not `{spec}`")))?;
-    c.resolve(m).map_err(|_| {
-        let last = m.checkpoints.last().map_or(0, |e| e.index);
-        ApiError::not_found(format!(
-            "no checkpoint {c}: the run's checkpoints are 0..={last} (or latest)"
-        ))
-    })
+    c.resolve(m)
+        .map_err(|_| match (m.checkpoints.first(), m.checkpoints.last()) {
+            (Some(a), Some(b)) => ApiError::not_found(format!(
+                "no checkpoint {c}: the run's checkpoints are {}..={} (or latest)",
+                a.index, b.index
+            )),
+            _ => ApiError::not_found("the run has no checkpoint yet"),
+        })
 }
 
 /// A `kind` filter: comma-separated kinds, each exact or a prefix ending in `*`.
