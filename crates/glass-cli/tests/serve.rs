@@ -1590,6 +1590,38 @@ fn browser_dynamics_tab_draws_sources_and_marks_first_crossings() {
                 return Err(format!("{kind}: no canvas drawn"));
             }
         }
+        // Weights: each group's stored norms at each checkpoint's step (> 0, log x).
+        for kind in ["weight_norm", "update_norm", "update_cosine"] {
+            let mine: Vec<&Value> = rows.iter().filter(|r| r["kind"] == kind).collect();
+            let mut groups: Vec<&str> = mine.iter().map(|r| r["name"].as_str().unwrap()).collect();
+            groups.sort();
+            groups.dedup();
+            let mut cks: Vec<u64> = mine
+                .iter()
+                .map(|r| r["checkpoint"].as_u64().unwrap())
+                .collect();
+            cks.sort();
+            cks.dedup();
+            cks.retain(|&k| step_of(k) > 0);
+            let c = &v["weights"]["kinds"][kind];
+            if c["names"] != serde_json::json!(groups) {
+                return Err(format!("{kind}: groups {} != {groups:?}", c["names"]));
+            }
+            for (i, g) in groups.iter().enumerate() {
+                for (j, &k) in cks.iter().enumerate() {
+                    let want = &mine
+                        .iter()
+                        .find(|r| r["name"] == *g && r["checkpoint"] == k)
+                        .unwrap()["value"];
+                    if &c["series"][i][j] != want || c["x"][j].as_u64() != Some(step_of(k)) {
+                        return Err(format!(
+                            "{kind} {g} at checkpoint {k}: {} != {want}",
+                            c["series"][i][j]
+                        ));
+                    }
+                }
+            }
+        }
         Ok(())
     });
 }

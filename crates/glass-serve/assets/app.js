@@ -526,18 +526,30 @@ function stepOfCheckpoint() {
   return (k) => (m.has(k) ? m.get(k) : k);
 }
 
-const SOURCE_TITLES = { source_nats_per_token: "held-out loss per source (nats/token)", source_bits_per_byte: "held-out bits per byte per source" };
+const LINE_TITLES = {
+  source_nats_per_token: "held-out loss per source (nats/token)", source_bits_per_byte: "held-out bits per byte per source",
+  weight_norm: "weight norm ‖W‖ per parameter group", update_norm: "update norm ‖W_k − W_k−1‖ per parameter group",
+  update_cosine: "cos(W_k, W_k−1) per parameter group",
+};
+const WEIGHT_KINDS = ["weight_norm", "update_norm", "update_cosine"];
 
 function renderSources() {
   for (const c of sourceCharts) c.destroy();
   sourceCharts = [];
-  const box = $("sources");
+  const log = $("dscale").value === "log";
+  const src = Object.keys(dyn.kinds).filter((k) => k.startsWith("source_")).sort();
+  const rec = lineCharts($("sources"), src, log, "sources");
+  if (!src.length) $("sources").append(el("p", { class: "note" }, "No per-source losses stored (kinds source_*): glass analyze dynamics " + (summary ? summary.dir : "RUN")));
+  record("sources", { scale: log ? "log" : "linear", kinds: rec });
+  const wk = WEIGHT_KINDS.filter((k) => k in dyn.kinds);
+  record("weights", { scale: log ? "log" : "linear", kinds: lineCharts($("weights"), wk, log, "groups") });
+}
+
+// One chart per kind, one line per name, x: the checkpoint's step.
+function lineCharts(box, kinds, log, what) {
   box.replaceChildren();
   const stepOf = stepOfCheckpoint();
-  const log = $("dscale").value === "log";
-  const kinds = Object.keys(dyn.kinds).filter((k) => k.startsWith("source_")).sort();
   const rec = {};
-  if (!kinds.length) box.append(el("p", { class: "note" }, "No per-source losses stored (kinds source_*): glass analyze dynamics " + (summary ? summary.dir : "RUN")));
   const width = Math.max(320, Math.min(1200, (box.clientWidth || 900) - 20));
   for (const kind of kinds) {
     const rows = dyn.rows.filter((r) => r.kind === kind);
@@ -546,7 +558,7 @@ function renderSources() {
     if (log) xs = xs.filter((x) => x > 0);
     const at = new Map(rows.map((r) => [r.name + "\u0000" + stepOf(r.checkpoint), r.value]));
     const series = names.map((n) => xs.map((x) => (at.has(n + "\u0000" + x) ? at.get(n + "\u0000" + x) : null)));
-    const div = el("div", { class: "chart", "data-kind": kind }, el("h3", {}, (SOURCE_TITLES[kind] || kind) + ` (${names.length} sources)`));
+    const div = el("div", { class: "chart", "data-kind": kind }, el("h3", {}, (LINE_TITLES[kind] || kind) + ` (${names.length} ${what})`));
     box.append(div);
     rec[kind] = { x: xs, names, series };
     if (!xs.length) continue;
@@ -557,7 +569,7 @@ function renderSources() {
       series: [{ label: "step" }, ...names.map((n, i) => ({ label: n, stroke: i < COLORS.length ? COLORS[i] : `hsl(${hue(n)}, 65%, 45%)`, width: 2, spanGaps: true, points: { show: true, size: 5 } }))],
     }, [xs, ...series], div));
   }
-  record("sources", { scale: log ? "log" : "linear", kinds: rec });
+  return rec;
 }
 
 // `L3.H7` → [3, 7] (other names sort after, by name).
