@@ -1395,6 +1395,28 @@ fn internals_refuse_bad_input_with_a_clear_4xx() {
             assert_eq!(r.status, 404, "GET {t}: {}", r.text());
         }
     }
+    // Requests at once (more checkpoints than the model cache holds) queue for the one
+    // inspection slot and all get their own checkpoint's answer.
+    let addr = s.addr;
+    let threads: Vec<_> = (0..8u32)
+        .map(|k| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let t = format!("/api/runs/dyn/inspect?prompt={q}&checkpoint={k}&head=1");
+                (k, get_within(addr, &t, 120))
+            })
+        })
+        .collect();
+    for t in threads {
+        let (k, (status, body)) = t.join().unwrap();
+        assert_eq!(status, 200, "checkpoint {k}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["checkpoint"], k);
+        assert_eq!(
+            v["attention"],
+            cli_inspect(PROMPT, &k.to_string(), 0, 1)["attention"]
+        );
+    }
     // Still serving, and still right.
     assert_eq!(
         s.get(&format!("/api/runs/dyn/inspect?prompt={q}")).status,

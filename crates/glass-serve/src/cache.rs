@@ -63,6 +63,18 @@ pub const MODEL_CACHE_BYTES: u64 = 2 << 30;
 /// Most models the [`ModelCache`] keeps.
 pub const MODEL_CACHE_MODELS: usize = 4;
 
+/// Drops the least recently used entries (the front of `held`) until one of `incoming`
+/// bytes fits: at most [`MODEL_CACHE_MODELS`] entries and [`MODEL_CACHE_BYTES`] in all,
+/// or an empty cache.
+fn make_room<T>(held: &mut Vec<T>, bytes: impl Fn(&T) -> u64, incoming: u64) {
+    while !held.is_empty()
+        && (held.len() >= MODEL_CACHE_MODELS
+            || held.iter().map(&bytes).sum::<u64>() + incoming > MODEL_CACHE_BYTES)
+    {
+        held.remove(0);
+    }
+}
+
 /// The models `…/inspect` loaded, least recently used first, keyed by run directory and
 /// checkpoint and checked against the checkpoint's hash and file identities on every use:
 /// switching back to a checkpoint does not re-read and re-hash its weights, and a
@@ -125,12 +137,7 @@ impl ModelCache {
             .find(|f| f.path.ends_with(glass_run::checkpoint::MODEL_FILE))
             .map_or(0, |f| f.bytes);
         // Room first, so the old models are gone before the new one is read.
-        while !g.is_empty()
-            && (g.len() >= MODEL_CACHE_MODELS
-                || g.iter().map(|c| c.bytes).sum::<u64>() + bytes > MODEL_CACHE_BYTES)
-        {
-            g.remove(0);
-        }
+        make_room(&mut g, |c| c.bytes, bytes);
         let (model, _) = glass_run::load_model(dir, Some(entry.index))?;
         let model = Arc::new(model);
         g.push(CachedModel {
@@ -152,5 +159,31 @@ impl ModelCache {
     /// Whether no model is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_is_made_least_recently_used_first_within_both_bounds() {
+        let gib = 1u64 << 30;
+        // By count: a fifth small model drops the oldest.
+        let mut held: Vec<(u32, u64)> = (0..4).map(|i| (i, 1)).collect();
+        make_room(&mut held, |x| x.1, 1);
+        assert_eq!(held.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 2, 3]);
+        // By bytes: 1.5 GiB incoming beside 1 + 0.5 GiB drops the 1 GiB one first.
+        let mut held = vec![(0, gib), (1, gib / 2)];
+        make_room(&mut held, |x| x.1, gib + gib / 2);
+        assert_eq!(held, [(1, gib / 2)]);
+        // One model larger than the budget empties the cache, and is still allowed.
+        let mut held = vec![(0, 1), (1, 2)];
+        make_room(&mut held, |x| x.1, 10 * gib);
+        assert!(held.is_empty());
+        // Room enough: nothing dropped.
+        let mut held = vec![(0, 1), (1, 2)];
+        make_room(&mut held, |x| x.1, 3);
+        assert_eq!(held.len(), 2);
     }
 }
