@@ -1311,7 +1311,7 @@ fn internals_refuse_bad_input_with_a_clear_4xx() {
         (
             format!("/api/runs/dyn/inspect?prompt={}", pct(&long_tokens)),
             400,
-            "context is 32",
+            "context (max_seq_len 32)",
         ),
         (
             format!("/api/runs/dyn/inspect?prompt={q}&layer=1"),
@@ -1464,6 +1464,20 @@ fn internals_of_a_damaged_or_partial_run_are_errors_not_crashes() {
         t.contains("contamination.json") && t.contains("glass data contamination"),
         "{t}"
     );
+    // The dashboard's own bound, below a long context: a config claiming 1,024 positions
+    // (checked from the config, before any model is loaded).
+    let cfg = run.join("glass.toml");
+    let t = std::fs::read_to_string(&cfg).unwrap();
+    assert!(t.contains("max_seq_len = 32"), "{t}");
+    std::fs::write(&cfg, t.replace("max_seq_len = 32", "max_seq_len = 1024")).unwrap();
+    let long = "the king is dead, long live the king. ".repeat(60);
+    let (status, body) = get_within(
+        s.addr,
+        &format!("/api/runs/dmg/inspect?prompt={}&checkpoint=1", pct(&long)),
+        60,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("at most 512"), "{body}");
     // A run with no checkpoint yet.
     let fresh = tmp.path().join("fresh");
     small_run(&fresh, &[]);
@@ -1724,7 +1738,7 @@ fn browser_inspect_tab_draws_the_attention_and_the_lens_of_glass_inspect() {
         pct(&long)
     );
     check_page(&url, "inspect-too-long", |dom| {
-        if !dom.contains("context is 32") {
+        if !dom.contains("context (max_seq_len 32)") {
             return Err("no error naming the context".into());
         }
         Ok(())

@@ -646,6 +646,23 @@ function tokText(s) {
 const ATTN_RGB = [31, 119, 180];
 const attnColor = (p) => ATTN_RGB.map((c) => Math.round(255 - Math.max(0, Math.min(1, p)) * (255 - c)));
 
+// Token texts down the left (queries) and along the top (keys) of the attention map.
+function labelAxes(ctx, texts, margin, cell) {
+  ctx.fillStyle = "#222";
+  ctx.font = `${Math.min(12, cell - 2)}px ui-monospace, monospace`;
+  ctx.textBaseline = "middle";
+  ctx.textAlign = "right";
+  texts.forEach((t, i) => ctx.fillText(t, margin - 4, margin + i * cell + cell / 2));
+  texts.forEach((t, j) => {
+    ctx.save();
+    ctx.translate(margin + j * cell + cell / 2, margin - 4);
+    ctx.rotate(-Math.PI / 2);
+    ctx.textAlign = "left";
+    ctx.fillText(t, 0, 0);
+    ctx.restore();
+  });
+}
+
 async function runInspect() {
   const out = $("inspect");
   out.replaceChildren(el("p", { class: "note" }, "inspecting…"));
@@ -671,35 +688,28 @@ async function runInspect() {
       ctx.fillRect(margin + j * cell, margin + i * cell, cell, cell);
     }
   }
+  // Read back once: each cell's centre pixel, as drawn.
+  const img = ctx.getImageData(0, 0, cv.width, cv.height).data;
   const drawn = [];
   for (let i = 0; i < n; i++) {
     const row = [];
+    const y = margin + i * cell + (cell >> 1);
     for (let j = 0; j < n; j++) {
-      const px = ctx.getImageData(margin + j * cell + (cell >> 1), margin + i * cell + (cell >> 1), 1, 1).data;
-      row.push(j <= i ? (255 - px[0]) / (255 - ATTN_RGB[0]) : null);
+      const x = margin + j * cell + (cell >> 1);
+      row.push(j <= i ? (255 - img[4 * (y * cv.width + x)]) / (255 - ATTN_RGB[0]) : null);
     }
     drawn.push(row);
   }
-  ctx.fillStyle = "#222";
-  ctx.font = `${Math.min(12, Math.max(8, cell - 2))}px ui-monospace, monospace`;
-  ctx.textBaseline = "middle";
-  ctx.textAlign = "right";
-  for (let i = 0; i < n; i++) ctx.fillText(name(r.tokens[i]), margin - 4, margin + i * cell + cell / 2);
-  for (let j = 0; j < n; j++) {
-    ctx.save();
-    ctx.translate(margin + j * cell + cell / 2, margin - 4);
-    ctx.rotate(-Math.PI / 2);
-    ctx.textAlign = "left";
-    ctx.fillText(name(r.tokens[j]), 0, 0);
-    ctx.restore();
-  }
+  // Labels where they fit (the pointer names every cell).
+  if (cell >= 8) labelAxes(ctx, r.tokens.map(name), margin, cell);
+
   const tip = el("div", { id: "attn-tip" });
   cv.addEventListener("mousemove", (e) => {
     const b = cv.getBoundingClientRect();
     const j = Math.floor((e.clientX - b.left - margin) / cell), i = Math.floor((e.clientY - b.top - margin) / cell);
     tip.textContent = i >= 0 && j >= 0 && i < n && j <= i ? `query ${i} "${name(r.tokens[i])}" → key ${j} "${name(r.tokens[j])}": ${fmt(map.probs[i][j], 4)}` : "";
   });
-  out.append(el("h3", {}, `Attention, layer ${map.layer} head ${map.head} (rows: query positions; columns: the keys they attend to)`), cv, tip);
+  out.append(el("h3", {}, `Attention, layer ${map.layer} head ${map.head} (rows: query positions; columns: the keys they attend to)`), el("div", { class: "scroll" }, cv), tip);
 
   // Lens: one row per residual stream, one column per position.
   const t = el("table", { class: "lens" },
@@ -715,7 +725,7 @@ async function runInspect() {
         top ? name(top.token) : "", " ", el("small", {}, top ? fmt(top.prob, 2) : ""), c.next_rank != null ? el("small", {}, ` #${c.next_rank}`) : null);
     })));
   });
-  out.append(el("h3", {}, "Logit lens: each residual stream through the final norm and the unembedding — top-1 token, its probability, #rank of the actual next token (green: that token's probability; hover for the top candidates)"), t);
+  out.append(el("h3", {}, "Logit lens: each residual stream through the final norm and the unembedding — top-1 token, its probability, #rank of the actual next token (green: that token's probability; hover for the top candidates)"), el("div", { class: "scroll" }, t));
   record("inspect", { checkpoint: r.checkpoint, step: r.step, layer: map.layer, head: map.head, tokens: r.tokens, lens: r.lens, drawn });
   document.body.dataset.inspectShown = String(r.checkpoint);
 }

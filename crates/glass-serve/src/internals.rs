@@ -238,10 +238,16 @@ pub fn inspect(run: &ServedRun, r: &InspectRequest) -> ApiResult<Value> {
     if ids.is_empty() {
         return Err(ApiError::bad("the prompt encodes to no tokens"));
     }
-    let limit = cfg.max_seq_len.min(MAX_INSPECT_TOKENS);
-    if ids.len() > limit {
+    if ids.len() > cfg.max_seq_len {
         return Err(ApiError::bad(format!(
-            "the prompt is {} tokens; at most {limit} can be inspected here (the model's context is {}, the dashboard's limit {MAX_INSPECT_TOKENS}): shorten it, or use glass inspect",
+            "the prompt is {} tokens, longer than the model's context (max_seq_len {}): shorten it",
+            ids.len(),
+            cfg.max_seq_len
+        )));
+    }
+    if ids.len() > MAX_INSPECT_TOKENS {
+        return Err(ApiError::bad(format!(
+            "the prompt is {} tokens; the dashboard inspects at most {MAX_INSPECT_TOKENS} (glass inspect takes up to the model's context, {})",
             ids.len(),
             cfg.max_seq_len
         )));
