@@ -611,7 +611,7 @@ function renderHeads() {
     t.append(tr);
     heads.push({ name: n, values, first_checkpoint: first < 0 ? null : cks[first], first_step: first < 0 ? null : stepOf(cks[first]) });
   }
-  box.append(t);
+  box.append(el("div", { class: "scroll" }, t));
   record("heads", { kind, threshold: thr, checkpoints: cks.map((k) => ({ checkpoint: k, step: stepOf(k) })), heads });
 }
 
