@@ -538,6 +538,9 @@ fn serving_writes_nothing_and_reads_while_a_writer_holds_the_database() {
         "/api/runs/live/memorization",
         "/api/runs/live/data?step=1",
         "/api/runs/live/trace?text=the%20king",
+        "/api/runs/live/dynamics",
+        "/api/runs/live/inspect?prompt=the%20king&checkpoint=2",
+        "/api/runs/live/contamination",
     ] {
         assert!(s.get(t).status < 500, "{t}");
     }
@@ -1096,4 +1099,739 @@ fn checkpoint_verification_is_bounded() {
     // And it answers at once afterwards.
     let (status, _) = get_within(s.addr, "/api/runs/run/checkpoints/1/verify", 60);
     assert_eq!(status, 200);
+}
+
+// ---------- model internals: dynamics, inspect, contamination ----------
+
+/// Per-source held-out losses as the dynamics table stores them (kind `source_*`, name
+/// the source or `stage/source`): a known value per (kind, source, checkpoint).
+const SOURCES: [&str; 3] = ["books", "code", "s1/web"];
+fn source_value(kind: &str, source: usize, k: u32) -> f64 {
+    let base = if kind == "source_bits_per_byte" {
+        2.0
+    } else {
+        5.0
+    };
+    base + 0.5 * source as f64 - 0.125 * k as f64
+}
+
+/// runs/dyn: a copy of the parent with `glass analyze dynamics` run on every checkpoint,
+/// per-source losses added to its dynamics table, `glass data contamination` run with the
+/// bundled tasks, and evaluation rows for those tasks.
+fn internals_run() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let run = tmp.path().join("dyn");
+        let st = Command::new("cp")
+            .args(["-r", &p(&parent()), &p(&run)])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        ok(&["analyze", "dynamics", &p(&run), "--quiet"]);
+        ok(&["data", "contamination", &p(&run)]);
+        let db = rusqlite::Connection::open(run.join("metrics.sqlite")).unwrap();
+        let cks: Vec<u32> = {
+            let mut q = db
+                .prepare("SELECT DISTINCT checkpoint FROM dynamics ORDER BY checkpoint")
+                .unwrap();
+            let rows = q.query_map([], |r| r.get(0)).unwrap();
+            rows.map(Result::unwrap).collect()
+        };
+        assert!(cks.len() > 3, "{cks:?}");
+        for &k in &cks {
+            for kind in ["source_nats_per_token", "source_bits_per_byte"] {
+                for (i, s) in SOURCES.iter().enumerate() {
+                    db.execute(
+                        "INSERT INTO dynamics VALUES (?1, ?2, ?3, ?4)",
+                        rusqlite::params![k, kind, s, source_value(kind, i, k)],
+                    )
+                    .unwrap();
+                }
+            }
+            for (task, metric, v) in [
+                ("glass_cloze", "acc", 0.25 + 0.01 * k as f64),
+                ("glass_heldout", "bits_per_byte", 4.5 - 0.05 * k as f64),
+            ] {
+                db.execute(
+                    "INSERT INTO evals VALUES (?1, ?2, ?3, ?4, NULL, 40)",
+                    rusqlite::params![k, task, metric, v],
+                )
+                .unwrap();
+            }
+        }
+        tmp
+    })
+    .path()
+}
+
+fn dyn_run() -> PathBuf {
+    internals_run().join("dyn")
+}
+
+/// `glass inspect --json` of `prompt` at checkpoint `k` with attention `layer`, `head`.
+fn cli_inspect(prompt: &str, k: &str, layer: usize, head: usize) -> Value {
+    json_out(&[
+        "inspect",
+        &p(&dyn_run()),
+        "--prompt",
+        prompt,
+        "--checkpoint",
+        k,
+        "--layer",
+        &layer.to_string(),
+        "--head",
+        &head.to_string(),
+        "--json",
+    ])
+}
+
+fn pct(s: &str) -> String {
+    s.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+const PROMPT: &str = "ROMEO.\nBut soft, what light";
+
+#[test]
+fn internals_api_answers_with_the_stored_rows_and_glass_inspect() {
+    let run = dyn_run();
+    let s = serve(&[&p(&run)]);
+
+    // Dynamics: every row `glass metrics --dynamics --json` lists, steps from the manifest.
+    let want = json_out(&["metrics", &p(&run), "--dynamics", "--json"]);
+    let d = s.json("/api/runs/dyn/dynamics");
+    assert_eq!(d["rows"], want);
+    let kinds = d["kinds"].as_object().unwrap();
+    for k in [
+        "induction",
+        "prev_token",
+        "weight_norm",
+        "source_nats_per_token",
+    ] {
+        assert!(kinds[k].as_u64().unwrap() > 0, "{k}: {kinds:?}");
+    }
+    let info = json_out(&["info", &p(&run), "--json"]);
+    for (c, i) in d["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(info["checkpoints"].as_array().unwrap())
+    {
+        assert_eq!(c["step"], i["step"]);
+    }
+    let only = s.json("/api/runs/dyn/dynamics?kind=source_*,induction");
+    let rows = only["rows"].as_array().unwrap();
+    assert!(rows
+        .iter()
+        .all(|r| r["kind"] == "induction" || r["kind"].as_str().unwrap().starts_with("source_")));
+    let n_src = want
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"].as_str().unwrap().starts_with("source_"))
+        .count();
+    assert_eq!(
+        rows.len(),
+        n_src + kinds["induction"].as_u64().unwrap() as usize
+    );
+    assert_eq!(only["kinds"], d["kinds"]);
+
+    // Inspect: exactly what `glass inspect --json` prints, for an index and for latest.
+    let last = info["checkpoints"].as_array().unwrap().len() - 1;
+    for (k, kq) in [("2".to_string(), "2"), (last.to_string(), "latest")] {
+        let want = cli_inspect(PROMPT, &k, 0, 1);
+        let got = s.json(&format!(
+            "/api/runs/dyn/inspect?prompt={}&checkpoint={kq}&layer=0&head=1",
+            pct(PROMPT)
+        ));
+        for f in [
+            "tokens",
+            "layers",
+            "lens",
+            "attention",
+            "checkpoint",
+            "step",
+            "token_text",
+        ] {
+            assert_eq!(got[f], want[f], "checkpoint {kq}: {f}");
+        }
+        assert_eq!(got["heads"], 2);
+        assert_eq!(got["max_seq_len"], 32);
+        // Every token id in the reply has its text.
+        for c in got["lens"][0].as_array().unwrap() {
+            let t = c["top"][0]["token"].to_string();
+            assert!(got["strings"][&t].is_string(), "no text for token {t}");
+        }
+    }
+    let top = s.json(&format!(
+        "/api/runs/dyn/inspect?prompt={}&top_k=3",
+        pct("To be")
+    ));
+    assert_eq!(top["lens"][1][0]["top"].as_array().unwrap().len(), 3);
+
+    // Contamination: the per-task counts of analysis/contamination.json.
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(run.join("analysis/contamination.json")).unwrap())
+            .unwrap();
+    let c = s.json("/api/runs/dyn/contamination");
+    assert_eq!(c["present"], true);
+    assert_eq!(c["ngram"], report["ngram"]);
+    let tasks = c["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), report["tasks"].as_array().unwrap().len());
+    for (a, b) in tasks.iter().zip(report["tasks"].as_array().unwrap()) {
+        for f in ["task", "items", "too_short", "contaminated"] {
+            assert_eq!(a[f], b[f], "{f}");
+        }
+    }
+    assert!(tasks.iter().any(|t| t["task"] == "glass_cloze"));
+    // A run without the report: absent, not an error.
+    let s2 = serve(&[&p(&parent())]);
+    assert_eq!(s2.json("/api/runs/parent/contamination")["present"], false);
+    assert_eq!(
+        s2.json("/api/runs/parent/dynamics")["rows"],
+        Value::Array(vec![])
+    );
+}
+
+#[test]
+fn internals_refuse_bad_input_with_a_clear_4xx() {
+    let s = serve(&[&p(&dyn_run())]);
+    let q = pct(PROMPT);
+    // (target, status, words the error must contain)
+    let long_bytes = "a".repeat(9000);
+    let long_tokens = "the king is dead, long live the king. ".repeat(20);
+    let cases: Vec<(String, u16, &str)> = vec![
+        ("/api/runs/dyn/inspect".into(), 400, "prompt"),
+        ("/api/runs/dyn/inspect?prompt=".into(), 400, "prompt"),
+        (
+            format!("/api/runs/dyn/inspect?prompt={long_bytes}"),
+            400,
+            "bytes",
+        ),
+        (
+            format!("/api/runs/dyn/inspect?prompt={}", pct(&long_tokens)),
+            400,
+            "context (max_seq_len 32)",
+        ),
+        (
+            format!("/api/runs/dyn/inspect?prompt={q}&layer=1"),
+            400,
+            "layer 1 is out of range",
+        ),
+        (
+            format!("/api/runs/dyn/inspect?prompt={q}&head=2"),
+            400,
+            "head 2 is out of range",
+        ),
+        (
+            format!("/api/runs/dyn/inspect?prompt={q}&layer=-1"),
+            400,
+            "layer",
+        ),
+        (
+            format!("/api/runs/dyn/inspect?prompt={q}&layer=NaN"),
+            400,
+            "layer",
+        ),
+        (
+            format!("/api/runs/dyn/inspect?prompt={q}&head=99999999999999999999"),
+            400,
+            "head",
+        ),
+        (
+            format!("/api/runs/dyn/inspect?prompt={q}&top_k=21"),
+            400,
+            "top_k",
+        ),
+        (
+            format!("/api/runs/dyn/inspect?prompt={q}&top_k=1e3"),
+            400,
+            "top_k",
+        ),
+        (
+            format!("/api/runs/dyn/inspect?prompt={q}&checkpoint=99"),
+            404,
+            "no checkpoint 99",
+        ),
+        (
+            format!("/api/runs/dyn/inspect?prompt={q}&checkpoint=-1"),
+            400,
+            "checkpoint",
+        ),
+        (
+            format!("/api/runs/dyn/inspect?prompt={q}&checkpoint=latest%00"),
+            400,
+            "checkpoint",
+        ),
+        (
+            format!("/api/runs/dyn/inspect?prompt={q}&checkpoint=4294967296"),
+            400,
+            "checkpoint",
+        ),
+        ("/api/runs/dyn/dynamics?kind=".into(), 400, "kind"),
+        ("/api/runs/dyn/dynamics?kind=a*b".into(), 400, "kind"),
+        (
+            "/api/runs/dyn/dynamics?kind=x%3BDROP%20TABLE".into(),
+            400,
+            "kind",
+        ),
+        (
+            format!("/api/runs/dyn/dynamics?kind={}", "a,".repeat(40)),
+            400,
+            "kind",
+        ),
+    ];
+    for (t, status, words) in &cases {
+        let (got, body) = get_within(s.addr, t, 60);
+        assert_eq!(got, *status, "GET {t}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{t}: {body}"));
+        let msg = v["error"].as_str().unwrap_or_else(|| panic!("{t}: {body}"));
+        assert!(msg.contains(words), "GET {t}: `{msg}` lacks `{words}`");
+    }
+    for route in ["/dynamics", "/inspect?prompt=a", "/contamination"] {
+        for id in ["nope", "dyn%00", "..", "dyn2"] {
+            let t = format!("/api/runs/{id}{route}");
+            let r = s.get(&t);
+            assert_eq!(r.status, 404, "GET {t}: {}", r.text());
+        }
+    }
+    // Requests at once (more checkpoints than the model cache holds) queue for the one
+    // inspection slot and all get their own checkpoint's answer.
+    let addr = s.addr;
+    let threads: Vec<_> = (0..8u32)
+        .map(|k| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let t = format!("/api/runs/dyn/inspect?prompt={q}&checkpoint={k}&head=1");
+                (k, get_within(addr, &t, 120))
+            })
+        })
+        .collect();
+    for t in threads {
+        let (k, (status, body)) = t.join().unwrap();
+        assert_eq!(status, 200, "checkpoint {k}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["checkpoint"], k);
+        assert_eq!(
+            v["attention"],
+            cli_inspect(PROMPT, &k.to_string(), 0, 1)["attention"]
+        );
+    }
+    // Still serving, and still right.
+    assert_eq!(
+        s.get(&format!("/api/runs/dyn/inspect?prompt={q}")).status,
+        200
+    );
+}
+
+#[test]
+fn internals_of_a_damaged_or_partial_run_are_errors_not_crashes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("dmg");
+    let st = Command::new("cp")
+        .args(["-r", &p(&dyn_run()), &p(&run)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let s = serve(&[&p(&run)]);
+    let q = format!("/api/runs/dmg/inspect?prompt={}&checkpoint=2", pct(PROMPT));
+    assert_eq!(s.get(&q).status, 200);
+    // The cached model is not used once its file changed: the forged weights are refused.
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    let model = m["checkpoints"][2]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .find(|p| p.ends_with("model.safetensors"))
+        .unwrap();
+    let path = run.join(model);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0x40;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&path, &bytes).unwrap();
+    let r = s.get(&q);
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("sha256"), "{}", r.text());
+    // A malformed contamination report names its file and the command that rewrites it.
+    std::fs::write(run.join("analysis/contamination.json"), "{ not json").unwrap();
+    let r = s.get("/api/runs/dmg/contamination");
+    assert_eq!(r.status, 500);
+    let t = r.text();
+    assert!(
+        t.contains("contamination.json") && t.contains("glass data contamination"),
+        "{t}"
+    );
+    // The dashboard's own bound, below a long context: a config claiming 1,024 positions
+    // (checked from the config, before any model is loaded).
+    let cfg = run.join("glass.toml");
+    let t = std::fs::read_to_string(&cfg).unwrap();
+    assert!(t.contains("max_seq_len = 32"), "{t}");
+    std::fs::write(&cfg, t.replace("max_seq_len = 32", "max_seq_len = 1024")).unwrap();
+    let long = "the king is dead, long live the king. ".repeat(60);
+    let (status, body) = get_within(
+        s.addr,
+        &format!("/api/runs/dmg/inspect?prompt={}&checkpoint=1", pct(&long)),
+        60,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("at most 512"), "{body}");
+    // A run with no checkpoint yet.
+    let fresh = tmp.path().join("fresh");
+    small_run(&fresh, &[]);
+    let s = serve(&[&p(&fresh)]);
+    let r = s.get("/api/runs/fresh/inspect?prompt=abc");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("no checkpoint"));
+    assert_eq!(s.get("/api/runs/fresh/dynamics").status, 200);
+}
+
+#[test]
+#[ignore = "needs headless Chromium; .ci/run runs it with --ignored"]
+fn browser_dynamics_tab_draws_sources_and_marks_first_crossings() {
+    let run = dyn_run();
+    let s = serve(&[&p(&run)]);
+    let rows = json_out(&["metrics", &p(&run), "--dynamics", "--json"]);
+    let rows = rows.as_array().unwrap();
+    let info = json_out(&["info", &p(&run), "--json"]);
+    let step_of = |k: u64| {
+        info["checkpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["index"] == k)
+            .unwrap()["step"]
+            .as_u64()
+            .unwrap()
+    };
+    // A threshold inside the scores' range, so some heads cross it and maybe some not.
+    let mut ind: Vec<f64> = rows
+        .iter()
+        .filter(|r| r["kind"] == "induction")
+        .map(|r| r["value"].as_f64().unwrap())
+        .collect();
+    ind.sort_by(f64::total_cmp);
+    let thr = (ind[ind.len() / 2] * 1000.0).round() / 1000.0;
+    let url = format!(
+        "http://{}/runs/dyn?tab=dynamics&live=0&threshold={thr}",
+        s.addr
+    );
+    check_page(&url, "dynamics", |dom| {
+        if !dom.contains(&format!("data-dynamics-shown=\"{}\"", rows.len())) {
+            return Err("the dynamics tab did not load every row".into());
+        }
+        let v = plotted(dom)?;
+        // Heads: one row per L.H, the first checkpoint above the threshold as computed here.
+        let h = &v["heads"];
+        if h["threshold"].as_f64() != Some(thr) || h["kind"] != "induction" {
+            return Err(format!("threshold/kind {}", h));
+        }
+        let mut crossings = 0;
+        for name in ["L0.H0", "L0.H1"] {
+            let mut mine: Vec<(u64, f64)> = rows
+                .iter()
+                .filter(|r| r["kind"] == "induction" && r["name"] == name)
+                .map(|r| {
+                    (
+                        r["checkpoint"].as_u64().unwrap(),
+                        r["value"].as_f64().unwrap(),
+                    )
+                })
+                .collect();
+            mine.sort_by_key(|x| x.0);
+            let first = mine.iter().find(|x| x.1 > thr).map(|x| x.0);
+            let got = h["heads"]
+                .as_array()
+                .ok_or("no heads")?
+                .iter()
+                .find(|x| x["name"] == name)
+                .ok_or(format!("no row for {name}"))?;
+            let vals: Vec<f64> = mine.iter().map(|x| x.1).collect();
+            let gv: Vec<f64> = got["values"]
+                .as_array()
+                .ok_or("no values")?
+                .iter()
+                .map(|x| x.as_f64().unwrap_or(f64::NAN))
+                .collect();
+            if gv != vals {
+                return Err(format!("{name}: values {gv:?} != stored {vals:?}"));
+            }
+            if got["first_checkpoint"].as_u64() != first
+                || got["first_step"].as_u64() != first.map(step_of)
+            {
+                return Err(format!(
+                    "{name}: first crossing {got} != checkpoint {first:?}"
+                ));
+            }
+            crossings += usize::from(first.is_some());
+            let row_at = dom
+                .find(&format!("data-head=\"{name}\""))
+                .ok_or(format!("no table row for {name}"))?;
+            let row = &dom[row_at..row_at + dom[row_at..].find("</tr>").unwrap()];
+            let want = match first {
+                Some(k) => format!("step {} (checkpoint {k})", step_of(k)),
+                None => "—".into(),
+            };
+            if !row.contains(&want) {
+                return Err(format!("{name}'s row lacks `{want}`: {row}"));
+            }
+        }
+        if crossings == 0 {
+            return Err(format!("no head crosses {thr}: the test checks nothing"));
+        }
+        if dom.matches("class=\"first\"").count() != crossings {
+            return Err("outlined cells != heads that cross the threshold".into());
+        }
+        // Sources: every kind, one line per source, the inserted values at each step > 0.
+        for kind in ["source_nats_per_token", "source_bits_per_byte"] {
+            let c = &v["sources"]["kinds"][kind];
+            if c["names"] != serde_json::json!(SOURCES) {
+                return Err(format!("{kind}: sources {}", c["names"]));
+            }
+            let xs: Vec<u64> = c["x"]
+                .as_array()
+                .ok_or("no x")?
+                .iter()
+                .map(|x| x.as_u64().unwrap())
+                .collect();
+            let cks: Vec<u64> = info["checkpoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["index"].as_u64().unwrap())
+                .filter(|&k| step_of(k) > 0)
+                .collect();
+            if xs != cks.iter().map(|&k| step_of(k)).collect::<Vec<_>>() {
+                return Err(format!(
+                    "{kind}: x {xs:?} (log x: every checkpoint step > 0)"
+                ));
+            }
+            for (i, _) in SOURCES.iter().enumerate() {
+                for (j, &k) in cks.iter().enumerate() {
+                    let want = source_value(kind, i, k as u32);
+                    if c["series"][i][j].as_f64() != Some(want) {
+                        return Err(format!(
+                            "{kind}[{i}][{j}] = {} != {want}",
+                            c["series"][i][j]
+                        ));
+                    }
+                }
+            }
+            let at = dom
+                .find(&format!("data-kind=\"{kind}\""))
+                .ok_or(format!("no chart for {kind}"))?;
+            if !dom[at..].contains("<canvas") {
+                return Err(format!("{kind}: no canvas drawn"));
+            }
+        }
+        // Weights: each group's stored norms at each checkpoint's step (> 0, log x).
+        for kind in ["weight_norm", "update_norm", "update_cosine"] {
+            let mine: Vec<&Value> = rows.iter().filter(|r| r["kind"] == kind).collect();
+            let mut groups: Vec<&str> = mine.iter().map(|r| r["name"].as_str().unwrap()).collect();
+            groups.sort();
+            groups.dedup();
+            let mut cks: Vec<u64> = mine
+                .iter()
+                .map(|r| r["checkpoint"].as_u64().unwrap())
+                .collect();
+            cks.sort();
+            cks.dedup();
+            cks.retain(|&k| step_of(k) > 0);
+            let c = &v["weights"]["kinds"][kind];
+            if c["names"] != serde_json::json!(groups) {
+                return Err(format!("{kind}: groups {} != {groups:?}", c["names"]));
+            }
+            for (i, g) in groups.iter().enumerate() {
+                for (j, &k) in cks.iter().enumerate() {
+                    let want = &mine
+                        .iter()
+                        .find(|r| r["name"] == *g && r["checkpoint"] == k)
+                        .unwrap()["value"];
+                    if &c["series"][i][j] != want || c["x"][j].as_u64() != Some(step_of(k)) {
+                        return Err(format!(
+                            "{kind} {g} at checkpoint {k}: {} != {want}",
+                            c["series"][i][j]
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+#[ignore = "needs headless Chromium; .ci/run runs it with --ignored"]
+fn browser_inspect_tab_draws_the_attention_and_the_lens_of_glass_inspect() {
+    let s = serve(&[&p(&dyn_run())]);
+    let want = cli_inspect(PROMPT, "3", 0, 1);
+    let n = want["tokens"].as_array().unwrap().len();
+    let layers = want["layers"].as_u64().unwrap() as usize;
+    let url = format!(
+        "http://{}/runs/dyn?tab=inspect&live=0&prompt={}&checkpoint=3&layer=0&head=1",
+        s.addr,
+        pct(PROMPT)
+    );
+    check_page(&url, "inspect", |dom| {
+        if !dom.contains("data-inspect-shown=\"3\"") {
+            return Err("the inspect tab did not show checkpoint 3".into());
+        }
+        let v = plotted(dom)?;
+        let r = &v["inspect"];
+        if r["lens"] != want["lens"] || r["tokens"] != want["tokens"] {
+            return Err("the lens shown is not glass inspect's".into());
+        }
+        // The canvas, read back pixel by pixel, holds glass inspect's probabilities.
+        let probs = &want["attention"][0]["probs"];
+        for i in 0..n {
+            for j in 0..n {
+                let d = &r["drawn"][i][j];
+                if j > i {
+                    if !d.is_null() {
+                        return Err(format!("drawn above the diagonal at {i},{j}"));
+                    }
+                    continue;
+                }
+                let (got, p) = (
+                    d.as_f64().ok_or("not drawn")?,
+                    probs[i][j].as_f64().unwrap(),
+                );
+                if (got - p).abs() > 0.006 {
+                    return Err(format!("attention pixel {i},{j}: {got} vs {p}"));
+                }
+            }
+        }
+        // The table: one cell per (stream, position) with the top-1 probability and the
+        // rank of the next token.
+        if dom.matches("data-cell=\"").count() != (layers + 1) * n {
+            return Err("the lens table does not have (layers + 1) × tokens cells".into());
+        }
+        for l in 0..=layers {
+            for pos in 0..n {
+                let c = &want["lens"][l][pos];
+                let at = dom
+                    .find(&format!("data-cell=\"{l}.{pos}\""))
+                    .ok_or(format!("no cell {l}.{pos}"))?;
+                let cell = &dom[at..at + dom[at..].find("</td>").unwrap()];
+                let prob = format!("{:.2}", c["top"][0]["prob"].as_f64().unwrap());
+                if !cell.contains(&format!("<small>{prob}</small>")) {
+                    return Err(format!("cell {l}.{pos} lacks probability {prob}: {cell}"));
+                }
+                let rank = match c["next_rank"].as_u64() {
+                    Some(k) => format!("#{k}"),
+                    None => String::new(),
+                };
+                if pos + 1 < n && !cell.contains(&rank) {
+                    return Err(format!("cell {l}.{pos} lacks rank {rank}: {cell}"));
+                }
+            }
+        }
+        Ok(())
+    });
+    // A prompt beyond the context: the page shows the server's reason.
+    let long = "the king is dead, long live the king. ".repeat(20);
+    let url = format!(
+        "http://{}/runs/dyn?tab=inspect&live=0&prompt={}",
+        s.addr,
+        pct(&long)
+    );
+    check_page(&url, "inspect-too-long", |dom| {
+        if !dom.contains("context (max_seq_len 32)") {
+            return Err("no error naming the context".into());
+        }
+        Ok(())
+    });
+}
+
+/// `1172` → `1,172`, as the page writes counts.
+fn commas(v: &Value) -> String {
+    let d = v.as_u64().unwrap().to_string();
+    let mut out = String::new();
+    for (i, c) in d.chars().enumerate() {
+        if i > 0 && (d.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[test]
+#[ignore = "needs headless Chromium; .ci/run runs it with --ignored"]
+fn browser_evals_tab_shows_each_tasks_contamination_beside_its_curve() {
+    // The bundled tasks do not occur in the tiny corpus (0 of each): a copy whose report
+    // has other, distinct counts shows that each figure is the right field of the right task.
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("ct");
+    let st = Command::new("cp")
+        .args(["-r", &p(&dyn_run()), &p(&run)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let file = run.join("analysis/contamination.json");
+    let mut report: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    for (t, (c, n, short)) in report["tasks"].as_array_mut().unwrap().iter_mut().zip([
+        (3u64, 1172u64, 5u64),
+        (1, 158, 0),
+        (2, 29, 1),
+    ]) {
+        t["contaminated"] = c.into();
+        t["items"] = n.into();
+        t["too_short"] = short.into();
+    }
+    std::fs::write(&file, serde_json::to_vec(&report).unwrap()).unwrap();
+    let s = serve(&[&p(&run)]);
+    assert_eq!(
+        s.json("/api/runs/ct/contamination")["tasks"][0]["items"],
+        1172
+    );
+    let url = format!("http://{}/runs/ct?tab=evals&live=0", s.addr);
+    check_page(&url, "evals-contamination", |dom| {
+        let v = plotted(dom)?;
+        let ng = report["ngram"].as_u64().unwrap();
+        for (key, task) in [
+            ("glass_cloze / acc", "glass_cloze"),
+            ("glass_heldout / bits_per_byte", "glass_heldout"),
+        ] {
+            let t = report["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["task"] == task)
+                .unwrap();
+            let mut want = format!(
+                "{ng}-gram overlap: {}/{} items",
+                commas(&t["contaminated"]),
+                commas(&t["items"])
+            );
+            if t["too_short"] != 0 {
+                want += &format!(" ({} too short to check)", t["too_short"]);
+            }
+            let chart = dom
+                .find(&format!("data-eval=\"{key}\""))
+                .ok_or(format!("no chart for {key}"))?;
+            let head = &dom[chart..chart + dom[chart..].find("</h3>").unwrap()];
+            if !head.contains(&want) {
+                return Err(format!("{key}: `{want}` not beside its curve: {head}"));
+            }
+            if v["contamination"]["shown"][key]
+                .as_str()
+                .map(|s| s.starts_with(&want))
+                != Some(true)
+            {
+                return Err(format!("{key}: recorded {}", v["contamination"]["shown"]));
+            }
+        }
+        if !dom.contains("13-gram overlap: 3/1,172 items (5 too short to check)") {
+            return Err("glass_cloze's figure is not `3/1,172 items (5 too short …)`".into());
+        }
+        for t in report["tasks"].as_array().unwrap() {
+            if !dom.contains(&format!("data-task=\"{}\"", t["task"].as_str().unwrap())) {
+                return Err(format!("{} not in the contamination table", t["task"]));
+            }
+        }
+        Ok(())
+    });
 }

@@ -118,7 +118,7 @@ async function showTab(tab) {
   for (const s of document.querySelectorAll("main > section")) s.hidden = s !== sec;
   if (started.has(tab)) return;
   started.add(tab);
-  const init = { curves: initCurves, evals: initEvals, checkpoints: initCheckpoints, data: initData, trace: initTrace }[tab];
+  const init = { curves: initCurves, evals: initEvals, checkpoints: initCheckpoints, data: initData, trace: initTrace, dynamics: initDynamics, inspect: initInspect }[tab];
   await init();
 }
 
@@ -144,6 +144,7 @@ async function poll(tab) {
   if (tab === "curves") await drawCurves();
   if (tab === "evals") await initEvals();
   if (tab === "checkpoints") await initCheckpoints();
+  if (tab === "dynamics") await loadDynamics();
 }
 
 // ---------- curves ----------
@@ -308,8 +309,25 @@ async function drawCurvesNow() {
 }
 
 // ---------- evaluations and memorization ----------
+// `glass data contamination`'s figure of a task: "13-gram overlap: 3/1,172 items".
+const num = (n) => Number(n).toLocaleString("en-US");
+function contamText(c, t) {
+  return `${c.ngram}-gram overlap: ${num(t.contaminated)}/${num(t.items)} items` + (t.too_short ? ` (${num(t.too_short)} too short to check)` : "");
+}
+
 async function initEvals() {
-  const ev = await api(BASE + "/evals");
+  const [ev, contam] = await Promise.all([api(BASE + "/evals"), api(BASE + "/contamination").catch((e) => ({ error: e.message }))]);
+  const cbox = $("contamination");
+  cbox.replaceChildren();
+  const byTask = new Map();
+  if (contam.error) cbox.append(el("p", { class: "error" }, "contamination report: " + contam.error));
+  else if (contam.present) {
+    for (const t of contam.tasks) byTask.set(t.task, t);
+    cbox.append(el("h3", {}, `Contamination (${contam.file}: items sharing a ${contam.ngram}-token window with a training row, ${num(contam.steps)} steps checked)`),
+      el("table", { class: "contam-table" }, el("tr", {}, ...["task", "items", "contaminated", "too short"].map((h) => el("th", { class: "l" }, h))),
+        ...contam.tasks.map((t) => el("tr", { "data-task": t.task }, el("td", { class: "l" }, t.task), el("td", {}, num(t.items)), el("td", {}, num(t.contaminated)), el("td", {}, num(t.too_short))))));
+  }
+  const shown = {};
   const stepOf = new Map(ev.checkpoints.map((c) => [c.checkpoint, c.step]));
   const groups = new Map();
   for (const r of ev.rows) {
@@ -327,7 +345,10 @@ async function initEvals() {
     const y = rows.map((r) => r.value);
     const hi = rows.map((r) => (r.stderr == null ? r.value : r.value + r.stderr));
     const lo = rows.map((r) => (r.stderr == null ? r.value : r.value - r.stderr));
-    const div = el("div", { class: "chart", "data-eval": k }, el("h3", {}, k + " per checkpoint (band: ± stderr)"));
+    const ct = byTask.get(rows[0].task);
+    if (ct) shown[k] = contamText(contam, ct);
+    const div = el("div", { class: "chart", "data-eval": k }, el("h3", {}, k + " per checkpoint (band: ± stderr)",
+      ct ? el("span", { class: "contam", "data-task": ct.task }, contamText(contam, ct)) : null));
     box.append(div);
     new uPlot({
       width: 600, height: 200, scales: { x: { time: false } }, axes: [{ label: "step" }, { size: 64, values: (_, vals) => vals.map(tick) }],
@@ -338,6 +359,7 @@ async function initEvals() {
     rec[k] = { x, y, lo, hi };
   }
   record("evals", rec);
+  record("contamination", { report: contam.present ? contam : null, shown });
   const memo = await api(BASE + "/memorization");
   renderMemo(memo.rows);
 }
@@ -476,6 +498,236 @@ async function runTrace() {
         el("b", {}, o.text), `${o.after}…`)))));
   }
   record("trace", r);
+}
+
+// ---------- dynamics: per-source losses, head scores over checkpoints ----------
+let dyn = null;
+let sourceCharts = [];
+async function initDynamics() {
+  if (params.get("threshold")) $("threshold").value = params.get("threshold");
+  if (params.get("score")) $("score").value = params.get("score");
+  if (params.get("dscale")) $("dscale").value = params.get("dscale");
+  $("threshold").addEventListener("input", () => renderHeads());
+  $("score").addEventListener("change", () => renderHeads());
+  $("dscale").addEventListener("change", () => renderSources());
+  await loadDynamics();
+}
+
+async function loadDynamics() {
+  dyn = await api(BASE + "/dynamics");
+  renderSources();
+  renderHeads();
+  document.body.dataset.dynamicsShown = String(dyn.rows.length);
+}
+
+// The step of each checkpoint (its index when the manifest does not list it).
+function stepOfCheckpoint() {
+  const m = new Map(dyn.checkpoints.map((c) => [c.checkpoint, c.step]));
+  return (k) => (m.has(k) ? m.get(k) : k);
+}
+
+const LINE_TITLES = {
+  source_nats_per_token: "held-out loss per source (nats/token)", source_bits_per_byte: "held-out bits per byte per source",
+  weight_norm: "weight norm ‖W‖ per parameter group", update_norm: "update norm ‖W_k − W_k−1‖ per parameter group",
+  update_cosine: "cos(W_k, W_k−1) per parameter group",
+};
+const WEIGHT_KINDS = ["weight_norm", "update_norm", "update_cosine"];
+
+function renderSources() {
+  for (const c of sourceCharts) c.destroy();
+  sourceCharts = [];
+  const log = $("dscale").value === "log";
+  const src = Object.keys(dyn.kinds).filter((k) => k.startsWith("source_")).sort();
+  const rec = lineCharts($("sources"), src, log, "sources");
+  if (!src.length) $("sources").append(el("p", { class: "note" }, "No per-source losses stored (kinds source_*): glass analyze dynamics " + (summary ? summary.dir : "RUN")));
+  record("sources", { scale: log ? "log" : "linear", kinds: rec });
+  const wk = WEIGHT_KINDS.filter((k) => k in dyn.kinds);
+  record("weights", { scale: log ? "log" : "linear", kinds: lineCharts($("weights"), wk, log, "groups") });
+}
+
+// One chart per kind, one line per name, x: the checkpoint's step.
+function lineCharts(box, kinds, log, what) {
+  box.replaceChildren();
+  const stepOf = stepOfCheckpoint();
+  const rec = {};
+  const width = Math.max(320, Math.min(1200, (box.clientWidth || 900) - 20));
+  for (const kind of kinds) {
+    const rows = dyn.rows.filter((r) => r.kind === kind);
+    const names = [...new Set(rows.map((r) => r.name))].sort();
+    let xs = [...new Set(rows.map((r) => stepOf(r.checkpoint)))].sort((a, b) => a - b);
+    if (log) xs = xs.filter((x) => x > 0);
+    const at = new Map(rows.map((r) => [r.name + "\u0000" + stepOf(r.checkpoint), r.value]));
+    const series = names.map((n) => xs.map((x) => (at.has(n + "\u0000" + x) ? at.get(n + "\u0000" + x) : null)));
+    const div = el("div", { class: "chart", "data-kind": kind }, el("h3", {}, (LINE_TITLES[kind] || kind) + ` (${names.length} ${what})`));
+    box.append(div);
+    rec[kind] = { x: xs, names, series };
+    if (!xs.length) continue;
+    sourceCharts.push(new uPlot({
+      width, height: 260,
+      scales: { x: { time: false, distr: log ? 3 : 1 } },
+      axes: [{ label: "step" }, { size: 64, values: (_, vals) => vals.map(tick) }],
+      series: [{ label: "step" }, ...names.map((n, i) => ({ label: n, stroke: i < COLORS.length ? COLORS[i] : `hsl(${hue(n)}, 65%, 45%)`, width: 2, spanGaps: true, points: { show: true, size: 5 } }))],
+    }, [xs, ...series], div));
+  }
+  return rec;
+}
+
+// `L3.H7` → [3, 7] (other names sort after, by name).
+function headOrder(a, b) {
+  const p = (s) => { const m = /^L(\d+)\.H(\d+)$/.exec(s); return m ? [Number(m[1]), Number(m[2])] : [Infinity, Infinity]; };
+  const [x, y] = [p(a), p(b)];
+  return x[0] - y[0] || x[1] - y[1] || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+function renderHeads() {
+  const box = $("heads");
+  const kind = $("score").value;
+  const thr = Number($("threshold").value);
+  const stepOf = stepOfCheckpoint();
+  const rows = dyn.rows.filter((r) => r.kind === kind);
+  box.replaceChildren();
+  if (!rows.length) {
+    box.append(el("p", { class: "note" }, `No ${kind} scores stored: glass analyze dynamics ` + (summary ? summary.dir : "RUN")));
+    record("heads", { kind, threshold: thr, checkpoints: [], heads: [] });
+    return;
+  }
+  const cks = [...new Set(rows.map((r) => r.checkpoint))].sort((a, b) => a - b);
+  const names = [...new Set(rows.map((r) => r.name))].sort(headOrder);
+  const at = new Map(rows.map((r) => [r.name + "\u0000" + r.checkpoint, r.value]));
+  const t = el("table", { class: "heat", "data-score": kind },
+    el("tr", {}, el("th", { class: "l" }, "head \\ checkpoint (step)"), ...cks.map((k) => el("th", { title: `step ${stepOf(k)}` }, `${k} (${stepOf(k)})`)),
+      el("th", { class: "l" }, `first > ${thr}`)));
+  const heads = [];
+  for (const n of names) {
+    const values = cks.map((k) => (at.has(n + "\u0000" + k) ? at.get(n + "\u0000" + k) : null));
+    const first = values.findIndex((v) => v != null && v > thr);
+    const tr = el("tr", { "data-head": n }, el("th", { class: "l" }, n));
+    values.forEach((v, i) => {
+      const attrs = v == null ? {} : { style: `background: hsl(20, 85%, ${Math.round(97 - 55 * Math.max(0, Math.min(1, v)))}%)`, title: `${n} at checkpoint ${cks[i]} (step ${stepOf(cks[i])}): ${v}` };
+      if (i === first) { attrs.class = "first"; attrs.title += ` — first above ${thr}`; }
+      tr.append(el("td", attrs, fmt(v, 3)));
+    });
+    tr.append(el("td", { class: "l first-step" }, first < 0 ? "—" : `step ${stepOf(cks[first])} (checkpoint ${cks[first]})`));
+    t.append(tr);
+    heads.push({ name: n, values, first_checkpoint: first < 0 ? null : cks[first], first_step: first < 0 ? null : stepOf(cks[first]) });
+  }
+  box.append(el("div", { class: "scroll" }, t));
+  record("heads", { kind, threshold: thr, checkpoints: cks.map((k) => ({ checkpoint: k, step: stepOf(k) })), heads });
+}
+
+// ---------- inspect: logit lens and attention of a prompt at a checkpoint ----------
+async function initInspect() {
+  for (const [p, id] of [["prompt", "inspect-prompt"], ["checkpoint", "inspect-ck"], ["layer", "inspect-layer"], ["head", "inspect-head"]]) {
+    if (params.get(p) != null) $(id).value = params.get(p);
+  }
+  const out = $("inspect");
+  const go = () => runInspect().catch((err) => out.replaceChildren(el("p", { class: "error" }, err.message)));
+  $("inspect-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const u = new URL(location.href);
+    u.searchParams.set("prompt", $("inspect-prompt").value);
+    u.searchParams.set("checkpoint", $("inspect-ck").value);
+    u.searchParams.set("layer", $("inspect-layer").value);
+    u.searchParams.set("head", $("inspect-head").value);
+    history.replaceState(null, "", u);
+    go();
+  });
+  if (params.get("prompt")) await go();
+}
+
+// A token's text for a cell: escaped (\n, \t…), at most 12 characters (as glass inspect prints it).
+function tokText(s) {
+  const e = JSON.stringify(String(s)).slice(1, -1).replace(/\\"/g, '"');
+  return [...e].length > 12 ? [...e].slice(0, 11).join("") + "…" : e;
+}
+
+// Attention probability → colour, white (0) to blue (1), whole RGB values so a pixel
+// read back gives the value within 1/224.
+const ATTN_RGB = [31, 119, 180];
+const attnColor = (p) => ATTN_RGB.map((c) => Math.round(255 - Math.max(0, Math.min(1, p)) * (255 - c)));
+
+// Token texts down the left (queries) and along the top (keys) of the attention map.
+function labelAxes(ctx, texts, margin, cell) {
+  ctx.fillStyle = "#222";
+  ctx.font = `${Math.min(12, cell - 2)}px ui-monospace, monospace`;
+  ctx.textBaseline = "middle";
+  ctx.textAlign = "right";
+  texts.forEach((t, i) => ctx.fillText(t, margin - 4, margin + i * cell + cell / 2));
+  texts.forEach((t, j) => {
+    ctx.save();
+    ctx.translate(margin + j * cell + cell / 2, margin - 4);
+    ctx.rotate(-Math.PI / 2);
+    ctx.textAlign = "left";
+    ctx.fillText(t, 0, 0);
+    ctx.restore();
+  });
+}
+
+async function runInspect() {
+  const out = $("inspect");
+  out.replaceChildren(el("p", { class: "note" }, "inspecting…"));
+  const q = `?prompt=${enc($("inspect-prompt").value)}&checkpoint=${enc($("inspect-ck").value || "latest")}` +
+    `&layer=${enc($("inspect-layer").value)}&head=${enc($("inspect-head").value)}`;
+  const r = await api(BASE + "/inspect" + q);
+  const name = (t) => tokText(t in r.strings ? r.strings[t] : "#" + t);
+  const n = r.tokens.length;
+  out.replaceChildren(el("p", {}, `checkpoint ${r.checkpoint} (step ${r.step}): ${n} tokens, ${r.layers} layers × ${r.heads} heads, context ${r.max_seq_len}`));
+
+  // Attention: query rows × key columns, drawn on a canvas and read back.
+  const map = r.attention[0];
+  const cell = Math.max(6, Math.min(28, Math.floor(560 / n)));
+  const margin = 96;
+  const cv = el("canvas", { class: "attn", width: String(margin + n * cell), height: String(margin + n * cell) });
+  const ctx = cv.getContext("2d");
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, cv.width, cv.height);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      const [R, G, B] = attnColor(map.probs[i][j]);
+      ctx.fillStyle = `rgb(${R}, ${G}, ${B})`;
+      ctx.fillRect(margin + j * cell, margin + i * cell, cell, cell);
+    }
+  }
+  // Read back once: each cell's centre pixel, as drawn.
+  const img = ctx.getImageData(0, 0, cv.width, cv.height).data;
+  const drawn = [];
+  for (let i = 0; i < n; i++) {
+    const row = [];
+    const y = margin + i * cell + (cell >> 1);
+    for (let j = 0; j < n; j++) {
+      const x = margin + j * cell + (cell >> 1);
+      row.push(j <= i ? (255 - img[4 * (y * cv.width + x)]) / (255 - ATTN_RGB[0]) : null);
+    }
+    drawn.push(row);
+  }
+  // Labels where they fit (the pointer names every cell).
+  if (cell >= 8) labelAxes(ctx, r.tokens.map(name), margin, cell);
+
+  const tip = el("div", { id: "attn-tip" });
+  cv.addEventListener("mousemove", (e) => {
+    const b = cv.getBoundingClientRect();
+    const j = Math.floor((e.clientX - b.left - margin) / cell), i = Math.floor((e.clientY - b.top - margin) / cell);
+    tip.textContent = i >= 0 && j >= 0 && i < n && j <= i ? `query ${i} "${name(r.tokens[i])}" → key ${j} "${name(r.tokens[j])}": ${fmt(map.probs[i][j], 4)}` : "";
+  });
+  out.append(el("h3", {}, `Attention, layer ${map.layer} head ${map.head} (rows: query positions; columns: the keys they attend to)`), el("div", { class: "scroll" }, cv), tip);
+
+  // Lens: one row per residual stream, one column per position.
+  const t = el("table", { class: "lens" },
+    el("tr", {}, el("th", { class: "l" }, "stream \\ position"), ...r.tokens.map((tk, p) => el("th", { class: "l", title: `position ${p}` }, `${p} ${name(tk)}`))),
+    el("tr", {}, el("th", { class: "l" }, "next token"), ...r.tokens.map((_, p) => el("th", { class: "l" }, p + 1 < n ? name(r.tokens[p + 1]) : "—"))));
+  r.lens.forEach((row, l) => {
+    const label = l === 0 ? "embedding" : l === r.layers ? `output (${l})` : `after block ${l - 1} (${l})`;
+    t.append(el("tr", { "data-stream": l }, el("th", { class: "l" }, label), ...row.map((c, p) => {
+      const top = c.top[0];
+      const pr = c.next_prob == null ? 0 : c.next_prob;
+      return el("td", { "data-cell": `${l}.${p}`, style: `background: hsl(120, 55%, ${Math.round(97 - 45 * pr)}%)`,
+        title: c.top.map((x) => `${name(x.token)} ${fmt(x.prob, 4)}`).join("\n") + (c.next != null ? `\nnext ${name(c.next)}: rank ${c.next_rank}, p ${fmt(c.next_prob, 4)}` : "") },
+        top ? name(top.token) : "", " ", el("small", {}, top ? fmt(top.prob, 2) : ""), c.next_rank != null ? el("small", {}, ` #${c.next_rank}`) : null);
+    })));
+  });
+  out.append(el("h3", {}, "Logit lens: each residual stream through the final norm and the unembedding — top-1 token, its probability, #rank of the actual next token (green: that token's probability; hover for the top candidates)"), el("div", { class: "scroll" }, t));
+  record("inspect", { checkpoint: r.checkpoint, step: r.step, layer: map.layer, head: map.head, tokens: r.tokens, lens: r.lens, drawn });
+  document.body.dataset.inspectShown = String(r.checkpoint);
 }
 
 window.addEventListener("DOMContentLoaded", () => {

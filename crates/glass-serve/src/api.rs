@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use crate::assets;
 use crate::downsample::{keep, Spacing};
 use crate::error::ApiError;
+use crate::internals::{self, uint, InspectRequest};
 use crate::runs::{Runs, ServedRun};
 
 type Shared = Arc<Runs>;
@@ -48,6 +49,9 @@ pub fn router(runs: Runs) -> Router {
         .route("/api/runs/{id}/memorization", get(api_memorization))
         .route("/api/runs/{id}/data", get(api_data))
         .route("/api/runs/{id}/trace", get(api_trace))
+        .route("/api/runs/{id}/dynamics", get(api_dynamics))
+        .route("/api/runs/{id}/inspect", get(api_inspect))
+        .route("/api/runs/{id}/contamination", get(api_contamination))
         .fallback(|| async { ApiError::not_found("no such page") })
         .with_state(state)
 }
@@ -117,22 +121,6 @@ where
         Ok(Err(e)) => e.into_response(),
         Err(e) => ApiError::run(format!("internal error: {e}")).into_response(),
     }
-}
-
-/// A non-negative integer parameter (absent: `default`), at most `max`.
-fn uint(q: &HashMap<String, String>, key: &str, default: Option<u64>, max: u64) -> ApiResult<u64> {
-    let Some(v) = q.get(key) else {
-        return default.ok_or_else(|| ApiError::bad(format!("`{key}` is required")));
-    };
-    let n: u64 = v
-        .parse()
-        .map_err(|_| ApiError::bad(format!("`{key}` must be an integer >= 0, not `{v}`")))?;
-    if n > max {
-        return Err(ApiError::bad(format!(
-            "`{key}` must be at most {max}, not {n}"
-        )));
-    }
-    Ok(n)
 }
 
 fn open_metrics(run: &ServedRun) -> ApiResult<Metrics> {
@@ -670,19 +658,8 @@ async fn api_trace(
         let checkpoint = match q.get("checkpoint").map(String::as_str) {
             None | Some("") => None,
             Some(c) => {
-                let m = manifest(run)?
-                    .ok_or_else(|| ApiError::not_found("the run has no checkpoint"))?;
-                let e = if c == "latest" {
-                    m.checkpoints
-                        .last()
-                        .ok_or_else(|| ApiError::not_found("the run has no checkpoint"))?
-                } else {
-                    let k: u32 = c.parse().map_err(|_| {
-                        ApiError::bad(format!("`checkpoint` is K or latest, not `{c}`"))
-                    })?;
-                    m.checkpoint(k)
-                        .map_err(|_| ApiError::not_found(format!("no checkpoint {k}")))?
-                };
+                let m = internals::require_manifest(run)?;
+                let e = internals::resolve_checkpoint(&m, c)?;
                 Some((e.index, e.step))
             }
         };
@@ -708,6 +685,53 @@ async fn api_trace(
             .map_err(ApiError::run)
     })
     .await
+}
+
+async fn api_dynamics(
+    State(runs): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Params,
+) -> Response {
+    with_run(runs, id, move |run| internals::dynamics(run, &q)).await
+}
+
+async fn api_contamination(State(runs): State<Shared>, UrlPath(id): UrlPath<String>) -> Response {
+    with_run(runs, id, internals::contamination).await
+}
+
+/// One inspection at a time: a request's work is bounded by its token count
+/// ([`internals::MAX_INSPECT_TOKENS`]), and this bounds the dashboard's CPU and memory to
+/// one of them (plus the cached models) however many requests arrive.
+static INSPECT_SLOT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// `GET /api/runs/{id}/inspect`: the query is checked before the request waits for the
+/// slot; the slot is held by the computing thread until it ends, so a client that goes
+/// away frees nothing early and starts nothing new.
+async fn api_inspect(
+    State(runs): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Params,
+) -> Response {
+    let Some(run) = runs.get(&id).cloned() else {
+        return ApiError::not_found(format!("no run `{id}` is served")).into_response();
+    };
+    let req = match InspectRequest::parse(&q) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let Ok(slot) = INSPECT_SLOT.acquire().await else {
+        return ApiError::run("the inspector is shut down").into_response();
+    };
+    match tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        internals::inspect(&run, &req)
+    })
+    .await
+    {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => ApiError::run(format!("internal error: {e}")).into_response(),
+    }
 }
 
 /// Starts serving `runs` on `listener` until the process ends; on a loopback address,

@@ -14,6 +14,7 @@ pub mod assets;
 pub mod cache;
 pub mod downsample;
 pub mod error;
+pub mod internals;
 pub mod runs;
 
 pub use api::router;
