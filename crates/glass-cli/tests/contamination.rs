@@ -336,6 +336,17 @@ fn eval_results_carry_the_current_contamination_figure_only() {
         "{err}"
     );
 
+    // A report that does not say which definition of the task it checked: not shown.
+    let mut rep: Value = serde_json::from_slice(&good).unwrap();
+    rep["tasks"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("task_sha256");
+    std::fs::write(&report_path, serde_json::to_vec(&rep).unwrap()).unwrap();
+    let (out, err) = ok_output(&eval_json);
+    assert!(results(&out)[0].get("contamination").is_none(), "{out}");
+    assert!(err.contains("does not record"), "{err}");
+
     // Computed for another version of the task: not shown either.
     std::fs::write(&report_path, &good).unwrap();
     let data = tmp.path().join("bench.jsonl");
