@@ -70,6 +70,12 @@ pub struct ContaminationOptions {
     pub max_hits: usize,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// The document limit the items were taken with (recorded in the report).
+    pub limit: Option<usize>,
+    /// Per task name, the sha256 of its definition and data (`glass eval`'s
+    /// `task_sha256`), recorded so that a figure for a task that changed since is not
+    /// shown as current.
+    pub task_sha256: BTreeMap<String, String>,
 }
 
 impl Default for ContaminationOptions {
@@ -79,6 +85,8 @@ impl Default for ContaminationOptions {
             n: DEFAULT_NGRAM,
             max_hits: 5,
             progress: false,
+            limit: None,
+            task_sha256: BTreeMap::new(),
         }
     }
 }
@@ -122,6 +130,10 @@ pub struct ContaminatedItem {
 pub struct TaskContamination {
     /// Task name.
     pub task: String,
+    /// sha256 of the task's definition and data, as `glass eval` records it (absent in
+    /// reports written before it was recorded, and for items given without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_sha256: Option<String>,
     /// Items.
     pub items: usize,
     /// Items of fewer than `n` tokens (not checked).
@@ -149,6 +161,9 @@ pub struct ContaminationReport {
     pub steps: u64,
     /// Tokens scanned.
     pub tokens: u64,
+    /// At most this many items of each task were checked (`--limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
     /// Per task, in the order given.
     pub tasks: Vec<TaskContamination>,
 }
@@ -247,6 +262,7 @@ pub fn contamination(
         let t = *by_task.entry(&it.task).or_insert_with(|| {
             tasks.push(TaskContamination {
                 task: it.task.clone(),
+                task_sha256: opts.task_sha256.get(&it.task).cloned(),
                 items: 0,
                 too_short: 0,
                 contaminated: 0,
@@ -306,11 +322,115 @@ pub fn contamination(
         tokenizer_sha256: data.manifest().tokenizer.sha256.clone(),
         steps: data.n_steps(),
         tokens: tokens_total,
+        limit: opts.limit,
         tasks,
     };
     let bytes = serde_json::to_vec_pretty(&report).expect("json");
     glass_io::atomic::write_atomic_beneath(run_dir, &run_dir.join(CONTAMINATION_FILE), &bytes)?;
     Ok(report)
+}
+
+/// One task's contamination as `glass eval` attaches it to a result: what
+/// [`CONTAMINATION_FILE`] says of the task, when it was computed for the same task
+/// definition and the same training stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskFigure {
+    /// N-gram length in tokens.
+    pub ngram: usize,
+    /// Documents (items) of the task considered.
+    pub documents: usize,
+    /// Of which were long enough to check (at least `ngram` tokens).
+    pub checked: usize,
+    /// Of which share an n-gram with a training row.
+    pub contaminated: usize,
+    /// `contaminated / checked` (0 when none was checked).
+    pub fraction: f64,
+    /// The `--limit` the check ran with (absent: every document).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// sha256 of the data manifest (the training stream) checked.
+    pub data_manifest_sha256: String,
+}
+
+/// What [`task_figure`] found for a task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Figure {
+    /// The report holds the task, computed for its current definition and the run's
+    /// current training stream.
+    Current(TaskFigure),
+    /// The report holds the task, but not for what is there now: why.
+    Stale(String),
+    /// No report, or the report does not hold the task.
+    Absent,
+}
+
+/// The contamination figure of `task` (whose definition hashes to `task_sha256`) in
+/// `run_dir`'s [`CONTAMINATION_FILE`]. A figure computed for another task definition or
+/// another data manifest (which names the tokenizer) — or by a report that did not record the task's
+/// hash — is [`Figure::Stale`], never shown as current. An unreadable report is stale
+/// too (the reason says so): evaluation does not depend on it.
+pub fn task_figure(run_dir: &Path, task: &str, task_sha256: &str) -> Figure {
+    let path = run_dir.join(CONTAMINATION_FILE);
+    let rerun = "rerun `glass data contamination` with this task";
+    let bytes = match glass_io::open::read_beneath(run_dir, &path, glass_io::open::MAX_RECORD_BYTES)
+    {
+        Ok(b) => b,
+        Err(_) if !path.exists() => return Figure::Absent,
+        Err(e) => return Figure::Stale(format!("{}: {e}", path.display())),
+    };
+    let report: ContaminationReport = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => return Figure::Stale(format!("{}: unreadable ({e})", path.display())),
+    };
+    let Some(t) = report.tasks.iter().find(|t| t.task == task) else {
+        return Figure::Absent;
+    };
+    if report.format != CONTAMINATION_FORMAT {
+        return Figure::Stale(format!(
+            "{}: format `{}`, expected `{CONTAMINATION_FORMAT}`; {rerun}",
+            path.display(),
+            report.format
+        ));
+    }
+    match t.task_sha256.as_deref() {
+        Some(h) if h == task_sha256 => {}
+        Some(_) => {
+            return Figure::Stale(format!(
+                "{} was computed for another definition or data of task {task}; {rerun}",
+                path.display()
+            ))
+        }
+        None => {
+            return Figure::Stale(format!(
+                "{} does not record which definition of task {task} it checked; {rerun}",
+                path.display()
+            ))
+        }
+    }
+    let manifest = run_dir.join("data/manifest.json");
+    let current = glass_io::open::sha256_beneath(run_dir, &manifest, None).map(|x| x.0);
+    // The data manifest names the tokenizer's hash too.
+    if current.as_deref().ok() != Some(report.data_manifest_sha256.as_str()) {
+        return Figure::Stale(format!(
+            "{} was computed for another training stream than {}; {rerun}",
+            path.display(),
+            manifest.display()
+        ));
+    }
+    let checked = t.items - t.too_short;
+    Figure::Current(TaskFigure {
+        ngram: report.ngram,
+        documents: t.items,
+        checked,
+        contaminated: t.contaminated,
+        fraction: if checked == 0 {
+            0.0
+        } else {
+            t.contaminated as f64 / checked as f64
+        },
+        limit: report.limit,
+        data_manifest_sha256: report.data_manifest_sha256,
+    })
 }
 
 /// Every `(step, slot, pos, n-gram id)` where a row window equals a benchmark n-gram,

@@ -115,6 +115,18 @@ pub struct BenchDataArgs {
     /// Worker threads for both sides (default: the global --threads, else all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Instead: a generated real-format corpus (Parquet and .jsonl.zst shards with planted
+    /// duplicates), prepared without and with `[data.dedup]`, against
+    /// bench/dedup_reference.py (pyarrow/zstandard reading, `tokenizers`, datatrove's
+    /// MinHash deduplication); medians of --iters alternating runs.
+    #[arg(long)]
+    pub corpus: bool,
+    /// Size of the generated corpus, MB of text (--corpus).
+    #[arg(long, default_value_t = 32)]
+    pub corpus_mb: usize,
+    /// The reference script of --corpus.
+    #[arg(long, default_value = "bench/dedup_reference.py")]
+    pub dedup_script: PathBuf,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -395,6 +407,9 @@ fn describe_dist(r: &DistBench) -> String {
 
 /// `glass bench data`.
 fn data(a: BenchDataArgs) -> Result<()> {
+    if a.corpus {
+        return data_corpus(a);
+    }
     let opts = glass_bench::data::DataOptions {
         glass: std::env::current_exe().context("locating the glass binary")?,
         out: a.out,
@@ -409,6 +424,50 @@ fn data(a: BenchDataArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         print_data(&r);
+    }
+    Ok(())
+}
+
+/// `glass bench data --corpus`.
+fn data_corpus(a: BenchDataArgs) -> Result<()> {
+    let opts = glass_bench::data::CorpusOptions {
+        glass: std::env::current_exe().context("locating the glass binary")?,
+        out: a.out,
+        iters: a.iters,
+        megabytes: a.corpus_mb,
+        python: a.python,
+        script: a.dedup_script,
+        threads: a.threads,
+    };
+    let r = glass_bench::data::run_corpus(&opts, &mut |m| eprintln!("{m}"))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!("{}", r.measured);
+    println!(
+        "  {} documents ({} planted exact copies, {} near copies), {:.1} MB of text in {:.1} MB of files, {} training tokens",
+        r.docs,
+        r.planted.0,
+        r.planted.1,
+        r.bytes as f64 / 1e6,
+        r.file_bytes as f64 / 1e6,
+        r.tokens
+    );
+    let side = |name: &str, s: &glass_bench::data::SideTimes| {
+        println!(
+            "  {name:<40} {:>8.2} s plain {:>8.2} s dedup ({} documents kept)",
+            s.plain.median_s, s.dedup.median_s, s.docs_kept
+        );
+    };
+    side("glass data prepare", &r.glass);
+    if let Some(p) = &r.python {
+        side("Python (pyarrow, tokenizers, datatrove)", p);
+    }
+    if let Some((plain, dedup, only)) = r.speedup {
+        println!(
+            "  glass is {plain:.1}x Python's speed without dedup, {dedup:.1}x with, {only:.1}x on the deduplication alone (with minus without)"
+        );
     }
     Ok(())
 }

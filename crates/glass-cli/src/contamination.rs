@@ -2,6 +2,7 @@
 //! Loads the tasks as `glass eval` does, turns each evaluated item into the text checked,
 //! and prints glass-analysis's report.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -77,12 +78,14 @@ fn item_text(p: &Prepared) -> String {
 }
 
 /// The evaluated items of the selected tasks (zero-shot, at most `limit` per task), in
-/// task order, as checked for contamination.
+/// task order, as checked for contamination, and each task's `task_sha256` (as
+/// `glass eval` records it).
 pub fn bench_items(
     sel: &glass_eval::index::Selection,
     limit: Option<usize>,
-) -> Result<Vec<BenchItem>> {
+) -> Result<(Vec<BenchItem>, BTreeMap<String, String>)> {
     let mut items = Vec::new();
+    let mut hashes = BTreeMap::new();
     for t in &sel.tasks {
         let mut t = t.clone();
         t.num_fewshot = 0;
@@ -91,6 +94,7 @@ pub fn bench_items(
             .with_context(|| format!("loading task {}", t.name))?;
         let prepared = glass_eval::prepare(&t, &data, limit, glass_eval::DEFAULT_FEWSHOT_SEED)
             .with_context(|| format!("task {}", t.name))?;
+        hashes.insert(t.name.clone(), data.task_sha256.clone());
         let docs = &data.splits[t.eval_split()?];
         for (p, d) in prepared.iter().zip(docs) {
             items.push(BenchItem {
@@ -100,7 +104,7 @@ pub fn bench_items(
             });
         }
     }
-    Ok(items)
+    Ok((items, hashes))
 }
 
 /// The items of the `[data] decontaminate` tasks of `run`'s config (`None` when it names
@@ -132,7 +136,8 @@ pub fn decontaminate_items(run: &Path) -> Result<Option<Vec<BenchItem>>> {
         .collect();
     let sel = crate::eval::load_tasks(&names, &[], &[], &dirs)
         .context("loading the [data] decontaminate tasks")?;
-    let mut items = bench_items(&sel, None).context("loading the [data] decontaminate tasks")?;
+    let (mut items, _) =
+        bench_items(&sel, None).context("loading the [data] decontaminate tasks")?;
     // Items of files inside the run are named relative to it, so the record does not
     // depend on where the run lies.
     let prefix = format!("{}{}", run.display(), std::path::MAIN_SEPARATOR);
@@ -155,12 +160,14 @@ pub fn run(a: ContaminationArgs) -> Result<()> {
         }
         None => crate::eval::load_tasks(&a.tasks, &a.data_files, &a.include_path, &a.data_dir)?,
     };
-    let items = bench_items(&sel, a.limit)?;
+    let (items, task_sha256) = bench_items(&sel, a.limit)?;
     let opts = ContaminationOptions {
         method: a.method,
         n: a.ngram,
         max_hits: a.max_hits,
         progress: !a.json,
+        limit: a.limit,
+        task_sha256,
     };
     let r = contamination(&a.run, &items, &opts)
         .with_context(|| format!("checking {}", a.run.display()))?;

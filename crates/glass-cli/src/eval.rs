@@ -271,29 +271,43 @@ pub fn evaluate_on(
     Ok(glass_eval::evaluate_run_on(run, opts, &progress, comm)?)
 }
 
+/// `contaminated/checked (percent)` at n tokens, or `-` when not computed.
+fn contamination_cell(f: Option<&glass_analysis::contamination::TaskFigure>) -> String {
+    f.map_or("-".into(), |f| {
+        format!(
+            "{}/{} {:.1}% @{}",
+            f.contaminated,
+            f.checked,
+            100.0 * f.fraction,
+            f.ngram
+        )
+    })
+}
+
 fn print_table(results: &[TaskResult], groups: &[GroupResult]) {
     println!(
-        "{:>5} {:>9}  {:<16} {:<16} {:>10} {:>9} {:>6}",
+        "{:>5} {:>9}  {:<16} {:<16} {:>10} {:>9} {:>6}  contaminated",
         "ckpt", "step", "task", "metric", "value", "stderr", "n"
     );
     for r in results {
         for m in &r.metrics {
             println!(
-                "{:>5} {:>9}  {:<16} {:<16} {:>10.4} {:>9} {:>6}",
+                "{:>5} {:>9}  {:<16} {:<16} {:>10.4} {:>9} {:>6}  {}",
                 r.checkpoint,
                 r.step,
                 r.task,
                 m.metric,
                 m.value,
                 m.stderr.map_or("-".into(), |s| format!("{s:.4}")),
-                m.n
+                m.n,
+                contamination_cell(r.contamination.as_ref())
             );
         }
     }
     for g in groups {
         for m in &g.metrics {
             println!(
-                "{:>5} {:>9}  {:<16} {:<16} {:>10.4} {:>9} {:>6}",
+                "{:>5} {:>9}  {:<16} {:<16} {:>10.4} {:>9} {:>6}  -",
                 g.checkpoint,
                 g.step,
                 format!("{} (group)", g.group),

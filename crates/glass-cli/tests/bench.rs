@@ -1,6 +1,6 @@
 //! `glass bench checkpoint` reports warm and cold loads with the page-cache share it
 //! measured before each; `glass bench serve` and `glass bench model` measure what they
-//! say on small inputs.
+//! say on small inputs; `glass bench data --corpus` prepares its generated shards.
 
 mod common;
 
@@ -114,5 +114,45 @@ fn model_bench_measures_a_run_and_a_bf16_folder() {
             assert!(t["decode_tokens_per_s"].as_f64().unwrap() > 0.0, "{t}");
         }
         assert!(r["peak_rss_mib"].as_f64().unwrap() >= r["rss_after_load_mib"].as_f64().unwrap());
+    }
+}
+
+/// The real-format corpus benchmark without Python: the shards are read by `glass data
+/// prepare`, every planted exact copy is removed and nothing beyond the planted copies.
+#[test]
+fn corpus_bench_prepares_parquet_and_zstd_shards_and_finds_the_planted_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::ok(&[
+        "bench",
+        "data",
+        "--corpus",
+        "--corpus-mb",
+        "1",
+        "--iters",
+        "1",
+        "--threads",
+        "2",
+        "--json",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let docs = v["docs"].as_u64().unwrap();
+    let (exact, near) = (
+        v["planted"][0].as_u64().unwrap(),
+        v["planted"][1].as_u64().unwrap(),
+    );
+    assert!(exact > 0 && near > 0, "{v}");
+    let kept = v["glass"]["docs_kept"].as_u64().unwrap();
+    assert!(kept <= docs - exact, "{v}");
+    assert!(kept >= docs - exact - near, "{v}");
+    assert!(v["tokens"].as_u64().unwrap() > 0);
+    assert!(v["python"].is_null() && v["speedup"].is_null());
+    for run in ["run-plain", "run-dedup"] {
+        let shards = std::fs::read_dir(dir.path().join(run).join("corpus/web"))
+            .unwrap()
+            .count();
+        assert_eq!(shards, 4);
+        assert!(dir.path().join(run).join("data/manifest.json").is_file());
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::Value;
 
 mod common;
-use common::{glass, ok, p};
+use common::{glass, ok, ok_output, p, results};
 
 /// Text of `n` words from a large vocabulary (no long span repeats by chance).
 fn filler(seed: u64, n: usize) -> String {
@@ -240,6 +240,125 @@ fn contamination_matches_a_brute_force_scan_and_dedup_shows_in_stats() {
         assert_eq!(t["contaminated"], 0, "{t}");
         assert!(t["items"].as_u64().unwrap() > 0);
     }
+}
+
+/// Shrinks the model of `run` so that training its 80 steps takes seconds.
+fn shrink_model(run: &Path) {
+    let cfg = run.join("glass.toml");
+    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let model = t.get_mut("model").unwrap().as_table_mut().unwrap();
+    for (k, v) in [
+        ("d_model", 32),
+        ("n_layers", 1),
+        ("n_heads", 2),
+        ("n_kv_heads", 2),
+        ("ffn_hidden", 48),
+        ("max_seq_len", 128),
+        ("vocab_size", 320),
+    ] {
+        model.insert(k.into(), toml::Value::Integer(v));
+    }
+    std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
+}
+
+#[test]
+fn eval_results_carry_the_current_contamination_figure_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    make_run(&run);
+    shrink_model(&run);
+    let r = p(&run);
+    ok(&["data", "prepare", &r]);
+    ok(&["train", &r, "--quiet"]);
+    let task = write_task(tmp.path());
+    let eval = ["eval", &r, "--checkpoints", "latest", "--tasks", &p(&task)];
+    let eval_json = [&eval[..], &["--json"]].concat();
+    let stored = |res: &Value| -> Value {
+        let k = res["checkpoint"].as_u64().unwrap();
+        let path = run.join(format!("evals/ckpt-{k:04}/bench.json"));
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+
+    // Not computed: no figure, in the output or the stored result.
+    let before = results(&ok(&eval_json));
+    assert_eq!(before.len(), 1);
+    assert!(before[0].get("contamination").is_none(), "{}", before[0]);
+    assert!(stored(&before[0]).get("contamination").is_none());
+    let text = ok(&eval);
+    assert!(
+        text.contains("contaminated") && text.contains(" -"),
+        "{text}"
+    );
+
+    // Computed: the pair already evaluated is not rescored, but its stored result now
+    // carries the figure (3 of the 5 items long enough to check), the metrics unchanged.
+    ok(&["data", "contamination", &r, "--tasks", &p(&task)]);
+    let (out, err) = ok_output(&eval_json);
+    assert!(err.contains("already evaluated"), "{err}");
+    let after = results(&out);
+    let c = &after[0]["contamination"];
+    assert_eq!(
+        (
+            &c["ngram"],
+            &c["documents"],
+            &c["checked"],
+            &c["contaminated"]
+        ),
+        (&13.into(), &6.into(), &5.into(), &3.into()),
+        "{c}"
+    );
+    assert_eq!(c["fraction"], 0.6);
+    assert_eq!(after[0]["metrics"], before[0]["metrics"]);
+    let s = stored(&after[0]);
+    assert_eq!(&s["contamination"], c);
+    assert_eq!(s["metrics"], before[0]["metrics"]);
+    // The rewritten file is the one the metrics database vouches for: a third run
+    // still skips it.
+    let (_, err) = ok_output(&eval_json);
+    assert!(err.contains("already evaluated"), "{err}");
+    let text = ok(&eval);
+    assert!(text.contains("3/5 60.0% @13"), "{text}");
+    // A fresh evaluation stores it too.
+    let forced = results(&ok(&[&eval_json[..], &["--force"]].concat()));
+    assert_eq!(&forced[0]["contamination"], c);
+
+    // Computed for another training stream: not shown, and the warning says why.
+    let report_path = run.join("analysis/contamination.json");
+    let good = std::fs::read(&report_path).unwrap();
+    let mut rep: Value = serde_json::from_slice(&good).unwrap();
+    rep["data_manifest_sha256"] = "0".repeat(64).into();
+    std::fs::write(&report_path, serde_json::to_vec(&rep).unwrap()).unwrap();
+    let (out, err) = ok_output(&eval_json);
+    assert!(results(&out)[0].get("contamination").is_none(), "{out}");
+    assert!(stored(&results(&out)[0]).get("contamination").is_none());
+    assert!(
+        err.contains("contamination not shown") && err.contains("training stream"),
+        "{err}"
+    );
+
+    // A report that does not say which definition of the task it checked: not shown.
+    let mut rep: Value = serde_json::from_slice(&good).unwrap();
+    rep["tasks"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("task_sha256");
+    std::fs::write(&report_path, serde_json::to_vec(&rep).unwrap()).unwrap();
+    let (out, err) = ok_output(&eval_json);
+    assert!(results(&out)[0].get("contamination").is_none(), "{out}");
+    assert!(err.contains("does not record"), "{err}");
+
+    // Computed for another version of the task: not shown either.
+    std::fs::write(&report_path, &good).unwrap();
+    let data = tmp.path().join("bench.jsonl");
+    let rows = std::fs::read_to_string(&data).unwrap();
+    std::fs::write(&data, rows.replace("wrong answer", "another answer")).unwrap();
+    let (out, err) = ok_output(&eval_json);
+    assert!(!err.contains("already evaluated"), "{err}");
+    assert!(results(&out)[0].get("contamination").is_none(), "{out}");
+    assert!(
+        err.contains("contamination not shown") && err.contains("another definition"),
+        "{err}"
+    );
 }
 
 #[test]

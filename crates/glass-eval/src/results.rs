@@ -4,14 +4,15 @@
 //! bootstrap; Glass stores no stderr for them (NULL) rather than a random number.
 
 use glass_engine::ops::fastmath::exp_f64;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::prompts::Prepared;
 use crate::score::Scored;
 use crate::task::Metric;
 
-/// One document's outcome, as written with `--log-samples`.
-#[derive(Debug, Clone, Serialize)]
+/// One document's outcome, as written with `--log-samples` (read back when a stored
+/// result is rewritten).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sample {
     /// Index in the evaluated split.
     pub doc: usize,

@@ -12,6 +12,8 @@ use glass_run::metrics::{EvalRow, EvalRunRow};
 use glass_run::{Metrics, RunManifest};
 use serde::Serialize;
 
+use glass_analysis::contamination::{task_figure, Figure, TaskFigure};
+
 use crate::prompts::{prepare, Prepared};
 use crate::results::{aggregate, samples, MetricValue, Sample};
 use crate::score::{Scored, Scorer};
@@ -90,6 +92,11 @@ pub struct TaskResult {
     pub n: usize,
     /// Metrics.
     pub metrics: Vec<MetricValue>,
+    /// The task's contamination, when `glass data contamination` computed it for this
+    /// task definition and the run's current training stream (`RUN/analysis/
+    /// contamination.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contamination: Option<TaskFigure>,
     /// Per-document outcomes (with `--log-samples`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub samples: Option<Vec<Sample>>,
@@ -112,6 +119,7 @@ struct Loaded {
     data: TaskData,
     prepared: Vec<Prepared>,
     num_fewshot: usize,
+    contamination: Option<TaskFigure>,
 }
 
 /// Evaluates `opts.tasks` on the selected checkpoints of `run_dir`.
@@ -181,11 +189,25 @@ pub fn evaluate_run_on(
                 prepared.len()
             )));
         }
+        let contamination = match task_figure(run_dir, &def.name, &data.task_sha256) {
+            Figure::Current(f) => Some(f),
+            Figure::Absent => None,
+            Figure::Stale(why) => {
+                if root {
+                    progress(EvalProgress::Warning(&format!(
+                        "task {}: contamination not shown: {why}",
+                        def.name
+                    )));
+                }
+                None
+            }
+        };
         tasks.push(Loaded {
             num_fewshot: def.num_fewshot,
             def,
             data,
             prepared,
+            contamination,
         });
     }
     let generative = tasks
@@ -218,7 +240,7 @@ pub fn evaluate_run_on(
     };
     let mut out = Vec::new();
     let mut todo: Vec<(usize, usize)> = Vec::new();
-    if let Some(metrics) = &metrics {
+    if let Some(metrics) = &mut metrics {
         for (e, entry) in entries.iter().enumerate() {
             for (ti, t) in tasks.iter().enumerate() {
                 let prev = metrics.eval_run(entry.index, &t.def.name)?;
@@ -232,6 +254,15 @@ pub fn evaluate_run_on(
                 if same && !opts.force {
                     let p = prev.expect("checked");
                     let mut r = read_result(run_dir, &p.result_path)?;
+                    if r.contamination != t.contamination {
+                        // The stored result carries the figure as it is now (computed,
+                        // recomputed or gone stale since it was scored).
+                        r.contamination = t.contamination.clone();
+                        let mut json = serde_json::to_vec_pretty(&r).expect("serializable");
+                        json.push(b'\n');
+                        store_result(run_dir, metrics, &r, &json)?;
+                    }
+                    r.samples = None;
                     r.skipped = true;
                     progress(EvalProgress::Done(&r));
                     out.push(r);
@@ -302,6 +333,7 @@ pub fn evaluate_run_on(
                 limit: opts.limit,
                 n: s.len(),
                 metrics: mv,
+                contamination: t.contamination.clone(),
                 // A code task's programs and their results are always kept.
                 samples: (opts.log_samples || generative).then_some(s),
                 engine: glass_engine::engine_id(),
@@ -473,6 +505,10 @@ struct StoredResult {
     limit: Option<usize>,
     n: usize,
     metrics: Vec<StoredMetric>,
+    #[serde(default)]
+    contamination: Option<TaskFigure>,
+    #[serde(default)]
+    samples: Option<Vec<Sample>>,
     engine: String,
     seconds: f64,
 }
@@ -491,7 +527,7 @@ fn read_result(run_dir: &Path, rel: &str) -> Result<TaskResult, EvalError> {
     parse_result(&bytes, &path.display().to_string())
 }
 
-/// A stored result file's fields (`samples` are not read back); `what` labels errors.
+/// A stored result file's fields; `what` labels errors.
 fn parse_result(bytes: &[u8], what: &str) -> Result<TaskResult, EvalError> {
     let s: StoredResult = serde_json::from_slice(bytes)
         .map_err(|e| EvalError::Invalid(format!("{what}: unreadable result: {e}")))?;
@@ -518,7 +554,8 @@ fn parse_result(bytes: &[u8], what: &str) -> Result<TaskResult, EvalError> {
                 n: m.n,
             })
             .collect(),
-        samples: None,
+        contamination: s.contamination,
+        samples: s.samples,
         engine: s.engine,
         seconds: s.seconds,
         skipped: true,
