@@ -8,6 +8,7 @@
 pub mod bundled;
 pub mod bundled_files;
 pub mod code;
+pub mod contamination_report;
 pub mod datasets;
 pub mod generate;
 pub mod groups;

@@ -12,7 +12,7 @@ use glass_run::metrics::{EvalRow, EvalRunRow};
 use glass_run::{Metrics, RunManifest};
 use serde::Serialize;
 
-use glass_analysis::contamination::{task_figure, Figure, TaskFigure};
+use crate::contamination_report::{task_figure, Figure, TaskFigure};
 
 use crate::prompts::{prepare, Prepared};
 use crate::results::{aggregate, samples, MetricValue, Sample};
