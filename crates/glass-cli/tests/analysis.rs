@@ -989,3 +989,89 @@ fn dynamics_are_stored_per_checkpoint_and_match_the_weights() {
         .iter()
         .any(|x| x["checkpoint"] == m.checkpoints[0].index as u64 && x["kind"] == "update_norm"));
 }
+
+/// The per-source held-out loss of `glass analyze dynamics` is `glass eval`'s rolling
+/// perplexity on the same documents, bit for bit: the validation source's held-out
+/// documents written as a local `loglikelihood_rolling` task give the same bits per byte,
+/// and their logged log-likelihoods and token counts the same nats per token.
+#[test]
+fn dynamics_source_loss_equals_glass_eval_on_the_same_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = run();
+    let run = dir.path().join("run");
+    copy_dir(shared, &run);
+    let r = s(&run);
+    ok(&[
+        "analyze",
+        "dynamics",
+        &r,
+        "--checkpoints",
+        "0,latest",
+        "--quiet",
+    ]);
+    let stored = json(&["metrics", &r, "--dynamics", "--json"]);
+    let rows = stored.as_array().unwrap();
+    let m = glass_run::RunManifest::require(&run).unwrap();
+    let last = m.checkpoints.last().unwrap().index as u64;
+    let get = |k: u64, kind: &str| -> f64 {
+        rows.iter()
+            .find(|x| x["checkpoint"] == k && x["kind"] == kind && x["name"] == "held")
+            .unwrap_or_else(|| panic!("no {kind} held at {k}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    // Training lowers the held-out loss of the validation source.
+    assert!(get(last, "source_bits_per_byte") < get(0, "source_bits_per_byte"));
+
+    let h = glass_data::heldout::for_run(&run).unwrap();
+    assert_eq!(h.sources.len(), 1);
+    let docs = &h.sources[0].docs;
+    assert!(!docs.is_empty());
+    let tasks = dir.path().join("tasks");
+    std::fs::create_dir_all(&tasks).unwrap();
+    let mut jsonl = String::new();
+    for d in docs {
+        jsonl.push_str(&serde_json::json!({ "text": d.text }).to_string());
+        jsonl.push('\n');
+    }
+    std::fs::write(tasks.join("held_docs.jsonl"), jsonl).unwrap();
+    std::fs::write(
+        tasks.join("held_docs.yaml"),
+        "task: held_docs\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: held_docs.jsonl\noutput_type: loglikelihood_rolling\ntest_split: test\ndoc_to_text: \"\"\ndoc_to_target: \"{{text}}\"\nmetric_list:\n  - metric: bits_per_byte\n",
+    )
+    .unwrap();
+    let out = ok(&[
+        "eval",
+        &r,
+        "--checkpoints",
+        "latest",
+        "--tasks",
+        &s(&tasks.join("held_docs.yaml")),
+        "--log-samples",
+        "--json",
+    ]);
+    let res = common::results(&out);
+    assert_eq!(res.len(), 1);
+    assert_eq!(
+        common::metric(&res[0], "bits_per_byte"),
+        get(last, "source_bits_per_byte")
+    );
+    let stored: Value = serde_json::from_slice(
+        &std::fs::read(run.join(format!("evals/ckpt-{last:04}/held_docs.json"))).unwrap(),
+    )
+    .unwrap();
+    let samples = stored["samples"].as_array().unwrap();
+    let ll: f64 = samples
+        .iter()
+        .map(|x| x["loglikelihood"].as_f64().unwrap())
+        .sum();
+    let tokens: u64 = samples.iter().map(|x| x["tokens"].as_u64().unwrap()).sum();
+    assert_eq!(
+        tokens,
+        docs.iter().map(|d| d.tokens.len() as u64).sum::<u64>()
+    );
+    assert_eq!(-ll / tokens as f64, get(last, "source_nats_per_token"));
+    // People see it too.
+    let text = ok(&["metrics", &r, "--dynamics"]);
+    assert!(text.contains("held-out held"), "{text}");
+}
