@@ -257,14 +257,12 @@ pub struct CheckpointDynamics {
     settings: String,
 }
 
+/// A run's held-out documents and the tokenizer that scores them.
+type Heldout = (glass_data::heldout::HeldoutFile, glass_data::GlassTokenizer);
+
 /// The held-out documents of a run and its tokenizer, or `None` (with the reason) when
 /// the run has none to score.
-fn heldout_of(
-    run_dir: &Path,
-) -> Result<(
-    Option<(glass_data::heldout::HeldoutFile, glass_data::GlassTokenizer)>,
-    Option<String>,
-)> {
+fn heldout_of(run_dir: &Path) -> Result<(Option<Heldout>, Option<String>)> {
     let manifest = run_dir
         .join("data")
         .join(glass_data::manifest::MANIFEST_FILE);
@@ -414,7 +412,7 @@ fn analyze_checkpoint(
     run_dir: &Path,
     manifest: &glass_run::RunManifest,
     e: &glass_run::manifest::CheckpointEntry,
-    heldout: Option<&(glass_data::heldout::HeldoutFile, glass_data::GlassTokenizer)>,
+    heldout: Option<&Heldout>,
 ) -> Result<CheckpointDynamics> {
     let t0 = std::time::Instant::now();
     let (model, k) = glass_run::load_model(run_dir, Some(e.index))?;
