@@ -76,6 +76,10 @@ pub struct HeldoutConfig {
     /// lines of at most this many tokens (absent: the whole document).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_doc_tokens: Option<usize>,
+    /// Training sources documents are withheld from (default: every one). Validation
+    /// sources always get documents chosen by the same rule (they are never trained on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<String>>,
 }
 
 /// `[data.dedup]`: which duplicate documents are removed before packing. Decisions are a
@@ -463,6 +467,14 @@ impl DataConfig {
             }
             if h.max_doc_tokens == Some(0) {
                 return err("[data.heldout] max_doc_tokens must be at least 1".into());
+            }
+            let train = self.training_sources();
+            for n in h.sources.iter().flatten() {
+                match self.source_index(n) {
+                    Some(i) if train.contains(&i) => {}
+                    Some(_) => return err(format!("[data.heldout] sources names `{n}`, which no stage trains on (validation sources are held out already)")),
+                    None => return err(format!("[data.heldout] sources names unknown source `{n}`")),
+                }
             }
         }
         if self.decontaminate_ngram == Some(0) {

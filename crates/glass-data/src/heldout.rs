@@ -14,7 +14,9 @@
 //! source: a stage only sets the source's share of rows, so its held-out documents (and
 //! their loss at a checkpoint) would be the same for every stage.
 //!
-//! Validation sources (`[data.validation]`) are never trained on; their documents are
+//! `[data.heldout] sources` limits withholding to some training sources (a source of one
+//! document, repeated on purpose, has nothing to spare). Validation sources
+//! (`[data.validation]`) are never trained on; their documents are
 //! chosen by the same rule (with [`VALIDATION_DEFAULT`] when the run has no
 //! `[data.heldout]`, at analysis time, so runs prepared without the table need not be
 //! prepared again).
@@ -45,6 +47,7 @@ pub const HELDOUT_FORMAT: &str = "glass-heldout-v1";
 pub const VALIDATION_DEFAULT: HeldoutConfig = HeldoutConfig {
     docs_per_source: 4,
     max_doc_tokens: Some(1024),
+    sources: None,
 };
 
 /// Every source's held-out documents ([`HELDOUT_FILE`]).
@@ -294,7 +297,7 @@ pub fn select_source(
         return Err(DataError::Source {
             source_name: src.name.clone(),
             message: format!(
-                "[data.heldout] docs_per_source = {} would hold out all of its {candidates} documents, leaving nothing to train on; lower docs_per_source",
+                "[data.heldout] docs_per_source = {} would hold out all of its {candidates} documents, leaving nothing to train on; lower docs_per_source, or list the other sources in [data.heldout] sources",
                 settings.docs_per_source
             ),
         });
@@ -322,12 +325,18 @@ pub fn withhold(
         return Ok(None);
     };
     let train = cfg.training_sources();
+    let listed = |s: usize| {
+        settings
+            .sources
+            .as_ref()
+            .is_none_or(|l| l.contains(&cfg.sources[s].name))
+    };
     let mut sources = Vec::new();
     for s in cfg.used_sources() {
-        let role = if train.contains(&s) {
-            "train"
-        } else {
-            "validation"
+        let role = match train.contains(&s) {
+            true if !listed(s) => continue,
+            true => "train",
+            false => "validation",
         };
         let view = views[s].as_mut().expect("used sources have views");
         let units = units[s].as_deref().expect("used sources are listed");

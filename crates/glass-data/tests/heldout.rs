@@ -184,8 +184,16 @@ fn bad_heldout_settings_are_refused_by_name() {
             "max_doc_tokens",
         ),
         (
-            "\n[data.heldout]\ndocs_per_source = 1\nsources = 2\n",
-            "unknown field `sources`",
+            "\n[data.heldout]\ndocs_per_source = 1\nseed = 2\n",
+            "unknown field `seed`",
+        ),
+        (
+            "\n[data.heldout]\ndocs_per_source = 1\nsources = [\"held\"]\n",
+            "`held`, which no stage trains on",
+        ),
+        (
+            "\n[data.heldout]\ndocs_per_source = 1\nsources = [\"nope\"]\n",
+            "unknown source `nope`",
         ),
     ] {
         let t = tempfile::tempdir().unwrap();
@@ -193,4 +201,20 @@ fn bad_heldout_settings_are_refused_by_name() {
         let e = prepare(&run, &opts(1)).unwrap_err().to_string();
         assert!(e.contains(needle), "{extra}: {e}");
     }
+}
+
+#[test]
+fn heldout_sources_limit_withholding_to_the_listed_training_sources() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = format!("{CONFIG}\n[data.heldout]\ndocs_per_source = 12\nsources = [\"web\"]\n");
+    let run = make_run_with(t.path(), &cfg);
+    prepare(&run, &opts(2)).unwrap();
+    let h = read_heldout(&run);
+    let names: Vec<(&str, usize)> = h
+        .sources
+        .iter()
+        .map(|s| (s.name.as_str(), s.docs.len()))
+        .collect();
+    // prose (12 documents) would be refused with 12 per source; it is not listed.
+    assert_eq!(names, [("web", 12), ("held", 1)]);
 }
