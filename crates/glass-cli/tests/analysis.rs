@@ -1075,3 +1075,96 @@ fn dynamics_source_loss_equals_glass_eval_on_the_same_documents() {
     let text = ok(&["metrics", &r, "--dynamics"]);
     assert!(text.contains("held-out held"), "{text}");
 }
+
+/// A run prepared with `[data.heldout]`: dynamics scores every listed training source on
+/// the documents `data/heldout.json` records (and the validation source), and
+/// `glass data stats` names them.
+#[test]
+fn dynamics_scores_the_documents_data_heldout_withheld() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r");
+    let r = s(&run);
+    ok(&["init", &r, "--preset", "tiny"]);
+    let cfg = run.join("glass.toml");
+    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    use toml::Value::Integer as I;
+    let model = t.get_mut("model").unwrap().as_table_mut().unwrap();
+    for (k, v) in [
+        ("d_model", 32),
+        ("n_layers", 1),
+        ("n_heads", 2),
+        ("n_kv_heads", 2),
+        ("ffn_hidden", 48),
+        ("max_seq_len", 32),
+    ] {
+        model.insert(k.into(), I(v));
+    }
+    t["train"]
+        .as_table_mut()
+        .unwrap()
+        .insert("micro_batch_rows".into(), I(2));
+    let data = t.get_mut("data").unwrap().as_table_mut().unwrap();
+    data.insert("seq_len".into(), I(16));
+    data.insert("rows_per_step".into(), I(4));
+    data.insert("steps_per_chunk".into(), I(4));
+    for (i, st) in data["stages"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        st.as_table_mut()
+            .unwrap()
+            .insert("tokens".into(), I([340, 272][i.min(1)]));
+    }
+    data.insert(
+        "heldout".into(),
+        toml::from_str(
+            "docs_per_source = 2\nmax_doc_tokens = 48\nsources = [\"english\", \"code\"]",
+        )
+        .unwrap(),
+    );
+    std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
+    ok(&["data", "prepare", &r]);
+    ok(&["train", &r, "--quiet"]);
+    let stats = ok(&["data", "stats", &r]);
+    assert!(
+        stats.contains("held out ([data.heldout] docs_per_source = 2"),
+        "{stats}"
+    );
+    let h: Value = json(&["data", "stats", &r, "--json"]);
+    let srcs = h["heldout"]["sources"].as_array().unwrap();
+    let names: Vec<&str> = srcs.iter().map(|x| x["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["english", "code", "heldout"]);
+    for x in srcs {
+        assert_eq!(x["docs"].as_array().unwrap().len(), 2, "{x}");
+    }
+
+    ok(&[
+        "analyze",
+        "dynamics",
+        &r,
+        "--checkpoints",
+        "latest",
+        "--quiet",
+    ]);
+    let rows = json(&["metrics", &r, "--dynamics", "--json"]);
+    for kind in ["source_nats_per_token", "source_bits_per_byte"] {
+        let mut got: Vec<(String, f64)> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["kind"] == kind)
+            .map(|x| {
+                (
+                    x["name"].as_str().unwrap().to_string(),
+                    x["value"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        let names: Vec<&str> = got.iter().map(|g| g.0.as_str()).collect();
+        assert_eq!(names, ["code", "english", "heldout"], "{kind}");
+        assert!(got.iter().all(|g| g.1.is_finite() && g.1 > 0.0), "{got:?}");
+    }
+}
