@@ -282,7 +282,8 @@ fn heldout_of(run_dir: &Path) -> Result<(Option<Heldout>, Option<String>)> {
             Some("no per-source held-out loss: the run has neither [data.heldout] nor [data.validation] sources".into()),
         ));
     }
-    let tok = glass_data::PreparedData::open(run_dir)?.tokenizer()?;
+    // The tokenizer `glass eval` scores with.
+    let tok = glass_run::run_tokenizer(run_dir)?;
     Ok((Some((h, tok)), None))
 }
 
