@@ -10,7 +10,13 @@
 //!   `i ∈ [1, 2T)` puts on position `i − 1`;
 //! - **weight norm** of a parameter group (the embedding, each block, the final norm,
 //!   the untied head): the L2 norm of all its values; **update norm**: `‖W_k − W_{k−1}‖`
-//!   against the run's previous checkpoint; **update cosine**: `cos(W_k, W_{k−1})`.
+//!   against the run's previous checkpoint; **update cosine**: `cos(W_k, W_{k−1})`;
+//! - **per-source held-out loss** (`source_nats_per_token`, `source_bits_per_byte`): on
+//!   each source's held-out documents ([`glass_data::heldout`]: `[data.heldout]`'s, or the
+//!   validation sources' chosen by the same rule), `−Σ log p / Σ tokens` and
+//!   `−Σ log p / (ln 2 · Σ bytes)`, the log-likelihoods being `glass eval`'s rolling
+//!   ones (the harness's `loglikelihood_rolling`), computed by the same scorer, so the
+//!   bits per byte equal `glass eval`'s `bits_per_byte` on the same documents.
 //!
 //! The sequences are a pure function of the seed ([`repeated_batch`]), so every checkpoint
 //! (and a reference implementation: bench/induction_reference.py) sees the same tokens.
@@ -171,8 +177,72 @@ fn weight_sums(run_dir: &Path, k: u32, prev: Option<u32>) -> Result<Vec<(String,
     Ok(out)
 }
 
+/// One source's held-out loss at one checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceLoss {
+    /// Source name.
+    pub name: String,
+    /// Documents scored.
+    pub docs: usize,
+    /// Tokens scored.
+    pub tokens: usize,
+    /// UTF-8 bytes scored.
+    pub bytes: usize,
+    /// `−Σ log p / Σ tokens` (natural log).
+    pub nats_per_token: f64,
+    /// `glass eval`'s `bits_per_byte`: `−Σ log p / (ln 2 · Σ bytes)`.
+    pub bits_per_byte: f64,
+}
+
+/// Every source's held-out loss under `model`: each source's documents scored as
+/// `glass eval` scores a `loglikelihood_rolling` task whose documents are their texts
+/// (same scorer, same document groups, same aggregation), so the figures equal that
+/// task's `bits_per_byte` bit for bit.
+pub fn source_losses(
+    model: &Model,
+    tok: &glass_data::GlassTokenizer,
+    heldout: &glass_data::heldout::HeldoutFile,
+) -> Result<Vec<SourceLoss>> {
+    use glass_eval::results::{aggregate, samples};
+    use glass_eval::task::Metric;
+    let sp = tok.specials();
+    let packed = model.packed();
+    let scorer = glass_eval::Scorer {
+        model,
+        packed: Some(&packed),
+        tokenizer: tok,
+        prefix_token: sp.bos.unwrap_or(sp.eos),
+        max_length: model.cfg.max_seq_len,
+    };
+    let mut out = Vec::new();
+    for src in &heldout.sources {
+        let prepared: Vec<glass_eval::Prepared> = src
+            .docs
+            .iter()
+            .map(|d| glass_eval::Prepared::Rolling {
+                text: d.text.clone(),
+            })
+            .collect();
+        let scored = scorer.score_all(&prepared, &|_| {})?;
+        let samples = samples(&prepared, &scored);
+        let ll: f64 = samples.iter().filter_map(|s| s.loglikelihood).sum();
+        let tokens: usize = samples.iter().filter_map(|s| s.tokens).sum();
+        let bytes: usize = samples.iter().filter_map(|s| s.bytes).sum();
+        let bpb = aggregate(&[Metric::BitsPerByte], &samples)[0].value;
+        out.push(SourceLoss {
+            name: src.name.clone(),
+            docs: samples.len(),
+            tokens,
+            bytes,
+            nats_per_token: -ll / tokens.max(1) as f64,
+            bits_per_byte: bpb,
+        });
+    }
+    Ok(out)
+}
+
 /// What one checkpoint's analysis produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CheckpointDynamics {
     /// Checkpoint index.
     pub checkpoint: u32,
@@ -182,6 +252,62 @@ pub struct CheckpointDynamics {
     pub rows: Vec<glass_run::metrics::DynamicsRow>,
     /// Seconds it took.
     pub seconds: f64,
+    /// The settings stored with the rows (head-score sequences, held-out documents).
+    #[serde(skip)]
+    settings: String,
+}
+
+/// A run's held-out documents and the tokenizer that scores them.
+type Heldout = (glass_data::heldout::HeldoutFile, glass_data::GlassTokenizer);
+
+/// The held-out documents of a run and its tokenizer, or `None` (with the reason) when
+/// the run has none to score.
+fn heldout_of(run_dir: &Path) -> Result<(Option<Heldout>, Option<String>)> {
+    let manifest = run_dir
+        .join("data")
+        .join(glass_data::manifest::MANIFEST_FILE);
+    if !manifest.exists() || glass_data::external::is_external(run_dir) {
+        return Ok((
+            None,
+            Some(format!(
+                "no per-source held-out loss: {} has no data prepared by `glass data prepare`",
+                run_dir.display()
+            )),
+        ));
+    }
+    let h = glass_data::heldout::for_run(run_dir)?;
+    if h.sources.is_empty() {
+        return Ok((
+            None,
+            Some("no per-source held-out loss: the run has neither [data.heldout] nor [data.validation] sources".into()),
+        ));
+    }
+    // The tokenizer `glass eval` scores with.
+    let tok = glass_run::run_tokenizer(run_dir)?;
+    Ok((Some((h, tok)), None))
+}
+
+/// The held-out documents as recorded with each checkpoint's rows: which documents of
+/// which source, without their text and tokens.
+fn heldout_settings(h: &glass_data::heldout::HeldoutFile) -> serde_json::Value {
+    let sources: Vec<serde_json::Value> = h
+        .sources
+        .iter()
+        .map(|s| {
+            let docs: Vec<serde_json::Value> = s
+                .docs
+                .iter()
+                .map(|d| {
+                    let mut v = serde_json::to_value(&d.place).expect("json");
+                    v["tokens"] = d.tokens.len().into();
+                    v["bytes"] = d.bytes.into();
+                    v
+                })
+                .collect();
+            serde_json::json!({"name": s.name, "role": s.role, "docs": docs})
+        })
+        .collect();
+    serde_json::json!({"seed": h.seed, "settings": h.settings, "sources": sources})
 }
 
 /// Analyses the checkpoints `sel` of `run_dir` and stores each in `metrics.sqlite`.
@@ -191,59 +317,153 @@ pub fn analyze_dynamics(
     sel: &glass_run::Selection,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<CheckpointDynamics>> {
+    analyze_dynamics_on(run_dir, sel, progress, &glass_dist::Solo)
+}
+
+/// [`analyze_dynamics`] as one rank of `comm` (under mpirun): checkpoint `i` of the
+/// selection is analysed by rank `i mod W`; rank 0 gathers every result and stores them
+/// in checkpoint order, the same rows one process stores, and returns them all (other
+/// ranks return their own).
+pub fn analyze_dynamics_on(
+    run_dir: &Path,
+    sel: &glass_run::Selection,
+    progress: &mut dyn FnMut(&str),
+    comm: &dyn glass_dist::Collective,
+) -> Result<Vec<CheckpointDynamics>> {
     let manifest = glass_run::RunManifest::require(run_dir)?;
     let entries = sel.checkpoints(&manifest)?;
-    let mut metrics = glass_run::Metrics::open(run_dir)?;
-    let mut out = Vec::new();
-    for e in entries {
-        let t0 = std::time::Instant::now();
-        let (model, k) = glass_run::load_model(run_dir, Some(e.index))?;
-        let s = DynamicsSettings::for_model(&model.cfg);
-        let scores = head_scores(&model, &repeated_batch(model.cfg.vocab_size, &s))?;
-        let heads = model.cfg.n_heads;
-        drop(model);
-        let mut rows = Vec::new();
-        for (i, (&ind, &prev)) in scores.induction.iter().zip(&scores.prev_token).enumerate() {
-            let name = format!("L{}.H{}", i / heads, i % heads);
-            rows.push(row(k, "induction", &name, ind));
-            rows.push(row(k, "prev_token", &name, prev));
-        }
-        let prev = manifest
-            .checkpoints
-            .iter()
-            .rev()
-            .find(|c| c.index < k)
-            .map(|c| c.index);
-        for (g, ww, dd, wp) in weight_sums(run_dir, k, prev)? {
-            rows.push(row(k, "weight_norm", &g, ww.sqrt()));
-            if prev.is_some() {
-                rows.push(row(k, "update_norm", &g, dd.sqrt()));
-                // |w − p|² = |w|² − 2·w·p + |p|², so |p|² = |w − p|² − |w|² + 2·w·p.
-                let pp = dd - ww + 2.0 * wp;
-                let cos = if ww > 0.0 && pp > 0.0 {
-                    wp / (ww.sqrt() * pp.sqrt())
-                } else {
-                    0.0
-                };
-                rows.push(row(k, "update_cosine", &g, cos));
-            }
-        }
-        let seconds = t0.elapsed().as_secs_f64();
-        let settings = serde_json::to_string(&s).expect("json");
-        metrics.record_dynamics(k, &settings, &rows, seconds)?;
-        progress(&format!(
-            "checkpoint {k} (step {}): {} values in {seconds:.2} s",
-            e.step,
-            rows.len()
-        ));
-        out.push(CheckpointDynamics {
-            checkpoint: k,
-            step: e.step,
-            rows,
-            seconds,
-        });
+    let (heldout, note) = heldout_of(run_dir)?;
+    if let Some(n) = note {
+        progress(&n);
     }
-    Ok(out)
+    let (w, me) = (comm.size(), comm.rank());
+    let parallel = w > 1;
+    let mut metrics = if me == 0 {
+        Some(glass_run::Metrics::open(run_dir)?)
+    } else {
+        None
+    };
+    let mut mine: Vec<CheckpointDynamics> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if i % w != me {
+            continue;
+        }
+        let c = analyze_checkpoint(run_dir, &manifest, e, heldout.as_ref())?;
+        if !parallel {
+            // One process: store each checkpoint as soon as it is done.
+            store(metrics.as_mut().expect("rank 0"), &c, progress)?;
+        }
+        mine.push(c);
+    }
+    if !parallel {
+        return Ok(mine);
+    }
+    let b = serde_json::to_vec(&mine.iter().map(|c| (c, &c.settings)).collect::<Vec<_>>())
+        .expect("json");
+    let all = comm.all_gather_bytes(&b).map_err(|e| {
+        AnalysisError::Input(format!("gathering the dynamics of every rank failed: {e}"))
+    })?;
+    let Some(metrics) = metrics.as_mut() else {
+        return Ok(mine);
+    };
+    let mut got: Vec<CheckpointDynamics> = Vec::new();
+    for (rank, b) in all.iter().enumerate() {
+        let part: Vec<(CheckpointDynamics, String)> = serde_json::from_slice(b).map_err(|e| {
+            AnalysisError::Input(format!("rank {rank} sent malformed dynamics: {e}"))
+        })?;
+        got.extend(part.into_iter().map(|(mut c, s)| {
+            c.settings = s;
+            c
+        }));
+    }
+    // Checkpoint order, as one process stores them.
+    let order = |k: u32| entries.iter().position(|e| e.index == k);
+    got.sort_by_key(|c| order(c.checkpoint));
+    if got.len() != entries.len() || got.iter().any(|c| order(c.checkpoint).is_none()) {
+        return Err(AnalysisError::Input(format!(
+            "the ranks returned {} checkpoints' dynamics for {} selected",
+            got.len(),
+            entries.len()
+        )));
+    }
+    for c in &got {
+        store(metrics, c, progress)?;
+    }
+    Ok(got)
+}
+
+fn store(
+    metrics: &mut glass_run::Metrics,
+    c: &CheckpointDynamics,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    metrics.record_dynamics(c.checkpoint, &c.settings, &c.rows, c.seconds)?;
+    progress(&format!(
+        "checkpoint {} (step {}): {} values in {:.2} s",
+        c.checkpoint,
+        c.step,
+        c.rows.len(),
+        c.seconds
+    ));
+    Ok(())
+}
+
+/// Every value of one checkpoint.
+fn analyze_checkpoint(
+    run_dir: &Path,
+    manifest: &glass_run::RunManifest,
+    e: &glass_run::manifest::CheckpointEntry,
+    heldout: Option<&Heldout>,
+) -> Result<CheckpointDynamics> {
+    let t0 = std::time::Instant::now();
+    let (model, k) = glass_run::load_model(run_dir, Some(e.index))?;
+    let s = DynamicsSettings::for_model(&model.cfg);
+    let scores = head_scores(&model, &repeated_batch(model.cfg.vocab_size, &s))?;
+    let heads = model.cfg.n_heads;
+    let mut rows = Vec::new();
+    for (i, (&ind, &prev)) in scores.induction.iter().zip(&scores.prev_token).enumerate() {
+        let name = format!("L{}.H{}", i / heads, i % heads);
+        rows.push(row(k, "induction", &name, ind));
+        rows.push(row(k, "prev_token", &name, prev));
+    }
+    if let Some((h, tok)) = heldout {
+        for l in source_losses(&model, tok, h)? {
+            rows.push(row(k, "source_nats_per_token", &l.name, l.nats_per_token));
+            rows.push(row(k, "source_bits_per_byte", &l.name, l.bits_per_byte));
+        }
+    }
+    drop(model);
+    let prev = manifest
+        .checkpoints
+        .iter()
+        .rev()
+        .find(|c| c.index < k)
+        .map(|c| c.index);
+    for (g, ww, dd, wp) in weight_sums(run_dir, k, prev)? {
+        rows.push(row(k, "weight_norm", &g, ww.sqrt()));
+        if prev.is_some() {
+            rows.push(row(k, "update_norm", &g, dd.sqrt()));
+            // |w − p|² = |w|² − 2·w·p + |p|², so |p|² = |w − p|² − |w|² + 2·w·p.
+            let pp = dd - ww + 2.0 * wp;
+            let cos = if ww > 0.0 && pp > 0.0 {
+                wp / (ww.sqrt() * pp.sqrt())
+            } else {
+                0.0
+            };
+            rows.push(row(k, "update_cosine", &g, cos));
+        }
+    }
+    let mut settings = serde_json::to_value(s).expect("json");
+    if let Some((h, _)) = heldout {
+        settings["heldout"] = heldout_settings(h);
+    }
+    Ok(CheckpointDynamics {
+        checkpoint: k,
+        step: e.step,
+        rows,
+        seconds: t0.elapsed().as_secs_f64(),
+        settings: settings.to_string(),
+    })
 }
 
 fn row(checkpoint: u32, kind: &str, name: &str, value: f64) -> glass_run::metrics::DynamicsRow {

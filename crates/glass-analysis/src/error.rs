@@ -43,6 +43,9 @@ pub enum AnalysisError {
     /// From the engine.
     #[error(transparent)]
     Engine(#[from] glass_engine::EngineError),
+    /// From evaluation (held-out loss is scored by `glass eval`'s scorer).
+    #[error(transparent)]
+    Eval(#[from] glass_eval::EvalError),
 }
 
 /// Result alias of the crate.

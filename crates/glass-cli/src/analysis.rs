@@ -250,7 +250,8 @@ pub enum AnalyzeCommand {
     /// How much of each data chunk every checkpoint reproduces verbatim (Analysis360).
     Memorization(MemoArgs),
     /// Inside the model across checkpoints: induction and previous-token scores per head,
-    /// weight and update norms per layer (stored in metrics.sqlite).
+    /// held-out loss per data source, weight and update norms per layer (stored in
+    /// metrics.sqlite; under mpirun the checkpoints are split over the ranks).
     Dynamics(DynamicsArgs),
 }
 
@@ -340,12 +341,27 @@ pub fn analyze(cmd: AnalyzeCommand) -> Result<()> {
             Ok(())
         }
         AnalyzeCommand::Dynamics(a) => {
-            let quiet = a.quiet;
-            let r = glass_analysis::dynamics::analyze_dynamics(&a.run, &a.checkpoints, &mut |m| {
-                if !quiet {
-                    eprintln!("{m}");
-                }
-            })?;
+            // Under mpirun/srun the checkpoints are split over the ranks; rank 0 stores
+            // and prints the results, identical to one process's.
+            let comm = crate::world::world("analyze dynamics")?;
+            let quiet = a.quiet || comm.rank() != 0;
+            let r = crate::world::or_abort(
+                &*comm,
+                glass_analysis::dynamics::analyze_dynamics_on(
+                    &a.run,
+                    &a.checkpoints,
+                    &mut |m| {
+                        if !quiet {
+                            eprintln!("{m}");
+                        }
+                    },
+                    &*comm,
+                )
+                .map_err(anyhow::Error::from),
+            )?;
+            if comm.rank() != 0 {
+                return Ok(());
+            }
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -358,7 +374,8 @@ pub fn analyze(cmd: AnalyzeCommand) -> Result<()> {
 }
 
 /// Prints dynamics rows: per checkpoint, the strongest induction and previous-token
-/// heads, and the per-layer weight norm, update norm and cosine.
+/// heads, each source's held-out loss, and the per-layer weight norm, update norm and
+/// cosine.
 pub fn print_dynamics(rows: &[glass_run::metrics::DynamicsRow]) {
     let mut ks: Vec<u32> = rows.iter().map(|r| r.checkpoint).collect();
     ks.dedup();
@@ -379,6 +396,17 @@ pub fn print_dynamics(rows: &[glass_run::metrics::DynamicsRow]) {
             best("induction"),
             best("prev_token")
         );
+        let nats = of("source_nats_per_token");
+        let bpb = of("source_bits_per_byte");
+        for n in &nats {
+            let b = bpb.iter().find(|r| r.name == n.name);
+            println!(
+                "  held-out {:<14} {:>8.4} nats/token  {:>8} bits/byte",
+                n.name,
+                n.value,
+                b.map_or("—".into(), |r| format!("{:.4}", r.value))
+            );
+        }
         let norms = of("weight_norm");
         let upd = of("update_norm");
         let cos = of("update_cosine");

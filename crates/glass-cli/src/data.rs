@@ -173,6 +173,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
         }
         DataCommand::Stats { run, json } => {
             let (m, rows) = stats(&run)?;
+            let heldout = glass_data::heldout::load(&run, &m)?;
             if json {
                 println!(
                     "{}",
@@ -180,7 +181,8 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
                         &serde_json::json!({ "sources": m.sources.iter().map(|s| serde_json::json!({
                     "name": s.name, "role": s.role, "docs": s.docs, "tokens": s.tokens, "bad_lines": s.bad_lines,
                     "invalid_utf8": s.invalid_utf8, "blank_lines": s.blank_lines, "empty_docs": s.empty_docs, "files": s.units.len()
-                })).collect::<Vec<_>>(), "stages": rows, "dedup": m.dedup })
+                })).collect::<Vec<_>>(), "stages": rows, "dedup": m.dedup,
+                    "heldout": heldout.as_ref().map(heldout_json) })
                     )?
                 );
                 return Ok(());
@@ -211,6 +213,9 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             }
             if let Some(d) = &m.dedup {
                 print_dedup(d, &run);
+            }
+            if let Some(h) = &heldout {
+                print_heldout(h, &run);
             }
             println!();
             println!(
@@ -259,6 +264,67 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The held-out documents without their text and tokens (`glass data stats --json`).
+fn heldout_json(h: &glass_data::heldout::HeldoutFile) -> serde_json::Value {
+    let sources: Vec<serde_json::Value> = h
+        .sources
+        .iter()
+        .map(|s| {
+            let docs: Vec<serde_json::Value> = s
+                .docs
+                .iter()
+                .map(|d| {
+                    let mut v = serde_json::to_value(&d.place).expect("json");
+                    v["doc_tokens"] = d.doc_tokens.into();
+                    v["tokens"] = d.tokens.len().into();
+                    v["bytes"] = d.bytes.into();
+                    v
+                })
+                .collect();
+            serde_json::json!({"name": s.name, "role": s.role, "candidates": s.candidates, "docs": docs})
+        })
+        .collect();
+    serde_json::json!({"seed": h.seed, "settings": h.settings, "sources": sources})
+}
+
+/// The `[data.heldout]` documents of `glass data stats`: which documents of each source
+/// were kept out of training, and how much of each is scored.
+fn print_heldout(h: &glass_data::heldout::HeldoutFile, run: &std::path::Path) {
+    println!();
+    println!(
+        "held out ([data.heldout] docs_per_source = {}, max_doc_tokens = {}; texts and tokens in {}):",
+        h.settings.docs_per_source,
+        h.settings
+            .max_doc_tokens
+            .map_or("none".to_string(), |c| c.to_string()),
+        run.join("data")
+            .join(glass_data::heldout::HELDOUT_FILE)
+            .display()
+    );
+    println!(
+        "{:<12} {:<10} {:>8} {:>10} {:>10} {:>10}  document",
+        "source", "role", "doc", "doc tok", "scored", "bytes"
+    );
+    for s in &h.sources {
+        for d in &s.docs {
+            let p = &d.place;
+            println!(
+                "{:<12} {:<10} {:>8} {:>10} {:>10} {:>10}  {} line {} bytes {}..{}",
+                s.name,
+                s.role,
+                p.doc,
+                d.doc_tokens,
+                d.tokens.len(),
+                d.bytes,
+                p.file,
+                p.line,
+                p.byte_start,
+                p.byte_start + p.byte_len
+            );
+        }
+    }
 }
 
 /// The `[data.dedup]` table of `glass data stats`: what each filter removed per source.

@@ -989,3 +989,182 @@ fn dynamics_are_stored_per_checkpoint_and_match_the_weights() {
         .iter()
         .any(|x| x["checkpoint"] == m.checkpoints[0].index as u64 && x["kind"] == "update_norm"));
 }
+
+/// The per-source held-out loss of `glass analyze dynamics` is `glass eval`'s rolling
+/// perplexity on the same documents, bit for bit: the validation source's held-out
+/// documents written as a local `loglikelihood_rolling` task give the same bits per byte,
+/// and their logged log-likelihoods and token counts the same nats per token.
+#[test]
+fn dynamics_source_loss_equals_glass_eval_on_the_same_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = run();
+    let run = dir.path().join("run");
+    copy_dir(shared, &run);
+    let r = s(&run);
+    ok(&[
+        "analyze",
+        "dynamics",
+        &r,
+        "--checkpoints",
+        "0,latest",
+        "--quiet",
+    ]);
+    let stored = json(&["metrics", &r, "--dynamics", "--json"]);
+    let rows = stored.as_array().unwrap();
+    let m = glass_run::RunManifest::require(&run).unwrap();
+    let last = m.checkpoints.last().unwrap().index as u64;
+    let get = |k: u64, kind: &str| -> f64 {
+        rows.iter()
+            .find(|x| x["checkpoint"] == k && x["kind"] == kind && x["name"] == "held")
+            .unwrap_or_else(|| panic!("no {kind} held at {k}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    // Training lowers the held-out loss of the validation source.
+    assert!(get(last, "source_bits_per_byte") < get(0, "source_bits_per_byte"));
+
+    let h = glass_data::heldout::for_run(&run).unwrap();
+    assert_eq!(h.sources.len(), 1);
+    let docs = &h.sources[0].docs;
+    assert!(!docs.is_empty());
+    let tasks = dir.path().join("tasks");
+    std::fs::create_dir_all(&tasks).unwrap();
+    let mut jsonl = String::new();
+    for d in docs {
+        jsonl.push_str(&serde_json::json!({ "text": d.text }).to_string());
+        jsonl.push('\n');
+    }
+    std::fs::write(tasks.join("held_docs.jsonl"), jsonl).unwrap();
+    std::fs::write(
+        tasks.join("held_docs.yaml"),
+        "task: held_docs\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: held_docs.jsonl\noutput_type: loglikelihood_rolling\ntest_split: test\ndoc_to_text: \"\"\ndoc_to_target: \"{{text}}\"\nmetric_list:\n  - metric: bits_per_byte\n",
+    )
+    .unwrap();
+    let out = ok(&[
+        "eval",
+        &r,
+        "--checkpoints",
+        "latest",
+        "--tasks",
+        &s(&tasks.join("held_docs.yaml")),
+        "--log-samples",
+        "--json",
+    ]);
+    let res = common::results(&out);
+    assert_eq!(res.len(), 1);
+    assert_eq!(
+        common::metric(&res[0], "bits_per_byte"),
+        get(last, "source_bits_per_byte")
+    );
+    let stored: Value = serde_json::from_slice(
+        &std::fs::read(run.join(format!("evals/ckpt-{last:04}/held_docs.json"))).unwrap(),
+    )
+    .unwrap();
+    let samples = stored["samples"].as_array().unwrap();
+    let ll: f64 = samples
+        .iter()
+        .map(|x| x["loglikelihood"].as_f64().unwrap())
+        .sum();
+    let tokens: u64 = samples.iter().map(|x| x["tokens"].as_u64().unwrap()).sum();
+    assert_eq!(
+        tokens,
+        docs.iter().map(|d| d.tokens.len() as u64).sum::<u64>()
+    );
+    assert_eq!(-ll / tokens as f64, get(last, "source_nats_per_token"));
+    // People see it too.
+    let text = ok(&["metrics", &r, "--dynamics"]);
+    assert!(text.contains("held-out held"), "{text}");
+}
+
+/// A run prepared with `[data.heldout]`: dynamics scores every listed training source on
+/// the documents `data/heldout.json` records (and the validation source), and
+/// `glass data stats` names them.
+#[test]
+fn dynamics_scores_the_documents_data_heldout_withheld() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r");
+    let r = s(&run);
+    ok(&["init", &r, "--preset", "tiny"]);
+    let cfg = run.join("glass.toml");
+    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    use toml::Value::Integer as I;
+    let model = t.get_mut("model").unwrap().as_table_mut().unwrap();
+    for (k, v) in [
+        ("d_model", 32),
+        ("n_layers", 1),
+        ("n_heads", 2),
+        ("n_kv_heads", 2),
+        ("ffn_hidden", 48),
+        ("max_seq_len", 32),
+    ] {
+        model.insert(k.into(), I(v));
+    }
+    t["train"]
+        .as_table_mut()
+        .unwrap()
+        .insert("micro_batch_rows".into(), I(2));
+    let data = t.get_mut("data").unwrap().as_table_mut().unwrap();
+    data.insert("seq_len".into(), I(16));
+    data.insert("rows_per_step".into(), I(4));
+    data.insert("steps_per_chunk".into(), I(4));
+    for (i, st) in data["stages"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        st.as_table_mut()
+            .unwrap()
+            .insert("tokens".into(), I([340, 272][i.min(1)]));
+    }
+    data.insert(
+        "heldout".into(),
+        toml::from_str(
+            "docs_per_source = 2\nmax_doc_tokens = 48\nsources = [\"english\", \"code\"]",
+        )
+        .unwrap(),
+    );
+    std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
+    ok(&["data", "prepare", &r]);
+    ok(&["train", &r, "--quiet"]);
+    let stats = ok(&["data", "stats", &r]);
+    assert!(
+        stats.contains("held out ([data.heldout] docs_per_source = 2"),
+        "{stats}"
+    );
+    let h: Value = json(&["data", "stats", &r, "--json"]);
+    let srcs = h["heldout"]["sources"].as_array().unwrap();
+    let names: Vec<&str> = srcs.iter().map(|x| x["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["english", "code", "heldout"]);
+    for x in srcs {
+        assert_eq!(x["docs"].as_array().unwrap().len(), 2, "{x}");
+    }
+
+    ok(&[
+        "analyze",
+        "dynamics",
+        &r,
+        "--checkpoints",
+        "latest",
+        "--quiet",
+    ]);
+    let rows = json(&["metrics", &r, "--dynamics", "--json"]);
+    for kind in ["source_nats_per_token", "source_bits_per_byte"] {
+        let mut got: Vec<(String, f64)> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["kind"] == kind)
+            .map(|x| {
+                (
+                    x["name"].as_str().unwrap().to_string(),
+                    x["value"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        let names: Vec<&str> = got.iter().map(|g| g.0.as_str()).collect();
+        assert_eq!(names, ["code", "english", "heldout"], "{kind}");
+        assert!(got.iter().all(|g| g.1.is_finite() && g.1 > 0.0), "{got:?}");
+    }
+}

@@ -364,3 +364,50 @@ fn mismatched_rank_is_refused_and_eval_matches_one_process() {
     };
     assert_eq!(files(&dist), files(&solo));
 }
+
+#[test]
+#[ignore = "needs Open MPI; run by .ci/run"]
+fn dynamics_split_over_ranks_store_what_one_process_stores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = make_run(&tmp.path().join("a"), 2, 0);
+    ok(&["train", &p(&a), "--quiet"]);
+    let (solo, dist) = (tmp.path().join("solo"), tmp.path().join("dist"));
+    copy_dir(&a, &solo);
+    copy_dir(&a, &dist);
+    ok(&["analyze", "dynamics", &p(&solo), "--quiet"]);
+    must(
+        mpirun(3, &["analyze", "dynamics", &p(&dist), "--quiet"], &[]),
+        "distributed dynamics",
+    );
+    let rows = |r: &Path| -> serde_json::Value {
+        serde_json::from_str(&ok(&["metrics", &p(r), "--dynamics", "--json"])).unwrap()
+    };
+    let (r_solo, r_dist) = (rows(&solo), rows(&dist));
+    let n_ckpt = glass_run::RunManifest::require(&solo)
+        .unwrap()
+        .checkpoints
+        .len();
+    assert!(n_ckpt >= 3);
+    let per_source = r_solo
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["kind"] == "source_bits_per_byte")
+        .count();
+    assert_eq!(per_source, n_ckpt, "one validation source per checkpoint");
+    assert_eq!(r_dist, r_solo);
+    // The settings stored with each checkpoint (head-score sequences, held-out
+    // documents) too.
+    let settings = |r: &Path| -> Vec<(u32, String)> {
+        let db = rusqlite::Connection::open(r.join("metrics.sqlite")).unwrap();
+        let mut st = db
+            .prepare("SELECT checkpoint, settings FROM dynamics_runs ORDER BY checkpoint")
+            .unwrap();
+        st.query_map([], |x| Ok((x.get(0)?, x.get(1)?)))
+            .unwrap()
+            .map(|x| x.unwrap())
+            .collect()
+    };
+    assert_eq!(settings(&dist), settings(&solo));
+    assert_eq!(settings(&solo).len(), n_ckpt);
+}

@@ -201,8 +201,13 @@ fn reweighted(
         };
         views.push(view);
     }
-    // The parent's deduplication: the same documents are left out, read from its
-    // removed-documents file, checked against the parent's manifest.
+    // The parent's deduplication and held-out documents: the same documents are left
+    // out, read from its removed-documents and held-out files, checked against the
+    // parent's manifest.
+    let mut removed: Vec<(String, u64)> = Vec::new();
+    if parent.heldout.is_some() {
+        removed.extend(crate::heldout::withheld(parent_dir, &parent)?);
+    }
     if let Some(d) = &parent.dedup {
         let f = parent
             .files
@@ -226,7 +231,9 @@ fn reweighted(
                 f.sha256
             )));
         }
-        let removed = crate::dedup::read_removed(&root, &p)?;
+        removed.extend(crate::dedup::read_removed(&root, &p)?);
+    }
+    if !removed.is_empty() {
         for (s, src) in cfg.sources.iter().enumerate() {
             if let Some(v) = views[s].as_mut() {
                 let mut docs: Vec<u64> = removed

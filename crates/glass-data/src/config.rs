@@ -57,6 +57,29 @@ pub struct DataConfig {
     /// relative to the run directory); the Hugging Face datasets cache is searched after.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decontaminate_data_dir: Vec<PathBuf>,
+    /// Documents of every source withheld from training for per-source held-out loss
+    /// (absent: none). Written only when set, so configs without it keep their hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heldout: Option<HeldoutConfig>,
+}
+
+/// `[data.heldout]`: up to `docs_per_source` documents of every source, chosen by a
+/// pure function of `[data] seed` and each document's identity (`crate::heldout`), kept
+/// out of the training stream and recorded with their text and tokens in
+/// `RUN/data/heldout.json`, for `glass analyze dynamics`'s per-source loss.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldoutConfig {
+    /// Documents withheld per source (fewer when a source has fewer candidates).
+    pub docs_per_source: usize,
+    /// Token cap per held-out document: each is scored on its longest prefix of whole
+    /// lines of at most this many tokens (absent: the whole document).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_doc_tokens: Option<usize>,
+    /// Training sources documents are withheld from (default: every one). Validation
+    /// sources always get documents chosen by the same rule (they are never trained on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<String>>,
 }
 
 /// `[data.dedup]`: which duplicate documents are removed before packing. Decisions are a
@@ -438,6 +461,22 @@ impl DataConfig {
             }
         }
         self.validate_dedup()?;
+        if let Some(h) = &self.heldout {
+            if h.docs_per_source == 0 {
+                return err("[data.heldout] docs_per_source must be at least 1 (leave the table out for none)".into());
+            }
+            if h.max_doc_tokens == Some(0) {
+                return err("[data.heldout] max_doc_tokens must be at least 1".into());
+            }
+            let train = self.training_sources();
+            for n in h.sources.iter().flatten() {
+                match self.source_index(n) {
+                    Some(i) if train.contains(&i) => {}
+                    Some(_) => return err(format!("[data.heldout] sources names `{n}`, which no stage trains on (validation sources are held out already)")),
+                    None => return err(format!("[data.heldout] sources names unknown source `{n}`")),
+                }
+            }
+        }
         if self.decontaminate_ngram == Some(0) {
             return Err(DataError::Config(
                 "decontaminate_ngram must be at least 1".into(),

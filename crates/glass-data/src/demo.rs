@@ -103,6 +103,7 @@ impl DataConfig {
             decontaminate: vec![],
             decontaminate_ngram: None,
             decontaminate_data_dir: vec![],
+            heldout: None,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod dtype;
 pub mod embedded;
 pub mod error;
 pub mod external;
+pub mod heldout;
 pub mod inspect;
 pub mod integrity;
 pub mod manifest;

@@ -122,6 +122,9 @@ pub struct Manifest {
     /// What `[data.dedup]` removed (absent when the config has no dedup table).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup: Option<crate::dedup::DedupRecord>,
+    /// The documents `[data.heldout]` withheld per source (absent without the table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heldout: Option<crate::heldout::HeldoutRecord>,
 }
 
 /// Where a branch's data manifest reads the files it does not hold itself.

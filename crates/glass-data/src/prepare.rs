@@ -603,6 +603,18 @@ impl Prepare {
         } else {
             remove_if_exists(&self.data.join(crate::dedup::REMOVED_FILE))?;
         }
+        let heldout = crate::heldout::withhold(
+            &self.run_dir,
+            &self.data,
+            &cfg,
+            &self.units,
+            &mut views,
+            tok,
+        )?;
+        match &heldout {
+            Some((_, f)) => files.push(f.clone()),
+            None => remove_if_exists(&self.data.join(crate::heldout::HELDOUT_FILE))?,
+        }
 
         let framing = Framing::new(&cfg, tok.specials());
         let plan = Plan::new(&cfg);
@@ -708,6 +720,7 @@ impl Prepare {
             files,
             base: None,
             dedup: dedup.map(|d| d.0),
+            heldout: heldout.map(|h| h.0),
         };
         write_atomic(
             &self.data.join(MANIFEST_FILE),

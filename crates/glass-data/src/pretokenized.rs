@@ -403,6 +403,7 @@ pub fn import_pretokenized(
         decontaminate: vec![],
         decontaminate_ngram: None,
         decontaminate_data_dir: vec![],
+        heldout: None,
     };
     config.validate()?;
     let config_sha256 = config.hash();
@@ -498,6 +499,7 @@ pub fn import_pretokenized(
         files,
         base: None,
         dedup: None,
+        heldout: None,
     };
     let bytes = serde_json::to_vec_pretty(&manifest).expect("json");
     write_atomic(&data.join(MANIFEST_FILE), &bytes)?;

@@ -120,9 +120,10 @@ pub struct EvalRunRow {
 }
 
 /// One value of `glass analyze dynamics` (`dynamics` table): `kind` is `induction` or
-/// `prev_token` (name `L{layer}.H{head}`), or `weight_norm`, `update_norm`,
-/// `update_cosine` (name: `embed`, `layer.{l}`, `final_norm`, `head`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// `prev_token` (name `L{layer}.H{head}`), `weight_norm`, `update_norm`,
+/// `update_cosine` (name: `embed`, `layer.{l}`, `final_norm`, `head`), or
+/// `source_nats_per_token`, `source_bits_per_byte` (name: the data source).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct DynamicsRow {
     /// Checkpoint index.
     pub checkpoint: u32,
