@@ -213,6 +213,8 @@ pub const TARGETS: &[Target] = &[
             "crates/glass-cli/tests/fixtures/suites/crystalcoder/data/stage1/data-00002.h5",
             "crates/glass-cli/tests/fixtures/suites/crystalcoder/data/stage2/examples_0_0.h5",
             "crates/glass-cli/tests/fixtures/suites/crystalcoder/bad/wrong_shape.h5",
+            "crates/glass-cli/tests/fixtures/suites/crystalcoder/variants/edge_chunks.h5",
+            "crates/glass-cli/tests/fixtures/suites/crystalcoder/variants/compact.h5",
         ],
         run: |_, b| readers::hdf5_file(b),
     },
