@@ -68,8 +68,7 @@ fn files_h5py_writes_with_libver_latest_are_refused_by_name() {
     let p = fixtures().join("variants/latest.h5");
     let e = H5File::open(&p)
         .and_then(|f| f.dataset("data"))
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(e.contains("latest.h5") && e.contains("libver"), "{e}");
 }
