@@ -226,3 +226,49 @@ fn bad_hdf5_input_is_refused_naming_the_file() {
     let e = stderr(&glass(&["data", "show", &p(&run), "--step", "0"]));
     assert!(e.contains("data-00000.h5") && e.contains("bytes"), "{e}");
 }
+
+/// `glass serve` on a folder holding an external-data run: it is listed (not its `data/`
+/// folder, whose manifest is not a run's) and its batches are served as `data show` gives
+/// them.
+#[test]
+fn serve_lists_an_external_data_run_and_serves_its_batches() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("runs/crystal");
+    let o = import(&fixtures().join("data"), &run, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_glass"))
+        .args(["serve", &p(&d.path().join("runs")), "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(|l| l.ok())
+        .find_map(|l| l.split("http://").nth(1)?.split('/').next()?.parse().ok())
+        .expect("glass serve prints its URL");
+    let get = |t: &str| -> (u16, Value) {
+        let r = glass_bench::http::get(addr, t).unwrap();
+        (r.status, serde_json::from_slice(&r.body).unwrap())
+    };
+    let (status, runs) = get("/api/runs");
+    let (status1, batch) = get("/api/runs/crystal/data?step=3");
+    let (status2, past) = get("/api/runs/crystal/data?step=4");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200);
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(runs[0]["id"], "crystal");
+    assert!(runs[0]["error"].is_null(), "{runs}");
+    assert_eq!(status1, 200, "{batch}");
+    assert_eq!(batch["n_steps"], 4);
+    check_step(
+        &batch["batch"],
+        &expected()["steps"]["3"],
+        0,
+        "served step 3",
+    );
+    assert_eq!(status2, 404, "{past}");
+}
