@@ -239,9 +239,11 @@ pub fn progress_bars() -> impl FnMut(Progress) {
     let mut bar: Option<glass_io::progress::ProgressBar> = None;
     move |p| match p {
         Progress::Begin { label, total } => {
-            // Hashing counts bytes; checking an index counts records.
+            // Hashing counts bytes; checking an index counts records, HDF5 headers files.
             let template = if label == "sha256" {
                 "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}"
+            } else if label.contains(".h5") {
+                "{prefix} [{bar:30}] {pos}/{len} files ETA {eta}"
             } else {
                 "{prefix} [{bar:30}] {pos}/{len} records ETA {eta}"
             };
