@@ -22,8 +22,11 @@ use crate::error::{DataError, Result};
 const SIGNATURE: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
 /// B-tree levels followed before a file is called cyclic.
 const MAX_DEPTH: u32 = 32;
-/// Nodes a group listing visits at most.
-const MAX_NODES: usize = 1 << 20;
+/// Nodes and entries a group listing visits at most.
+const MAX_NODES: usize = 1 << 22;
+/// Element copies one row read may do (chunks per row × row length): bounds the work a
+/// hostile chunk shape can ask for.
+const MAX_ROW_WORK: u64 = 1 << 26;
 /// Largest row read at once (elements; a CrystalCoder row is 3 × 2048), so a header
 /// cannot make a reader allocate or loop without bound.
 const MAX_ROW_ELEMENTS: u64 = 1 << 22;
@@ -286,6 +289,10 @@ impl H5File {
             }
             let n = u16::from_le_bytes(self.bytes(snod + 6, 2)?.try_into().expect("2 bytes"));
             let entry = 2 * o + 24;
+            *visited += n as usize;
+            if *visited > MAX_NODES {
+                return Err(self.err(Some(snod), "group has too many entries"));
+            }
             for k in 0..n as u64 {
                 let mut c = Cur {
                     f: self,
@@ -755,7 +762,7 @@ impl H5File {
                 // Every chunk whose first-dimension range holds `row`, in row-major order.
                 let counts: Vec<u64> = (1..rank).map(|d| ds.shape[d].div_ceil(cdims[d])).collect();
                 let total: u64 = counts.iter().product();
-                if total > per_row.max(1) {
+                if total.saturating_mul(per_row) > MAX_ROW_WORK {
                     return Err(self.err(Some(ds.header), "too many chunks per row"));
                 }
                 for ci in 0..total {
