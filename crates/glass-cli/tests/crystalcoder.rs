@@ -118,6 +118,7 @@ fn crystalcoder_steps_are_the_reference_rows_across_files_and_stages() {
     for (s, want) in steps {
         let got = show(&run, s.parse().unwrap(), &[]);
         assert_eq!(got["rows"].as_array().unwrap().len(), 4, "step {s}");
+        assert_eq!(got["stage"], want["stages"][0], "step {s}");
         check_step(&got, want, 0, &format!("step {s}"));
         assert!(!got["rows"][0]["text"].as_str().unwrap().is_empty());
         // Rank 1 of 2 holds the second half of the global batch.

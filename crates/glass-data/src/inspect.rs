@@ -259,9 +259,14 @@ fn show_external(run_dir: &Path, step: u64, rank: usize, world_size: usize) -> R
             ids: r.ids,
         });
     }
+    // CrystalCoder's steps each lie in one training stage: name it.
+    let stage = match (&m.layout, rows.first()) {
+        (crate::external::ExternalLayout::Hdf5 { .. }, Some(r)) => r.source.clone(),
+        _ => m.suite.clone(),
+    };
     Ok(BatchView {
         step,
-        stage: m.suite.clone(),
+        stage,
         rank,
         world_size,
         rows,
