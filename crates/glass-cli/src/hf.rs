@@ -33,6 +33,9 @@ pub enum ImportCommand {
     /// OLMo's training data (the config's token memmaps in global_indices.npy order) as a
     /// run whose step N is the exact batch OLMo trained on, read in place.
     Olmo(crate::suites::ImportOlmoArgs),
+    /// CrystalCoder's training data (the Cerebras modelzoo's HDF5 files, one folder per
+    /// stage) as a run whose step N is rows [N·B, (N+1)·B) of its stage, read in place.
+    Crystalcoder(crate::suites::ImportCrystalCoderArgs),
     /// A llama.cpp GGUF file of a LLaMA model (F32/F16/BF16/Q4_0/Q4_1/Q8_0 tensors) as a
     /// new run whose checkpoint 0 is its weights, dequantized exactly as transformers
     /// loads them.
@@ -147,6 +150,7 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
         ImportCommand::Llm360(a) => return crate::release::import_llm360(a),
         ImportCommand::Pythia(a) => return crate::suites::import_pythia(a),
         ImportCommand::Olmo(a) => return crate::suites::import_olmo(a),
+        ImportCommand::Crystalcoder(a) => return crate::suites::import_crystalcoder(a),
         ImportCommand::Gguf(a) => return import_gguf(a),
     };
     let r = glass_hf::import_with(

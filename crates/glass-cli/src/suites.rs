@@ -1,5 +1,5 @@
-//! `glass import pythia` and `glass import olmo`: runs over the Pythia and OLMo suites'
-//! training data, read in place (argument parsing, progress and printing only; the work is
+//! `glass import pythia`, `glass import olmo` and `glass import crystalcoder`: runs over
+//! the Pythia, OLMo and CrystalCoder training data, read in place (argument parsing, progress and printing only; the work is
 //! in `glass_data::external`).
 
 use std::path::PathBuf;
@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use glass_data::external::{self, ImportCommon, OlmoImport, Progress, PythiaImport};
+use glass_data::external::{
+    self, CrystalCoderImport, ImportCommon, OlmoImport, Progress, PythiaImport,
+};
 
 /// Options both imports share.
 #[derive(Args)]
@@ -198,14 +200,50 @@ pub struct ImportOlmoArgs {
     pub run: PathBuf,
 }
 
+/// Options of `glass import crystalcoder`.
+#[derive(Args)]
+pub struct ImportCrystalCoderArgs {
+    /// Folder of stage folders (e.g. stage1, stage2, stage3), each holding the modelzoo's
+    /// `.h5` files (root dataset `data` of [n_examples, 3, max_seq_length]); a folder of
+    /// `.h5` files alone is one stage. Read in place, never copied.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Stage folders in training order, comma-separated (default: every sub-folder
+    /// holding `.h5` files, in natural name order).
+    #[arg(long, value_delimiter = ',')]
+    pub stages: Vec<String>,
+    /// Rows per optimizer step: the global batch size of the training config (required:
+    /// the published data does not record it; docs/suites.md).
+    #[arg(long)]
+    pub rows_per_step: u64,
+    /// Tokens per row, checked against every file (default: the first file's).
+    #[arg(long)]
+    pub seq_len: Option<u64>,
+    /// A tokenizer.json (CrystalCoder's, from its model repository) copied into the run,
+    /// so `glass data show` prints each row's text.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Record file lengths only and hash nothing now; `glass data verify RUN` hashes every
+    /// file and records the hashes on its first pass.
+    #[arg(long)]
+    pub defer_hash: bool,
+    /// Print a JSON report.
+    #[arg(long)]
+    pub json: bool,
+    /// New run directory.
+    pub run: PathBuf,
+}
+
 /// A progress sink drawing indicatif bars on stderr.
 pub fn progress_bars() -> impl FnMut(Progress) {
     let mut bar: Option<glass_io::progress::ProgressBar> = None;
     move |p| match p {
         Progress::Begin { label, total } => {
-            // Hashing counts bytes; checking an index counts records.
+            // Hashing counts bytes; checking an index counts records, HDF5 headers files.
             let template = if label == "sha256" {
                 "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}"
+            } else if label.contains(".h5") {
+                "{prefix} [{bar:30}] {pos}/{len} files ETA {eta}"
             } else {
                 "{prefix} [{bar:30}] {pos}/{len} records ETA {eta}"
             };
@@ -302,6 +340,24 @@ pub fn import_olmo(a: ImportOlmoArgs) -> Result<()> {
     let r = external::import_olmo(&o, &a.run, &mut progress_bars())?;
     let ckpts = import_checkpoints(&a.common, &a.run, r.n_steps)?;
     report(&r, &ckpts, a.common.json)
+}
+
+/// Runs `glass import crystalcoder`.
+pub fn import_crystalcoder(a: ImportCrystalCoderArgs) -> Result<()> {
+    let o = CrystalCoderImport {
+        data: a.data,
+        stages: a.stages,
+        rows_per_step: a.rows_per_step,
+        seq_len: a.seq_len,
+        common: ImportCommon {
+            tokenizer: a.tokenizer,
+            hash: !a.defer_hash,
+            validate: true,
+        },
+    };
+    let r = external::import_crystalcoder(&o, &a.run, &mut progress_bars())
+        .context("glass import crystalcoder")?;
+    report(&r, &[], a.json)
 }
 
 #[cfg(test)]

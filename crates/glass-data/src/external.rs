@@ -1,9 +1,11 @@
-//! Runs whose training data stays where it was downloaded: Pythia's Megatron `.bin`/`.idx`
-//! and OLMo's memmaps + `global_indices.npy`, referenced in place by
+//! Runs whose training data stays where it was downloaded: Pythia's Megatron `.bin`/`.idx`,
+//! OLMo's memmaps + `global_indices.npy` and CrystalCoder's modelzoo HDF5 files, referenced
+//! in place by
 //! `RUN/data/manifest.json` (format `glass-external-data-v1`) instead of being copied into
 //! chunks. The manifest records every file (absolute path, length and, unless deferred,
 //! sha256), the layout, the row length and rows per step; the readers in
-//! [`crate::megatron`] and [`crate::olmo`] turn a step into its exact rows.
+//! [`crate::megatron`], [`crate::olmo`] and [`crate::crystalcoder`] turn a step into its
+//! exact rows.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -59,6 +61,13 @@ pub enum ExternalLayout {
         global_indices: ExternalFile,
         /// How the order file is stored.
         global_indices_format: IndexFormat,
+    },
+    /// The Cerebras modelzoo's HDF5 files (CrystalCoder), stage by stage.
+    Hdf5 {
+        /// Each stage's files, in order.
+        stages: Vec<Vec<ExternalFile>>,
+        /// Each stage's name and rows per file.
+        stage_rows: Vec<crate::crystalcoder::StageRows>,
     },
 }
 
@@ -155,6 +164,7 @@ impl ExternalManifest {
                 .chain(files.iter())
                 .chain(std::iter::once(global_indices))
                 .collect(),
+            ExternalLayout::Hdf5 { stages, .. } => stages.iter().flatten().collect(),
         }
     }
 
@@ -172,6 +182,7 @@ impl ExternalManifest {
                 .chain(files.iter_mut())
                 .chain(std::iter::once(global_indices))
                 .collect(),
+            ExternalLayout::Hdf5 { stages, .. } => stages.iter_mut().flatten().collect(),
         }
     }
 
@@ -205,6 +216,8 @@ fn check_len(f: &ExternalFile) -> Result<PathBuf> {
 enum Reader {
     Megatron(MegatronDataset),
     Olmo(OlmoDataset, OlmoOrder),
+    /// Files are opened per read (a stage has thousands; a step touches a few).
+    Hdf5,
 }
 
 /// One row of a step, with where it came from.
@@ -220,8 +233,11 @@ pub struct ExternalRow {
     pub byte: u64,
     /// OLMo: the chunk within the file.
     pub chunk: Option<u64>,
-    /// OLMo: the file's `data.datasets` label.
+    /// OLMo: the file's `data.datasets` label; CrystalCoder: the stage.
     pub label: Option<String>,
+    /// CrystalCoder: the row within the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<u64>,
 }
 
 /// An opened external-data run.
@@ -255,6 +271,20 @@ impl ExternalData {
                     OlmoDataset::open(&paths, *dtype, manifest.seq_len)?,
                     OlmoOrder::open(Path::new(&global_indices.path), manifest.rows_per_step)?,
                 )
+            }
+            ExternalLayout::Hdf5 { stages, stage_rows } => {
+                if stages.len() != stage_rows.len()
+                    || stages
+                        .iter()
+                        .zip(stage_rows)
+                        .any(|(f, r)| f.len() != r.rows.len())
+                {
+                    return Err(DataError::Format(format!(
+                        "{}: the HDF5 stages' files and row counts disagree",
+                        run_dir.join("data").join(MANIFEST_FILE).display()
+                    )));
+                }
+                Reader::Hdf5
             }
         };
         Ok(Self {
@@ -328,6 +358,7 @@ impl ExternalData {
                             byte: o.piece_offset,
                             chunk: None,
                             label: None,
+                            row: None,
                         },
                     ));
                 }
@@ -349,6 +380,54 @@ impl ExternalData {
                             byte: o.byte,
                             chunk: Some(o.chunk),
                             label: labels.get(o.file).cloned().flatten(),
+                            row: None,
+                        },
+                    ));
+                }
+            }
+            Reader::Hdf5 => {
+                let ExternalLayout::Hdf5 { stages, stage_rows } = &self.manifest.layout else {
+                    unreachable!("reader follows layout")
+                };
+                // Each file a step touches is opened once.
+                let mut open: Option<((usize, usize), crate::hdf5::H5File, crate::hdf5::Dataset)> =
+                    None;
+                for slot in lo..hi {
+                    let (si, fi, row) = crate::crystalcoder::locate(
+                        stage_rows,
+                        self.manifest.rows_per_step,
+                        step,
+                        slot as u64,
+                    )
+                    .ok_or_else(|| {
+                        DataError::Range(format!("step {step} slot {slot} is past the data"))
+                    })?;
+                    let path = Path::new(&stages[si][fi].path);
+                    if open.as_ref().is_none_or(|o| o.0 != (si, fi)) {
+                        let (f, ds, shape) = crate::crystalcoder::open_file(path)?;
+                        if shape.rows != stage_rows[si].rows[fi] || shape.seq_len != row_len {
+                            return Err(DataError::layout(
+                                path,
+                                None,
+                                format!(
+                                    "holds {} rows of {} tokens, the run recorded {} of {row_len} at import",
+                                    shape.rows, shape.seq_len, stage_rows[si].rows[fi]
+                                ),
+                            ));
+                        }
+                        open = Some(((si, fi), f, ds));
+                    }
+                    let (_, f, ds) = open.as_ref().expect("opened above");
+                    out.push((
+                        slot,
+                        ExternalRow {
+                            ids: crate::crystalcoder::row_ids(f, ds, row)?,
+                            sequence: step * self.manifest.rows_per_step + slot as u64,
+                            file: stages[si][fi].path.clone(),
+                            byte: 0,
+                            chunk: None,
+                            label: Some(stage_rows[si].name.clone()),
+                            row: Some(row),
                         },
                     ));
                 }
@@ -791,6 +870,113 @@ pub fn import_olmo(
             tokenizer: None,
         };
         finish(&tmp, run_dir, m, &o.common, order.indices().len())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+/// `glass import crystalcoder` options.
+#[derive(Debug, Clone)]
+pub struct CrystalCoderImport {
+    /// Folder of stage folders of `.h5` files (or of `.h5` files: one stage).
+    pub data: PathBuf,
+    /// Stage folders to read, in training order (default: every sub-folder with `.h5`
+    /// files, in natural name order).
+    pub stages: Vec<String>,
+    /// Rows per optimizer step (the global batch size).
+    pub rows_per_step: u64,
+    /// Expected tokens per row, if given (checked against every file).
+    pub seq_len: Option<u64>,
+    /// Shared options.
+    pub common: ImportCommon,
+}
+
+/// `glass import crystalcoder`: a run whose data is the modelzoo's HDF5 files, read in
+/// place. Every file's header is read and checked (`data` of `[n, 3, seq]` integers,
+/// `n_examples` = `n`, one `seq` for all).
+pub fn import_crystalcoder(
+    o: &CrystalCoderImport,
+    run_dir: &Path,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ExternalImportReport> {
+    if o.rows_per_step == 0 || o.seq_len == Some(0) {
+        return Err(DataError::Range(
+            "--rows-per-step and --seq-len must be positive".into(),
+        ));
+    }
+    let stages = crate::crystalcoder::stage_files(&o.data, &o.stages)?;
+    let total: u64 = stages.iter().map(|s| s.1.len() as u64).sum();
+    progress(Progress::Begin {
+        label: "checking .h5 headers".into(),
+        total,
+    });
+    let mut seq_len = o.seq_len;
+    let mut stage_rows = Vec::with_capacity(stages.len());
+    let mut done = 0;
+    for (name, files) in &stages {
+        let mut rows = Vec::with_capacity(files.len());
+        for p in files {
+            let (f, ds, shape) = crate::crystalcoder::open_file(p)?;
+            match seq_len {
+                Some(s) if s != shape.seq_len => {
+                    return Err(DataError::layout(
+                        p,
+                        None,
+                        format!(
+                            "rows of {} tokens, but {} (--seq-len or the first file) has {s}",
+                            shape.seq_len,
+                            if o.seq_len.is_some() {
+                                "--seq-len"
+                            } else {
+                                "the first file"
+                            }
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None => seq_len = Some(shape.seq_len),
+            }
+            // The first row must decode: catches a filter or chunk index problem now.
+            if shape.rows > 0 {
+                crate::crystalcoder::row_ids(&f, &ds, 0)?;
+            }
+            rows.push(shape.rows);
+            done += 1;
+            progress(Progress::At(done));
+        }
+        stage_rows.push(crate::crystalcoder::StageRows {
+            name: name.clone(),
+            rows,
+        });
+    }
+    progress(Progress::End);
+    let seq_len = seq_len.unwrap_or(0);
+    let n_steps = crate::crystalcoder::n_steps(&stage_rows, o.rows_per_step);
+    let all_rows: u64 = stage_rows.iter().flat_map(|s| s.rows.iter()).sum();
+    let tmp = staging(run_dir)?;
+    let result = (|| {
+        let paths: Vec<PathBuf> = stages.iter().flat_map(|s| s.1.iter().cloned()).collect();
+        let mut recorded = record_all(&paths, o.common.hash, progress)?.into_iter();
+        let files = stages
+            .iter()
+            .map(|s| recorded.by_ref().take(s.1.len()).collect())
+            .collect();
+        let m = ExternalManifest {
+            format: EXTERNAL_FORMAT.into(),
+            suite: "crystalcoder".into(),
+            layout: ExternalLayout::Hdf5 {
+                stages: files,
+                stage_rows,
+            },
+            row_len: seq_len,
+            seq_len,
+            rows_per_step: o.rows_per_step,
+            n_steps,
+            tokenizer: None,
+        };
+        finish(&tmp, run_dir, m, &o.common, all_rows)
     })();
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);

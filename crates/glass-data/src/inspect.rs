@@ -209,7 +209,7 @@ pub fn stats(run_dir: &Path) -> Result<(Manifest, Vec<StatsRow>)> {
     Ok((m, rows))
 }
 
-/// [`show`] for a run over external data (`glass import pythia` / `olmo`): each row is one
+/// [`show`] for a run over external data (`glass import pythia` / `olmo` / `crystalcoder`): each row is one
 /// text segment whose `doc` is the sequence (Pythia: idx entry; OLMo: instance) and whose
 /// `doc_id` names the file and byte offset; `meta` holds the same as fields.
 fn show_external(run_dir: &Path, step: u64, rank: usize, world_size: usize) -> Result<BatchView> {
@@ -225,14 +225,18 @@ fn show_external(run_dir: &Path, step: u64, rank: usize, world_size: usize) -> R
                 .map_err(|e| crate::error::DataError::Tokenizer(e.to_string()))?,
             None => String::new(),
         };
-        let doc_id = match r.chunk {
-            Some(c) => format!("{}:chunk {c} (byte {})", r.file, r.byte),
-            None => format!("{}:byte {}", r.file, r.byte),
+        let doc_id = match (r.chunk, r.row) {
+            (Some(c), _) => format!("{}:chunk {c} (byte {})", r.file, r.byte),
+            (None, Some(row)) => format!("{}:row {row}", r.file),
+            (None, None) => format!("{}:byte {}", r.file, r.byte),
         };
-        let meta = serde_json::json!({
+        let mut meta = serde_json::json!({
             "suite": m.suite, "sequence": r.sequence, "file": r.file, "byte": r.byte,
             "chunk": r.chunk, "label": r.label,
         });
+        if let Some(row) = r.row {
+            meta["row"] = row.into();
+        }
         rows.push(RowView {
             row: step * m.rows_per_step + slot as u64,
             slot,
@@ -255,9 +259,14 @@ fn show_external(run_dir: &Path, step: u64, rank: usize, world_size: usize) -> R
             ids: r.ids,
         });
     }
+    // CrystalCoder's steps each lie in one training stage: name it.
+    let stage = match (&m.layout, rows.first()) {
+        (crate::external::ExternalLayout::Hdf5 { .. }, Some(r)) => r.source.clone(),
+        _ => m.suite.clone(),
+    };
     Ok(BatchView {
         step,
-        stage: m.suite.clone(),
+        stage,
         rank,
         world_size,
         rows,

@@ -212,6 +212,19 @@ pub const TARGETS: &[Target] = &[
         run: |_, b| readers::suite_file("olmo", "data/global_indices.npy", b),
     },
     Target {
+        name: "hdf5_file",
+        kind: Kind::Bytes,
+        seeds: &[
+            "crates/glass-cli/tests/fixtures/suites/crystalcoder/data/stage1/data-00000.h5",
+            "crates/glass-cli/tests/fixtures/suites/crystalcoder/data/stage1/data-00002.h5",
+            "crates/glass-cli/tests/fixtures/suites/crystalcoder/data/stage2/examples_0_0.h5",
+            "crates/glass-cli/tests/fixtures/suites/crystalcoder/bad/wrong_shape.h5",
+            "crates/glass-cli/tests/fixtures/suites/crystalcoder/variants/edge_chunks.h5",
+            "crates/glass-cli/tests/fixtures/suites/crystalcoder/variants/compact.h5",
+        ],
+        run: |_, b| readers::hdf5_file(b),
+    },
+    Target {
         name: "olmo_config",
         kind: Kind::Text,
         seeds: &["crates/glass-cli/tests/fixtures/suites/olmo/config.yaml"],

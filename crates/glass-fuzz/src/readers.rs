@@ -163,6 +163,56 @@ pub fn suite_file(suite: &str, rel: &str, bytes: &[u8]) {
     }
 }
 
+/// A CrystalCoder HDF5 file (the modelzoo's `data` of `[n, 3, seq]`) as the second file of
+/// a stage beside a good one: imported (every header checked), every step shown and
+/// verified; then the HDF5 reader on its own, reading every row.
+pub fn hdf5_file(bytes: &[u8]) {
+    use glass_data::external;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stage = dir.path().join("data/stage1");
+    std::fs::create_dir_all(&stage).expect("mkdir");
+    let good = workspace()
+        .join(SUITES)
+        .join("crystalcoder/data/stage1/data-00001.h5");
+    std::fs::copy(good, stage.join("data-00000.h5")).expect("copy");
+    let f = stage.join("data-00001.h5");
+    std::fs::write(&f, bytes).expect("write");
+    let run = dir.path().join("run");
+    let imported = external::import_crystalcoder(
+        &external::CrystalCoderImport {
+            data: dir.path().join("data"),
+            stages: Vec::new(),
+            rows_per_step: 2,
+            seq_len: None,
+            common: external::ImportCommon {
+                tokenizer: None,
+                hash: false,
+                validate: true,
+            },
+        },
+        &run,
+        &mut |_| {},
+    );
+    if let Ok(r) = imported {
+        for step in 0..r.n_steps.min(16) {
+            let _ = glass_data::inspect::show(&run, step, 0, 1);
+        }
+        let _ = external::verify(&run, &mut |_| {});
+    }
+    if let Ok(h) = glass_data::hdf5::H5File::open(&f) {
+        let _ = h.root_attr_int("n_examples");
+        for name in ["data", "input_ids"] {
+            if let Ok(ds) = h.dataset(name) {
+                let n = ds.shape().first().copied().unwrap_or(0);
+                for row in 0..n.min(64) {
+                    let _ = h.read_row(&ds, row);
+                }
+                let _ = h.read_row(&ds, n);
+            }
+        }
+    }
+}
+
 /// An evaluation dataset file in each format the harness's hub layout uses, written into
 /// the scratch directory (the Parquet and Arrow readers stream from the file).
 pub fn eval_rows(s: &Scratch, name: &str, bytes: &[u8]) {

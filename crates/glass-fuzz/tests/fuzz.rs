@@ -249,6 +249,7 @@ targets!(
     megatron_idx,
     megatron_bin_piece,
     npy_index,
+    hdf5_file,
     olmo_config,
     eval_jsonl,
     eval_parquet,

@@ -609,6 +609,22 @@ async fn api_data(
                 "`rank` must be below `world_size` ({rank} of {world_size})"
             )));
         }
+        if glass_data::external::is_external(&run.dir) {
+            // Data read in place (`glass import pythia|olmo|crystalcoder`): one segment per row.
+            let n_steps = glass_data::external::ExternalManifest::load(&run.dir)
+                .map_err(ApiError::run)?
+                .n_steps;
+            if step >= n_steps {
+                return Err(ApiError::not_found(format!(
+                    "step {step} is beyond the run's {n_steps} steps"
+                )));
+            }
+            let batch = glass_data::inspect::show(&run.dir, step, rank, world_size)
+                .map_err(|e| ApiError::bad(e.to_string()))?;
+            let pieces: Vec<Vec<String>> =
+                batch.rows.iter().map(|r| vec![r.text.clone()]).collect();
+            return Ok(json!({"batch": batch, "segment_text": pieces, "n_steps": n_steps}));
+        }
         let data = glass_data::reader::PreparedData::open(&run.dir).map_err(ApiError::run)?;
         data.rank_rows(rank, world_size)
             .map_err(|e| ApiError::bad(e.to_string()))?;

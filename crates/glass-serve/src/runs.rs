@@ -77,15 +77,17 @@ impl Runs {
     }
 }
 
-/// Whether `dir` looks like a run directory (it has a config, a manifest or metrics).
+/// Whether `dir` looks like a run directory (it has a config, a manifest or metrics, or
+/// is a run over external data: `glass import pythia|olmo|crystalcoder`).
 pub fn is_run(dir: &Path) -> bool {
-    [
-        "glass.toml",
-        "manifest.json",
-        glass_run::metrics::METRICS_FILE,
-    ]
-    .iter()
-    .any(|f| dir.join(f).is_file())
+    glass_data::external::is_external(dir)
+        || [
+            "glass.toml",
+            "manifest.json",
+            glass_run::metrics::METRICS_FILE,
+        ]
+        .iter()
+        .any(|f| dir.join(f).is_file())
 }
 
 /// The run directories named by `paths`: each is a run, or a directory whose runs are
