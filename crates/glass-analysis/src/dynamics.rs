@@ -287,29 +287,6 @@ fn heldout_of(run_dir: &Path) -> Result<(Option<Heldout>, Option<String>)> {
     Ok((Some((h, tok)), None))
 }
 
-/// The held-out documents as recorded with each checkpoint's rows: which documents of
-/// which source, without their text and tokens.
-fn heldout_settings(h: &glass_data::heldout::HeldoutFile) -> serde_json::Value {
-    let sources: Vec<serde_json::Value> = h
-        .sources
-        .iter()
-        .map(|s| {
-            let docs: Vec<serde_json::Value> = s
-                .docs
-                .iter()
-                .map(|d| {
-                    let mut v = serde_json::to_value(&d.place).expect("json");
-                    v["tokens"] = d.tokens.len().into();
-                    v["bytes"] = d.bytes.into();
-                    v
-                })
-                .collect();
-            serde_json::json!({"name": s.name, "role": s.role, "docs": docs})
-        })
-        .collect();
-    serde_json::json!({"seed": h.seed, "settings": h.settings, "sources": sources})
-}
-
 /// Analyses the checkpoints `sel` of `run_dir` and stores each in `metrics.sqlite`.
 /// `progress` gets one line per checkpoint.
 pub fn analyze_dynamics(
@@ -455,7 +432,7 @@ fn analyze_checkpoint(
     }
     let mut settings = serde_json::to_value(s).expect("json");
     if let Some((h, _)) = heldout {
-        settings["heldout"] = heldout_settings(h);
+        settings["heldout"] = h.summary();
     }
     Ok(CheckpointDynamics {
         checkpoint: k,

@@ -182,7 +182,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
                     "name": s.name, "role": s.role, "docs": s.docs, "tokens": s.tokens, "bad_lines": s.bad_lines,
                     "invalid_utf8": s.invalid_utf8, "blank_lines": s.blank_lines, "empty_docs": s.empty_docs, "files": s.units.len()
                 })).collect::<Vec<_>>(), "stages": rows, "dedup": m.dedup,
-                    "heldout": heldout.as_ref().map(heldout_json) })
+                    "heldout": heldout.as_ref().map(|h| h.summary()) })
                     )?
                 );
                 return Ok(());
@@ -264,29 +264,6 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The held-out documents without their text and tokens (`glass data stats --json`).
-fn heldout_json(h: &glass_data::heldout::HeldoutFile) -> serde_json::Value {
-    let sources: Vec<serde_json::Value> = h
-        .sources
-        .iter()
-        .map(|s| {
-            let docs: Vec<serde_json::Value> = s
-                .docs
-                .iter()
-                .map(|d| {
-                    let mut v = serde_json::to_value(&d.place).expect("json");
-                    v["doc_tokens"] = d.doc_tokens.into();
-                    v["tokens"] = d.tokens.len().into();
-                    v["bytes"] = d.bytes.into();
-                    v
-                })
-                .collect();
-            serde_json::json!({"name": s.name, "role": s.role, "candidates": s.candidates, "docs": docs})
-        })
-        .collect();
-    serde_json::json!({"seed": h.seed, "settings": h.settings, "sources": sources})
 }
 
 /// The `[data.heldout]` documents of `glass data stats`: which documents of each source

@@ -19,25 +19,8 @@ fn make_run(dir: &Path) -> PathBuf {
     let cfg = run.join("glass.toml");
     let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
     use toml::Value::Integer as I;
-    let model = t.get_mut("model").unwrap().as_table_mut().unwrap();
-    for (k, v) in [
-        ("d_model", 32),
-        ("n_layers", 1),
-        ("n_heads", 2),
-        ("n_kv_heads", 2),
-        ("ffn_hidden", 48),
-        ("max_seq_len", 128),
-    ] {
-        model.insert(k.into(), I(v));
-    }
-    t["train"]
-        .as_table_mut()
-        .unwrap()
-        .insert("micro_batch_rows".into(), I(2));
+    common::shrink_tiny(&mut t, 128);
     let data = t.get_mut("data").unwrap().as_table_mut().unwrap();
-    data.insert("seq_len".into(), I(16));
-    data.insert("rows_per_step".into(), I(4));
-    data.insert("steps_per_chunk".into(), I(4));
     data["validation"]
         .as_table_mut()
         .unwrap()

@@ -1139,6 +1139,12 @@ fn internals_run() -> &'static Path {
             rows.map(Result::unwrap).collect()
         };
         assert!(cks.len() > 3, "{cks:?}");
+        // The analysis scored the run's one validation source; three sources with known
+        // values replace it, so the chart can be checked line by line and value by value.
+        let real = db
+            .execute("DELETE FROM dynamics WHERE kind LIKE 'source_%'", [])
+            .unwrap();
+        assert!(real > 0, "glass analyze dynamics stored no per-source loss");
         for &k in &cks {
             for kind in ["source_nats_per_token", "source_bits_per_byte"] {
                 for (i, s) in SOURCES.iter().enumerate() {

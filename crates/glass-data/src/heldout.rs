@@ -63,6 +63,33 @@ pub struct HeldoutFile {
     pub sources: Vec<HeldoutSource>,
 }
 
+impl HeldoutFile {
+    /// Which documents of which source, without their text and tokens (token and byte
+    /// counts only): what `glass data stats --json` lists and what each checkpoint's
+    /// dynamics records.
+    pub fn summary(&self) -> serde_json::Value {
+        let sources: Vec<serde_json::Value> = self
+            .sources
+            .iter()
+            .map(|s| {
+                let docs: Vec<serde_json::Value> = s
+                    .docs
+                    .iter()
+                    .map(|d| {
+                        let mut v = serde_json::to_value(&d.place).expect("json");
+                        v["doc_tokens"] = d.doc_tokens.into();
+                        v["tokens"] = d.tokens.len().into();
+                        v["bytes"] = d.bytes.into();
+                        v
+                    })
+                    .collect();
+                serde_json::json!({"name": s.name, "role": s.role, "candidates": s.candidates, "docs": docs})
+            })
+            .collect();
+        serde_json::json!({"seed": self.seed, "settings": self.settings, "sources": sources})
+    }
+}
+
 /// One source's held-out documents.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeldoutSource {

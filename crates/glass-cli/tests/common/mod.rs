@@ -206,3 +206,48 @@ pub fn metric(r: &serde_json::Value, name: &str) -> f64 {
         .as_f64()
         .unwrap()
 }
+
+/// The tokenizer of the LLM360-layout fixture (what the suites' imports are given).
+pub fn llm360_tokenizer() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/llm360-mini/checkpoints/ckpt_000/tokenizer.json")
+}
+
+/// Copies the tree `from` to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), &t).unwrap();
+        }
+    }
+}
+
+/// Shrinks the `tiny` preset of a `glass init` config to a one-layer, width-32 model
+/// with 4 rows of 16 tokens per step and 4 steps per chunk, so training takes seconds.
+pub fn shrink_tiny(t: &mut toml::Table, max_seq_len: i64) {
+    use toml::Value::Integer as I;
+    let model = t.get_mut("model").unwrap().as_table_mut().unwrap();
+    for (k, v) in [
+        ("d_model", 32),
+        ("n_layers", 1),
+        ("n_heads", 2),
+        ("n_kv_heads", 2),
+        ("ffn_hidden", 48),
+        ("max_seq_len", max_seq_len),
+    ] {
+        model.insert(k.into(), I(v));
+    }
+    t["train"]
+        .as_table_mut()
+        .unwrap()
+        .insert("micro_batch_rows".into(), I(2));
+    let data = t.get_mut("data").unwrap().as_table_mut().unwrap();
+    data.insert("seq_len".into(), I(16));
+    data.insert("rows_per_step".into(), I(4));
+    data.insert("steps_per_chunk".into(), I(4));
+}
