@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 mod common;
-use common::{glass, glass_within, mkfifo, ok};
+use common::{copy_dir, glass, glass_within, mkfifo, ok};
 
 const PASSAGE: &str = "Glass records the exact token at every step, so this planted passage can be traced back to every row that held it.";
 const WORDS: &[&str] = &[
@@ -521,19 +521,6 @@ fn memorization_continuations_equal_greedy_generate_for_any_thread_count() {
             .filter(|(a, b)| a == b)
             .count();
         assert_eq!(smp["matches"].as_u64().unwrap() as usize, matches);
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
     }
 }
 

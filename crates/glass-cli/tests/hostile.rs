@@ -12,7 +12,8 @@ use serde_json::Value;
 
 mod common;
 use common::{
-    assert_same_tree, glass, glass_env, glass_within, mkfifo, ok, ok_output, tree_snapshot,
+    assert_same_tree, copy_dir, glass, glass_env, glass_within, mkfifo, ok, ok_output,
+    tree_snapshot,
 };
 
 fn s(p: &Path) -> String {
@@ -82,19 +83,6 @@ fn base() -> &'static (PathBuf, PathBuf) {
         ok(&["train", &s(&trained), "--quiet"]);
         (prepared, trained)
     })
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
 }
 
 /// A private copy of the prepared (`trained = false`) or trained base run.

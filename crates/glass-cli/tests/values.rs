@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 mod common;
-use common::{glass, ok, p, small_run};
+use common::{copy_dir, glass, ok, p, small_run};
 
 /// A trained small run shared by the tests of this file (tests work on copies).
 fn trained() -> &'static PathBuf {
@@ -24,19 +24,6 @@ fn trained() -> &'static PathBuf {
         ok(&["train", &p(&run), "--quiet"]);
         run
     })
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
 }
 
 fn copy_of(tmp: &Path) -> PathBuf {
