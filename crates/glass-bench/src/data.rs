@@ -115,15 +115,23 @@ pub struct DataBench {
     pub tokenizer: TokenizerReport,
 }
 
+/// Runs `f` on a pool of `threads` (default: the current pool's size), telling it the size.
+fn on_pool<R: Send>(
+    threads: Option<usize>,
+    f: impl FnOnce(usize) -> Result<R> + Send,
+) -> Result<R> {
+    let threads = threads.unwrap_or_else(rayon::current_num_threads).max(1);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(BenchError::ThreadPool)?
+        .install(|| f(threads))
+}
+
 /// Runs both comparisons on a pool of the chosen size; `progress` hears which timed run
 /// is starting (the pipeline runs take seconds each).
 pub fn run(o: &DataOptions, progress: &mut (dyn FnMut(&str) + Send)) -> Result<DataBench> {
-    let threads = o.threads.unwrap_or_else(rayon::current_num_threads).max(1);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(BenchError::ThreadPool)?;
-    pool.install(|| bench(o, threads, progress))
+    on_pool(o.threads, |threads| bench(o, threads, progress))
 }
 
 fn bench(
@@ -655,12 +663,7 @@ pub fn run_corpus(
     o: &CorpusOptions,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<CorpusBench> {
-    let threads = o.threads.unwrap_or_else(rayon::current_num_threads).max(1);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(BenchError::ThreadPool)?;
-    pool.install(|| bench_corpus(o, threads, progress))
+    on_pool(o.threads, |threads| bench_corpus(o, threads, progress))
 }
 
 fn bench_corpus(
