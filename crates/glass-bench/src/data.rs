@@ -759,7 +759,7 @@ fn bench_corpus(
     let glass = SideTimes {
         plain: runs(gp),
         dedup: runs(gd),
-        docs_kept: docs.len() as u64 - stats.len() as u64,
+        docs_kept: docs.len() as u64 - stats.docs.len() as u64,
     };
     let python = o.python.as_ref().map(|_| SideTimes {
         plain: runs(pp),

@@ -352,6 +352,20 @@ fn print_dedup(d: &glass_data::dedup::DedupRecord, run: &std::path::Path) {
             s.tokens_after
         );
     }
+    if d.sources.iter().any(|s| s.substring.is_some()) {
+        println!(
+            "{:<12} {:>10} {:>12} {:>10} {:>12}",
+            "substring", "spans", "tokens cut", "docs cut", "docs emptied"
+        );
+        for s in &d.sources {
+            if let Some(x) = &s.substring {
+                println!(
+                    "{:<12} {:>10} {:>12} {:>10} {:>12}",
+                    s.name, x.spans, x.tokens, x.docs_cut, x.docs_emptied
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]

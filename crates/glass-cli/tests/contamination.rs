@@ -629,3 +629,54 @@ fn decontamination_errors_name_the_key_and_the_source() {
         "{err}"
     );
 }
+
+/// `[data.dedup] substring`: a document quoting 60 words of an earlier one has that span
+/// cut, and `glass data stats` shows the spans in text and JSON.
+#[test]
+fn substring_dedup_shows_in_stats() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    make_run(&run);
+    let cfg = run.join("glass.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("[data.dedup]", "[data.dedup]\nsubstring = 50"),
+    )
+    .unwrap();
+    let quote: Vec<String> = filler(1, 120).split(' ').map(str::to_string).collect();
+    let doc = format!("{} {}", quote[20..80].join(" "), filler(77, 40));
+    let mut corpus = std::fs::read_to_string(run.join("corpus/web.jsonl")).unwrap();
+    corpus.push_str(&serde_json::json!({ "text": doc }).to_string());
+    corpus.push('\n');
+    std::fs::write(run.join("corpus/web.jsonl"), corpus).unwrap();
+    ok(&["data", "prepare", &p(&run)]);
+
+    let stats: Value = serde_json::from_str(&ok(&["data", "stats", &p(&run), "--json"])).unwrap();
+    let sub = &stats["dedup"]["sources"][0]["substring"];
+    assert_eq!(
+        (sub["spans"].as_u64(), sub["docs_cut"].as_u64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+    assert!(sub["tokens"].as_u64().unwrap() >= 50, "{stats}");
+    let text = ok(&["data", "stats", &p(&run)]);
+    assert!(
+        text.contains("substring") && text.contains("docs emptied"),
+        "{text}"
+    );
+    let removed = std::fs::read_to_string(run.join("data/dedup_removed.jsonl")).unwrap();
+    let line: Value = removed
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|l| l["filter"] == "substring")
+        .unwrap();
+    assert_eq!(
+        (line["line"].as_u64(), line["kept"]["line"].as_u64()),
+        (Some(14), Some(2))
+    );
+    assert!(
+        line["span"].is_array() && line["kept_at"].is_u64(),
+        "{line}"
+    );
+}

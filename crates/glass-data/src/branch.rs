@@ -205,6 +205,7 @@ fn reweighted(
     // out, read from its removed-documents and held-out files, checked against the
     // parent's manifest.
     let mut removed: Vec<(String, u64)> = Vec::new();
+    let mut cut = crate::dedup::Removals::default();
     if parent.heldout.is_some() {
         removed.extend(crate::heldout::withheld(parent_dir, &parent)?);
     }
@@ -231,11 +232,13 @@ fn reweighted(
                 f.sha256
             )));
         }
-        removed.extend(crate::dedup::read_removed(&root, &p)?);
+        cut = crate::dedup::read_removed(&root, &p)?;
+        removed.append(&mut cut.docs);
     }
-    if !removed.is_empty() {
+    if !removed.is_empty() || !cut.spans.is_empty() {
         for (s, src) in cfg.sources.iter().enumerate() {
             if let Some(v) = views[s].as_mut() {
+                v.cut_spans(&cut.spans_of(&src.name))?;
                 let mut docs: Vec<u64> = removed
                     .iter()
                     .filter(|r| r.0 == src.name)

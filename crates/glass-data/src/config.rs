@@ -111,6 +111,11 @@ pub struct DedupConfig {
     /// Hash functions per band: two documents collide in a band when all agree.
     #[serde(default = "default_band_rows")]
     pub rows: usize,
+    /// Exact-substring deduplication: cut every span of at least this many tokens that
+    /// occurred earlier in the recorded order (absent: off; 50 in the published method).
+    /// Written only when set, so configs without it keep their hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substring: Option<u32>,
 }
 
 impl Default for DedupConfig {
@@ -123,6 +128,7 @@ impl Default for DedupConfig {
             shingle_words: default_shingle_words(),
             bands: default_bands(),
             rows: default_band_rows(),
+            substring: None,
         }
     }
 }
@@ -531,6 +537,14 @@ impl DataConfig {
                 "bands × rows = {} hash functions; at most {MAX_DEDUP_HASHES} are supported",
                 d.bands.saturating_mul(d.rows)
             ));
+        }
+        if let Some(k) = d.substring {
+            use crate::substring::{MAX_SPAN, MIN_SPAN};
+            if !(MIN_SPAN..=MAX_SPAN).contains(&k) {
+                return err(format!(
+                    "substring = {k}: spans of {MIN_SPAN} to {MAX_SPAN} tokens are supported (50 is the published choice)"
+                ));
+            }
         }
         let train = self.training_sources();
         for n in d.sources.iter().flatten() {

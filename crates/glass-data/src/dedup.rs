@@ -75,10 +75,26 @@ pub struct DedupSourceRecord {
     pub exact: Removed,
     /// Removed as near duplicates.
     pub near: Removed,
+    /// Cut by substring deduplication (absent when it is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substring: Option<SubstringRemoved>,
     /// Documents packed.
     pub docs_after: u64,
     /// Tokens of those documents.
     pub tokens_after: u64,
+}
+
+/// What substring deduplication cut from one source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubstringRemoved {
+    /// Spans cut.
+    pub spans: u64,
+    /// Tokens cut (spans and emptied documents).
+    pub tokens: u64,
+    /// Documents with at least one span cut that kept some tokens.
+    pub docs_cut: u64,
+    /// Documents every token of which was cut: removed whole.
+    pub docs_emptied: u64,
 }
 
 /// One line of [`REMOVED_FILE`]: a removed document and the kept one it duplicates, or
@@ -102,6 +118,13 @@ pub struct RemovedDoc {
     /// their signatures estimate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jaccard: Option<f64>,
+    /// Substring spans: the tokens `[start, end)` of the document that were cut (absent:
+    /// the whole document was removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span: Option<[u32; 2]>,
+    /// Substring spans: where in `kept` the span's first window occurred first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_at: Option<u32>,
 }
 
 /// Where a document came from: the provenance `glass data show` prints.
@@ -327,19 +350,48 @@ pub fn write_removed(
     Ok(f.commit()?)
 }
 
-/// Reads [`REMOVED_FILE`]: the removed `(source, doc)` pairs.
-pub fn read_removed(root: &Path, path: &Path) -> Result<Vec<(String, u64)>> {
+/// What [`REMOVED_FILE`] says packing leaves out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removals {
+    /// Removed documents, `(source, doc)`.
+    pub docs: Vec<(String, u64)>,
+    /// Token ranges cut by substring deduplication, `(source, doc, start, end)`.
+    pub spans: Vec<(String, u64, u32, u32)>,
+}
+
+impl Removals {
+    /// The cut ranges of `source` as [`SourceView::cut_spans`] takes them.
+    pub fn spans_of(&self, source: &str) -> Vec<(u64, u32, u32)> {
+        self.spans
+            .iter()
+            .filter(|s| s.0 == source)
+            .map(|s| (s.1, s.2, s.3))
+            .collect()
+    }
+}
+
+/// Reads [`REMOVED_FILE`]: the removed documents and the cut spans.
+pub fn read_removed(root: &Path, path: &Path) -> Result<Removals> {
     let bytes = glass_io::open::read_beneath(root, path, u64::MAX)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| DataError::Format(format!("{}: not UTF-8", path.display())))?;
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| {
-            let d: RemovedDoc = serde_json::from_str(l)
-                .map_err(|e| DataError::Format(format!("{}:{}: {e}", path.display(), i + 1)))?;
-            Ok((d.doc.source, d.doc.doc))
-        })
-        .collect()
+    let mut out = Removals::default();
+    for (i, l) in text.lines().enumerate() {
+        let d: RemovedDoc = serde_json::from_str(l)
+            .map_err(|e| DataError::Format(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        match d.span {
+            Some([a, b]) if a < b => out.spans.push((d.doc.source, d.doc.doc, a, b)),
+            Some(_) => {
+                return Err(DataError::Format(format!(
+                    "{}:{}: an empty or reversed span",
+                    path.display(),
+                    i + 1
+                )))
+            }
+            None => out.docs.push((d.doc.source, d.doc.doc)),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

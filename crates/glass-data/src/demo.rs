@@ -210,6 +210,7 @@ embedded = "english-held-out"
 # near = true
 # sources = ["english"]     # default: every trained source
 # seed = 1234               # default: the [data] seed
+# substring = 50            # also cut every span of >= 50 tokens seen earlier (suffix array)
 
 # Stage token budgets are whole chunks (steps_per_chunk x rows_per_step x (seq_len + 1)),
 # so the end of the English stage is a checkpoint.

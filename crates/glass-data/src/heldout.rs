@@ -153,19 +153,21 @@ pub fn rank_key(seed: u64, source: &str, file: &str, line: u64, byte_start: u64)
     u64::from_le_bytes(h[..8].try_into().expect("8 bytes"))
 }
 
-/// The documents of `view` held out: among those packing draws from, the `n` with the
+/// The documents of `view` held out: among those packing draws from and substring
+/// deduplication left whole (a cut document repeats trained text), the `n` with the
 /// smallest [`rank_key`] (ties by document index), in document order. Also returns the
 /// number of candidates.
 pub fn choose(view: &SourceView, seed: u64, n: usize) -> (Vec<u64>, u64) {
-    let m = view.n_drawable();
-    let mut keyed: Vec<(u64, u64)> = (0..m)
+    let mut keyed: Vec<(u64, u64)> = (0..view.n_drawable())
         .into_par_iter()
-        .map(|i| {
-            let d = view.drawable(i);
+        .map(|i| view.drawable(i))
+        .filter(|&d| !view.is_cut(d))
+        .map(|d| {
             let p = place(view, d);
             (rank_key(seed, &view.name, &p.file, p.line, p.byte_start), d)
         })
         .collect();
+    let m = keyed.len() as u64;
     keyed.sort_unstable();
     let mut docs: Vec<u64> = keyed.into_iter().take(n).map(|k| k.1).collect();
     docs.sort_unstable();

@@ -37,6 +37,7 @@ pub mod pretokenized;
 pub mod reader;
 pub mod sources;
 pub mod store;
+pub mod substring;
 pub mod tokenizer;
 
 pub use config::DataConfig;

@@ -226,7 +226,8 @@ impl<'a> Stream<'a> {
             n,
             hash_words(&[self.key, DOCS_TAG, self.epoch]),
         ));
-        let len = self.view.doc_len(doc);
+        // A document substring deduplication cut is framed as its remaining tokens.
+        let len = self.view.kept_len(doc);
         let h = hash_words(&[self.key, FIM_TAG, self.epoch, doc]);
         let mut pieces = Vec::with_capacity(8);
         pieces.extend(framing.bos.map(|b| Piece::Special(SegmentKind::Bos, b)));
@@ -256,6 +257,20 @@ impl<'a> Stream<'a> {
             _ => pieces.push(Piece::Text { start: 0, len }),
         }
         pieces.extend(framing.eos.map(|e| Piece::Special(SegmentKind::Eos, e)));
+        if self.view.is_cut(doc) {
+            pieces = pieces
+                .into_iter()
+                .flat_map(|p| match p {
+                    Piece::Text { start, len } => self
+                        .view
+                        .kept_ranges(doc, start, len)
+                        .into_iter()
+                        .map(|(start, len)| Piece::Text { start, len })
+                        .collect(),
+                    special => vec![special],
+                })
+                .collect();
+        }
         pieces.retain(|p| p.len() > 0);
         st.docs += 1;
         self.cur = Some(Current {

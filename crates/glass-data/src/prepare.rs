@@ -20,7 +20,7 @@ use crate::decontaminate::{
 };
 use crate::dedup::{
     cluster, fingerprint_source, place as dedup_place, write_removed, DedupRecord,
-    DedupSourceRecord, Removed, RemovedDoc,
+    DedupSourceRecord, Removed, RemovedDoc, SubstringRemoved,
 };
 use crate::dtype::TokenDtype;
 use crate::error::{DataError, IoContext, Result};
@@ -769,6 +769,13 @@ impl Prepare {
                     decontaminate: Removed::default(),
                     exact: Removed::default(),
                     near: Removed::default(),
+                    substring: self
+                        .cfg
+                        .dedup
+                        .as_ref()
+                        .and_then(|d| d.substring)
+                        .filter(|_| dedup_sources.contains(&s))
+                        .map(|_| SubstringRemoved::default()),
                     docs_after: v.n_docs(),
                     tokens_after: v.n_tokens(),
                 }
@@ -777,6 +784,8 @@ impl Prepare {
         let rec_of = |s: usize| sources.iter().position(|&x| x == s).expect("listed");
         // Removed documents per source, and the lines of the file keyed by (source, doc).
         let mut removed: Vec<Vec<u64>> = vec![Vec::new(); self.cfg.sources.len()];
+        // Token ranges substring deduplication cuts, per source.
+        let mut cuts: Vec<Vec<(u64, u32, u32)>> = vec![Vec::new(); self.cfg.sources.len()];
         let mut lines: Vec<(usize, u64, RemovedDoc)> = Vec::new();
         let count = |rec: &mut DedupSourceRecord, which: u8, r: &crate::store::DocRecord| {
             let c = match which {
@@ -831,6 +840,8 @@ impl Prepare {
                                 pos,
                             }),
                             jaccard: None,
+                            span: None,
+                            kept_at: None,
                         },
                     ));
                 }
@@ -898,27 +909,43 @@ impl Prepare {
                         kept: Some(dedup_place(views[ks].as_ref().expect("view"), kdoc)),
                         benchmark: None,
                         jaccard: d.jaccard,
+                        span: None,
+                        kept_at: None,
                     },
                 ));
             }
+            if let Some(k) = dcfg.substring {
+                self.substring(
+                    views,
+                    &dedup_sources,
+                    k,
+                    &mut removed,
+                    &mut cuts,
+                    &mut lines,
+                    (&sources, &mut records),
+                    progress,
+                )?;
+            }
         }
-        lines.sort_by_key(|l| (l.0, l.1));
+        lines.sort_by_key(|l| (l.0, l.1, l.2.span.map(|s| s[0])));
         let (sha256, bytes) =
             write_removed(&self.run_dir, &self.data, lines.into_iter().map(|l| l.2))?;
         for &s in &sources {
             removed[s].sort_unstable();
             let v = views[s].as_mut().expect("view");
             v.remove_docs(&removed[s]);
+            v.cut_spans(&cuts[s])?;
             if v.n_drawable() == 0 {
                 let rec = &records[rec_of(s)];
                 return Err(DataError::Source {
                     source_name: rec.name.clone(),
                     message: format!(
-                        "decontamination and deduplication removed every one of its {} documents ({} sharing an n-gram with a benchmark item of [data] decontaminate, {} exact and {} near duplicates of earlier documents; each is listed with what it matched in {}); leave the source out of [data.dedup] sources or out of the run, or decontaminate against fewer tasks",
+                        "decontamination and deduplication removed every one of its {} documents ({} sharing an n-gram with a benchmark item of [data] decontaminate, {} exact and {} near duplicates of earlier documents, {} repeating earlier text in every token; each is listed with what it matched in {}); leave the source out of [data.dedup] sources or out of the run, or decontaminate against fewer tasks",
                         rec.docs_before,
                         rec.decontaminate.docs,
                         rec.exact.docs,
                         rec.near.docs,
+                        rec.substring.map_or(0, |x| x.docs_emptied),
                         self.data.join(crate::dedup::REMOVED_FILE).display()
                     ),
                 });
@@ -937,6 +964,118 @@ impl Prepare {
                 bytes,
             },
         )))
+    }
+
+    /// Substring deduplication (`[data.dedup] substring = k`) over the documents of the
+    /// deduplicated sources still left, in recorded order: pushes the emptied documents
+    /// to `removed`, the cut ranges to `cuts`, a line per span or emptied document to
+    /// `lines`, and counts them in the sources' records.
+    #[allow(clippy::too_many_arguments)]
+    fn substring(
+        &self,
+        views: &[Option<SourceView>],
+        dedup_sources: &[usize],
+        k: u32,
+        removed: &mut [Vec<u64>],
+        cuts: &mut [Vec<(u64, u32, u32)>],
+        lines: &mut Vec<(usize, u64, RemovedDoc)>,
+        (sources, records): (&[usize], &mut [DedupSourceRecord]),
+        progress: bool,
+    ) -> Result<()> {
+        let view = |s: usize| views[s].as_ref().expect("deduplicated sources are trained");
+        let mut live: Vec<(usize, u64)> = Vec::new();
+        for &s in dedup_sources {
+            let mut gone = removed[s].clone();
+            gone.sort_unstable();
+            live.extend(
+                (0..view(s).n_docs())
+                    .filter(|d| gone.binary_search(d).is_err())
+                    .map(|d| (s, d)),
+            );
+        }
+        let lens: Vec<u32> = live.iter().map(|&(s, d)| view(s).doc_len(d)).collect();
+        let n: u64 = lens.iter().map(|&l| l as u64 + 1).sum();
+        let bar = glass_io::progress::bar(
+            3 * n,
+            progress,
+            "substring [{bar:30}] {percent}% {msg} ETA {eta}",
+        );
+        bar.set_message(format!(
+            "{}-token spans over {} tokens (about {:.1} GiB)",
+            k,
+            n,
+            crate::substring::memory_bytes(n, 0) as f64 / (1u64 << 30) as f64
+        ));
+        let read = |i: usize, out: &mut Vec<u32>| {
+            let (s, d) = live[i];
+            view(s).doc_tokens(d, 0, lens[i], out)
+        };
+        let found = crate::substring::repeated_spans(
+            &crate::substring::Docs {
+                lens: &lens,
+                read: &read,
+            },
+            k,
+            &|t| bar.inc(t),
+        )?;
+        bar.finish_and_clear();
+        // Per document: its spans, then whether nothing is left of it.
+        let mut i = 0;
+        while i < found.len() {
+            let doc = found[i].doc;
+            let j = i + found[i..].iter().take_while(|c| c.doc == doc).count();
+            let (s, d) = live[doc];
+            let cut: u32 = found[i..j].iter().map(|c| c.end - c.start).sum();
+            let rec = &mut records[sources.iter().position(|&x| x == s).expect("listed")];
+            let sub = rec.substring.get_or_insert_with(Default::default);
+            sub.tokens += cut as u64;
+            rec.tokens_after -= cut as u64;
+            let place = |c: &crate::substring::Cut| {
+                let (ks, kd) = live[c.kept_doc];
+                dedup_place(view(ks), kd)
+            };
+            if cut == lens[doc] {
+                sub.docs_emptied += 1;
+                rec.docs_after -= 1;
+                removed[s].push(d);
+                lines.push((
+                    s,
+                    d,
+                    RemovedDoc {
+                        filter: "substring".into(),
+                        doc: dedup_place(view(s), d),
+                        tokens: cut as u64,
+                        kept: Some(place(&found[i])),
+                        benchmark: None,
+                        jaccard: None,
+                        span: None,
+                        kept_at: Some(found[i].kept_at),
+                    },
+                ));
+            } else {
+                sub.docs_cut += 1;
+                sub.spans += (j - i) as u64;
+                for c in &found[i..j] {
+                    cuts[s].push((d, c.start, c.end));
+                    lines.push((
+                        s,
+                        d,
+                        RemovedDoc {
+                            filter: "substring".into(),
+                            doc: dedup_place(view(s), d),
+                            tokens: (c.end - c.start) as u64,
+                            kept: Some(place(c)),
+                            benchmark: None,
+                            jaccard: None,
+                            span: Some([c.start, c.end]),
+                            kept_at: Some(c.kept_at),
+                        },
+                    ));
+                }
+            }
+            i = j;
+        }
+        Ok(())
     }
 
     fn remove_stale_stores(&self, tokens_dir: &Path, n: u32) -> Result<()> {

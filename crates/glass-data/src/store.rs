@@ -440,6 +440,8 @@ pub struct SourceView {
     n_tokens: u64,
     /// The documents packing draws from, when deduplication removed some (sorted).
     kept: Option<Vec<u64>>,
+    /// Token ranges substring deduplication cut, per document (sorted, disjoint).
+    cuts: std::collections::HashMap<u64, Vec<(u32, u32)>>,
 }
 
 impl SourceView {
@@ -499,6 +501,7 @@ impl SourceView {
             n_docs,
             n_tokens,
             kept: None,
+            cuts: Default::default(),
         })
     }
 
@@ -521,6 +524,77 @@ impl SourceView {
             })
             .collect();
         self.kept = Some(kept);
+    }
+
+    /// Cuts token ranges `(doc, start, end)` out of documents (substring deduplication):
+    /// packing reads each cut document as its remaining tokens in order, and segments
+    /// still name the store's token offsets. Refuses ranges that are empty, overlap, or
+    /// leave their document (a hand-edited removed-documents file).
+    pub fn cut_spans(&mut self, spans: &[(u64, u32, u32)]) -> Result<()> {
+        self.cuts.clear();
+        for &(doc, a, b) in spans {
+            let len = self.try_doc(doc)?.n_tokens;
+            if a >= b || b > len {
+                return Err(DataError::Format(format!(
+                    "source `{}`: cut [{a}, {b}) of document {doc} is not inside its {len} tokens",
+                    self.name
+                )));
+            }
+            self.cuts.entry(doc).or_default().push((a, b));
+        }
+        for (doc, v) in &mut self.cuts {
+            v.sort_unstable();
+            if v.windows(2).any(|w| w[0].1 > w[1].0) {
+                return Err(DataError::Format(format!(
+                    "source `{}`: cuts of document {doc} overlap",
+                    self.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether substring deduplication cut tokens out of `doc`.
+    pub fn is_cut(&self, doc: u64) -> bool {
+        self.cuts.contains_key(&doc)
+    }
+
+    /// Tokens of `doc` that packing reads: its length less the cut ranges.
+    pub fn kept_len(&self, doc: u64) -> u32 {
+        let cut: u32 = self
+            .cuts
+            .get(&doc)
+            .map_or(0, |v| v.iter().map(|(a, b)| b - a).sum());
+        self.doc_len(doc) - cut
+    }
+
+    /// Kept tokens `[start, start + len)` of `doc` (counted without the cut ranges) as
+    /// ranges `(first token, length)` of the stored document, in order.
+    pub fn kept_ranges(&self, doc: u64, start: u32, len: u32) -> Vec<(u32, u32)> {
+        let full = self.doc_len(doc);
+        let cuts = self.cuts.get(&doc).map_or(&[][..], |v| v.as_slice());
+        let mut out = Vec::new();
+        let (mut skip, mut want) = (start, len);
+        let mut at = 0u32;
+        for &(a, b) in cuts.iter().chain(std::iter::once(&(full, full))) {
+            // Kept run [at, a).
+            let run = a - at;
+            if skip >= run {
+                skip -= run;
+            } else {
+                let take = (run - skip).min(want);
+                if take > 0 {
+                    out.push((at + skip, take));
+                }
+                want -= take;
+                skip = 0;
+            }
+            if want == 0 {
+                break;
+            }
+            at = b;
+        }
+        out
     }
 
     /// Documents packing draws from: all, or those deduplication kept.

@@ -261,7 +261,9 @@ fn a_reweighted_branch_leaves_out_the_parents_removed_documents() {
     let parent = make_run(&tmp.path().join("parent"), &format!("{CONFIG}{DEDUP}"));
     prepare(&parent, &opts(1)).unwrap();
     let removed: Vec<(String, u64)> =
-        glass_data::dedup::read_removed(&parent, &parent.join("data/dedup_removed.jsonl")).unwrap();
+        glass_data::dedup::read_removed(&parent, &parent.join("data/dedup_removed.jsonl"))
+            .unwrap()
+            .docs;
     assert_eq!(
         removed,
         vec![("web".into(), 2), ("web".into(), 3), ("books".into(), 0)]
@@ -298,4 +300,169 @@ fn a_reweighted_branch_leaves_out_the_parents_removed_documents() {
         seen.into_iter().collect::<Vec<_>>(),
         vec![(0, 0), (0, 1), (0, 4), (1, 1)]
     );
+}
+
+const SUBSTRING: &str = "\n[data.dedup]\nexact = false\nnear = false\nsubstring = 8\n";
+
+/// The stored tokens of every document of the deduplicated sources, in recorded order
+/// (sources in config order, documents in store order), read from the stores.
+fn recorded_docs(run: &Path) -> Vec<(u32, u64, Vec<u32>)> {
+    let data = PreparedData::open(run).unwrap();
+    let mut out = Vec::new();
+    for (s, name) in ["web", "books"].iter().enumerate() {
+        let v = data.source_view(name).unwrap();
+        for d in 0..v.n_docs() {
+            let mut t = Vec::new();
+            v.doc_tokens(d, 0, v.doc_len(d), &mut t);
+            out.push((s as u32, d, t));
+        }
+    }
+    out
+}
+
+/// The brute-force rule: token `t` of a document is cut when a window of `k` tokens
+/// covering it occurs at an earlier place of the recorded order.
+fn brute_cuts(docs: &[(u32, u64, Vec<u32>)], k: usize) -> Vec<Vec<bool>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (_, _, d) in docs {
+        let mut cut = vec![false; d.len()];
+        for p in 0..d.len().saturating_sub(k - 1) {
+            if !seen.insert(&d[p..p + k]) {
+                cut[p..p + k].iter_mut().for_each(|c| *c = true);
+            }
+        }
+        out.push(cut);
+    }
+    out
+}
+
+#[test]
+fn substring_dedup_cuts_exactly_the_repeated_spans_and_packs_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = make_run(&tmp.path().join("a"), &format!("{CONFIG}{SUBSTRING}"));
+    prepare(&run, &opts(1)).unwrap();
+    let docs = recorded_docs(&run);
+    let want = brute_cuts(&docs, 8);
+    let index = |source: &str, doc: u64| {
+        let s = ["web", "books"].iter().position(|n| *n == source).unwrap() as u32;
+        docs.iter().position(|d| (d.0, d.1) == (s, doc)).unwrap()
+    };
+    // The file's spans and emptied documents are the brute force's cut tokens.
+    let mut got: Vec<Vec<bool>> = docs.iter().map(|d| vec![false; d.2.len()]).collect();
+    let lines = removed(&run);
+    assert!(lines.iter().all(|l| l.filter == "substring"));
+    for l in &lines {
+        let i = index(&l.doc.source, l.doc.doc);
+        let [a, b] = l.span.unwrap_or([0, docs[i].2.len() as u32]);
+        assert_eq!(l.tokens, (b - a) as u64);
+        got[i][a as usize..b as usize]
+            .iter_mut()
+            .for_each(|c| *c = true);
+        // The named first occurrence holds the span's first window, earlier.
+        let kept = l.kept.as_ref().unwrap();
+        let j = index(&kept.source, kept.doc);
+        let at = l.kept_at.unwrap() as usize;
+        assert_eq!(docs[i].2[a as usize..a as usize + 8], docs[j].2[at..at + 8]);
+        assert!((j, at) < (i, a as usize));
+    }
+    assert_eq!(got, want);
+    // What was planted: web line 4 repeats most of line 2 (three words changed), and
+    // books/c.txt is web line 5 whole, so it is emptied and removed.
+    let m = Manifest::load(&run).unwrap();
+    let d = m.dedup.as_ref().unwrap();
+    let (web, books) = (&d.sources[0], &d.sources[1]);
+    let (ws, bs) = (web.substring.unwrap(), books.substring.unwrap());
+    assert!(ws.spans >= 3 && ws.docs_cut >= 1, "{ws:?}");
+    let near_line = &want[index("web", 3)];
+    assert!(near_line.iter().filter(|&&c| c).count() * 10 > near_line.len() * 9);
+    assert_eq!((bs.docs_emptied, books.docs_after), (1, 1));
+    assert_eq!(web.tokens_before - ws.tokens, web.tokens_after);
+    assert_eq!(books.tokens_before - bs.tokens, books.tokens_after);
+    assert!(glass_data::verify(&run).unwrap().mismatches.is_empty());
+
+    // Every text token packed is the store's token at the segment's offset, and none is
+    // a cut one; every token left is packed.
+    let data = PreparedData::open(&run).unwrap();
+    let mut packed: Vec<Vec<bool>> = docs.iter().map(|d| vec![false; d.2.len()]).collect();
+    let mut tokens = Vec::new();
+    for step in 0..data.n_steps() {
+        tokens.clear();
+        data.batch(step, &mut tokens).unwrap();
+        for (r, row) in data.batch_segments(step).unwrap().iter().enumerate() {
+            for s in row
+                .iter()
+                .filter(|s| s.kind == glass_data::pack::SegmentKind::Text)
+            {
+                let i = docs
+                    .iter()
+                    .position(|d| (d.0, d.1) == (s.source, s.doc))
+                    .unwrap();
+                for t in 0..s.len as usize {
+                    let at = s.doc_tok as usize + t;
+                    assert!(
+                        !want[i][at],
+                        "cut token {at} of document {:?} packed",
+                        (s.source, s.doc)
+                    );
+                    assert_eq!(
+                        tokens[r * data.row_len() + s.pos as usize + t],
+                        docs[i].2[at]
+                    );
+                    packed[i][at] = true;
+                }
+            }
+        }
+    }
+    for (i, d) in docs.iter().enumerate() {
+        for t in 0..d.2.len() {
+            assert_eq!(
+                packed[i][t],
+                !want[i][t],
+                "token {t} of document {:?}",
+                (d.0, d.1)
+            );
+        }
+    }
+
+    // The same bits on two threads; and a branch re-packs from the parent's cuts.
+    let twin = make_run(&tmp.path().join("b"), &format!("{CONFIG}{SUBSTRING}"));
+    prepare(&twin, &opts(2)).unwrap();
+    for f in ["data/manifest.json", "data/dedup_removed.jsonl"] {
+        assert_eq!(
+            std::fs::read(run.join(f)).unwrap(),
+            std::fs::read(twin.join(f)).unwrap()
+        );
+    }
+    let branch = tmp.path().join("branch");
+    std::fs::create_dir_all(&branch).unwrap();
+    let cfg = format!("{CONFIG}{SUBSTRING}").replace(
+        "weights = { web = 0.5, books = 0.5 }",
+        "weights = { web = 0.7, books = 0.3 }",
+    );
+    std::fs::write(branch.join("glass.toml"), cfg).unwrap();
+    glass_data::branch::link(&branch, &run, 100).unwrap();
+    let b = PreparedData::open(&branch).unwrap();
+    for step in 100..b.n_steps() {
+        for row in b.batch_segments(step).unwrap() {
+            for s in row
+                .iter()
+                .filter(|s| s.kind == glass_data::pack::SegmentKind::Text)
+            {
+                let i = docs
+                    .iter()
+                    .position(|d| (d.0, d.1) == (s.source, s.doc))
+                    .unwrap();
+                assert!((0..s.len as usize).all(|t| !want[i][s.doc_tok as usize + t]));
+            }
+        }
+    }
+}
+
+#[test]
+fn substring_span_length_is_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = make_run(tmp.path(), &format!("{CONFIG}{DEDUP}substring = 4\n"));
+    let e = prepare(&run, &opts(1)).unwrap_err().to_string();
+    assert!(e.contains("substring = 4"), "{e}");
 }

@@ -191,7 +191,9 @@ fn smollm2_matches_transformers_hidden_states_attention_and_greedy_tokens() {
     ));
     // cargo runs a test in its crate's folder; a relative path is meant from the workspace root.
     let src = if named.is_relative() && !named.exists() {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(&named)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(&named)
     } else {
         named
     };
