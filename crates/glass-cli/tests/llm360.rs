@@ -331,3 +331,39 @@ fn chosen_checkpoints_only_need_their_folders() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("chunks 0..=1"), "{err}");
 }
+
+/// The default, one row per step (and any other step size), imports: the run's
+/// micro-batch is the largest of 4, 3, 2, 1 that divides the step.
+#[test]
+fn any_rows_per_step_imports_with_a_micro_batch_that_divides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture();
+    for (rows, micro) in [("1", 1), ("2", 2), ("8", 4)] {
+        let run = dir.path().join(format!("run{rows}"));
+        let o = import(
+            &f.join("data"),
+            &f.join("checkpoints"),
+            &run,
+            &["--rows-per-step", rows, "--weights-only"],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let cfg = std::fs::read_to_string(run.join("glass.toml")).unwrap();
+        assert!(
+            cfg.contains(&format!("\nmicro_batch_rows = {micro}\n")),
+            "{cfg}"
+        );
+        let s: Value = serde_json::from_str(&ok(&[
+            "data",
+            "show",
+            run.to_str().unwrap(),
+            "--step",
+            "1",
+            "--json",
+        ]))
+        .unwrap();
+        assert_eq!(
+            s["rows"].as_array().unwrap().len(),
+            rows.parse::<usize>().unwrap()
+        );
+    }
+}

@@ -278,6 +278,15 @@ pub fn import_llm360_with(
         .find("[run]")
         .and_then(|a| hf_text.find("\n[data]\n").map(|b| &hf_text[a..b + 1]))
         .ok_or_else(|| ReleaseError::Invalid("internal: unexpected run config layout".into()))?;
+    // Micro-batches must divide the release's step (one row per step by default).
+    let micro = (1..=4usize)
+        .rev()
+        .find(|m| rows_per_step % m == 0)
+        .expect("1 divides");
+    let body = body.replace(
+        "\nmicro_batch_rows = 4\n",
+        &format!("\nmicro_batch_rows = {micro}\n"),
+    );
     #[derive(Serialize)]
     struct DataTable<'a> {
         data: &'a glass_data::DataConfig,
