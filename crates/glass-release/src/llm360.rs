@@ -281,7 +281,7 @@ pub fn import_llm360_with(
     // Micro-batches must divide the release's step (one row per step by default).
     let micro = (1..=4usize)
         .rev()
-        .find(|m| rows_per_step % m == 0)
+        .find(|m| rows_per_step.is_multiple_of(*m))
         .expect("1 divides");
     let body = body.replace(
         "\nmicro_batch_rows = 4\n",
