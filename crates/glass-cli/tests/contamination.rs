@@ -89,6 +89,18 @@ fn make_run(run: &Path) {
     std::fs::write(run.join("corpus/web.jsonl"), s).unwrap();
 }
 
+/// [`make_run`] with `line` added to its `[data.dedup]` table.
+fn make_run_with(run: &Path, line: &str) {
+    make_run(run);
+    let cfg = run.join("glass.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("[data.dedup]", &format!("[data.dedup]\n{line}")),
+    )
+    .unwrap();
+}
+
 fn write_task(dir: &Path) -> std::path::PathBuf {
     let mut rows = String::new();
     for (q, a) in items() {
@@ -365,14 +377,7 @@ fn eval_results_carry_the_current_contamination_figure_only() {
 fn a_typo_in_the_dedup_table_is_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    make_run(&run);
-    let cfg = run.join("glass.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        text.replace("[data.dedup]", "[data.dedup]\nnera = false"),
-    )
-    .unwrap();
+    make_run_with(&run, "nera = false");
     let o = glass(&["data", "prepare", &p(&run)]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
@@ -636,14 +641,7 @@ fn decontamination_errors_name_the_key_and_the_source() {
 fn substring_dedup_shows_in_stats() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    make_run(&run);
-    let cfg = run.join("glass.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        text.replace("[data.dedup]", "[data.dedup]\nsubstring = 50"),
-    )
-    .unwrap();
+    make_run_with(&run, "substring = 50");
     let quote: Vec<String> = filler(1, 120).split(' ').map(str::to_string).collect();
     let doc = format!("{} {}", quote[20..80].join(" "), filler(77, 40));
     let mut corpus = std::fs::read_to_string(run.join("corpus/web.jsonl")).unwrap();

@@ -255,6 +255,19 @@ fn a_source_deduplicated_away_is_refused_by_name() {
     assert!(!run.join("data/manifest.json").exists());
 }
 
+/// A branch of `parent` at step 100 (a chunk boundary) whose config is the parent's
+/// (`CONFIG` + `dedup`) with the weights changed to 0.7 / 0.3.
+fn reweighted_branch(branch: &Path, parent: &Path, dedup: &str) -> PathBuf {
+    std::fs::create_dir_all(branch).unwrap();
+    let cfg = format!("{CONFIG}{dedup}").replace(
+        "weights = { web = 0.5, books = 0.5 }",
+        "weights = { web = 0.7, books = 0.3 }",
+    );
+    std::fs::write(branch.join("glass.toml"), cfg).unwrap();
+    glass_data::branch::link(branch, parent, 100).unwrap();
+    branch.to_path_buf()
+}
+
 #[test]
 fn a_reweighted_branch_leaves_out_the_parents_removed_documents() {
     let tmp = tempfile::tempdir().unwrap();
@@ -270,14 +283,7 @@ fn a_reweighted_branch_leaves_out_the_parents_removed_documents() {
     );
     // The branch re-weights the sources from step 100 (a chunk boundary) on: those rows
     // are packed anew, from the parent's kept documents only.
-    let branch = tmp.path().join("branch");
-    std::fs::create_dir_all(&branch).unwrap();
-    let cfg = format!("{CONFIG}{DEDUP}").replace(
-        "weights = { web = 0.5, books = 0.5 }",
-        "weights = { web = 0.7, books = 0.3 }",
-    );
-    std::fs::write(branch.join("glass.toml"), cfg).unwrap();
-    glass_data::branch::link(&branch, &parent, 100).unwrap();
+    let branch = reweighted_branch(&tmp.path().join("branch"), &parent, DEDUP);
     let data = PreparedData::open(&branch).unwrap();
     let (p, b) = (PreparedData::open(&parent).unwrap(), &data);
     let mut seen = std::collections::BTreeSet::new();
@@ -315,6 +321,27 @@ fn recorded_docs(run: &Path) -> Vec<(u32, u64, Vec<u32>)> {
             let mut t = Vec::new();
             v.doc_tokens(d, 0, v.doc_len(d), &mut t);
             out.push((s as u32, d, t));
+        }
+    }
+    out
+}
+
+/// The text segments of `step`: `(row in the step, segment, index into docs)`.
+fn text_segments(
+    data: &PreparedData,
+    step: u64,
+    docs: &[(u32, u64, Vec<u32>)],
+) -> Vec<(usize, glass_data::pack::Segment, usize)> {
+    let mut out = Vec::new();
+    for (r, row) in data.batch_segments(step).unwrap().into_iter().enumerate() {
+        for s in row {
+            if s.kind == glass_data::pack::SegmentKind::Text {
+                let i = docs
+                    .iter()
+                    .position(|d| (d.0, d.1) == (s.source, s.doc))
+                    .unwrap();
+                out.push((r, s, i));
+            }
         }
     }
     out
@@ -389,28 +416,19 @@ fn substring_dedup_cuts_exactly_the_repeated_spans_and_packs_the_rest() {
     for step in 0..data.n_steps() {
         tokens.clear();
         data.batch(step, &mut tokens).unwrap();
-        for (r, row) in data.batch_segments(step).unwrap().iter().enumerate() {
-            for s in row
-                .iter()
-                .filter(|s| s.kind == glass_data::pack::SegmentKind::Text)
-            {
-                let i = docs
-                    .iter()
-                    .position(|d| (d.0, d.1) == (s.source, s.doc))
-                    .unwrap();
-                for t in 0..s.len as usize {
-                    let at = s.doc_tok as usize + t;
-                    assert!(
-                        !want[i][at],
-                        "cut token {at} of document {:?} packed",
-                        (s.source, s.doc)
-                    );
-                    assert_eq!(
-                        tokens[r * data.row_len() + s.pos as usize + t],
-                        docs[i].2[at]
-                    );
-                    packed[i][at] = true;
-                }
+        for (r, s, i) in text_segments(&data, step, &docs) {
+            for t in 0..s.len as usize {
+                let at = s.doc_tok as usize + t;
+                assert!(
+                    !want[i][at],
+                    "cut token {at} of document {:?} packed",
+                    (s.source, s.doc)
+                );
+                assert_eq!(
+                    tokens[r * data.row_len() + s.pos as usize + t],
+                    docs[i].2[at]
+                );
+                packed[i][at] = true;
             }
         }
     }
@@ -434,27 +452,11 @@ fn substring_dedup_cuts_exactly_the_repeated_spans_and_packs_the_rest() {
             std::fs::read(twin.join(f)).unwrap()
         );
     }
-    let branch = tmp.path().join("branch");
-    std::fs::create_dir_all(&branch).unwrap();
-    let cfg = format!("{CONFIG}{SUBSTRING}").replace(
-        "weights = { web = 0.5, books = 0.5 }",
-        "weights = { web = 0.7, books = 0.3 }",
-    );
-    std::fs::write(branch.join("glass.toml"), cfg).unwrap();
-    glass_data::branch::link(&branch, &run, 100).unwrap();
+    let branch = reweighted_branch(&tmp.path().join("branch"), &run, SUBSTRING);
     let b = PreparedData::open(&branch).unwrap();
     for step in 100..b.n_steps() {
-        for row in b.batch_segments(step).unwrap() {
-            for s in row
-                .iter()
-                .filter(|s| s.kind == glass_data::pack::SegmentKind::Text)
-            {
-                let i = docs
-                    .iter()
-                    .position(|d| (d.0, d.1) == (s.source, s.doc))
-                    .unwrap();
-                assert!((0..s.len as usize).all(|t| !want[i][s.doc_tok as usize + t]));
-            }
+        for (_, s, i) in text_segments(&b, step, &docs) {
+            assert!((0..s.len as usize).all(|t| !want[i][s.doc_tok as usize + t]));
         }
     }
 }
