@@ -16,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoints;
 pub mod contamination;
 pub mod dynamics;
 pub mod error;
