@@ -157,7 +157,10 @@ fn analyses_read_the_suites_rows(suite: &str, k: usize) {
     let d = tempfile::tempdir().unwrap();
     let refs = Reference::load(suite);
     let run = import(suite, d.path(), true);
-    assert!(!run.join("data/chunks").exists(), "the data is read in place");
+    assert!(
+        !run.join("data/chunks").exists(),
+        "the data is read in place"
+    );
 
     // The index: every row of every step, copied through the suite's reader.
     let r: Value = serde_json::from_str(&ok(&["index", &p(&run), "--json", "--quiet"])).unwrap();
@@ -270,29 +273,78 @@ fn analyses_read_the_suites_rows(suite: &str, k: usize) {
         assert_eq!(occ.len() as u64, refs.count_before(&wide, refs.n_steps));
     }
 
-    // `glass trace --text`: every occurrence's step, slot and offset hold the span, with
+    // Tracing the row's ids: every occurrence's step, slot and offset hold the span, with
     // the row's file and document.
-    let tok =
-        glass_data::tokenizer::parse_tokenizer_json(&std::fs::read(tokenizer()).unwrap()).unwrap();
+    let tok = glass_analysis::trace::run_tokenizer(&run).unwrap();
     let ids: Vec<u32> = want.iter().map(|&x| x as u32).collect();
-    let text = tok.decode(&ids, false).unwrap();
+    let opts = glass_analysis::trace::TraceOptions {
+        min_tokens: 2,
+        max_occurrences: 100,
+        rank: glass_analysis::trace::Rank::Length,
+        checkpoint: Some((1, 2)),
+    };
+    let text = tok.decode(&ids).unwrap();
+    let t = glass_analysis::trace::trace(&run, &index, &tok, &text, &ids, &opts).unwrap();
+    let t = serde_json::to_value(&t).unwrap();
+    let n = check_trace(&refs, &t);
+    assert!(n > 0, "{t}");
+    assert!(t["spans"][0]["occurrences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| (o["step"].as_u64(), o["slot"].as_u64()) == (Some(s0), Some(slot0))));
+
+    // `glass trace --text` on text that encodes back to a piece of a row: the same
+    // provenance, in JSON and printed.
+    let mut best: Option<(String, u64, u64)> = None;
+    for (&step, rows) in &refs.steps {
+        for (slot, r) in rows.iter().enumerate() {
+            let r: Vec<u32> = r.iter().map(|&x| x as u32).collect();
+            for a in 0..r.len() {
+                for b in a + 2..=r.len() {
+                    let text = tok.decode(&r[a..b]).unwrap();
+                    if text.contains('\u{fffd}')
+                        || text.trim() != text
+                        || tok.encode(&text).unwrap() != r[a..b]
+                    {
+                        continue;
+                    }
+                    if best.as_ref().is_none_or(|x| x.0.len() < text.len()) {
+                        best = Some((text, step, slot as u64));
+                    }
+                }
+            }
+        }
+    }
+    let (text, step, slot) = best.expect("some piece of a row encodes back to itself");
     let t: Value = serde_json::from_str(&ok(&[
         "trace",
         &p(&run),
         "--text",
         &text,
         "--min-tokens",
-        "2",
+        "1",
         "--checkpoint",
         "latest",
         "--json",
     ]))
     .unwrap();
     assert_eq!(t["checkpoint"], 1);
-    let spans = t["spans"].as_array().unwrap();
-    assert!(!spans.is_empty(), "{t}");
+    assert!(check_trace(&refs, &t) > 0, "{t}");
+    let human = ok(&["trace", &p(&run), "--text", &text, "--min-tokens", "1"]);
+    assert!(
+        human.contains(&format!("step {step} slot {slot}")),
+        "{human}"
+    );
+    let count = ok(&["trace", &p(&run), "--count", &text]);
+    assert!(count.contains("occurrences in training"), "{count}");
+}
+
+/// Checks every occurrence of a trace whose step is known against the reference rows;
+/// returns how many were checked.
+fn check_trace(refs: &Reference, t: &Value) -> usize {
     let mut occurrences = 0;
-    for span in spans {
+    for span in t["spans"].as_array().unwrap() {
         let toks = u64s(&span["tokens"]);
         for o in span["occurrences"].as_array().unwrap() {
             let (step, slot, off) = (
@@ -300,6 +352,7 @@ fn analyses_read_the_suites_rows(suite: &str, k: usize) {
                 o["slot"].as_u64().unwrap(),
                 o["offset"].as_u64().unwrap() as usize,
             );
+            assert_eq!(o["row"].as_u64().unwrap(), step * refs.rows_per_step + slot);
             let Some(r) = refs.row(step, slot) else {
                 continue;
             };
@@ -317,12 +370,7 @@ fn analyses_read_the_suites_rows(suite: &str, k: usize) {
             assert!(!o["source"].as_str().unwrap().is_empty());
         }
     }
-    assert!(occurrences > 0);
-    // The human-readable trace prints the same provenance.
-    let human = ok(&["trace", &p(&run), "--text", &text, "--min-tokens", "2"]);
-    assert!(human.contains(&format!("step {s0} slot {slot0}")), "{human}");
-    let count = ok(&["trace", &p(&run), "--count", &text]);
-    assert!(count.contains("occurrences in training"), "{count}");
+    occurrences
 }
 
 #[test]
@@ -384,7 +432,10 @@ fn missing_pieces_of_an_external_run_are_named_with_the_fix() {
     ]);
     ok(&["index", &p(&bare), "--quiet"]);
     let e = refused(&["trace", &p(&bare), "--count", "the"]);
-    assert!(e.contains("--tokenizer") && e.contains("tokenizer.json"), "{e}");
+    assert!(
+        e.contains("--tokenizer") && e.contains("tokenizer.json"),
+        "{e}"
+    );
     // The data changed after indexing: the row copy is refused as stale.
     let data = d.path().join("moved");
     copy_dir(&fixtures().join("pythia-whole"), &data);
@@ -410,5 +461,8 @@ fn missing_pieces_of_an_external_run_are_named_with_the_fix() {
     v["n_steps"] = 10.into();
     std::fs::write(&m, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
     let e = refused(&["trace", &p(&run2), "--count", "the"]);
-    assert!(e.contains("glass index") && e.contains("chunk-00000"), "{e}");
+    assert!(
+        e.contains("glass index") && e.contains("chunk-00000"),
+        "{e}"
+    );
 }
