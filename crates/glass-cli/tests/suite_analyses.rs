@@ -296,27 +296,7 @@ fn analyses_read_the_suites_rows(suite: &str, k: usize) {
 
     // `glass trace --text` on text that encodes back to a piece of a row: the same
     // provenance, in JSON and printed.
-    let mut best: Option<(String, u64, u64)> = None;
-    for (&step, rows) in &refs.steps {
-        for (slot, r) in rows.iter().enumerate() {
-            let r: Vec<u32> = r.iter().map(|&x| x as u32).collect();
-            for a in 0..r.len() {
-                for b in a + 2..=r.len() {
-                    let text = tok.decode(&r[a..b]).unwrap();
-                    if text.contains('\u{fffd}')
-                        || text.trim() != text
-                        || tok.encode(&text).unwrap() != r[a..b]
-                    {
-                        continue;
-                    }
-                    if best.as_ref().is_none_or(|x| x.0.len() < text.len()) {
-                        best = Some((text, step, slot as u64));
-                    }
-                }
-            }
-        }
-    }
-    let (text, step, slot) = best.expect("some piece of a row encodes back to itself");
+    let (text, step, slot) = round_trip_text(&refs, &tok);
     let t: Value = serde_json::from_str(&ok(&[
         "trace",
         &p(&run),
@@ -338,6 +318,32 @@ fn analyses_read_the_suites_rows(suite: &str, k: usize) {
     );
     let count = ok(&["trace", &p(&run), "--count", &text]);
     assert!(count.contains("occurrences in training"), "{count}");
+}
+
+/// The longest piece of a reference row that decodes to text encoding back to it: the
+/// text, and the row's step and slot.
+fn round_trip_text(refs: &Reference, tok: &glass_data::GlassTokenizer) -> (String, u64, u64) {
+    let mut best: Option<(String, u64, u64)> = None;
+    for (&step, rows) in &refs.steps {
+        for (slot, r) in rows.iter().enumerate() {
+            let r: Vec<u32> = r.iter().map(|&x| x as u32).collect();
+            for a in 0..r.len() {
+                for b in a + 2..=r.len() {
+                    let text = tok.decode(&r[a..b]).unwrap();
+                    if text.contains('\u{fffd}')
+                        || text.trim() != text
+                        || tok.encode(&text).unwrap() != r[a..b]
+                    {
+                        continue;
+                    }
+                    if best.as_ref().is_none_or(|x| x.0.len() < text.len()) {
+                        best = Some((text, step, slot as u64));
+                    }
+                }
+            }
+        }
+    }
+    best.expect("some piece of a row encodes back to itself")
 }
 
 /// Checks every occurrence of a trace whose step is known against the reference rows;
@@ -465,4 +471,83 @@ fn missing_pieces_of_an_external_run_are_named_with_the_fix() {
         e.contains("glass index") && e.contains("chunk-00000"),
         "{e}"
     );
+}
+
+/// `glass serve` on a run over Pythia-style data: the stored memorization and a trace
+/// through the API, with the suite's steps and rows.
+#[test]
+fn serve_shows_memorization_and_trace_of_an_external_run() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let d = tempfile::tempdir().unwrap();
+    let refs = Reference::load("pythia");
+    let run = import("pythia", d.path(), true);
+    ok(&["index", &p(&run), "--quiet"]);
+    ok(&[
+        "analyze",
+        "memorization",
+        &p(&run),
+        "--prompt-tokens",
+        "4",
+        "--continuation-tokens",
+        "4",
+        "--quiet",
+    ]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_glass"))
+        .args(["serve", &p(&run), "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let child = Kill(child);
+    let mut addr: Option<std::net::SocketAddr> = None;
+    for line in out.lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("http://").nth(1) {
+            addr = Some(rest.split('/').next().unwrap().parse().unwrap());
+            break;
+        }
+    }
+    let addr = addr.expect("glass serve prints its URL");
+    let get = |target: &str| -> Value {
+        let r = glass_bench::http::get(addr, target).unwrap();
+        assert_eq!(r.status, 200, "GET {target}: {}", r.text());
+        serde_json::from_slice(&r.body).unwrap()
+    };
+    let runs = get("/api/runs");
+    let id = runs[0]["id"]
+        .as_str()
+        .or_else(|| runs["runs"][0]["id"].as_str())
+        .unwrap_or_else(|| panic!("{runs}"))
+        .to_string();
+    let memo = get(&format!("/api/runs/{id}/memorization"));
+    assert!(memo.to_string().contains("token_match"), "{memo}");
+    let tok = glass_analysis::trace::run_tokenizer(&run).unwrap();
+    let (text, step, slot) = round_trip_text(&refs, &tok);
+    let q: String = text
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let t = get(&format!(
+        "/api/runs/{id}/trace?text={q}&min_tokens=1&checkpoint=latest"
+    ));
+    assert_eq!(t["checkpoint"], 1, "{t}");
+    assert!(check_trace(&refs, &t) > 0, "{t}");
+    assert!(t.to_string().contains(&format!("\"slot\":{slot}")));
+    let _ = step;
+    drop(child);
 }
