@@ -425,6 +425,9 @@ pub fn analyze_on(
     let (w, me) = (comm.size(), comm.rank());
     let mut mine: Vec<(usize, PairResult)> = Vec::new();
     let mut loaded: Option<(u32, Model)> = None;
+    // Each chunk's sampled rows are read once for all checkpoints (a Pythia row costs a
+    // read of its whole step).
+    let mut sampled: std::collections::HashMap<u64, Sampled> = Default::default();
     for (i, job) in todo.iter().enumerate() {
         if i % w != me {
             continue;
@@ -441,6 +444,7 @@ pub fn analyze_on(
             data: &data,
         };
         let result = ctx.compute(
+            &mut sampled,
             model,
             entry,
             shard(job.chunk),
@@ -523,6 +527,14 @@ fn store(run_dir: &Path, db: &Metrics, r: &PairResult) -> Result<()> {
     Ok(())
 }
 
+/// The sampled rows of a chunk, split into prompts and true continuations, with their
+/// origins when they are logged for external data.
+struct Sampled {
+    prompts: Vec<Vec<u32>>,
+    truth: Vec<Vec<u32>>,
+    origins: Vec<Option<RowOrigin>>,
+}
+
 /// What computing one pair needs besides the model.
 struct PairContext<'a> {
     opts: &'a MemoOptions,
@@ -534,6 +546,7 @@ impl PairContext<'_> {
     /// Greedy-decodes the sampled rows of chunk `ds` with `m` (checkpoint `entry`).
     fn compute(
         &self,
+        cache: &mut std::collections::HashMap<u64, Sampled>,
         m: &Model,
         entry: &RunCheckpoint,
         ds: &RowChunk,
@@ -550,34 +563,46 @@ impl PairContext<'_> {
             rows: rows.len(),
         });
         let t0 = Instant::now();
-        let mut prompts = Vec::with_capacity(rows.len());
-        let mut truth = Vec::with_capacity(rows.len());
-        let mut buf = Vec::new();
-        // A row is used as the prompt and continuation it starts with, whatever its
-        // length (Pythia's rows hold 2049 tokens).
-        for &r in &rows {
-            buf.clear();
-            self.data.read_range(ds.first_row + r, 1, &mut buf)?;
-            prompts.push(buf[..opts.prompt_tokens].to_vec());
-            truth.push(buf[opts.prompt_tokens..need].to_vec());
+        if let std::collections::hash_map::Entry::Vacant(e) = cache.entry(c) {
+            let mut s = Sampled {
+                prompts: Vec::with_capacity(rows.len()),
+                truth: Vec::with_capacity(rows.len()),
+                origins: Vec::with_capacity(rows.len()),
+            };
+            let mut buf = Vec::new();
+            // A row is used as the prompt and continuation it starts with, whatever its
+            // length (Pythia's rows hold 2049 tokens).
+            for &r in &rows {
+                buf.clear();
+                self.data.read_range(ds.first_row + r, 1, &mut buf)?;
+                s.prompts.push(buf[..opts.prompt_tokens].to_vec());
+                s.truth.push(buf[opts.prompt_tokens..need].to_vec());
+                s.origins
+                    .push(match opts.log_samples && self.data.is_external() {
+                        true => {
+                            let global = ds.first_row + r;
+                            let b = self.data.rows_per_step();
+                            Some(self.data.row(global / b, global % b)?.origin)
+                        }
+                        false => None,
+                    });
+            }
+            e.insert(s);
         }
-        let gen = greedy(m, &prompts, opts.continuation_tokens, &mut |n| {
+        let Sampled {
+            prompts,
+            truth,
+            origins,
+        } = &cache[&c];
+        let gen = greedy(m, prompts, opts.continuation_tokens, &mut |n| {
             progress(MemoEvent::Rows(n))
         })?;
         let mut logs = Vec::with_capacity(rows.len());
-        for ((&row, g), t) in rows.iter().zip(&gen).zip(&truth) {
+        for (((&row, g), t), origin) in rows.iter().zip(&gen).zip(truth).zip(origins) {
             let matched: Vec<u8> = g.iter().zip(t).map(|(a, b)| (a == b) as u8).collect();
             let exposure = match self.index {
                 Some(ix) => Some(ix.count_before(t, entry.step)?),
                 None => None,
-            };
-            let origin = match opts.log_samples && self.data.is_external() {
-                true => {
-                    let global = ds.first_row + row;
-                    let b = self.data.rows_per_step();
-                    Some(self.data.row(global / b, global % b)?.origin)
-                }
-                false => None,
             };
             logs.push(SampleLog {
                 row,
@@ -585,7 +610,7 @@ impl PairContext<'_> {
                 matched,
                 generated: g.clone(),
                 exposure,
-                origin,
+                origin: origin.clone(),
             });
         }
         let (tm, fm) = summarize(&logs, opts.continuation_tokens);
