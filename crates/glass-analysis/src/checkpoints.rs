@@ -69,11 +69,21 @@ pub fn run_checkpoints(run_dir: &Path) -> Result<Vec<RunCheckpoint>> {
     }
     let p = run_dir.join(SUITE_CHECKPOINTS);
     if !p.exists() {
+        let suite = glass_data::external::ExternalManifest::load(run_dir)?.suite;
+        let fix = match suite.as_str() {
+            "pythia" | "olmo" => format!(
+                "import the data again into a new run directory with the suite's checkpoint folders, `glass import {suite} ... --checkpoints DIR`"
+            ),
+            _ => format!(
+                "`glass import {suite}` imports no checkpoints: import each with `glass import hf CKPT {}/models/NAME --weights-only` and list them in {} as `glass import pythia --checkpoints` does (docs/suites.md)",
+                run_dir.display(),
+                p.display()
+            ),
+        };
         return Err(AnalysisError::Input(format!(
-            "{} reads its data in place and has no checkpoints ({} is missing): import the suite's checkpoint folders with the data, `glass import pythia|olmo ... --checkpoints DIR {}` (into a new run directory)",
+            "{} reads its data in place and has no checkpoints ({} is missing): {fix}",
             run_dir.display(),
             p.display(),
-            run_dir.display()
         )));
     }
     let bytes = glass_io::open::read_beneath(run_dir, &p, glass_io::open::MAX_RECORD_BYTES)?;

@@ -551,3 +551,135 @@ fn serve_shows_memorization_and_trace_of_an_external_run() {
     let _ = step;
     drop(child);
 }
+
+/// A CrystalCoder-style run (HDF5 read in place): checkpoints imported by hand as the
+/// documentation says, then memorization, the index and a trace give the rows the
+/// reference (`crystalcoder/expected.json`) holds, with stage, file and row in the file.
+#[test]
+fn crystalcoder_memorization_index_and_trace_read_the_hdf5_rows() {
+    let d = tempfile::tempdir().unwrap();
+    let cc = fixtures().join("crystalcoder");
+    let e: Value =
+        serde_json::from_str(&std::fs::read_to_string(cc.join("expected.json")).unwrap()).unwrap();
+    let b = e["rows_per_step"].as_u64().unwrap();
+    let row = |step: u64, slot: u64| -> Vec<u64> {
+        u64s(&e["steps"][step.to_string()]["ids"][slot as usize])
+    };
+    let run = d.path().join("cc");
+    ok(&[
+        "import",
+        "crystalcoder",
+        "--data",
+        &p(&cc.join("data")),
+        "--rows-per-step",
+        &b.to_string(),
+        "--tokenizer",
+        &p(&tokenizer()),
+        &p(&run),
+    ]);
+    // No checkpoints: the refusal says how to add them.
+    let e2 = refused(&["analyze", "memorization", &p(&run)]);
+    assert!(
+        e2.contains("glass import hf") && e2.contains("models/checkpoints.json"),
+        "{e2}"
+    );
+    let mut list = Vec::new();
+    for step in [0u64, 2] {
+        let name = format!("step{step}");
+        let r: Value = serde_json::from_str(&ok(&[
+            "import",
+            "hf",
+            &p(&hf_fixtures().join("gpt_neox")),
+            &p(&run.join("models").join(&name)),
+            "--weights-only",
+            "--json",
+        ]))
+        .unwrap();
+        list.push(serde_json::json!({
+            "name": name, "step": step, "run": format!("models/{name}"),
+            "checkpoint_sha256": r["checkpoint_sha256"],
+        }));
+    }
+    std::fs::write(
+        run.join("models/checkpoints.json"),
+        serde_json::to_vec_pretty(&list).unwrap(),
+    )
+    .unwrap();
+    ok(&["index", &p(&run), "--quiet"]);
+    let pairs: Vec<Value> = serde_json::from_str(&ok(&[
+        "analyze",
+        "memorization",
+        &p(&run),
+        "--prompt-tokens",
+        "3",
+        "--continuation-tokens",
+        "3",
+        "--log-samples",
+        "--with-exposure",
+        "--json",
+        "--quiet",
+    ]))
+    .unwrap();
+    assert_eq!(pairs.len(), 2);
+    for pair in &pairs {
+        let ck = pair["step"].as_u64().unwrap();
+        for s in pair["samples"].as_array().unwrap() {
+            let o = &s["origin"];
+            let (step, slot) = (o["step"].as_u64().unwrap(), o["slot"].as_u64().unwrap());
+            let want = row(step, slot);
+            let at = &e["steps"][step.to_string()];
+            assert_eq!(o["source"], at["stages"][slot as usize]);
+            assert_eq!(
+                file_name(o["file"].as_str().unwrap()),
+                at["files"][slot as usize].as_str().unwrap()
+            );
+            assert_eq!(o["within_file"], at["rows"][slot as usize]);
+            let (g, m) = (u64s(&s["generated"]), u64s(&s["matched"]));
+            for i in 0..3 {
+                assert_eq!(m[i], (g[i] == want[3 + i]) as u64);
+            }
+            let mut n = 0;
+            for st in 0..ck {
+                for sl in 0..b {
+                    n += row(st, sl).windows(3).filter(|w| *w == &want[3..6]).count() as u64;
+                }
+            }
+            assert_eq!(
+                s["exposure"].as_u64().unwrap(),
+                n,
+                "step {step} slot {slot}"
+            );
+        }
+    }
+    let index = glass_analysis::Index::open(&run).unwrap();
+    let tok = glass_analysis::trace::run_tokenizer(&run).unwrap();
+    let ids: Vec<u32> = row(1, 2).iter().map(|&x| x as u32).collect();
+    let opts = glass_analysis::trace::TraceOptions {
+        min_tokens: 2,
+        max_occurrences: 100,
+        rank: glass_analysis::trace::Rank::Length,
+        checkpoint: None,
+    };
+    let text = tok.decode(&ids).unwrap();
+    let t = glass_analysis::trace::trace(&run, &index, &tok, &text, &ids, &opts).unwrap();
+    let mut found = false;
+    for span in &t.spans {
+        for o in &span.occurrences {
+            let r = row(o.step, o.slot);
+            let off = o.offset as usize;
+            let got: Vec<u32> = r[off..off + span.tokens.len()]
+                .iter()
+                .map(|&x| x as u32)
+                .collect();
+            assert_eq!(got, span.tokens);
+            let at = &e["steps"][o.step.to_string()];
+            assert_eq!(o.source, at["stages"][o.slot as usize].as_str().unwrap());
+            assert_eq!(
+                o.doc_id.rsplit_once(':').unwrap().1,
+                at["rows"][o.slot as usize].to_string()
+            );
+            found |= (o.step, o.slot, o.offset) == (1, 2, 0);
+        }
+    }
+    assert!(found);
+}

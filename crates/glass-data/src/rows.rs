@@ -384,7 +384,8 @@ impl TrainingRows {
                         file: r.file,
                         doc: r.sequence,
                         within_file: r.chunk.or(r.row),
-                        byte: Some(r.byte),
+                        // HDF5 rows are chunked and filtered: no byte offset.
+                        byte: r.row.is_none().then_some(r.byte),
                     },
                     ids: r.ids,
                 })
