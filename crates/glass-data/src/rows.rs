@@ -284,11 +284,13 @@ impl TrainingRows {
         if n == 0 {
             return Ok(());
         }
+        let end = first
+            .checked_add(n)
+            .ok_or_else(|| DataError::Range(format!("rows {first} + {n} are past the data")))?;
         self.check_row(first)?;
-        self.check_row(first + n - 1)?;
+        self.check_row(end - 1)?;
         let b = self.rows_per_step;
         let mut g = first;
-        let end = first + n;
         while g < end {
             match &self.source {
                 Source::Native { .. } => {
