@@ -17,12 +17,21 @@
 //! `index/manifest.json` (all shards, written last; `glass verify` re-hashes what it
 //! lists). A shard is reused while the chunk token file it pins still has the same
 //! sha256, so a later `glass index` builds only new or changed chunks.
+//!
+//! A run over a suite's data read in place (`glass import pythia|olmo|crystalcoder`) has
+//! no chunk files: `glass index` first copies each chunk's rows (blocks of
+//! [`glass_data::rows::EXTERNAL_STEPS_PER_CHUNK`] steps, read through
+//! [`glass_data::rows::TrainingRows`]) into `index/rows/chunk-KKKKK.tokens` (u32 ids) with a
+//! chunk header pinning the data it was read from, and indexes those; a copy is redone
+//! only when the data's manifest changes.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glass_data::chunk::{chunk_stem, read_header, ChunkHeader};
+use glass_data::chunk::{chunk_stem, read_header, ChunkHeader, CHUNK_FORMAT};
 use glass_data::dtype::TokenDtype;
+use glass_data::rows::TrainingRows;
+use glass_data::store::FileHash;
 use glass_io::atomic::{write_atomic_beneath, AtomicFile};
 use serde::{Deserialize, Serialize};
 
@@ -161,6 +170,37 @@ pub struct IndexReport {
     pub seconds: f64,
 }
 
+/// Where `glass index` copies an external-data run's rows, relative to the run.
+pub const EXTERNAL_ROWS_DIR: &str = "index/rows";
+
+/// What the index needs to know of a run's data.
+pub struct DataInfo {
+    /// The prepared data's manifest (`None` for external data).
+    pub manifest: Option<glass_data::Manifest>,
+    /// sha256 of the tokenizer.json the rows were made with (`""` for external data
+    /// imported without one).
+    pub tokenizer_sha256: String,
+    /// Tokens per row.
+    pub row_len: usize,
+    /// Rows per step.
+    pub rows_per_step: u64,
+    /// External data's suite (`pythia`, `olmo`, `crystalcoder`).
+    pub suite: Option<String>,
+}
+
+fn external_info(rows: &TrainingRows) -> DataInfo {
+    DataInfo {
+        manifest: None,
+        tokenizer_sha256: rows
+            .external()
+            .and_then(|x| x.manifest().tokenizer.as_ref())
+            .map_or(String::new(), |t| t.sha256.clone()),
+        row_len: rows.row_len(),
+        rows_per_step: rows.rows_per_step(),
+        suite: rows.suite().map(String::from),
+    }
+}
+
 /// The data shards the index must cover, from the prepared data.
 pub(crate) struct DataShard {
     pub name: String,
@@ -171,9 +211,34 @@ pub(crate) struct DataShard {
     pub header: ChunkHeader,
 }
 
-pub(crate) fn data_shards(
-    run_dir: &Path,
-) -> Result<(glass_data::Manifest, Vec<DataShard>, Option<DataShard>)> {
+pub(crate) fn data_shards(run_dir: &Path) -> Result<(DataInfo, Vec<DataShard>, Option<DataShard>)> {
+    if glass_data::external::is_external(run_dir) {
+        let rows = TrainingRows::open(run_dir)?;
+        let dir = run_dir.join(EXTERNAL_ROWS_DIR);
+        let mut shards = Vec::new();
+        for c in rows.chunks() {
+            let stem = chunk_stem(c.index);
+            let header = match current_copy(run_dir, &rows, &c)? {
+                Some(h) => h,
+                None => {
+                    return Err(AnalysisError::Stale(format!(
+                        "{}: the copy of chunk {} of the external data is missing or was made from other data; rebuild the index with `glass index {}`",
+                        dir.join(format!("{stem}.json")).display(),
+                        c.index,
+                        run_dir.display()
+                    )))
+                }
+            };
+            shards.push(DataShard {
+                name: stem,
+                root: run_dir.to_path_buf(),
+                dir: dir.clone(),
+                rel_dir: EXTERNAL_ROWS_DIR,
+                header,
+            });
+        }
+        return Ok((external_info(&rows), shards, None));
+    }
     let m = glass_data::Manifest::load(run_dir)?;
     // A branch's data may live in its parent's directory (docs/data-format.md).
     let data = m.dir_of(run_dir, "validation.json");
@@ -204,7 +269,114 @@ pub(crate) fn data_shards(
         }
         None => None,
     };
-    Ok((m, shards, validation))
+    let info = DataInfo {
+        tokenizer_sha256: m.tokenizer.sha256.clone(),
+        row_len: m.row_len,
+        rows_per_step: m.config.rows_per_step as u64,
+        suite: None,
+        manifest: Some(m),
+    };
+    Ok((info, shards, validation))
+}
+
+/// The header of chunk `c`'s row copy under [`EXTERNAL_ROWS_DIR`] if it was made from the
+/// data the run has now (its `config_sha256` is the chunk's pin) and agrees with the
+/// chunk's shape; `None` otherwise. The copy's bytes are checked against the header's
+/// hash where the index is opened, as a prepared chunk's are.
+fn current_copy(
+    run_dir: &Path,
+    rows: &TrainingRows,
+    c: &glass_data::rows::RowChunk,
+) -> Result<Option<ChunkHeader>> {
+    let dir = run_dir.join(EXTERNAL_ROWS_DIR);
+    let stem = chunk_stem(c.index);
+    if !dir.join(format!("{stem}.json")).exists() {
+        return Ok(None);
+    }
+    let Ok(h) = read_header(run_dir, &dir, &stem) else {
+        return Ok(None);
+    };
+    let ok = h.config_sha256 == rows.chunk_pin(c)?
+        && h.chunk == Some(c.index)
+        && h.first_step == c.first_step
+        && h.n_steps == c.n_steps
+        && h.first_row == c.first_row
+        && h.n_rows == c.n_rows
+        && h.row_len == rows.row_len()
+        && h.dtype == TokenDtype::U32
+        && h.tokens.file == format!("{stem}.tokens")
+        && Some(h.tokens.bytes) == c.n_rows.checked_mul(4 * rows.row_len() as u64);
+    Ok(ok.then_some(h))
+}
+
+/// Copies every chunk of an external-data run whose copy is missing or stale into
+/// [`EXTERNAL_ROWS_DIR`] (u32 ids, one step read at a time); `progress(name, done,
+/// total)` before each chunk. Returns the chunks copied.
+fn copy_external_rows(
+    run_dir: &Path,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<Vec<String>> {
+    let rows = TrainingRows::open(run_dir)?;
+    let info = external_info(&rows);
+    let dir = run_dir.join(EXTERNAL_ROWS_DIR);
+    glass_io::open::create_dir_beneath(run_dir, &dir)?;
+    let chunks = rows.chunks();
+    let mut copied = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        let stem = chunk_stem(c.index);
+        progress(&format!("copying rows of {stem}"), i, chunks.len());
+        if current_copy(run_dir, &rows, c)?.is_some() {
+            continue;
+        }
+        let hp = dir.join(format!("{stem}.json"));
+        glass_io::open::check_write_beneath(run_dir, &hp)?;
+        glass_io::atomic::remove_if_exists(&hp)?;
+        let tokens_name = format!("{stem}.tokens");
+        let mut out = AtomicFile::create_beneath(run_dir, &dir.join(&tokens_name))?;
+        let mut ids = Vec::new();
+        let mut bytes = Vec::new();
+        for step in c.first_step..c.first_step + c.n_steps {
+            ids.clear();
+            bytes.clear();
+            rows.read_range(step * rows.rows_per_step(), rows.rows_per_step(), &mut ids)?;
+            TokenDtype::U32.encode(&ids, &mut bytes);
+            out.write(&bytes)?;
+        }
+        let (tokens_sha, tokens_bytes) = out.commit()?;
+        let segments_name = format!("{stem}.segments");
+        write_atomic_beneath(run_dir, &dir.join(&segments_name), &[])?;
+        let header = ChunkHeader {
+            format: CHUNK_FORMAT.into(),
+            chunk: Some(c.index),
+            first_step: c.first_step,
+            n_steps: c.n_steps,
+            first_row: c.first_row,
+            n_rows: c.n_rows,
+            row_len: rows.row_len(),
+            dtype: TokenDtype::U32,
+            n_segments: 0,
+            segment_fields: vec![],
+            tokens: FileHash {
+                file: tokens_name,
+                sha256: tokens_sha,
+                bytes: tokens_bytes,
+            },
+            segments: FileHash {
+                file: segments_name,
+                sha256: glass_io::atomic::sha256_hex(&[]),
+                bytes: 0,
+            },
+            config_sha256: rows.chunk_pin(c)?,
+            tokenizer_sha256: info.tokenizer_sha256.clone(),
+        };
+        write_atomic_beneath(
+            run_dir,
+            &hp,
+            &serde_json::to_vec_pretty(&header).expect("json"),
+        )?;
+        copied.push(stem);
+    }
+    Ok(copied)
 }
 
 /// Builds (or brings up to date) the index of a prepared run. Shards whose chunk token
@@ -225,6 +397,9 @@ pub fn build_index_with(
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<IndexReport> {
     let t0 = Instant::now();
+    if glass_data::external::is_external(run_dir) {
+        copy_external_rows(run_dir, progress)?;
+    }
     let (m, shards, validation) = data_shards(run_dir)?;
     let dir = run_dir.join(INDEX_DIR);
     glass_io::open::create_dir_beneath(run_dir, &dir)?;
@@ -274,7 +449,7 @@ pub fn build_index_with(
     }
     let manifest = IndexManifest {
         format: INDEX_FORMAT.into(),
-        tokenizer_sha256: m.tokenizer.sha256.clone(),
+        tokenizer_sha256: m.tokenizer_sha256.clone(),
         row_len: m.row_len,
         shards: records,
         validation: validation_rec,

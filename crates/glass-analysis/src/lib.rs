@@ -11,11 +11,17 @@
 //!   documents and source text of their occurrences;
 //! - [`contamination`]: which benchmark items' 13-token windows occur in training rows;
 //! - [`memorization`]: Analysis360's memorization protocol for every checkpoint × chunk.
+//! - [`checkpoints`]: the checkpoints analyses evaluate, a run's own or a suite's imported
+//!   ones.
+//!
+//! Training rows are read through [`glass_data::rows::TrainingRows`]: a prepared run's
+//! chunks, or a suite's data read in place (`glass import pythia|olmo|crystalcoder`).
 //!
 //! The method and its differences from Analysis360 and OLMoTrace are in `docs/analysis.md`.
 
 #![warn(missing_docs)]
 
+pub mod checkpoints;
 pub mod contamination;
 pub mod dynamics;
 pub mod error;

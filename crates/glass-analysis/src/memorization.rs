@@ -19,15 +19,15 @@
 use std::path::Path;
 use std::time::Instant;
 
-use glass_data::chunk::read_rows;
+use glass_data::rows::{RowChunk, RowOrigin, TrainingRows};
 use glass_engine::{DecodeStep, KvCache, Model};
 use glass_io::atomic::sha256_hex;
 use glass_run::metrics::{MemorizationRow, Metrics};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoints::{run_checkpoints, RunCheckpoint};
 use crate::error::{AnalysisError, Result};
-use crate::index::data_shards;
 use crate::query::Index;
 
 /// Rows decoded together. Fixed (never derived from the thread count), so results are
@@ -126,7 +126,8 @@ pub struct Settings {
     pub with_exposure: bool,
     /// sha256 of the checkpoint (its state.json).
     pub checkpoint_sha256: String,
-    /// sha256 of the chunk token file.
+    /// sha256 of the chunk token file (external data: of the data manifest, hashes left
+    /// out, and the chunk's step range; see `glass_data::rows::TrainingRows::chunk_pin`).
     pub chunk_tokens_sha256: String,
 }
 
@@ -144,6 +145,9 @@ pub struct SampleLog {
     /// Occurrences of the row's true continuation in training before the checkpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exposure: Option<u64>,
+    /// External data: the row's step, slot and place in the suite's files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<RowOrigin>,
 }
 
 /// Memorization of rows grouped by how often their continuation was seen.
@@ -331,28 +335,24 @@ pub fn analyze_on(
             "--samples, --prompt-tokens and --continuation-tokens must be at least 1".into(),
         ));
     }
-    let manifest = glass_run::RunManifest::require(run_dir)?;
-    let (data, chunks, _) = data_shards(run_dir)?;
+    let checkpoints = run_checkpoints(run_dir)?;
+    let data = TrainingRows::open(run_dir)?;
+    let chunks = data.chunks();
     let need = opts.prompt_tokens + opts.continuation_tokens;
-    if need > data.row_len {
+    if need > data.row_len() {
         return Err(AnalysisError::Input(format!(
             "--prompt-tokens {} + --continuation-tokens {} = {need} is more than a row holds ({} tokens)",
-            opts.prompt_tokens, opts.continuation_tokens, data.row_len
+            opts.prompt_tokens, opts.continuation_tokens, data.row_len()
         )));
     }
-    let ck_ids: Vec<u64> = manifest
-        .checkpoints
-        .iter()
-        .map(|c| c.index as u64)
-        .collect();
-    if ck_ids.is_empty() {
-        return Err(AnalysisError::Input(format!(
-            "{} has no checkpoints yet; run `glass train {}`",
-            run_dir.display(),
-            run_dir.display()
-        )));
-    }
-    let ch_ids: Vec<u64> = chunks.iter().filter_map(|c| c.header.chunk).collect();
+    let ck_ids: Vec<u64> = checkpoints.iter().map(|c| c.index as u64).collect();
+    let checkpoint = |k: u32| -> &RunCheckpoint {
+        checkpoints
+            .iter()
+            .find(|c| c.index == k)
+            .expect("picked from the list")
+    };
+    let ch_ids: Vec<u64> = chunks.iter().map(|c| c.index).collect();
     let cks = opts.checkpoints.pick(&ck_ids, "checkpoint")?;
     let chs = opts.chunks.pick(&ch_ids, "chunk")?;
     let index = if opts.with_exposure {
@@ -360,13 +360,17 @@ pub fn analyze_on(
     } else {
         None
     };
-    let shard = |c: u64| {
+    let shard = |c: u64| -> &RowChunk {
         chunks
             .iter()
-            .find(|d| d.header.chunk == Some(c))
+            .find(|d| d.index == c)
             .expect("picked from the list")
     };
-    let settings_of = |entry: &glass_run::manifest::CheckpointEntry, c: u64| Settings {
+    let mut pins = std::collections::HashMap::new();
+    for &c in &chs {
+        pins.insert(c, data.chunk_pin(shard(c))?);
+    }
+    let settings_of = |entry: &RunCheckpoint, c: u64| Settings {
         protocol: PROTOCOL.into(),
         samples: opts.samples,
         prompt_tokens: opts.prompt_tokens,
@@ -376,7 +380,7 @@ pub fn analyze_on(
         log_samples: opts.log_samples,
         with_exposure: opts.with_exposure,
         checkpoint_sha256: entry.sha256.clone(),
-        chunk_tokens_sha256: shard(c).header.tokens.sha256.clone(),
+        chunk_tokens_sha256: pins[&c].clone(),
     };
     let root = comm.rank() == 0;
     let parallel = comm.size() > 1;
@@ -390,7 +394,7 @@ pub fn analyze_on(
     let mut todo: Vec<Job> = Vec::new();
     if let Some(db) = &db {
         for &k in &cks {
-            let entry = manifest.checkpoint(k as u32)?;
+            let entry = checkpoint(k as u32);
             for &c in &chs {
                 let settings = settings_of(entry, c);
                 let settings_sha = sha256_hex(&serde_json::to_vec(&settings).expect("json"));
@@ -421,24 +425,26 @@ pub fn analyze_on(
     let (w, me) = (comm.size(), comm.rank());
     let mut mine: Vec<(usize, PairResult)> = Vec::new();
     let mut loaded: Option<(u32, Model)> = None;
+    // Each chunk's sampled rows are read once for all checkpoints (a Pythia row costs a
+    // read of its whole step).
+    let mut sampled: std::collections::HashMap<u64, Sampled> = Default::default();
     for (i, job) in todo.iter().enumerate() {
         if i % w != me {
             continue;
         }
-        let entry = manifest.checkpoint(job.checkpoint)?;
+        let entry = checkpoint(job.checkpoint);
         if loaded.as_ref().is_none_or(|(k, _)| *k != entry.index) {
             drop(loaded.take()); // free the previous checkpoint first
-            loaded = Some((
-                entry.index,
-                glass_run::load_model(run_dir, Some(entry.index))?.0,
-            ));
+            loaded = Some((entry.index, entry.load()?));
         }
         let model = &loaded.as_ref().expect("loaded").1;
         let ctx = PairContext {
             opts,
             index: index.as_ref(),
+            data: &data,
         };
         let result = ctx.compute(
+            &mut sampled,
             model,
             entry,
             shard(job.chunk),
@@ -521,47 +527,78 @@ fn store(run_dir: &Path, db: &Metrics, r: &PairResult) -> Result<()> {
     Ok(())
 }
 
+/// The sampled rows of a chunk, split into prompts and true continuations, with their
+/// origins when they are logged for external data.
+struct Sampled {
+    prompts: Vec<Vec<u32>>,
+    truth: Vec<Vec<u32>>,
+    origins: Vec<Option<RowOrigin>>,
+}
+
 /// What computing one pair needs besides the model.
 struct PairContext<'a> {
     opts: &'a MemoOptions,
     index: Option<&'a Index>,
+    data: &'a TrainingRows,
 }
 
 impl PairContext<'_> {
     /// Greedy-decodes the sampled rows of chunk `ds` with `m` (checkpoint `entry`).
     fn compute(
         &self,
+        cache: &mut std::collections::HashMap<u64, Sampled>,
         m: &Model,
-        entry: &glass_run::manifest::CheckpointEntry,
-        ds: &crate::index::DataShard,
+        entry: &RunCheckpoint,
+        ds: &RowChunk,
         settings: Settings,
         progress: &mut dyn FnMut(MemoEvent<'_>),
     ) -> Result<PairResult> {
         let opts = self.opts;
         let need = opts.prompt_tokens + opts.continuation_tokens;
-        let h = &ds.header;
-        let c = h.chunk.expect("training chunk");
-        let rows = sample_rows(h.n_rows, opts.samples);
+        let c = ds.index;
+        let rows = sample_rows(ds.n_rows, opts.samples);
         progress(MemoEvent::Start {
             checkpoint: entry.index,
             chunk: c,
             rows: rows.len(),
         });
         let t0 = Instant::now();
-        let mut prompts = Vec::with_capacity(rows.len());
-        let mut truth = Vec::with_capacity(rows.len());
-        let mut buf = Vec::new();
-        for &r in &rows {
-            buf.clear();
-            read_rows(&ds.root, &ds.dir, h, r, 1, &mut buf)?;
-            prompts.push(buf[..opts.prompt_tokens].to_vec());
-            truth.push(buf[opts.prompt_tokens..need].to_vec());
+        if let std::collections::hash_map::Entry::Vacant(e) = cache.entry(c) {
+            let mut s = Sampled {
+                prompts: Vec::with_capacity(rows.len()),
+                truth: Vec::with_capacity(rows.len()),
+                origins: Vec::with_capacity(rows.len()),
+            };
+            let mut buf = Vec::new();
+            // A row is used as the prompt and continuation it starts with, whatever its
+            // length (Pythia's rows hold 2049 tokens).
+            for &r in &rows {
+                buf.clear();
+                self.data.read_range(ds.first_row + r, 1, &mut buf)?;
+                s.prompts.push(buf[..opts.prompt_tokens].to_vec());
+                s.truth.push(buf[opts.prompt_tokens..need].to_vec());
+                s.origins
+                    .push(match opts.log_samples && self.data.is_external() {
+                        true => {
+                            let global = ds.first_row + r;
+                            let b = self.data.rows_per_step();
+                            Some(self.data.row(global / b, global % b)?.origin)
+                        }
+                        false => None,
+                    });
+            }
+            e.insert(s);
         }
-        let gen = greedy(m, &prompts, opts.continuation_tokens, &mut |n| {
+        let Sampled {
+            prompts,
+            truth,
+            origins,
+        } = &cache[&c];
+        let gen = greedy(m, prompts, opts.continuation_tokens, &mut |n| {
             progress(MemoEvent::Rows(n))
         })?;
         let mut logs = Vec::with_capacity(rows.len());
-        for ((&row, g), t) in rows.iter().zip(&gen).zip(&truth) {
+        for (((&row, g), t), origin) in rows.iter().zip(&gen).zip(truth).zip(origins) {
             let matched: Vec<u8> = g.iter().zip(t).map(|(a, b)| (a == b) as u8).collect();
             let exposure = match self.index {
                 Some(ix) => Some(ix.count_before(t, entry.step)?),
@@ -573,6 +610,7 @@ impl PairContext<'_> {
                 matched,
                 generated: g.clone(),
                 exposure,
+                origin: origin.clone(),
             });
         }
         let (tm, fm) = summarize(&logs, opts.continuation_tokens);
@@ -580,7 +618,7 @@ impl PairContext<'_> {
             checkpoint: entry.index,
             step: entry.step,
             chunk: c,
-            chunk_first_step: h.first_step,
+            chunk_first_step: ds.first_step,
             n: logs.len(),
             token_match: tm,
             full_match: fm,

@@ -233,8 +233,9 @@ pub struct Index {
     pub row_len: usize,
     /// Rows per global batch.
     pub rows_per_step: u64,
-    /// The prepared data's manifest.
-    pub data: glass_data::Manifest,
+    /// What the index knows of the run's data: the prepared data's manifest, or that it
+    /// is a suite's data read in place.
+    pub data: crate::index::DataInfo,
 }
 
 /// How much [`Index::open_with`] checks besides the structure and every read's bounds.
@@ -263,12 +264,12 @@ impl Index {
         let m = IndexManifest::load(run_dir)?;
         let (data, chunks, validation) = data_shards(run_dir)?;
         let rebuild = format!("rebuild it with `glass index {}`", run_dir.display());
-        if m.tokenizer_sha256 != data.tokenizer.sha256 {
+        if m.tokenizer_sha256 != data.tokenizer_sha256 {
             return Err(AnalysisError::Stale(format!(
                 "the index of {} was built with another tokenizer (sha256 {}, the data has {}); {rebuild}",
                 run_dir.display(),
                 m.tokenizer_sha256,
-                data.tokenizer.sha256
+                data.tokenizer_sha256
             )));
         }
         let open = |rec: &ShardRecord, ds: &DataShard| -> Result<Shard> {
@@ -355,7 +356,7 @@ impl Index {
             shards,
             validation,
             row_len: data.row_len,
-            rows_per_step: data.config.rows_per_step as u64,
+            rows_per_step: data.rows_per_step,
             data,
         })
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use glass_data::chunk::{read_header, read_segments};
 use glass_data::pack::{Segment, SegmentKind};
+use glass_data::rows::TrainingRows;
 use glass_data::store::SourceView;
 use glass_data::{GlassTokenizer, PreparedData};
 use glass_engine::ops::fastmath::ln_f64;
@@ -49,7 +50,14 @@ pub struct TraceOptions {
     pub checkpoint: Option<(u32, u64)>,
 }
 
-/// One place a span occurs in training.
+/// One place a span occurs in training. On a run over a suite's data read in place
+/// (`glass import pythia|olmo|crystalcoder`) the document is the row's place in the
+/// suite's files: `source` is the suite (OLMo: the file's `data.datasets` label;
+/// CrystalCoder: the stage), `doc` the Megatron idx entry (Pythia) or the instance
+/// (OLMo) the row starts in, `doc_id` the file and the chunk or row within it (Pythia:
+/// the byte offset of the row, `FILE@BYTE`), `doc_tokens` the match's positions in the
+/// row, `doc_bytes` `[0, 0]` (the formats keep no document text), and the context around
+/// the match is decoded from the row.
 #[derive(Debug, Clone, Serialize)]
 pub struct Occurrence {
     /// Training step.
@@ -184,6 +192,21 @@ fn unigram_logprob(count: u64, total: u64) -> f64 {
     ln_f64(count as f64 / total.max(1) as f64)
 }
 
+/// The tokenizer a run's training rows were made with: a Glass run's own, or the one
+/// imported with a suite's data (an error saying how to add it when there is none).
+pub fn run_tokenizer(run_dir: &Path) -> Result<GlassTokenizer> {
+    if !glass_data::external::is_external(run_dir) {
+        return Ok(glass_run::run_tokenizer(run_dir)?);
+    }
+    TrainingRows::open(run_dir)?.tokenizer()?.ok_or_else(|| {
+        AnalysisError::Input(format!(
+            "{} reads a suite's data in place and has no tokenizer ({} is missing): import the data again into a new run directory with `--tokenizer FILE` (Pythia and OLMo: EleutherAI's 20B_tokenizer.json)",
+            run_dir.display(),
+            run_dir.join("data/tokenizer.json").display()
+        ))
+    })
+}
+
 /// Traces `ids` (the tokens of `text`) through the index.
 pub fn trace(
     run_dir: &Path,
@@ -268,7 +291,9 @@ pub fn trace(
 
 /// Lazily opened segments and document tables, for describing occurrences.
 struct Context {
-    data: PreparedData,
+    data: Option<PreparedData>,
+    /// External data (no segments or document tables: rows describe themselves).
+    rows: Option<TrainingRows>,
     run_dir: PathBuf,
     names: Vec<String>,
     segments: HashMap<usize, Vec<Segment>>,
@@ -277,16 +302,21 @@ struct Context {
 
 impl Context {
     fn new(run_dir: &Path, index: &Index) -> Result<Self> {
+        let Some(m) = &index.data.manifest else {
+            return Ok(Context {
+                data: None,
+                rows: Some(TrainingRows::open(run_dir)?),
+                run_dir: run_dir.to_path_buf(),
+                names: vec![],
+                segments: HashMap::new(),
+                views: HashMap::new(),
+            });
+        };
         Ok(Context {
-            data: PreparedData::open(run_dir)?,
+            data: Some(PreparedData::open(run_dir)?),
+            rows: None,
             run_dir: run_dir.to_path_buf(),
-            names: index
-                .data
-                .config
-                .sources
-                .iter()
-                .map(|s| s.name.clone())
-                .collect(),
+            names: m.config.sources.iter().map(|s| s.name.clone()).collect(),
             segments: HashMap::new(),
             views: HashMap::new(),
         })
@@ -301,10 +331,13 @@ impl Context {
         len: usize,
     ) -> Result<Occurrence> {
         let rec = &index.shards[shard].rec;
-        let chunks_dir = self.data.manifest().chunk_dir(&self.run_dir, &rec.name);
+        if let Some(rows) = &self.rows {
+            return describe_row(rows, tok, rec.chunk.unwrap_or(0), loc, len);
+        }
+        let data = self.data.as_ref().expect("prepared data");
+        let chunks_dir = data.manifest().chunk_dir(&self.run_dir, &rec.name);
         if let std::collections::hash_map::Entry::Vacant(e) = self.segments.entry(shard) {
-            let root = self
-                .data
+            let root = data
                 .manifest()
                 .root_of(&self.run_dir, &format!("chunks/{}.json", rec.name));
             let h = read_header(&root, &chunks_dir, &rec.name)?;
@@ -350,7 +383,7 @@ impl Context {
             return Ok(o);
         }
         if let std::collections::hash_map::Entry::Vacant(e) = self.views.entry(seg.source) {
-            e.insert(self.data.source_view(&name)?);
+            e.insert(data.source_view(&name)?);
         }
         let view = &self.views[&seg.source];
         let (path, line) = view.doc_id(seg.doc)?;
@@ -381,6 +414,42 @@ impl Context {
         o.after = after.chars().take(50).collect();
         Ok(o)
     }
+}
+
+/// An occurrence in a row of external data: what the row's format tells of where it
+/// came from, and the text around the match decoded from the row.
+fn describe_row(
+    rows: &TrainingRows,
+    tok: &GlassTokenizer,
+    chunk: u64,
+    loc: crate::query::Location,
+    len: usize,
+) -> Result<Occurrence> {
+    let row = rows.row(loc.step, loc.slot)?;
+    let o = row.origin;
+    let a = (loc.offset as usize).min(row.ids.len());
+    let b = (a + len).min(row.ids.len());
+    let before = tok.decode(&row.ids[a.saturating_sub(40)..a])?;
+    let after = tok.decode(&row.ids[b..(b + 40).min(row.ids.len())])?;
+    Ok(Occurrence {
+        step: loc.step,
+        slot: loc.slot,
+        row: loc.row,
+        offset: loc.offset,
+        chunk,
+        source: o.source,
+        doc: o.doc,
+        doc_id: match (o.within_file, o.byte) {
+            (Some(w), _) => format!("{}:{w}", o.file),
+            (None, Some(byte)) => format!("{}@{byte}", o.file),
+            (None, None) => o.file,
+        },
+        doc_bytes: [0, 0],
+        doc_tokens: [a as u64, b as u64],
+        before: last_chars(&before, 50),
+        text: tok.decode(&row.ids[a..b])?,
+        after: after.chars().take(50).collect(),
+    })
 }
 
 fn last_chars(s: &str, n: usize) -> String {

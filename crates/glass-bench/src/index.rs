@@ -243,7 +243,11 @@ pub fn run(o: &IndexOptions) -> Result<IndexBench> {
         // Count latency over random 8–32-token queries: half copied from random rows
         // (present at least once), half random ids (mostly absent).
         let mut rng = Mix(42);
-        let vocab = index.data.tokenizer.vocab_size as u64;
+        let vocab = index
+            .data
+            .manifest
+            .as_ref()
+            .map_or(1 << 16, |m| m.tokenizer.vocab_size as u64);
         let mut times = Vec::with_capacity(o.queries);
         let mut found = 0u64;
         for i in 0..o.queries {

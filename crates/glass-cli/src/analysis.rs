@@ -54,8 +54,17 @@ pub fn index(a: IndexArgs) -> Result<()> {
     Ok(())
 }
 
-/// (index, step) of a checkpoint argument.
+/// (index, step) of a checkpoint argument. A run over a suite's data numbers the
+/// suite's imported checkpoints 0, 1, … in step order.
 fn resolve(run: &Path, c: Checkpoint) -> Result<(u32, u64)> {
+    if glass_data::external::is_external(run) {
+        let k = match c {
+            Checkpoint::Index(k) => Some(k),
+            Checkpoint::Latest => None,
+        };
+        let e = glass_analysis::checkpoints::resolve_checkpoint(run, k)?;
+        return Ok((e.index, e.step));
+    }
     let m = glass_run::RunManifest::require(run)?;
     let e = c.resolve(&m)?;
     Ok((e.index, e.step))
@@ -98,7 +107,7 @@ pub struct TraceArgs {
 
 /// Runs `glass trace`.
 pub fn trace(a: TraceArgs) -> Result<()> {
-    let tok = glass_run::run_tokenizer(&a.run)?;
+    let tok = glass_analysis::trace::run_tokenizer(&a.run)?;
     let ckpt = match a.checkpoint {
         Some(c) => Some(resolve(&a.run, c)?),
         None if a.prompt.is_some() => Some(resolve(&a.run, Checkpoint::Latest)?),
@@ -139,7 +148,7 @@ pub fn trace(a: TraceArgs) -> Result<()> {
         (Some(t), _) => (t.clone(), encode(&tok, t)?),
         (None, Some(p)) => {
             let (k, _) = ckpt.expect("resolved above");
-            let (model, _) = glass_run::load_model(&a.run, Some(k))?;
+            let model = glass_analysis::checkpoints::resolve_checkpoint(&a.run, Some(k))?.load()?;
             let prompt = encode(&tok, p)?;
             let eos = tok.specials().eos;
             let mut sampler = Sampler::new(SamplingConfig {

@@ -163,6 +163,19 @@ pub fn load_suite(
 
 /// Runs `glass eval`.
 pub fn run(a: EvalArgs) -> Result<()> {
+    if glass_data::external::is_external(&a.run) && !a.run.join("manifest.json").exists() {
+        // A run over a suite's data: its checkpoints are runs of their own.
+        let list = glass_analysis::checkpoints::run_checkpoints(&a.run)?;
+        let runs: Vec<String> = list
+            .iter()
+            .map(|c| format!("  glass eval {} ...", c.model_run().display()))
+            .collect();
+        bail!(
+            "{} reads a suite's training data in place; evaluation takes a model: evaluate its imported checkpoints (RUN/models/checkpoints.json), each a run of its own:\n{}",
+            a.run.display(),
+            runs.join("\n")
+        );
+    }
     let sel = match &a.suite {
         Some(s) => {
             if !a.data_files.is_empty() {

@@ -35,6 +35,7 @@ pub mod preflight;
 pub mod prepare;
 pub mod pretokenized;
 pub mod reader;
+pub mod rows;
 pub mod sources;
 pub mod store;
 pub mod substring;

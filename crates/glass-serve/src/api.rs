@@ -673,6 +673,18 @@ async fn api_trace(
         let max_occurrences = uint(&q, "max_occurrences", Some(10), 1000)? as usize;
         let checkpoint = match q.get("checkpoint").map(String::as_str) {
             None | Some("") => None,
+            Some(c) if glass_data::external::is_external(&run.dir) => {
+                // A suite's imported checkpoints, numbered in step order.
+                let k = match c {
+                    "latest" => None,
+                    k => Some(k.parse::<u32>().map_err(|_| {
+                        ApiError::bad(format!("`checkpoint` is `{k}`: give a number or `latest`"))
+                    })?),
+                };
+                let e = glass_analysis::checkpoints::resolve_checkpoint(&run.dir, k)
+                    .map_err(ApiError::run)?;
+                Some((e.index, e.step))
+            }
             Some(c) => {
                 let m = internals::require_manifest(run)?;
                 let e = internals::resolve_checkpoint(&m, c)?;
@@ -685,7 +697,7 @@ async fn api_trace(
                 quote(&run.dir)
             )));
         }
-        let tok = glass_run::run_tokenizer(&run.dir).map_err(ApiError::run)?;
+        let tok = glass_analysis::trace::run_tokenizer(&run.dir).map_err(ApiError::run)?;
         let ids = tok.encode(&text).map_err(ApiError::run)?;
         if ids.is_empty() {
             return Err(ApiError::bad("the text encodes to no tokens"));
