@@ -163,19 +163,15 @@ pub fn load_suite(
 
 /// Runs `glass eval`.
 pub fn run(a: EvalArgs) -> Result<()> {
-    if glass_data::external::is_external(&a.run) && !a.run.join("manifest.json").exists() {
-        // A run over a suite's data: its checkpoints are runs of their own.
-        let list = glass_analysis::checkpoints::run_checkpoints(&a.run)?;
-        let runs: Vec<String> = list
-            .iter()
-            .map(|c| format!("  glass eval {} ...", c.model_run().display()))
-            .collect();
-        bail!(
-            "{} reads a suite's training data in place; evaluation takes a model: evaluate its imported checkpoints (RUN/models/checkpoints.json), each a run of its own:\n{}",
-            a.run.display(),
-            runs.join("\n")
-        );
-    }
+    let suite_run =
+        glass_data::external::is_external(&a.run) && !a.run.join("manifest.json").exists();
+    // A run over a suite's data: its checkpoints are runs of their own (listed first, so a
+    // run without any is refused before the tasks load).
+    let suite_ckpts = if suite_run {
+        Some(glass_analysis::checkpoints::run_checkpoints(&a.run)?)
+    } else {
+        None
+    };
     let sel = match &a.suite {
         Some(s) => {
             if !a.data_files.is_empty() {
@@ -198,6 +194,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
             .as_ref()
             .map(|p| glass_eval::code::CodeRunner::new(p.clone())),
     };
+    if let Some(list) = suite_ckpts {
+        let (results, groups) = evaluate_suite_checkpoints(&a, &list, opts, &sel.groups)?;
+        return print_results(&a, &results, &groups);
+    }
     let comm = crate::world::world("eval")?;
     let results = crate::world::or_abort(
         &*comm,
@@ -207,19 +207,64 @@ pub fn run(a: EvalArgs) -> Result<()> {
         return Ok(());
     }
     let groups = glass_eval::groups::store_groups(&a.run, &sel.groups, &results)?;
+    print_results(&a, &results, &groups)
+}
+
+/// Prints results and group scores as a table, or as JSON with `--json`.
+fn print_results(a: &EvalArgs, results: &[TaskResult], groups: &[GroupResult]) -> Result<()> {
     if a.json {
         let mut all: Vec<serde_json::Value> = results
             .iter()
             .map(serde_json::to_value)
             .collect::<Result<_, _>>()?;
-        for g in &groups {
+        for g in groups {
             all.push(serde_json::to_value(g)?);
         }
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
-        print_table(&results, &groups);
+        print_table(results, groups);
     }
     Ok(())
+}
+
+/// `glass eval` on a run over a suite's data: each selected checkpoint of
+/// `RUN/models/checkpoints.json` is evaluated in its own run (results stored there, as
+/// `glass eval RUN/models/NAME` stores them) and reported under the suite's checkpoint
+/// number and step.
+fn evaluate_suite_checkpoints(
+    a: &EvalArgs,
+    list: &[glass_analysis::checkpoints::RunCheckpoint],
+    opts: EvalOptions,
+    groups: &[glass_eval::groups::GroupDef],
+) -> Result<(Vec<TaskResult>, Vec<GroupResult>)> {
+    let available: Vec<u64> = list.iter().map(|c| c.index as u64).collect();
+    let picked = a.checkpoints.pick(&available, "checkpoint")?;
+    let opts = EvalOptions {
+        checkpoints: CheckpointSel::Latest,
+        ..opts
+    };
+    let (mut out, mut scores) = (Vec::new(), Vec::new());
+    for k in picked {
+        let c = &list[k as usize];
+        if !a.quiet {
+            eprintln!(
+                "checkpoint {} (step {}): {}",
+                c.index,
+                c.step,
+                c.model_run().display()
+            );
+        }
+        let results = evaluate(c.model_run(), &opts, a.quiet)?;
+        for mut g in glass_eval::groups::store_groups(c.model_run(), groups, &results)? {
+            (g.checkpoint, g.step) = (c.index, c.step);
+            scores.push(g);
+        }
+        for mut r in results {
+            (r.checkpoint, r.step) = (c.index, c.step);
+            out.push(r);
+        }
+    }
+    Ok((out, scores))
 }
 
 /// Evaluates with progress on stderr (unless `quiet`).

@@ -683,3 +683,58 @@ fn crystalcoder_memorization_index_and_trace_read_the_hdf5_rows() {
     }
     assert!(found);
 }
+
+/// `glass eval` on a run over Pythia-style data evaluates each imported checkpoint in its
+/// own run and reports it under the suite's checkpoint number and step, with the scores
+/// a direct `glass eval` of that checkpoint's run computes.
+#[test]
+fn eval_of_an_external_run_evaluates_each_imported_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let run = import("pythia", d.path(), true);
+    let args = [
+        "--tasks",
+        "glass_cloze",
+        "--limit",
+        "3",
+        "--json",
+        "--quiet",
+    ];
+    let all: Value =
+        serde_json::from_str(&ok(&[&["eval", &p(&run)][..], &args[..]].concat())).unwrap();
+    let all = all.as_array().unwrap();
+    let at: Vec<(u64, u64)> = all
+        .iter()
+        .map(|r| {
+            (
+                r["checkpoint"].as_u64().unwrap(),
+                r["step"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(at, vec![(0, 0), (1, 2)], "{all:?}");
+    for (r, name) in all.iter().zip(["step0", "step2"]) {
+        let own = run.join("models").join(name);
+        let direct: Value =
+            serde_json::from_str(&ok(
+                &[&["eval", &p(&own), "--force"][..], &args[..]].concat()
+            ))
+            .unwrap();
+        assert_eq!(r["metrics"], direct[0]["metrics"], "{name}");
+        assert_eq!(
+            r["checkpoint_sha256"], direct[0]["checkpoint_sha256"],
+            "{name}"
+        );
+    }
+    let latest: Value = serde_json::from_str(&ok(&[
+        &["eval", &p(&run), "--checkpoints", "latest"][..],
+        &args[..],
+    ]
+    .concat()))
+    .unwrap();
+    assert_eq!(latest.as_array().unwrap().len(), 1);
+    assert_eq!(latest[0]["step"], 2);
+    // Without checkpoints, eval says how to import them.
+    let bare = import("pythia", d.path(), false);
+    let e = refused(&[&["eval", &p(&bare)][..], &args[..]].concat());
+    assert!(e.contains("--checkpoints"), "{e}");
+}
