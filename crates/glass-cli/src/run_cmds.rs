@@ -189,8 +189,82 @@ pub fn info(run: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `glass verify` of a run over a suite's data: the data files as `glass data verify`
+/// checks them, then each imported checkpoint's run, and that each still holds the
+/// checkpoint `RUN/models/checkpoints.json` recorded.
+fn verify_suite_run(run: &Path, json: bool) -> Result<()> {
+    let data = glass_data::external::verify(run, &mut crate::suites::progress_bars())?;
+    let listed = run.join(glass_analysis::checkpoints::SUITE_CHECKPOINTS);
+    let list = if listed.exists() {
+        glass_analysis::checkpoints::run_checkpoints(run)?
+    } else {
+        Vec::new()
+    };
+    let mut problems: Vec<String> = data
+        .mismatches
+        .iter()
+        .map(|m| format!("{}: {}", m.path, m.problem))
+        .collect();
+    let mut checkpoints = Vec::new();
+    for c in &list {
+        let dir = c.model_run();
+        let r = glass_run::verify_run(dir)?;
+        let now = glass_run::RunManifest::require(dir)?
+            .checkpoints
+            .last()
+            .map(|k| k.sha256.clone())
+            .unwrap_or_default();
+        for p in &r.problems {
+            problems.push(format!("{}/{}: {}", dir.display(), p.path, p.problem));
+        }
+        if now != c.sha256 {
+            problems.push(format!(
+                "{}: checkpoint sha256 {now}, but {} records {}",
+                dir.display(),
+                listed.display(),
+                c.sha256
+            ));
+        }
+        checkpoints.push(serde_json::json!({
+            "index": c.index,
+            "step": c.step,
+            "run": dir,
+            "checkpoint_sha256": now,
+            "report": r,
+        }));
+    }
+    if json {
+        let out =
+            serde_json::json!({ "data": data, "checkpoints": checkpoints, "problems": problems });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for p in &problems {
+            println!("MISMATCH {p}");
+        }
+        println!(
+            "checked {} data files ({:.1} MB, read in place) and {} imported checkpoint(s)",
+            data.checked,
+            data.bytes as f64 / 1e6,
+            list.len()
+        );
+    }
+    if !problems.is_empty() {
+        bail!("{} file(s) or checkpoint(s) do not match", problems.len());
+    }
+    Ok(())
+}
+
 /// Runs `glass verify`.
 pub fn verify(run: &Path, replay: Option<glass_run::Checkpoint>, json: bool) -> Result<()> {
+    if glass_data::external::is_external(run) && !run.join("manifest.json").exists() {
+        if replay.is_some() {
+            bail!(
+                "{} reads a suite's training data in place: it holds no training history to replay (`glass verify RUN` checks its data and imported checkpoints)",
+                run.display()
+            );
+        }
+        return verify_suite_run(run, json);
+    }
     if let Some(k) = replay {
         let k = k.index_in(run)?;
         let r = glass_run::replay(run, k)?;

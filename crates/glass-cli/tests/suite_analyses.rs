@@ -738,3 +738,31 @@ fn eval_of_an_external_run_evaluates_each_imported_checkpoint() {
     let e = refused(&[&["eval", &p(&bare)][..], &args[..]].concat());
     assert!(e.contains("--checkpoints"), "{e}");
 }
+
+/// `glass verify` on a run over Pythia-style data checks the data read in place and each
+/// imported checkpoint's run, and catches a checkpoint list that no longer matches.
+#[test]
+fn verify_of_an_external_run_checks_the_data_and_each_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let run = import("pythia", d.path(), true);
+    let out = ok(&["verify", &p(&run)]);
+    assert!(out.contains("2 imported checkpoint(s)"), "{out}");
+    let v: Value = serde_json::from_str(&ok(&["verify", &p(&run), "--json"])).unwrap();
+    assert_eq!(v["checkpoints"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["checkpoints"][1]["step"], 2);
+    let e = refused(&["verify", &p(&run), "--replay", "1"]);
+    assert!(e.contains("no training history"), "{e}");
+    // A list that names another checkpoint than the one imported is refused.
+    let list = run.join("models/checkpoints.json");
+    let mut l: Value = serde_json::from_str(&std::fs::read_to_string(&list).unwrap()).unwrap();
+    l[1]["checkpoint_sha256"] = "0".repeat(64).into();
+    std::fs::write(&list, serde_json::to_vec_pretty(&l).unwrap()).unwrap();
+    let e = refused(&["verify", &p(&run)]);
+    assert!(e.contains("do not match"), "{e}");
+    let out = glass(&["verify", &p(&run)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("MISMATCH") && text.contains("records"),
+        "{text}"
+    );
+}
