@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 mod common;
-use common::{copy_dir, glass, llm360_tokenizer as tokenizer, ok, p};
+use common::{copy_dir, glass, llm360_tokenizer as tokenizer, ok, p, u64s};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/suites/crystalcoder")
@@ -47,14 +47,6 @@ fn show(run: &Path, step: u64, extra: &[&str]) -> Value {
 fn stderr(o: &std::process::Output) -> String {
     assert!(!o.status.success(), "expected a refusal");
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn u64s(v: &Value) -> Vec<u64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap())
-        .collect()
 }
 
 /// Checks `got` (a `data show --json`) against expected step `want`, rows `lo..`.

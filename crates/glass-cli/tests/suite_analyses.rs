@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 mod common;
-use common::{copy_dir, glass, llm360_tokenizer as tokenizer, ok, p};
+use common::{copy_dir, glass, llm360_tokenizer as tokenizer, ok, p, u64s};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/suites")
@@ -18,14 +18,6 @@ fn fixtures() -> PathBuf {
 
 fn hf_fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../glass-hf/tests/fixtures/families")
-}
-
-fn u64s(v: &Value) -> Vec<u64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap())
-        .collect()
 }
 
 fn file_name(s: &str) -> String {

@@ -251,3 +251,12 @@ pub fn shrink_tiny(t: &mut toml::Table, max_seq_len: i64) {
     data.insert("rows_per_step".into(), I(4));
     data.insert("steps_per_chunk".into(), I(4));
 }
+
+/// A JSON array of unsigned integers.
+pub fn u64s(v: &serde_json::Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
+}
