@@ -485,6 +485,17 @@ fn serve_shows_memorization_and_trace_of_an_external_run() {
         "4",
         "--quiet",
     ]);
+    let evals: Value = serde_json::from_str(&ok(&[
+        "eval",
+        &p(&run),
+        "--tasks",
+        "glass_cloze",
+        "--limit",
+        "3",
+        "--json",
+        "--quiet",
+    ]))
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_glass"))
         .args(["serve", &p(&run), "--port", "0"])
         .stdout(Stdio::piped())
@@ -520,6 +531,32 @@ fn serve_shows_memorization_and_trace_of_an_external_run() {
         .or_else(|| runs["runs"][0]["id"].as_str())
         .unwrap_or_else(|| panic!("{runs}"))
         .to_string();
+    // The eval curve over the suite's checkpoints: steps from the checkpoint list, each
+    // value the one `glass eval RUN` printed.
+    let ev = get(&format!("/api/runs/{id}/evals"));
+    let steps: Vec<(u64, u64)> = ev["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["checkpoint"].as_u64().unwrap(),
+                c["step"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(steps, vec![(0, 0), (1, 2)], "{ev}");
+    for r in evals.as_array().unwrap() {
+        for m in r["metrics"].as_array().unwrap() {
+            let row = ev["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["checkpoint"] == r["checkpoint"] && x["metric"] == m["metric"])
+                .unwrap_or_else(|| panic!("{ev}"));
+            assert_eq!(row["value"], m["value"], "{ev}");
+        }
+    }
     let memo = get(&format!("/api/runs/{id}/memorization"));
     assert!(memo.to_string().contains("token_match"), "{memo}");
     let tok = glass_analysis::trace::run_tokenizer(&run).unwrap();

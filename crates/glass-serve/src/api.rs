@@ -568,8 +568,48 @@ async fn api_verify(
     }
 }
 
+/// The evaluations of a run over a suite's data: each imported checkpoint's results, kept
+/// in its own run (`glass eval RUN` stores them there), under the suite's checkpoint
+/// number and step.
+fn suite_evals(run: &ServedRun) -> ApiResult<Value> {
+    let list = if run
+        .dir
+        .join(glass_analysis::checkpoints::SUITE_CHECKPOINTS)
+        .exists()
+    {
+        glass_analysis::checkpoints::run_checkpoints(&run.dir).map_err(ApiError::run)?
+    } else {
+        Vec::new()
+    };
+    let mut ck = Vec::new();
+    let mut rows = Vec::new();
+    for c in &list {
+        ck.push(json!({"checkpoint": c.index, "step": c.step, "tokens": null}));
+        let dir = c.model_run();
+        let own = RunManifest::load(dir)
+            .map_err(ApiError::run)?
+            .and_then(|m| m.checkpoints.last().map(|k| k.index));
+        let Ok(m) = Metrics::open_read_only(dir) else {
+            continue;
+        };
+        if !m.has_table("evals").map_err(ApiError::run)? {
+            continue;
+        }
+        for mut r in m.evals().map_err(ApiError::run)? {
+            if Some(r.checkpoint) == own {
+                r.checkpoint = c.index;
+                rows.push(r);
+            }
+        }
+    }
+    Ok(json!({"checkpoints": ck, "rows": rows}))
+}
+
 async fn api_evals(State(runs): State<Shared>, UrlPath(id): UrlPath<String>) -> Response {
     with_run(runs, id, |run| {
+        if glass_data::external::is_external(&run.dir) && !run.dir.join("manifest.json").exists() {
+            return suite_evals(run);
+        }
         let m = open_metrics(run)?;
         let ck: Vec<Value> = m
             .checkpoints()
