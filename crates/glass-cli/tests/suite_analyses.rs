@@ -381,6 +381,17 @@ fn olmo_memorization_index_and_trace_read_the_memmap_rows() {
     analyses_read_the_suites_rows("olmo", 3);
 }
 
+/// `(checkpoint, step)` of each object of a JSON array.
+fn checkpoint_steps(v: &Value) -> Vec<(u64, u64)> {
+    let pair = |c: &Value| {
+        (
+            c["checkpoint"].as_u64().unwrap(),
+            c["step"].as_u64().unwrap(),
+        )
+    };
+    v.as_array().unwrap().iter().map(pair).collect()
+}
+
 fn refused(args: &[&str]) -> String {
     let o = glass(args);
     assert!(!o.status.success(), "expected a refusal of {args:?}");
@@ -534,18 +545,11 @@ fn serve_shows_memorization_and_trace_of_an_external_run() {
     // The eval curve over the suite's checkpoints: steps from the checkpoint list, each
     // value the one `glass eval RUN` printed.
     let ev = get(&format!("/api/runs/{id}/evals"));
-    let steps: Vec<(u64, u64)> = ev["checkpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["checkpoint"].as_u64().unwrap(),
-                c["step"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(steps, vec![(0, 0), (1, 2)], "{ev}");
+    assert_eq!(
+        checkpoint_steps(&ev["checkpoints"]),
+        vec![(0, 0), (1, 2)],
+        "{ev}"
+    );
     for r in evals.as_array().unwrap() {
         for m in r["metrics"].as_array().unwrap() {
             let row = ev["rows"]
@@ -730,17 +734,8 @@ fn eval_of_an_external_run_evaluates_each_imported_checkpoint() {
     ];
     let all: Value =
         serde_json::from_str(&ok(&[&["eval", &p(&run)][..], &args[..]].concat())).unwrap();
+    assert_eq!(checkpoint_steps(&all), vec![(0, 0), (1, 2)], "{all}");
     let all = all.as_array().unwrap();
-    let at: Vec<(u64, u64)> = all
-        .iter()
-        .map(|r| {
-            (
-                r["checkpoint"].as_u64().unwrap(),
-                r["step"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(at, vec![(0, 0), (1, 2)], "{all:?}");
     for (r, name) in all.iter().zip(["step0", "step2"]) {
         let own = run.join("models").join(name);
         let direct: Value =

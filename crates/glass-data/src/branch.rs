@@ -206,6 +206,7 @@ fn reweighted(
     // parent's manifest.
     let mut removed: Vec<(String, u64)> = Vec::new();
     let mut cut = crate::dedup::Removals::default();
+    let mut removed_file = std::path::PathBuf::new();
     if parent.heldout.is_some() {
         removed.extend(crate::heldout::withheld(parent_dir, &parent)?);
     }
@@ -233,12 +234,14 @@ fn reweighted(
             )));
         }
         cut = crate::dedup::read_removed(&root, &p)?;
+        removed_file = p;
         removed.append(&mut cut.docs);
     }
     if !removed.is_empty() || !cut.spans.is_empty() {
         for (s, src) in cfg.sources.iter().enumerate() {
             if let Some(v) = views[s].as_mut() {
-                v.cut_spans(&cut.spans_of(&src.name))?;
+                v.cut_spans(&cut.spans_of(&src.name))
+                    .map_err(|e| DataError::Format(format!("{}: {e}", removed_file.display())))?;
                 let mut docs: Vec<u64> = removed
                     .iter()
                     .filter(|r| r.0 == src.name)

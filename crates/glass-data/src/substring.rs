@@ -59,7 +59,7 @@ pub struct Docs<'a> {
 /// called with the amount of work done (3 units per token and document in all:
 /// gathering, sorting, scanning) for a progress bar.
 pub fn repeated_spans(docs: &Docs, k: u32, tick: &(dyn Fn(u64) + Sync)) -> Result<Vec<Cut>> {
-    repeated_spans_narrow_below(docs, k, tick, i32::MAX as usize)
+    repeated_spans_with(docs, k, tick, i32::MAX as usize, BLOCK)
 }
 
 /// Memory [`repeated_spans`] takes, in bytes, for `tokens` tokens in `docs` documents:
@@ -72,12 +72,14 @@ pub fn memory_bytes(tokens: u64, docs: u64) -> u64 {
 }
 
 /// [`repeated_spans`] with 64-bit suffix-array entries from `narrow_limit` positions on
-/// (2^31 − 1 in use; lowered by tests to reach the 64-bit path).
-fn repeated_spans_narrow_below(
+/// (2^31 − 1 in use) and suffixes compared in parallel blocks of `block` entries
+/// ([`BLOCK`]); tests lower both to reach the 64-bit and the many-block paths.
+fn repeated_spans_with(
     docs: &Docs,
     k: u32,
     tick: &(dyn Fn(u64) + Sync),
     narrow_limit: usize,
+    block: usize,
 ) -> Result<Vec<Cut>> {
     if !(MIN_SPAN..=MAX_SPAN).contains(&k) {
         return Err(DataError::Config(format!(
@@ -85,29 +87,61 @@ fn repeated_spans_narrow_below(
         )));
     }
     let len: usize = docs.lens.iter().map(|&l| l as usize + 1).sum();
+    let err = |e| DataError::Format(format!("suffix array: {e:?}"));
     if len < narrow_limit {
-        let mut text: Vec<i32> = Vec::with_capacity(len);
-        let starts = concat(docs, &mut text, |t| t as i32 + 1, tick)?;
-        let sa = libsais::SuffixArrayConstruction::for_text_mut(&mut text)
-            .in_owned_buffer32()
-            .single_threaded()
-            .run()
-            .map_err(|e| DataError::Format(format!("suffix array: {e:?}")))?
-            .into_vec();
-        tick(len as u64);
-        Ok(spans(&text, &sa, &starts, k as usize, tick))
+        sorted_spans(
+            docs,
+            (k, block),
+            tick,
+            len,
+            |t| t as i32 + 1,
+            |text| {
+                let sa = libsais::SuffixArrayConstruction::for_text_mut(text)
+                    .in_owned_buffer32()
+                    .single_threaded()
+                    .run()
+                    .map_err(err)?;
+                Ok(sa.into_vec())
+            },
+        )
     } else {
-        let mut text: Vec<i64> = Vec::with_capacity(len);
-        let starts = concat(docs, &mut text, |t| t as i64 + 1, tick)?;
-        let sa = libsais::SuffixArrayConstruction::for_text_mut(&mut text)
-            .in_owned_buffer64()
-            .single_threaded()
-            .run()
-            .map_err(|e| DataError::Format(format!("suffix array: {e:?}")))?
-            .into_vec();
-        tick(len as u64);
-        Ok(spans(&text, &sa, &starts, k as usize, tick))
+        sorted_spans(
+            docs,
+            (k, block),
+            tick,
+            len,
+            |t| t as i64 + 1,
+            |text| {
+                let sa = libsais::SuffixArrayConstruction::for_text_mut(text)
+                    .in_owned_buffer64()
+                    .single_threaded()
+                    .run()
+                    .map_err(err)?;
+                Ok(sa.into_vec())
+            },
+        )
     }
+}
+
+/// Concatenates the documents as `T` (`map`ped ids, a 0 after each), sorts their
+/// suffixes with `sort` and finds the spans: the one path of both widths.
+fn sorted_spans<T, P>(
+    docs: &Docs,
+    (k, block): (u32, usize),
+    tick: &(dyn Fn(u64) + Sync),
+    len: usize,
+    map: impl Fn(u32) -> T,
+    sort: impl FnOnce(&mut [T]) -> Result<Vec<P>>,
+) -> Result<Vec<Cut>>
+where
+    T: Copy + PartialEq + Default + Send + Sync,
+    P: Pos,
+{
+    let mut text: Vec<T> = Vec::with_capacity(len);
+    let starts = concat(docs, &mut text, map, tick)?;
+    let sa = sort(&mut text)?;
+    tick(len as u64);
+    Ok(spans(&text, &sa, &starts, k as usize, block, tick))
 }
 
 /// Largest id accepted: libsais sorts an integer text in memory linear in its largest
@@ -167,6 +201,7 @@ fn spans<T, P>(
     sa: &[P],
     starts: &[usize],
     k: usize,
+    block: usize,
     tick: &(dyn Fn(u64) + Sync),
 ) -> Vec<Cut>
 where
@@ -181,10 +216,10 @@ where
     };
     // same[i]: the suffixes at sa[i - 1] and sa[i] start with the same window.
     let same: Vec<bool> = sa
-        .par_chunks(BLOCK)
+        .par_chunks(block)
         .enumerate()
         .flat_map_iter(|(b, chunk)| {
-            let base = b * BLOCK;
+            let base = b * block;
             let out: Vec<bool> = chunk
                 .iter()
                 .enumerate()
@@ -343,9 +378,12 @@ mod tests {
                 lens: &lens,
                 read: &read,
             };
-            // Odd seeds sort with 64-bit entries, even ones with 32-bit entries.
+            // Odd seeds sort with 64-bit entries, even ones with 32-bit entries; blocks of
+            // 64 entries put every run boundary case across many parallel blocks.
             let limit = if seed % 2 == 1 { 0 } else { i32::MAX as usize };
-            let cuts = repeated_spans_narrow_below(&input, k, &|_| {}, limit).unwrap();
+            let cuts = repeated_spans_with(&input, k, &|_| {}, limit, 64).unwrap();
+            let one_block = repeated_spans_with(&input, k, &|_| {}, limit, BLOCK).unwrap();
+            assert_eq!(cuts, one_block, "block size changes nothing");
             let want = brute(&docs, k as usize);
             let mut got: Vec<Vec<bool>> = docs.iter().map(|d| vec![false; d.len()]).collect();
             for c in &cuts {
