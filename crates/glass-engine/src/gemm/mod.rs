@@ -428,6 +428,16 @@ pub struct PackedB {
     blocks: Vec<Vec<f32>>,
 }
 
+impl std::fmt::Debug for PackedB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedB")
+            .field("kernel", &self.kernel)
+            .field("k", &self.k)
+            .field("n", &self.n)
+            .finish_non_exhaustive()
+    }
+}
+
 impl PackedB {
     /// Packs the logical `[k, n]` operand `b` for the active kernel.
     pub fn new(k: usize, n: usize, b: Mat<'_>) -> PackedB {
@@ -489,6 +499,43 @@ impl PackedB {
         }
     }
 
+    /// An operand of no rows or columns, to be filled by [`PackedB::repack`].
+    pub fn empty() -> PackedB {
+        PackedB {
+            kernel: active_kernel(),
+            k: 0,
+            n: 0,
+            blocks: Vec::new(),
+        }
+    }
+
+    /// Packs `b` (logical `[k, n]`) for the active kernel into this operand, keeping its
+    /// allocations: for an operand packed anew for every call of a loop.
+    pub fn repack(&mut self, k: usize, n: usize, b: Mat<'_>) {
+        self.repack_with(active_kernel(), k, n, b)
+    }
+
+    /// [`PackedB::repack`] for `kernel`.
+    ///
+    /// Panics if the CPU lacks `kernel` or `b` is too short.
+    pub fn repack_with(&mut self, kernel: Kernel, k: usize, n: usize, b: Mat<'_>) {
+        assert!(kernel.is_supported(), "gemm: kernel {kernel:?} unsupported");
+        assert!(b.data.len() >= b.extent(k, n), "gemm: B too short");
+        let (_, nr) = kernel.tile();
+        let (rs, cs) = b.strides();
+        let n_blocks = k.div_ceil(KC);
+        self.blocks.resize_with(n_blocks, Vec::new);
+        for (q, buf) in self.blocks.iter_mut().enumerate() {
+            let pc = q * KC;
+            let kc = KC.min(k - pc);
+            grow(buf, n.next_multiple_of(nr) * kc);
+            pack::pack_b(buf, b.data, b.offset(pc, 0), rs, cs, kc, n, nr);
+        }
+        self.kernel = kernel;
+        self.k = k;
+        self.n = n;
+    }
+
     /// Bytes the packed operand holds.
     pub fn bytes(&self) -> usize {
         self.blocks.iter().map(|b| b.len() * 4).sum()
@@ -529,6 +576,47 @@ pub fn matmul_packed(
         m,
         b.n,
         b.k,
+        a,
+        BSrc::Packed(b),
+        c,
+        ldc,
+        alpha,
+        accumulate,
+    );
+}
+
+/// [`matmul_packed`] over the leading `[k, n]` part of the packed operand (`k <= rows`,
+/// `n <= cols`): the bits of [`matmul`] with that part unpacked. Lets a loop whose
+/// products use growing prefixes of one operand (causal attention over its keys) pack it
+/// once.
+///
+/// Panics if the part exceeds the operand, or on slice extents that are too short.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_packed_part(
+    threads: Threads,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_>,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    alpha: f32,
+    accumulate: bool,
+) {
+    assert!(
+        n <= b.n && k <= b.k,
+        "gemm: part outside the packed operand"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    product(
+        b.kernel,
+        threads,
+        m,
+        n,
+        k,
         a,
         BSrc::Packed(b),
         c,
@@ -773,8 +861,15 @@ unsafe fn region(
                         bufs.b.as_ptr()
                     }
                     // Strip (col0 + jc) / NR of the k-block holds this block's columns;
-                    // col0 and jc are multiples of NR.
-                    BSrc::Packed(pb) => pb.blocks[pc / KC].as_ptr().add((col0 + jc) * kc),
+                    // col0 and jc are multiples of NR. A strip holds the block's packed
+                    // rows, of which a product over a leading part reads the first kc.
+                    BSrc::Packed(pb) => pb.blocks[pc / KC]
+                        .as_ptr()
+                        .add((col0 + jc) * KC.min(pb.k - pc)),
+                };
+                let b_strip = match b {
+                    BSrc::Packed(pb) => KC.min(pb.k - pc),
+                    _ => kc,
                 };
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
@@ -813,7 +908,7 @@ unsafe fn region(
                             kernel.run(
                                 kc,
                                 bufs.a.as_ptr().add(ir * kc),
-                                b_block.add(jr * kc),
+                                b_block.add(jr * b_strip),
                                 &dst,
                             );
                         }

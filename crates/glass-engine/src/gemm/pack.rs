@@ -148,6 +148,13 @@ pub(super) fn pack_b<T: Widen>(
         if cols < nr {
             strip.fill(0.0);
         }
+        if rs == 1
+            && cs != 1
+            && cols == nr
+            && pack_whole_b_strip(strip, src, off + c0 * cs, cs, kc, nr)
+        {
+            continue;
+        }
         if rs == 1 && cs != 1 {
             for c in 0..cols {
                 let col = &src[off + (c0 + c) * cs..][..kc];
@@ -169,6 +176,46 @@ pub(super) fn pack_b<T: Widen>(
                     }
                 }
             }
+        }
+    }
+}
+
+/// A whole strip of `nr` columns of a transposed B (column `c` contiguous from
+/// `src[base + c·cs]`), for the strip widths of the kernels: written row by row from `nr`
+/// column streams read side by side, as [`pack_whole_strip`] does for A (writing one
+/// column at a time scatters every value `nr` floats from the last). Returns false for
+/// any other width.
+fn pack_whole_b_strip<T: Widen>(
+    strip: &mut [f32],
+    src: &[T],
+    base: usize,
+    cs: usize,
+    kc: usize,
+    nr: usize,
+) -> bool {
+    match nr {
+        8 => pack_cols::<T, 8>(strip, src, base, cs, kc),
+        16 => pack_cols::<T, 16>(strip, src, base, cs, kc),
+        32 => pack_cols::<T, 32>(strip, src, base, cs, kc),
+        _ => return false,
+    }
+    true
+}
+
+/// [`pack_whole_b_strip`] for a width known at compile time.
+#[inline(always)]
+fn pack_cols<T: Widen, const NR: usize>(
+    strip: &mut [f32],
+    src: &[T],
+    base: usize,
+    cs: usize,
+    kc: usize,
+) {
+    let cols: [&[T]; NR] = std::array::from_fn(|c| &src[base + c * cs..][..kc]);
+    for (p, out) in strip[..NR * kc].chunks_exact_mut(NR).enumerate() {
+        let out: &mut [f32; NR] = out.try_into().expect("chunks of NR");
+        for (o, col) in out.iter_mut().zip(&cols) {
+            *o = col[p].widen();
         }
     }
 }

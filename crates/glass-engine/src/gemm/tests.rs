@@ -477,3 +477,70 @@ fn packed_strips_are_laid_out_alike_for_every_kernel_height() {
         }
     }
 }
+
+#[test]
+fn a_leading_part_of_a_packed_operand_gives_the_bits_of_that_part() {
+    // Causal attention packs its keys once and multiplies each query block by a growing
+    // prefix: parts that cut inside a k-block and inside a strip must match the plain
+    // product of the same part, and repacking must reuse storage without leftovers.
+    let (k_full, n_full, m) = (2 * KC + 50, 150, 29);
+    for kernel in supported() {
+        for tb in [false, true] {
+            let b = random(k_full * n_full, 11 + tb as u64);
+            let a = random(m * k_full, 12);
+            let bm = if tb {
+                Mat::t(&b, k_full)
+            } else {
+                Mat::n(&b, n_full)
+            };
+            let mut packed = PackedB::empty();
+            // A larger, different operand first: the repack below must overwrite it.
+            let other = random(3 * KC * 200, 13);
+            packed.repack_with(kernel, 3 * KC, 200, Mat::n(&other, 200));
+            packed.repack_with(kernel, k_full, n_full, bm);
+            for (k, n) in [
+                (1, 1),
+                (KC + 13, 37),
+                (KC, n_full),
+                (2 * KC, 64),
+                (k_full, n_full),
+            ] {
+                for accumulate in [false, true] {
+                    let c0 = random(m * n_full, 14);
+                    let (mut want, mut got) = (c0.clone(), c0);
+                    let am = Mat::n(&a, k_full);
+                    matmul_with(
+                        kernel,
+                        Threads::Single,
+                        m,
+                        n,
+                        k,
+                        am,
+                        bm,
+                        &mut want,
+                        n_full,
+                        0.5,
+                        accumulate,
+                    );
+                    matmul_packed_part(
+                        Threads::Single,
+                        m,
+                        n,
+                        k,
+                        am,
+                        &packed,
+                        &mut got,
+                        n_full,
+                        0.5,
+                        accumulate,
+                    );
+                    assert_eq!(
+                        same_bits(&got, &want),
+                        0,
+                        "{kernel:?} tb={tb} part k={k} n={n} acc={accumulate}"
+                    );
+                }
+            }
+        }
+    }
+}

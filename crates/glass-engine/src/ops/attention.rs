@@ -16,8 +16,8 @@
 
 use rayon::prelude::*;
 
-use super::fastmath;
-use crate::gemm::{matmul, Mat, Threads};
+use super::{fastmath, reduce};
+use crate::gemm::{matmul, matmul_packed_part, Mat, PackedB, Threads};
 
 /// Query rows per block.
 pub const Q_BLOCK: usize = 64;
@@ -61,8 +61,32 @@ impl AttnDims {
     }
 }
 
+/// Per-task scratch of [`head_forward`]: one block's scores, and the keys and values
+/// packed once for all of a head's query blocks.
+#[derive(Debug)]
+pub struct HeadScratch {
+    scores: Vec<f32>,
+    keys: PackedB,
+    values: PackedB,
+}
+
+impl Default for HeadScratch {
+    fn default() -> Self {
+        HeadScratch {
+            scores: Vec::new(),
+            keys: PackedB::empty(),
+            values: PackedB::empty(),
+        }
+    }
+}
+
 /// One head over `n_q` queries at positions `pos0..pos0+n_q` against keys
 /// `0..pos0+n_q`: writes the outputs and each query's log-sum-exp.
+///
+/// With more than one block of queries, the keys (as `Kᵀ`) and values are packed once and
+/// every block multiplies by its leading part: each block would otherwise pack them
+/// again, which cost about as much as the arithmetic (same bits either way, by the GEMM
+/// contract).
 #[allow(clippy::too_many_arguments)]
 pub fn head_forward(
     q: Mat<'_>,
@@ -75,8 +99,18 @@ pub fn head_forward(
     pos0: usize,
     hd: usize,
     scale: f32,
-    scores: &mut Vec<f32>,
+    scratch: &mut HeadScratch,
 ) {
+    let HeadScratch {
+        scores,
+        keys,
+        values,
+    } = scratch;
+    let packed = n_q > Q_BLOCK;
+    if packed {
+        keys.repack(hd, pos0 + n_q, k);
+        values.repack(pos0 + n_q, hd, v);
+    }
     let mut i0 = 0;
     while i0 < n_q {
         let bq = Q_BLOCK.min(n_q - i0);
@@ -87,20 +121,29 @@ pub fn head_forward(
             data: &q.data[i0 * q.ld..],
             ..q
         };
-        matmul(Threads::Single, bq, nk, hd, qb, k, s, nk, scale, false);
+        if packed {
+            matmul_packed_part(Threads::Single, bq, nk, hd, qb, keys, s, nk, scale, false);
+        } else {
+            matmul(Threads::Single, bq, nk, hd, qb, k, s, nk, scale, false);
+        }
         causal_softmax(s, nk, pos0 + i0 + 1, &mut lse[i0..i0 + bq]);
-        matmul(
-            Threads::Single,
-            bq,
-            hd,
-            nk,
-            Mat::n(s, nk),
-            v,
-            &mut out[i0 * out_ld..],
-            out_ld,
-            1.0,
-            false,
-        );
+        let (p, o) = (Mat::n(s, nk), &mut out[i0 * out_ld..]);
+        if packed {
+            matmul_packed_part(
+                Threads::Single,
+                bq,
+                hd,
+                nk,
+                p,
+                values,
+                o,
+                out_ld,
+                1.0,
+                false,
+            );
+        } else {
+            matmul(Threads::Single, bq, hd, nk, p, v, o, out_ld, 1.0, false);
+        }
         i0 += bq;
     }
 }
@@ -110,27 +153,47 @@ pub fn head_forward(
 /// log-sum-exp. The one normalisation of attention scores (forward pass and
 /// [`head_probs`]).
 fn causal_softmax(s: &mut [f32], nk: usize, first_valid: usize, lse: &mut [f32]) {
-    for (ii, row) in s.chunks_exact_mut(nk).enumerate() {
-        let valid = first_valid + ii;
-        let m = row[..valid]
-            .iter()
-            .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        // Exponentiate in one pass (vectorised), sum in a second (fixed order).
-        super::wide::wide(
-            #[inline(always)]
-            || {
-                for x in &mut row[..valid] {
-                    *x = fastmath::exp(*x - m);
-                }
-            },
-        );
-        let sum: f32 = row[..valid].iter().sum();
-        let inv = 1.0 / sum;
-        for x in &mut row[..valid] {
-            *x *= inv;
+    // Groups of rows: each row's exponentials in one vectorised pass, then the group's
+    // sums side by side (each row still summed left to right, `reduce::sums`).
+    const GROUP: usize = 8;
+    for (g, rows) in s.chunks_mut(GROUP * nk).enumerate() {
+        let first = first_valid + g * GROUP;
+        let mut maxes = [0.0f32; GROUP];
+        for (ii, row) in rows.chunks_exact_mut(nk).enumerate() {
+            let valid = &mut row[..first + ii];
+            let m = reduce::max(valid);
+            super::wide::wide(
+                #[inline(always)]
+                || {
+                    for x in valid.iter_mut() {
+                        *x = fastmath::exp(*x - m);
+                    }
+                },
+            );
+            maxes[ii] = m;
         }
-        row[valid..].fill(0.0);
-        lse[ii] = m + fastmath::ln(sum);
+        let n = rows.len() / nk;
+        let valid: Vec<&[f32]> = rows
+            .chunks_exact(nk)
+            .enumerate()
+            .map(|(ii, row)| &row[..first + ii])
+            .collect();
+        let mut sums = [0.0f32; GROUP];
+        reduce::sums(&valid, &mut sums[..n]);
+        for (ii, row) in rows.chunks_exact_mut(nk).enumerate() {
+            let (valid, past) = row.split_at_mut(first + ii);
+            let inv = 1.0 / sums[ii];
+            super::wide::wide(
+                #[inline(always)]
+                || {
+                    for x in valid.iter_mut() {
+                        *x *= inv;
+                    }
+                },
+            );
+            past.fill(0.0);
+            lse[g * GROUP + ii] = maxes[ii] + fastmath::ln(sums[ii]);
+        }
     }
 }
 
@@ -256,8 +319,8 @@ pub fn forward_seqs(
     let outs = split_lengths(&mut hm[..n * ad], job_lens().map(|r| r * hd));
     let lses = split_lengths(&mut lse[..n * heads], job_lens());
     outs.into_par_iter().zip(lses).enumerate().for_each_init(
-        Vec::new,
-        |scores, (job, (out, lse))| {
+        HeadScratch::default,
+        |scratch, (job, (out, lse))| {
             let (i, h) = (job / heads, job % heads);
             let s = seqs[i];
             if s.rows == 0 {
@@ -278,7 +341,7 @@ pub fn forward_seqs(
                 s.pos0,
                 hd,
                 scale,
-                scores,
+                scratch,
             );
         },
     );
@@ -377,8 +440,11 @@ pub fn backward(
         .zip(dv[..len].par_chunks_mut(t * hd))
         .enumerate()
         .for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(p_buf, dp_buf), (idx, ((dq, dk), dv))| {
+            || {
+                let packed = || PackedB::empty();
+                (Vec::new(), Vec::new(), [packed(), packed(), packed()])
+            },
+            |(p_buf, dp_buf, [kt, vt, kn]), (idx, ((dq, dk), dv))| {
                 let (b, h) = (idx / nh, idx % nh);
                 let g = h / group;
                 let base = b * t * w;
@@ -388,6 +454,13 @@ pub fn backward(
                 let kmat = &qkv[base + kc..];
                 let vmat = &qkv[base + vc..];
                 let lse_bh = &lse[(b * nh + h) * t..(b * nh + h + 1) * t];
+                // Kᵀ, Vᵀ and K packed once for all query blocks (as in `head_forward`).
+                let packed = t > Q_BLOCK;
+                if packed {
+                    kt.repack(hd, t, Mat::t(kmat, w));
+                    vt.repack(hd, t, Mat::t(vmat, w));
+                    kn.repack(t, hd, Mat::n(kmat, w));
+                }
                 let mut i0 = 0;
                 while i0 < t {
                     let bq = Q_BLOCK.min(t - i0);
@@ -399,63 +472,73 @@ pub fn backward(
                     let qblk = &qkv[base + i0 * w + qc..];
                     let oblk = &att[(b * t + i0) * att_ld + qc..];
                     let doblk = &datt[(b * t + i0) * att_ld + qc..];
-                    // P = exp(scale·Q Kᵀ − lse), causal.
-                    matmul(
-                        Threads::Single,
-                        bq,
-                        nk,
-                        hd,
-                        Mat::n(qblk, w),
-                        Mat::t(kmat, w),
-                        p,
-                        nk,
-                        scale,
-                        false,
-                    );
-                    // dP = dO Vᵀ.
-                    matmul(
-                        Threads::Single,
-                        bq,
-                        nk,
-                        hd,
-                        Mat::n(doblk, att_ld),
-                        Mat::t(vmat, w),
-                        dp,
-                        nk,
-                        1.0,
-                        false,
-                    );
-                    for ii in 0..bq {
-                        let valid = i0 + ii + 1;
-                        let prow = &mut p[ii * nk..(ii + 1) * nk];
-                        let dprow = &mut dp[ii * nk..(ii + 1) * nk];
-                        let (o, d_o) = (
-                            &oblk[ii * att_ld..ii * att_ld + hd],
-                            &doblk[ii * att_ld..ii * att_ld + hd],
-                        );
-                        // D = rowsum(dO ∘ O) = Σ_j P·dP.
-                        let dsum: f32 = o.iter().zip(d_o).map(|(a, b)| a * b).sum();
-                        let l = lse_bh[i0 + ii];
-                        for j in 0..valid {
-                            let pj = fastmath::exp(prow[j] - l);
-                            prow[j] = pj;
-                            dprow[j] = scale * pj * (dprow[j] - dsum);
+                    // One product, from the operands packed once or packed here.
+                    let prod = |m: usize,
+                                n: usize,
+                                k: usize,
+                                a: Mat<'_>,
+                                (bp, b): (&PackedB, Mat<'_>),
+                                c: &mut [f32],
+                                ldc: usize,
+                                alpha: f32| {
+                        if packed {
+                            matmul_packed_part(
+                                Threads::Single,
+                                m,
+                                n,
+                                k,
+                                a,
+                                bp,
+                                c,
+                                ldc,
+                                alpha,
+                                false,
+                            );
+                        } else {
+                            matmul(Threads::Single, m, n, k, a, b, c, ldc, alpha, false);
                         }
-                        prow[valid..].fill(0.0);
-                        dprow[valid..].fill(0.0);
-                    }
+                    };
+                    // P = exp(scale·Q Kᵀ − lse), causal.
+                    let q_a = Mat::n(qblk, w);
+                    prod(bq, nk, hd, q_a, (kt, Mat::t(kmat, w)), p, nk, scale);
+                    // dP = dO Vᵀ.
+                    let do_a = Mat::n(doblk, att_ld);
+                    prod(bq, nk, hd, do_a, (vt, Mat::t(vmat, w)), dp, nk, 1.0);
+                    super::wide::wide(
+                        #[inline(always)]
+                        || {
+                            for ii in 0..bq {
+                                let valid = i0 + ii + 1;
+                                let prow = &mut p[ii * nk..(ii + 1) * nk];
+                                let dprow = &mut dp[ii * nk..(ii + 1) * nk];
+                                let (o, d_o) = (
+                                    &oblk[ii * att_ld..ii * att_ld + hd],
+                                    &doblk[ii * att_ld..ii * att_ld + hd],
+                                );
+                                // D = rowsum(dO ∘ O) = Σ_j P·dP.
+                                let dsum: f32 = o.iter().zip(d_o).map(|(a, b)| a * b).sum();
+                                let l = lse_bh[i0 + ii];
+                                for j in 0..valid {
+                                    let pj = fastmath::exp(prow[j] - l);
+                                    prow[j] = pj;
+                                    dprow[j] = scale * pj * (dprow[j] - dsum);
+                                }
+                                prow[valid..].fill(0.0);
+                                dprow[valid..].fill(0.0);
+                            }
+                        },
+                    );
                     // dQ = dS K ; dK_h += dSᵀ Q ; dV_h += Pᵀ dO.
-                    matmul(
-                        Threads::Single,
+                    let ds_a = Mat::n(dp, nk);
+                    prod(
                         bq,
                         hd,
                         nk,
-                        Mat::n(dp, nk),
-                        Mat::n(kmat, w),
+                        ds_a,
+                        (kn, Mat::n(kmat, w)),
                         &mut dq[i0 * hd..],
                         hd,
                         1.0,
-                        false,
                     );
                     matmul(
                         Threads::Single,

@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use super::fastmath;
+use super::{fastmath, reduce};
 use crate::gemm::{matmul, Mat, Threads};
 
 impl HeadDims {
@@ -44,23 +44,66 @@ pub struct HeadDims {
     pub mult: f32,
 }
 
-/// Replaces the row `z` by `exp(z − max)` and returns `(max, Σ exp(z − max))`.
-///
-/// One exponential per logit, in a vectorisable loop; the sum runs in a second,
-/// fixed-order loop.
-fn exp_shifted(z: &mut [f32]) -> (f32, f32) {
-    let m = z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    for x in z.iter_mut() {
-        *x = fastmath::exp(*x - m);
-    }
-    (m, z.iter().sum())
-}
+/// Rows of logits turned into losses (and softmax gradients) together: the sums of
+/// their exponentials run side by side ([`reduce::sums`]).
+const ROW_GROUP: usize = 8;
 
-/// Cross-entropy of target `t` for logits `z` (which it overwrites with scratch).
-fn row_loss(z: &mut [f32], t: u32) -> f32 {
-    let zt = z[t as usize];
-    let (m, sum) = exp_shifted(z);
-    m + fastmath::ln(sum) - zt
+/// Softmax cross-entropy of a group of logits rows `z` (`[rows, vocab]`) with `targets`:
+/// writes each row's loss (0 for [`IGNORE`]) and, when `grad` is `Some(g)`, replaces the
+/// row by `g · (softmax − onehot)` (zeros for ignored rows); otherwise the row is
+/// scratch.
+///
+/// Per row: `m = max z`, `e = exp(z − m)` (one vectorised pass), `Σ e` left to right,
+/// loss `m + ln Σ − z_t`.
+fn rows_loss(z: &mut [f32], v: usize, targets: &[u32], losses: &mut [f32], grad: Option<f32>) {
+    let mut stats = [(0.0f32, 0.0f32); ROW_GROUP];
+    for ((zr, &t), st) in z.chunks_exact_mut(v).zip(targets).zip(&mut stats) {
+        if t == IGNORE {
+            continue;
+        }
+        let zt = zr[t as usize];
+        let m = reduce::max(zr);
+        super::wide::wide(
+            #[inline(always)]
+            || {
+                for x in zr.iter_mut() {
+                    *x = fastmath::exp(*x - m);
+                }
+            },
+        );
+        *st = (m, zt);
+    }
+    let rows: Vec<&[f32]> = z.chunks_exact(v).collect();
+    let mut sums = [0.0f32; ROW_GROUP];
+    reduce::sums(&rows, &mut sums[..rows.len()]);
+    for (((zr, &t), l), (&(m, zt), &sum)) in z
+        .chunks_exact_mut(v)
+        .zip(targets)
+        .zip(losses)
+        .zip(stats.iter().zip(&sums))
+    {
+        if t == IGNORE {
+            *l = 0.0;
+            if grad.is_some() {
+                zr.fill(0.0);
+            }
+            continue;
+        }
+        *l = m + fastmath::ln(sum) - zt;
+        if let Some(g) = grad {
+            // softmax = exp(z − max) / Σ.
+            let scale = g / sum;
+            super::wide::wide(
+                #[inline(always)]
+                || {
+                    for x in zr.iter_mut() {
+                        *x *= scale;
+                    }
+                },
+            );
+            zr[t as usize] -= g;
+        }
+    }
 }
 
 /// Computes the logits of `x` rows into `logits` (`[rows, vocab]`).
@@ -166,12 +209,10 @@ pub fn forward_by(
         let r0 = ci * chunk;
         buf.resize(n * v, 0.0);
         head(&x[r0 * d..(r0 + n) * d], n, buf);
-        buf.par_chunks_mut(v)
-            .zip(tchunk.par_iter())
-            .zip(losses[r0..r0 + n].par_iter_mut())
-            .for_each(|((z, &t), l)| {
-                *l = if t == IGNORE { 0.0 } else { row_loss(z, t) };
-            });
+        buf.par_chunks_mut(ROW_GROUP * v)
+            .zip(tchunk.par_chunks(ROW_GROUP))
+            .zip(losses[r0..r0 + n].par_chunks_mut(ROW_GROUP))
+            .for_each(|((z, t), l)| rows_loss(z, v, t, l, None));
     }
 }
 
@@ -226,25 +267,10 @@ fn forward_backward_chunked(
         logits(dims, xc, w, n, buf);
         // dz = softmax − onehot; d(x·Wᵀ) = mult · dz.
         let g = grad_scale * dims.mult;
-        buf.par_chunks_mut(v)
-            .zip(tchunk.par_iter())
-            .zip(losses[r0..r0 + n].par_iter_mut())
-            .for_each(|((z, &t), l)| {
-                if t == IGNORE {
-                    *l = 0.0;
-                    z.fill(0.0);
-                    return;
-                }
-                let zt = z[t as usize];
-                let (m, sum) = exp_shifted(z);
-                *l = m + fastmath::ln(sum) - zt;
-                // softmax = exp(z − max) / Σ.
-                let scale = g / sum;
-                for zj in z.iter_mut() {
-                    *zj *= scale;
-                }
-                z[t as usize] -= g;
-            });
+        buf.par_chunks_mut(ROW_GROUP * v)
+            .zip(tchunk.par_chunks(ROW_GROUP))
+            .zip(losses[r0..r0 + n].par_chunks_mut(ROW_GROUP))
+            .for_each(|((z, t), l)| rows_loss(z, v, t, l, Some(g)));
         matmul(
             Threads::Pool,
             n,

@@ -11,6 +11,7 @@ pub mod gelu;
 pub mod linear;
 pub mod lm_head;
 pub mod norm;
+pub mod reduce;
 pub mod rope;
 pub mod swiglu;
 pub mod wide;
