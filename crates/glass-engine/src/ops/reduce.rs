@@ -50,6 +50,8 @@ pub fn sums(rows: &[&[f32]], out: &mut [f32]) {
 
 /// [`sums`] of exactly `N` rows: the common prefix with the `N` chains interleaved,
 /// then each row's tail on its own.
+// Indices, not iterators: `j` walks N rows at once, which is the point.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn sums_side_by_side<const N: usize>(rows: &[&[f32]], out: &mut [f32]) {
     let common = rows.iter().map(|r| r.len()).min().unwrap_or(0);
