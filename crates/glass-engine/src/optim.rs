@@ -171,15 +171,21 @@ impl AdamW {
                         .zip(self.v[r].par_chunks_mut(REDUCE_CHUNK)),
                 )
                 .for_each(|((p, g), (m, v))| {
-                    for i in 0..p.len() {
-                        let gi = g[i] * coef;
-                        g[i] = gi;
-                        p[i] *= decay;
-                        m[i] += (1.0 - b1) * (gi - m[i]);
-                        v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                        let denom = v[i].sqrt() / bc2_sqrt + eps;
-                        p[i] -= step_size * m[i] / denom;
-                    }
+                    // Element-wise, so as wide as the CPU allows (`ops::wide`), same bits.
+                    crate::ops::wide::wide(
+                        #[inline(always)]
+                        || {
+                            for i in 0..p.len() {
+                                let gi = g[i] * coef;
+                                g[i] = gi;
+                                p[i] *= decay;
+                                m[i] += (1.0 - b1) * (gi - m[i]);
+                                v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                                let denom = v[i].sqrt() / bc2_sqrt + eps;
+                                p[i] -= step_size * m[i] / denom;
+                            }
+                        },
+                    )
                 });
         }
     }

@@ -21,7 +21,17 @@ pub fn sum_squares(xs: &[f32]) -> f64 {
 /// `[i·REDUCE_CHUNK, (i+1)·REDUCE_CHUNK)`. Processes holding chunk-aligned slices of a
 /// buffer concatenate their partials and add them in order to get [`sum_squares`]'s bits.
 pub fn sum_squares_partials(xs: &[f32]) -> Vec<f64> {
-    xs.par_chunks(REDUCE_CHUNK)
-        .map(|c| c.iter().map(|&x| x as f64 * x as f64).sum::<f64>())
-        .collect()
+    // Eight chunks per task, summed side by side (`ops::reduce`): each chunk's sum is
+    // still one left-to-right chain, so the partials keep their bits.
+    const GROUP: usize = 8;
+    let groups: Vec<Vec<f64>> = xs
+        .par_chunks(GROUP * REDUCE_CHUNK)
+        .map(|g| {
+            let chunks: Vec<&[f32]> = g.chunks(REDUCE_CHUNK).collect();
+            let mut out = vec![0.0; chunks.len()];
+            crate::ops::reduce::sums_of_squares(&chunks, &mut out);
+            out
+        })
+        .collect();
+    groups.concat()
 }

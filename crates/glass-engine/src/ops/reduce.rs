@@ -17,14 +17,29 @@
 /// two add units, few enough to stay in registers.
 const ROWS: usize = 8;
 
-/// The starting value of `Iterator::sum` for `f32`, taken from the standard library
-/// itself so that [`sums`] matches it whatever it is.
-fn sum_start() -> f32 {
-    std::iter::empty::<f32>().sum()
-}
-
 /// `out[i] = rows[i].iter().sum::<f32>()`, bit for bit, for rows of any lengths.
 pub fn sums(rows: &[&[f32]], out: &mut [f32]) {
+    // The starting value of `Iterator::sum`, taken from the standard library itself.
+    let start: f32 = std::iter::empty::<f32>().sum();
+    sums_by(rows, out, start, |x| x);
+}
+
+/// `out[i] = rows[i].iter().map(|&x| x as f64 * x as f64).sum::<f64>()`, bit for bit:
+/// the squared norm of each row, in f64 (the gradient norm's per-chunk partials).
+pub fn sums_of_squares(rows: &[&[f32]], out: &mut [f64]) {
+    let start: f64 = std::iter::empty::<f64>().sum();
+    sums_by(rows, out, start, |x| x as f64 * x as f64);
+}
+
+/// `out[i] = start + f(rows[i][0]) + f(rows[i][1]) + …`, left to right, groups of rows
+/// side by side.
+#[inline(always)]
+fn sums_by<S: Copy + std::ops::AddAssign>(
+    rows: &[&[f32]],
+    out: &mut [S],
+    start: S,
+    f: impl Fn(f32) -> S + Copy,
+) {
     assert_eq!(rows.len(), out.len(), "one output per row");
     let mut rows = rows;
     let mut out = out;
@@ -38,33 +53,38 @@ pub fn sums(rows: &[&[f32]], out: &mut [f32]) {
         let (group, rest) = rows.split_at(n);
         let (o, orest) = std::mem::take(&mut out).split_at_mut(n);
         match n {
-            ROWS => sums_side_by_side::<ROWS>(group, o),
-            4 => sums_side_by_side::<4>(group, o),
-            2 => sums_side_by_side::<2>(group, o),
-            _ => sums_side_by_side::<1>(group, o),
+            ROWS => side_by_side::<ROWS, S>(group, o, start, f),
+            4 => side_by_side::<4, S>(group, o, start, f),
+            2 => side_by_side::<2, S>(group, o, start, f),
+            _ => side_by_side::<1, S>(group, o, start, f),
         }
         rows = rest;
         out = orest;
     }
 }
 
-/// [`sums`] of exactly `N` rows: the common prefix with the `N` chains interleaved,
+/// [`sums_by`] of exactly `N` rows: the common prefix with the `N` chains interleaved,
 /// then each row's tail on its own.
 // Indices, not iterators: `j` walks N rows at once, which is the point.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn sums_side_by_side<const N: usize>(rows: &[&[f32]], out: &mut [f32]) {
+fn side_by_side<const N: usize, S: Copy + std::ops::AddAssign>(
+    rows: &[&[f32]],
+    out: &mut [S],
+    start: S,
+    f: impl Fn(f32) -> S,
+) {
     let common = rows.iter().map(|r| r.len()).min().unwrap_or(0);
     let heads: [&[f32]; N] = std::array::from_fn(|i| &rows[i][..common]);
-    let mut acc = [sum_start(); N];
+    let mut acc = [start; N];
     for j in 0..common {
         for i in 0..N {
-            acc[i] += heads[i][j];
+            acc[i] += f(heads[i][j]);
         }
     }
     for i in 0..N {
         for &x in &rows[i][common..] {
-            acc[i] += x;
+            acc[i] += f(x);
         }
         out[i] = acc[i];
     }
@@ -149,6 +169,20 @@ mod tests {
         sums(&specials, &mut out);
         for (r, got) in specials.iter().zip(out) {
             assert_eq!(got.to_bits(), r.iter().sum::<f32>().to_bits());
+        }
+    }
+
+    #[test]
+    fn sums_of_squares_are_the_bits_of_a_plain_f64_sum() {
+        let rows: Vec<Vec<f32>> = (0..13)
+            .map(|i| row(i + 40, 1000 + 37 * i as usize))
+            .collect();
+        let refs: Vec<&[f32]> = rows.iter().map(|r| r.as_slice()).collect();
+        let mut out = vec![f64::NAN; rows.len()];
+        sums_of_squares(&refs, &mut out);
+        for (r, got) in rows.iter().zip(&out) {
+            let want: f64 = r.iter().map(|&x| x as f64 * x as f64).sum();
+            assert_eq!(got.to_bits(), want.to_bits());
         }
     }
 
