@@ -135,6 +135,7 @@ def main() -> int:
                 "median_step_ms": round(statistics.median(times) * 1e3, 2),
                 "compile": args.compile,
                 "fused_adamw": fused,
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                 "compile_s": round(sum(warm), 2) if args.compile != "none" else 0.0,
                 "batch": B,
                 "seq": T,

@@ -94,6 +94,33 @@ pub struct TrainComparison {
     pub ratio_to_fastest: f64,
     /// torch and transformers versions, as the script reported them.
     pub torch_versions: String,
+    /// The vector ISA of each side: Glass's GEMM kernel and the capability torch reported
+    /// (`torch.backends.cpu.get_cpu_capability()`), with how it was matched.
+    pub isa: String,
+}
+
+/// Environment that keeps PyTorch to AVX2 on a CPU with AVX-512: ATen's kernels and
+/// inductor's code generation (`ATEN_CPU_CAPABILITY`), MKL's and oneDNN's GEMMs. Set when
+/// Glass itself runs its AVX2 kernel there (`GLASS_KERNEL=avx2`), so both sides compute
+/// with the same vector instructions, as on a CPU without AVX-512.
+pub const TORCH_AVX2_ENV: [(&str, &str); 3] = [
+    ("ATEN_CPU_CAPABILITY", "avx2"),
+    ("MKL_ENABLE_INSTRUCTIONS", "AVX2"),
+    ("ONEDNN_MAX_CPU_ISA", "AVX2"),
+];
+
+/// Whether the reference must be kept to AVX2: Glass runs its AVX2 kernel on a CPU that
+/// has AVX-512.
+fn restrict_to_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        glass_engine::gemm::active_kernel() == glass_engine::gemm::Kernel::Avx2
+            && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -150,6 +177,8 @@ pub fn compare(o: &CompareOptions, progress: &mut dyn FnMut(&str)) -> Result<Tra
     let mut glass_last = None;
     let mut torch: Vec<(Vec<f64>, f64, Vec<f64>)> = vec![(vec![], 0.0, vec![]); configs.len()];
     let mut versions = String::new();
+    let mut torch_isa = String::from("?");
+    let avx2_only = restrict_to_avx2();
     for round in 0..rounds {
         progress(&format!("round {}/{rounds}: glass", round + 1));
         let g = crate::train::run(&o.train)?;
@@ -158,7 +187,11 @@ pub fn compare(o: &CompareOptions, progress: &mut dyn FnMut(&str)) -> Result<Tra
         glass_last = Some(g);
         for (i, c) in configs.iter().enumerate() {
             progress(&format!("round {}/{rounds}: pytorch {}", round + 1, c.name));
-            let out = Command::new(&o.python)
+            let mut cmd = Command::new(&o.python);
+            if avx2_only {
+                cmd.envs(TORCH_AVX2_ENV);
+            }
+            let out = cmd
                 .arg(&o.script)
                 .args(["--preset", &o.train.preset])
                 .args(["--steps", &o.train.steps.to_string()])
@@ -196,6 +229,9 @@ pub fn compare(o: &CompareOptions, progress: &mut dyn FnMut(&str)) -> Result<Tra
             torch[i].0.push(num("tokens_per_s"));
             torch[i].1 = torch[i].1.max(num("peak_rss_mb") * 1e6 / (1 << 20) as f64);
             torch[i].2.push(num("compile_s"));
+            if let Some(c) = v["cpu_capability"].as_str() {
+                torch_isa = c.to_string();
+            }
             versions = format!(
                 "torch {}, transformers {}",
                 v["torch"].as_str().unwrap_or("?"),
@@ -236,6 +272,15 @@ pub fn compare(o: &CompareOptions, progress: &mut dyn FnMut(&str)) -> Result<Tra
         ratio_to_fastest: ratio,
         sides,
         torch_versions: versions,
+        isa: format!(
+            "Glass {} kernel, torch {torch_isa} kernels{}",
+            glass_engine::gemm::active_kernel().name(),
+            if avx2_only {
+                " (AVX-512 left unused on both sides: GLASS_KERNEL=avx2, and for PyTorch ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2)"
+            } else {
+                ""
+            }
+        ),
     })
 }
 

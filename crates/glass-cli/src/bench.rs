@@ -350,6 +350,7 @@ fn print_comparison(c: &glass_bench::pytorch::TrainComparison) {
     print_train(&c.glass_last);
     println!("{}", c.measured);
     println!("CPU: {}; {}", c.cpu, c.torch_versions);
+    println!("ISA: {}", c.isa);
     println!(
         "{:<22} {:>12} {:>24} {:>14} {:>10}",
         "side", "median tok/s", "rounds", "peak RSS MiB", "compile s"

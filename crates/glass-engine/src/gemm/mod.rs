@@ -787,7 +787,20 @@ const MC: usize = 96;
 /// Columns of B packed per cache block (a multiple of every NR).
 const NC: usize = 1024;
 
-/// One single-threaded product over a region of C (BLIS loop order: jc, pc, ic, jr, ir).
+/// Products with at most this many k-blocks keep each block of C in cache across all of
+/// them (loop order jc, ic, pc): every k-block of B for the column block is packed at
+/// once (at most `B_ALL_BLOCKS · KC · NC` floats, 4 MiB). With more k-blocks the BLIS
+/// order (jc, pc, ic) packs one k-block of B at a time. Like MC and NC, this changes
+/// only which values are in cache when, never the arithmetic.
+const B_ALL_BLOCKS: usize = 4;
+
+/// One single-threaded product over a region of C (loop order: jc, then pc and ic in the
+/// order [`B_ALL_BLOCKS`] picks, then jr, ir).
+///
+/// Why two orders: with pc outside ic, every k-block after the first reads and writes
+/// the whole region of C again; for a wide C (the LM head's logits, tens of MB) that is
+/// a round trip through memory per k-block. With ic outside pc, a block of C stays in
+/// L2 while its k-blocks run, at the price of holding all of B's k-blocks packed.
 ///
 /// # Safety
 /// `c` must be valid for reads and writes of a `[m, n]` matrix with row stride `ldc`,
@@ -825,9 +838,13 @@ unsafe fn region(
         let mc_max = MC.min(m.next_multiple_of(mr));
         let nc_max = NC.min(n.next_multiple_of(nr));
         let kc_max = KC.min(k);
+        let k_blocks = k.div_ceil(KC);
+        // C-resident order: B pre-packed, or few enough k-blocks to pack them all.
+        let c_resident = matches!(b, BSrc::Packed(_)) || k_blocks <= B_ALL_BLOCKS;
         grow(&mut bufs.a, mc_max * kc_max);
         if let BSrc::Plain(_) | BSrc::Half(_) = b {
-            grow(&mut bufs.b, nc_max * kc_max);
+            let held = if c_resident { k_blocks } else { 1 };
+            grow(&mut bufs.b, held * nc_max * kc_max);
         }
         // Running block totals live in C itself unless C's old value is still needed.
         let use_scratch = accumulate && k > KC;
@@ -835,83 +852,96 @@ unsafe fn region(
             grow(&mut bufs.tot, m * nc_max);
         }
         let tot_base = bufs.tot.as_mut_ptr();
+        let a_buf = &mut bufs.a;
+        // B's packed k-blocks: disjoint slots of `slot_len` floats, all addressed from one
+        // base pointer so that the pointers to earlier slots stay valid while later ones
+        // are written.
+        let slot_len = nc_max * kc_max;
+        let b_slots = bufs.b.len() / slot_len.max(1);
+        let b_base = bufs.b.as_mut_ptr();
+        // Packs the k-block at `pc` of B's columns `jc..jc + nc` into slot `slot` (unless
+        // B is packed already) and returns where its strips start and their stride.
+        let b_block = |slot: usize, pc: usize, jc: usize, nc: usize| -> (*const f32, usize) {
+            let kc = KC.min(k - pc);
+            let dst = if let BSrc::Packed(_) = b {
+                &mut [][..]
+            } else {
+                assert!(slot < b_slots, "gemm: B slot outside the packing buffer");
+                // SAFETY: slot `slot` is `slot_len` floats inside `bufs.b` (grown above
+                // to hold every slot used), disjoint from every other slot, and nothing
+                // else refers to it while it is packed.
+                std::slice::from_raw_parts_mut(b_base.add(slot * slot_len), slot_len)
+            };
+            match b {
+                BSrc::Plain(b) => {
+                    let (b_rs, b_cs) = b.strides();
+                    pack::pack_b(dst, b.data, b.offset(pc, jc), b_rs, b_cs, kc, nc, nr);
+                    (dst.as_ptr(), kc)
+                }
+                BSrc::Half(h) => {
+                    pack_half_b(dst, &h, pc, jc, kc, nc, nr);
+                    (dst.as_ptr(), kc)
+                }
+                // Strip (col0 + jc) / NR of the k-block holds this block's columns;
+                // col0 and jc are multiples of NR. A strip holds the block's packed
+                // rows, of which a product over a leading part reads the first kc.
+                BSrc::Packed(pb) => {
+                    let stride = KC.min(pb.k - pc);
+                    (
+                        pb.blocks[pc / KC].as_ptr().add((col0 + jc) * stride),
+                        stride,
+                    )
+                }
+            }
+        };
+        // Runs the block of C at rows ic.., columns jc.. for the k-block at pc, whose
+        // packed B strips start at `bp` with stride `b_strip`.
+        let mut c_block = |ic: usize, pc: usize, jc: usize, nc: usize, bp: *const f32, b_strip| {
+            let kc = KC.min(k - pc);
+            let mc = MC.min(m - ic);
+            let (first, last) = (pc == 0, pc + kc == k);
+            pack::pack_a(a_buf, a.data, a.offset(ic, pc), a_rs, a_cs, mc, kc, mr);
+            for jr in (0..nc).step_by(nr) {
+                let cols = nr.min(nc - jr);
+                for ir in (0..mc).step_by(mr) {
+                    let rows = mr.min(mc - ir);
+                    let c_tile = c.add((ic + ir) * ldc + jc + jr);
+                    let (tot, tot_rs) = if use_scratch {
+                        (tot_base.add((ic + ir) * nc_max + jr), nc_max)
+                    } else {
+                        (c_tile, ldc)
+                    };
+                    let dst = kernels::Dst {
+                        tot,
+                        tot_rs,
+                        c: c_tile,
+                        c_rs: ldc,
+                        rows,
+                        cols,
+                        first,
+                        last,
+                        alpha,
+                        accumulate,
+                    };
+                    kernel.run(kc, a_buf.as_ptr().add(ir * kc), bp.add(jr * b_strip), &dst);
+                }
+            }
+        };
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
-                let first = pc == 0;
-                let last = pc + kc == k;
-                let b_block: *const f32 = match b {
-                    BSrc::Plain(b) => {
-                        let (b_rs, b_cs) = b.strides();
-                        pack::pack_b(
-                            &mut bufs.b,
-                            b.data,
-                            b.offset(pc, jc),
-                            b_rs,
-                            b_cs,
-                            kc,
-                            nc,
-                            nr,
-                        );
-                        bufs.b.as_ptr()
-                    }
-                    BSrc::Half(h) => {
-                        pack_half_b(&mut bufs.b, &h, pc, jc, kc, nc, nr);
-                        bufs.b.as_ptr()
-                    }
-                    // Strip (col0 + jc) / NR of the k-block holds this block's columns;
-                    // col0 and jc are multiples of NR. A strip holds the block's packed
-                    // rows, of which a product over a leading part reads the first kc.
-                    BSrc::Packed(pb) => pb.blocks[pc / KC]
-                        .as_ptr()
-                        .add((col0 + jc) * KC.min(pb.k - pc)),
-                };
-                let b_strip = match b {
-                    BSrc::Packed(pb) => KC.min(pb.k - pc),
-                    _ => kc,
-                };
+            if c_resident {
+                let blocks: Vec<(*const f32, usize)> =
+                    (0..k_blocks).map(|q| b_block(q, q * KC, jc, nc)).collect();
                 for ic in (0..m).step_by(MC) {
-                    let mc = MC.min(m - ic);
-                    pack::pack_a(
-                        &mut bufs.a,
-                        a.data,
-                        a.offset(ic, pc),
-                        a_rs,
-                        a_cs,
-                        mc,
-                        kc,
-                        mr,
-                    );
-                    for jr in (0..nc).step_by(nr) {
-                        let cols = nr.min(nc - jr);
-                        for ir in (0..mc).step_by(mr) {
-                            let rows = mr.min(mc - ir);
-                            let c_tile = c.add((ic + ir) * ldc + jc + jr);
-                            let (tot, tot_rs) = if use_scratch {
-                                (tot_base.add((ic + ir) * nc_max + jr), nc_max)
-                            } else {
-                                (c_tile, ldc)
-                            };
-                            let dst = kernels::Dst {
-                                tot,
-                                tot_rs,
-                                c: c_tile,
-                                c_rs: ldc,
-                                rows,
-                                cols,
-                                first,
-                                last,
-                                alpha,
-                                accumulate,
-                            };
-                            kernel.run(
-                                kc,
-                                bufs.a.as_ptr().add(ir * kc),
-                                b_block.add(jr * b_strip),
-                                &dst,
-                            );
-                        }
+                    for (q, &(bp, stride)) in blocks.iter().enumerate() {
+                        c_block(ic, q * KC, jc, nc, bp, stride);
+                    }
+                }
+            } else {
+                for pc in (0..k).step_by(KC) {
+                    let (bp, stride) = b_block(0, pc, jc, nc);
+                    for ic in (0..m).step_by(MC) {
+                        c_block(ic, pc, jc, nc, bp, stride);
                     }
                 }
             }

@@ -326,6 +326,26 @@ fn every_kernel_and_thread_count_gives_the_contract_bits() {
 }
 
 #[test]
+fn many_k_blocks_pack_b_one_block_at_a_time() {
+    // More k-blocks than `B_ALL_BLOCKS`: the order that packs one k-block of B at a time
+    // (the test above, with three k-blocks, takes the order that keeps C in cache).
+    for (ta, tb) in [(false, false), (true, true)] {
+        for accumulate in [false, true] {
+            check(&Case {
+                m: 101,
+                n: 45,
+                k: (B_ALL_BLOCKS + 1) * KC + 19,
+                ta,
+                tb,
+                ldc: 47,
+                alpha: if accumulate { 0.75 } else { 1.0 },
+                accumulate,
+            });
+        }
+    }
+}
+
+#[test]
 fn wide_and_single_block_products() {
     // n beyond one NC block, k inside one k-block, alpha ≠ 1 without accumulate.
     check(&Case {
