@@ -567,22 +567,7 @@ pub fn matmul_packed(
     alpha: f32,
     accumulate: bool,
 ) {
-    if m == 0 || b.n == 0 {
-        return;
-    }
-    product(
-        b.kernel,
-        threads,
-        m,
-        b.n,
-        b.k,
-        a,
-        BSrc::Packed(b),
-        c,
-        ldc,
-        alpha,
-        accumulate,
-    );
+    matmul_packed_part(threads, m, b.n, b.k, a, b, c, ldc, alpha, accumulate);
 }
 
 /// [`matmul_packed`] over the leading `[k, n]` part of the packed operand (`k <= rows`,
