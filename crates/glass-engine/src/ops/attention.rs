@@ -173,13 +173,12 @@ fn causal_softmax(s: &mut [f32], nk: usize, first_valid: usize, lse: &mut [f32])
             maxes[ii] = m;
         }
         let n = rows.len() / nk;
-        let valid: Vec<&[f32]> = rows
-            .chunks_exact(nk)
-            .enumerate()
-            .map(|(ii, row)| &row[..first + ii])
-            .collect();
+        let mut valid: [&[f32]; GROUP] = [&[]; GROUP];
+        for (ii, (v, row)) in valid.iter_mut().zip(rows.chunks_exact(nk)).enumerate() {
+            *v = &row[..first + ii];
+        }
         let mut sums = [0.0f32; GROUP];
-        reduce::sums(&valid, &mut sums[..n]);
+        reduce::sums(&valid[..n], &mut sums[..n]);
         for (ii, row) in rows.chunks_exact_mut(nk).enumerate() {
             let (valid, past) = row.split_at_mut(first + ii);
             let inv = 1.0 / sums[ii];
@@ -441,8 +440,8 @@ pub fn backward(
         .enumerate()
         .for_each_init(
             || {
-                let packed = || PackedB::empty();
-                (Vec::new(), Vec::new(), [packed(), packed(), packed()])
+                let packed: [PackedB; 3] = std::array::from_fn(|_| PackedB::empty());
+                (Vec::new(), Vec::new(), packed)
             },
             |(p_buf, dp_buf, [kt, vt, kn]), (idx, ((dq, dk), dv))| {
                 let (b, h) = (idx / nh, idx % nh);

@@ -73,9 +73,13 @@ fn rows_loss(z: &mut [f32], v: usize, targets: &[u32], losses: &mut [f32], grad:
         );
         *st = (m, zt);
     }
-    let rows: Vec<&[f32]> = z.chunks_exact(v).collect();
+    let mut rows: [&[f32]; ROW_GROUP] = [&[]; ROW_GROUP];
+    let n = z.len() / v;
+    for (r, zr) in rows.iter_mut().zip(z.chunks_exact(v)) {
+        *r = zr;
+    }
     let mut sums = [0.0f32; ROW_GROUP];
-    reduce::sums(&rows, &mut sums[..rows.len()]);
+    reduce::sums(&rows[..n], &mut sums[..n]);
     for (((zr, &t), l), (&(m, zt), &sum)) in z
         .chunks_exact_mut(v)
         .zip(targets)
